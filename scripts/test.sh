@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# The test command (README, .ci/run): installs what is missing, builds, and runs every
+# test. Three builds:
+#   build/       Release, gcc: unit, golden, end-to-end tests (ctest)
+#   build-tsan/  ThreadSanitizer: the concurrency tests (ctest label "tsan")
+#   build-fuzz/  clang + libFuzzer + ASan/UBSan: each fuzz target for a bounded time
+# Exits non-zero on any failure. Env: JOBS (parallel build jobs, default nproc),
+# EMBEDSERVE_FUZZ_SECONDS (per fuzz target, default 30).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+JOBS=${JOBS:-$(nproc)}
+FUZZ_SECONDS=${EMBEDSERVE_FUZZ_SECONDS:-30}
+
+scripts/setup.sh || { echo "test.sh: setup failed"; exit 1; }
+
+passed=0
+failed=0
+failed_phases=()
+
+# run_phase NAME BUILD_DIR CTEST_ARGS -- CMAKE_ARGS...
+run_phase() {
+  local name=$1 dir=$2 ctest_args=$3
+  shift 4
+  echo "=== ${name}: configure + build (${dir}) ==="
+  if ! cmake -S "$ROOT" -B "$dir" -G Ninja "$@" >"$dir.configure.log" 2>&1; then
+    cat "$dir.configure.log"; failed=$((failed + 1)); failed_phases+=("$name (configure)"); return
+  fi
+  if ! cmake --build "$dir" -j "$JOBS"; then
+    failed=$((failed + 1)); failed_phases+=("$name (build)"); return
+  fi
+  echo "=== ${name}: ctest ==="
+  local log="$dir/ctest.log"
+  # shellcheck disable=SC2086
+  ctest --test-dir "$dir" --output-on-failure -j "$JOBS" $ctest_args 2>&1 | tee "$log"
+  local rc=${PIPESTATUS[0]}
+  local line p t
+  line=$(grep -E "tests passed, [0-9]+ tests failed out of" "$log" | tail -1)
+  if [ -n "$line" ]; then
+    t=$(echo "$line" | sed -E 's/.*out of ([0-9]+).*/\1/')
+    f=$(echo "$line" | sed -E 's/.*passed, ([0-9]+) tests failed.*/\1/')
+    passed=$((passed + t - f)); failed=$((failed + f))
+  elif [ "$rc" -ne 0 ]; then
+    failed=$((failed + 1))
+  fi
+  if [ "$rc" -ne 0 ]; then failed_phases+=("$name"); fi
+}
+
+mkdir -p build build-tsan build-fuzz
+run_phase "release" build "" -- -DCMAKE_BUILD_TYPE=Release
+run_phase "tsan" build-tsan "-L tsan" -- -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+  -DEMBEDSERVE_SANITIZE=thread -DEMBEDSERVE_WITH_TORCH=OFF -DEMBEDSERVE_WITH_GRPC=OFF \
+  -DEMBEDSERVE_BUILD_BENCH=OFF
+run_phase "fuzz" build-fuzz "-L fuzz" -- -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+  -DCMAKE_CXX_COMPILER=clang++ -DCMAKE_C_COMPILER=clang -DEMBEDSERVE_FUZZ=ON \
+  -DEMBEDSERVE_FUZZ_SECONDS="$FUZZ_SECONDS" -DEMBEDSERVE_WITH_TORCH=OFF \
+  -DEMBEDSERVE_WITH_GRPC=OFF -DEMBEDSERVE_BUILD_TESTS=OFF -DEMBEDSERVE_BUILD_BENCH=OFF
+
+echo
+if [ ${#failed_phases[@]} -ne 0 ]; then
+  echo "test.sh: FAILED phases: ${failed_phases[*]}"
+fi
+echo "${passed} passed, ${failed} failed"
+[ "$failed" -eq 0 ] && [ ${#failed_phases[@]} -eq 0 ]

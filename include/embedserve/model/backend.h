@@ -11,12 +11,10 @@
 
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
+#include "embedserve/common/token_ids.h"
 #include "embedserve/model/embedding_matrix.h"
 
 namespace embedserve {
-
-// One tokenized text: [CLS] ... [SEP], already truncated to the model's limit.
-using TokenIds = std::vector<int32_t>;
 
 // What a loaded backend serves; fixed after load.
 struct BackendInfo {

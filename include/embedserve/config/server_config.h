@@ -1,0 +1,130 @@
+// The experiment configuration: what `embedserve --config FILE` reads from YAML
+// (experiments/*.yaml) and what the server, the model loader and the benchmark launcher
+// are started with. Plain value types; loading is a pure function (safe from any thread).
+#ifndef EMBEDSERVE_CONFIG_SERVER_CONFIG_H_
+#define EMBEDSERVE_CONFIG_SERVER_CONFIG_H_
+
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+
+namespace embedserve {
+
+// `server:` section. Where and how the gRPC server listens.
+struct ServerSection {
+  std::string host = "127.0.0.1";     // bind address; 0.0.0.0 to listen on all interfaces
+  int port = 50051;                   // gRPC port; 0 picks a free port (logged)
+  int metrics_port = 9000;            // Prometheus /metrics; 0 picks a free port, -1 off
+  int64_t max_message_bytes = 64 << 20;  // largest request/response message
+  int threads = 0;                    // most threads gRPC may use; 0 = gRPC's default
+  int max_texts_per_request = 256;    // texts (or pairs) per Embed/Similarity/Tokenize
+  int64_t shutdown_grace_ms = 10000;  // on SIGTERM: time to answer accepted calls
+  bool warmup = true;                 // run one batch through the model before SERVING
+
+  absl::Status Validate() const;
+};
+
+// `model:` section. Which model folder to load and how.
+struct ModelSection {
+  std::string name;           // display name; also looked up in the Hugging Face cache
+  std::string path;           // model folder; wins over `name` when set
+  std::string fallback_path;  // used (with a warning) when `name` is not in the HF cache
+  std::string device = "auto";     // auto, cpu, cuda, cuda:N
+  std::string precision = "fp32";  // fp32, fp16, bf16, or "auto" (see `quantized`)
+  bool quantized = false;          // seed key: true means fp16 on GPU, bf16 on CPU
+  int64_t max_seq_length = 0;      // 0 = the folder's sentence_bert_config.json value
+  int threads = 0;                 // intra-op CPU threads; 0 = LibTorch's default
+  std::string backend = "libtorch";  // the only backend today
+
+  absl::Status Validate() const;
+};
+
+// `batching:` section. Dynamic batching (see include/embedserve/batching/batcher.h).
+struct BatchingSection {
+  bool enabled = true;               // false: one request per forward (the baseline)
+  int max_batch_size = 64;           // most sequences per forward
+  int64_t max_batch_tokens = 8192;   // most tokens per forward
+  bool count_padding = true;         // tokens counted as longest x count (padded)
+  int64_t max_queue_delay_us = 0;    // wait this long for a batch to fill (seed: timeout_ms)
+  int max_queue_sequences = 4096;    // queued sequences before RESOURCE_EXHAUSTED
+  int workers = 1;                   // batches run at once (forward passes in parallel)
+
+  absl::Status Validate() const;
+};
+
+// `logging:` section.
+struct LoggingSection {
+  std::string level = "info";  // trace, debug, info, warn, error, off
+  bool log_requests = false;   // one debug line per request
+
+  absl::Status Validate() const;
+};
+
+// `benchmark:` section: the sweep the benchmark launcher runs against this config. The
+// server itself ignores it.
+struct BenchmarkSection {
+  std::vector<int> batch_sizes = {1, 8, 32};     // texts per request
+  std::vector<int> concurrencies = {1, 4, 16};   // requests in flight
+  double duration_s = 10.0;                      // measured seconds per point
+  double warmup_s = 2.0;                         // unmeasured seconds before each point
+  std::string method = "embed";                  // embed or similarity
+
+  absl::Status Validate() const;
+};
+
+struct ServerConfig {
+  ServerSection server;
+  ModelSection model;
+  BatchingSection batching;
+  LoggingSection logging;
+  BenchmarkSection benchmark;
+  std::string source;  // the file it came from ("" when built in code)
+
+  // Validates every section; the first error names the field, the rule and the value.
+  absl::Status Validate() const;
+};
+
+// Parses and validates a YAML experiment file. Unknown keys, wrong types and
+// out-of-range values fail with INVALID_ARGUMENT naming the file, line, key and the
+// allowed values; a missing or unreadable file is NOT_FOUND.
+absl::StatusOr<ServerConfig> LoadServerConfigFile(const std::string& path);
+
+// As above from YAML text; `source_name` names it in error messages.
+absl::StatusOr<ServerConfig> ParseServerConfig(absl::string_view yaml,
+                                               absl::string_view source_name);
+
+// The effective configuration as YAML that LoadServerConfigFile accepts back
+// (`embedserve --print-config`).
+std::string ServerConfigToYaml(const ServerConfig& config);
+
+// Where model folders are looked up.
+struct ModelLocatorEnv {
+  std::string hf_hub_cache;  // $HF_HUB_CACHE
+  std::string hf_home;       // $HF_HOME
+  std::string home;          // $HOME
+  std::string xdg_cache_home;  // $XDG_CACHE_HOME
+
+  static ModelLocatorEnv FromEnvironment();
+};
+
+// The folder to load: model.path when set; else model.name found in the Hugging Face
+// hub cache (snapshot of refs/main, else the newest snapshot; a bare name such as
+// all-MiniLM-L6-v2 is also tried under sentence-transformers/); else
+// model.fallback_path when set; else models/minilm-l6-synthetic (relative to the
+// current directory) when no name is given. NOT_FOUND says where it looked and how to
+// fix it.
+absl::StatusOr<std::string> ResolveModelPath(const ModelSection& model,
+                                             const ModelLocatorEnv& env);
+
+// The default model folder, relative to the current directory (scripts/run.sh runs
+// from the repository root and creates it with embedserve-make-model).
+inline constexpr char kDefaultModelPath[] = "models/minilm-l6-synthetic";
+
+}  // namespace embedserve
+
+#endif  // EMBEDSERVE_CONFIG_SERVER_CONFIG_H_

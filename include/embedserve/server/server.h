@@ -1,0 +1,82 @@
+// The whole in-process server: gRPC (EmbeddingService + grpc.health.v1 + reflection),
+// the Batcher in front of a Backend, and the Prometheus /metrics responder. Used by the
+// `embedserve` binary, the end-to-end tests and the benchmarks (with a fake backend).
+// Thread-safe: Shutdown() and Wait() may be called from any thread.
+#ifndef EMBEDSERVE_SERVER_SERVER_H_
+#define EMBEDSERVE_SERVER_SERVER_H_
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "embedserve/config/server_config.h"
+
+namespace embedserve {
+
+class Backend;
+class Tokenizer;
+
+// What the server serves. Owned by the server once started.
+struct ServingModel {
+  std::unique_ptr<Tokenizer> tokenizer;
+  std::unique_ptr<Backend> backend;
+
+  ServingModel();
+  ServingModel(std::unique_ptr<Tokenizer> tokenizer, std::unique_ptr<Backend> backend);
+  ServingModel(ServingModel&&) noexcept;
+  ServingModel& operator=(ServingModel&&) noexcept;
+  ~ServingModel();
+};
+
+// Loads the model; called by EmbedServer::Start after gRPC listens (health
+// NOT_SERVING meanwhile).
+using ModelFactory = std::function<absl::StatusOr<ServingModel>()>;
+
+class EmbedServer {
+ public:
+  // Binds config.server.host:port (port 0 = a free one) and the metrics port, answers
+  // health NOT_SERVING and UNAVAILABLE while `load_model` runs, builds the Batcher from
+  // config.batching, warms up (config.server.warmup), then turns SERVING and returns.
+  // Fails (and releases the ports) on an invalid config, a bind failure or a model load
+  // failure.
+  static absl::StatusOr<std::unique_ptr<EmbedServer>> Start(const ServerConfig& config,
+                                                            ModelFactory load_model);
+
+  ~EmbedServer();  // Shutdown(0) if not done yet
+  EmbedServer(const EmbedServer&) = delete;
+  EmbedServer& operator=(const EmbedServer&) = delete;
+
+  int port() const;          // the bound gRPC port
+  int metrics_port() const;  // the bound metrics port, -1 when off
+  std::string address() const;  // host:port
+  const ServerConfig& config() const;
+  // The one-line startup summary ("Loaded ... on cpu, FP32, 384 dims, batching on ...").
+  std::string Summary() const;
+
+  // Health NOT_SERVING, refuse new calls (UNAVAILABLE), answer every accepted call
+  // within `grace_us` (after that they are cancelled), stop the batcher and the metrics
+  // responder. Idempotent; blocks until done.
+  void Shutdown(int64_t grace_us);
+
+  // Blocks until Shutdown() has finished.
+  void Wait();
+
+  // Implementation details below.
+  class Impl;
+
+ private:
+  explicit EmbedServer(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+// Same as EmbedServer::Start with an already loaded model (tests, benchmarks with a
+// fake backend).
+absl::StatusOr<std::unique_ptr<EmbedServer>> StartServer(const ServerConfig& config,
+                                                         ServingModel model);
+
+}  // namespace embedserve
+
+#endif  // EMBEDSERVE_SERVER_SERVER_H_

@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# Runs ON THE GPU MACHINE: configures embedserve against python3's LibTorch (2.11, CUDA)
+# and the carried Debian gRPC/abseil/protobuf set (env.sh), builds everything, and runs
+# the whole ctest suite with the CUDA tests enabled. Logs go to $OUT (or ./device-out).
+# Usage (through the device tool, carry [".device"]):
+#   scripts/device/build_and_test.sh [extra cmake args...]
+# Env: BUILD_DIR (default build-gpu), JOBS (default nproc), CTEST_ARGS (extra ctest args),
+#      SKIP_TESTS=1 (configure + build only).
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+# shellcheck source=env.sh
+source scripts/device/env.sh || exit 1
+OUT=${OUT:-$ES_ROOT/device-out}
+mkdir -p "$OUT"
+BUILD_DIR=${BUILD_DIR:-build-gpu}
+JOBS=${JOBS:-$(nproc)}
+# The CUDA tests run when a GPU is visible; this makes a missing GPU a failure instead
+# of a skip here (the tests read it).
+export EMBEDSERVE_REQUIRE_CUDA=1
+export TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST:-9.0}
+
+step() { echo "=== $* ($(date +%T))"; }
+
+step "configure -> $OUT/configure.log"
+# -include cstdint: Debian's abseil 20220623 / gRPC 1.51 headers predate g++ 13, which
+# no longer pulls <cstdint> in transitively.
+if ! cmake -S . -B "$BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE=Release \
+     -DCMAKE_PREFIX_PATH="$CMAKE_PREFIX_PATH" \
+     -DCMAKE_CUDA_ARCHITECTURES=90 \
+     -DCMAKE_CXX_FLAGS="-include cstdint" \
+     "$@" >"$OUT/configure.log" 2>&1; then
+  tail -60 "$OUT/configure.log"; echo "build_and_test: configure FAILED"; exit 1
+fi
+grep -E "Torch|CUDA|gRPC|Protobuf|absl" "$OUT/configure.log" | head -20
+
+step "build (-j$JOBS) -> $OUT/build.log"
+if ! cmake --build "$BUILD_DIR" -j "$JOBS" >"$OUT/build.log" 2>&1; then
+  grep -E "error|Error|FAILED" "$OUT/build.log" | head -40; tail -30 "$OUT/build.log"
+  echo "build_and_test: build FAILED"; exit 1
+fi
+tail -2 "$OUT/build.log"
+[ "${SKIP_TESTS:-0}" = 1 ] && { echo "build_and_test: build OK (tests skipped)"; exit 0; }
+
+step "ctest -> $OUT/ctest.log"
+# shellcheck disable=SC2086
+ctest --test-dir "$BUILD_DIR" --output-on-failure -j "$JOBS" ${CTEST_ARGS:-} >"$OUT/ctest.log" 2>&1
+rc=$?
+grep -E "Test +#|tests passed|Skipped|SKIPPED|FAILED|Failed" "$OUT/ctest.log" | tail -60
+echo "build_and_test: ctest exit $rc"
+exit $rc

@@ -1,0 +1,599 @@
+#include "embedserve/config/server_config.h"
+
+#include <yaml-cpp/yaml.h>
+
+#include <cmath>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <limits>
+#include <sstream>
+#include <utility>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
+#include "embedserve/common/status_macros.h"
+
+namespace embedserve {
+namespace {
+
+namespace fs = std::filesystem;
+
+// "field must be in [lo, hi]; was v"
+template <typename T>
+absl::Status CheckRange(absl::string_view field, T value, T lo, T hi) {
+  if (value >= lo && value <= hi) return absl::OkStatus();
+  return absl::InvalidArgumentError(
+      absl::StrCat(field, " must be in [", lo, ", ", hi, "]; was ", value));
+}
+
+absl::Status CheckOneOf(absl::string_view field, const std::string& value,
+                        std::initializer_list<const char*> allowed) {
+  for (const char* a : allowed) {
+    if (value == a) return absl::OkStatus();
+  }
+  return absl::InvalidArgumentError(absl::StrCat(field, " must be one of ",
+                                                 absl::StrJoin(allowed, ", "),
+                                                 "; was '", value, "'"));
+}
+
+bool IsValidDevice(const std::string& device) {
+  if (device == "auto" || device == "cpu" || device == "cuda") return true;
+  if (!absl::StartsWith(device, "cuda:")) return false;
+  int index = 0;
+  return absl::SimpleAtoi(device.substr(5), &index) && index >= 0 && index < 1024;
+}
+
+}  // namespace
+
+absl::Status ServerSection::Validate() const {
+  if (host.empty()) {
+    return absl::InvalidArgumentError(
+        "server.host must be a host name or address (e.g. 127.0.0.1, 0.0.0.0); was ''");
+  }
+  ES_RETURN_IF_ERROR(CheckRange("server.port", port, 0, 65535));
+  ES_RETURN_IF_ERROR(CheckRange("server.metrics_port", metrics_port, -1, 65535));
+  if (metrics_port > 0 && metrics_port == port) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "server.metrics_port must differ from server.port; both were ", port));
+  }
+  ES_RETURN_IF_ERROR(CheckRange<int64_t>("server.max_message_bytes", max_message_bytes,
+                                         1024, std::numeric_limits<int32_t>::max()));
+  ES_RETURN_IF_ERROR(CheckRange("server.threads", threads, 0, 4096));
+  ES_RETURN_IF_ERROR(
+      CheckRange("server.max_texts_per_request", max_texts_per_request, 1, 1000000));
+  ES_RETURN_IF_ERROR(CheckRange<int64_t>("server.shutdown_grace_ms", shutdown_grace_ms,
+                                         0, 3600 * 1000));
+  return absl::OkStatus();
+}
+
+absl::Status ModelSection::Validate() const {
+  if (!IsValidDevice(device)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "model.device must be one of auto, cpu, cuda, cuda:N; was '", device, "'"));
+  }
+  ES_RETURN_IF_ERROR(
+      CheckOneOf("model.precision", precision, {"fp32", "fp16", "bf16", "auto"}));
+  if (quantized && precision != "auto" && precision != "fp32") {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "model.quantized must be false when model.precision is set (quantized: true "
+        "means fp16 on GPU, bf16 on CPU); was true with precision '",
+        precision, "'"));
+  }
+  ES_RETURN_IF_ERROR(CheckRange<int64_t>("model.max_seq_length", max_seq_length, 0, 8192));
+  ES_RETURN_IF_ERROR(CheckRange("model.threads", threads, 0, 4096));
+  ES_RETURN_IF_ERROR(CheckOneOf("model.backend", backend, {"libtorch"}));
+  return absl::OkStatus();
+}
+
+absl::Status BatchingSection::Validate() const {
+  ES_RETURN_IF_ERROR(CheckRange("batching.max_batch_size", max_batch_size, 1, 65536));
+  ES_RETURN_IF_ERROR(CheckRange<int64_t>("batching.max_batch_tokens", max_batch_tokens, 1,
+                                         int64_t{1} << 24));
+  ES_RETURN_IF_ERROR(CheckRange<int64_t>("batching.max_queue_delay_us",
+                                         max_queue_delay_us, 0, 10 * 1000 * 1000));
+  ES_RETURN_IF_ERROR(CheckRange("batching.max_queue_sequences", max_queue_sequences, 1,
+                                10 * 1000 * 1000));
+  ES_RETURN_IF_ERROR(CheckRange("batching.workers", workers, 1, 256));
+  return absl::OkStatus();
+}
+
+absl::Status LoggingSection::Validate() const {
+  return CheckOneOf("logging.level", level,
+                    {"trace", "debug", "info", "warn", "error", "critical", "off"});
+}
+
+absl::Status BenchmarkSection::Validate() const {
+  if (batch_sizes.empty()) {
+    return absl::InvalidArgumentError(
+        "benchmark.batch_sizes must list at least one size, e.g. [1, 8, 32]; was []");
+  }
+  for (size_t i = 0; i < batch_sizes.size(); ++i) {
+    ES_RETURN_IF_ERROR(CheckRange(absl::StrCat("benchmark.batch_sizes[", i, "]"),
+                                  batch_sizes[i], 1, 1000000));
+  }
+  if (concurrencies.empty()) {
+    return absl::InvalidArgumentError(
+        "benchmark.concurrencies must list at least one value, e.g. [1, 4, 16]; was []");
+  }
+  for (size_t i = 0; i < concurrencies.size(); ++i) {
+    ES_RETURN_IF_ERROR(CheckRange(absl::StrCat("benchmark.concurrencies[", i, "]"),
+                                  concurrencies[i], 1, 100000));
+  }
+  if (!(duration_s > 0 && duration_s <= 86400)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("benchmark.duration_s must be in (0, 86400]; was ", duration_s));
+  }
+  if (!(warmup_s >= 0 && warmup_s <= 86400)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("benchmark.warmup_s must be in [0, 86400]; was ", warmup_s));
+  }
+  return CheckOneOf("benchmark.method", method, {"embed", "similarity"});
+}
+
+absl::Status ServerConfig::Validate() const {
+  ES_RETURN_IF_ERROR(server.Validate());
+  ES_RETURN_IF_ERROR(model.Validate());
+  ES_RETURN_IF_ERROR(batching.Validate());
+  ES_RETURN_IF_ERROR(logging.Validate());
+  ES_RETURN_IF_ERROR(benchmark.Validate());
+  return absl::OkStatus();
+}
+
+// ---------------------------------------------------------------------------------
+// YAML parsing.
+
+namespace {
+
+// Parses one file; remembers where each key was so that Validate() errors can point at
+// the line.
+class Parser {
+ public:
+  explicit Parser(absl::string_view source) : source_(source) {}
+
+  absl::Status Parse(const YAML::Node& root, ServerConfig* config) {
+    if (!root.IsDefined() || root.IsNull()) return absl::OkStatus();  // empty file
+    if (!root.IsMap()) {
+      return Error(root, "", "the file must be a mapping of sections (server, model, "
+                             "batching, logging, benchmark)");
+    }
+    using Handler = std::function<absl::Status(const YAML::Node&, const std::string&)>;
+    const std::vector<std::pair<const char*, Handler>> sections = {
+        {"server", [&](const YAML::Node& n, const std::string& k) { return Server(n, k, &config->server); }},
+        {"model", [&](const YAML::Node& n, const std::string& k) { return Model(n, k, &config->model); }},
+        {"batching", [&](const YAML::Node& n, const std::string& k) { return Batching(n, k, &config->batching); }},
+        {"logging", [&](const YAML::Node& n, const std::string& k) { return Logging(n, k, &config->logging); }},
+        {"benchmark", [&](const YAML::Node& n, const std::string& k) { return Benchmark(n, k, &config->benchmark); }},
+        // Seed keys, kept working: top-level `backend` and `quantized`.
+        {"backend", [&](const YAML::Node& n, const std::string& k) { return String(n, k, &config->model.backend); }},
+        {"quantized", [&](const YAML::Node& n, const std::string& k) { return Bool(n, k, &config->model.quantized); }},
+    };
+    return Map(root, "", sections);
+  }
+
+  // Prefixes a Validate() message "a.b must ..." with the location of key a.b.
+  absl::Status Locate(const absl::Status& status) const {
+    if (status.ok()) return status;
+    std::string field(status.message().substr(0, status.message().find(' ')));
+    const size_t bracket = field.find('[');
+    auto it = marks_.find(field);
+    if (it == marks_.end() && bracket != std::string::npos) {
+      it = marks_.find(field.substr(0, bracket));
+    }
+    if (it == marks_.end()) {
+      return absl::InvalidArgumentError(absl::StrCat(source_, ": ", status.message()));
+    }
+    return absl::InvalidArgumentError(absl::StrCat(source_, ":", it->second.line + 1, ":",
+                                                   it->second.column + 1, ": ",
+                                                   status.message()));
+  }
+
+ private:
+  using Handler = std::function<absl::Status(const YAML::Node&, const std::string&)>;
+
+  absl::Status Error(const YAML::Node& node, const std::string& key,
+                     absl::string_view what) const {
+    const YAML::Mark mark = node.Mark();
+    std::string where = source_;
+    if (mark.line >= 0) absl::StrAppend(&where, ":", mark.line + 1, ":", mark.column + 1);
+    return absl::InvalidArgumentError(
+        absl::StrCat(where, ": ", key.empty() ? "" : absl::StrCat(key, ": "), what));
+  }
+
+  static std::string Show(const YAML::Node& node) {
+    if (node.IsNull()) return "null (no value)";
+    if (node.IsScalar()) return absl::StrCat("'", node.Scalar(), "'");
+    if (node.IsSequence()) return "a list";
+    if (node.IsMap()) return "a mapping";
+    return "nothing";
+  }
+
+  absl::Status Map(const YAML::Node& node, const std::string& prefix,
+                   const std::vector<std::pair<const char*, Handler>>& handlers) {
+    std::vector<std::string> allowed;
+    for (const auto& h : handlers) allowed.push_back(h.first);
+    if (!node.IsMap()) {
+      return Error(node, prefix,
+                   absl::StrCat("must be a mapping with keys ", absl::StrJoin(allowed, ", "),
+                                "; was ", Show(node)));
+    }
+    for (const auto& kv : node) {
+      const std::string name = kv.first.Scalar();
+      const std::string key = prefix.empty() ? name : absl::StrCat(prefix, ".", name);
+      const Handler* handler = nullptr;
+      for (const auto& h : handlers) {
+        if (name == h.first) handler = &h.second;
+      }
+      if (handler == nullptr) {
+        return Error(kv.first, key,
+                     absl::StrCat("unknown key '", name, "'; allowed ",
+                                  prefix.empty() ? "top-level keys" : "keys in " + prefix,
+                                  ": ", absl::StrJoin(allowed, ", ")));
+      }
+      if (marks_.contains(key)) {
+        return Error(kv.first, key, "given twice");
+      }
+      marks_[key] = kv.first.Mark();
+      ES_RETURN_IF_ERROR((*handler)(kv.second, key));
+    }
+    return absl::OkStatus();
+  }
+
+  absl::Status String(const YAML::Node& node, const std::string& key, std::string* out) {
+    if (!node.IsScalar()) {
+      return Error(node, key, absl::StrCat("must be a string; was ", Show(node)));
+    }
+    *out = node.Scalar();
+    return absl::OkStatus();
+  }
+
+  absl::Status Bool(const YAML::Node& node, const std::string& key, bool* out) {
+    if (!node.IsScalar() || !YAML::convert<bool>::decode(node, *out)) {
+      return Error(node, key, absl::StrCat("must be true or false; was ", Show(node)));
+    }
+    return absl::OkStatus();
+  }
+
+  template <typename T>
+  absl::Status Int(const YAML::Node& node, const std::string& key, T* out) {
+    int64_t v = 0;
+    if (!node.IsScalar() || !YAML::convert<int64_t>::decode(node, v) ||
+        v < std::numeric_limits<T>::min() || v > std::numeric_limits<T>::max()) {
+      return Error(node, key, absl::StrCat("must be an integer; was ", Show(node)));
+    }
+    *out = static_cast<T>(v);
+    return absl::OkStatus();
+  }
+
+  absl::Status Double(const YAML::Node& node, const std::string& key, double* out) {
+    if (!node.IsScalar() || !YAML::convert<double>::decode(node, *out) ||
+        !std::isfinite(*out)) {
+      return Error(node, key, absl::StrCat("must be a number; was ", Show(node)));
+    }
+    return absl::OkStatus();
+  }
+
+  absl::Status IntList(const YAML::Node& node, const std::string& key,
+                       std::vector<int>* out) {
+    if (!node.IsSequence()) {
+      return Error(node, key,
+                   absl::StrCat("must be a list of integers, e.g. [1, 8, 32]; was ",
+                                Show(node)));
+    }
+    out->clear();
+    for (size_t i = 0; i < node.size(); ++i) {
+      int v = 0;
+      ES_RETURN_IF_ERROR(Int(node[i], absl::StrCat(key, "[", i, "]"), &v));
+      out->push_back(v);
+    }
+    return absl::OkStatus();
+  }
+
+  // A delay given in one of several units; only one of them may be set.
+  absl::Status DelayUs(const YAML::Node& node, const std::string& key, double scale,
+                       int64_t* out_us) {
+    double v = 0;
+    ES_RETURN_IF_ERROR(Double(node, key, &v));
+    if (delay_key_set_) {
+      return Error(node, key,
+                   "the queue delay is given twice; keep one of batching.timeout_ms, "
+                   "batching.max_queue_delay_ms, batching.max_queue_delay_us");
+    }
+    delay_key_set_ = true;
+    const double us = v * scale;
+    if (!(us >= 0 && us <= 10e6)) {
+      return Error(node, key,
+                   absl::StrCat("must be in [0, ", 10e6 / scale, "]; was ", v));
+    }
+    *out_us = static_cast<int64_t>(std::llround(us));
+    return absl::OkStatus();
+  }
+
+  absl::Status Server(const YAML::Node& node, const std::string& p, ServerSection* s) {
+    return Map(node, p, {
+        {"host", [&](const YAML::Node& n, const std::string& k) { return String(n, k, &s->host); }},
+        {"port", [&](const YAML::Node& n, const std::string& k) { return Int(n, k, &s->port); }},
+        {"metrics_port", [&](const YAML::Node& n, const std::string& k) { return Int(n, k, &s->metrics_port); }},
+        {"max_message_bytes", [&](const YAML::Node& n, const std::string& k) { return Int(n, k, &s->max_message_bytes); }},
+        {"threads", [&](const YAML::Node& n, const std::string& k) { return Int(n, k, &s->threads); }},
+        {"max_texts_per_request", [&](const YAML::Node& n, const std::string& k) { return Int(n, k, &s->max_texts_per_request); }},
+        {"shutdown_grace_ms", [&](const YAML::Node& n, const std::string& k) { return Int(n, k, &s->shutdown_grace_ms); }},
+        {"warmup", [&](const YAML::Node& n, const std::string& k) { return Bool(n, k, &s->warmup); }},
+    });
+  }
+
+  absl::Status Model(const YAML::Node& node, const std::string& p, ModelSection* m) {
+    return Map(node, p, {
+        {"name", [&](const YAML::Node& n, const std::string& k) { return String(n, k, &m->name); }},
+        {"path", [&](const YAML::Node& n, const std::string& k) { return String(n, k, &m->path); }},
+        {"fallback_path", [&](const YAML::Node& n, const std::string& k) { return String(n, k, &m->fallback_path); }},
+        {"device", [&](const YAML::Node& n, const std::string& k) { return String(n, k, &m->device); }},
+        {"precision", [&](const YAML::Node& n, const std::string& k) { return String(n, k, &m->precision); }},
+        {"quantized", [&](const YAML::Node& n, const std::string& k) { return Bool(n, k, &m->quantized); }},
+        {"max_seq_length", [&](const YAML::Node& n, const std::string& k) { return Int(n, k, &m->max_seq_length); }},
+        {"threads", [&](const YAML::Node& n, const std::string& k) { return Int(n, k, &m->threads); }},
+        {"backend", [&](const YAML::Node& n, const std::string& k) { return String(n, k, &m->backend); }},
+    });
+  }
+
+  absl::Status Batching(const YAML::Node& node, const std::string& p, BatchingSection* b) {
+    return Map(node, p, {
+        {"enabled", [&](const YAML::Node& n, const std::string& k) { return Bool(n, k, &b->enabled); }},
+        {"max_batch_size", [&](const YAML::Node& n, const std::string& k) { return Int(n, k, &b->max_batch_size); }},
+        {"max_batch_tokens", [&](const YAML::Node& n, const std::string& k) { return Int(n, k, &b->max_batch_tokens); }},
+        {"count_padding", [&](const YAML::Node& n, const std::string& k) { return Bool(n, k, &b->count_padding); }},
+        {"timeout_ms", [&](const YAML::Node& n, const std::string& k) { return DelayUs(n, k, 1000.0, &b->max_queue_delay_us); }},
+        {"max_queue_delay_ms", [&](const YAML::Node& n, const std::string& k) { return DelayUs(n, k, 1000.0, &b->max_queue_delay_us); }},
+        {"max_queue_delay_us", [&](const YAML::Node& n, const std::string& k) { return DelayUs(n, k, 1.0, &b->max_queue_delay_us); }},
+        {"max_queue_sequences", [&](const YAML::Node& n, const std::string& k) { return Int(n, k, &b->max_queue_sequences); }},
+        {"workers", [&](const YAML::Node& n, const std::string& k) { return Int(n, k, &b->workers); }},
+    });
+  }
+
+  absl::Status Logging(const YAML::Node& node, const std::string& p, LoggingSection* l) {
+    return Map(node, p, {
+        {"level", [&](const YAML::Node& n, const std::string& k) { return String(n, k, &l->level); }},
+        {"log_requests", [&](const YAML::Node& n, const std::string& k) { return Bool(n, k, &l->log_requests); }},
+    });
+  }
+
+  absl::Status Benchmark(const YAML::Node& node, const std::string& p, BenchmarkSection* b) {
+    return Map(node, p, {
+        {"batch_sizes", [&](const YAML::Node& n, const std::string& k) { return IntList(n, k, &b->batch_sizes); }},
+        {"concurrencies", [&](const YAML::Node& n, const std::string& k) { return IntList(n, k, &b->concurrencies); }},
+        {"duration_s", [&](const YAML::Node& n, const std::string& k) { return Double(n, k, &b->duration_s); }},
+        {"warmup_s", [&](const YAML::Node& n, const std::string& k) { return Double(n, k, &b->warmup_s); }},
+        {"method", [&](const YAML::Node& n, const std::string& k) { return String(n, k, &b->method); }},
+    });
+  }
+
+  std::string source_;
+  absl::flat_hash_map<std::string, YAML::Mark> marks_;
+  bool delay_key_set_ = false;
+};
+
+}  // namespace
+
+absl::StatusOr<ServerConfig> ParseServerConfig(absl::string_view yaml,
+                                               absl::string_view source_name) {
+  Parser parser(source_name);
+  ServerConfig config;
+  config.source = std::string(source_name);
+  YAML::Node root;
+  try {
+    root = YAML::Load(std::string(yaml));
+  } catch (const YAML::Exception& e) {
+    return absl::InvalidArgumentError(absl::StrCat(source_name, ":", e.mark.line + 1, ":",
+                                                   e.mark.column + 1,
+                                                   ": not valid YAML: ", e.msg));
+  }
+  try {
+    ES_RETURN_IF_ERROR(parser.Parse(root, &config));
+  } catch (const YAML::Exception& e) {  // defensive: yaml-cpp throws on odd nodes
+    return absl::InvalidArgumentError(
+        absl::StrCat(source_name, ":", e.mark.line + 1, ": ", e.msg));
+  }
+  ES_RETURN_IF_ERROR(parser.Locate(config.Validate()));
+  return config;
+}
+
+absl::StatusOr<ServerConfig> LoadServerConfigFile(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) {
+    return absl::NotFoundError(
+        absl::StrCat("config file ", path,
+                     " cannot be read (missing or no permission); pass an existing "
+                     "file, e.g. --config experiments/minilm_batching.yaml"));
+  }
+  std::stringstream buffer;
+  buffer << in.rdbuf();
+  return ParseServerConfig(buffer.str(), path);
+}
+
+// ---------------------------------------------------------------------------------
+// YAML output.
+
+namespace {
+
+std::string Quote(const std::string& s) {
+  std::string out = "\"";
+  for (char c : s) {
+    if (c == '"' || c == '\\') out.push_back('\\');
+    out.push_back(c);
+  }
+  out.push_back('"');
+  return out;
+}
+
+std::string Number(double v) {
+  std::ostringstream os;
+  os << v;
+  return os.str();
+}
+
+}  // namespace
+
+std::string ServerConfigToYaml(const ServerConfig& c) {
+  std::string y;
+  if (!c.source.empty()) absl::StrAppend(&y, "# effective config (from ", c.source, ")\n");
+  absl::StrAppend(&y, "server:\n");
+  absl::StrAppend(&y, "  host: ", Quote(c.server.host), "\n");
+  absl::StrAppend(&y, "  port: ", c.server.port, "\n");
+  absl::StrAppend(&y, "  metrics_port: ", c.server.metrics_port, "\n");
+  absl::StrAppend(&y, "  max_message_bytes: ", c.server.max_message_bytes, "\n");
+  absl::StrAppend(&y, "  threads: ", c.server.threads, "\n");
+  absl::StrAppend(&y, "  max_texts_per_request: ", c.server.max_texts_per_request, "\n");
+  absl::StrAppend(&y, "  shutdown_grace_ms: ", c.server.shutdown_grace_ms, "\n");
+  absl::StrAppend(&y, "  warmup: ", c.server.warmup ? "true" : "false", "\n");
+  absl::StrAppend(&y, "model:\n");
+  absl::StrAppend(&y, "  name: ", Quote(c.model.name), "\n");
+  absl::StrAppend(&y, "  path: ", Quote(c.model.path), "\n");
+  absl::StrAppend(&y, "  fallback_path: ", Quote(c.model.fallback_path), "\n");
+  absl::StrAppend(&y, "  device: ", Quote(c.model.device), "\n");
+  absl::StrAppend(&y, "  precision: ", Quote(c.model.precision), "\n");
+  absl::StrAppend(&y, "  quantized: ", c.model.quantized ? "true" : "false", "\n");
+  absl::StrAppend(&y, "  max_seq_length: ", c.model.max_seq_length, "\n");
+  absl::StrAppend(&y, "  threads: ", c.model.threads, "\n");
+  absl::StrAppend(&y, "  backend: ", Quote(c.model.backend), "\n");
+  absl::StrAppend(&y, "batching:\n");
+  absl::StrAppend(&y, "  enabled: ", c.batching.enabled ? "true" : "false", "\n");
+  absl::StrAppend(&y, "  max_batch_size: ", c.batching.max_batch_size, "\n");
+  absl::StrAppend(&y, "  max_batch_tokens: ", c.batching.max_batch_tokens, "\n");
+  absl::StrAppend(&y, "  count_padding: ", c.batching.count_padding ? "true" : "false", "\n");
+  absl::StrAppend(&y, "  max_queue_delay_us: ", c.batching.max_queue_delay_us, "\n");
+  absl::StrAppend(&y, "  max_queue_sequences: ", c.batching.max_queue_sequences, "\n");
+  absl::StrAppend(&y, "  workers: ", c.batching.workers, "\n");
+  absl::StrAppend(&y, "logging:\n");
+  absl::StrAppend(&y, "  level: ", Quote(c.logging.level), "\n");
+  absl::StrAppend(&y, "  log_requests: ", c.logging.log_requests ? "true" : "false", "\n");
+  absl::StrAppend(&y, "benchmark:\n");
+  absl::StrAppend(&y, "  batch_sizes: [", absl::StrJoin(c.benchmark.batch_sizes, ", "), "]\n");
+  absl::StrAppend(&y, "  concurrencies: [", absl::StrJoin(c.benchmark.concurrencies, ", "),
+                  "]\n");
+  absl::StrAppend(&y, "  duration_s: ", Number(c.benchmark.duration_s), "\n");
+  absl::StrAppend(&y, "  warmup_s: ", Number(c.benchmark.warmup_s), "\n");
+  absl::StrAppend(&y, "  method: ", Quote(c.benchmark.method), "\n");
+  return y;
+}
+
+// ---------------------------------------------------------------------------------
+// Model folder lookup.
+
+namespace {
+
+std::string Env(const char* name) {
+  const char* v = std::getenv(name);
+  return v == nullptr ? "" : v;
+}
+
+bool IsModelFolder(const fs::path& dir) {
+  std::error_code ec;
+  return fs::is_directory(dir, ec) && fs::exists(dir / "config.json", ec);
+}
+
+// The snapshot folder of `repo_id` under `hub`, or "" when absent.
+std::string FindSnapshot(const fs::path& hub, const std::string& repo_id) {
+  std::string folder = "models--" + repo_id;
+  for (size_t pos = 0; (pos = folder.find('/', pos)) != std::string::npos;) {
+    folder.replace(pos, 1, "--");
+  }
+  const fs::path repo = hub / folder;
+  std::error_code ec;
+  if (!fs::is_directory(repo, ec)) return "";
+  // refs/main names the snapshot the hub considers current.
+  std::ifstream ref(repo / "refs" / "main");
+  std::string hash;
+  if (ref && std::getline(ref, hash)) {
+    const fs::path snap = repo / "snapshots" / hash;
+    if (IsModelFolder(snap)) return snap.string();
+  }
+  // Else the newest snapshot that looks like a model.
+  fs::path best;
+  fs::file_time_type best_time{};
+  for (const auto& entry : fs::directory_iterator(repo / "snapshots", ec)) {
+    if (!IsModelFolder(entry.path())) continue;
+    const auto t = fs::last_write_time(entry.path(), ec);
+    if (best.empty() || t > best_time) {
+      best = entry.path();
+      best_time = t;
+    }
+  }
+  return best.string();
+}
+
+}  // namespace
+
+ModelLocatorEnv ModelLocatorEnv::FromEnvironment() {
+  ModelLocatorEnv env;
+  env.hf_hub_cache = Env("HF_HUB_CACHE");
+  if (env.hf_hub_cache.empty()) env.hf_hub_cache = Env("HUGGINGFACE_HUB_CACHE");
+  env.hf_home = Env("HF_HOME");
+  env.home = Env("HOME");
+  env.xdg_cache_home = Env("XDG_CACHE_HOME");
+  return env;
+}
+
+absl::StatusOr<std::string> ResolveModelPath(const ModelSection& model,
+                                             const ModelLocatorEnv& env) {
+  if (!model.path.empty()) {
+    std::error_code ec;
+    if (!fs::is_directory(model.path, ec)) {
+      return absl::NotFoundError(absl::StrCat(
+          "model.path ", model.path,
+          " is not a folder; point it (or --model) at a sentence-transformers model "
+          "folder, or create a synthetic one with embedserve-make-model"));
+    }
+    return model.path;
+  }
+  if (model.name.empty()) {
+    std::error_code ec;
+    if (fs::is_directory(kDefaultModelPath, ec)) return std::string(kDefaultModelPath);
+    return absl::NotFoundError(absl::StrCat(
+        "no model given and the default folder ", kDefaultModelPath,
+        " (relative to the current directory) does not exist; set model.path or "
+        "model.name, pass --model FOLDER, or run scripts/run.sh which creates it"));
+  }
+  // The hub cache, in the order huggingface_hub uses.
+  std::vector<std::string> hubs;
+  if (!env.hf_hub_cache.empty()) hubs.push_back(env.hf_hub_cache);
+  if (!env.hf_home.empty()) hubs.push_back((fs::path(env.hf_home) / "hub").string());
+  if (!env.xdg_cache_home.empty()) {
+    hubs.push_back((fs::path(env.xdg_cache_home) / "huggingface" / "hub").string());
+  }
+  if (!env.home.empty()) {
+    hubs.push_back((fs::path(env.home) / ".cache" / "huggingface" / "hub").string());
+  }
+  std::vector<std::string> ids = {model.name};
+  if (model.name.find('/') == std::string::npos) {
+    ids.push_back("sentence-transformers/" + model.name);
+  }
+  for (const std::string& hub : hubs) {
+    for (const std::string& id : ids) {
+      std::string snap = FindSnapshot(hub, id);
+      if (!snap.empty()) return snap;
+    }
+  }
+  if (!model.fallback_path.empty()) {
+    std::error_code ec;
+    if (fs::is_directory(model.fallback_path, ec)) return model.fallback_path;
+  }
+  return absl::NotFoundError(absl::StrCat(
+      "model.name '", model.name, "' is not in the Hugging Face cache (looked in ",
+      hubs.empty() ? std::string("no folder: HF_HUB_CACHE, HF_HOME and HOME are unset")
+                   : absl::StrJoin(hubs, ", "),
+      ")",
+      model.fallback_path.empty()
+          ? std::string()
+          : absl::StrCat(" and model.fallback_path ", model.fallback_path,
+                         " does not exist"),
+      "; download it (huggingface-cli download ", ids.back(),
+      "), set model.path or pass --model FOLDER, or create a synthetic folder with "
+      "embedserve-make-model"));
+}
+
+}  // namespace embedserve

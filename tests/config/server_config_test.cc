@@ -1,0 +1,352 @@
+#include "embedserve/config/server_config.h"
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+#include <string>
+
+namespace embedserve {
+namespace {
+
+namespace fs = std::filesystem;
+using ::testing::AllOf;
+using ::testing::HasSubstr;
+
+absl::StatusOr<ServerConfig> Parse(const std::string& yaml) {
+  return ParseServerConfig(yaml, "test.yaml");
+}
+
+TEST(ServerConfigTest, EmptyFileGivesDefaults) {
+  auto config = Parse("");
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_EQ(config->server.host, "127.0.0.1");
+  EXPECT_EQ(config->server.port, 50051);
+  EXPECT_EQ(config->model.device, "auto");
+  EXPECT_TRUE(config->batching.enabled);
+}
+
+TEST(ServerConfigTest, ReadsEverySection) {
+  auto config = Parse(R"(
+server:
+  host: 0.0.0.0
+  port: 6000
+  metrics_port: -1
+  max_message_bytes: 1048576
+  threads: 8
+  max_texts_per_request: 32
+  shutdown_grace_ms: 500
+  warmup: false
+model:
+  name: sentence-transformers/all-MiniLM-L6-v2
+  path: /models/x
+  device: cuda:1
+  precision: bf16
+  max_seq_length: 128
+  threads: 2
+batching:
+  enabled: false
+  max_batch_size: 16
+  max_batch_tokens: 4096
+  max_queue_delay_us: 250
+  max_queue_sequences: 100
+  workers: 3
+  count_padding: false
+logging:
+  level: debug
+  log_requests: true
+benchmark:
+  batch_sizes: [1, 2]
+  concurrencies: [4]
+  duration_s: 1.5
+  warmup_s: 0
+  method: similarity
+)");
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_EQ(config->server.host, "0.0.0.0");
+  EXPECT_EQ(config->server.port, 6000);
+  EXPECT_EQ(config->server.metrics_port, -1);
+  EXPECT_EQ(config->server.max_message_bytes, 1048576);
+  EXPECT_EQ(config->server.threads, 8);
+  EXPECT_EQ(config->server.max_texts_per_request, 32);
+  EXPECT_EQ(config->server.shutdown_grace_ms, 500);
+  EXPECT_FALSE(config->server.warmup);
+  EXPECT_EQ(config->model.name, "sentence-transformers/all-MiniLM-L6-v2");
+  EXPECT_EQ(config->model.path, "/models/x");
+  EXPECT_EQ(config->model.device, "cuda:1");
+  EXPECT_EQ(config->model.precision, "bf16");
+  EXPECT_EQ(config->model.max_seq_length, 128);
+  EXPECT_EQ(config->model.threads, 2);
+  EXPECT_FALSE(config->batching.enabled);
+  EXPECT_EQ(config->batching.max_batch_size, 16);
+  EXPECT_EQ(config->batching.max_batch_tokens, 4096);
+  EXPECT_EQ(config->batching.max_queue_delay_us, 250);
+  EXPECT_EQ(config->batching.max_queue_sequences, 100);
+  EXPECT_EQ(config->batching.workers, 3);
+  EXPECT_FALSE(config->batching.count_padding);
+  EXPECT_EQ(config->logging.level, "debug");
+  EXPECT_TRUE(config->logging.log_requests);
+  EXPECT_EQ(config->benchmark.batch_sizes, (std::vector<int>{1, 2}));
+  EXPECT_EQ(config->benchmark.concurrencies, (std::vector<int>{4}));
+  EXPECT_DOUBLE_EQ(config->benchmark.duration_s, 1.5);
+  EXPECT_DOUBLE_EQ(config->benchmark.warmup_s, 0.0);
+  EXPECT_EQ(config->benchmark.method, "similarity");
+}
+
+TEST(ServerConfigTest, SeedKeysKeepWorking) {
+  auto config = Parse(R"(
+model:
+  name: all-MiniLM-L6-v2
+batching:
+  enabled: true
+  max_batch_size: 32
+  timeout_ms: 5
+backend: libtorch
+quantized: true
+)");
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_EQ(config->model.name, "all-MiniLM-L6-v2");
+  EXPECT_EQ(config->batching.max_batch_size, 32);
+  EXPECT_EQ(config->batching.max_queue_delay_us, 5000);
+  EXPECT_EQ(config->model.backend, "libtorch");
+  EXPECT_TRUE(config->model.quantized);
+}
+
+TEST(ServerConfigTest, FractionalTimeoutMsBecomesMicroseconds) {
+  auto config = Parse("batching:\n  timeout_ms: 0.25\n");
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_EQ(config->batching.max_queue_delay_us, 250);
+}
+
+TEST(ServerConfigTest, UnknownKeyNamesFileLineKeyAndAllowedKeys) {
+  auto config = Parse("server:\n  port: 1\n  prot: 2\n");
+  ASSERT_FALSE(config.ok());
+  EXPECT_EQ(config.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(config.status().message(),
+              AllOf(HasSubstr("test.yaml:3:"), HasSubstr("server.prot"),
+                    HasSubstr("unknown key 'prot'"), HasSubstr("host, port, metrics_port")));
+}
+
+TEST(ServerConfigTest, UnknownSectionListsSections) {
+  auto config = Parse("batchin:\n  enabled: true\n");
+  ASSERT_FALSE(config.ok());
+  EXPECT_THAT(config.status().message(),
+              AllOf(HasSubstr("test.yaml:1:"), HasSubstr("unknown key 'batchin'"),
+                    HasSubstr("server, model, batching, logging, benchmark")));
+}
+
+TEST(ServerConfigTest, WrongTypeNamesKeyAndValue) {
+  auto config = Parse("model:\n  name: x\nbatching:\n  max_batch_size: lots\n");
+  ASSERT_FALSE(config.ok());
+  EXPECT_THAT(config.status().message(),
+              AllOf(HasSubstr("test.yaml:4:"), HasSubstr("batching.max_batch_size"),
+                    HasSubstr("must be an integer"), HasSubstr("'lots'")));
+  config = Parse("batching:\n  enabled: maybe\n");
+  ASSERT_FALSE(config.ok());
+  EXPECT_THAT(config.status().message(),
+              AllOf(HasSubstr("test.yaml:2:"), HasSubstr("batching.enabled"),
+                    HasSubstr("true or false")));
+  config = Parse("benchmark:\n  batch_sizes: 8\n");
+  ASSERT_FALSE(config.ok());
+  EXPECT_THAT(config.status().message(),
+              AllOf(HasSubstr("benchmark.batch_sizes"), HasSubstr("list of integers")));
+  config = Parse("server: 5\n");
+  ASSERT_FALSE(config.ok());
+  EXPECT_THAT(config.status().message(),
+              AllOf(HasSubstr("test.yaml:1:"), HasSubstr("server"), HasSubstr("mapping")));
+}
+
+TEST(ServerConfigTest, OutOfRangeNamesFileLineFieldAndRange) {
+  auto config = Parse("server:\n  host: localhost\nbatching:\n  max_batch_size: 0\n");
+  ASSERT_FALSE(config.ok());
+  EXPECT_THAT(config.status().message(),
+              AllOf(HasSubstr("test.yaml:4:"), HasSubstr("batching.max_batch_size"),
+                    HasSubstr("[1, 65536]"), HasSubstr("was 0")));
+  config = Parse("server:\n  port: 70000\n");
+  ASSERT_FALSE(config.ok());
+  EXPECT_THAT(config.status().message(),
+              AllOf(HasSubstr("test.yaml:2:"), HasSubstr("server.port"),
+                    HasSubstr("[0, 65535]"), HasSubstr("was 70000")));
+  config = Parse("model:\n  precision: fp8\n");
+  ASSERT_FALSE(config.ok());
+  EXPECT_THAT(config.status().message(),
+              AllOf(HasSubstr("test.yaml:2:"), HasSubstr("model.precision"),
+                    HasSubstr("fp32, fp16, bf16"), HasSubstr("'fp8'")));
+  config = Parse("model:\n  device: gpu\n");
+  ASSERT_FALSE(config.ok());
+  EXPECT_THAT(config.status().message(),
+              AllOf(HasSubstr("model.device"), HasSubstr("auto, cpu, cuda, cuda:N")));
+  config = Parse("benchmark:\n  method: rerank\n");
+  ASSERT_FALSE(config.ok());
+  EXPECT_THAT(config.status().message(),
+              AllOf(HasSubstr("benchmark.method"), HasSubstr("embed, similarity")));
+  config = Parse("benchmark:\n  concurrencies: [1, 0]\n");
+  ASSERT_FALSE(config.ok());
+  EXPECT_THAT(config.status().message(), HasSubstr("benchmark.concurrencies[1]"));
+}
+
+TEST(ServerConfigTest, RejectsConflictingKeys) {
+  auto config = Parse("batching:\n  timeout_ms: 1\n  max_queue_delay_us: 5\n");
+  ASSERT_FALSE(config.ok());
+  EXPECT_THAT(config.status().message(), HasSubstr("given twice"));
+  config = Parse("quantized: true\nmodel:\n  precision: fp16\n");
+  ASSERT_FALSE(config.ok());
+  EXPECT_THAT(config.status().message(), HasSubstr("model.quantized"));
+  config = Parse("server:\n  port: 1\n  port: 2\n");
+  EXPECT_FALSE(config.ok());
+}
+
+TEST(ServerConfigTest, InvalidYamlIsAnErrorWithLine) {
+  auto config = Parse("server:\n  port: [1,\n");
+  ASSERT_FALSE(config.ok());
+  EXPECT_EQ(config.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(config.status().message(), AllOf(HasSubstr("test.yaml:"),
+                                               HasSubstr("not valid YAML")));
+}
+
+TEST(ServerConfigTest, MissingFileIsNotFound) {
+  auto config = LoadServerConfigFile("/nonexistent/x.yaml");
+  ASSERT_FALSE(config.ok());
+  EXPECT_EQ(config.status().code(), absl::StatusCode::kNotFound);
+  EXPECT_THAT(config.status().message(), HasSubstr("/nonexistent/x.yaml"));
+}
+
+TEST(ServerConfigTest, PrintedConfigParsesBackToTheSame) {
+  auto config = Parse(R"(
+server: {port: 7, metrics_port: 8, host: "::1"}
+model: {name: "a \"quoted\" name", device: cpu, quantized: true}
+batching: {timeout_ms: 3, workers: 2}
+benchmark: {batch_sizes: [4, 16], duration_s: 2.5}
+)");
+  ASSERT_TRUE(config.ok()) << config.status();
+  const std::string yaml = ServerConfigToYaml(*config);
+  auto again = Parse(yaml);
+  ASSERT_TRUE(again.ok()) << again.status() << "\n" << yaml;
+  EXPECT_EQ(ServerConfigToYaml(*again), yaml);
+  EXPECT_EQ(again->model.name, "a \"quoted\" name");
+  EXPECT_EQ(again->server.host, "::1");
+  EXPECT_EQ(again->batching.max_queue_delay_us, 3000);
+  EXPECT_TRUE(again->model.quantized);
+  EXPECT_DOUBLE_EQ(again->benchmark.duration_s, 2.5);
+}
+
+TEST(ServerConfigTest, ShippedExperimentsLoad) {
+  const fs::path dir = fs::path(EMBEDSERVE_TEST_DATA_DIR).parent_path().parent_path() /
+                       "experiments";
+  int count = 0;
+  for (const char* name : {"minilm_baseline.yaml", "minilm_quantized.yaml",
+                           "minilm_batching.yaml", "bert_base.yaml"}) {
+    auto config = LoadServerConfigFile((dir / name).string());
+    ASSERT_TRUE(config.ok()) << config.status();
+    EXPECT_EQ(config->model.device, "auto") << name;
+    ++count;
+  }
+  EXPECT_EQ(count, 4);
+}
+
+// Model lookup -------------------------------------------------------------------
+
+class ResolveModelPathTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    root_ = fs::temp_directory_path() /
+            ("embedserve_config_test_" + std::to_string(::getpid()));
+    fs::remove_all(root_);
+    fs::create_directories(root_);
+  }
+  void TearDown() override { fs::remove_all(root_); }
+
+  fs::path MakeSnapshot(const fs::path& hub, const std::string& folder,
+                        const std::string& hash, bool write_ref) {
+    const fs::path snap = hub / folder / "snapshots" / hash;
+    fs::create_directories(snap);
+    std::ofstream(snap / "config.json") << "{}";
+    if (write_ref) {
+      fs::create_directories(hub / folder / "refs");
+      std::ofstream(hub / folder / "refs" / "main") << hash;
+    }
+    return snap;
+  }
+
+  fs::path root_;
+};
+
+TEST_F(ResolveModelPathTest, PathWins) {
+  ModelSection model;
+  model.path = root_.string();
+  model.name = "whatever/not-there";
+  auto path = ResolveModelPath(model, ModelLocatorEnv{});
+  ASSERT_TRUE(path.ok()) << path.status();
+  EXPECT_EQ(*path, root_.string());
+  model.path = (root_ / "missing").string();
+  path = ResolveModelPath(model, ModelLocatorEnv{});
+  ASSERT_FALSE(path.ok());
+  EXPECT_EQ(path.status().code(), absl::StatusCode::kNotFound);
+  EXPECT_THAT(path.status().message(), HasSubstr("missing"));
+}
+
+TEST_F(ResolveModelPathTest, FindsNameInHubCacheViaRefsMain) {
+  const fs::path hub = root_ / "hub";
+  MakeSnapshot(hub, "models--sentence-transformers--all-MiniLM-L6-v2", "old", false);
+  const fs::path want =
+      MakeSnapshot(hub, "models--sentence-transformers--all-MiniLM-L6-v2", "abc123", true);
+  ModelLocatorEnv env;
+  env.hf_hub_cache = hub.string();
+  ModelSection model;
+  model.name = "sentence-transformers/all-MiniLM-L6-v2";
+  auto path = ResolveModelPath(model, env);
+  ASSERT_TRUE(path.ok()) << path.status();
+  EXPECT_EQ(*path, want.string());
+  model.name = "all-MiniLM-L6-v2";  // bare name: tried under sentence-transformers/
+  path = ResolveModelPath(model, env);
+  ASSERT_TRUE(path.ok()) << path.status();
+  EXPECT_EQ(*path, want.string());
+}
+
+TEST_F(ResolveModelPathTest, FindsNameUnderHfHomeAndHome) {
+  const fs::path want = MakeSnapshot(root_ / "hfhome" / "hub", "models--org--m", "s1", false);
+  ModelLocatorEnv env;
+  env.hf_home = (root_ / "hfhome").string();
+  ModelSection model;
+  model.name = "org/m";
+  auto path = ResolveModelPath(model, env);
+  ASSERT_TRUE(path.ok()) << path.status();
+  EXPECT_EQ(*path, want.string());
+
+  const fs::path want2 =
+      MakeSnapshot(root_ / "home" / ".cache" / "huggingface" / "hub", "models--org--n", "s", true);
+  env = ModelLocatorEnv{};
+  env.home = (root_ / "home").string();
+  model.name = "org/n";
+  path = ResolveModelPath(model, env);
+  ASSERT_TRUE(path.ok()) << path.status();
+  EXPECT_EQ(*path, want2.string());
+}
+
+TEST_F(ResolveModelPathTest, NotFoundSaysWhereItLookedAndHowToFix) {
+  ModelLocatorEnv env;
+  env.hf_hub_cache = (root_ / "hub").string();
+  ModelSection model;
+  model.name = "org/absent";
+  auto path = ResolveModelPath(model, env);
+  ASSERT_FALSE(path.ok());
+  EXPECT_EQ(path.status().code(), absl::StatusCode::kNotFound);
+  EXPECT_THAT(path.status().message(),
+              AllOf(HasSubstr("org/absent"), HasSubstr((root_ / "hub").string()),
+                    HasSubstr("model.path"), HasSubstr("embedserve-make-model")));
+}
+
+TEST_F(ResolveModelPathTest, FallbackPathWhenNameMissing) {
+  ModelLocatorEnv env;
+  env.hf_hub_cache = (root_ / "hub").string();
+  ModelSection model;
+  model.name = "org/absent";
+  model.fallback_path = root_.string();
+  auto path = ResolveModelPath(model, env);
+  ASSERT_TRUE(path.ok()) << path.status();
+  EXPECT_EQ(*path, root_.string());
+}
+
+}  // namespace
+}  // namespace embedserve

@@ -25,13 +25,13 @@ inline bool IsWhitespace(char32_t c) {
 // BertNormalizer's whitespace for clean_text: \t \n \r or White_Space.
 inline bool IsCleanTextWhitespace(char32_t c) { return IsWhitespace(c); }
 
-// BertNormalizer's control characters (removed by clean_text): the "Other" categories
-// Cc, Cf, Co, Cn (unassigned) and Cs, except \t \n \r (which count as whitespace).
+// BertNormalizer's control characters (removed by clean_text), except \t \n \r (which
+// count as whitespace): the unicode_categories crate's is_other(), which despite HF's
+// comment is only Cc, Cf and Co. Unassigned code points (Cn) are kept.
 inline bool IsControl(char32_t c) {
   if (c == '\t' || c == '\n' || c == '\r') return false;
   const utf8proc_category_t cat = Category(c);
-  return cat == UTF8PROC_CATEGORY_CC || cat == UTF8PROC_CATEGORY_CF || cat == UTF8PROC_CATEGORY_CO ||
-         cat == UTF8PROC_CATEGORY_CN || cat == UTF8PROC_CATEGORY_CS;
+  return cat == UTF8PROC_CATEGORY_CC || cat == UTF8PROC_CATEGORY_CF || cat == UTF8PROC_CATEGORY_CO;
 }
 
 // BertPreTokenizer's punctuation: ASCII 33-47, 58-64, 91-96, 123-126, or any P* category.

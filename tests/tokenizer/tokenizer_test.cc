@@ -131,6 +131,8 @@ TEST_F(TokenizerTest, CleanTextDropsNulReplacementAndControls) {
   EXPECT_EQ(Enc("hel\xE2\x80\x8Dlo"), hello);        // U+200D ZWJ (Cf)
   EXPECT_EQ(Enc("hel\xC2\xADlo"), hello);            // U+00AD soft hyphen (Cf)
   EXPECT_EQ(Enc("hel\xEE\x80\x80lo"), hello);        // U+E000 private use (Co)
+  // Unassigned (Cn) code points are not "other" for HF: U+0378 stays, the word is unknown.
+  EXPECT_THAT(Enc("hel\xCD\xB8lo"), ElementsAre(101, 100, 102));
 }
 
 TEST_F(TokenizerTest, CleanTextTurnsWhitespaceIntoSpaces) {

@@ -43,7 +43,7 @@ class Tokenizer {
     std::optional<bool> strip_accents;
     // Put spaces around CJK ideographs so each becomes its own word.
     bool handle_chinese_chars = true;
-    // Drop U+0000, U+FFFD and control characters (Cc/Cf/Co/Cn except \t\n\r); turn every
+    // Drop U+0000, U+FFFD and control characters (Cc/Cf/Co except \t\n\r); turn every
     // whitespace character into a space.
     bool clean_text = true;
     // A word longer than this many characters (after normalization) becomes unk_token.

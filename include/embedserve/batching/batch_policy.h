@@ -1,0 +1,52 @@
+// The batching policy: a pure function from the queue's state and the time to "send this
+// batch now", "wait N us more" or "idle". The Batcher's workers only wait on a condition
+// variable for as long as it says; tests call it directly with made-up times.
+// Internal to the batching stage. Pure: reads its arguments only; safe from any thread
+// as long as nobody mutates `queue` meanwhile.
+#ifndef EMBEDSERVE_BATCHING_BATCH_POLICY_H_
+#define EMBEDSERVE_BATCHING_BATCH_POLICY_H_
+
+#include <cstdint>
+#include <vector>
+
+#include "embedserve/batching/batch_queue.h"
+#include "embedserve/batching/batcher.h"
+
+namespace embedserve {
+namespace batching_internal {
+
+struct BatchDecision {
+  enum class Action {
+    kIdle,  // nothing queued: wait for a Submit
+    kWait,  // a batch may still fill: decide again after wait_us (or on a Submit)
+    kSend,  // take `items` now
+  };
+  Action action = Action::kIdle;
+  int64_t wait_us = 0;  // kWait only; >= 1
+  // The batch the policy would send now (also filled for kWait), in the order given to
+  // the backend: the oldest item first.
+  std::vector<BatchQueue::ItemId> items;
+  int64_t tokens = 0;   // sum of the items' lengths
+  int64_t longest = 0;  // longest item
+  // A limit (max_batch_size or max_batch_tokens) left queued items out.
+  bool full = false;
+};
+
+// Decides what a free worker does now. With options.enabled:
+//  - the batch always holds the oldest item, then (oldest first) every item older than
+//    length_bucketing_max_age_us, then items picked by similarity of length (least
+//    added padding first); without count_padding, or with a max age of 0, it is plain
+//    oldest-first. Items are added while the batch stays within max_batch_size and
+//    max_batch_tokens (longest*count if count_padding, else the sum).
+//  - send when the batch is full (queued items were left out by a limit), when the
+//    oldest item has waited >= max_queue_delay_us, or when `flush` (shutting down);
+//    else wait until the oldest item's delay is up.
+// With !options.enabled: send the oldest item's whole request, alone.
+// Does not allocate once decision->items has grown to max_batch_size.
+void DecideBatch(const Batcher::Options& options, const BatchQueue& queue, int64_t now_us,
+                 bool flush, BatchDecision* decision);
+
+}  // namespace batching_internal
+}  // namespace embedserve
+
+#endif  // EMBEDSERVE_BATCHING_BATCH_POLICY_H_

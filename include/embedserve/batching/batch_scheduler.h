@@ -1,0 +1,136 @@
+// The batcher's bookkeeping without threads or clocks: admits requests into the queue,
+// drops expired and cancelled ones, turns policy decisions (batch_policy.h) into batches,
+// and turns backend results into per-request answers. The Batcher runs it under its mutex
+// from several threads; tests/test_util/steppable_batcher.h drives it by hand.
+// Internal to the batching stage. Not thread-safe, except where a function says so.
+#ifndef EMBEDSERVE_BATCHING_BATCH_SCHEDULER_H_
+#define EMBEDSERVE_BATCHING_BATCH_SCHEDULER_H_
+
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "embedserve/batching/batch_policy.h"
+#include "embedserve/batching/batch_queue.h"
+#include "embedserve/batching/batcher.h"
+
+namespace embedserve {
+namespace batching_internal {
+
+// One accepted request while the batcher holds it.
+struct RequestState {
+  std::vector<TokenIds> sequences;
+  int64_t deadline_us = 0;
+  std::function<bool()> is_cancelled;
+  BatchDoneCallback done;
+  EmbeddingMatrix result;  // allocated at admission; rows written by workers
+  RequestTimings timings;
+  int64_t enqueue_us = 0;
+  std::vector<BatchQueue::ItemId> item_ids;  // per row: its queue item, kNone once taken
+  int32_t queued = 0;     // rows still in the queue
+  int32_t in_flight = 0;  // rows in batches being run
+  int32_t pending = 0;    // rows without a result yet
+  bool finished = false;  // `done` has been handed out
+  uint64_t last_taken_batch = 0;      // batch ids, to count each batch once
+  uint64_t last_completed_batch = 0;
+  RequestState* prev_queued = nullptr;  // list of requests with queued rows
+  RequestState* next_queued = nullptr;
+};
+
+// A `done` to call outside the lock.
+struct Completion {
+  BatchDoneCallback done;
+  absl::StatusOr<EmbeddingMatrix> result;
+  RequestTimings timings;
+};
+
+// A batch taken from the queue, owned by the worker that runs it. Reused from batch to
+// batch (vectors keep their capacity: no allocation in steady state).
+struct Batch {
+  uint64_t id = 0;
+  int64_t start_us = 0;
+  int64_t tokens = 0;
+  int64_t longest = 0;
+  int32_t requests = 0;
+  std::vector<RequestState*> owners;     // per item
+  std::vector<int32_t> rows;             // per item: row in its owner
+  std::vector<const TokenIds*> inputs;   // per item: what Backend::Embed gets
+  std::vector<int64_t> queue_us;         // per item: enqueue -> start
+  size_t size() const { return inputs.size(); }
+};
+
+class BatchScheduler {
+ public:
+  // `options` must be valid; `dimension` (>= 1) is the backend's embedding size.
+  BatchScheduler(const Batcher::Options& options, int64_t dimension);
+  BatchScheduler(const BatchScheduler&) = delete;
+  BatchScheduler& operator=(const BatchScheduler&) = delete;
+  // Frees what it still holds without answering it (callers answer everything first).
+  ~BatchScheduler();
+
+  // Checks `request` and builds its state (allocates: call outside any lock). Thread-safe.
+  // INVALID_ARGUMENT as Batcher::Submit documents.
+  static absl::StatusOr<std::unique_ptr<RequestState>> Prepare(const Batcher::Options& options,
+                                                               int64_t dimension,
+                                                               BatchRequest request);
+
+  // Queues all rows of a prepared request at `now_us`, or returns RESOURCE_EXHAUSTED
+  // (request untouched, `done` not called) when the queue cannot take them all.
+  absl::Status Enqueue(std::unique_ptr<RequestState>& request, int64_t now_us);
+
+  // Ends every queued request whose deadline has passed (DEADLINE_EXCEEDED) or whose
+  // is_cancelled() says so (CANCELLED): its queued rows leave the queue; its answer is
+  // appended to `ready`. `dropped` (nullable) gets one (code, rows) per request ended.
+  void DropExpiredAndCancelled(int64_t now_us, std::vector<Completion>* ready,
+                               std::vector<std::pair<absl::StatusCode, int32_t>>* dropped);
+
+  // The policy on the current queue.
+  void Decide(int64_t now_us, bool flush, BatchDecision* decision) const {
+    DecideBatch(options_, queue_, now_us, flush, decision);
+  }
+
+  // Moves decision.items (a kSend decision on the current queue) into `batch`.
+  void TakeBatch(const BatchDecision& decision, int64_t now_us, Batch* batch);
+
+  // Copies the rows of a successful backend result into the requests' result matrices.
+  // Touches only rows owned by `batch`: safe WITHOUT the lock, concurrently with other
+  // batches. Returns INTERNAL if `result` is not batch.size() x dimension.
+  static absl::Status ScatterRows(const Batch& batch, const EmbeddingMatrix& result,
+                                  int64_t dimension);
+
+  // Records the end of `batch` (status: the backend's, or ScatterRows' error): requests
+  // whose rows are now all done, or that this batch failed, are appended to `ready`.
+  void CompleteBatch(Batch* batch, const absl::Status& status, int64_t backend_us,
+                     std::vector<Completion>* ready);
+
+  // Ends every queued request with `status` (shutdown); appends their answers to `ready`.
+  void FailAllQueued(const absl::Status& status, std::vector<Completion>* ready,
+                     std::vector<std::pair<absl::StatusCode, int32_t>>* dropped);
+
+  int32_t queued_sequences() const { return queue_.size(); }
+  bool queue_empty() const { return queue_.empty(); }
+  // Requests accepted and not yet freed (answered and with no rows in flight).
+  int64_t live_requests() const { return live_requests_; }
+  const BatchQueue& queue() const { return queue_; }
+
+ private:
+  // Ends `request` with `status`: removes its queued rows, hands out its `done`.
+  void Fail(RequestState* request, const absl::Status& status, std::vector<Completion>* ready);
+  void UnlinkQueued(RequestState* request);
+  void MaybeFree(RequestState* request);
+
+  const Batcher::Options options_;
+  const int64_t dimension_;
+  BatchQueue queue_;
+  RequestState* queued_head_ = nullptr;  // requests with queued rows, oldest first
+  RequestState* queued_tail_ = nullptr;
+  uint64_t next_batch_id_ = 1;
+  int64_t live_requests_ = 0;
+};
+
+}  // namespace batching_internal
+}  // namespace embedserve
+
+#endif  // EMBEDSERVE_BATCHING_BATCH_SCHEDULER_H_

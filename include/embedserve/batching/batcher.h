@@ -1,0 +1,196 @@
+// The dynamic batcher: sits between the RPC handlers and the Backend
+// (request -> tokenize -> [queue -> batch] -> forward -> pool -> reply). Requests of token
+// ids go into one bounded queue of sequences; N worker threads each take a batch (bounded
+// by sequences and tokens, similar lengths grouped) and call Backend::Embed on it.
+// Thread-safety: Batcher is safe to use from any thread; callbacks (`done`,
+// BatchObserver) run on the batcher's worker threads (or in Shutdown), never under its lock.
+#ifndef EMBEDSERVE_BATCHING_BATCHER_H_
+#define EMBEDSERVE_BATCHING_BATCHER_H_
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <thread>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/types/span.h"
+#include "embedserve/batching/clock.h"
+#include "embedserve/common/token_ids.h"
+#include "embedserve/model/backend.h"
+#include "embedserve/model/embedding_matrix.h"
+
+namespace embedserve {
+
+// Filled by the batcher for each request and handed to its `done`.
+struct RequestTimings {
+  int64_t queue_us = 0;      // enqueue -> start of the last batch that held its items
+  int64_t inference_us = 0;  // sum over its batches of backend Embed() time
+  int32_t num_batches = 0;   // batches that held its items
+};
+
+// Receives the request's embeddings (rows in the order of its sequences, NOT normalised,
+// as Backend::Embed returns them) or the status that ended it: DEADLINE_EXCEEDED,
+// CANCELLED, UNAVAILABLE (shut down before it ran), or the backend's error.
+using BatchDoneCallback = std::function<void(absl::StatusOr<EmbeddingMatrix> embeddings,
+                                             const RequestTimings& timings)>;
+
+struct BatchRequest {
+  std::vector<TokenIds> sequences;  // one work item each; 1..N; moved in
+  int64_t deadline_us = 0;          // Clock time; 0 = none
+  // May be empty. Polled (under the batcher's lock: must be cheap, must not block and must
+  // not call into the Batcher) each time a worker forms a batch, until the request's
+  // items have all been batched.
+  std::function<bool()> is_cancelled;
+  // Called exactly once iff Submit returns OK, from a worker thread (or from Shutdown).
+  BatchDoneCallback done;
+};
+
+// What one batch did, for metrics. Handed to BatchObserver::OnBatch.
+struct BatchStats {
+  int32_t worker = 0;         // index of the worker that ran it, 0..num_workers-1
+  int32_t sequences = 0;      // items in the batch
+  int32_t requests = 0;       // distinct requests with items in the batch
+  int64_t tokens = 0;         // real tokens: sum of the sequences' lengths
+  int64_t longest = 0;        // longest sequence, in tokens
+  int64_t padded_tokens = 0;  // longest * sequences: what a padding backend computes
+  // Per item: enqueue -> batch start, in microseconds. Valid only during OnBatch.
+  absl::Span<const int64_t> queue_us;
+  int64_t form_us = 0;      // time the worker held the lock to form the batch
+  int64_t backend_us = 0;   // Backend::Embed wall time
+  int64_t complete_us = 0;  // scatter rows + bookkeeping + `done` callbacks
+  absl::Status status;      // the backend's result for this batch
+
+  // Share of padded_tokens that is padding, 0..1.
+  double padding_ratio() const {
+    return padded_tokens == 0
+               ? 0.0
+               : static_cast<double>(padded_tokens - tokens) / static_cast<double>(padded_tokens);
+  }
+};
+
+// Metrics hook. Called from worker threads, concurrently when num_workers > 1: must be
+// thread-safe and quick.
+class BatchObserver {
+ public:
+  virtual ~BatchObserver() = default;
+  // After each backend call, outside the batcher's lock.
+  virtual void OnBatch(const BatchStats& stats) = 0;
+  // Queued sequences, reported by a worker each time it takes a batch from the queue.
+  virtual void OnQueueDepth(int64_t sequences) = 0;
+  // A request ended before all its items ran: `code` is DEADLINE_EXCEEDED, CANCELLED or
+  // UNAVAILABLE; `sequences` of its items were dropped from the queue. Optional.
+  virtual void OnDropped(absl::StatusCode code, int32_t sequences) {
+    (void)code;
+    (void)sequences;
+  }
+};
+
+namespace batching_internal {
+class BatchScheduler;
+struct Batch;
+}  // namespace batching_internal
+
+class Batcher {
+ public:
+  struct Options {
+    // false: every request is dispatched alone as its own batch, whatever its size (the
+    // seed's baseline, for comparisons). Deadlines and cancellation still apply.
+    bool enabled = true;
+    // Most sequences per batch. Raise for throughput on big accelerators.
+    int32_t max_batch_size = 64;
+    // Most tokens per batch, counted as longest*count when count_padding, else as the
+    // sum. Bounds the memory of one forward pass; also the longest sequence accepted.
+    int64_t max_batch_tokens = 8192;
+    // true when the backend pads a batch to its longest sequence (set from
+    // Backend::Info().pads_inputs by the server). Also turns similar-length grouping on.
+    bool count_padding = true;
+    // How long the oldest queued item may wait for a batch to fill. 0: a free worker
+    // takes what is queued at once (best latency; batches still form under load).
+    int64_t max_queue_delay_us = 0;
+    // Queue bound, in sequences; a request that does not fit now fails at once with
+    // RESOURCE_EXHAUSTED.
+    int32_t max_queue_sequences = 4096;
+    // Worker threads, each running one batch at a time (model instances or streams).
+    int32_t num_workers = 1;
+    // Similar-length grouping (count_padding only): items queued for less than this are
+    // picked by similarity of length to the batch's; items older than this are taken
+    // first, oldest first, whatever their length. The oldest queued item always goes in
+    // the next batch, so nothing starves. 0: plain FIFO.
+    int64_t length_bucketing_max_age_us = 10'000;
+
+    // INVALID_ARGUMENT naming the field, the rule and the value, e.g.
+    // "batching.max_batch_size must be >= 1; was 0".
+    absl::Status Validate() const;
+  };
+
+  // Default bound on how long Shutdown lets queued work finish.
+  static constexpr int64_t kDefaultShutdownGraceUs = 10'000'000;
+
+  // Starts options.num_workers threads. `backend` (not owned) must outlive the Batcher;
+  // `observer` (nullable, not owned) and `clock` (not owned) likewise. Fails with
+  // INVALID_ARGUMENT for bad options, a null backend or clock, or a backend whose
+  // Info().dimension is < 1.
+  static absl::StatusOr<std::unique_ptr<Batcher>> Create(const Options& options,
+                                                         Backend* backend,
+                                                         BatchObserver* observer,
+                                                         Clock* clock = RealClock());
+
+  Batcher(const Batcher&) = delete;
+  Batcher& operator=(const Batcher&) = delete;
+  // Shutdown(kDefaultShutdownGraceUs) if not yet done.
+  ~Batcher();
+
+  // Takes ownership of `request` and returns OK: `done` will be called exactly once.
+  // Otherwise `done` is NOT called:
+  //  RESOURCE_EXHAUSTED: the queue cannot take all of the request's sequences now
+  //    (retryable; an RPC thread never blocks here).
+  //  UNAVAILABLE: shutting down (permanent for this Batcher).
+  //  INVALID_ARGUMENT: no sequences, an empty sequence, a sequence longer than
+  //    max_batch_tokens, more sequences than max_queue_sequences (could never be
+  //    queued), or no `done`.
+  absl::Status Submit(BatchRequest request);
+
+  // Stops accepting (Submit returns UNAVAILABLE), lets the workers finish what is queued
+  // (without waiting for max_queue_delay) for up to `grace_us`, then fails what is still
+  // queued with UNAVAILABLE (those `done`s run on the calling thread), waits for the
+  // batches in flight and joins the workers. Every accepted request has been answered
+  // when it returns. Idempotent; safe from any thread except a callback of this Batcher.
+  void Shutdown(int64_t grace_us = kDefaultShutdownGraceUs);
+
+  // Queued sequences (not yet in a batch).
+  int64_t QueueDepth() const;
+
+  const Options& options() const { return options_; }
+
+ private:
+  Batcher(const Options& options, Backend* backend, BatchObserver* observer, Clock* clock);
+  void WorkerLoop(int32_t worker);
+  // Runs one taken batch through the backend and answers what it completes.
+  void RunBatch(int32_t worker, batching_internal::Batch* batch, int64_t form_us);
+
+  const Options options_;
+  Backend* const backend_;
+  BatchObserver* const observer_;
+  Clock* const clock_;
+  const int64_t dimension_;
+
+  mutable absl::Mutex mu_;
+  absl::CondVar work_cv_;     // workers wait here for items / delay expiry / stop
+  absl::CondVar drained_cv_;  // Shutdown waits here for the queue to empty
+  std::unique_ptr<batching_internal::BatchScheduler> scheduler_ ABSL_GUARDED_BY(mu_);
+  bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  int32_t idle_workers_ ABSL_GUARDED_BY(mu_) = 0;
+  int64_t queue_depth_ ABSL_GUARDED_BY(mu_) = 0;
+
+  absl::Mutex shutdown_mu_;  // serialises Shutdown calls
+  bool shut_down_ ABSL_GUARDED_BY(shutdown_mu_) = false;
+  std::vector<std::thread> workers_;  // written by Create, joined by Shutdown
+};
+
+}  // namespace embedserve
+
+#endif  // EMBEDSERVE_BATCHING_BATCHER_H_

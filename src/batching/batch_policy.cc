@@ -1,0 +1,165 @@
+#include "embedserve/batching/batch_policy.h"
+
+#include <algorithm>
+#include <limits>
+
+namespace embedserve {
+namespace batching_internal {
+namespace {
+
+using ItemId = BatchQueue::ItemId;
+constexpr ItemId kNone = BatchQueue::kNone;
+
+// Walks the length buckets from `bucket` in one direction (step -1 or +1), skipping the
+// items whose seq is below `taken_below` (already in the batch).
+class BucketCursor {
+ public:
+  BucketCursor(const BatchQueue& queue, int32_t bucket, int32_t step, uint64_t taken_below)
+      : queue_(queue), bucket_(bucket), step_(step), taken_below_(taken_below) {
+    id_ = InRange() ? queue_.BucketOldest(bucket_) : kNone;
+    Settle();
+  }
+  ItemId id() const { return id_; }
+  void Advance() {
+    id_ = queue_.BucketNext(id_);
+    Settle();
+  }
+  void Stop() { id_ = kNone; bucket_ = -1; }
+
+ private:
+  bool InRange() const { return bucket_ >= 0 && bucket_ < BatchQueue::kNumBuckets; }
+  // Moves to the first item not yet taken, crossing into further buckets as needed.
+  void Settle() {
+    while (true) {
+      while (id_ != kNone && queue_.item(id_).seq < taken_below_) id_ = queue_.BucketNext(id_);
+      if (id_ != kNone) return;
+      bucket_ += step_;
+      if (!InRange()) {
+        bucket_ = -1;
+        return;
+      }
+      id_ = queue_.BucketOldest(bucket_);
+    }
+  }
+
+  const BatchQueue& queue_;
+  int32_t bucket_;
+  const int32_t step_;
+  const uint64_t taken_below_;
+  ItemId id_ = kNone;
+};
+
+}  // namespace
+
+void DecideBatch(const Batcher::Options& options, const BatchQueue& queue, int64_t now_us,
+                 bool flush, BatchDecision* decision) {
+  BatchDecision& d = *decision;
+  d.items.clear();
+  d.tokens = 0;
+  d.longest = 0;
+  d.full = false;
+  d.wait_us = 0;
+  if (queue.empty()) {
+    d.action = BatchDecision::Action::kIdle;
+    return;
+  }
+  const ItemId head = queue.Oldest();
+  auto take = [&](ItemId id) {
+    const BatchQueue::Item& it = queue.item(id);
+    d.items.push_back(id);
+    d.tokens += it.length;
+    d.longest = std::max<int64_t>(d.longest, it.length);
+  };
+
+  if (!options.enabled) {
+    // The baseline: the oldest item's request alone, whole. A request's items are
+    // contiguous in age order (pushed together, never partly taken in this mode).
+    const RequestState* request = queue.item(head).request;
+    for (ItemId id = head; id != kNone && queue.item(id).request == request; id = queue.Next(id)) {
+      take(id);
+    }
+    d.full = static_cast<int32_t>(d.items.size()) < queue.size();
+    d.action = BatchDecision::Action::kSend;
+    return;
+  }
+
+  const int64_t max_size = options.max_batch_size;
+  const int64_t max_tokens = options.max_batch_tokens;
+  auto fits = [&](int64_t length) {
+    const int64_t n = static_cast<int64_t>(d.items.size());
+    if (n >= max_size) return false;
+    if (options.count_padding) return std::max(d.longest, length) * (n + 1) <= max_tokens;
+    return d.tokens + length <= max_tokens;
+  };
+  const bool group = options.count_padding && options.length_bucketing_max_age_us > 0;
+
+  // 1. Oldest first: the oldest item always (it fits alone: Submit checks), then every
+  // item past the grouping age bound (every item when not grouping). Stops at the first
+  // that does not fit, so nothing overtakes an overdue item.
+  ItemId id = head;
+  bool stopped = false;
+  for (; id != kNone; id = queue.Next(id)) {
+    const BatchQueue::Item& it = queue.item(id);
+    if (id != head && group && now_us - it.enqueue_us < options.length_bucketing_max_age_us) {
+      break;
+    }
+    if (!fits(it.length)) {
+      stopped = true;
+      break;
+    }
+    take(id);
+  }
+
+  // 2. Similar lengths: from the batch's longest item's bucket, greedily add the
+  // candidate that adds the least padding: a shorter one wastes (longest - length), a
+  // longer one ((length - longest) * count).
+  if (group && !stopped && id != kNone) {
+    const uint64_t taken_below = queue.item(id).seq;  // step 1 took a prefix of the ages
+    const int32_t b0 = BatchQueue::BucketOf(static_cast<int32_t>(d.longest));
+    BucketCursor lower(queue, b0, -1, taken_below);
+    BucketCursor upper(queue, b0 + 1, +1, taken_below);
+    constexpr int64_t kInf = std::numeric_limits<int64_t>::max();
+    while (static_cast<int64_t>(d.items.size()) < max_size) {
+      const int64_t n = static_cast<int64_t>(d.items.size());
+      int64_t lower_cost = kInf, upper_cost = kInf;
+      int64_t lower_len = 0, upper_len = 0;
+      if (lower.id() != kNone) {
+        lower_len = queue.item(lower.id()).length;
+        lower_cost = lower_len <= d.longest ? d.longest - lower_len : (lower_len - d.longest) * n;
+      }
+      if (upper.id() != kNone) {
+        upper_len = queue.item(upper.id()).length;
+        upper_cost = (upper_len - d.longest) * n;
+      }
+      if (lower_cost == kInf && upper_cost == kInf) break;
+      if (lower_cost <= upper_cost) {
+        if (!fits(lower_len)) {
+          if (lower_len <= d.longest) break;  // nothing at all fits any more
+          lower.Advance();                    // a longer one in the same bucket
+          continue;
+        }
+        take(lower.id());
+        lower.Advance();
+      } else {
+        if (!fits(upper_len)) {
+          upper.Stop();  // longer ones would not fit either
+          continue;
+        }
+        take(upper.id());
+        upper.Advance();
+      }
+    }
+  }
+
+  d.full = static_cast<int32_t>(d.items.size()) < queue.size();
+  const int64_t waited = now_us - queue.item(head).enqueue_us;
+  if (flush || d.full || waited >= options.max_queue_delay_us) {
+    d.action = BatchDecision::Action::kSend;
+  } else {
+    d.action = BatchDecision::Action::kWait;
+    d.wait_us = options.max_queue_delay_us - waited;
+  }
+}
+
+}  // namespace batching_internal
+}  // namespace embedserve

@@ -1,0 +1,220 @@
+#include "embedserve/batching/batcher.h"
+
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/time.h"
+#include "embedserve/batching/batch_scheduler.h"
+#include "embedserve/common/status_macros.h"
+
+namespace embedserve {
+
+using batching_internal::Batch;
+using batching_internal::BatchDecision;
+using batching_internal::BatchScheduler;
+using batching_internal::Completion;
+
+namespace {
+
+absl::Status AtLeast(const char* field, int64_t value, int64_t min) {
+  if (value >= min) return absl::OkStatus();
+  return absl::InvalidArgumentError(
+      absl::StrCat("batching.", field, " must be >= ", min, "; was ", value));
+}
+
+void RunCompletions(std::vector<Completion>* ready) {
+  for (Completion& c : *ready) c.done(std::move(c.result), c.timings);
+  ready->clear();
+}
+
+}  // namespace
+
+absl::Status Batcher::Options::Validate() const {
+  ES_RETURN_IF_ERROR(AtLeast("max_batch_size", max_batch_size, 1));
+  ES_RETURN_IF_ERROR(AtLeast("max_batch_tokens", max_batch_tokens, 1));
+  ES_RETURN_IF_ERROR(AtLeast("max_queue_delay_us", max_queue_delay_us, 0));
+  ES_RETURN_IF_ERROR(AtLeast("max_queue_sequences", max_queue_sequences, 1));
+  ES_RETURN_IF_ERROR(AtLeast("num_workers", num_workers, 1));
+  ES_RETURN_IF_ERROR(AtLeast("length_bucketing_max_age_us", length_bucketing_max_age_us, 0));
+  constexpr int64_t kMaxWorkers = 1024;
+  if (num_workers > kMaxWorkers) {
+    return absl::InvalidArgumentError(absl::StrCat("batching.num_workers must be <= ",
+                                                   kMaxWorkers, "; was ", num_workers));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::unique_ptr<Batcher>> Batcher::Create(const Options& options,
+                                                         Backend* backend,
+                                                         BatchObserver* observer,
+                                                         Clock* clock) {
+  ES_RETURN_IF_ERROR(options.Validate());
+  if (backend == nullptr) return absl::InvalidArgumentError("Batcher::Create: backend is null");
+  if (clock == nullptr) return absl::InvalidArgumentError("Batcher::Create: clock is null");
+  if (backend->Info().dimension < 1) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "Batcher::Create: backend reports dimension ", backend->Info().dimension,
+        "; must be >= 1"));
+  }
+  std::unique_ptr<Batcher> batcher(new Batcher(options, backend, observer, clock));
+  batcher->workers_.reserve(static_cast<size_t>(options.num_workers));
+  for (int32_t w = 0; w < options.num_workers; ++w) {
+    batcher->workers_.emplace_back([b = batcher.get(), w] { b->WorkerLoop(w); });
+  }
+  return batcher;
+}
+
+Batcher::Batcher(const Options& options, Backend* backend, BatchObserver* observer, Clock* clock)
+    : options_(options),
+      backend_(backend),
+      observer_(observer),
+      clock_(clock),
+      dimension_(backend->Info().dimension),
+      scheduler_(std::make_unique<BatchScheduler>(options, dimension_)) {}
+
+Batcher::~Batcher() { Shutdown(); }
+
+absl::Status Batcher::Submit(BatchRequest request) {
+  ES_ASSIGN_OR_RETURN(std::unique_ptr<batching_internal::RequestState> state,
+                      BatchScheduler::Prepare(options_, dimension_, std::move(request)));
+  bool wake = false;
+  {
+    absl::MutexLock lock(&mu_);
+    if (stopping_) return absl::UnavailableError("batcher is shutting down; request not accepted");
+    ES_RETURN_IF_ERROR(scheduler_->Enqueue(state, clock_->NowMicros()));
+    wake = idle_workers_ > 0;
+  }
+  if (wake) work_cv_.Signal();
+  return absl::OkStatus();
+}
+
+int64_t Batcher::QueueDepth() const {
+  absl::MutexLock lock(&mu_);
+  return scheduler_->queued_sequences();
+}
+
+void Batcher::WorkerLoop(int32_t worker) {
+  Batch batch;
+  BatchDecision decision;
+  std::vector<Completion> ready;
+  std::vector<std::pair<absl::StatusCode, int32_t>> dropped;
+  batch.owners.reserve(static_cast<size_t>(options_.max_batch_size));
+  batch.rows.reserve(static_cast<size_t>(options_.max_batch_size));
+  batch.inputs.reserve(static_cast<size_t>(options_.max_batch_size));
+  batch.queue_us.reserve(static_cast<size_t>(options_.max_batch_size));
+  decision.items.reserve(static_cast<size_t>(options_.max_batch_size));
+  while (true) {
+    bool exit = false;
+    bool send = false;
+    bool wake_other = false;
+    bool drained = false;
+    int64_t depth = 0;
+    int64_t form_start = 0;
+    {
+      absl::MutexLock lock(&mu_);
+      while (true) {
+        const int64_t now = clock_->NowMicros();
+        form_start = now;
+        scheduler_->DropExpiredAndCancelled(now, &ready, observer_ ? &dropped : nullptr);
+        scheduler_->Decide(now, stopping_, &decision);
+        if (decision.action == BatchDecision::Action::kSend) {
+          scheduler_->TakeBatch(decision, now, &batch);
+          send = true;
+          break;
+        }
+        if (stopping_ && scheduler_->queue_empty()) {
+          exit = true;
+          break;
+        }
+        if (!ready.empty()) break;  // answer the dropped requests now, then come back
+        ++idle_workers_;
+        if (decision.action == BatchDecision::Action::kWait) {
+          work_cv_.WaitWithTimeout(&mu_, absl::Microseconds(decision.wait_us));
+        } else {
+          work_cv_.Wait(&mu_);
+        }
+        --idle_workers_;
+      }
+      depth = scheduler_->queued_sequences();
+      wake_other = send && depth > 0 && idle_workers_ > 0;
+      drained = stopping_ && depth == 0;
+    }
+    const int64_t form_us = send ? clock_->NowMicros() - form_start : 0;
+    if (wake_other) work_cv_.Signal();
+    if (drained) drained_cv_.SignalAll();
+    RunCompletions(&ready);
+    if (observer_ != nullptr) {
+      for (const auto& [code, sequences] : dropped) observer_->OnDropped(code, sequences);
+      dropped.clear();
+      if (send) observer_->OnQueueDepth(depth);
+    }
+    if (send) RunBatch(worker, &batch, form_us);
+    if (exit) return;
+  }
+}
+
+void Batcher::RunBatch(int32_t worker, Batch* batch, int64_t form_us) {
+  const int64_t t0 = clock_->NowMicros();
+  absl::StatusOr<EmbeddingMatrix> result =
+      backend_->Embed(absl::MakeConstSpan(batch->inputs.data(), batch->inputs.size()));
+  const int64_t t1 = clock_->NowMicros();
+  absl::Status status = result.ok() ? BatchScheduler::ScatterRows(*batch, *result, dimension_)
+                                    : result.status();
+  BatchStats stats;
+  if (observer_ != nullptr) {
+    stats.worker = worker;
+    stats.sequences = static_cast<int32_t>(batch->size());
+    stats.requests = batch->requests;
+    stats.tokens = batch->tokens;
+    stats.longest = batch->longest;
+    stats.padded_tokens = batch->longest * static_cast<int64_t>(batch->size());
+    stats.queue_us = absl::MakeConstSpan(batch->queue_us);
+    stats.form_us = form_us;
+    stats.backend_us = t1 - t0;
+    stats.status = status;
+  }
+  std::vector<Completion> ready;
+  {
+    absl::MutexLock lock(&mu_);
+    scheduler_->CompleteBatch(batch, status, t1 - t0, &ready);
+  }
+  RunCompletions(&ready);
+  if (observer_ != nullptr) {
+    stats.complete_us = clock_->NowMicros() - t1;
+    observer_->OnBatch(stats);
+  }
+}
+
+void Batcher::Shutdown(int64_t grace_us) {
+  absl::MutexLock shutdown_lock(&shutdown_mu_);
+  if (shut_down_) return;
+  std::vector<Completion> ready;
+  std::vector<std::pair<absl::StatusCode, int32_t>> dropped;
+  {
+    absl::MutexLock lock(&mu_);
+    stopping_ = true;
+  }
+  work_cv_.SignalAll();
+  {
+    absl::MutexLock lock(&mu_);
+    const int64_t deadline = clock_->NowMicros() + (grace_us > 0 ? grace_us : 0);
+    while (!scheduler_->queue_empty()) {
+      const int64_t left = deadline - clock_->NowMicros();
+      if (left <= 0) break;
+      drained_cv_.WaitWithTimeout(&mu_, absl::Microseconds(left));
+    }
+    scheduler_->FailAllQueued(
+        absl::UnavailableError("batcher shut down before the request's sequences were batched"),
+        &ready, observer_ ? &dropped : nullptr);
+  }
+  work_cv_.SignalAll();
+  RunCompletions(&ready);
+  if (observer_ != nullptr) {
+    for (const auto& [code, sequences] : dropped) observer_->OnDropped(code, sequences);
+  }
+  for (std::thread& t : workers_) t.join();
+  workers_.clear();
+  shut_down_ = true;
+}
+
+}  // namespace embedserve

@@ -1,0 +1,95 @@
+#include "test_util/steppable_batcher.h"
+
+#include <utility>
+#include <vector>
+
+#include "embedserve/common/status_macros.h"
+
+namespace embedserve {
+namespace testing {
+
+using batching_internal::BatchDecision;
+using batching_internal::BatchScheduler;
+using batching_internal::Completion;
+
+namespace {
+int32_t RunAll(std::vector<Completion>* ready) {
+  const int32_t n = static_cast<int32_t>(ready->size());
+  for (Completion& c : *ready) c.done(std::move(c.result), c.timings);
+  ready->clear();
+  return n;
+}
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<SteppableBatcher>> SteppableBatcher::Create(
+    const Batcher::Options& options, Backend* backend, FakeClock* clock) {
+  ES_RETURN_IF_ERROR(options.Validate());
+  if (backend == nullptr || clock == nullptr || backend->Info().dimension < 1) {
+    return absl::InvalidArgumentError("SteppableBatcher: needs a backend (dimension >= 1) and a clock");
+  }
+  return std::unique_ptr<SteppableBatcher>(new SteppableBatcher(options, backend, clock));
+}
+
+SteppableBatcher::SteppableBatcher(const Batcher::Options& options, Backend* backend,
+                                   FakeClock* clock)
+    : options_(options),
+      backend_(backend),
+      clock_(clock),
+      dimension_(backend->Info().dimension),
+      scheduler_(std::make_unique<BatchScheduler>(options, dimension_)) {}
+
+absl::Status SteppableBatcher::Submit(BatchRequest request) {
+  ES_ASSIGN_OR_RETURN(auto state, BatchScheduler::Prepare(options_, dimension_, std::move(request)));
+  if (stopped_) return absl::UnavailableError("batcher is shutting down; request not accepted");
+  return scheduler_->Enqueue(state, clock_->NowMicros());
+}
+
+SteppableBatcher::StepResult SteppableBatcher::Step() {
+  std::vector<Completion> ready;
+  const int64_t now = clock_->NowMicros();
+  scheduler_->DropExpiredAndCancelled(now, &ready, nullptr);
+  scheduler_->Decide(now, stopped_, &decision_);
+  StepResult result;
+  result.action = decision_.action;
+  result.wait_us = decision_.wait_us;
+  if (decision_.action == BatchDecision::Action::kSend) {
+    scheduler_->TakeBatch(decision_, now, &batch_);
+    result.sequences = static_cast<int32_t>(batch_.size());
+    const int64_t t0 = clock_->NowMicros();
+    absl::StatusOr<EmbeddingMatrix> out = backend_->Embed(
+        absl::MakeConstSpan(batch_.inputs.data(), batch_.inputs.size()));
+    const int64_t t1 = clock_->NowMicros();
+    absl::Status status =
+        out.ok() ? BatchScheduler::ScatterRows(batch_, *out, dimension_) : out.status();
+    last_batch_ = BatchStats();
+    last_batch_.sequences = result.sequences;
+    last_batch_.requests = batch_.requests;
+    last_batch_.tokens = batch_.tokens;
+    last_batch_.longest = batch_.longest;
+    last_batch_.padded_tokens = batch_.longest * result.sequences;
+    last_batch_.queue_us = absl::MakeConstSpan(batch_.queue_us);
+    last_batch_.backend_us = t1 - t0;
+    last_batch_.status = status;
+    scheduler_->CompleteBatch(&batch_, status, t1 - t0, &ready);
+  }
+  result.answered = RunAll(&ready);
+  return result;
+}
+
+int SteppableBatcher::RunUntilIdle() {
+  int sent = 0;
+  while (Step().action == BatchDecision::Action::kSend) ++sent;
+  return sent;
+}
+
+void SteppableBatcher::Shutdown() {
+  stopped_ = true;
+  std::vector<Completion> ready;
+  scheduler_->FailAllQueued(
+      absl::UnavailableError("batcher shut down before the request's sequences were batched"),
+      &ready, nullptr);
+  RunAll(&ready);
+}
+
+}  // namespace testing
+}  // namespace embedserve

@@ -26,7 +26,6 @@ step "configure -> $OUT/configure.log"
 # no longer pulls <cstdint> in transitively.
 if ! cmake -S . -B "$BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE=Release \
      -DCMAKE_PREFIX_PATH="$CMAKE_PREFIX_PATH" \
-     -DCMAKE_CUDA_ARCHITECTURES=90 \
      -DCMAKE_CXX_FLAGS="-include cstdint" \
      "$@" >"$OUT/configure.log" 2>&1; then
   tail -60 "$OUT/configure.log"; echo "build_and_test: configure FAILED"; exit 1

@@ -20,3 +20,4 @@ for m in ["transformers", "sentence_transformers", "tokenizers", "safetensors", 
 PY
 dpkg -l | grep -E 'absl|utf8proc|nlohmann|cli11|grpc|protobuf|yaml|spdlog|fmt|gtest|gmock|benchmark|libssl-dev|zlib1g-dev|re2|c-ares|cares' | awk '{print $2, $3}'
 ls /usr/lib/x86_64-linux-gnu/cmake/ 2>/dev/null | tr '\n' ' '; echo
+echo "loopback: lo $(cat /sys/class/net/lo/operstate 2>/dev/null); $(ip -brief addr 2>/dev/null | tr '\n' ';')"

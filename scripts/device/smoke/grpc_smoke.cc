@@ -1,16 +1,24 @@
-// gRPC C++ smoke test: builds a server on an ephemeral loopback port, starts it and
-// shuts it down. Exits non-zero when it cannot bind.
+// gRPC C++ smoke test: for each address given (default: 127.0.0.1:0, [::1]:0,
+// localhost:0, 0.0.0.0:0) builds a server on an ephemeral port, starts it and shuts it
+// down. Exits non-zero when none binds (the end-to-end tests need loopback).
 #include <grpcpp/grpcpp.h>
 
 #include <cstdio>
+#include <string>
+#include <vector>
 
-int main() {
-  int port = 0;
-  grpc::ServerBuilder builder;
-  builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &port);
-  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
-  std::printf("grpc %s: server on port %d\n", grpc::Version().c_str(), port);
-  if (!server || port == 0) return 1;
-  server->Shutdown();
-  return 0;
+int main(int argc, char** argv) {
+  std::vector<std::string> addrs(argv + 1, argv + argc);
+  if (addrs.empty()) addrs = {"127.0.0.1:0", "[::1]:0", "localhost:0", "0.0.0.0:0"};
+  int bound = 0;
+  for (const std::string& addr : addrs) {
+    int port = 0;
+    grpc::ServerBuilder builder;
+    builder.AddListeningPort(addr, grpc::InsecureServerCredentials(), &port);
+    std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
+    std::printf("grpc %s: %s -> port %d\n", grpc::Version().c_str(), addr.c_str(), port);
+    if (server && port != 0) ++bound;
+    if (server) server->Shutdown();
+  }
+  return bound > 0 ? 0 : 1;
 }

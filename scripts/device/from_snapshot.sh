@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Runs ON THE GPU MACHINE: unpacks .device/src.tar (made by snapshot.sh) into
+# /tmp/es-src, links the carried .device folder into it, and runs the given command
+# there. Usage: scripts/device/from_snapshot.sh scripts/device/build_and_test.sh
+set -euo pipefail
+here=$(cd "$(dirname "$0")/../.." && pwd)
+src=${ES_SRC:-/tmp/es-src}
+rm -rf "$src" && mkdir -p "$src"
+tar -xf "$here/.device/src.tar" -C "$src"
+ln -sfn "$here/.device" "$src/.device"
+echo "from_snapshot: commit $(cat "$here/.device/src.rev" 2>/dev/null | cut -c1-12) in $src"
+cd "$src"
+exec "$@"

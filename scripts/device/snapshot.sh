@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# Runs HERE: packs the committed tree (HEAD, or the commit given) into .device/src.tar,
+# so the GPU machine builds exactly a commit and not the half-edited working tree that
+# other engineers share. Carry ".device"; there: scripts/device/from_snapshot.sh CMD...
+# Usage: scripts/device/snapshot.sh [COMMIT]
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+rev=${1:-HEAD}
+mkdir -p .device
+git archive --format=tar -o .device/src.tar "$rev"
+git rev-parse "$rev" > .device/src.rev
+echo "snapshot: $(cut -c1-12 .device/src.rev) -> .device/src.tar ($(du -h .device/src.tar | cut -f1))"

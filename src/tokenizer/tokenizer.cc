@@ -40,6 +40,11 @@ struct Scratch {
   std::vector<char32_t> pending;   // NFD: non-starters awaiting canonical ordering
 };
 
+absl::Status Utf8Error(ptrdiff_t offset, const char* what, unsigned char byte) {
+  return absl::InvalidArgumentError(
+      absl::StrFormat("invalid UTF-8 at byte %d: %s (0x%02X)", offset, what, byte));
+}
+
 Scratch& ThreadScratch() {
   thread_local Scratch scratch;
   return scratch;
@@ -232,8 +237,7 @@ class Tokenizer::Pipeline {
       }
       const Utf8Char ch = DecodeUtf8NonAscii(p, end);
       if (ch.error != nullptr) {
-        return absl::InvalidArgumentError(absl::StrFormat("invalid UTF-8 at byte %d: %s (0x%02X)",
-                                                          p - begin, ch.error, *p));
+        return Utf8Error(p - begin, ch.error, *p);
       }
       Raw(ch.code_point);
       p += ch.length;
@@ -395,6 +399,22 @@ class Tokenizer::Pipeline {
   TokenIds* out_;
   int word_chars_ = 0;
 };
+
+absl::Status Tokenizer::CheckUtf8(absl::string_view text) {
+  const auto* p = reinterpret_cast<const unsigned char*>(text.data());
+  const auto* const begin = p;
+  const auto* const end = p + text.size();
+  while (p < end) {
+    if (*p < 0x80) {
+      ++p;
+      continue;
+    }
+    const Utf8Char ch = DecodeUtf8NonAscii(p, end);
+    if (ch.error != nullptr) return Utf8Error(p - begin, ch.error, *p);
+    p += ch.length;
+  }
+  return absl::OkStatus();
+}
 
 absl::Status Tokenizer::AppendWordPieceIds(absl::string_view text, TokenIds* ids) const {
   Pipeline pipeline(*this, ThreadScratch(), ids);

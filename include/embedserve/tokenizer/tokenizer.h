@@ -103,6 +103,10 @@ class Tokenizer {
   // a partial result.
   absl::Status AppendWordPieceIds(absl::string_view text, TokenIds* ids) const;
 
+  // OK when `text` is valid UTF-8, else INVALID_ARGUMENT "invalid UTF-8 at byte N: ..."
+  // (the message Encode gives). Safe from any thread.
+  static absl::Status CheckUtf8(absl::string_view text);
+
   const Options& options() const { return options_; }
   int64_t vocab_size() const { return vocab_size_; }
   int32_t cls_id() const { return cls_id_; }

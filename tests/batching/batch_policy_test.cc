@@ -1,0 +1,344 @@
+// The batching policy as a pure function: a queue built by hand, made-up times, no
+// threads and no sleeps.
+#include "embedserve/batching/batch_policy.h"
+
+#include <algorithm>
+#include <cstdint>
+#include <vector>
+
+#include "embedserve/batching/batch_queue.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+
+namespace embedserve {
+namespace batching_internal {
+namespace {
+
+using ::testing::ElementsAre;
+using ::testing::UnorderedElementsAre;
+using Action = BatchDecision::Action;
+
+constexpr int64_t kT0 = 1'000'000;
+
+// An opaque owner per request; the policy only compares them.
+RequestState* Owner(uintptr_t k) { return reinterpret_cast<RequestState*>(k); }
+
+Batcher::Options Fifo() {
+  Batcher::Options o;
+  o.length_bucketing_max_age_us = 0;
+  return o;
+}
+
+// Lengths of the decided items, in batch order.
+std::vector<int32_t> Lengths(const BatchQueue& q, const BatchDecision& d) {
+  std::vector<int32_t> out;
+  for (auto id : d.items) out.push_back(q.item(id).length);
+  return out;
+}
+
+std::vector<int32_t> Rows(const BatchQueue& q, const BatchDecision& d) {
+  std::vector<int32_t> out;
+  for (auto id : d.items) out.push_back(q.item(id).row);
+  return out;
+}
+
+void PushAll(BatchQueue* q, const std::vector<int32_t>& lengths, int64_t at_us, uintptr_t owner = 1) {
+  for (size_t i = 0; i < lengths.size(); ++i) {
+    q->Push(Owner(owner), static_cast<int32_t>(i), lengths[i], at_us);
+  }
+}
+
+TEST(BatchPolicyTest, IdleWhenQueueIsEmpty) {
+  BatchQueue q(16);
+  BatchDecision d;
+  DecideBatch(Batcher::Options(), q, kT0, false, &d);
+  EXPECT_EQ(d.action, Action::kIdle);
+  EXPECT_TRUE(d.items.empty());
+}
+
+TEST(BatchPolicyTest, DispatchesAtOnceWhenIdleWithZeroDelay) {
+  BatchQueue q(16);
+  q.Push(Owner(1), 0, 7, kT0);
+  BatchDecision d;
+  DecideBatch(Batcher::Options(), q, kT0, false, &d);  // same microsecond as the enqueue
+  EXPECT_EQ(d.action, Action::kSend);
+  EXPECT_THAT(Lengths(q, d), ElementsAre(7));
+  EXPECT_FALSE(d.full);
+}
+
+TEST(BatchPolicyTest, ObeysMaxBatchSize) {
+  for (int32_t max_size : {1, 3, 4, 10}) {
+    SCOPED_TRACE(max_size);
+    BatchQueue q(16);
+    PushAll(&q, std::vector<int32_t>(10, 5), kT0);
+    Batcher::Options o;
+    o.max_batch_size = max_size;
+    BatchDecision d;
+    DecideBatch(o, q, kT0, false, &d);
+    EXPECT_EQ(d.action, Action::kSend);
+    ASSERT_EQ(static_cast<int32_t>(d.items.size()), max_size);
+    // Same lengths: the oldest ones, oldest first.
+    for (int32_t i = 0; i < max_size; ++i) EXPECT_EQ(q.item(d.items[i]).row, i);
+    EXPECT_EQ(d.full, max_size < 10);
+  }
+}
+
+TEST(BatchPolicyTest, ObeysMaxBatchTokensCountingPadding) {
+  BatchQueue q(16);
+  PushAll(&q, {30, 10, 10, 10, 50}, kT0);
+  Batcher::Options o = Fifo();
+  o.max_batch_tokens = 100;
+  o.count_padding = true;
+  BatchDecision d;
+  DecideBatch(o, q, kT0, false, &d);
+  // 30 x 3 = 90 fits; a fourth would cost 30 x 4 = 120.
+  EXPECT_EQ(d.action, Action::kSend);
+  EXPECT_THAT(Lengths(q, d), ElementsAre(30, 10, 10));
+  EXPECT_EQ(d.longest, 30);
+  EXPECT_EQ(d.tokens, 50);
+  EXPECT_TRUE(d.full);
+}
+
+TEST(BatchPolicyTest, ObeysMaxBatchTokensCountingSum) {
+  BatchQueue q(16);
+  PushAll(&q, {30, 10, 10, 10, 50}, kT0);
+  Batcher::Options o = Fifo();
+  o.max_batch_tokens = 100;
+  o.count_padding = false;
+  BatchDecision d;
+  DecideBatch(o, q, kT0, false, &d);
+  // 30 + 10 + 10 + 10 = 60 fits; adding 50 would make 110.
+  EXPECT_EQ(d.action, Action::kSend);
+  EXPECT_THAT(Lengths(q, d), ElementsAre(30, 10, 10, 10));
+  EXPECT_TRUE(d.full);
+}
+
+TEST(BatchPolicyTest, BatchExactlyAtTokenLimitIsAllowed) {
+  BatchQueue q(16);
+  PushAll(&q, {25, 25, 25, 25}, kT0);
+  Batcher::Options o = Fifo();
+  o.max_batch_tokens = 100;
+  BatchDecision d;
+  DecideBatch(o, q, kT0, false, &d);
+  EXPECT_EQ(d.items.size(), 4u);
+  EXPECT_FALSE(d.full);
+}
+
+TEST(BatchPolicyTest, ObeysMaxQueueDelay) {
+  BatchQueue q(16);
+  Batcher::Options o;
+  o.max_queue_delay_us = 10;
+  q.Push(Owner(1), 0, 5, kT0);
+  q.Push(Owner(2), 0, 5, kT0 + 4);
+  BatchDecision d;
+  DecideBatch(o, q, kT0, false, &d);
+  EXPECT_EQ(d.action, Action::kWait);
+  EXPECT_EQ(d.wait_us, 10);
+  DecideBatch(o, q, kT0 + 9, false, &d);  // one microsecond early: nothing
+  EXPECT_EQ(d.action, Action::kWait);
+  EXPECT_EQ(d.wait_us, 1);
+  DecideBatch(o, q, kT0 + 10, false, &d);  // on time: the batch, both items
+  EXPECT_EQ(d.action, Action::kSend);
+  EXPECT_EQ(d.items.size(), 2u);
+}
+
+TEST(BatchPolicyTest, FullBatchGoesBeforeTheDelay) {
+  BatchQueue q(16);
+  Batcher::Options o;
+  o.max_queue_delay_us = 1'000'000;
+  o.max_batch_size = 4;
+  PushAll(&q, {5, 5, 5}, kT0);
+  BatchDecision d;
+  DecideBatch(o, q, kT0, false, &d);
+  EXPECT_EQ(d.action, Action::kWait);  // 3 < 4: may still fill
+  q.Push(Owner(2), 0, 5, kT0 + 1);
+  DecideBatch(o, q, kT0 + 1, false, &d);
+  EXPECT_EQ(d.action, Action::kWait);  // exactly 4 and nothing left out: not "full" yet
+  q.Push(Owner(3), 0, 5, kT0 + 2);
+  DecideBatch(o, q, kT0 + 2, false, &d);
+  EXPECT_EQ(d.action, Action::kSend);  // adding the next would pass max_batch_size
+  EXPECT_EQ(d.items.size(), 4u);
+  EXPECT_TRUE(d.full);
+}
+
+TEST(BatchPolicyTest, TokenLimitFillsBatchBeforeTheDelay) {
+  BatchQueue q(16);
+  Batcher::Options o;
+  o.max_queue_delay_us = 1'000'000;
+  o.max_batch_tokens = 64;
+  PushAll(&q, {32, 32}, kT0);
+  BatchDecision d;
+  DecideBatch(o, q, kT0, false, &d);
+  EXPECT_EQ(d.action, Action::kWait);
+  q.Push(Owner(2), 0, 1, kT0 + 1);  // 32 x 3 = 96 > 64
+  DecideBatch(o, q, kT0 + 1, false, &d);
+  EXPECT_EQ(d.action, Action::kSend);
+  EXPECT_THAT(Lengths(q, d), ElementsAre(32, 32));
+}
+
+TEST(BatchPolicyTest, FlushIgnoresTheDelay) {
+  BatchQueue q(16);
+  Batcher::Options o;
+  o.max_queue_delay_us = 1'000'000;
+  q.Push(Owner(1), 0, 5, kT0);
+  BatchDecision d;
+  DecideBatch(o, q, kT0, /*flush=*/true, &d);
+  EXPECT_EQ(d.action, Action::kSend);
+}
+
+TEST(BatchPolicyTest, SplitsAnOversizedRequest) {
+  BatchQueue q(128);
+  PushAll(&q, std::vector<int32_t>(100, 8), kT0);  // one request of 100
+  Batcher::Options o;
+  o.max_batch_size = 32;
+  BatchDecision d;
+  std::vector<size_t> sizes;
+  while (!q.empty()) {
+    DecideBatch(o, q, kT0, false, &d);
+    ASSERT_EQ(d.action, Action::kSend);
+    sizes.push_back(d.items.size());
+    for (auto id : d.items) q.Remove(id);
+  }
+  EXPECT_THAT(sizes, ElementsAre(32, 32, 32, 4));
+}
+
+TEST(BatchPolicyTest, GroupsSimilarLengths) {
+  BatchQueue q(16);
+  PushAll(&q, {10, 100, 12, 98, 11, 99}, kT0);
+  Batcher::Options o;
+  o.max_batch_size = 3;
+  o.length_bucketing_max_age_us = 1000;
+  BatchDecision d;
+  DecideBatch(o, q, kT0 + 10, false, &d);
+  EXPECT_EQ(d.action, Action::kSend);
+  EXPECT_THAT(Lengths(q, d), UnorderedElementsAre(10, 12, 11));
+  EXPECT_EQ(q.item(d.items[0]).length, 10);  // the oldest leads
+  EXPECT_EQ(d.longest * 3 - d.tokens, 3);   // padding: 2 + 0 + 1
+  for (auto id : d.items) q.Remove(id);
+  DecideBatch(o, q, kT0 + 10, false, &d);
+  EXPECT_THAT(Lengths(q, d), UnorderedElementsAre(100, 98, 99));
+
+  // The same queue in plain FIFO order pads far more.
+  BatchQueue fifo_q(16);
+  PushAll(&fifo_q, {10, 100, 12, 98, 11, 99}, kT0);
+  Batcher::Options fifo = Fifo();
+  fifo.max_batch_size = 3;
+  DecideBatch(fifo, fifo_q, kT0 + 10, false, &d);
+  EXPECT_THAT(Lengths(fifo_q, d), ElementsAre(10, 100, 12));
+  EXPECT_EQ(d.longest * 3 - d.tokens, 178);
+}
+
+TEST(BatchPolicyTest, GroupingPrefersTheLeastAddedPadding) {
+  BatchQueue q(16);
+  // head 40; candidates: 8 (wastes 32), 41 (raises 1 x 1), 44 (raises 4 x 2 after 41).
+  PushAll(&q, {40, 8, 41, 44}, kT0);
+  Batcher::Options o;
+  o.max_batch_size = 3;
+  BatchDecision d;
+  DecideBatch(o, q, kT0, false, &d);
+  EXPECT_THAT(Lengths(q, d), ElementsAre(40, 41, 44));
+}
+
+TEST(BatchPolicyTest, GroupingStaysWithinTheTokenBudget) {
+  BatchQueue q(16);
+  PushAll(&q, {10, 48, 50, 9}, kT0);
+  Batcher::Options o;
+  o.max_batch_tokens = 100;
+  BatchDecision d;
+  DecideBatch(o, q, kT0, false, &d);
+  // 10 and 9 (10 x 2 = 20); 48 would cost 48 x 3 = 144.
+  EXPECT_THAT(Lengths(q, d), ElementsAre(10, 9));
+  EXPECT_LE(d.longest * static_cast<int64_t>(d.items.size()), o.max_batch_tokens);
+  EXPECT_TRUE(d.full);
+}
+
+TEST(BatchPolicyTest, WithoutPaddingGroupingIsPlainFifo) {
+  BatchQueue q(16);
+  PushAll(&q, {10, 100, 12, 98}, kT0);
+  Batcher::Options o;
+  o.count_padding = false;
+  o.max_batch_size = 2;
+  BatchDecision d;
+  DecideBatch(o, q, kT0, false, &d);
+  EXPECT_THAT(Lengths(q, d), ElementsAre(10, 100));
+}
+
+TEST(BatchPolicyTest, OverdueItemsGoFirstWhateverTheirLength) {
+  BatchQueue q(16);
+  Batcher::Options o;
+  o.max_batch_size = 2;
+  o.length_bucketing_max_age_us = 50;
+  q.Push(Owner(1), 0, 10, kT0);
+  q.Push(Owner(2), 0, 100, kT0);
+  q.Push(Owner(3), 0, 10, kT0 + 20);
+  q.Push(Owner(3), 1, 10, kT0 + 20);
+  BatchDecision d;
+  DecideBatch(o, q, kT0 + 49, false, &d);  // 100 is not overdue yet: a similar one wins
+  EXPECT_THAT(Lengths(q, d), ElementsAre(10, 10));
+  DecideBatch(o, q, kT0 + 50, false, &d);  // now it is: it goes right after the oldest
+  EXPECT_THAT(Lengths(q, d), ElementsAre(10, 100));
+}
+
+TEST(BatchPolicyTest, NeverStarvesAnOldItem) {
+  // A long item among a steady stream of short ones: the stream alone would always fill
+  // the batch with short items; the oldest-first rule must serve the long one.
+  BatchQueue q(256);
+  Batcher::Options o;
+  o.max_batch_size = 4;
+  o.length_bucketing_max_age_us = 1'000'000;  // grouping never ages out here
+  int64_t now = kT0;
+  for (int i = 0; i < 8; ++i) q.Push(Owner(1), i, 5, now);
+  const auto long_id = q.Push(Owner(2), 0, 300, now);
+  BatchDecision d;
+  int batches = 0;
+  bool served = false;
+  while (!served) {
+    ASSERT_LT(batches, 10) << "the long item starved";
+    for (int i = 0; i < 4; ++i) q.Push(Owner(3), i, 5, now);  // 4 new short ones per batch
+    DecideBatch(o, q, now, false, &d);
+    ASSERT_EQ(d.action, Action::kSend);
+    served = std::find(d.items.begin(), d.items.end(), long_id) != d.items.end();
+    for (auto id : d.items) q.Remove(id);
+    ++batches;
+    ++now;
+  }
+  EXPECT_EQ(batches, 3);  // 8 short ones ahead of it: two batches, then it leads the third
+}
+
+TEST(BatchPolicyTest, DisabledSendsEachRequestAloneAndWhole) {
+  BatchQueue q(16);
+  PushAll(&q, {5, 6, 7}, kT0, /*owner=*/1);
+  PushAll(&q, {8, 9}, kT0, /*owner=*/2);
+  Batcher::Options o;
+  o.enabled = false;
+  o.max_batch_size = 2;          // ignored: the baseline never splits a request
+  o.max_queue_delay_us = 1000;   // ignored: sent at once
+  BatchDecision d;
+  DecideBatch(o, q, kT0, false, &d);
+  EXPECT_EQ(d.action, Action::kSend);
+  EXPECT_THAT(Lengths(q, d), ElementsAre(5, 6, 7));
+  EXPECT_THAT(Rows(q, d), ElementsAre(0, 1, 2));
+  for (auto id : d.items) q.Remove(id);
+  DecideBatch(o, q, kT0, false, &d);
+  EXPECT_THAT(Lengths(q, d), ElementsAre(8, 9));
+}
+
+TEST(BatchPolicyTest, QueueReusesFreedSlotsWithoutGrowing) {
+  BatchQueue q(4);
+  for (int round = 0; round < 100; ++round) {
+    std::vector<BatchQueue::ItemId> ids;
+    for (int i = 0; i < 4; ++i) ids.push_back(q.Push(Owner(1), i, 1 + (round * 7 + i) % 600, kT0));
+    EXPECT_EQ(q.size(), 4);
+    for (auto id : ids) {
+      EXPECT_GE(id, 0);
+      EXPECT_LT(id, 4);
+    }
+    for (auto id : ids) q.Remove(id);
+    EXPECT_TRUE(q.empty());
+    EXPECT_EQ(q.Oldest(), BatchQueue::kNone);
+  }
+}
+
+}  // namespace
+}  // namespace batching_internal
+}  // namespace embedserve

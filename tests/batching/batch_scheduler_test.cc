@@ -1,0 +1,401 @@
+// The batcher's behaviour without threads: the SteppableBatcher runs the real scheduler
+// and policy one worker turn at a time, on a FakeClock, against a FakeBackend that
+// encodes each input into its output row.
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "embedserve/batching/batcher.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "test_util/fake_backend.h"
+#include "test_util/fake_clock.h"
+#include "test_util/steppable_batcher.h"
+
+namespace embedserve {
+namespace {
+
+using ::embedserve::testing::FakeBackend;
+using ::embedserve::testing::FakeClock;
+using ::embedserve::testing::SteppableBatcher;
+using ::testing::ElementsAre;
+using ::testing::HasSubstr;
+using Action = batching_internal::BatchDecision::Action;
+
+// What a request's `done` received; counts calls to catch a second answer.
+struct Answer {
+  int calls = 0;
+  std::optional<absl::StatusOr<EmbeddingMatrix>> result;
+  RequestTimings timings;
+};
+
+// Sequence `i` of request `tag`: unique ids, length `len`.
+TokenIds Seq(int32_t tag, int32_t i, int32_t len) {
+  TokenIds ids(static_cast<size_t>(len), 7);
+  ids.front() = tag * 1000 + i;
+  ids.back() = tag * 1000 + i + 1;
+  return ids;
+}
+
+BatchRequest Request(std::vector<TokenIds> seqs, Answer* answer) {
+  BatchRequest r;
+  r.sequences = std::move(seqs);
+  r.done = [answer](absl::StatusOr<EmbeddingMatrix> m, const RequestTimings& t) {
+    ++answer->calls;
+    answer->result = std::move(m);
+    answer->timings = t;
+  };
+  return r;
+}
+
+// Expects `answer` to hold exactly Encode(seqs[i]) as row i.
+void ExpectRows(const Answer& answer, const std::vector<TokenIds>& seqs, int64_t dim) {
+  ASSERT_EQ(answer.calls, 1);
+  ASSERT_TRUE(answer.result.has_value());
+  ASSERT_TRUE(answer.result->ok()) << answer.result->status();
+  const EmbeddingMatrix& m = **answer.result;
+  ASSERT_EQ(m.rows, static_cast<int64_t>(seqs.size()));
+  ASSERT_EQ(m.dim, dim);
+  for (size_t i = 0; i < seqs.size(); ++i) {
+    const std::vector<float> want = FakeBackend::Encode(seqs[i], dim);
+    EXPECT_EQ(std::vector<float>(m.Row(static_cast<int64_t>(i)), m.Row(static_cast<int64_t>(i)) + dim), want)
+        << "row " << i;
+  }
+}
+
+class BatchSchedulerTest : public ::testing::Test {
+ protected:
+  void Make(const Batcher::Options& options, FakeBackend::Options backend_options = {}) {
+    backend_options.clock = &clock_;
+    if (backend_options.call_us == 0) backend_options.call_us = 7;
+    backend_ = std::make_unique<FakeBackend>(backend_options);
+    auto b = SteppableBatcher::Create(options, backend_.get(), &clock_);
+    ASSERT_TRUE(b.ok()) << b.status();
+    batcher_ = std::move(*b);
+  }
+
+  FakeClock clock_;
+  std::unique_ptr<FakeBackend> backend_;
+  std::unique_ptr<SteppableBatcher> batcher_;
+};
+
+TEST_F(BatchSchedulerTest, SplitsAnOversizedRequestAndKeepsRowOrder) {
+  Batcher::Options o;
+  o.max_batch_size = 32;
+  Make(o);
+  std::vector<TokenIds> seqs;
+  for (int i = 0; i < 100; ++i) seqs.push_back(Seq(1, i, 3 + i % 5));
+  Answer a;
+  const int64_t enqueue = clock_.NowMicros();
+  ASSERT_TRUE(batcher_->Submit(Request(seqs, &a)).ok());
+  clock_.Advance(5);
+  EXPECT_EQ(batcher_->RunUntilIdle(), 4);
+  EXPECT_THAT(backend_->batch_sizes(), ElementsAre(32, 32, 32, 4));
+  ExpectRows(a, seqs, 4);
+  EXPECT_EQ(a.timings.num_batches, 4);
+  EXPECT_EQ(a.timings.inference_us, 4 * 7);  // each fake call advances the clock 7 us
+  // Enqueue -> start of the last batch: 5 us of waiting plus three 7 us calls before it.
+  EXPECT_EQ(a.timings.queue_us, clock_.NowMicros() - 7 - enqueue);
+  EXPECT_EQ(a.timings.queue_us, 5 + 3 * 7);
+  EXPECT_EQ(batcher_->live_requests(), 0);
+}
+
+TEST_F(BatchSchedulerTest, BatchesSeveralRequestsTogetherAndAnswersEachWithItsRows) {
+  Make(Batcher::Options());
+  std::vector<std::vector<TokenIds>> seqs(5);
+  std::vector<Answer> answers(5);
+  for (int r = 0; r < 5; ++r) {
+    for (int i = 0; i <= r; ++i) seqs[r].push_back(Seq(r + 1, i, 2 + (r * 3 + i) % 9));
+    ASSERT_TRUE(batcher_->Submit(Request(seqs[r], &answers[r])).ok());
+  }
+  EXPECT_EQ(batcher_->QueueDepth(), 15);
+  auto step = batcher_->Step();
+  EXPECT_EQ(step.action, Action::kSend);
+  EXPECT_EQ(step.sequences, 15);
+  EXPECT_EQ(step.answered, 5);
+  for (int r = 0; r < 5; ++r) ExpectRows(answers[r], seqs[r], 4);
+  EXPECT_EQ(batcher_->last_batch().requests, 5);
+}
+
+TEST_F(BatchSchedulerTest, ObeysMaxQueueDelayOnTheFakeClock) {
+  Batcher::Options o;
+  o.max_queue_delay_us = 10;
+  Make(o);
+  Answer a;
+  ASSERT_TRUE(batcher_->Submit(Request({Seq(1, 0, 4)}, &a)).ok());
+  clock_.Advance(9);
+  auto step = batcher_->Step();
+  EXPECT_EQ(step.action, Action::kWait);
+  EXPECT_EQ(step.wait_us, 1);
+  EXPECT_EQ(backend_->num_calls(), 0);
+  clock_.Advance(1);
+  step = batcher_->Step();
+  EXPECT_EQ(step.action, Action::kSend);
+  EXPECT_EQ(a.calls, 1);
+  EXPECT_EQ(a.timings.queue_us, 10);
+}
+
+TEST_F(BatchSchedulerTest, RejectsWhenFullWithoutCallingDone) {
+  Batcher::Options o;
+  o.max_queue_sequences = 8;
+  Make(o);
+  Answer a, b, c;
+  ASSERT_TRUE(batcher_->Submit(Request({Seq(1, 0, 3), Seq(1, 1, 3), Seq(1, 2, 3), Seq(1, 3, 3),
+                                        Seq(1, 4, 3), Seq(1, 5, 3)}, &a)).ok());
+  const absl::Status full =
+      batcher_->Submit(Request({Seq(2, 0, 3), Seq(2, 1, 3), Seq(2, 2, 3)}, &b));
+  EXPECT_EQ(full.code(), absl::StatusCode::kResourceExhausted) << full;
+  EXPECT_THAT(full.message(), HasSubstr("max_queue_sequences"));
+  ASSERT_TRUE(batcher_->Submit(Request({Seq(3, 0, 3), Seq(3, 1, 3)}, &c)).ok());  // exactly fits
+  EXPECT_EQ(batcher_->QueueDepth(), 8);
+  batcher_->RunUntilIdle();
+  EXPECT_EQ(a.calls, 1);
+  EXPECT_EQ(b.calls, 0);
+  EXPECT_EQ(c.calls, 1);
+  // Room again.
+  Answer d;
+  EXPECT_TRUE(batcher_->Submit(Request({Seq(2, 0, 3), Seq(2, 1, 3), Seq(2, 2, 3)}, &d)).ok());
+}
+
+TEST_F(BatchSchedulerTest, RejectsBadRequestsWithPreciseMessages) {
+  Batcher::Options o;
+  o.max_batch_tokens = 16;
+  o.max_queue_sequences = 4;
+  Make(o);
+  Answer a;
+  struct Case {
+    std::vector<TokenIds> seqs;
+    const char* message;
+  };
+  std::vector<Case> cases = {
+      {{}, "no sequences"},
+      {{Seq(1, 0, 3), TokenIds{}}, "sequence 1 is empty"},
+      {{Seq(1, 0, 17)}, "sequence 0 has 17 tokens; batching.max_batch_tokens is 16"},
+      {{Seq(1, 0, 1), Seq(1, 1, 1), Seq(1, 2, 1), Seq(1, 3, 1), Seq(1, 4, 1)},
+       "request has 5 sequences"},
+  };
+  for (auto& c : cases) {
+    const absl::Status s = batcher_->Submit(Request(c.seqs, &a));
+    EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << s;
+    EXPECT_THAT(s.message(), HasSubstr(c.message));
+  }
+  BatchRequest no_done;
+  no_done.sequences = {Seq(1, 0, 3)};
+  EXPECT_EQ(batcher_->Submit(std::move(no_done)).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_TRUE(batcher_->Submit(Request({Seq(1, 0, 16)}, &a)).ok());  // exactly the limit
+  batcher_->RunUntilIdle();
+  EXPECT_EQ(a.calls, 1);
+}
+
+TEST_F(BatchSchedulerTest, DropsExpiredItemsBeforeBatching) {
+  Make(Batcher::Options());
+  Answer late, on_time, no_deadline;
+  BatchRequest r1 = Request({Seq(1, 0, 3), Seq(1, 1, 3)}, &late);
+  r1.deadline_us = clock_.NowMicros() + 10;
+  BatchRequest r2 = Request({Seq(2, 0, 3)}, &on_time);
+  r2.deadline_us = clock_.NowMicros() + 11;
+  ASSERT_TRUE(batcher_->Submit(std::move(r1)).ok());
+  ASSERT_TRUE(batcher_->Submit(std::move(r2)).ok());
+  ASSERT_TRUE(batcher_->Submit(Request({Seq(3, 0, 3)}, &no_deadline)).ok());
+  clock_.Advance(10);  // r1's deadline is now: passed
+  batcher_->RunUntilIdle();
+  ASSERT_EQ(late.calls, 1);
+  EXPECT_EQ(late.result->status().code(), absl::StatusCode::kDeadlineExceeded);
+  EXPECT_EQ(late.timings.num_batches, 0);
+  ExpectRows(on_time, {Seq(2, 0, 3)}, 4);
+  ExpectRows(no_deadline, {Seq(3, 0, 3)}, 4);
+  EXPECT_THAT(backend_->batch_sizes(), ElementsAre(2));  // r1 never reached the backend
+  EXPECT_EQ(batcher_->live_requests(), 0);
+}
+
+TEST_F(BatchSchedulerTest, DropsCancelledItemsBeforeBatching) {
+  Make(Batcher::Options());
+  Answer cancelled, kept;
+  bool cancel = false;
+  BatchRequest r1 = Request({Seq(1, 0, 3)}, &cancelled);
+  r1.is_cancelled = [&cancel] { return cancel; };
+  ASSERT_TRUE(batcher_->Submit(std::move(r1)).ok());
+  ASSERT_TRUE(batcher_->Submit(Request({Seq(2, 0, 3)}, &kept)).ok());
+  cancel = true;
+  batcher_->RunUntilIdle();
+  ASSERT_EQ(cancelled.calls, 1);
+  EXPECT_EQ(cancelled.result->status().code(), absl::StatusCode::kCancelled);
+  ExpectRows(kept, {Seq(2, 0, 3)}, 4);
+  EXPECT_THAT(backend_->batch_sizes(), ElementsAre(1));
+}
+
+TEST_F(BatchSchedulerTest, SplitRequestWhoseDeadlinePassesBetweenBatchesEndsOnce) {
+  Batcher::Options o;
+  o.max_batch_size = 4;
+  Make(o);
+  Answer a;
+  std::vector<TokenIds> seqs;
+  for (int i = 0; i < 10; ++i) seqs.push_back(Seq(1, i, 3));
+  BatchRequest r = Request(seqs, &a);
+  r.deadline_us = clock_.NowMicros() + 10;  // the first call takes 7 us
+  ASSERT_TRUE(batcher_->Submit(std::move(r)).ok());
+  EXPECT_EQ(batcher_->Step().sequences, 4);
+  EXPECT_EQ(a.calls, 0);
+  clock_.Advance(3);
+  auto step = batcher_->Step();
+  EXPECT_NE(step.action, Action::kSend);
+  EXPECT_EQ(a.calls, 1);
+  EXPECT_EQ(a.result->status().code(), absl::StatusCode::kDeadlineExceeded);
+  EXPECT_THAT(a.result->status().message(), HasSubstr("6 of the request's 10 sequences"));
+  EXPECT_EQ(batcher_->QueueDepth(), 0);
+  EXPECT_EQ(batcher_->RunUntilIdle(), 0);
+  EXPECT_EQ(a.calls, 1);
+  EXPECT_EQ(batcher_->live_requests(), 0);
+}
+
+TEST_F(BatchSchedulerTest, BackendFailureFailsOnlyTheRequestsInThatBatch) {
+  Batcher::Options o;
+  o.max_batch_size = 3;
+  FakeBackend::Options bo;
+  bo.fail_token = 666;
+  Make(o, bo);
+  Answer bad, same_batch, next_batch;
+  TokenIds poison = {101, 666, 102};
+  ASSERT_TRUE(batcher_->Submit(Request({Seq(1, 0, 3), poison}, &bad)).ok());
+  ASSERT_TRUE(batcher_->Submit(Request({Seq(2, 0, 3)}, &same_batch)).ok());
+  ASSERT_TRUE(batcher_->Submit(Request({Seq(3, 0, 3), Seq(3, 1, 3)}, &next_batch)).ok());
+  EXPECT_EQ(batcher_->RunUntilIdle(), 2);
+  ASSERT_EQ(bad.calls, 1);
+  EXPECT_EQ(bad.result->status().code(), absl::StatusCode::kInternal);
+  ASSERT_EQ(same_batch.calls, 1);
+  EXPECT_EQ(same_batch.result->status().code(), absl::StatusCode::kInternal);
+  ExpectRows(next_batch, {Seq(3, 0, 3), Seq(3, 1, 3)}, 4);
+}
+
+TEST_F(BatchSchedulerTest, SplitRequestFailsOnceWhenOneOfItsBatchesFails) {
+  Batcher::Options o;
+  o.max_batch_size = 4;
+  o.length_bucketing_max_age_us = 0;
+  FakeBackend::Options bo;
+  bo.fail_token = 666;
+  Make(o, bo);
+  Answer a, after;
+  std::vector<TokenIds> seqs;
+  for (int i = 0; i < 12; ++i) seqs.push_back(Seq(1, i, 3));
+  seqs[5] = {1, 666, 2};  // in the second batch
+  ASSERT_TRUE(batcher_->Submit(Request(seqs, &a)).ok());
+  ASSERT_TRUE(batcher_->Submit(Request({Seq(2, 0, 3)}, &after)).ok());
+  EXPECT_EQ(batcher_->Step().sequences, 4);
+  EXPECT_EQ(a.calls, 0);
+  EXPECT_EQ(batcher_->Step().sequences, 4);
+  ASSERT_EQ(a.calls, 1);
+  EXPECT_EQ(a.result->status().code(), absl::StatusCode::kInternal);
+  EXPECT_EQ(batcher_->QueueDepth(), 1);  // its last 4 dropped; the other request stays
+  batcher_->RunUntilIdle();
+  EXPECT_EQ(a.calls, 1);
+  ExpectRows(after, {Seq(2, 0, 3)}, 4);
+  EXPECT_EQ(batcher_->live_requests(), 0);
+}
+
+TEST_F(BatchSchedulerTest, WrongShapedBackendResultIsInternal) {
+  FakeBackend::Options bo;
+  bo.wrong_rows = 1;
+  Make(Batcher::Options(), bo);
+  Answer a;
+  ASSERT_TRUE(batcher_->Submit(Request({Seq(1, 0, 3)}, &a)).ok());
+  batcher_->RunUntilIdle();
+  ASSERT_EQ(a.calls, 1);
+  EXPECT_EQ(a.result->status().code(), absl::StatusCode::kInternal);
+  EXPECT_THAT(a.result->status().message(), HasSubstr("expected 1 x 4"));
+}
+
+TEST_F(BatchSchedulerTest, LongRequestIsServedAmidAStreamOfShortOnes) {
+  Batcher::Options o;
+  o.max_batch_size = 4;
+  o.length_bucketing_max_age_us = 1'000'000;
+  Make(o);
+  std::vector<Answer> shorts(64);
+  Answer long_answer;
+  for (int i = 0; i < 6; ++i) ASSERT_TRUE(batcher_->Submit(Request({Seq(10 + i, 0, 4)}, &shorts[i])).ok());
+  ASSERT_TRUE(batcher_->Submit(Request({Seq(1, 0, 200)}, &long_answer)).ok());
+  int next = 6, steps = 0;
+  while (long_answer.calls == 0) {
+    ASSERT_LT(steps, 5) << "the long request starved";
+    for (int k = 0; k < 4; ++k, ++next) {
+      ASSERT_TRUE(batcher_->Submit(Request({Seq(10 + next, 0, 4)}, &shorts[next])).ok());
+    }
+    batcher_->Step();
+    ++steps;
+  }
+  EXPECT_EQ(steps, 3);  // 6 short ones were ahead: 2 batches, then it leads the third
+  ExpectRows(long_answer, {Seq(1, 0, 200)}, 4);
+}
+
+TEST_F(BatchSchedulerTest, GroupingCutsPaddingOnAMixedQueue) {
+  // The same mixed-length queue, grouped vs FIFO: padded tokens summed over batches.
+  auto padded_tokens = [this](int64_t max_age) {
+    Batcher::Options o;
+    o.max_batch_size = 4;
+    o.length_bucketing_max_age_us = max_age;
+    Make(o);
+    std::vector<Answer> answers(32);
+    for (int i = 0; i < 32; ++i) {
+      const int32_t len = (i % 2 == 0) ? 4 + i % 3 : 100 + i % 5;
+      EXPECT_TRUE(batcher_->Submit(Request({Seq(i + 1, 0, len)}, &answers[i])).ok());
+    }
+    int64_t padded = 0, real = 0;
+    while (batcher_->Step().action == Action::kSend) {
+      padded += batcher_->last_batch().padded_tokens;
+      real += batcher_->last_batch().tokens;
+    }
+    for (auto& a : answers) EXPECT_EQ(a.calls, 1);
+    return padded - real;
+  };
+  const int64_t fifo_padding = padded_tokens(0);
+  const int64_t grouped_padding = padded_tokens(1'000'000);
+  EXPECT_LT(grouped_padding * 10, fifo_padding) << grouped_padding << " vs " << fifo_padding;
+}
+
+TEST_F(BatchSchedulerTest, DisabledRunsEachRequestAsItsOwnBatch) {
+  Batcher::Options o;
+  o.enabled = false;
+  o.max_batch_size = 2;
+  Make(o);
+  Answer a, b;
+  ASSERT_TRUE(batcher_->Submit(Request({Seq(1, 0, 3), Seq(1, 1, 3), Seq(1, 2, 3)}, &a)).ok());
+  ASSERT_TRUE(batcher_->Submit(Request({Seq(2, 0, 3)}, &b)).ok());
+  EXPECT_EQ(batcher_->RunUntilIdle(), 2);
+  EXPECT_THAT(backend_->batch_sizes(), ElementsAre(3, 1));
+  ExpectRows(a, {Seq(1, 0, 3), Seq(1, 1, 3), Seq(1, 2, 3)}, 4);
+}
+
+TEST_F(BatchSchedulerTest, ShutdownFailsQueuedWithUnavailableThenRefuses) {
+  Make(Batcher::Options());
+  Answer a, b;
+  ASSERT_TRUE(batcher_->Submit(Request({Seq(1, 0, 3)}, &a)).ok());
+  batcher_->Shutdown();
+  ASSERT_EQ(a.calls, 1);
+  EXPECT_EQ(a.result->status().code(), absl::StatusCode::kUnavailable);
+  EXPECT_EQ(batcher_->Submit(Request({Seq(2, 0, 3)}, &b)).code(), absl::StatusCode::kUnavailable);
+  EXPECT_EQ(b.calls, 0);
+  EXPECT_EQ(batcher_->live_requests(), 0);
+}
+
+TEST_F(BatchSchedulerTest, BatchOfNGivesTheSameRowsAsNSingleCalls) {
+  Make(Batcher::Options());
+  std::vector<TokenIds> seqs;
+  for (int i = 0; i < 20; ++i) seqs.push_back(Seq(1, i, 1 + (i * 7) % 13));
+  Answer together;
+  ASSERT_TRUE(batcher_->Submit(Request(seqs, &together)).ok());
+  batcher_->RunUntilIdle();
+  std::vector<Answer> singles(seqs.size());
+  for (size_t i = 0; i < seqs.size(); ++i) {
+    ASSERT_TRUE(batcher_->Submit(Request({seqs[i]}, &singles[i])).ok());
+    batcher_->RunUntilIdle();
+  }
+  const EmbeddingMatrix& m = **together.result;
+  for (size_t i = 0; i < seqs.size(); ++i) {
+    const EmbeddingMatrix& s = **singles[i].result;
+    EXPECT_EQ(std::vector<float>(m.Row(i), m.Row(i) + m.dim), std::vector<float>(s.Row(0), s.Row(0) + s.dim));
+  }
+}
+
+}  // namespace
+}  // namespace embedserve

@@ -1,0 +1,343 @@
+// The threaded Batcher: many producers, several workers, shutdown under load. A fake
+// backend encodes each input into its output, so every sequence's row proves where it
+// came from. Also run under ThreadSanitizer (label tsan). No sleeps: tests synchronise
+// on the fake backend's gate and on the answers themselves.
+#include "embedserve/batching/batcher.h"
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <thread>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/synchronization/notification.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "test_util/fake_backend.h"
+#include "test_util/fake_clock.h"
+
+namespace embedserve {
+namespace {
+
+using ::embedserve::testing::FakeBackend;
+using ::embedserve::testing::FakeClock;
+using ::testing::HasSubstr;
+
+TEST(BatcherOptionsTest, ValidateNamesFieldRuleAndValue) {
+  Batcher::Options o;
+  EXPECT_TRUE(o.Validate().ok());
+  o.max_batch_size = 0;
+  EXPECT_EQ(o.Validate().message(), "batching.max_batch_size must be >= 1; was 0");
+  o = Batcher::Options();
+  o.max_batch_tokens = -5;
+  EXPECT_EQ(o.Validate().message(), "batching.max_batch_tokens must be >= 1; was -5");
+  o = Batcher::Options();
+  o.max_queue_delay_us = -1;
+  EXPECT_EQ(o.Validate().message(), "batching.max_queue_delay_us must be >= 0; was -1");
+  o = Batcher::Options();
+  o.max_queue_sequences = 0;
+  EXPECT_EQ(o.Validate().message(), "batching.max_queue_sequences must be >= 1; was 0");
+  o = Batcher::Options();
+  o.num_workers = 0;
+  EXPECT_EQ(o.Validate().message(), "batching.num_workers must be >= 1; was 0");
+  o = Batcher::Options();
+  o.length_bucketing_max_age_us = -2;
+  EXPECT_EQ(o.Validate().message(), "batching.length_bucketing_max_age_us must be >= 0; was -2");
+  EXPECT_EQ(o.Validate().code(), absl::StatusCode::kInvalidArgument);
+}
+
+TEST(BatcherTest, CreateRejectsBadArguments) {
+  FakeBackend backend;
+  Batcher::Options bad;
+  bad.num_workers = 0;
+  EXPECT_EQ(Batcher::Create(bad, &backend, nullptr).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(Batcher::Create(Batcher::Options(), nullptr, nullptr).status().message(),
+              HasSubstr("backend is null"));
+  FakeBackend::Options zero_dim;
+  zero_dim.dimension = 0;
+  FakeBackend no_dims(zero_dim);
+  EXPECT_THAT(Batcher::Create(Batcher::Options(), &no_dims, nullptr).status().message(),
+              HasSubstr("dimension 0"));
+}
+
+// Checks each answer against the fake backend's encoding of the request's sequences.
+struct Ledger {
+  explicit Ledger(size_t n) : calls(n), ok(n) {}
+  std::vector<std::atomic<int>> calls;  // per request: times `done` ran
+  std::vector<std::atomic<int>> ok;     // per request: rows all correct
+};
+
+BatchRequest MakeRequest(std::vector<TokenIds> seqs, Ledger* ledger, size_t index) {
+  BatchRequest r;
+  auto expected = std::make_shared<std::vector<TokenIds>>(seqs);
+  r.sequences = std::move(seqs);
+  r.done = [ledger, index, expected](absl::StatusOr<EmbeddingMatrix> m, const RequestTimings& t) {
+    bool good = m.ok() && m->rows == static_cast<int64_t>(expected->size()) && t.num_batches >= 1;
+    for (size_t i = 0; good && i < expected->size(); ++i) {
+      const std::vector<float> want = FakeBackend::Encode((*expected)[i], m->dim);
+      good = std::equal(want.begin(), want.end(), m->Row(static_cast<int64_t>(i)));
+    }
+    if (good) ledger->ok[index].fetch_add(1);
+    ledger->calls[index].fetch_add(1);
+  };
+  return r;
+}
+
+// Request `r` of producer `p`: 1..5 sequences of 1..40 tokens with ids unique to (p, r, i).
+std::vector<TokenIds> ProducerSequences(int p, int r) {
+  const int n = 1 + (p * 7 + r) % 5;
+  std::vector<TokenIds> seqs;
+  for (int i = 0; i < n; ++i) {
+    const int len = 1 + (p * 13 + r * 5 + i * 3) % 40;
+    TokenIds ids(static_cast<size_t>(len));
+    for (int k = 0; k < len; ++k) ids[static_cast<size_t>(k)] = (p * 4096 + r) * 8 + i + k;
+    ids.front() = (p * 4096 + r) * 8 + i;
+    seqs.push_back(std::move(ids));
+  }
+  return seqs;
+}
+
+class CountingObserver : public BatchObserver {
+ public:
+  void OnBatch(const BatchStats& stats) override {
+    sequences.fetch_add(stats.sequences);
+    batches.fetch_add(1);
+    if (static_cast<int32_t>(stats.queue_us.size()) != stats.sequences ||
+        stats.padded_tokens < stats.tokens || stats.longest * stats.sequences != stats.padded_tokens) {
+      bad.fetch_add(1);
+    }
+  }
+  void OnQueueDepth(int64_t depth) override {
+    if (depth < 0) bad.fetch_add(1);
+  }
+  std::atomic<int64_t> sequences{0};
+  std::atomic<int64_t> batches{0};
+  std::atomic<int64_t> bad{0};
+};
+
+TEST(BatcherTest, EverySequenceGetsItsOwnResultExactlyOnce) {
+  struct Sweep {
+    int producers, workers, max_batch_size;
+    int64_t delay_us;
+  };
+  for (const Sweep s : {Sweep{1, 1, 64, 0}, Sweep{4, 2, 8, 0}, Sweep{6, 3, 16, 50},
+                        Sweep{8, 4, 3, 0}}) {
+    SCOPED_TRACE(::testing::Message() << s.producers << " producers, " << s.workers
+                                      << " workers, batch " << s.max_batch_size);
+    constexpr int kRequestsPerProducer = 300;
+    FakeBackend::Options bo;
+    bo.record_calls = false;
+    FakeBackend backend(bo);
+    CountingObserver observer;
+    Batcher::Options o;
+    o.num_workers = s.workers;
+    o.max_batch_size = s.max_batch_size;
+    o.max_queue_delay_us = s.delay_us;
+    o.max_queue_sequences = 64;  // small: producers meet RESOURCE_EXHAUSTED and retry
+    auto batcher = Batcher::Create(o, &backend, &observer);
+    ASSERT_TRUE(batcher.ok()) << batcher.status();
+    Ledger ledger(static_cast<size_t>(s.producers * kRequestsPerProducer));
+    std::atomic<int64_t> total_sequences{0};
+    std::atomic<int64_t> rejected{0};
+    std::vector<std::thread> producers;
+    for (int p = 0; p < s.producers; ++p) {
+      producers.emplace_back([&, p] {
+        for (int r = 0; r < kRequestsPerProducer; ++r) {
+          const size_t index = static_cast<size_t>(p * kRequestsPerProducer + r);
+          const std::vector<TokenIds> seqs = ProducerSequences(p, r);
+          while (true) {
+            absl::Status st = (*batcher)->Submit(MakeRequest(seqs, &ledger, index));
+            if (st.ok()) break;
+            ASSERT_EQ(st.code(), absl::StatusCode::kResourceExhausted) << st;
+            rejected.fetch_add(1);
+            std::this_thread::yield();
+          }
+          total_sequences.fetch_add(static_cast<int64_t>(seqs.size()));
+        }
+      });
+    }
+    for (auto& t : producers) t.join();
+    (*batcher)->Shutdown();
+    for (size_t i = 0; i < ledger.calls.size(); ++i) {
+      ASSERT_EQ(ledger.calls[i].load(), 1) << "request " << i;
+      ASSERT_EQ(ledger.ok[i].load(), 1) << "request " << i << " got wrong rows";
+    }
+    EXPECT_EQ(observer.sequences.load(), total_sequences.load());
+    EXPECT_EQ(observer.bad.load(), 0);
+    EXPECT_EQ((*batcher)->QueueDepth(), 0);
+  }
+}
+
+TEST(BatcherTest, ShutdownUnderLoadAnswersEveryone) {
+  for (int workers : {1, 3}) {
+    SCOPED_TRACE(workers);
+    FakeBackend::Options bo;
+    bo.record_calls = false;
+    FakeBackend backend(bo);
+    Batcher::Options o;
+    o.num_workers = workers;
+    o.max_batch_size = 4;
+    o.max_queue_sequences = 256;
+    auto batcher = Batcher::Create(o, &backend, nullptr);
+    ASSERT_TRUE(batcher.ok());
+    constexpr int kProducers = 4, kPerProducer = 400;
+    Ledger ledger(kProducers * kPerProducer);
+    std::vector<std::atomic<int>> accepted(kProducers * kPerProducer);
+    std::atomic<int> started{0};
+    absl::Notification go_shutdown;
+    std::vector<std::thread> producers;
+    for (int p = 0; p < kProducers; ++p) {
+      producers.emplace_back([&, p] {
+        for (int r = 0; r < kPerProducer; ++r) {
+          const size_t index = static_cast<size_t>(p * kPerProducer + r);
+          absl::Status st = (*batcher)->Submit(MakeRequest(ProducerSequences(p, r), &ledger, index));
+          if (st.ok()) accepted[index].store(1);
+          if (r == 20 && started.fetch_add(1) + 1 == kProducers) go_shutdown.Notify();
+          if (!st.ok() && st.code() != absl::StatusCode::kResourceExhausted) {
+            ASSERT_EQ(st.code(), absl::StatusCode::kUnavailable) << st;
+          }
+        }
+      });
+    }
+    go_shutdown.WaitForNotification();
+    (*batcher)->Shutdown(/*grace_us=*/0);  // stop now: queued work fails with UNAVAILABLE
+    for (auto& t : producers) t.join();
+    int answered = 0;
+    for (size_t i = 0; i < ledger.calls.size(); ++i) {
+      ASSERT_EQ(ledger.calls[i].load(), accepted[i].load()) << "request " << i;
+      answered += ledger.calls[i].load();
+    }
+    EXPECT_GT(answered, 0);
+    EXPECT_EQ((*batcher)->Submit(MakeRequest(ProducerSequences(0, 0), &ledger, 0)).code(),
+              absl::StatusCode::kUnavailable);
+    (*batcher)->Shutdown();  // idempotent
+  }
+}
+
+// Records each request's final status.
+struct StatusBox {
+  absl::Mutex mu;
+  std::vector<absl::StatusCode> codes ABSL_GUARDED_BY(mu);
+  int count() {
+    absl::MutexLock l(&mu);
+    return static_cast<int>(codes.size());
+  }
+};
+
+BatchRequest BoxedRequest(std::vector<TokenIds> seqs, StatusBox* box, int64_t deadline_us = 0) {
+  BatchRequest r;
+  r.sequences = std::move(seqs);
+  r.deadline_us = deadline_us;
+  r.done = [box](absl::StatusOr<EmbeddingMatrix> m, const RequestTimings&) {
+    absl::MutexLock l(&box->mu);
+    box->codes.push_back(m.status().code());
+  };
+  return r;
+}
+
+TEST(BatcherTest, ShutdownPastGraceFailsQueuedWithUnavailableAndFinishesInFlight) {
+  FakeBackend backend;
+  Batcher::Options o;
+  o.max_batch_size = 1;
+  auto batcher = Batcher::Create(o, &backend, nullptr);
+  ASSERT_TRUE(batcher.ok());
+  StatusBox in_flight, queued;
+  backend.CloseGate();
+  ASSERT_TRUE((*batcher)->Submit(BoxedRequest({{1, 2, 3}}, &in_flight)).ok());
+  backend.WaitForWaitingCalls(1);  // the worker is inside Embed
+  for (int i = 0; i < 3; ++i) ASSERT_TRUE((*batcher)->Submit(BoxedRequest({{4, 5}}, &queued)).ok());
+  EXPECT_EQ((*batcher)->QueueDepth(), 3);
+  std::thread stopper([&] { (*batcher)->Shutdown(/*grace_us=*/1000); });
+  // Shutdown answers the queued ones (UNAVAILABLE) while the batch in flight still runs.
+  while (queued.count() < 3) std::this_thread::yield();
+  {
+    absl::MutexLock l(&queued.mu);
+    for (auto c : queued.codes) EXPECT_EQ(c, absl::StatusCode::kUnavailable);
+  }
+  EXPECT_EQ(in_flight.count(), 0);
+  backend.OpenGate();
+  stopper.join();
+  absl::MutexLock l(&in_flight.mu);
+  ASSERT_EQ(in_flight.codes.size(), 1u);
+  EXPECT_EQ(in_flight.codes[0], absl::StatusCode::kOk);
+}
+
+TEST(BatcherTest, ShutdownWithinGraceFinishesQueuedWork) {
+  FakeBackend backend;
+  Batcher::Options o;
+  o.max_batch_size = 2;
+  o.max_queue_delay_us = 60'000'000;  // would wait a minute; shutdown flushes at once
+  auto batcher = Batcher::Create(o, &backend, nullptr);
+  ASSERT_TRUE(batcher.ok());
+  StatusBox box;
+  ASSERT_TRUE((*batcher)->Submit(BoxedRequest({{1, 2}}, &box)).ok());
+  (*batcher)->Shutdown();
+  absl::MutexLock l(&box.mu);
+  ASSERT_EQ(box.codes.size(), 1u);
+  EXPECT_EQ(box.codes[0], absl::StatusCode::kOk);
+}
+
+TEST(BatcherTest, DeadlinePassingWhileQueuedEndsTheRequest) {
+  FakeClock clock;
+  FakeBackend backend;
+  Batcher::Options o;
+  o.max_batch_size = 1;
+  auto batcher = Batcher::Create(o, &backend, nullptr, &clock);
+  ASSERT_TRUE(batcher.ok());
+  StatusBox first, late;
+  backend.CloseGate();
+  ASSERT_TRUE((*batcher)->Submit(BoxedRequest({{1}}, &first)).ok());
+  backend.WaitForWaitingCalls(1);
+  ASSERT_TRUE((*batcher)->Submit(BoxedRequest({{2}}, &late, clock.NowMicros() + 10)).ok());
+  clock.Advance(10);
+  backend.OpenGate();
+  while (late.count() < 1) std::this_thread::yield();
+  {
+    absl::MutexLock l(&late.mu);
+    EXPECT_EQ(late.codes[0], absl::StatusCode::kDeadlineExceeded);
+  }
+  (*batcher)->Shutdown();
+  EXPECT_EQ(backend.num_calls(), 1);  // the late one never reached the backend
+  EXPECT_EQ(first.count(), 1);
+}
+
+TEST(BatcherTest, WorkersRunBatchesConcurrently) {
+  FakeBackend backend;
+  Batcher::Options o;
+  o.max_batch_size = 1;
+  o.num_workers = 3;
+  auto batcher = Batcher::Create(o, &backend, nullptr);
+  ASSERT_TRUE(batcher.ok());
+  StatusBox box;
+  backend.CloseGate();
+  for (int i = 0; i < 3; ++i) ASSERT_TRUE((*batcher)->Submit(BoxedRequest({{i + 1}}, &box)).ok());
+  backend.WaitForWaitingCalls(3);  // returns only if three Embed calls are in at once
+  backend.OpenGate();
+  (*batcher)->Shutdown();
+  EXPECT_EQ(box.count(), 3);
+}
+
+TEST(BatcherTest, QueueFullFailsFastWhileWorkersAreBusy) {
+  FakeBackend backend;
+  Batcher::Options o;
+  o.max_batch_size = 1;
+  o.max_queue_sequences = 2;
+  auto batcher = Batcher::Create(o, &backend, nullptr);
+  ASSERT_TRUE(batcher.ok());
+  StatusBox box;
+  backend.CloseGate();
+  ASSERT_TRUE((*batcher)->Submit(BoxedRequest({{1}}, &box)).ok());
+  backend.WaitForWaitingCalls(1);
+  ASSERT_TRUE((*batcher)->Submit(BoxedRequest({{2}, {3}}, &box)).ok());
+  const absl::Status full = (*batcher)->Submit(BoxedRequest({{4}}, &box));
+  EXPECT_EQ(full.code(), absl::StatusCode::kResourceExhausted);
+  backend.OpenGate();
+  (*batcher)->Shutdown();
+  EXPECT_EQ(box.count(), 2);
+}
+
+}  // namespace
+}  // namespace embedserve

@@ -346,7 +346,6 @@ class Parser {
         {"enabled", [&](const YAML::Node& n, const std::string& k) { return Bool(n, k, &b->enabled); }},
         {"max_batch_size", [&](const YAML::Node& n, const std::string& k) { return Int(n, k, &b->max_batch_size); }},
         {"max_batch_tokens", [&](const YAML::Node& n, const std::string& k) { return Int(n, k, &b->max_batch_tokens); }},
-        {"count_padding", [&](const YAML::Node& n, const std::string& k) { return Bool(n, k, &b->count_padding); }},
         {"timeout_ms", [&](const YAML::Node& n, const std::string& k) { return DelayUs(n, k, 1000.0, &b->max_queue_delay_us); }},
         {"max_queue_delay_ms", [&](const YAML::Node& n, const std::string& k) { return DelayUs(n, k, 1000.0, &b->max_queue_delay_us); }},
         {"max_queue_delay_us", [&](const YAML::Node& n, const std::string& k) { return DelayUs(n, k, 1.0, &b->max_queue_delay_us); }},
@@ -464,7 +463,6 @@ std::string ServerConfigToYaml(const ServerConfig& c) {
   absl::StrAppend(&y, "  enabled: ", c.batching.enabled ? "true" : "false", "\n");
   absl::StrAppend(&y, "  max_batch_size: ", c.batching.max_batch_size, "\n");
   absl::StrAppend(&y, "  max_batch_tokens: ", c.batching.max_batch_tokens, "\n");
-  absl::StrAppend(&y, "  count_padding: ", c.batching.count_padding ? "true" : "false", "\n");
   absl::StrAppend(&y, "  max_queue_delay_us: ", c.batching.max_queue_delay_us, "\n");
   absl::StrAppend(&y, "  max_queue_sequences: ", c.batching.max_queue_sequences, "\n");
   absl::StrAppend(&y, "  workers: ", c.batching.workers, "\n");

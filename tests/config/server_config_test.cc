@@ -52,7 +52,6 @@ batching:
   max_queue_delay_us: 250
   max_queue_sequences: 100
   workers: 3
-  count_padding: false
 logging:
   level: debug
   log_requests: true
@@ -84,7 +83,6 @@ benchmark:
   EXPECT_EQ(config->batching.max_queue_delay_us, 250);
   EXPECT_EQ(config->batching.max_queue_sequences, 100);
   EXPECT_EQ(config->batching.workers, 3);
-  EXPECT_FALSE(config->batching.count_padding);
   EXPECT_EQ(config->logging.level, "debug");
   EXPECT_TRUE(config->logging.log_requests);
   EXPECT_EQ(config->benchmark.batch_sizes, (std::vector<int>{1, 2}));

@@ -49,7 +49,6 @@ struct BatchingSection {
   bool enabled = true;               // false: one request per forward (the baseline)
   int max_batch_size = 64;           // most sequences per forward
   int64_t max_batch_tokens = 8192;   // most tokens per forward
-  bool count_padding = true;         // tokens counted as longest x count (padded)
   int64_t max_queue_delay_us = 0;    // wait this long for a batch to fill (seed: timeout_ms)
   int max_queue_sequences = 4096;    // queued sequences before RESOURCE_EXHAUSTED
   int workers = 1;                   // batches run at once (forward passes in parallel)

@@ -8,10 +8,11 @@
 
 namespace embedserve {
 
-// Bad input -> INVALID_ARGUMENT, queue full -> RESOURCE_EXHAUSTED, not ready or
-// shutting down -> UNAVAILABLE, deadline passed -> DEADLINE_EXCEEDED, cancelled ->
-// CANCELLED; a NOT_FOUND/ALREADY_EXISTS/... from inside the server (never caused by the
-// request) and any unknown code -> INTERNAL. The message is kept (it tells the caller
+// Bad input (INVALID_ARGUMENT, OUT_OF_RANGE) -> INVALID_ARGUMENT, queue full
+// (RESOURCE_EXHAUSTED) -> RESOURCE_EXHAUSTED, not ready or shutting down (UNAVAILABLE,
+// FAILED_PRECONDITION) -> UNAVAILABLE, deadline passed -> DEADLINE_EXCEEDED, cancelled ->
+// CANCELLED, UNIMPLEMENTED -> UNIMPLEMENTED; anything else (NOT_FOUND, INTERNAL, ...:
+// never the caller's fault here) -> INTERNAL. The message is kept (it tells the caller
 // what to change); OK -> OK.
 grpc::Status ToGrpcStatus(const absl::Status& status);
 

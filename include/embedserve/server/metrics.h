@@ -1,0 +1,116 @@
+// Server metrics in the Prometheus text format: requests by method and status code,
+// per-stage duration histograms (tokenize, queue, inference, total), batch size in
+// sequences and tokens, queue depth and padding ratio. Fed by the EmbeddingService
+// (per request) and by the Batcher (BatchObserver, per batch); served on /metrics by
+// MetricsHttpServer. Thread-safe: every method may be called from any thread (lock-free
+// counters).
+#ifndef EMBEDSERVE_SERVER_METRICS_H_
+#define EMBEDSERVE_SERVER_METRICS_H_
+
+#include <array>
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "embedserve/batching/batcher.h"
+
+namespace embedserve {
+
+// A Prometheus histogram with fixed upper bounds (plus +Inf). Thread-safe.
+class Histogram {
+ public:
+  explicit Histogram(std::vector<double> upper_bounds);
+  void Observe(double value);
+  // Appends the _bucket/_sum/_count lines of `name` with extra `labels` (e.g.
+  // `method="Embed"`, or "").
+  void AppendTo(const std::string& name, const std::string& labels, std::string* out) const;
+  uint64_t count() const { return count_.load(std::memory_order_relaxed); }
+  double sum() const { return sum_.load(std::memory_order_relaxed); }
+
+ private:
+  const std::vector<double> bounds_;
+  std::unique_ptr<std::atomic<uint64_t>[]> buckets_;  // bounds_.size() + 1 (+Inf)
+  std::atomic<uint64_t> count_{0};
+  std::atomic<double> sum_{0.0};
+};
+
+enum class RpcMethod { kEmbed = 0, kEmbedStream, kSimilarity, kTokenize, kGetModelInfo };
+inline constexpr int kNumRpcMethods = 5;
+const char* RpcMethodName(RpcMethod method);
+
+class ServerMetrics final : public BatchObserver {
+ public:
+  ServerMetrics();
+
+  // One answered request (an EmbedStream message counts as one request of
+  // kEmbedStream). `grpc_code` is the grpc::StatusCode value (0..16).
+  void OnRequest(RpcMethod method, int grpc_code, int64_t total_us);
+  // Stage times of one successful or failed request that reached that stage.
+  void OnTokenize(int64_t tokenize_us, int64_t tokens);
+  void OnQueueAndInference(int64_t queue_us, int64_t inference_us);
+
+  // BatchObserver.
+  void OnBatch(const BatchStats& stats) override;
+  void OnQueueDepth(int64_t sequences) override;
+  void OnDropped(absl::StatusCode code, int32_t sequences) override;
+
+  // Everything, Prometheus text exposition format 0.0.4.
+  std::string RenderPrometheus() const;
+
+  uint64_t requests(RpcMethod method, int grpc_code) const;
+
+ private:
+  static constexpr int kNumCodes = 17;
+  std::array<std::array<std::atomic<uint64_t>, kNumCodes>, kNumRpcMethods> requests_{};
+  std::array<std::unique_ptr<Histogram>, kNumRpcMethods> request_seconds_;
+  Histogram tokenize_seconds_;
+  Histogram queue_seconds_;
+  Histogram inference_seconds_;
+  Histogram batch_backend_seconds_;
+  Histogram batch_sequences_;
+  Histogram batch_tokens_;
+  Histogram batch_padded_tokens_;
+  Histogram padding_ratio_;
+  std::atomic<uint64_t> tokens_total_{0};
+  std::atomic<uint64_t> batches_failed_{0};
+  std::atomic<int64_t> queue_depth_{0};
+  std::array<std::atomic<uint64_t>, kNumCodes> dropped_sequences_{};
+};
+
+// A tiny HTTP/1.0 responder for /metrics on its own thread (GET /metrics -> 200 with
+// RenderPrometheus(), GET /healthz -> 200 "ok", anything else -> 404). One connection at
+// a time; each is closed after the reply. Thread-safe: Stop() from any thread.
+class MetricsHttpServer {
+ public:
+  // Binds host:port (port 0 = a free one) and starts serving. `metrics` must outlive it.
+  static absl::StatusOr<std::unique_ptr<MetricsHttpServer>> Start(const std::string& host,
+                                                                  int port,
+                                                                  const ServerMetrics* metrics);
+  ~MetricsHttpServer();  // Stop()
+  MetricsHttpServer(const MetricsHttpServer&) = delete;
+  MetricsHttpServer& operator=(const MetricsHttpServer&) = delete;
+
+  int port() const { return port_; }
+  // Closes the socket and joins the thread. Idempotent.
+  void Stop();
+
+ private:
+  MetricsHttpServer(int listen_fd, int wake_read, int wake_write, int port,
+                    const ServerMetrics* metrics);
+  void Loop();
+  void Serve(int fd);
+
+  const int listen_fd_, wake_read_, wake_write_, port_;
+  const ServerMetrics* const metrics_;
+  std::thread thread_;
+  std::atomic<bool> stopped_{false};
+};
+
+}  // namespace embedserve
+
+#endif  // EMBEDSERVE_SERVER_METRICS_H_

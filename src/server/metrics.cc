@@ -1,0 +1,366 @@
+#include "embedserve/server/metrics.h"
+
+#include <fcntl.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <sys/types.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cmath>
+#include <cstring>
+#include <sstream>
+#include <utility>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+
+namespace embedserve {
+namespace {
+
+// Seconds: 50 us .. 10 s.
+std::vector<double> LatencyBounds() {
+  return {0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01,
+          0.025,   0.05,   0.1,     0.25,   0.5,   1.0,    2.5,   5.0,  10.0};
+}
+std::vector<double> PowersOfTwo(double from, double to) {
+  std::vector<double> b;
+  for (double v = from; v <= to; v *= 2) b.push_back(v);
+  return b;
+}
+std::vector<double> RatioBounds() {
+  return {0.0, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0};
+}
+
+std::string FormatDouble(double v) {
+  if (std::isinf(v)) return v > 0 ? "+Inf" : "-Inf";
+  std::ostringstream os;
+  os.precision(10);
+  os << v;
+  return os.str();
+}
+
+const char* CodeName(int code) {
+  static const char* kNames[] = {
+      "OK",        "CANCELLED",          "UNKNOWN",          "INVALID_ARGUMENT",
+      "DEADLINE_EXCEEDED", "NOT_FOUND",  "ALREADY_EXISTS",   "PERMISSION_DENIED",
+      "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION", "ABORTED", "OUT_OF_RANGE",
+      "UNIMPLEMENTED", "INTERNAL",       "UNAVAILABLE",      "DATA_LOSS",
+      "UNAUTHENTICATED"};
+  return code >= 0 && code < 17 ? kNames[code] : "UNKNOWN";
+}
+
+void AddDouble(std::atomic<double>* a, double v) {
+  double cur = a->load(std::memory_order_relaxed);
+  while (!a->compare_exchange_weak(cur, cur + v, std::memory_order_relaxed)) {
+  }
+}
+
+void Header(const char* name, const char* type, const char* help, std::string* out) {
+  absl::StrAppend(out, "# HELP ", name, " ", help, "\n# TYPE ", name, " ", type, "\n");
+}
+
+}  // namespace
+
+Histogram::Histogram(std::vector<double> upper_bounds)
+    : bounds_(std::move(upper_bounds)),
+      buckets_(new std::atomic<uint64_t>[bounds_.size() + 1]) {
+  for (size_t i = 0; i <= bounds_.size(); ++i) buckets_[i].store(0);
+}
+
+void Histogram::Observe(double value) {
+  size_t i = 0;
+  while (i < bounds_.size() && value > bounds_[i]) ++i;
+  buckets_[i].fetch_add(1, std::memory_order_relaxed);
+  count_.fetch_add(1, std::memory_order_relaxed);
+  AddDouble(&sum_, value);
+}
+
+void Histogram::AppendTo(const std::string& name, const std::string& labels,
+                         std::string* out) const {
+  const std::string sep = labels.empty() ? "" : ",";
+  uint64_t cumulative = 0;
+  for (size_t i = 0; i <= bounds_.size(); ++i) {
+    cumulative += buckets_[i].load(std::memory_order_relaxed);
+    const std::string le =
+        i < bounds_.size() ? FormatDouble(bounds_[i]) : std::string("+Inf");
+    absl::StrAppend(out, name, "_bucket{", labels, sep, "le=\"", le, "\"} ", cumulative,
+                    "\n");
+  }
+  const std::string braces = labels.empty() ? "" : absl::StrCat("{", labels, "}");
+  absl::StrAppend(out, name, "_sum", braces, " ", FormatDouble(sum()), "\n");
+  // Count from the buckets so that the exposition is self-consistent.
+  absl::StrAppend(out, name, "_count", braces, " ", cumulative, "\n");
+}
+
+const char* RpcMethodName(RpcMethod method) {
+  switch (method) {
+    case RpcMethod::kEmbed: return "Embed";
+    case RpcMethod::kEmbedStream: return "EmbedStream";
+    case RpcMethod::kSimilarity: return "Similarity";
+    case RpcMethod::kTokenize: return "Tokenize";
+    case RpcMethod::kGetModelInfo: return "GetModelInfo";
+  }
+  return "Unknown";
+}
+
+ServerMetrics::ServerMetrics()
+    : tokenize_seconds_(LatencyBounds()),
+      queue_seconds_(LatencyBounds()),
+      inference_seconds_(LatencyBounds()),
+      batch_backend_seconds_(LatencyBounds()),
+      batch_sequences_(PowersOfTwo(1, 4096)),
+      batch_tokens_(PowersOfTwo(16, 1 << 20)),
+      batch_padded_tokens_(PowersOfTwo(16, 1 << 20)),
+      padding_ratio_(RatioBounds()) {
+  for (auto& h : request_seconds_) h = std::make_unique<Histogram>(LatencyBounds());
+  for (auto& row : requests_) {
+    for (auto& c : row) c.store(0);
+  }
+  for (auto& c : dropped_sequences_) c.store(0);
+}
+
+void ServerMetrics::OnRequest(RpcMethod method, int grpc_code, int64_t total_us) {
+  const int m = static_cast<int>(method);
+  const int code = grpc_code >= 0 && grpc_code < kNumCodes ? grpc_code : 2;  // UNKNOWN
+  requests_[m][code].fetch_add(1, std::memory_order_relaxed);
+  request_seconds_[m]->Observe(static_cast<double>(total_us) * 1e-6);
+}
+
+void ServerMetrics::OnTokenize(int64_t tokenize_us, int64_t tokens) {
+  tokenize_seconds_.Observe(static_cast<double>(tokenize_us) * 1e-6);
+  tokens_total_.fetch_add(static_cast<uint64_t>(tokens), std::memory_order_relaxed);
+}
+
+void ServerMetrics::OnQueueAndInference(int64_t queue_us, int64_t inference_us) {
+  queue_seconds_.Observe(static_cast<double>(queue_us) * 1e-6);
+  inference_seconds_.Observe(static_cast<double>(inference_us) * 1e-6);
+}
+
+void ServerMetrics::OnBatch(const BatchStats& stats) {
+  batch_backend_seconds_.Observe(static_cast<double>(stats.backend_us) * 1e-6);
+  batch_sequences_.Observe(stats.sequences);
+  batch_tokens_.Observe(static_cast<double>(stats.tokens));
+  batch_padded_tokens_.Observe(static_cast<double>(stats.padded_tokens));
+  padding_ratio_.Observe(stats.padding_ratio());
+  if (!stats.status.ok()) batches_failed_.fetch_add(1, std::memory_order_relaxed);
+}
+
+void ServerMetrics::OnQueueDepth(int64_t sequences) {
+  queue_depth_.store(sequences, std::memory_order_relaxed);
+}
+
+void ServerMetrics::OnDropped(absl::StatusCode code, int32_t sequences) {
+  const int c = static_cast<int>(code);
+  if (c >= 0 && c < kNumCodes) {
+    dropped_sequences_[c].fetch_add(static_cast<uint64_t>(sequences),
+                                    std::memory_order_relaxed);
+  }
+}
+
+uint64_t ServerMetrics::requests(RpcMethod method, int grpc_code) const {
+  if (grpc_code < 0 || grpc_code >= kNumCodes) return 0;
+  return requests_[static_cast<int>(method)][grpc_code].load(std::memory_order_relaxed);
+}
+
+std::string ServerMetrics::RenderPrometheus() const {
+  std::string out;
+  Header("embedserve_requests_total", "counter",
+         "Requests answered, by RPC method and gRPC status code (EmbedStream: per message).",
+         &out);
+  for (int m = 0; m < kNumRpcMethods; ++m) {
+    for (int c = 0; c < kNumCodes; ++c) {
+      const uint64_t v = requests_[m][c].load(std::memory_order_relaxed);
+      if (v == 0 && c != 0) continue;  // always show OK, others once seen
+      absl::StrAppend(&out, "embedserve_requests_total{method=\"",
+                      RpcMethodName(static_cast<RpcMethod>(m)), "\",code=\"", CodeName(c),
+                      "\"} ", v, "\n");
+    }
+  }
+  Header("embedserve_request_duration_seconds", "histogram",
+         "Handler entry to reply ready, by RPC method.", &out);
+  for (int m = 0; m < kNumRpcMethods; ++m) {
+    request_seconds_[m]->AppendTo(
+        "embedserve_request_duration_seconds",
+        absl::StrCat("method=\"", RpcMethodName(static_cast<RpcMethod>(m)), "\""), &out);
+  }
+  Header("embedserve_tokenize_duration_seconds", "histogram",
+         "Tokenization time of one request.", &out);
+  tokenize_seconds_.AppendTo("embedserve_tokenize_duration_seconds", "", &out);
+  Header("embedserve_queue_duration_seconds", "histogram",
+         "Enqueue until the request's last batch started.", &out);
+  queue_seconds_.AppendTo("embedserve_queue_duration_seconds", "", &out);
+  Header("embedserve_inference_duration_seconds", "histogram",
+         "Forward + pooling time of the batches that held a request's texts.", &out);
+  inference_seconds_.AppendTo("embedserve_inference_duration_seconds", "", &out);
+  Header("embedserve_batch_inference_duration_seconds", "histogram",
+         "Backend time of one batch.", &out);
+  batch_backend_seconds_.AppendTo("embedserve_batch_inference_duration_seconds", "", &out);
+  Header("embedserve_batch_size_sequences", "histogram", "Sequences per batch.", &out);
+  batch_sequences_.AppendTo("embedserve_batch_size_sequences", "", &out);
+  Header("embedserve_batch_size_tokens", "histogram",
+         "Real (unpadded) tokens per batch.", &out);
+  batch_tokens_.AppendTo("embedserve_batch_size_tokens", "", &out);
+  Header("embedserve_batch_padded_tokens", "histogram",
+         "Longest sequence x sequences per batch (what a padding backend computes).", &out);
+  batch_padded_tokens_.AppendTo("embedserve_batch_padded_tokens", "", &out);
+  Header("embedserve_batch_padding_ratio", "histogram",
+         "Share of a batch's padded tokens that is padding.", &out);
+  padding_ratio_.AppendTo("embedserve_batch_padding_ratio", "", &out);
+  Header("embedserve_batches_failed_total", "counter", "Batches the backend failed.", &out);
+  absl::StrAppend(&out, "embedserve_batches_failed_total ",
+                  batches_failed_.load(std::memory_order_relaxed), "\n");
+  Header("embedserve_queue_depth", "gauge", "Sequences waiting in the batcher's queue.",
+         &out);
+  absl::StrAppend(&out, "embedserve_queue_depth ",
+                  queue_depth_.load(std::memory_order_relaxed), "\n");
+  Header("embedserve_tokens_total", "counter",
+         "Tokens sent to the model ([CLS]/[SEP] included, after truncation).", &out);
+  absl::StrAppend(&out, "embedserve_tokens_total ",
+                  tokens_total_.load(std::memory_order_relaxed), "\n");
+  Header("embedserve_dropped_sequences_total", "counter",
+         "Queued sequences dropped before they ran, by reason.", &out);
+  for (int c = 0; c < kNumCodes; ++c) {
+    const uint64_t v = dropped_sequences_[c].load(std::memory_order_relaxed);
+    if (v == 0) continue;
+    absl::StrAppend(&out, "embedserve_dropped_sequences_total{code=\"", CodeName(c), "\"} ",
+                    v, "\n");
+  }
+  return out;
+}
+
+// ---------------------------------------------------------------------------------
+// MetricsHttpServer
+
+absl::StatusOr<std::unique_ptr<MetricsHttpServer>> MetricsHttpServer::Start(
+    const std::string& host, int port, const ServerMetrics* metrics) {
+  if (metrics == nullptr) return absl::InvalidArgumentError("metrics must not be null");
+  addrinfo hints{};
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
+  addrinfo* res = nullptr;
+  const std::string port_str = std::to_string(port);
+  const int gai = getaddrinfo(host.c_str(), port_str.c_str(), &hints, &res);
+  if (gai != 0) {
+    return absl::InvalidArgumentError(absl::StrCat("server.host '", host,
+                                                   "' cannot be resolved for the metrics "
+                                                   "port: ", gai_strerror(gai)));
+  }
+  int fd = -1;
+  std::string last_error = "no address";
+  for (addrinfo* ai = res; ai != nullptr; ai = ai->ai_next) {
+    fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC, ai->ai_protocol);
+    if (fd < 0) continue;
+    int one = 1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    if (bind(fd, ai->ai_addr, ai->ai_addrlen) == 0 && listen(fd, 16) == 0) break;
+    last_error = std::strerror(errno);
+    close(fd);
+    fd = -1;
+  }
+  freeaddrinfo(res);
+  if (fd < 0) {
+    return absl::UnavailableError(absl::StrCat(
+        "cannot listen on ", host, ":", port, " for /metrics: ", last_error,
+        "; set server.metrics_port to a free port, 0 (any) or -1 (off)"));
+  }
+  sockaddr_storage bound{};
+  socklen_t len = sizeof(bound);
+  getsockname(fd, reinterpret_cast<sockaddr*>(&bound), &len);
+  const int bound_port =
+      bound.ss_family == AF_INET6
+          ? ntohs(reinterpret_cast<sockaddr_in6*>(&bound)->sin6_port)
+          : ntohs(reinterpret_cast<sockaddr_in*>(&bound)->sin_port);
+  int pipe_fds[2];
+  if (pipe2(pipe_fds, O_CLOEXEC) != 0) {
+    close(fd);
+    return absl::InternalError(absl::StrCat("pipe: ", std::strerror(errno)));
+  }
+  std::unique_ptr<MetricsHttpServer> server(
+      new MetricsHttpServer(fd, pipe_fds[0], pipe_fds[1], bound_port, metrics));
+  server->thread_ = std::thread([s = server.get()] { s->Loop(); });
+  return server;
+}
+
+MetricsHttpServer::MetricsHttpServer(int listen_fd, int wake_read, int wake_write, int port,
+                                     const ServerMetrics* metrics)
+    : listen_fd_(listen_fd),
+      wake_read_(wake_read),
+      wake_write_(wake_write),
+      port_(port),
+      metrics_(metrics) {}
+
+MetricsHttpServer::~MetricsHttpServer() {
+  Stop();
+  close(listen_fd_);
+  close(wake_read_);
+  close(wake_write_);
+}
+
+void MetricsHttpServer::Stop() {
+  if (stopped_.exchange(true)) return;
+  const char byte = 'x';
+  (void)!write(wake_write_, &byte, 1);
+  if (thread_.joinable()) thread_.join();
+}
+
+void MetricsHttpServer::Loop() {
+  while (true) {
+    pollfd fds[2] = {{listen_fd_, POLLIN, 0}, {wake_read_, POLLIN, 0}};
+    const int n = poll(fds, 2, -1);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return;
+    }
+    if (fds[1].revents != 0) return;  // Stop()
+    if (fds[0].revents & POLLIN) {
+      const int fd = accept4(listen_fd_, nullptr, nullptr, SOCK_CLOEXEC);
+      if (fd >= 0) {
+        Serve(fd);
+        close(fd);
+      }
+    }
+  }
+}
+
+void MetricsHttpServer::Serve(int fd) {
+  // Read the request head (up to 8 KiB, 2 s); only the request line matters.
+  std::string head;
+  char buf[1024];
+  while (head.size() < 8192 && head.find("\r\n\r\n") == std::string::npos &&
+         head.find("\n\n") == std::string::npos) {
+    pollfd p = {fd, POLLIN, 0};
+    if (poll(&p, 1, 2000) <= 0) break;
+    const ssize_t r = read(fd, buf, sizeof(buf));
+    if (r <= 0) break;
+    head.append(buf, static_cast<size_t>(r));
+  }
+  std::string status = "404 Not Found";
+  std::string body = "not found; try /metrics\n";
+  std::string type = "text/plain; charset=utf-8";
+  if (absl::StartsWith(head, "GET /metrics ") || absl::StartsWith(head, "GET /metrics?")) {
+    status = "200 OK";
+    body = metrics_->RenderPrometheus();
+    type = "text/plain; version=0.0.4; charset=utf-8";
+  } else if (absl::StartsWith(head, "GET /healthz ")) {
+    status = "200 OK";
+    body = "ok\n";
+  } else if (!absl::StartsWith(head, "GET ")) {
+    status = "405 Method Not Allowed";
+    body = "only GET\n";
+  }
+  const std::string reply =
+      absl::StrCat("HTTP/1.0 ", status, "\r\nContent-Type: ", type,
+                   "\r\nContent-Length: ", body.size(), "\r\nConnection: close\r\n\r\n", body);
+  size_t sent = 0;
+  while (sent < reply.size()) {
+    const ssize_t w = send(fd, reply.data() + sent, reply.size() - sent, MSG_NOSIGNAL);
+    if (w <= 0) break;
+    sent += static_cast<size_t>(w);
+  }
+}
+
+}  // namespace embedserve

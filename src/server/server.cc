@@ -1,0 +1,295 @@
+#include "embedserve/server/server.h"
+
+#include <grpcpp/ext/proto_server_reflection_plugin.h>
+#include <grpcpp/grpcpp.h>
+#include <grpcpp/health_check_service_interface.h>
+#include <grpcpp/resource_quota.h>
+#include <spdlog/spdlog.h>
+
+#include <chrono>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/synchronization/notification.h"
+#include "embedserve/batching/batcher.h"
+#include "embedserve/common/status_macros.h"
+#include "embedserve/model/backend.h"
+#include "embedserve/server/embedding_service.h"
+#include "embedserve/server/metrics.h"
+#include "embedserve/tokenizer/tokenizer.h"
+
+namespace embedserve {
+
+ServingModel::ServingModel() = default;
+ServingModel::ServingModel(std::unique_ptr<Tokenizer> t, std::unique_ptr<Backend> b)
+    : tokenizer(std::move(t)), backend(std::move(b)) {}
+ServingModel::ServingModel(ServingModel&&) noexcept = default;
+ServingModel& ServingModel::operator=(ServingModel&&) noexcept = default;
+ServingModel::~ServingModel() = default;
+
+namespace {
+
+constexpr char kServiceName[] = "embedserve.v1.EmbeddingService";
+
+std::string HostPort(const std::string& host, int port) {
+  // IPv6 literals need brackets.
+  if (host.find(':') != std::string::npos && host.front() != '[') {
+    return absl::StrCat("[", host, "]:", port);
+  }
+  return absl::StrCat(host, ":", port);
+}
+
+std::string Upper(std::string s) {
+  for (char& c : s) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+  return s;
+}
+
+}  // namespace
+
+class EmbedServer::Impl {
+ public:
+  explicit Impl(const ServerConfig& config) : config_(config) {}
+
+  ~Impl() { Shutdown(0); }
+
+  absl::Status Start(ModelFactory load_model) {
+    ES_RETURN_IF_ERROR(config_.Validate());
+    metrics_ = std::make_unique<ServerMetrics>();
+
+    EmbeddingService::Options so;
+    so.max_texts_per_request = config_.server.max_texts_per_request;
+    so.max_seq_length = config_.model.max_seq_length;
+    so.log_requests = config_.logging.log_requests;
+    so.versions = {{"embedserve", EMBEDSERVE_VERSION_STRING},
+                   {"grpc", grpc::Version()}};
+    v1::BatchingInfo& bi = so.batching_info;
+    bi.set_enabled(config_.batching.enabled);
+    bi.set_max_batch_size(config_.batching.max_batch_size);
+    bi.set_max_batch_tokens(config_.batching.max_batch_tokens);
+    bi.set_max_queue_delay_us(config_.batching.max_queue_delay_us);
+    bi.set_max_queue_sequences(config_.batching.max_queue_sequences);
+    bi.set_workers(config_.batching.workers);
+    ES_ASSIGN_OR_RETURN(service_, EmbeddingService::Create(so, metrics_.get()));
+
+    // gRPC: the service, health (NOT_SERVING until warmed up) and reflection.
+    grpc::EnableDefaultHealthCheckService(true);
+    grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+    grpc::ServerBuilder builder;
+    const std::string address = HostPort(config_.server.host, config_.server.port);
+    builder.AddListeningPort(address, grpc::InsecureServerCredentials(), &port_);
+    builder.RegisterService(service_.get());
+    builder.SetMaxReceiveMessageSize(static_cast<int>(config_.server.max_message_bytes));
+    builder.SetMaxSendMessageSize(static_cast<int>(config_.server.max_message_bytes));
+    if (config_.server.threads > 0) {
+      grpc::ResourceQuota quota("embedserve");
+      quota.SetMaxThreads(config_.server.threads);
+      builder.SetResourceQuota(quota);
+    }
+    server_ = builder.BuildAndStart();
+    if (server_ == nullptr || port_ == 0) {
+      server_.reset();
+      return absl::UnavailableError(absl::StrCat(
+          "cannot listen on ", address,
+          " (port in use or address not local?); set server.port / --port to a free "
+          "port, or 0 for any"));
+    }
+    health_ = server_->GetHealthCheckService();
+    SetHealth(false);
+    if (config_.server.metrics_port >= 0) {
+      auto http = MetricsHttpServer::Start(config_.server.host, config_.server.metrics_port,
+                                           metrics_.get());
+      if (!http.ok()) {
+        StopGrpc(0);
+        return http.status();
+      }
+      http_ = *std::move(http);
+    }
+
+    // The model (gRPC answers NOT_SERVING / UNAVAILABLE meanwhile).
+    auto model = load_model();
+    if (!model.ok()) {
+      StopAll(0);
+      return model.status();
+    }
+    model_ = *std::move(model);
+    if (model_.tokenizer == nullptr || model_.backend == nullptr) {
+      StopAll(0);
+      return absl::InvalidArgumentError("the model factory returned no tokenizer or backend");
+    }
+    const BackendInfo& info = model_.backend->Info();
+    Batcher::Options bo;
+    bo.enabled = config_.batching.enabled;
+    bo.max_batch_size = config_.batching.max_batch_size;
+    bo.max_batch_tokens = config_.batching.max_batch_tokens;
+    bo.count_padding = info.pads_inputs;
+    bo.max_queue_delay_us = config_.batching.max_queue_delay_us;
+    bo.max_queue_sequences = config_.batching.max_queue_sequences;
+    bo.num_workers = config_.batching.workers;
+    const int64_t seq_len = config_.model.max_seq_length > 0 ? config_.model.max_seq_length
+                                                             : info.max_seq_length;
+    if (bo.max_batch_tokens < seq_len) {
+      StopAll(0);
+      return absl::InvalidArgumentError(absl::StrCat(
+          "batching.max_batch_tokens must be >= max_seq_length (", seq_len,
+          ") so that every text fits in a batch; was ", bo.max_batch_tokens));
+    }
+    auto batcher = Batcher::Create(bo, model_.backend.get(), metrics_.get());
+    if (!batcher.ok()) {
+      StopAll(0);
+      return batcher.status();
+    }
+    batcher_ = *std::move(batcher);
+    if (absl::Status s = service_->AttachModel(model_.tokenizer.get(), model_.backend.get(),
+                                               batcher_.get());
+        !s.ok()) {
+      StopAll(0);
+      return s;
+    }
+    if (config_.server.warmup) {
+      if (absl::Status s = Warmup(); !s.ok()) {
+        StopAll(0);
+        return absl::Status(s.code(), absl::StrCat("warm-up failed: ", s.message()));
+      }
+    }
+    summary_ = MakeSummary(info, seq_len);
+    service_->SetServing(true);
+    SetHealth(true);
+    return absl::OkStatus();
+  }
+
+  void Shutdown(int64_t grace_us) {
+    {
+      absl::MutexLock lock(&mu_);
+      if (shut_down_ || shutting_down_) {
+        mu_.Await(absl::Condition(&shut_down_));
+        return;
+      }
+      shutting_down_ = true;
+    }
+    StopAll(grace_us);
+    absl::MutexLock lock(&mu_);
+    shut_down_ = true;
+  }
+
+  void Wait() {
+    absl::MutexLock lock(&mu_);
+    mu_.Await(absl::Condition(&shut_down_));
+  }
+
+  int port() const { return port_; }
+  int metrics_port() const { return http_ ? http_->port() : -1; }
+  const ServerConfig& config() const { return config_; }
+  const std::string& summary() const { return summary_; }
+
+ private:
+  void SetHealth(bool serving) {
+    if (health_ == nullptr) return;
+    health_->SetServingStatus(serving);  // "" (the whole server) and every service
+    health_->SetServingStatus(kServiceName, serving);
+  }
+
+  void StopGrpc(int64_t grace_us) {
+    if (server_ == nullptr) return;
+    // Refuses new calls at once; accepted calls finish (the batcher keeps running)
+    // until the deadline, after which gRPC cancels them.
+    server_->Shutdown(std::chrono::system_clock::now() + std::chrono::microseconds(grace_us));
+    server_->Wait();
+  }
+
+  void StopAll(int64_t grace_us) {
+    const auto start = std::chrono::steady_clock::now();
+    SetHealth(false);
+    if (service_ != nullptr) service_->SetServing(false);
+    StopGrpc(grace_us);
+    if (batcher_ != nullptr) {
+      const int64_t used = std::chrono::duration_cast<std::chrono::microseconds>(
+                               std::chrono::steady_clock::now() - start)
+                               .count();
+      batcher_->Shutdown(std::max<int64_t>(0, grace_us - used));
+    }
+    if (http_ != nullptr) http_->Stop();
+  }
+
+  absl::Status Warmup() {
+    // One batch of a few short sequences through the whole batcher path.
+    const Tokenizer& tok = *model_.tokenizer;
+    BatchRequest request;
+    for (const char* text : {"warm up", "embedserve warm-up sentence", ""}) {
+      auto enc = tok.Encode(text, 64);
+      if (!enc.ok()) return enc.status();
+      request.sequences.push_back(std::move(enc->ids));
+    }
+    absl::Notification done;
+    absl::Status result;
+    request.done = [&](absl::StatusOr<EmbeddingMatrix> m, const RequestTimings&) {
+      result = m.status();
+      done.Notify();
+    };
+    ES_RETURN_IF_ERROR(batcher_->Submit(std::move(request)));
+    done.WaitForNotification();
+    return result;
+  }
+
+  std::string MakeSummary(const BackendInfo& info, int64_t seq_len) const {
+    const auto& b = config_.batching;
+    std::string batching =
+        b.enabled
+            ? absl::StrCat("batching on (max ", b.max_batch_size, " seqs, ",
+                           b.max_batch_tokens, " tokens, ",
+                           static_cast<double>(b.max_queue_delay_us) / 1000.0, " ms, ",
+                           b.workers, b.workers == 1 ? " worker)" : " workers)")
+            : absl::StrCat("batching off (one request per forward, ", b.workers,
+                           b.workers == 1 ? " worker)" : " workers)");
+    return absl::StrCat("Loaded ", info.model_name.empty() ? "model" : info.model_name, " (",
+                        info.synthetic ? "synthetic weights" : "pretrained weights", ", ",
+                        info.model_path, ") on ", info.device, ", ", Upper(info.precision),
+                        ", ", info.dimension, " dims, max ", seq_len, " tokens, ", batching);
+  }
+
+  const ServerConfig config_;
+  // Destruction order matters: gRPC first, then the batcher, then the model.
+  ServingModel model_;
+  std::unique_ptr<ServerMetrics> metrics_;
+  std::unique_ptr<Batcher> batcher_;
+  std::unique_ptr<EmbeddingService> service_;
+  std::unique_ptr<MetricsHttpServer> http_;
+  std::unique_ptr<grpc::Server> server_;
+  grpc::HealthCheckServiceInterface* health_ = nullptr;
+  int port_ = 0;
+  std::string summary_;
+
+  absl::Mutex mu_;
+  bool shutting_down_ ABSL_GUARDED_BY(mu_) = false;
+  bool shut_down_ ABSL_GUARDED_BY(mu_) = false;
+};
+
+absl::StatusOr<std::unique_ptr<EmbedServer>> EmbedServer::Start(const ServerConfig& config,
+                                                                ModelFactory load_model) {
+  auto impl = std::make_unique<Impl>(config);
+  ES_RETURN_IF_ERROR(impl->Start(std::move(load_model)));
+  return std::unique_ptr<EmbedServer>(new EmbedServer(std::move(impl)));
+}
+
+EmbedServer::EmbedServer(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+EmbedServer::~EmbedServer() = default;
+
+int EmbedServer::port() const { return impl_->port(); }
+int EmbedServer::metrics_port() const { return impl_->metrics_port(); }
+std::string EmbedServer::address() const {
+  return HostPort(impl_->config().server.host, impl_->port());
+}
+const ServerConfig& EmbedServer::config() const { return impl_->config(); }
+std::string EmbedServer::Summary() const { return impl_->summary(); }
+void EmbedServer::Shutdown(int64_t grace_us) { impl_->Shutdown(grace_us); }
+void EmbedServer::Wait() { impl_->Wait(); }
+
+absl::StatusOr<std::unique_ptr<EmbedServer>> StartServer(const ServerConfig& config,
+                                                         ServingModel model) {
+  auto holder = std::make_shared<ServingModel>(std::move(model));
+  return EmbedServer::Start(config, [holder]() -> absl::StatusOr<ServingModel> {
+    return std::move(*holder);
+  });
+}
+
+}  // namespace embedserve

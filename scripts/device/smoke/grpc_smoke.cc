@@ -15,10 +15,17 @@ int main(int argc, char** argv) {
     int port = 0;
     grpc::ServerBuilder builder;
     builder.AddListeningPort(addr, grpc::InsecureServerCredentials(), &port);
+    // A server refuses to start without a polled completion queue (or a service).
+    std::unique_ptr<grpc::ServerCompletionQueue> cq = builder.AddCompletionQueue();
     std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
     std::printf("grpc %s: %s -> port %d\n", grpc::Version().c_str(), addr.c_str(), port);
     if (server && port != 0) ++bound;
     if (server) server->Shutdown();
+    cq->Shutdown();
+    void* tag;
+    bool ok;
+    while (cq->Next(&tag, &ok)) {
+    }
   }
   return bound > 0 ? 0 : 1;
 }

@@ -1,0 +1,110 @@
+#!/usr/bin/env python3
+"""Times Hugging Face `tokenizers` (one thread) on a sentence file and, optionally, our
+tokenizer_bench on the same file, and prints both and the ratio.
+
+Run on the GPU machine (it has `tokenizers`; the dev machine does not), from the repo root:
+  cmake -S . -B build-tokbench -G Ninja -DEMBEDSERVE_WITH_TORCH=OFF -DEMBEDSERVE_WITH_GRPC=OFF \
+      -DEMBEDSERVE_BUILD_TESTS=OFF && cmake --build build-tokbench --target tokenizer_bench
+  python3 scripts/device/tokenizer_vs_hf.py --tokenizer tests/data/tokenizer/tokenizer.json \
+      --sentences bench/data/english_sentences.txt --ours build-tokbench/bench/tokenizer/tokenizer_bench
+
+--tokenizer: a tokenizer.json (Tokenizer.from_file) or a vocab.txt (BertWordPieceTokenizer with
+all-MiniLM-L6-v2's settings). HF runs single-threaded (TOKENIZERS_PARALLELISM=false,
+RAYON_NUM_THREADS=1) and encodes each text with tok.encode(text), like BM_EncodeEach does with
+Encode(text, 0); no truncation or padding on either side. tokens = ids incl. [CLS]/[SEP].
+Also printed, for reference: HF encode_batch on all texts (one thread, no per-call Python
+overhead). Both sides print an FNV-1a fingerprint of all ids: equal means identical ids.
+"""
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+
+os.environ["TOKENIZERS_PARALLELISM"] = "false"
+os.environ["RAYON_NUM_THREADS"] = "1"
+os.environ["RAYON_RS_NUM_CPUS"] = "1"
+
+
+def fingerprint(all_ids):
+    h = 1469598103934665603
+    for ids in all_ids:
+        for i in ids:
+            h = ((h ^ (i & 0xFFFFFFFF)) * 1099511628211) & 0xFFFFFFFFFFFFFFFF
+    return "%016x" % h
+
+
+def load_hf(path):
+    import tokenizers
+    if path.endswith(".json"):
+        tok = tokenizers.Tokenizer.from_file(path)
+        tok.no_truncation()
+        tok.no_padding()
+    else:
+        tok = tokenizers.BertWordPieceTokenizer(
+            path, clean_text=True, handle_chinese_chars=True, strip_accents=None, lowercase=True)
+    return tok, tokenizers.__version__
+
+
+def time_loop(fn, min_seconds):
+    fn()  # warm-up
+    passes, start = 0, time.perf_counter()
+    while True:
+        fn()
+        passes += 1
+        elapsed = time.perf_counter() - start
+        if elapsed >= min_seconds:
+            return passes, elapsed
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--tokenizer", required=True, help="tokenizer.json or vocab.txt")
+    ap.add_argument("--sentences", required=True, help="one text per line")
+    ap.add_argument("--min-seconds", type=float, default=3.0, help="time per measurement")
+    ap.add_argument("--ours", help="path to our tokenizer_bench; run it on the same file")
+    ap.add_argument("--vocab", help="vocab.txt for --ours (default: beside --tokenizer)")
+    args = ap.parse_args()
+
+    with open(args.sentences, encoding="utf-8") as f:
+        texts = [line.rstrip("\n") for line in f if line.rstrip("\n")]
+    tok, version = load_hf(args.tokenizer)
+    all_ids = [tok.encode(t).ids for t in texts]
+    n_tokens = sum(len(i) for i in all_ids)
+    print(f"texts: {len(texts)} from {args.sentences}; tokens per pass: {n_tokens}; "
+          f"HF ids fingerprint {fingerprint(all_ids)}")
+    print(f"python {sys.version.split()[0]}, tokenizers {version}, one thread")
+
+    def each():
+        for t in texts:
+            tok.encode(t)
+
+    passes, secs = time_loop(each, args.min_seconds)
+    hf_texts = passes * len(texts) / secs
+    hf_tokens = passes * n_tokens / secs
+    print(f"HF encode each:   {hf_texts:12,.0f} texts/s {hf_tokens:14,.0f} tokens/s "
+          f"({passes} passes in {secs:.2f} s)")
+    passes_b, secs_b = time_loop(lambda: tok.encode_batch(texts), args.min_seconds)
+    print(f"HF encode_batch:  {passes_b * len(texts) / secs_b:12,.0f} texts/s "
+          f"{passes_b * n_tokens / secs_b:14,.0f} tokens/s (reference only)")
+
+    if args.ours:
+        vocab = args.vocab or os.path.join(os.path.dirname(args.tokenizer) or ".", "vocab.txt")
+        cmd = [args.ours, f"--sentences={args.sentences}", f"--vocab={vocab}",
+               "--benchmark_filter=^BM_EncodeEach$", f"--benchmark_min_time={args.min_seconds}",
+               "--benchmark_format=json"]
+        res = subprocess.run(cmd, capture_output=True, text=True, check=True)
+        for line in res.stderr.splitlines():
+            if "fingerprint" in line:
+                print(line)
+        bench = json.loads(res.stdout)["benchmarks"][0]
+        ours_texts, ours_tokens = bench["texts/s"], bench["tokens/s"]
+        print(f"ours encode each: {ours_texts:12,.0f} texts/s {ours_tokens:14,.0f} tokens/s")
+        print(f"ratio ours/HF (encode each, tokens/s): {ours_tokens / hf_tokens:.2f}x")
+        print(f"ratio ours/HF encode_batch (tokens/s): "
+              f"{ours_tokens / (passes_b * n_tokens / secs_b):.2f}x")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,43 @@
+// What LoadModel needs to know to load a model folder: path, device, precision, threads
+// and the sequence-length limit. Torch-free (the config loader and tools use it).
+// Plain value type: not thread-safe to mutate, safe to read from several threads.
+#ifndef EMBEDSERVE_MODEL_MODEL_OPTIONS_H_
+#define EMBEDSERVE_MODEL_MODEL_OPTIONS_H_
+
+#include <cstdint>
+#include <string>
+
+#include "absl/status/status.h"
+
+namespace embedserve {
+
+struct ModelOptions {
+  // Model folder in the Hugging Face / sentence-transformers layout (config.json,
+  // model.safetensors, vocab.txt, optional modules.json, 1_Pooling/, 2_Normalize/).
+  std::string path;
+  // cpu, cuda, cuda:N, mps, or auto (cuda if available, then mps, then cpu).
+  std::string device = "auto";
+  // fp32, fp16 or bf16: weights are converted once at load; pooling stays fp32.
+  std::string precision = "fp32";
+  // Intra-op threads; 0 = the cores this process may use (sched_getaffinity and the
+  // cgroup cpu.max quota), see UsableCpuCount().
+  int num_threads = 0;
+  // Longest sequence in tokens ([CLS]/[SEP] included); 0 = the folder's
+  // (sentence_bert_config.json, else tokenizer_config.json model_max_length, else
+  // config.json max_position_embeddings). Must not exceed max_position_embeddings.
+  int64_t max_seq_length = 0;
+
+  // Checks each field on its own (the folder is checked by LoadModel). Messages name the
+  // field, the rule and the value, e.g.
+  // "model.precision must be one of fp32, fp16, bf16; was 'int8'".
+  absl::Status Validate() const;
+};
+
+// The number of CPUs this process may run on: the affinity mask (sched_getaffinity),
+// capped by the cgroup v2 cpu.max quota (or v1 cfs_quota_us / cfs_period_us), rounded
+// up, at least 1. Thread-safe.
+int UsableCpuCount();
+
+}  // namespace embedserve
+
+#endif  // EMBEDSERVE_MODEL_MODEL_OPTIONS_H_

@@ -1,0 +1,390 @@
+#include "bert_backend.h"
+
+#include <torch/version.h>
+
+#include <cstdlib>
+#include <cstring>
+#include <limits>
+#include <utility>
+
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "embedserve/common/status_macros.h"
+
+namespace embedserve {
+namespace internal_model {
+namespace {
+
+std::string ShapeString(absl::Span<const int64_t> shape) {
+  return absl::StrCat("[", absl::StrJoin(shape, ", "), "]");
+}
+
+// Maps options.device to a torch::Device this LibTorch can use, or an error naming the
+// alternative. Never falls back silently.
+absl::StatusOr<torch::Device> ResolveDevice(const std::string& requested) {
+  const bool cuda = torch::cuda::is_available();
+  const bool mps = at::hasMPS();
+  if (requested == "auto") {
+    if (cuda) return torch::Device(torch::kCUDA, 0);
+    if (mps) return torch::Device(torch::kMPS);
+    return torch::Device(torch::kCPU);
+  }
+  if (requested == "cpu") return torch::Device(torch::kCPU);
+  if (requested == "mps") {
+    if (!mps) {
+      return absl::InvalidArgumentError(
+          "model.device 'mps' is not available: this LibTorch has no MPS support or the "
+          "machine has no Apple GPU; use cpu (or auto)");
+    }
+    return torch::Device(torch::kMPS);
+  }
+  // cuda or cuda:N
+  int64_t index = 0;
+  if (absl::StartsWith(requested, "cuda:") &&
+      !absl::SimpleAtoi(absl::string_view(requested).substr(5), &index)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("model.device '", requested, "' is not cuda:N"));
+  }
+  if (!cuda) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "model.device '", requested, "' is not available: this LibTorch (", TORCH_VERSION,
+        ") has no CUDA support or sees no GPU; use cpu (or auto)"));
+  }
+  const int64_t count = static_cast<int64_t>(torch::cuda::device_count());
+  if (index < 0 || index >= count) {
+    return absl::InvalidArgumentError(absl::StrCat("model.device '", requested,
+                                                   "' does not exist: ", count,
+                                                   " CUDA device(s) visible; use cuda:0..cuda:",
+                                                   count - 1));
+  }
+  return torch::Device(torch::kCUDA, static_cast<c10::DeviceIndex>(index));
+}
+
+#if defined(__x86_64__) || defined(__i386__)
+bool CpuHasFastBf16() {
+  // The condition LibTorch's oneDNN bf16 kernels need (mkldnn_bf16_device_check);
+  // without it bf16 matmuls take a slow reference path.
+  __builtin_cpu_init();
+  return __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
+         __builtin_cpu_supports("avx512dq");
+}
+#else
+bool CpuHasFastBf16() { return true; }
+#endif
+
+// Copies a safetensors tensor into a new fp32 CPU tensor (the mapping may be unaligned,
+// so no from_blob on it).
+torch::Tensor ToFloatTensor(const SafetensorsFile& file, const SafetensorsTensor& t) {
+  torch::ScalarType src = torch::kFloat;
+  if (t.dtype == SafetensorsDtype::kF16) src = torch::kHalf;
+  if (t.dtype == SafetensorsDtype::kBF16) src = torch::kBFloat16;
+  torch::Tensor out = torch::empty(t.shape, torch::TensorOptions().dtype(src));
+  const absl::Span<const uint8_t> bytes = file.Data(t);
+  if (!bytes.empty()) std::memcpy(out.data_ptr(), bytes.data(), bytes.size());
+  return out.to(torch::kFloat);
+}
+
+// Looks a weight up by its name with or without the "bert." prefix and checks its
+// dtype and shape.
+absl::StatusOr<torch::Tensor> GetWeight(const SafetensorsFile& file, const std::string& name,
+                                        std::vector<int64_t> expected_shape) {
+  const SafetensorsTensor* t = file.Find(name);
+  if (t == nullptr) t = file.Find("bert." + name);
+  if (t == nullptr) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        file.path(), ": tensor '", name, "' (or 'bert.", name, "') is missing"));
+  }
+  if (t->dtype != SafetensorsDtype::kF32 && t->dtype != SafetensorsDtype::kF16 &&
+      t->dtype != SafetensorsDtype::kBF16) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(file.path(), ": tensor '", t->name, "' has dtype ",
+                     SafetensorsDtypeName(t->dtype), "; weights must be F32, F16 or BF16"));
+  }
+  if (t->shape != expected_shape) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        file.path(), ": tensor '", t->name, "' has shape ", ShapeString(t->shape),
+        "; config.json implies ", ShapeString(expected_shape)));
+  }
+  return ToFloatTensor(file, *t);
+}
+
+// Runs `fn`, turning LibTorch exceptions into a Status.
+template <typename Fn>
+absl::Status CatchTorch(absl::string_view what, Fn&& fn) {
+  try {
+    fn();
+  } catch (const c10::Error& e) {
+    return absl::InternalError(absl::StrCat(what, ": LibTorch error: ", e.what_without_backtrace()));
+  } catch (const std::exception& e) {
+    return absl::InternalError(absl::StrCat(what, ": ", e.what()));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<BertBackend>> BertBackend::Create(const ModelFolder& folder,
+                                                                  const ModelOptions& options) {
+  ES_RETURN_IF_ERROR(options.Validate());
+  std::unique_ptr<BertBackend> b(new BertBackend());
+  b->config_ = folder.config;
+  const BertConfig& c = b->config_;
+
+  ES_ASSIGN_OR_RETURN(b->device_, ResolveDevice(options.device));
+  if (options.precision == "fp16") b->dtype_ = torch::kHalf;
+  if (options.precision == "bf16") b->dtype_ = torch::kBFloat16;
+  if (b->device_.is_cpu()) {
+    if (b->dtype_ == torch::kHalf) {
+      return absl::InvalidArgumentError(
+          "model.precision 'fp16' is not supported on cpu: LibTorch has no fast fp16 CPU "
+          "kernels (measured ~100x slower than fp32 here); use bf16 (or fp32) on cpu, fp16 "
+          "on cuda");
+    }
+    if (b->dtype_ == torch::kBFloat16 && !CpuHasFastBf16()) {
+      return absl::InvalidArgumentError(
+          "model.precision 'bf16' is not supported on this cpu: it lacks AVX-512 "
+          "(avx512bw/vl/dq), so LibTorch would use slow reference kernels; use fp32");
+    }
+  }
+
+  int64_t max_len = folder.max_seq_length;
+  if (options.max_seq_length > 0) {
+    if (options.max_seq_length > c.max_position_embeddings) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "model.max_seq_length must be <= the model's max_position_embeddings (",
+          c.max_position_embeddings, "); was ", options.max_seq_length));
+    }
+    max_len = options.max_seq_length;
+  }
+
+  b->num_threads_ = options.num_threads > 0 ? options.num_threads : UsableCpuCount();
+  b->head_dim_ = c.hidden_size / c.num_attention_heads;
+  b->attention_scale_ = 1.0 / std::sqrt(static_cast<double>(b->head_dim_));
+  const char* kernel = std::getenv("EMBEDSERVE_CPU_LINEAR");
+  if (kernel != nullptr && std::strcmp(kernel, "onednn") == 0) {
+    b->cpu_linear_ = CpuLinearKernel::kOneDnn;
+  }
+
+  const std::string weights_path = folder.path + "/model.safetensors";
+  ES_ASSIGN_OR_RETURN(std::unique_ptr<SafetensorsFile> file, SafetensorsFile::Open(weights_path));
+  ES_RETURN_IF_ERROR(b->LoadWeights(*file));
+
+  BackendInfo& info = b->info_;
+  info.model_name = folder.model_name;
+  info.model_path = folder.path;
+  info.synthetic = c.synthetic;
+  info.dimension = c.hidden_size;
+  info.max_seq_length = max_len;
+  info.pooling = folder.pooling;
+  info.normalize = folder.normalize;
+  info.device = b->device_.str();
+  info.precision = options.precision;
+  info.pads_inputs = true;
+  info.runtime = absl::StrCat("libtorch ", TORCH_VERSION);
+  if (b->device_.is_cpu()) {
+    absl::StrAppend(&info.runtime, " (cpu, ", b->num_threads_, " threads, ",
+                    b->cpu_linear_ == CpuLinearKernel::kOneDnn ? "onednn" : "aten",
+                    " linear)");
+  }
+  return b;
+}
+
+absl::Status BertBackend::LoadWeights(const SafetensorsFile& file) {
+  const BertConfig& c = config_;
+  const int64_t h = c.hidden_size, inter = c.intermediate_size;
+  // Check every tensor first (fp32 copies on the CPU), then convert and move.
+  ES_ASSIGN_OR_RETURN(torch::Tensor word,
+                      GetWeight(file, "embeddings.word_embeddings.weight", {c.vocab_size, h}));
+  ES_ASSIGN_OR_RETURN(torch::Tensor pos, GetWeight(file, "embeddings.position_embeddings.weight",
+                                                   {c.max_position_embeddings, h}));
+  ES_ASSIGN_OR_RETURN(torch::Tensor type, GetWeight(file, "embeddings.token_type_embeddings.weight",
+                                                    {c.type_vocab_size, h}));
+  ES_ASSIGN_OR_RETURN(torch::Tensor eln_w, GetWeight(file, "embeddings.LayerNorm.weight", {h}));
+  ES_ASSIGN_OR_RETURN(torch::Tensor eln_b, GetWeight(file, "embeddings.LayerNorm.bias", {h}));
+  struct RawLayer {
+    torch::Tensor q_w, q_b, k_w, k_b, v_w, v_b, o_w, o_b, ln1_w, ln1_b, i_w, i_b, f_w, f_b,
+        ln2_w, ln2_b;
+  };
+  std::vector<RawLayer> raw(c.num_hidden_layers);
+  for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
+    const std::string p = absl::StrCat("encoder.layer.", l, ".");
+    RawLayer& r = raw[l];
+    ES_ASSIGN_OR_RETURN(r.q_w, GetWeight(file, p + "attention.self.query.weight", {h, h}));
+    ES_ASSIGN_OR_RETURN(r.q_b, GetWeight(file, p + "attention.self.query.bias", {h}));
+    ES_ASSIGN_OR_RETURN(r.k_w, GetWeight(file, p + "attention.self.key.weight", {h, h}));
+    ES_ASSIGN_OR_RETURN(r.k_b, GetWeight(file, p + "attention.self.key.bias", {h}));
+    ES_ASSIGN_OR_RETURN(r.v_w, GetWeight(file, p + "attention.self.value.weight", {h, h}));
+    ES_ASSIGN_OR_RETURN(r.v_b, GetWeight(file, p + "attention.self.value.bias", {h}));
+    ES_ASSIGN_OR_RETURN(r.o_w, GetWeight(file, p + "attention.output.dense.weight", {h, h}));
+    ES_ASSIGN_OR_RETURN(r.o_b, GetWeight(file, p + "attention.output.dense.bias", {h}));
+    ES_ASSIGN_OR_RETURN(r.ln1_w, GetWeight(file, p + "attention.output.LayerNorm.weight", {h}));
+    ES_ASSIGN_OR_RETURN(r.ln1_b, GetWeight(file, p + "attention.output.LayerNorm.bias", {h}));
+    ES_ASSIGN_OR_RETURN(r.i_w, GetWeight(file, p + "intermediate.dense.weight", {inter, h}));
+    ES_ASSIGN_OR_RETURN(r.i_b, GetWeight(file, p + "intermediate.dense.bias", {inter}));
+    ES_ASSIGN_OR_RETURN(r.f_w, GetWeight(file, p + "output.dense.weight", {h, inter}));
+    ES_ASSIGN_OR_RETURN(r.f_b, GetWeight(file, p + "output.dense.bias", {h}));
+    ES_ASSIGN_OR_RETURN(r.ln2_w, GetWeight(file, p + "output.LayerNorm.weight", {h}));
+    ES_ASSIGN_OR_RETURN(r.ln2_b, GetWeight(file, p + "output.LayerNorm.bias", {h}));
+  }
+
+  return CatchTorch("loading weights", [&] {
+    torch::NoGradGuard no_grad;
+    const auto opts = torch::TensorOptions().device(device_).dtype(dtype_);
+    // Weights of the matmuls in the compute dtype; LayerNorm parameters too (LayerNorm
+    // on CUDA accumulates in fp32 internally for half inputs).
+    auto conv = [&](const torch::Tensor& t) { return t.to(opts).contiguous(); };
+    auto conv_linear_w = [&](const torch::Tensor& t) {
+      torch::Tensor w = conv(t);
+      if (device_.is_cpu() && cpu_linear_ == CpuLinearKernel::kOneDnn) w = w.to_mkldnn();
+      return w;
+    };
+    word_emb_ = conv(word);
+    pos_type_emb_ = conv(pos + type[0].unsqueeze(0));
+    emb_ln_w_ = conv(eln_w);
+    emb_ln_b_ = conv(eln_b);
+    layers_.clear();
+    layers_.reserve(raw.size());
+    for (RawLayer& r : raw) {
+      Layer layer;
+      layer.qkv_w = conv_linear_w(torch::cat({r.q_w, r.k_w, r.v_w}, 0));
+      layer.qkv_b = conv(torch::cat({r.q_b, r.k_b, r.v_b}, 0));
+      layer.attn_out_w = conv_linear_w(r.o_w);
+      layer.attn_out_b = conv(r.o_b);
+      layer.ln1_w = conv(r.ln1_w);
+      layer.ln1_b = conv(r.ln1_b);
+      layer.ffn_in_w = conv_linear_w(r.i_w);
+      layer.ffn_in_b = conv(r.i_b);
+      layer.ffn_out_w = conv_linear_w(r.f_w);
+      layer.ffn_out_b = conv(r.f_b);
+      layer.ln2_w = conv(r.ln2_w);
+      layer.ln2_b = conv(r.ln2_b);
+      layers_.push_back(std::move(layer));
+      r = RawLayer();  // free the fp32 copies as we go
+    }
+  });
+}
+
+torch::Tensor BertBackend::Linear(const torch::Tensor& x, const torch::Tensor& w,
+                                  const torch::Tensor& b) const {
+  if (cpu_linear_ == CpuLinearKernel::kOneDnn && device_.is_cpu()) {
+    return at::mkldnn_linear(x.to_mkldnn(), w, b).to_dense();
+  }
+  return at::linear(x, w, b);
+}
+
+// ids, mask: [B, L] int64 on device_. Returns the last hidden state [B, L, H] in dtype_.
+torch::Tensor BertBackend::Forward(const torch::Tensor& ids, const torch::Tensor& mask) const {
+  const int64_t batch = ids.size(0), len = ids.size(1);
+  const int64_t h = config_.hidden_size, heads = config_.num_attention_heads;
+  const double eps = config_.layer_norm_eps;
+  // Embeddings (token type 0 everywhere, as sentence-transformers passes no type ids).
+  torch::Tensor x = word_emb_.index_select(0, ids.reshape({-1}))
+                        .view({batch, len, h})
+                        .add_(pos_type_emb_.narrow(0, 0, len).unsqueeze(0))
+                        .view({batch * len, h});
+  x = at::layer_norm(x, {h}, emb_ln_w_, emb_ln_b_, eps);
+  // Additive mask [B, 1, 1, L]: 0 for tokens, the dtype's lowest value for padding
+  // (as transformers does), so padded keys get zero attention weight.
+  const double lowest = dtype_ == torch::kHalf ? -65504.0
+                        : dtype_ == torch::kBFloat16 ? -3.38e38
+                                                     : -3.4028234663852886e38;
+  torch::Tensor bias = (1 - mask.to(dtype_)).mul_(lowest).view({batch, 1, 1, len});
+  const bool gelu_tanh =
+      config_.hidden_act == "gelu_new" || config_.hidden_act == "gelu_pytorch_tanh";
+  for (const Layer& layer : layers_) {
+    torch::Tensor qkv = Linear(x, layer.qkv_w, layer.qkv_b)
+                            .view({batch, len, 3, heads, head_dim_})
+                            .permute({2, 0, 3, 1, 4});  // [3, B, heads, L, d]
+    torch::Tensor q = qkv[0], k = qkv[1], v = qkv[2];
+    torch::Tensor ctx;
+#if TORCH_VERSION_MAJOR >= 2
+    ctx = at::scaled_dot_product_attention(q, k, v, bias, 0.0, false);
+#else
+    torch::Tensor scores = at::matmul(q, k.transpose(-1, -2)).mul_(attention_scale_).add_(bias);
+    ctx = at::matmul(at::softmax(scores, -1), v);
+#endif
+    ctx = ctx.permute({0, 2, 1, 3}).reshape({batch * len, h});
+    torch::Tensor attn = Linear(ctx, layer.attn_out_w, layer.attn_out_b);
+    x = at::layer_norm(attn.add_(x), {h}, layer.ln1_w, layer.ln1_b, eps);
+    torch::Tensor inter = Linear(x, layer.ffn_in_w, layer.ffn_in_b);
+    if (config_.hidden_act == "relu") {
+      inter = at::relu(inter);
+    } else {
+      inter = at::gelu(inter, gelu_tanh ? "tanh" : "none");
+    }
+    torch::Tensor out = Linear(inter, layer.ffn_out_w, layer.ffn_out_b);
+    x = at::layer_norm(out.add_(x), {h}, layer.ln2_w, layer.ln2_b, eps);
+  }
+  return x.view({batch, len, h});
+}
+
+absl::StatusOr<EmbeddingMatrix> BertBackend::Embed(absl::Span<const TokenIds* const> sequences) {
+  EmbeddingMatrix result;
+  result.dim = config_.hidden_size;
+  if (sequences.empty()) return result;
+  int64_t longest = 0;
+  for (size_t i = 0; i < sequences.size(); ++i) {
+    const TokenIds* seq = sequences[i];
+    if (seq == nullptr || seq->empty()) {
+      return absl::InvalidArgumentError(absl::StrCat("sequence ", i, " is empty"));
+    }
+    if (static_cast<int64_t>(seq->size()) > info_.max_seq_length) {
+      return absl::InvalidArgumentError(absl::StrCat("sequence ", i, " has ", seq->size(),
+                                                     " tokens; the model's max_seq_length is ",
+                                                     info_.max_seq_length));
+    }
+    for (size_t j = 0; j < seq->size(); ++j) {
+      const int32_t id = (*seq)[j];
+      if (id < 0 || id >= config_.vocab_size) {
+        return absl::InvalidArgumentError(absl::StrCat("sequence ", i, " token ", j, ": id ", id,
+                                                       " is outside the vocabulary [0, ",
+                                                       config_.vocab_size, ")"));
+      }
+    }
+    longest = std::max<int64_t>(longest, static_cast<int64_t>(seq->size()));
+  }
+  const int64_t batch = static_cast<int64_t>(sequences.size());
+  result.rows = batch;
+  absl::Status status = CatchTorch("embedding a batch", [&] {
+    // The intra-op thread count is per calling thread with OpenMP: set it here, on the
+    // batcher worker that runs the batch.
+    if (device_.is_cpu() && at::get_num_threads() != num_threads_) {
+      at::set_num_threads(num_threads_);
+    }
+    c10::InferenceMode inference_mode;
+    torch::Tensor ids_cpu = torch::full({batch, longest}, config_.pad_token_id, torch::kLong);
+    torch::Tensor mask_cpu = torch::zeros({batch, longest}, torch::kLong);
+    int64_t* ids_ptr = ids_cpu.data_ptr<int64_t>();
+    int64_t* mask_ptr = mask_cpu.data_ptr<int64_t>();
+    for (int64_t i = 0; i < batch; ++i) {
+      const TokenIds& seq = *sequences[i];
+      for (size_t j = 0; j < seq.size(); ++j) {
+        ids_ptr[i * longest + j] = seq[j];
+        mask_ptr[i * longest + j] = 1;
+      }
+    }
+    torch::Tensor ids = ids_cpu.to(device_, /*non_blocking=*/false);
+    torch::Tensor mask = mask_cpu.to(device_, /*non_blocking=*/false);
+    torch::Tensor hidden = Forward(ids, mask).to(torch::kFloat);  // pooling in fp32
+    torch::Tensor pooled;
+    if (info_.pooling == "cls") {
+      pooled = hidden.select(1, 0);
+    } else if (info_.pooling == "max") {
+      pooled = hidden.masked_fill(mask.unsqueeze(-1) == 0, -1e9).amax(1);
+    } else {
+      torch::Tensor m = mask.to(torch::kFloat).unsqueeze(-1);
+      pooled = (hidden * m).sum(1) / m.sum(1).clamp_min(1e-9);
+    }
+    pooled = pooled.to(torch::kCPU).contiguous();
+    result.values.resize(static_cast<size_t>(batch * result.dim));
+    std::memcpy(result.values.data(), pooled.data_ptr<float>(),
+                result.values.size() * sizeof(float));
+  });
+  if (!status.ok()) return status;
+  return result;
+}
+
+}  // namespace internal_model
+}  // namespace embedserve

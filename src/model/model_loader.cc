@@ -1,0 +1,71 @@
+#include "embedserve/model/model_loader.h"
+
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "bert_backend.h"
+#include "embedserve/common/status_macros.h"
+#include "embedserve/model/model_folder.h"
+#include "spdlog/spdlog.h"
+
+namespace embedserve {
+namespace {
+
+absl::StatusOr<std::unique_ptr<Backend>> LoadBackendFromFolder(const ModelFolder& folder,
+                                                               const ModelOptions& options) {
+  for (const std::string& note : folder.notes) spdlog::info("model {}: {}", folder.path, note);
+  ES_ASSIGN_OR_RETURN(std::unique_ptr<internal_model::BertBackend> backend,
+                      internal_model::BertBackend::Create(folder, options));
+  const BackendInfo& info = backend->Info();
+  spdlog::info(
+      "model {} loaded from {}: {} layers, dim {}, max_seq_length {}, {} pooling{}, {} {}, {}",
+      info.model_name, info.model_path, folder.config.num_hidden_layers, info.dimension,
+      info.max_seq_length, info.pooling, info.normalize ? " + normalize" : "", info.device,
+      info.precision, info.runtime);
+  if (info.synthetic) {
+    spdlog::warn(
+        "model {} has SYNTHETIC weights (embedserve-make-model, seed {}): vectors are "
+        "correctly shaped but meaningless; point model.path at a real folder for real "
+        "embeddings",
+        info.model_path, folder.config.synthetic_seed);
+  }
+  return std::unique_ptr<Backend>(std::move(backend));
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<Backend>> LoadBackend(const ModelOptions& options) {
+  ES_RETURN_IF_ERROR(options.Validate());
+  ES_ASSIGN_OR_RETURN(ModelFolder folder, ReadModelFolder(options.path));
+  return LoadBackendFromFolder(folder, options);
+}
+
+std::vector<std::string> AvailableDevices() {
+  std::vector<std::string> devices = {"cpu"};
+  try {
+    if (torch::cuda::is_available()) {
+      const int64_t n = static_cast<int64_t>(torch::cuda::device_count());
+      for (int64_t i = 0; i < n; ++i) devices.push_back(absl::StrCat("cuda:", i));
+    }
+    if (at::hasMPS()) devices.push_back("mps");
+  } catch (const std::exception&) {
+    // A broken driver: report only what works.
+  }
+  return devices;
+}
+
+absl::StatusOr<LoadedModel> LoadModel(const ModelOptions& options) {
+  ES_RETURN_IF_ERROR(options.Validate());
+  ES_ASSIGN_OR_RETURN(ModelFolder folder, ReadModelFolder(options.path));
+  LoadedModel model;
+  ES_ASSIGN_OR_RETURN(model.tokenizer, Tokenizer::FromModelDir(options.path));
+  if (model.tokenizer->vocab_size() > folder.config.vocab_size) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        options.path, "/vocab.txt has ", model.tokenizer->vocab_size(),
+        " tokens but config.json vocab_size is ", folder.config.vocab_size));
+  }
+  ES_ASSIGN_OR_RETURN(model.backend, LoadBackendFromFolder(folder, options));
+  return model;
+}
+
+}  // namespace embedserve

@@ -1,0 +1,301 @@
+// Numeric tests of the LibTorch BERT backend against sentence-transformers' output on the
+// tiny-bert fixture, batching invariants, input errors and concurrent calls. CUDA cases
+// skip (with the reason) where this LibTorch sees no GPU.
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <fstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "embedserve/model/embedding_matrix.h"
+#include "embedserve/model/model_loader.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "nlohmann/json.hpp"
+
+namespace embedserve {
+namespace {
+
+const std::string kTinyBert = std::string(EMBEDSERVE_TEST_DATA_DIR) + "/tiny-bert";
+
+struct Reference {
+  std::vector<std::string> texts;
+  std::vector<std::vector<float>> embeddings;
+};
+
+const Reference& LoadReference() {
+  static const Reference* ref = [] {
+    auto* r = new Reference();
+    std::ifstream in(std::string(EMBEDSERVE_TEST_DATA_DIR) + "/tiny-bert_embeddings.jsonl");
+    std::string line;
+    while (std::getline(in, line)) {
+      auto j = nlohmann::json::parse(line);
+      r->texts.push_back(j["text"].get<std::string>());
+      r->embeddings.push_back(j["embedding"].get<std::vector<float>>());
+    }
+    return r;
+  }();
+  return *ref;
+}
+
+LoadedModel MustLoad(const std::string& device, const std::string& precision) {
+  ModelOptions options;
+  options.path = kTinyBert;
+  options.device = device;
+  options.precision = precision;
+  auto model = LoadModel(options);
+  EXPECT_TRUE(model.ok()) << model.status();
+  if (!model.ok()) std::abort();
+  return *std::move(model);
+}
+
+bool HasDevice(const std::string& device) {
+  const auto devices = AvailableDevices();
+  return std::find(devices.begin(), devices.end(), device) != devices.end();
+}
+
+// Tokenizes and embeds all reference texts in batches of `batch`, L2-normalised like the
+// reference (the fixture folder has a Normalize module).
+std::vector<std::vector<float>> EmbedAll(const LoadedModel& model, size_t batch) {
+  const Reference& ref = LoadReference();
+  std::vector<TokenIds> ids;
+  for (const std::string& text : ref.texts) {
+    auto enc = model.tokenizer->Encode(text, model.backend->Info().max_seq_length);
+    EXPECT_TRUE(enc.ok()) << enc.status();
+    ids.push_back(enc->ids);
+  }
+  std::vector<std::vector<float>> out;
+  for (size_t start = 0; start < ids.size(); start += batch) {
+    std::vector<const TokenIds*> ptrs;
+    for (size_t i = start; i < std::min(ids.size(), start + batch); ++i) ptrs.push_back(&ids[i]);
+    auto m = model.backend->Embed(ptrs);
+    EXPECT_TRUE(m.ok()) << m.status();
+    for (int64_t r = 0; r < m->rows; ++r) {
+      std::vector<float> v(m->Row(r), m->Row(r) + m->dim);
+      L2NormalizeInPlace(v.data(), m->dim);
+      out.push_back(std::move(v));
+    }
+  }
+  return out;
+}
+
+void ExpectMatchesReference(const std::string& device, const std::string& precision,
+                            double max_abs_diff, double min_cosine) {
+  LoadedModel model = MustLoad(device, precision);
+  const Reference& ref = LoadReference();
+  ASSERT_EQ(ref.texts.size(), 300u);
+  const auto got = EmbedAll(model, 32);
+  ASSERT_EQ(got.size(), ref.embeddings.size());
+  double worst_diff = 0, worst_cos = 1;
+  for (size_t i = 0; i < got.size(); ++i) {
+    ASSERT_EQ(got[i].size(), ref.embeddings[i].size());
+    for (size_t k = 0; k < got[i].size(); ++k) {
+      worst_diff = std::max(worst_diff, std::abs(double(got[i][k]) - ref.embeddings[i][k]));
+    }
+    worst_cos = std::min<double>(
+        worst_cos, Cosine(got[i].data(), ref.embeddings[i].data(), got[i].size()));
+  }
+  testing::Test::RecordProperty("worst_abs_diff", std::to_string(worst_diff));
+  testing::Test::RecordProperty("worst_cosine", std::to_string(worst_cos));
+  std::printf("%s %s: worst abs diff %.3g, worst cosine %.7f\n", device.c_str(),
+              precision.c_str(), worst_diff, worst_cos);
+  EXPECT_LE(worst_diff, max_abs_diff) << device << " " << precision;
+  EXPECT_GE(worst_cos, min_cosine) << device << " " << precision;
+}
+
+TEST(BertBackendTest, MatchesSentenceTransformersFp32OnCpu) {
+  // 1e-5 per component: the reference is rounded to 7 decimals (5e-8) and fp32 kernels
+  // differ from PyTorch's only in summation order (~1e-7 relative on these unit vectors).
+  ExpectMatchesReference("cpu", "fp32", 1e-5, 0.99999);
+}
+
+TEST(BertBackendTest, MatchesSentenceTransformersBf16OnCpu) {
+  ModelOptions probe;
+  probe.path = kTinyBert;
+  probe.device = "cpu";
+  probe.precision = "bf16";
+  auto loaded = LoadBackend(probe);
+  if (!loaded.ok()) GTEST_SKIP() << "bf16 unsupported on this CPU: " << loaded.status();
+  // bf16 keeps 8 mantissa bits: only direction is asserted (issue 3: cosine >= 0.999).
+  ExpectMatchesReference("cpu", "bf16", 1.0, 0.999);
+}
+
+TEST(BertBackendTest, CudaFp32MatchesReference) {
+  if (!HasDevice("cuda:0")) GTEST_SKIP() << "no CUDA device visible to this LibTorch";
+  // 1e-4: CUDA GEMMs (TF32 is off by default in LibTorch) and reductions reorder sums.
+  ExpectMatchesReference("cuda:0", "fp32", 1e-4, 0.9999);
+}
+
+TEST(BertBackendTest, CudaFp16MatchesReference) {
+  if (!HasDevice("cuda:0")) GTEST_SKIP() << "no CUDA device visible to this LibTorch";
+  ExpectMatchesReference("cuda:0", "fp16", 1.0, 0.999);
+}
+
+TEST(BertBackendTest, CudaBf16MatchesReference) {
+  if (!HasDevice("cuda:0")) GTEST_SKIP() << "no CUDA device visible to this LibTorch";
+  ExpectMatchesReference("cuda:0", "bf16", 1.0, 0.999);
+}
+
+std::vector<std::string> DevicesToTest() {
+  std::vector<std::string> devices = {"cpu"};
+  if (HasDevice("cuda:0")) devices.push_back("cuda:0");
+  return devices;
+}
+
+TEST(BertBackendTest, AloneEqualsInsideBatchOfLongerTexts) {
+  for (const std::string& device : DevicesToTest()) {
+    LoadedModel model = MustLoad(device, "fp32");
+    auto shorty = model.tokenizer->Encode("a short text", 256);
+    std::string many_words;
+    for (int i = 0; i < 40; ++i) many_words += "the quick brown fox jumps ";
+    auto long1 = model.tokenizer->Encode(many_words, 256);
+    auto long2 = model.tokenizer->Encode(LoadReference().texts[7], 256);
+    ASSERT_TRUE(shorty.ok() && long1.ok() && long2.ok());
+    ASSERT_LT(shorty->ids.size(), long2->ids.size());
+    const TokenIds* alone[] = {&shorty->ids};
+    const TokenIds* batch[] = {&long1->ids, &shorty->ids, &long2->ids};
+    auto a = model.backend->Embed(alone);
+    auto b = model.backend->Embed(batch);
+    ASSERT_TRUE(a.ok() && b.ok());
+    ASSERT_EQ(b->rows, 3);
+    // 1e-6: padding is masked out exactly (zero attention weight, excluded from the
+    // mean); only GEMM blocking may differ with the row count.
+    for (int64_t k = 0; k < a->dim; ++k) {
+      EXPECT_NEAR(a->Row(0)[k], b->Row(1)[k], 1e-6) << device << " component " << k;
+    }
+  }
+}
+
+TEST(BertBackendTest, BatchEqualsSingleCalls) {
+  for (const std::string& device : DevicesToTest()) {
+    LoadedModel model = MustLoad(device, "fp32");
+    const Reference& ref = LoadReference();
+    std::vector<TokenIds> ids;
+    for (size_t i = 0; i < 12; ++i) ids.push_back(model.tokenizer->Encode(ref.texts[i], 256)->ids);
+    std::vector<const TokenIds*> ptrs;
+    for (const TokenIds& t : ids) ptrs.push_back(&t);
+    auto batch = model.backend->Embed(ptrs);
+    ASSERT_TRUE(batch.ok()) << batch.status();
+    ASSERT_EQ(batch->rows, 12);
+    for (size_t i = 0; i < ids.size(); ++i) {
+      const TokenIds* one[] = {&ids[i]};
+      auto single = model.backend->Embed(one);
+      ASSERT_TRUE(single.ok());
+      for (int64_t k = 0; k < single->dim; ++k) {
+        EXPECT_NEAR(single->Row(0)[k], batch->Row(i)[k], 1e-6) << device << " text " << i;
+      }
+    }
+  }
+}
+
+TEST(BertBackendTest, RejectsBadSequences) {
+  LoadedModel model = MustLoad("cpu", "fp32");
+  TokenIds empty;
+  TokenIds too_long(257, 1000);
+  TokenIds bad_id = {101, 30522, 102};
+  TokenIds negative = {101, -1, 102};
+  TokenIds good = {101, 2000, 102};
+  for (const TokenIds* seq : {&empty, &too_long, &bad_id, &negative}) {
+    const TokenIds* batch[] = {&good, seq};
+    auto r = model.backend->Embed(batch);
+    ASSERT_FALSE(r.ok());
+    EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_THAT(std::string(r.status().message()), testing::HasSubstr("sequence 1"));
+  }
+  // The failure affected only that call.
+  const TokenIds* ok_batch[] = {&good};
+  EXPECT_TRUE(model.backend->Embed(ok_batch).ok());
+  // An empty batch is an empty result.
+  auto none = model.backend->Embed({});
+  ASSERT_TRUE(none.ok());
+  EXPECT_EQ(none->rows, 0);
+}
+
+TEST(BertBackendTest, ConcurrentCallsGiveTheSameVectors) {
+  LoadedModel model = MustLoad("cpu", "fp32");
+  const Reference& ref = LoadReference();
+  std::vector<TokenIds> ids;
+  for (size_t i = 0; i < 8; ++i) ids.push_back(model.tokenizer->Encode(ref.texts[i], 256)->ids);
+  std::vector<const TokenIds*> ptrs;
+  for (const TokenIds& t : ids) ptrs.push_back(&t);
+  auto expected = model.backend->Embed(ptrs);
+  ASSERT_TRUE(expected.ok());
+  for (int threads : {2, 4}) {
+    std::vector<std::thread> workers;
+    std::vector<int> mismatches(threads, 0);
+    for (int t = 0; t < threads; ++t) {
+      workers.emplace_back([&, t] {
+        for (int iter = 0; iter < 5; ++iter) {
+          auto got = model.backend->Embed(ptrs);
+          if (!got.ok() || got->values != expected->values) ++mismatches[t];
+        }
+      });
+    }
+    for (auto& w : workers) w.join();
+    for (int t = 0; t < threads; ++t) EXPECT_EQ(mismatches[t], 0) << threads << " threads";
+  }
+}
+
+TEST(BertBackendTest, InfoDescribesTheFolder) {
+  LoadedModel model = MustLoad("cpu", "fp32");
+  const BackendInfo& info = model.backend->Info();
+  EXPECT_EQ(info.dimension, 32);
+  EXPECT_EQ(info.max_seq_length, 256);  // tokenizer_config.json model_max_length
+  EXPECT_EQ(info.pooling, "mean");
+  EXPECT_TRUE(info.normalize);
+  EXPECT_FALSE(info.synthetic);
+  EXPECT_EQ(info.device, "cpu");
+  EXPECT_EQ(info.precision, "fp32");
+  EXPECT_TRUE(info.pads_inputs);
+  EXPECT_THAT(info.runtime, testing::StartsWith("libtorch "));
+}
+
+TEST(BertBackendTest, MaxSeqLengthOptionOverridesTheFolder) {
+  ModelOptions options;
+  options.path = kTinyBert;
+  options.device = "cpu";
+  options.max_seq_length = 128;
+  auto backend = LoadBackend(options);
+  ASSERT_TRUE(backend.ok()) << backend.status();
+  EXPECT_EQ((*backend)->Info().max_seq_length, 128);
+  options.max_seq_length = 513;  // > max_position_embeddings 512
+  auto too_long = LoadBackend(options);
+  ASSERT_FALSE(too_long.ok());
+  EXPECT_THAT(std::string(too_long.status().message()),
+              testing::HasSubstr("max_position_embeddings (512); was 513"));
+}
+
+TEST(BertBackendTest, UnusableDeviceOrPrecisionIsAnErrorNamingTheAlternative) {
+  ModelOptions options;
+  options.path = kTinyBert;
+  options.device = "cpu";
+  options.precision = "fp16";
+  auto fp16 = LoadBackend(options);
+  ASSERT_FALSE(fp16.ok());
+  EXPECT_EQ(fp16.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(fp16.status().message()), testing::HasSubstr("use bf16"));
+  if (!HasDevice("cuda:0")) {
+    options.precision = "fp32";
+    options.device = "cuda";
+    auto cuda = LoadBackend(options);
+    ASSERT_FALSE(cuda.ok());
+    EXPECT_THAT(std::string(cuda.status().message()), testing::HasSubstr("use cpu"));
+  } else {
+    options.precision = "fp32";
+    options.device = "cuda:" + std::to_string(AvailableDevices().size());  // one too far
+    auto cuda = LoadBackend(options);
+    ASSERT_FALSE(cuda.ok());
+    EXPECT_THAT(std::string(cuda.status().message()), testing::HasSubstr("does not exist"));
+  }
+  if (!HasDevice("mps")) {
+    options.device = "mps";
+    auto mps = LoadBackend(options);
+    ASSERT_FALSE(mps.ok());
+    EXPECT_THAT(std::string(mps.status().message()), testing::HasSubstr("use cpu"));
+  }
+}
+
+}  // namespace
+}  // namespace embedserve

@@ -203,6 +203,33 @@ def main():
                 continue
             print(f"{name:18s}: {args.batch / t:12,.0f} sentences/s  median {t*1e3:7.3f} ms  "
                   f"min cosine vs naive fp32 {cos:.6f}")
+        # scaled_dot_product_attention backends (PyTorch 2.11 prefers cuDNN on sm90).
+        from torch.nn.attention import SDPBackend, sdpa_kernel
+        for be in [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION,
+                   SDPBackend.CUDNN_ATTENTION, SDPBackend.MATH]:
+            for use_mask in [False, True]:
+                name = f"sdpa {be.name.lower()}{' +mask' if use_mask else ''}"
+                fn = lambda: fused(w16, ids, mask, use_mask=use_mask)
+                try:
+                    with sdpa_kernel([be]):
+                        out = fn().double()
+                        cos = F.cosine_similarity(out, ref, dim=1).min().item()
+                        t = timeit(fn, 10, args.iters)
+                except Exception as e:
+                    print(f"{name:26s}: failed: {str(e)[:100]}")
+                    continue
+                print(f"{name:26s}: {args.batch / t:12,.0f} sentences/s  median {t*1e3:7.3f} ms  "
+                      f"min cosine {cos:.6f}")
+        try:
+            with sdpa_kernel([SDPBackend.FLASH_ATTENTION]):
+                g2 = capture(w16, ids, mask, static_out)
+            fn = lambda: (g2.replay(), static_out["y"])[1]
+            t = timeit(fn, 10, args.iters)
+            cos = F.cosine_similarity(fn().double(), ref, dim=1).min().item()
+            print(f"{'graph flash':26s}: {args.batch / t:12,.0f} sentences/s  median {t*1e3:7.3f} ms  "
+                  f"min cosine {cos:.6f}")
+        except Exception as e:
+            print(f"graph flash: failed: {e}")
         if args.profile:
             profile("naive fp16", variants["naive"])
             profile("fused_nomask fp16", variants["fused_nomask"])

@@ -46,4 +46,17 @@ ctest --test-dir "$BUILD_DIR" --output-on-failure -j "$JOBS" ${CTEST_ARGS:-} >"$
 rc=$?
 grep -E "Test +#|tests passed|Skipped|SKIPPED|FAILED|Failed" "$OUT/ctest.log" | tail -60
 echo "build_and_test: ctest exit $rc"
+
+# ctest shows no output of passing tests, so a CUDA case that skipped would look like a
+# pass: run the CUDA cases again verbosely and fail on any skip.
+step "CUDA test cases (gtest filter *Cuda*) -> $OUT/cuda_cases.log"
+: >"$OUT/cuda_cases.log"
+while IFS= read -r exe; do
+  "$exe" --gtest_filter='*Cuda*:*CUDA*' --gtest_color=no >>"$OUT/cuda_cases.log" 2>&1 || rc=1
+done < <(find "$BUILD_DIR/tests" -type f -name '*_test' -perm -u+x | sort)
+grep -E "^\[ +(OK|SKIPPED|FAILED) +\]" "$OUT/cuda_cases.log" | grep -v "listed below" | sort | uniq
+if grep -qE "^\[ +SKIPPED +\] [A-Za-z]" "$OUT/cuda_cases.log"; then
+  echo "build_and_test: a CUDA test case SKIPPED on the GPU machine"; rc=1
+fi
+echo "build_and_test: exit $rc"
 exit $rc

@@ -417,8 +417,13 @@ absl::Status Tokenizer::CheckUtf8(absl::string_view text) {
 }
 
 absl::Status Tokenizer::AppendWordPieceIds(absl::string_view text, TokenIds* ids) const {
-  Pipeline pipeline(*this, ThreadScratch(), ids);
-  return pipeline.Run(text);
+  Scratch& scratch = ThreadScratch();
+  absl::Status status = Pipeline(*this, scratch, ids).Run(text);
+  // Do not let one huge word pin its buffer to this thread forever.
+  constexpr size_t kKeepBytes = size_t{1} << 20;
+  if (scratch.word.capacity() > kKeepBytes) std::string().swap(scratch.word);
+  if (scratch.pending.capacity() > kKeepBytes / 4) std::vector<char32_t>().swap(scratch.pending);
+  return status;
 }
 
 absl::StatusOr<Encoding> Tokenizer::Encode(absl::string_view text, int64_t max_length) const {

@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <string>
@@ -12,6 +13,7 @@
 #include "embedserve/model/safetensors.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "synthetic_model.h"
 
 namespace embedserve {
 namespace {
@@ -281,6 +283,35 @@ TEST_F(ModelLoaderTest, InvalidOptionsAreRejectedBeforeReading) {
   auto r = LoadModel(options);
   ASSERT_FALSE(r.ok());
   EXPECT_EQ(r.status().message(), "model.precision must be one of fp32, fp16, bf16; was 'int8'");
+}
+
+TEST_F(ModelLoaderTest, SyntheticFolderLoadsAndSaysSo) {
+  fs::remove_all(dir_);
+  SyntheticModelOptions synth;
+  synth.preset = "tiny";
+  synth.seed = 3;
+  ASSERT_TRUE(WriteSyntheticModel(synth, dir_.string()).ok());
+  ModelOptions options;
+  options.path = dir_.string();
+  options.device = "cpu";
+  auto model = LoadModel(options);
+  ASSERT_TRUE(model.ok()) << model.status();
+  const BackendInfo& info = model->backend->Info();
+  EXPECT_TRUE(info.synthetic);
+  EXPECT_EQ(info.max_seq_length, 256);  // sentence_bert_config.json
+  EXPECT_TRUE(info.normalize);
+  auto enc = model->tokenizer->Encode("i like strawberries", 256);
+  ASSERT_TRUE(enc.ok());
+  EXPECT_EQ(enc->ids, (TokenIds{101, 1045, 2066, 13137, 20968, 102}));
+  const TokenIds* batch[] = {&enc->ids};
+  auto m = model->backend->Embed(batch);
+  ASSERT_TRUE(m.ok());
+  double norm = 0;
+  for (int64_t k = 0; k < m->dim; ++k) {
+    ASSERT_TRUE(std::isfinite(m->Row(0)[k]));
+    norm += double(m->Row(0)[k]) * m->Row(0)[k];
+  }
+  EXPECT_GT(norm, 0.01);  // LayerNorm output: O(1) components, not collapsed to zero
 }
 
 }  // namespace

@@ -3,7 +3,7 @@
 # (never into /), and exports the paths a build against them and against python3's
 # LibTorch needs. Safe to source more than once.
 #   source scripts/device/env.sh
-# Exports: ES_ROOT, ES_PREFIX, ES_LIBDIR, ES_TORCH_CMAKE, CMAKE_PREFIX_PATH,
+# Exports: ES_ROOT, ES_PREFIX, ES_LIBDIR, ES_TORCH_CMAKE, ES_FMT_INCLUDE, CMAKE_PREFIX_PATH,
 # PKG_CONFIG_PATH, LD_LIBRARY_PATH, PATH.
 ES_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 export ES_ROOT
@@ -37,6 +37,13 @@ if [ ! -f "$ES_PREFIX/.unpacked" ]; then
     done
   done
   touch "$ES_PREFIX/.unpacked"
+fi
+# PyTorch's wheel ships fmt 12 headers in torch/include, which shadow Ubuntu's fmt 9
+# that Ubuntu's spdlog 1.12 (SPDLOG_FMT_EXTERNAL, libfmt.so.9) was built with. A folder
+# holding only Ubuntu's fmt, given with -I (searched before every -isystem), wins.
+export ES_FMT_INCLUDE=$ES_PREFIX/fmt-include
+if [ -d /usr/include/fmt ] && [ ! -e "$ES_FMT_INCLUDE/fmt" ]; then
+  mkdir -p "$ES_FMT_INCLUDE" && ln -s /usr/include/fmt "$ES_FMT_INCLUDE/fmt"
 fi
 
 ES_TORCH_CMAKE=$(python3 -c 'import torch; print(torch.utils.cmake_prefix_path)' 2>/dev/null)

@@ -14,6 +14,13 @@ RAYON_NUM_THREADS=1) and encodes each text with tok.encode(text), like BM_Encode
 Encode(text, 0); no truncation or padding on either side. tokens = ids incl. [CLS]/[SEP].
 Also printed, for reference: HF encode_batch on all texts (one thread, no per-call Python
 overhead). Both sides print an FNV-1a fingerprint of all ids: equal means identical ids.
+
+Differential mode (exactness beyond the fixtures): --diff-tool PATH/embedserve-tokenize
+encodes, for every Unicode scalar value c (U+0000..U+10FFFF, surrogates excluded), the
+text "a" c "b " c c "A" with HF and with our CLI, and lists the code points whose ids
+differ (with their Python unicodedata category), writing them to --diff-out.
+  python3 scripts/device/tokenizer_vs_hf.py --tokenizer tests/data/tokenizer/tokenizer.json \
+      --diff-tool build-tokbench/tools/tokenize/embedserve-tokenize --diff-out diff.jsonl
 """
 import argparse
 import json
@@ -61,11 +68,17 @@ def time_loop(fn, min_seconds):
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--tokenizer", required=True, help="tokenizer.json or vocab.txt")
-    ap.add_argument("--sentences", required=True, help="one text per line")
+    ap.add_argument("--sentences", help="one text per line")
     ap.add_argument("--min-seconds", type=float, default=3.0, help="time per measurement")
     ap.add_argument("--ours", help="path to our tokenizer_bench; run it on the same file")
     ap.add_argument("--vocab", help="vocab.txt for --ours (default: beside --tokenizer)")
+    ap.add_argument("--diff-tool", help="our embedserve-tokenize: run the per-code-point diff")
+    ap.add_argument("--diff-out", default="tokenizer_diff.jsonl", help="mismatches go here")
     args = ap.parse_args()
+    if args.diff_tool:
+        return diff_mode(args)
+    if not args.sentences:
+        ap.error("--sentences is required (except with --diff-tool)")
 
     with open(args.sentences, encoding="utf-8") as f:
         texts = [line.rstrip("\n") for line in f if line.rstrip("\n")]
@@ -106,5 +119,44 @@ def main():
               f"{ours_tokens / (passes_b * n_tokens / secs_b):.2f}x")
 
 
+def diff_mode(args):
+    import tempfile
+    import unicodedata
+    tok, version = load_hf(args.tokenizer)
+    vocab = args.vocab or os.path.join(os.path.dirname(args.tokenizer) or ".", "vocab.txt")
+    cps = [c for c in range(0x110000) if not 0xD800 <= c <= 0xDFFF]
+    texts = ["a" + chr(c) + "b " + chr(c) + chr(c) + "A" for c in cps]
+    t0 = time.perf_counter()
+    hf = [e.ids for e in tok.encode_batch(texts)]
+    t1 = time.perf_counter()
+    with tempfile.NamedTemporaryFile("w", encoding="utf-8", suffix=".jsonl", delete=False) as f:
+        for t in texts:
+            f.write(json.dumps({"text": t}) + "\n")
+        path = f.name
+    with open(path, "rb") as fin:
+        res = subprocess.run([args.diff_tool, "--vocab", vocab], stdin=fin, capture_output=True, check=True)
+    t2 = time.perf_counter()
+    ours = [json.loads(line) for line in res.stdout.decode("utf-8").splitlines()]
+    assert len(ours) == len(texts), (len(ours), len(texts))
+    bad = []
+    for c, h, o in zip(cps, hf, ours):
+        if o.get("ids") != h:
+            bad.append({"cp": "U+%04X" % c, "cat": unicodedata.category(chr(c)),
+                        "name": unicodedata.name(chr(c), ""), "hf": h, "ours": o})
+    with open(args.diff_out, "w", encoding="utf-8") as f:
+        for b in bad:
+            f.write(json.dumps(b) + "\n")
+    print(f"tokenizers {version}, python unicodedata {unicodedata.unidata_version}: "
+          f"{len(cps)} code points, HF {t1 - t0:.1f} s, ours (CLI incl. JSON) {t2 - t1:.1f} s")
+    print(f"mismatching code points: {len(bad)} (details in {args.diff_out})")
+    by_cat = {}
+    for b in bad:
+        by_cat[b["cat"]] = by_cat.get(b["cat"], 0) + 1
+    print("by category:", dict(sorted(by_cat.items(), key=lambda kv: -kv[1])))
+    for b in bad[:40]:
+        print(f"  {b['cp']} {b['cat']} {b['name'][:40]:40} hf={b['hf']} ours={b['ours']}")
+    return 0 if not bad else 1
+
+
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

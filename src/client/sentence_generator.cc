@@ -168,10 +168,22 @@ SentencePair SentenceGenerator::NextPair() {
   pair.text_a = Render(a);
   if (NextUniform() < 0.5) {
     std::vector<int32_t> b = a;
-    for (int32_t& id : b) {
-      if (id >= 0 && NextUniform() < 0.33) {
-        id = static_cast<int32_t>(NextRandom() % words_.size());
+    std::vector<size_t> word_positions;
+    bool changed = false;
+    for (size_t k = 0; k < b.size(); ++k) {
+      if (b[k] < 0) continue;
+      word_positions.push_back(k);
+      if (NextUniform() < 0.33) {
+        int32_t id = static_cast<int32_t>(NextRandom() % words_.size());
+        changed |= id != b[k];
+        b[k] = id;
       }
+    }
+    if (!changed && !word_positions.empty()) {
+      // A paraphrase differs from its source in at least one word.
+      size_t k = word_positions[NextRandom() % word_positions.size()];
+      b[k] = static_cast<int32_t>((b[k] + 1 + NextRandom() % (words_.size() - 1)) %
+                                  words_.size());
     }
     pair.text_b = Render(b);
   } else {

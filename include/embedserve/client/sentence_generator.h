@@ -58,7 +58,8 @@ class SentenceGenerator {
   std::string NextSentence(int32_t* tokens = nullptr);
 
   // A pair: half the time text_b rewrites text_a with about a third of its words
-  // replaced (a near paraphrase), otherwise text_b is an independent sentence.
+  // replaced (at least one: a near paraphrase), otherwise text_b is an independent
+  // sentence.
   SentencePair NextPair();
 
   // The words sentences are built from (built-in list plus vocabulary words).

@@ -1,5 +1,9 @@
 #include "embedserve/server/embedding_service.h"
 
+#include <google/protobuf/io/coded_stream.h>
+#include <google/protobuf/wire_format_lite.h>
+#include <grpcpp/support/byte_buffer.h>
+#include <grpcpp/support/proto_buffer_writer.h>
 #include <spdlog/spdlog.h>
 
 #include <chrono>
@@ -127,6 +131,132 @@ void AppendEmbeddings(EmbeddingMatrix* m, bool normalize,
   }
 }
 
+
+// ---------------------------------------------------------------------------------
+// Raw request parsing with precise UTF-8 errors.
+
+enum class RequestKind { kTexts, kPairs };
+
+std::string Flatten(const grpc::ByteBuffer& buffer) {
+  std::vector<grpc::Slice> slices;
+  std::string bytes;
+  if (!buffer.Dump(&slices).ok()) return bytes;
+  size_t total = 0;
+  for (const auto& s : slices) total += s.size();
+  bytes.reserve(total);
+  for (const auto& s : slices) bytes.append(reinterpret_cast<const char*>(s.begin()), s.size());
+  return bytes;
+}
+
+// Walks the wire format of a request and checks every text field (texts[i], or
+// pairs[i].text_a / text_b) and the id for valid UTF-8. Malformed wire data is left to
+// the real parser.
+absl::Status CheckUtf8Fields(absl::string_view bytes, RequestKind kind, int id_field,
+                             std::string* id_out) {
+  using WFL = google::protobuf::internal::WireFormatLite;
+  google::protobuf::io::CodedInputStream in(reinterpret_cast<const uint8_t*>(bytes.data()),
+                                            static_cast<int>(bytes.size()));
+  int index = 0;
+  std::string value;
+  absl::Status first_error;  // keep scanning after it, for the id
+  while (const uint32_t tag = in.ReadTag()) {
+    const int field = static_cast<int>(WFL::GetTagFieldNumber(tag));
+    const bool text_like = WFL::GetTagWireType(tag) == WFL::WIRETYPE_LENGTH_DELIMITED &&
+                           (field == 1 || field == id_field);
+    if (!text_like) {
+      if (!WFL::SkipField(&in, tag)) return first_error;
+      continue;
+    }
+    uint32_t len = 0;
+    if (!in.ReadVarint32(&len) || !in.ReadString(&value, static_cast<int>(len))) {
+      return first_error;
+    }
+    if (field == id_field) {
+      if (absl::Status s = Tokenizer::CheckUtf8(value); !s.ok()) {
+        if (first_error.ok()) {
+          first_error = absl::InvalidArgumentError(absl::StrCat("id: ", s.message()));
+        }
+        continue;
+      }
+      if (id_out != nullptr) *id_out = value;
+      continue;
+    }
+    if (kind == RequestKind::kTexts) {
+      absl::Status s = Tokenizer::CheckUtf8(value);
+      if (!s.ok() && first_error.ok()) {
+        first_error =
+            absl::InvalidArgumentError(absl::StrCat("texts[", index, "]: ", s.message()));
+      }
+    } else {
+      google::protobuf::io::CodedInputStream pair(
+          reinterpret_cast<const uint8_t*>(value.data()), static_cast<int>(value.size()));
+      std::string text;
+      while (const uint32_t ptag = pair.ReadTag()) {
+        const int pfield = static_cast<int>(WFL::GetTagFieldNumber(ptag));
+        if (WFL::GetTagWireType(ptag) == WFL::WIRETYPE_LENGTH_DELIMITED &&
+            (pfield == 1 || pfield == 2)) {
+          uint32_t plen = 0;
+          if (!pair.ReadVarint32(&plen) || !pair.ReadString(&text, static_cast<int>(plen))) break;
+          absl::Status s = Tokenizer::CheckUtf8(text);
+          if (!s.ok() && first_error.ok()) {
+            first_error = absl::InvalidArgumentError(absl::StrCat(
+                "pairs[", index, "].", pfield == 1 ? "text_a" : "text_b", ": ", s.message()));
+          }
+        } else if (!WFL::SkipField(&pair, ptag)) {
+          break;
+        }
+      }
+    }
+    ++index;
+  }
+  return first_error;
+}
+
+// Parses a serialized request into `out`; INVALID_ARGUMENT naming the field and index
+// for invalid UTF-8, or saying the bytes are not the expected message. On failure
+// `*id_out` (nullable) gets the request id when it could be read.
+absl::Status ParseRequest(const grpc::ByteBuffer& buffer, RequestKind kind, int id_field,
+                          google::protobuf::Message* out, std::string* id_out = nullptr) {
+  const std::string bytes = Flatten(buffer);
+  ES_RETURN_IF_ERROR(CheckUtf8Fields(bytes, kind, id_field, id_out));
+  if (!out->ParseFromString(bytes)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "the request is not a valid ", out->GetTypeName(), " message"));
+  }
+  return absl::OkStatus();
+}
+
+// One unary call: owns its parsed request and its response, and serializes the
+// response into gRPC's raw buffer when it replies. Deletes itself when gRPC is done.
+class UnaryCallBase : public grpc::ServerUnaryReactor {
+ public:
+  virtual void Reply(const grpc::Status& status) = 0;
+  void OnDone() override { delete this; }
+};
+
+template <typename Request, typename Response>
+class UnaryCall final : public UnaryCallBase {
+ public:
+  explicit UnaryCall(grpc::ByteBuffer* out) : out_(out) {}
+  void Reply(const grpc::Status& status) override {
+    if (status.ok()) {
+      bool own_buffer = false;
+      const grpc::Status s =
+          grpc::SerializationTraits<Response>::Serialize(response, out_, &own_buffer);
+      if (!s.ok()) {
+        Finish(s);
+        return;
+      }
+    }
+    Finish(status);
+  }
+  Request request;
+  Response response;
+
+ private:
+  grpc::ByteBuffer* const out_;
+};
+
 }  // namespace
 
 // ---------------------------------------------------------------------------------
@@ -135,7 +265,7 @@ void AppendEmbeddings(EmbeddingMatrix* m, bool normalize,
 // from a queue. Finishes once the client half-closed (or the server drains) and every
 // accepted request has been answered.
 class EmbedStreamReactor final
-    : public grpc::ServerBidiReactor<v1::EmbedRequest, v1::EmbedResponse> {
+    : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer> {
  public:
   EmbedStreamReactor(EmbeddingService* service, const EmbeddingService::Runtime* rt,
                      CallbackServerContext* context, ServerMetrics* metrics, Clock* clock,
@@ -161,7 +291,7 @@ class EmbedStreamReactor final
       return;
     }
     absl::MutexLock lock(&mu_);
-    StartRead(&request_);
+    StartRead(&raw_request_);
   }
 
   // Stops reading: finish as soon as the accepted requests are answered.
@@ -183,7 +313,7 @@ class EmbedStreamReactor final
         in_handler_ = true;
       }
       HandleRequest();
-      request_.Clear();
+      raw_request_.Clear();
     }
     bool finish = false;
     {
@@ -193,7 +323,7 @@ class EmbedStreamReactor final
       if (!reads_done_ && !finished_) {
         // Under the lock so that it never follows Finish (gRPC runs the completion
         // later, never inside StartRead).
-        StartRead(&request_);
+        StartRead(&raw_request_);
       } else {
         finish = ShouldFinishLocked();
       }
@@ -202,7 +332,7 @@ class EmbedStreamReactor final
   }
 
   void OnWriteDone(bool ok) override {
-    const v1::EmbedResponse* next = nullptr;
+    const grpc::ByteBuffer* next = nullptr;
     bool finish = false;
     {
       absl::MutexLock lock(&mu_);
@@ -233,16 +363,24 @@ class EmbedStreamReactor final
   void HandleRequest() {
     const int64_t start_us = clock_->NowMicros();
     auto response = std::make_unique<v1::EmbedResponse>();
-    response->set_id(request_.id());
+    v1::EmbedRequest request;
+    std::string id;
+    if (absl::Status parsed = ParseRequest(raw_request_, RequestKind::kTexts, 4, &request, &id);
+        !parsed.ok()) {
+      response->set_id(id);  // echoed when readable, so the client can match the error
+      Answer(std::move(response), parsed, start_us);
+      return;
+    }
+    response->set_id(request.id());
     if (!service_->serving()) {
       Answer(std::move(response), NotReady(), start_us);
       return;
     }
-    absl::Status status = CheckCount("texts", request_.texts_size(), max_texts_);
+    absl::Status status = CheckCount("texts", request.texts_size(), max_texts_);
     TokenizedTexts tokenized;
-    const bool truncate = !request_.has_truncate() || request_.truncate();
-    for (int i = 0; status.ok() && i < request_.texts_size(); ++i) {
-      auto ids = EncodeOne(*rt_, request_.texts(i), truncate, absl::StrCat("texts[", i, "]"));
+    const bool truncate = !request.has_truncate() || request.truncate();
+    for (int i = 0; status.ok() && i < request.texts_size(); ++i) {
+      auto ids = EncodeOne(*rt_, request.texts(i), truncate, absl::StrCat("texts[", i, "]"));
       if (!ids.ok()) {
         status = ids.status();
         break;
@@ -268,7 +406,7 @@ class EmbedStreamReactor final
     }
     batch.sequences = std::move(tokenized.sequences);
     const bool normalize =
-        request_.has_normalize() ? request_.normalize() : rt_->normalize_default;
+        request.has_normalize() ? request.normalize() : rt_->normalize_default;
     const int64_t tokenize_us = tokenized.tokenize_us;
     {
       absl::MutexLock lock(&mu_);
@@ -310,13 +448,16 @@ class EmbedStreamReactor final
       metrics_->OnRequest(RpcMethod::kEmbedStream, static_cast<int>(g.error_code()),
                           clock_->NowMicros() - start_us);
     }
-    const v1::EmbedResponse* to_write = nullptr;
+    grpc::ByteBuffer serialized;
+    bool own_buffer = false;
+    grpc::SerializationTraits<v1::EmbedResponse>::Serialize(*response, &serialized, &own_buffer);
+    const grpc::ByteBuffer* to_write = nullptr;
     bool finish = false;
     {
       absl::MutexLock lock(&mu_);
       if (was_pending) --pending_;
       if (!write_failed_) {
-        queue_.push_back(std::move(*response));
+        queue_.push_back(std::move(serialized));
         if (!writing_) {
           writing_ = true;
           to_write = &queue_.front();
@@ -344,10 +485,10 @@ class EmbedStreamReactor final
   Clock* const clock_;
   const int max_texts_;
   bool registered_ = false;
-  v1::EmbedRequest request_;  // the read in progress (one at a time)
+  grpc::ByteBuffer raw_request_;  // the read in progress (one at a time)
 
   absl::Mutex mu_;
-  std::deque<v1::EmbedResponse> queue_ ABSL_GUARDED_BY(mu_);  // front is being written
+  std::deque<grpc::ByteBuffer> queue_ ABSL_GUARDED_BY(mu_);  // front is being written
   bool writing_ ABSL_GUARDED_BY(mu_) = false;
   bool write_failed_ ABSL_GUARDED_BY(mu_) = false;
   bool reads_done_ ABSL_GUARDED_BY(mu_) = false;
@@ -454,20 +595,22 @@ void EmbeddingService::SetServing(bool serving) {
 
 // Finishes a unary call and counts it.
 namespace {
-void FinishUnary(ServerUnaryReactor* reactor, ServerMetrics* metrics, RpcMethod method,
+void FinishUnary(UnaryCallBase* call, ServerMetrics* metrics, RpcMethod method,
                  const absl::Status& status, int64_t elapsed_us) {
   const grpc::Status g = ToGrpcStatus(status);
   if (metrics != nullptr) {
     metrics->OnRequest(method, static_cast<int>(g.error_code()), elapsed_us);
   }
-  reactor->Finish(g);
+  call->Reply(g);
 }
 }  // namespace
 
 ServerUnaryReactor* EmbeddingService::Embed(CallbackServerContext* context,
-                                            const v1::EmbedRequest* request,
-                                            v1::EmbedResponse* response) {
-  ServerUnaryReactor* reactor = context->DefaultReactor();
+                                            const grpc::ByteBuffer* raw_request,
+                                            grpc::ByteBuffer* raw_response) {
+  auto* reactor = new UnaryCall<v1::EmbedRequest, v1::EmbedResponse>(raw_response);
+  const v1::EmbedRequest* request = &reactor->request;
+  v1::EmbedResponse* response = &reactor->response;
   const int64_t start_us = clock_->NowMicros();
   auto fail = [&](const absl::Status& s) {
     if (options_.log_requests) {
@@ -477,6 +620,10 @@ ServerUnaryReactor* EmbeddingService::Embed(CallbackServerContext* context,
     FinishUnary(reactor, metrics_, RpcMethod::kEmbed, s, clock_->NowMicros() - start_us);
     return reactor;
   };
+  if (absl::Status s = ParseRequest(*raw_request, RequestKind::kTexts, 4, &reactor->request);
+      !s.ok()) {
+    return fail(s);
+  }
   const Runtime* rt = runtime();
   if (rt == nullptr || !serving()) return fail(NotReady());
   response->set_id(request->id());
@@ -523,21 +670,27 @@ ServerUnaryReactor* EmbeddingService::Embed(CallbackServerContext* context,
   return reactor;
 }
 
-grpc::ServerBidiReactor<v1::EmbedRequest, v1::EmbedResponse>* EmbeddingService::EmbedStream(
+grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>* EmbeddingService::EmbedStream(
     CallbackServerContext* context) {
   return new EmbedStreamReactor(this, runtime(), context, metrics_, clock_,
                                 options_.max_texts_per_request);
 }
 
 ServerUnaryReactor* EmbeddingService::Similarity(CallbackServerContext* context,
-                                                 const v1::SimilarityRequest* request,
-                                                 v1::SimilarityResponse* response) {
-  ServerUnaryReactor* reactor = context->DefaultReactor();
+                                                 const grpc::ByteBuffer* raw_request,
+                                                 grpc::ByteBuffer* raw_response) {
+  auto* reactor = new UnaryCall<v1::SimilarityRequest, v1::SimilarityResponse>(raw_response);
+  const v1::SimilarityRequest* request = &reactor->request;
+  v1::SimilarityResponse* response = &reactor->response;
   const int64_t start_us = clock_->NowMicros();
   auto fail = [&](const absl::Status& s) {
     FinishUnary(reactor, metrics_, RpcMethod::kSimilarity, s, clock_->NowMicros() - start_us);
     return reactor;
   };
+  if (absl::Status s = ParseRequest(*raw_request, RequestKind::kPairs, 3, &reactor->request);
+      !s.ok()) {
+    return fail(s);
+  }
   const Runtime* rt = runtime();
   if (rt == nullptr || !serving()) return fail(NotReady());
   response->set_id(request->id());
@@ -596,15 +749,21 @@ ServerUnaryReactor* EmbeddingService::Similarity(CallbackServerContext* context,
   return reactor;
 }
 
-ServerUnaryReactor* EmbeddingService::Tokenize(CallbackServerContext* context,
-                                               const v1::TokenizeRequest* request,
-                                               v1::TokenizeResponse* response) {
-  ServerUnaryReactor* reactor = context->DefaultReactor();
+ServerUnaryReactor* EmbeddingService::Tokenize(CallbackServerContext* /*context*/,
+                                               const grpc::ByteBuffer* raw_request,
+                                               grpc::ByteBuffer* raw_response) {
+  auto* reactor = new UnaryCall<v1::TokenizeRequest, v1::TokenizeResponse>(raw_response);
+  const v1::TokenizeRequest* request = &reactor->request;
+  v1::TokenizeResponse* response = &reactor->response;
   const int64_t start_us = clock_->NowMicros();
   auto finish = [&](const absl::Status& s) {
     FinishUnary(reactor, metrics_, RpcMethod::kTokenize, s, clock_->NowMicros() - start_us);
     return reactor;
   };
+  if (absl::Status s = ParseRequest(*raw_request, RequestKind::kTexts, 0, &reactor->request);
+      !s.ok()) {
+    return finish(s);
+  }
   const Runtime* rt = runtime();
   if (rt == nullptr || !serving()) return finish(NotReady());
   if (absl::Status s = CheckCount("texts", request->texts_size(),
@@ -634,8 +793,12 @@ ServerUnaryReactor* EmbeddingService::GetModelInfo(CallbackServerContext* contex
   // Answered while draining too (harmless, and useful to a client that is curious).
   absl::Status status = rt == nullptr ? NotReady() : absl::OkStatus();
   if (rt != nullptr) *response = rt->model_info;
-  FinishUnary(reactor, metrics_, RpcMethod::kGetModelInfo, status,
-              clock_->NowMicros() - start_us);
+  const grpc::Status g = ToGrpcStatus(status);
+  if (metrics_ != nullptr) {
+    metrics_->OnRequest(RpcMethod::kGetModelInfo, static_cast<int>(g.error_code()),
+                        clock_->NowMicros() - start_us);
+  }
+  reactor->Finish(g);
   return reactor;
 }
 

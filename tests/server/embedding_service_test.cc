@@ -6,6 +6,8 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <map>
+#include <set>
 #include <chrono>
 #include <cmath>
 #include <memory>
@@ -561,5 +563,76 @@ TEST(EmbedServerTest, InvalidConfigAndModelFailuresAreErrors) {
   EXPECT_THAT(s.status().message(), HasSubstr("batching.max_batch_tokens"));
 }
 
+}  // namespace
+}  // namespace embedserve
+
+namespace embedserve {
+namespace {
+TEST_F(ServiceTest, InvalidUtf8IsInvalidArgumentNamingTheText) {
+  Start();
+  v1::EmbedResponse response;
+  const grpc::Status status = Embed({"fine", std::string("bad \xff\xfe here")}, &response);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << status.error_message();
+  EXPECT_THAT(status.error_message(), HasSubstr("texts[1]"));
+  EXPECT_THAT(status.error_message(), HasSubstr("invalid UTF-8"));
+
+  v1::SimilarityRequest sim;
+  sim.add_pairs()->set_text_a("ok");
+  sim.mutable_pairs(0)->set_text_b("ok too");
+  sim.add_pairs()->set_text_a("fine");
+  sim.mutable_pairs(1)->set_text_b("\xc3\x28 broken");
+  grpc::ClientContext ctx;
+  v1::SimilarityResponse sim_response;
+  const grpc::Status sim_status = stub_->Similarity(&ctx, sim, &sim_response);
+  EXPECT_EQ(sim_status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(sim_status.error_message(), HasSubstr("pairs[1].text_b"));
+
+  v1::TokenizeRequest tok;
+  tok.add_texts("\x80");
+  grpc::ClientContext ctx2;
+  v1::TokenizeResponse tok_response;
+  const grpc::Status tok_status = stub_->Tokenize(&ctx2, tok, &tok_response);
+  EXPECT_EQ(tok_status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(tok_status.error_message(), HasSubstr("texts[0]"));
+
+  // On a stream: an error response for that message only; the stream goes on.
+  grpc::ClientContext ctx3;
+  auto stream = stub_->EmbedStream(&ctx3);
+  v1::EmbedRequest bad, good;
+  bad.set_id("bad");
+  bad.add_texts("\xff");
+  good.set_id("good");
+  good.add_texts("hello");
+  ASSERT_TRUE(stream->Write(bad));
+  ASSERT_TRUE(stream->Write(good));
+  stream->WritesDone();
+  std::map<std::string, v1::EmbedResponse> got;
+  v1::EmbedResponse r;
+  while (stream->Read(&r)) got[r.id()] = r;
+  EXPECT_TRUE(stream->Finish().ok());
+  EXPECT_EQ(got["bad"].error().code(), static_cast<int>(grpc::StatusCode::INVALID_ARGUMENT));
+  EXPECT_THAT(got["bad"].error().message(), HasSubstr("texts[0]"));
+  EXPECT_EQ(got["good"].error().code(), 0);
+  EXPECT_EQ(got["good"].embeddings_size(), 1);
+}
+
+TEST_F(ServiceTest, ShutdownEndsIdleStreamsWithoutWaitingForTheGrace) {
+  Start();
+  grpc::ClientContext ctx;
+  auto stream = stub_->EmbedStream(&ctx);
+  v1::EmbedRequest req;
+  req.set_id("1");
+  req.add_texts("x");
+  ASSERT_TRUE(stream->Write(req));
+  v1::EmbedResponse r;
+  ASSERT_TRUE(stream->Read(&r));
+  EXPECT_EQ(r.error().code(), 0);
+  // The client keeps the stream open; Shutdown with a long grace must not wait for it.
+  const auto t0 = std::chrono::steady_clock::now();
+  server_->Shutdown(20'000'000);
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::seconds(5));
+  EXPECT_FALSE(stream->Read(&r));
+  EXPECT_TRUE(stream->Finish().ok());
+}
 }  // namespace
 }  // namespace embedserve

@@ -1,6 +1,9 @@
 // embedserve.v1.EmbeddingService on the gRPC callback API: tokenizes on the RPC thread,
 // hands token ids to the Batcher and finishes each call from the batcher's `done`
-// callback, so no RPC thread ever waits on the model. Sits between the network and the
+// callback, so no RPC thread ever waits on the model. Embed, EmbedStream, Similarity and
+// Tokenize take raw bytes and parse them here, so that a text with invalid UTF-8 gets
+// INVALID_ARGUMENT naming the field and index (protobuf's own parser would reject the
+// whole message with a bare error). Sits between the network and the
 // batcher (request -> [tokenize -> queue] -> batch -> forward -> pool -> [reply]).
 // Thread-safe: gRPC calls the handlers from any of its threads; AttachModel() and
 // SetServing() may be called from any thread.
@@ -25,7 +28,14 @@ class Clock;
 class ServerMetrics;
 class Tokenizer;
 
-class EmbeddingService final : public v1::EmbeddingService::CallbackService {
+using EmbeddingServiceBase = v1::EmbeddingService::WithRawCallbackMethod_Embed<
+    v1::EmbeddingService::WithRawCallbackMethod_EmbedStream<
+        v1::EmbeddingService::WithRawCallbackMethod_Similarity<
+            v1::EmbeddingService::WithRawCallbackMethod_Tokenize<
+                v1::EmbeddingService::WithCallbackMethod_GetModelInfo<
+                    v1::EmbeddingService::Service>>>>>;
+
+class EmbeddingService final : public EmbeddingServiceBase {
  public:
   struct Options {
     // Most texts in one Embed/Tokenize request or pairs in one Similarity request;
@@ -65,18 +75,19 @@ class EmbeddingService final : public v1::EmbeddingService::CallbackService {
   void SetServing(bool serving);
   bool serving() const { return serving_.load(std::memory_order_acquire); }
 
-  // RPCs (gRPC callback API).
+  // RPCs (gRPC callback API; requests and responses are the serialized messages of
+  // embedding.proto).
   grpc::ServerUnaryReactor* Embed(grpc::CallbackServerContext* context,
-                                  const v1::EmbedRequest* request,
-                                  v1::EmbedResponse* response) override;
-  grpc::ServerBidiReactor<v1::EmbedRequest, v1::EmbedResponse>* EmbedStream(
+                                  const grpc::ByteBuffer* request,
+                                  grpc::ByteBuffer* response) override;
+  grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>* EmbedStream(
       grpc::CallbackServerContext* context) override;
   grpc::ServerUnaryReactor* Similarity(grpc::CallbackServerContext* context,
-                                       const v1::SimilarityRequest* request,
-                                       v1::SimilarityResponse* response) override;
+                                       const grpc::ByteBuffer* request,
+                                       grpc::ByteBuffer* response) override;
   grpc::ServerUnaryReactor* Tokenize(grpc::CallbackServerContext* context,
-                                     const v1::TokenizeRequest* request,
-                                     v1::TokenizeResponse* response) override;
+                                     const grpc::ByteBuffer* request,
+                                     grpc::ByteBuffer* response) override;
   grpc::ServerUnaryReactor* GetModelInfo(grpc::CallbackServerContext* context,
                                          const v1::GetModelInfoRequest* request,
                                          v1::ModelInfo* response) override;

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cstdio>
 #include <fstream>
+#include <iostream>
 #include <string>
 #include <vector>
 
@@ -90,6 +91,9 @@ TEST(SentenceGeneratorTest, ShortSentencesHaveRealisticLengths) {
   }
   std::sort(lengths.begin(), lengths.end());
   double mean = sum / static_cast<double>(lengths.size());
+  std::cout << "generated short sentences: " << lengths.size() << " texts, mean "
+            << mean << " tokens, p50 " << Percentile(lengths, 50) << ", p95 "
+            << Percentile(lengths, 95) << ", max " << lengths.back() << "\n";
   EXPECT_NEAR(mean, 14.0, 1.0);
   EXPECT_NEAR(Percentile(lengths, 95), 24.0, 2.0);
   EXPECT_GE(lengths.front(), SentenceGenerator::kMinTokens);

@@ -91,7 +91,7 @@ int main(int argc, char** argv) {
   int64_t requests = 0, timeout_ms = 0;
   int32_t max_outstanding = 0, pool_requests = 0;
   uint64_t seed = 0;
-  std::vector<std::string> infos;
+  std::vector<std::string> infos, extra_grids;
   bool print_plan = false;
 
   app.add_option("--config", config_path,
@@ -104,6 +104,10 @@ int main(int argc, char** argv) {
                                  "comma list of pairs/texts per request, e.g. 1,4,8,16,32");
   auto* o_conc = app.add_option("--concurrencies", concurrencies,
                                 "comma list of requests in flight (closed loop)");
+  auto* o_extra = app.add_option(
+      "--extra-grid", extra_grids,
+      "BATCHES/CONCURRENCIES swept after the main grid, e.g. 1/8,16,32,64,128,256 "
+      "(repeatable; replaces the config's extra_grids)");
   auto* o_rates = app.add_option(
       "--rates", rates, "comma list of arrival rates in requests/s: open loop instead");
   auto* o_maxout = app.add_option("--max-outstanding", max_outstanding,
@@ -167,6 +171,25 @@ int main(int argc, char** argv) {
     if (!v.ok()) return Fail(v.status(), kExitBadInput);
     plan.grid.concurrencies = *v;
     plan.extra_grids.clear();
+  }
+  if (*o_extra) {
+    plan.extra_grids.clear();
+    for (const std::string& g : extra_grids) {
+      size_t slash = g.find('/');
+      if (slash == std::string::npos) {
+        return Fail(absl::InvalidArgumentError(absl::StrCat(
+                        "--extra-grid must be BATCHES/CONCURRENCIES, e.g. 1/8,32; was '", g,
+                        "'")),
+                    kExitBadInput);
+      }
+      auto b = embedserve::client::ParsePositiveIntList(g.substr(0, slash),
+                                                        "--extra-grid batch sizes");
+      if (!b.ok()) return Fail(b.status(), kExitBadInput);
+      auto c = embedserve::client::ParsePositiveIntList(g.substr(slash + 1),
+                                                        "--extra-grid concurrencies");
+      if (!c.ok()) return Fail(c.status(), kExitBadInput);
+      plan.extra_grids.push_back({*b, *c});
+    }
   }
   if (*o_rates) {
     auto v = embedserve::client::ParsePositiveDoubleList(rates, "--rates");

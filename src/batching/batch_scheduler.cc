@@ -21,6 +21,7 @@ BatchScheduler::~BatchScheduler() {
     if (r->in_flight == 0) delete r;
     r = next;
   }
+  for (RequestState* f : freed_) delete f;
 }
 
 absl::StatusOr<std::unique_ptr<RequestState>> BatchScheduler::Prepare(
@@ -98,7 +99,7 @@ void BatchScheduler::UnlinkQueued(RequestState* r) {
 
 void BatchScheduler::MaybeFree(RequestState* r) {
   if (r->finished && r->in_flight == 0 && r->queued == 0) {
-    delete r;
+    freed_.push_back(r);
     --live_requests_;
   }
 }
@@ -211,7 +212,7 @@ void BatchScheduler::CompleteBatch(Batch* batch, const absl::Status& status, int
         Fail(r, status, ready);
       }
     }
-    MaybeFree(r);  // frees at its last item in flight: no later item of this batch is r's
+    MaybeFree(r);  // at its last item in flight: no later item of this batch is r's
   }
   batch->owners.clear();
 }

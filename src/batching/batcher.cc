@@ -1,9 +1,9 @@
 #include "embedserve/batching/batcher.h"
 
+#include <chrono>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
-#include "absl/time/time.h"
 #include "embedserve/batching/batch_scheduler.h"
 #include "embedserve/common/status_macros.h"
 
@@ -79,17 +79,17 @@ absl::Status Batcher::Submit(BatchRequest request) {
                       BatchScheduler::Prepare(options_, dimension_, std::move(request)));
   bool wake = false;
   {
-    absl::MutexLock lock(&mu_);
+    std::lock_guard<std::mutex> lock(mu_);
     if (stopping_) return absl::UnavailableError("batcher is shutting down; request not accepted");
     ES_RETURN_IF_ERROR(scheduler_->Enqueue(state, clock_->NowMicros()));
     wake = idle_workers_ > 0;
   }
-  if (wake) work_cv_.Signal();
+  if (wake) work_cv_.notify_one();
   return absl::OkStatus();
 }
 
 int64_t Batcher::QueueDepth() const {
-  absl::MutexLock lock(&mu_);
+  std::lock_guard<std::mutex> lock(mu_);
   return scheduler_->queued_sequences();
 }
 
@@ -98,6 +98,7 @@ void Batcher::WorkerLoop(int32_t worker) {
   BatchDecision decision;
   std::vector<Completion> ready;
   std::vector<std::pair<absl::StatusCode, int32_t>> dropped;
+  std::vector<std::unique_ptr<batching_internal::RequestState>> freed;
   batch.owners.reserve(static_cast<size_t>(options_.max_batch_size));
   batch.rows.reserve(static_cast<size_t>(options_.max_batch_size));
   batch.inputs.reserve(static_cast<size_t>(options_.max_batch_size));
@@ -111,7 +112,7 @@ void Batcher::WorkerLoop(int32_t worker) {
     int64_t depth = 0;
     int64_t form_start = 0;
     {
-      absl::MutexLock lock(&mu_);
+      std::unique_lock<std::mutex> lock(mu_);
       while (true) {
         const int64_t now = clock_->NowMicros();
         form_start = now;
@@ -129,20 +130,22 @@ void Batcher::WorkerLoop(int32_t worker) {
         if (!ready.empty()) break;  // answer the dropped requests now, then come back
         ++idle_workers_;
         if (decision.action == BatchDecision::Action::kWait) {
-          work_cv_.WaitWithTimeout(&mu_, absl::Microseconds(decision.wait_us));
+          work_cv_.wait_for(lock, std::chrono::microseconds(decision.wait_us));
         } else {
-          work_cv_.Wait(&mu_);
+          work_cv_.wait(lock);
         }
         --idle_workers_;
       }
+      scheduler_->TakeFreed(&freed);
       depth = scheduler_->queued_sequences();
       wake_other = send && depth > 0 && idle_workers_ > 0;
       drained = stopping_ && depth == 0;
     }
     const int64_t form_us = send ? clock_->NowMicros() - form_start : 0;
-    if (wake_other) work_cv_.Signal();
-    if (drained) drained_cv_.SignalAll();
+    if (wake_other) work_cv_.notify_one();
+    if (drained) drained_cv_.notify_all();
     RunCompletions(&ready);
+    freed.clear();  // frees outside the lock
     if (observer_ != nullptr) {
       for (const auto& [code, sequences] : dropped) observer_->OnDropped(code, sequences);
       dropped.clear();
@@ -173,12 +176,15 @@ void Batcher::RunBatch(int32_t worker, Batch* batch, int64_t form_us) {
     stats.backend_us = t1 - t0;
     stats.status = status;
   }
-  std::vector<Completion> ready;
+  std::vector<Completion>& ready = batch->ready;
+  std::vector<std::unique_ptr<batching_internal::RequestState>>& freed = batch->freed;
   {
-    absl::MutexLock lock(&mu_);
+    std::lock_guard<std::mutex> lock(mu_);
     scheduler_->CompleteBatch(batch, status, t1 - t0, &ready);
+    scheduler_->TakeFreed(&freed);
   }
   RunCompletions(&ready);
+  freed.clear();  // frees outside the lock
   if (observer_ != nullptr) {
     stats.complete_us = clock_->NowMicros() - t1;
     observer_->OnBatch(stats);
@@ -186,29 +192,32 @@ void Batcher::RunBatch(int32_t worker, Batch* batch, int64_t form_us) {
 }
 
 void Batcher::Shutdown(int64_t grace_us) {
-  absl::MutexLock shutdown_lock(&shutdown_mu_);
+  std::lock_guard<std::mutex> shutdown_lock(shutdown_mu_);
   if (shut_down_) return;
   std::vector<Completion> ready;
   std::vector<std::pair<absl::StatusCode, int32_t>> dropped;
+  std::vector<std::unique_ptr<batching_internal::RequestState>> freed;
   {
-    absl::MutexLock lock(&mu_);
+    std::lock_guard<std::mutex> lock(mu_);
     stopping_ = true;
   }
-  work_cv_.SignalAll();
+  work_cv_.notify_all();
   {
-    absl::MutexLock lock(&mu_);
+    std::unique_lock<std::mutex> lock(mu_);
     const int64_t deadline = clock_->NowMicros() + (grace_us > 0 ? grace_us : 0);
     while (!scheduler_->queue_empty()) {
       const int64_t left = deadline - clock_->NowMicros();
       if (left <= 0) break;
-      drained_cv_.WaitWithTimeout(&mu_, absl::Microseconds(left));
+      drained_cv_.wait_for(lock, std::chrono::microseconds(left));
     }
     scheduler_->FailAllQueued(
         absl::UnavailableError("batcher shut down before the request's sequences were batched"),
         &ready, observer_ ? &dropped : nullptr);
+    scheduler_->TakeFreed(&freed);
   }
-  work_cv_.SignalAll();
+  work_cv_.notify_all();
   RunCompletions(&ready);
+  freed.clear();
   if (observer_ != nullptr) {
     for (const auto& [code, sequences] : dropped) observer_->OnDropped(code, sequences);
   }

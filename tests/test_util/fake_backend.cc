@@ -31,7 +31,7 @@ std::vector<float> FakeBackend::Encode(const TokenIds& ids, int64_t dimension) {
 
 absl::StatusOr<EmbeddingMatrix> FakeBackend::Embed(absl::Span<const TokenIds* const> sequences) {
   {
-    absl::MutexLock lock(&mu_);
+    std::unique_lock<std::mutex> lock(mu_);
     batch_sizes_.push_back(static_cast<int32_t>(sequences.size()));
     if (options_.record_calls) {
       std::vector<TokenIds> copy;
@@ -40,8 +40,8 @@ absl::StatusOr<EmbeddingMatrix> FakeBackend::Embed(absl::Span<const TokenIds* co
       calls_.push_back(std::move(copy));
     }
     ++waiting_;
-    mu_.Await(absl::Condition(
-        +[](bool* closed) { return !*closed; }, &gate_closed_));
+    cv_.notify_all();
+    cv_.wait(lock, [this] { return !gate_closed_; });
     --waiting_;
   }
   if (options_.clock != nullptr) options_.clock->Advance(options_.call_us);
@@ -64,33 +64,35 @@ absl::StatusOr<EmbeddingMatrix> FakeBackend::Embed(absl::Span<const TokenIds* co
 }
 
 void FakeBackend::CloseGate() {
-  absl::MutexLock lock(&mu_);
+  std::lock_guard<std::mutex> lock(mu_);
   gate_closed_ = true;
 }
 
 void FakeBackend::OpenGate() {
-  absl::MutexLock lock(&mu_);
-  gate_closed_ = false;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    gate_closed_ = false;
+  }
+  cv_.notify_all();
 }
 
 void FakeBackend::WaitForWaitingCalls(int n) {
-  absl::MutexLock lock(&mu_);
-  struct Arg { const int* waiting; int n; } arg{&waiting_, n};
-  mu_.Await(absl::Condition(+[](Arg* a) { return *a->waiting >= a->n; }, &arg));
+  std::unique_lock<std::mutex> lock(mu_);
+  cv_.wait(lock, [this, n] { return waiting_ >= n; });
 }
 
 int64_t FakeBackend::num_calls() const {
-  absl::MutexLock lock(&mu_);
+  std::lock_guard<std::mutex> lock(mu_);
   return static_cast<int64_t>(batch_sizes_.size());
 }
 
 std::vector<std::vector<TokenIds>> FakeBackend::calls() const {
-  absl::MutexLock lock(&mu_);
+  std::lock_guard<std::mutex> lock(mu_);
   return calls_;
 }
 
 std::vector<int32_t> FakeBackend::batch_sizes() const {
-  absl::MutexLock lock(&mu_);
+  std::lock_guard<std::mutex> lock(mu_);
   return batch_sizes_;
 }
 

@@ -73,6 +73,8 @@ SteppableBatcher::StepResult SteppableBatcher::Step() {
     scheduler_->CompleteBatch(&batch_, status, t1 - t0, &ready);
   }
   result.answered = RunAll(&ready);
+  std::vector<std::unique_ptr<batching_internal::RequestState>> freed;
+  scheduler_->TakeFreed(&freed);
   return result;
 }
 
@@ -89,6 +91,8 @@ void SteppableBatcher::Shutdown() {
       absl::UnavailableError("batcher shut down before the request's sequences were batched"),
       &ready, nullptr);
   RunAll(&ready);
+  std::vector<std::unique_ptr<batching_internal::RequestState>> freed;
+  scheduler_->TakeFreed(&freed);
 }
 
 }  // namespace testing

@@ -58,6 +58,9 @@ struct Batch {
   std::vector<int32_t> rows;             // per item: row in its owner
   std::vector<const TokenIds*> inputs;   // per item: what Backend::Embed gets
   std::vector<int64_t> queue_us;         // per item: enqueue -> start
+  // Scratch for the worker: answers and frees to do outside the lock.
+  std::vector<Completion> ready;
+  std::vector<std::unique_ptr<RequestState>> freed;
   size_t size() const { return inputs.size(); }
 };
 
@@ -68,6 +71,8 @@ class BatchScheduler {
   BatchScheduler(const BatchScheduler&) = delete;
   BatchScheduler& operator=(const BatchScheduler&) = delete;
   // Frees what it still holds without answering it (callers answer everything first).
+  // Requests whose answer has been handed out and that no batch references are freed
+  // through TakeFreed (or here).
   ~BatchScheduler();
 
   // Checks `request` and builds its state (allocates: call outside any lock). Thread-safe.
@@ -109,6 +114,13 @@ class BatchScheduler {
   void FailAllQueued(const absl::Status& status, std::vector<Completion>* ready,
                      std::vector<std::pair<absl::StatusCode, int32_t>>* dropped);
 
+  // Moves out the requests that are finished and no longer referenced, so the caller can
+  // free them (their token ids, results, callbacks) outside its lock.
+  void TakeFreed(std::vector<std::unique_ptr<RequestState>>* out) {
+    for (RequestState* r : freed_) out->emplace_back(r);
+    freed_.clear();
+  }
+
   int32_t queued_sequences() const { return queue_.size(); }
   bool queue_empty() const { return queue_.empty(); }
   // Requests accepted and not yet freed (answered and with no rows in flight).
@@ -126,6 +138,7 @@ class BatchScheduler {
   BatchQueue queue_;
   RequestState* queued_head_ = nullptr;  // requests with queued rows, oldest first
   RequestState* queued_tail_ = nullptr;
+  std::vector<RequestState*> freed_;  // see TakeFreed
   uint64_t next_batch_id_ = 1;
   int64_t live_requests_ = 0;
 };

@@ -7,16 +7,17 @@
 #ifndef EMBEDSERVE_BATCHING_BATCHER_H_
 #define EMBEDSERVE_BATCHING_BATCHER_H_
 
+#include <condition_variable>
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <mutex>
 #include <thread>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
-#include "absl/synchronization/mutex.h"
 #include "absl/types/span.h"
 #include "embedserve/batching/clock.h"
 #include "embedserve/common/token_ids.h"
@@ -178,15 +179,17 @@ class Batcher {
   Clock* const clock_;
   const int64_t dimension_;
 
-  mutable absl::Mutex mu_;
-  absl::CondVar work_cv_;     // workers wait here for items / delay expiry / stop
-  absl::CondVar drained_cv_;  // Shutdown waits here for the queue to empty
+  // std::mutex rather than absl::Mutex: Debian's prebuilt Abseil is not built for
+  // ThreadSanitizer, which then cannot see absl::Mutex's ordering (false reports).
+  mutable std::mutex mu_;
+  std::condition_variable work_cv_;     // workers wait here for items / delay expiry / stop
+  std::condition_variable drained_cv_;  // Shutdown waits here for the queue to empty
   std::unique_ptr<batching_internal::BatchScheduler> scheduler_ ABSL_GUARDED_BY(mu_);
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   int32_t idle_workers_ ABSL_GUARDED_BY(mu_) = 0;
   int64_t queue_depth_ ABSL_GUARDED_BY(mu_) = 0;
 
-  absl::Mutex shutdown_mu_;  // serialises Shutdown calls
+  std::mutex shutdown_mu_;  // serialises Shutdown calls
   bool shut_down_ ABSL_GUARDED_BY(shutdown_mu_) = false;
   std::vector<std::thread> workers_;  // written by Create, joined by Shutdown
 };

@@ -1,0 +1,308 @@
+// Batcher benchmarks with a no-op backend (the batcher's own cost, no model).
+// Run:
+//   cmake -S . -B build-batch -G Ninja -DEMBEDSERVE_WITH_TORCH=OFF -DEMBEDSERVE_WITH_GRPC=OFF
+//   cmake --build build-batch --target batcher_bench
+//   build-batch/bench/batching/batcher_bench [--benchmark_filter=OpenLoop]
+//
+// BM_ClosedLoop/<seqs per request>/<workers>/<window>: one producer keeps <window>
+//   requests outstanding; reports sequences/s through the batcher (items_per_second).
+// BM_OpenLoop/<seqs per request>/<workers>: first measures capacity closed-loop with the
+//   same request shape, then injects at a fixed rate of half of it for
+//   kOpenLoopSeconds; reports the added latency enqueue (Submit call) -> backend call
+//   (p50/p99/p99.9, microseconds, per sequence), the batch-size histogram, and whether it
+//   could inject at the asked rate (label "COULD NOT INJECT ..." if not).
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <cstdio>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
+#include "benchmark/benchmark.h"
+#include "embedserve/batching/batcher.h"
+
+namespace embedserve {
+namespace {
+
+constexpr int32_t kTokensPerSequence = 16;
+constexpr double kOpenLoopSeconds = 0.5;
+constexpr double kCapacityProbeSeconds = 0.3;
+// An injection later than this behind its schedule counts as late.
+constexpr int64_t kLateNs = 20'000;
+
+int64_t NowNs() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(
+             std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+
+// Token ids carry the enqueue time: ids[0] = low 31 bits, ids[1] = the rest.
+void Stamp(TokenIds* ids, int64_t t_ns) {
+  (*ids)[0] = static_cast<int32_t>(t_ns & 0x7fffffff);
+  (*ids)[1] = static_cast<int32_t>(t_ns >> 31);
+}
+
+TokenIds StampedSequence(int64_t t_ns) {
+  TokenIds ids(kTokensPerSequence, 1);
+  Stamp(&ids, t_ns);
+  return ids;
+}
+
+// Returns 1 x dim zeros per sequence; optionally records enqueue -> call latency.
+class NoOpBackend : public Backend {
+ public:
+  explicit NoOpBackend(size_t max_samples) : samples_(max_samples) {
+    info_.model_name = "noop";
+    info_.dimension = 1;
+    info_.pads_inputs = true;
+  }
+  const BackendInfo& Info() const override { return info_; }
+  absl::StatusOr<EmbeddingMatrix> Embed(absl::Span<const TokenIds* const> sequences) override {
+    if (recording_.load(std::memory_order_relaxed)) {
+      const int64_t now = NowNs();
+      size_t at = next_.fetch_add(sequences.size(), std::memory_order_relaxed);
+      for (const TokenIds* s : sequences) {
+        if (at >= samples_.size()) break;
+        const int64_t t = (static_cast<int64_t>((*s)[1]) << 31) | (*s)[0];
+        samples_[at++] = now - t;
+      }
+    }
+    EmbeddingMatrix m;
+    m.rows = static_cast<int64_t>(sequences.size());
+    m.dim = 1;
+    m.values.assign(sequences.size(), 0.f);
+    return m;
+  }
+  void StartRecording() {
+    next_.store(0);
+    recording_.store(true);
+  }
+  // Stops and returns the recorded latencies (ns), sorted.
+  std::vector<int64_t> StopRecording() {
+    recording_.store(false);
+    std::vector<int64_t> out(samples_.begin(),
+                             samples_.begin() + std::min(next_.load(), samples_.size()));
+    std::sort(out.begin(), out.end());
+    return out;
+  }
+
+ private:
+  BackendInfo info_;
+  std::vector<int64_t> samples_;
+  std::atomic<size_t> next_{0};
+  std::atomic<bool> recording_{false};
+};
+
+// Batch-size histogram in powers of two: [1], [2,3], [4,7], ...
+class HistogramObserver : public BatchObserver {
+ public:
+  static constexpr int kBins = 12;
+  void OnBatch(const BatchStats& stats) override {
+    int bin = 0;
+    while ((2 << bin) <= stats.sequences && bin < kBins - 1) ++bin;
+    bins_[bin].fetch_add(1, std::memory_order_relaxed);
+  }
+  void OnQueueDepth(int64_t) override {}
+  void Reset() {
+    for (auto& b : bins_) b.store(0);
+  }
+  int64_t bin(int i) const { return bins_[i].load(); }
+
+ private:
+  std::atomic<int64_t> bins_[kBins] = {};
+};
+
+// Counts requests in flight; Acquire blocks while `window` are outstanding.
+class Window {
+ public:
+  explicit Window(int64_t size) : size_(size) {}
+  void Acquire() {
+    absl::MutexLock l(&mu_);
+    mu_.Await(absl::Condition(this, &Window::HasRoom));
+    ++outstanding_;
+  }
+  void Release() {
+    absl::MutexLock l(&mu_);
+    --outstanding_;
+  }
+  void WaitEmpty() {
+    absl::MutexLock l(&mu_);
+    mu_.Await(absl::Condition(this, &Window::Empty));
+  }
+
+ private:
+  bool HasRoom() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return outstanding_ < size_; }
+  bool Empty() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return outstanding_ == 0; }
+  const int64_t size_;
+  absl::Mutex mu_;
+  int64_t outstanding_ ABSL_GUARDED_BY(mu_) = 0;
+};
+
+std::unique_ptr<Batcher> MakeBatcher(NoOpBackend* backend, BatchObserver* observer, int workers) {
+  Batcher::Options o;
+  o.num_workers = workers;
+  o.max_batch_size = 64;
+  o.max_queue_sequences = 8192;
+  auto b = Batcher::Create(o, backend, observer);
+  if (!b.ok()) {
+    std::fprintf(stderr, "Batcher::Create: %s\n", b.status().ToString().c_str());
+    std::abort();
+  }
+  return std::move(*b);
+}
+
+BatchRequest MakeRequest(int seqs, int64_t t_ns, Window* window) {
+  BatchRequest r;
+  r.sequences.reserve(static_cast<size_t>(seqs));
+  for (int i = 0; i < seqs; ++i) r.sequences.push_back(StampedSequence(t_ns));
+  r.done = [window](absl::StatusOr<EmbeddingMatrix>, const RequestTimings&) {
+    if (window != nullptr) window->Release();
+  };
+  return r;
+}
+
+// Submits closed-loop for `seconds`; returns sequences per second.
+double MeasureCapacity(Batcher* batcher, int seqs, int64_t window_size, double seconds) {
+  Window window(window_size);
+  int64_t sequences = 0;
+  const int64_t start = NowNs();
+  const int64_t end = start + static_cast<int64_t>(seconds * 1e9);
+  while (NowNs() < end) {
+    window.Acquire();
+    if (!batcher->Submit(MakeRequest(seqs, 0, &window)).ok()) {
+      window.Release();
+      continue;
+    }
+    sequences += seqs;
+  }
+  window.WaitEmpty();
+  return static_cast<double>(sequences) / (static_cast<double>(NowNs() - start) / 1e9);
+}
+
+void BM_ClosedLoop(benchmark::State& state) {
+  const int seqs = static_cast<int>(state.range(0));
+  const int workers = static_cast<int>(state.range(1));
+  const int64_t window_size = state.range(2);
+  NoOpBackend backend(0);
+  HistogramObserver observer;
+  std::unique_ptr<Batcher> batcher = MakeBatcher(&backend, &observer, workers);
+  Window window(window_size);
+  int64_t rejected = 0;
+  for (auto _ : state) {
+    window.Acquire();
+    if (!batcher->Submit(MakeRequest(seqs, 0, &window)).ok()) {
+      window.Release();
+      ++rejected;
+    }
+  }
+  window.WaitEmpty();
+  state.SetItemsProcessed(static_cast<int64_t>(state.iterations() - rejected) * seqs);
+  int64_t batches = 0;
+  for (int i = 0; i < HistogramObserver::kBins; ++i) batches += observer.bin(i);
+  state.counters["batches"] = static_cast<double>(batches);
+  state.counters["rejected"] = static_cast<double>(rejected);
+  batcher->Shutdown();
+}
+BENCHMARK(BM_ClosedLoop)
+    ->ArgNames({"seqs", "workers", "window"})
+    ->Args({8, 1, 64})
+    ->Args({32, 1, 16})
+    ->Args({1, 1, 256})
+    ->Args({8, 2, 64})
+    ->UseRealTime()
+    ->MinTime(1.0);
+
+void BM_OpenLoop(benchmark::State& state) {
+  const int seqs = static_cast<int>(state.range(0));
+  const int workers = static_cast<int>(state.range(1));
+  const double load = static_cast<double>(state.range(2)) / 100.0;  // share of capacity
+  NoOpBackend backend(8'000'000);
+  HistogramObserver observer;
+  std::unique_ptr<Batcher> batcher = MakeBatcher(&backend, &observer, workers);
+  for (auto _ : state) {
+    const double capacity = MeasureCapacity(batcher.get(), seqs, 64, kCapacityProbeSeconds);
+    const double target_seq_rate = capacity * load;
+    const double request_interval_ns = 1e9 * seqs / target_seq_rate;
+    const int64_t requests =
+        static_cast<int64_t>(kOpenLoopSeconds * 1e9 / request_interval_ns);
+    // Requests are built beforehand: the injecting thread only stamps and submits.
+    std::vector<BatchRequest> prepared;
+    prepared.reserve(static_cast<size_t>(requests));
+    for (int64_t i = 0; i < requests; ++i) prepared.push_back(MakeRequest(seqs, 0, nullptr));
+    observer.Reset();
+    backend.StartRecording();
+    int64_t late = 0, rejected = 0, max_lag_ns = 0;
+    const int64_t start = NowNs() + 1000;
+    for (int64_t i = 0; i < requests; ++i) {
+      const int64_t due = start + static_cast<int64_t>(static_cast<double>(i) * request_interval_ns);
+      int64_t now = NowNs();
+      // Open loop: keep the schedule, never wait on answers. Yield while early so a worker
+      // sharing this core can run.
+      while (now < due) {
+        std::this_thread::yield();
+        now = NowNs();
+      }
+      const int64_t lag = now - due;
+      max_lag_ns = std::max(max_lag_ns, lag);
+      if (lag > kLateNs) ++late;
+      BatchRequest& request = prepared[static_cast<size_t>(i)];
+      for (TokenIds& ids : request.sequences) Stamp(&ids, now);
+      if (!batcher->Submit(std::move(request)).ok()) ++rejected;
+    }
+    const double elapsed_s = static_cast<double>(NowNs() - start) / 1e9;
+    // Wait until everything submitted reached the backend.
+    while (batcher->QueueDepth() > 0) std::this_thread::yield();
+    batcher->Shutdown();
+    std::vector<int64_t> lat = backend.StopRecording();
+    auto pct = [&](double p) {
+      if (lat.empty()) return 0.0;
+      const size_t i = std::min(lat.size() - 1, static_cast<size_t>(p * static_cast<double>(lat.size())));
+      return static_cast<double>(lat[i]) / 1000.0;
+    };
+    const double achieved = static_cast<double>((requests - rejected) * seqs) / elapsed_s;
+    state.counters["capacity_seq_per_s"] = capacity;
+    state.counters["target_seq_per_s"] = target_seq_rate;
+    state.counters["achieved_seq_per_s"] = achieved;
+    state.counters["p50_us"] = pct(0.50);
+    state.counters["p99_us"] = pct(0.99);
+    state.counters["p999_us"] = pct(0.999);
+    state.counters["max_us"] = lat.empty() ? 0.0 : static_cast<double>(lat.back()) / 1000.0;
+    state.counters["late_injections"] = static_cast<double>(late);
+    state.counters["rejected"] = static_cast<double>(rejected);
+    std::string hist = "batch sizes:";
+    for (int b = 0; b < HistogramObserver::kBins; ++b) {
+      if (observer.bin(b) == 0) continue;
+      const int lo = 1 << b, hi = (2 << b) - 1;
+      absl::StrAppend(&hist, " [", lo, lo == hi ? "" : absl::StrCat("-", hi), "]=", observer.bin(b));
+    }
+    const bool could_not_inject =
+        achieved < 0.95 * target_seq_rate || late > requests / 100 || rejected > 0;
+    std::string label = absl::StrCat(hist, "; latency samples=", lat.size(),
+                                     "; max injection lag us=", max_lag_ns / 1000);
+    if (could_not_inject) {
+      label = absl::StrCat("COULD NOT INJECT AT THE ASKED RATE (", late, " late of ", requests,
+                           ", ", rejected, " rejected); ", label);
+    }
+    state.SetLabel(label);
+    std::fprintf(stderr, "BM_OpenLoop/%d/%d/%d: %s\n", seqs, workers, static_cast<int>(load * 100),
+                 label.c_str());
+  }
+}
+BENCHMARK(BM_OpenLoop)
+    ->ArgNames({"seqs", "workers", "load_pct"})
+    ->Args({4, 1, 50})
+    ->Args({1, 1, 50})
+    ->Args({32, 1, 50})
+    ->Iterations(1)
+    ->UseRealTime()
+    ->Unit(benchmark::kMillisecond);
+
+}  // namespace
+}  // namespace embedserve
+
+BENCHMARK_MAIN();

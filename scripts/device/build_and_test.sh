@@ -40,12 +40,37 @@ fi
 tail -2 "$OUT/build.log"
 [ "${SKIP_TESTS:-0}" = 1 ] && { echo "build_and_test: build OK (tests skipped)"; exit 0; }
 
+# report_test runs /usr/bin/python3 (Debian's, with python3-matplotlib); Ubuntu's has
+# no matplotlib, but the image's python3 (same 3.12) has: lend it its site-packages.
+if ! /usr/bin/python3 -c 'import matplotlib' 2>/dev/null; then
+  mpl_site=$(python3 -c 'import matplotlib, os; print(os.path.dirname(os.path.dirname(matplotlib.__file__)))' 2>/dev/null)
+  if [ -n "$mpl_site" ]; then
+    export PYTHONPATH="$mpl_site${PYTHONPATH:+:$PYTHONPATH}"
+    echo "build_and_test: /usr/bin/python3 lacks matplotlib; PYTHONPATH=$mpl_site"
+  fi
+fi
+
 step "ctest -> $OUT/ctest.log"
 # shellcheck disable=SC2086
 ctest --test-dir "$BUILD_DIR" --output-on-failure -j "$JOBS" ${CTEST_ARGS:-} >"$OUT/ctest.log" 2>&1
 rc=$?
 grep -E "Test +#|tests passed|Skipped|SKIPPED|FAILED|Failed" "$OUT/ctest.log" | tail -60
 echo "build_and_test: ctest exit $rc"
+
+# A crashed test binary: its backtrace (cuda-gdb also debugs host-only programs; the
+# image has no gdb) -> $OUT/backtraces.log.
+: >"$OUT/backtraces.log"
+grep -E '^[[:space:]]*[0-9]+ - [A-Za-z0-9_-]+ \((SEGFAULT|Subprocess aborted|OTHER_FAULT|BUS_ERROR|ILLEGAL)' \
+    "$OUT/ctest.log" | awk '{print $3}' | while read -r name; do
+  exe=$(find "$BUILD_DIR/tests" -type f -name "$name" -perm -u+x | head -1)
+  dbg=$(command -v cuda-gdb || command -v gdb)
+  if [ -n "$exe" ] && [ -n "$dbg" ]; then
+    echo "=== $name" >>"$OUT/backtraces.log"
+    timeout 300 "$dbg" -q -batch -ex run -ex bt -ex "info threads" --args "$exe" \
+      >>"$OUT/backtraces.log" 2>&1
+  fi
+done
+[ -s "$OUT/backtraces.log" ] && grep -E "^#[0-9]+ " "$OUT/backtraces.log" | head -30
 
 # ctest shows no output of passing tests, so a CUDA case that skipped would look like a
 # pass: run the CUDA cases again verbosely and fail on any skip.

@@ -122,26 +122,56 @@ void BatchScheduler::Fail(RequestState* r, const absl::Status& status,
   }
 }
 
+bool BatchScheduler::DropIfEnded(RequestState* r, int64_t now_us, std::vector<Completion>* ready,
+                                 std::vector<std::pair<absl::StatusCode, int32_t>>* dropped) {
+  absl::Status status;
+  if (r->deadline_us != 0 && now_us >= r->deadline_us) {
+    status = absl::DeadlineExceededError(
+        absl::StrCat("deadline passed with ", r->queued, " of the request's ",
+                     r->sequences.size(), " sequences still queued for a batch"));
+  } else if (r->is_cancelled && r->is_cancelled()) {
+    status = absl::CancelledError("request cancelled while queued for a batch");
+  } else {
+    return false;
+  }
+  if (dropped != nullptr) dropped->emplace_back(status.code(), r->queued);
+  Fail(r, status, ready);
+  MaybeFree(r);
+  return true;
+}
+
 void BatchScheduler::DropExpiredAndCancelled(
     int64_t now_us, std::vector<Completion>* ready,
     std::vector<std::pair<absl::StatusCode, int32_t>>* dropped) {
+  last_full_check_us_ = now_us;
   RequestState* r = queued_head_;
   while (r != nullptr) {
-    RequestState* next = r->next_queued;
-    absl::Status status;
-    if (r->deadline_us != 0 && now_us >= r->deadline_us) {
-      status = absl::DeadlineExceededError(
-          absl::StrCat("deadline passed with ", r->queued, " of the request's ",
-                       r->sequences.size(), " sequences still queued for a batch"));
-    } else if (r->is_cancelled && r->is_cancelled()) {
-      status = absl::CancelledError("request cancelled while queued for a batch");
-    }
-    if (!status.ok()) {
-      if (dropped != nullptr) dropped->emplace_back(status.code(), r->queued);
-      Fail(r, status, ready);
-      MaybeFree(r);
-    }
+    RequestState* next = r->next_queued;  // r may be unlinked (and freed) below
+    DropIfEnded(r, now_us, ready, dropped);
     r = next;
+  }
+}
+
+void BatchScheduler::DecideDroppingEnded(
+    int64_t now_us, bool flush, BatchDecision* decision, std::vector<Completion>* ready,
+    std::vector<std::pair<absl::StatusCode, int32_t>>* dropped) {
+  if (now_us - last_full_check_us_ >= kFullCheckIntervalUs) {
+    DropExpiredAndCancelled(now_us, ready, dropped);
+  }
+  while (true) {
+    Decide(now_us, flush, decision);
+    if (decision->action == BatchDecision::Action::kIdle) return;
+    // Poll each request the batch would hold, once. Failing one removes all its items,
+    // which invalidates the decision: decide again (each round drops >= 1 request).
+    const uint64_t round = ++check_round_;
+    bool any_dropped = false;
+    for (const BatchQueue::ItemId id : decision->items) {
+      RequestState* r = queue_.item(id).request;
+      if (r == nullptr || r->last_checked == round) continue;  // r == nullptr: removed
+      r->last_checked = round;
+      if (DropIfEnded(r, now_us, ready, dropped)) any_dropped = true;
+    }
+    if (!any_dropped) return;
   }
 }
 

@@ -116,8 +116,8 @@ void Batcher::WorkerLoop(int32_t worker) {
       while (true) {
         const int64_t now = clock_->NowMicros();
         form_start = now;
-        scheduler_->DropExpiredAndCancelled(now, &ready, observer_ ? &dropped : nullptr);
-        scheduler_->Decide(now, stopping_, &decision);
+        scheduler_->DecideDroppingEnded(now, stopping_, &decision, &ready,
+                                        observer_ ? &dropped : nullptr);
         if (decision.action == BatchDecision::Action::kSend) {
           scheduler_->TakeBatch(decision, now, &batch);
           send = true;

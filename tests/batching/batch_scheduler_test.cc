@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "embedserve/batching/batch_scheduler.h"
 #include "embedserve/batching/batcher.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -208,6 +209,31 @@ TEST_F(BatchSchedulerTest, DropsExpiredItemsBeforeBatching) {
   ExpectRows(no_deadline, {Seq(3, 0, 3)}, 4);
   EXPECT_THAT(backend_->batch_sizes(), ElementsAre(2));  // r1 never reached the backend
   EXPECT_EQ(batcher_->live_requests(), 0);
+}
+
+TEST_F(BatchSchedulerTest, ExpiredRequestDeepInTheQueueEndsWithinTheFullCheckInterval) {
+  // Per batch only the requests it would hold are polled; the whole queue is checked every
+  // kFullCheckIntervalUs.
+  Batcher::Options o;
+  o.max_batch_size = 1;
+  Make(o);
+  std::vector<Answer> ahead(3);
+  for (int i = 0; i < 3; ++i) ASSERT_TRUE(batcher_->Submit(Request({Seq(i + 1, 0, 3)}, &ahead[i])).ok());
+  Answer deep;
+  BatchRequest r = Request({Seq(9, 0, 3)}, &deep);
+  r.deadline_us = clock_.NowMicros() + 100;
+  ASSERT_TRUE(batcher_->Submit(std::move(r)).ok());
+  EXPECT_EQ(batcher_->Step().sequences, 1);  // full check at the first step; call: +7 us
+  clock_.Advance(200);                       // past the deadline, within the interval
+  EXPECT_EQ(batcher_->Step().sequences, 1);
+  EXPECT_EQ(deep.calls, 0);  // not polled yet: not in this batch
+  clock_.Advance(batching_internal::BatchScheduler::kFullCheckIntervalUs);
+  auto step = batcher_->Step();
+  EXPECT_EQ(step.sequences, 1);  // the last short one
+  ASSERT_EQ(deep.calls, 1);
+  EXPECT_EQ(deep.result->status().code(), absl::StatusCode::kDeadlineExceeded);
+  EXPECT_EQ(batcher_->QueueDepth(), 0);
+  for (auto& a : ahead) EXPECT_EQ(a.calls, 1);
 }
 
 TEST_F(BatchSchedulerTest, DropsCancelledItemsBeforeBatching) {

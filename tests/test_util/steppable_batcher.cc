@@ -47,8 +47,7 @@ absl::Status SteppableBatcher::Submit(BatchRequest request) {
 SteppableBatcher::StepResult SteppableBatcher::Step() {
   std::vector<Completion> ready;
   const int64_t now = clock_->NowMicros();
-  scheduler_->DropExpiredAndCancelled(now, &ready, nullptr);
-  scheduler_->Decide(now, stopped_, &decision_);
+  scheduler_->DecideDroppingEnded(now, stopped_, &decision_, &ready, nullptr);
   StepResult result;
   result.action = decision_.action;
   result.wait_us = decision_.wait_us;

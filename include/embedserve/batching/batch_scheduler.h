@@ -33,6 +33,7 @@ struct RequestState {
   int32_t in_flight = 0;  // rows in batches being run
   int32_t pending = 0;    // rows without a result yet
   bool finished = false;  // `done` has been handed out
+  uint64_t last_checked = 0;          // check round, to poll each request once a round
   uint64_t last_taken_batch = 0;      // batch ids, to count each batch once
   uint64_t last_completed_batch = 0;
   RequestState* prev_queued = nullptr;  // list of requests with queued rows
@@ -96,6 +97,16 @@ class BatchScheduler {
     DecideBatch(options_, queue_, now_us, flush, decision);
   }
 
+  // What a free worker runs: the policy, with expired and cancelled requests dropped
+  // first (as DropExpiredAndCancelled) among those the decided batch would hold, then the
+  // policy again until the batch holds none. Every kFullCheckIntervalUs it checks the
+  // whole queue instead, so a request deep in a long queue still ends soon after its
+  // deadline while the lock hold per batch stays O(batch), not O(queue).
+  static constexpr int64_t kFullCheckIntervalUs = 1000;
+  void DecideDroppingEnded(int64_t now_us, bool flush, BatchDecision* decision,
+                           std::vector<Completion>* ready,
+                           std::vector<std::pair<absl::StatusCode, int32_t>>* dropped);
+
   // Moves decision.items (a kSend decision on the current queue) into `batch`.
   void TakeBatch(const BatchDecision& decision, int64_t now_us, Batch* batch);
 
@@ -130,6 +141,9 @@ class BatchScheduler {
  private:
   // Ends `request` with `status`: removes its queued rows, hands out its `done`.
   void Fail(RequestState* request, const absl::Status& status, std::vector<Completion>* ready);
+  // Ends `request` if its deadline passed or it was cancelled; returns true if it did.
+  bool DropIfEnded(RequestState* request, int64_t now_us, std::vector<Completion>* ready,
+                   std::vector<std::pair<absl::StatusCode, int32_t>>* dropped);
   void UnlinkQueued(RequestState* request);
   void MaybeFree(RequestState* request);
 
@@ -140,6 +154,8 @@ class BatchScheduler {
   RequestState* queued_tail_ = nullptr;
   std::vector<RequestState*> freed_;  // see TakeFreed
   uint64_t next_batch_id_ = 1;
+  uint64_t check_round_ = 0;
+  int64_t last_full_check_us_ = 0;
   int64_t live_requests_ = 0;
 };
 

@@ -24,6 +24,7 @@ import sys
 # next to the measured figures; the report states them, it does not enforce them.
 TARGET_PAIRS_PER_S = {"fp32": 450.0, "bf16": 650.0}
 TARGET_BATCHING_SPEEDUP = 2.5
+TARGET_GRPC_EFFICIENCY = 0.90  # over gRPC / in process, Similarity at batch 32
 BATCHING_CHECK_CONCURRENCY = 32
 
 
@@ -74,6 +75,17 @@ def load_run(run_dir):
     if os.path.exists(run_path):
         with open(run_path) as f:
             run_rec = json.load(f)
+    inprocess = []
+    inprocess_path = os.path.join(run_dir, "inprocess.json")
+    if os.path.exists(inprocess_path):
+        try:
+            with open(inprocess_path) as f:
+                for p in json.load(f)["points"]:
+                    inprocess.append({"batch": int(p["batch_size"]), "items_per_s": float(p["items_per_s"]),
+                                      "lat": {k: float(v) for k, v in p["latency_ms"].items()},
+                                      "server": {k: float(v) for k, v in p["server_us"].items()}})
+        except (ValueError, KeyError, TypeError) as e:
+            raise ReportError("%s: not an inprocess result: %s" % (inprocess_path, e))
     name = info.get("experiment") or os.path.basename(os.path.dirname(os.path.abspath(run_dir)))
     return {
         "name": name,
@@ -82,6 +94,7 @@ def load_run(run_dir):
         "machine": machine,
         "run": run_rec,
         "points": points,
+        "inprocess": inprocess,
         "closed": [p for p in points if p["rate"] <= 0],
         "item": info.get("item", "items"),
         "method": info.get("method", "?"),
@@ -365,9 +378,44 @@ def build_report(runs, baseline_name, title, plots):
                 w("| %s | %s |" % (r["name"], " | ".join(cells)))
             w("")
 
+    with_ip = [r for r in runs if r["inprocess"]]
+    if with_ip:
+        w("## Over gRPC against in process")
+        w("")
+        w("The same model, precision and sentences run in process by `embedserve-bench-inprocess` "
+          "(one thread, closed loop: tokenize, one Backend::Embed call, normalise, cosine; measured "
+          "right after the sweep with the server stopped) against the sweep's best point at the same "
+          "batch size over gRPC.")
+        w("")
+        w("| experiment | batch | in process items/s | over gRPC best items/s (concurrency) | gRPC / in process | over gRPC at c1 | c1 / in process |")
+        w("|---|---|---|---|---|---|---|")
+        for r in with_ip:
+            for ip in sorted(r["inprocess"], key=lambda p: p["batch"]):
+                pts = [p for p in r["closed"] if p["batch"] == ip["batch"] and p["ok"] > 0]
+                best = max(pts, key=lambda p: p["items_per_s"]) if pts else None
+                c1 = point(r, ip["batch"], 1)
+                w("| %s | %d | %s | %s | %s | %s | %s |" % (
+                    r["name"], ip["batch"], fmt(ip["items_per_s"]),
+                    "%s (c%d)" % (fmt(best["items_per_s"]), best["conc"]) if best else "not measured",
+                    "%.1f%%" % (100 * best["items_per_s"] / ip["items_per_s"]) if best and ip["items_per_s"] > 0 else "n/a",
+                    fmt(c1["items_per_s"]) if c1 else "not measured",
+                    "%.1f%%" % (100 * c1["items_per_s"] / ip["items_per_s"]) if c1 and ip["items_per_s"] > 0 else "n/a"))
+        w("")
+
     w("## Acceptance figures (issue 6)")
     w("")
     checks = []
+    for r in with_ip:
+        if r["method"] != "similarity":
+            continue
+        ip = [p for p in r["inprocess"] if p["batch"] == 32 and p["items_per_s"] > 0]
+        pts = [p for p in r["closed"] if p["batch"] == 32 and p["ok"] > 0]
+        if ip and pts:
+            best = max(pts, key=lambda p: p["items_per_s"])
+            ratio = best["items_per_s"] / ip[0]["items_per_s"]
+            checks.append("| Similarity batch 32 over gRPC / in process | %s | %.1f%% (c%d) | >= %.0f%% | %s |" % (
+                r["name"], 100 * ratio, best["conc"], 100 * TARGET_GRPC_EFFICIENCY,
+                "yes" if ratio >= TARGET_GRPC_EFFICIENCY else "no"))
     for r in runs:
         if r["method"] != "similarity":
             continue
@@ -396,10 +444,11 @@ def build_report(runs, baseline_name, title, plots):
     else:
         w("No check applies to these runs.")
     w("")
-    w("Checks need Similarity at batch 32 on CPU (fp32 >= %.0f, bf16 >= %.0f pairs/s), and batch 1 "
-      "at concurrency %d in both the baseline and a batching run (>= %.1fx)." % (
+    w("Checks need Similarity at batch 32 on CPU (fp32 >= %.0f, bf16 >= %.0f pairs/s), batch 1 "
+      "at concurrency %d in both the baseline and a batching run (>= %.1fx), and an in-process "
+      "run at batch 32 (over gRPC >= %.0f%% of it)." % (
           TARGET_PAIRS_PER_S["fp32"], TARGET_PAIRS_PER_S["bf16"], BATCHING_CHECK_CONCURRENCY,
-          TARGET_BATCHING_SPEEDUP))
+          TARGET_BATCHING_SPEEDUP, 100 * TARGET_GRPC_EFFICIENCY))
     w("")
 
     errs = [(r["name"], p) for r in runs for p in r["points"] if p["failed"] > 0 or p["not_sent"] > 0]
@@ -437,6 +486,8 @@ def build_report(runs, baseline_name, title, plots):
             w("  - server: `%s`" % rr["server_command"])
         if rr.get("bench_command"):
             w("  - bench: `%s`" % rr["bench_command"])
+        if rr.get("inprocess_command"):
+            w("  - in process: `%s`" % rr["inprocess_command"])
         elif r["info"].get("command"):
             w("  - bench: `%s`" % r["info"]["command"])
     w("")

@@ -22,6 +22,9 @@
 #   --bench-args "..."  extra embedserve-bench flags for every experiment, e.g.
 #                       "--duration-s 5 --batch-sizes 1,32" (flags override the YAML)
 #   --server-args "..." extra embedserve flags, e.g. "--model models/minilm"
+#   --inprocess B,...   after the sweep (server stopped), run embedserve-bench-inprocess
+#                       at these batch sizes: the same model, precision and sentences
+#                       without gRPC (inprocess.csv/json; the over-gRPC efficiency)
 # Env: EMBEDSERVE_BIN, EMBEDSERVE_BENCH_BIN override the binaries' paths.
 # Then: /usr/bin/python3 scripts/report.py results/* --out docs/results
 set -uo pipefail
@@ -32,6 +35,7 @@ RESULTS_DIR="$ROOT/results"
 READY_TIMEOUT=300
 BENCH_ARGS=""
 SERVER_ARGS=""
+INPROCESS=""
 experiments=()
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -40,7 +44,8 @@ while [ $# -gt 0 ]; do
     --ready-timeout) READY_TIMEOUT=$2; shift 2 ;;
     --bench-args) BENCH_ARGS=$2; shift 2 ;;
     --server-args) SERVER_ARGS=$2; shift 2 ;;
-    -h|--help) sed -n '2,28p' "$0"; exit 0 ;;
+    --inprocess) INPROCESS=$2; shift 2 ;;
+    -h|--help) sed -n '2,31p' "$0"; exit 0 ;;
     -*) echo "run_experiment: unknown option $1 (see --help)" >&2; exit 2 ;;
     *) experiments+=("$1"); shift ;;
   esac
@@ -59,10 +64,13 @@ find_bin() {  # find_bin NAME ENV_VALUE
 }
 SERVER_BIN=$(find_bin embedserve "${EMBEDSERVE_BIN:-}")
 BENCH_BIN=$(find_bin embedserve-bench "${EMBEDSERVE_BENCH_BIN:-}")
-for b in "$SERVER_BIN" "$BENCH_BIN"; do
+INPROCESS_BIN=$(find_bin embedserve-bench-inprocess "${EMBEDSERVE_INPROCESS_BIN:-}")
+needed=("$SERVER_BIN" "$BENCH_BIN")
+if [ -n "$INPROCESS" ]; then needed+=("$INPROCESS_BIN"); fi
+for b in "${needed[@]}"; do
   if [ ! -x "$b" ]; then
     echo "run_experiment: $b not found or not executable; build it first:" >&2
-    echo "  cmake -S . -B build -G Ninja && cmake --build build --target embedserve embedserve-bench" >&2
+    echo "  cmake -S . -B build -G Ninja && cmake --build build --target embedserve embedserve-bench embedserve-bench-inprocess" >&2
     exit 2
   fi
 done
@@ -246,6 +254,26 @@ for exp in "${experiments[@]}"; do
   fi
   server_pid=""
 
+  inprocess_cmd=()
+  if [ -n "$INPROCESS" ] && [ -f "$dir/bench.json" ]; then
+    # The same sentences (seed, length), method and duration as the sweep.
+    read -r ip_method ip_len ip_seed ip_dur ip_warm < <($PY -c '
+import json, sys
+r = json.load(open(sys.argv[1]))["run"]
+print(r.get("method", "similarity"), r.get("sentence_tokens", "short"), r.get("seed", "42"),
+      r.get("duration_s", "10"), r.get("warmup_s", "2"))' "$dir/bench.json")
+    inprocess_cmd=("$INPROCESS_BIN" --config "$exp" --batch-sizes "$INPROCESS" --method "$ip_method"
+                   --sentence-length "$ip_len" --seed "$ip_seed" --duration-s "$ip_dur"
+                   --warmup-s "$ip_warm" --out-dir "$dir")
+    echo "[run] ${inprocess_cmd[*]}"
+    if ! "${inprocess_cmd[@]}" 2>&1 | tee "$dir/inprocess.log"; then
+      failures+=("embedserve-bench-inprocess failed (see inprocess.log)")
+    fi
+    if [ ! -f "$dir/inprocess.json" ]; then
+      failures+=("embedserve-bench-inprocess wrote no inprocess.json")
+    fi
+  fi
+
   case $bench_rc in
     0) ;;
     2) failures+=("server never became SERVING within ${READY_TIMEOUT} s") ;;
@@ -264,6 +292,7 @@ for exp in "${experiments[@]}"; do
 
   run_json "$dir/run.json" "experiment=$name" "config=$exp" "started=$stamp" \
     "server_command=${server_cmd[*]}" "bench_command=${bench_cmd[*]}" \
+    "inprocess_command=${inprocess_cmd[*]}" \
     "bench_exit=$bench_rc" "server_exit=$server_rc" \
     "failures=$(IFS='|'; echo "${failures[*]}")"
   if [ ${#failures[@]} -ne 0 ]; then

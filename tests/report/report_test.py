@@ -96,6 +96,18 @@ class ReportFromStoredResultTest(unittest.TestCase):
             self.assertAlmostEqual(sum(parts), float(cells[7]), delta=0.01, msg=line)
             self.assertIn(cells[8], ("tokenize", "queue", "inference", "other server", "rest"))
 
+    def test_over_grpc_against_in_process(self):
+        # The fixture's baseline holds an inprocess.json at batch 4 (25000 pairs/s).
+        with open(os.path.join(run_dirs(FIXTURE_DIR, "minilm_baseline")[-1], "inprocess.json")) as f:
+            ip = json.load(f)["points"][0]
+        b4 = [r for r in self.base if r["batch_size"] == str(ip["batch_size"])]
+        best = max(b4, key=lambda r: float(r["items_per_s"]))
+        cells = table_row(self.text, "Over gRPC against in process", "minilm_baseline")
+        self.assertEqual(cells[1], str(ip["batch_size"]))
+        self.assertAlmostEqual(float(cells[2]), ip["items_per_s"], delta=0.05)
+        self.assertEqual(cells[3], "%.1f (c%s)" % (float(best["items_per_s"]), best["concurrency"]))
+        self.assertEqual(cells[4], "%.1f%%" % (100 * float(best["items_per_s"]) / ip["items_per_s"]))
+
     def test_plots_are_png_files(self):
         for name in ("throughput_vs_batch", "latency_vs_concurrency", "time_split"):
             path = os.path.join(self.out, "plots", name + ".png")

@@ -24,9 +24,13 @@ step() { echo "=== $* ($(date +%T))"; }
 step "configure -> $OUT/configure.log"
 # -include cstdint: Debian's abseil 20220623 / gRPC 1.51 headers predate g++ 13, which
 # no longer pulls <cstdint> in transitively. -I fmt: see ES_FMT_INCLUDE in env.sh.
+# -lstdc++ first among the needed libraries: PyTorch's wheels export broken copies of
+# libstdc++'s std::filesystem functions from libtorch.so (pytorch/pytorch#133437); when
+# libtorch.so comes first, std::filesystem::remove_all in our programs jumps to 0.
 if ! cmake -S . -B "$BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE=Release \
      -DCMAKE_PREFIX_PATH="$CMAKE_PREFIX_PATH" \
      -DCMAKE_CXX_FLAGS="-include cstdint -I$ES_FMT_INCLUDE" \
+     -DCMAKE_EXE_LINKER_FLAGS="-Wl,--no-as-needed -lstdc++ -Wl,--as-needed" \
      "$@" >"$OUT/configure.log" 2>&1; then
   tail -60 "$OUT/configure.log"; echo "build_and_test: configure FAILED"; exit 1
 fi

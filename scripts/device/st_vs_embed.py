@@ -83,7 +83,10 @@ def main():
     if not os.path.exists(os.path.join(args.model_dir, "model.safetensors")):
         cmd = [make_model] + args.make_model_args.format(dir=args.model_dir).split()
         print("$", " ".join(cmd), flush=True)
-        subprocess.run(cmd, check=True)
+        made = subprocess.run(cmd, capture_output=True, text=True)
+        if made.returncode != 0:
+            sys.exit(f"st_vs_embed: embedserve-make-model exited {made.returncode}: "
+                     f"{made.stderr[-2000:]} (on the GPU machine: source scripts/device/env.sh)")
 
     half = args.n // 2
     groups = {"generated": generated_texts(os.path.join(args.model_dir, "vocab.txt"), args.n - half),

@@ -16,6 +16,7 @@
 #include <chrono>
 #include <cstdint>
 #include <cstdio>
+#include <fstream>
 #include <memory>
 #include <string>
 #include <thread>
@@ -166,6 +167,14 @@ BatchRequest MakeRequest(int seqs, int64_t t_ns, Window* window) {
   return r;
 }
 
+// The 1-minute load average, to judge how much CPU the run could get on a shared machine.
+std::string LoadAverage() {
+  std::ifstream in("/proc/loadavg");
+  std::string one;
+  in >> one;
+  return one.empty() ? "?" : one;
+}
+
 // Submits closed-loop for `seconds`; returns sequences per second.
 double MeasureCapacity(Batcher* batcher, int seqs, int64_t window_size, double seconds) {
   Window window(window_size);
@@ -237,6 +246,9 @@ void BM_OpenLoop(benchmark::State& state) {
     observer.Reset();
     backend.StartRecording();
     int64_t late = 0, rejected = 0, max_lag_ns = 0;
+    std::vector<int64_t> lags;
+    lags.reserve(static_cast<size_t>(requests));
+    const std::string load_before = LoadAverage();
     const int64_t start = NowNs() + 1000;
     for (int64_t i = 0; i < requests; ++i) {
       const int64_t due = start + static_cast<int64_t>(static_cast<double>(i) * request_interval_ns);
@@ -249,6 +261,7 @@ void BM_OpenLoop(benchmark::State& state) {
       }
       const int64_t lag = now - due;
       max_lag_ns = std::max(max_lag_ns, lag);
+      lags.push_back(lag);
       if (lag > kLateNs) ++late;
       BatchRequest& request = prepared[static_cast<size_t>(i)];
       for (TokenIds& ids : request.sequences) Stamp(&ids, now);
@@ -273,6 +286,10 @@ void BM_OpenLoop(benchmark::State& state) {
     state.counters["p999_us"] = pct(0.999);
     state.counters["max_us"] = lat.empty() ? 0.0 : static_cast<double>(lat.back()) / 1000.0;
     state.counters["late_injections"] = static_cast<double>(late);
+    // How far behind schedule the injecting thread ran: scheduling noise of the machine.
+    std::sort(lags.begin(), lags.end());
+    state.counters["inject_lag_p99_us"] =
+        lags.empty() ? 0.0 : static_cast<double>(lags[lags.size() * 99 / 100]) / 1000.0;
     state.counters["rejected"] = static_cast<double>(rejected);
     std::string hist = "batch sizes:";
     for (int b = 0; b < HistogramObserver::kBins; ++b) {
@@ -283,7 +300,8 @@ void BM_OpenLoop(benchmark::State& state) {
     const bool could_not_inject =
         achieved < 0.95 * target_seq_rate || late > requests / 100 || rejected > 0;
     std::string label = absl::StrCat(hist, "; latency samples=", lat.size(),
-                                     "; max injection lag us=", max_lag_ns / 1000);
+                                     "; max injection lag us=", max_lag_ns / 1000,
+                                     "; loadavg=", load_before);
     if (could_not_inject) {
       label = absl::StrCat("COULD NOT INJECT AT THE ASKED RATE (", late, " late of ", requests,
                            ", ", rejected, " rejected); ", label);
@@ -298,6 +316,8 @@ BENCHMARK(BM_OpenLoop)
     ->Args({4, 1, 50})
     ->Args({1, 1, 50})
     ->Args({32, 1, 50})
+    ->Args({4, 2, 50})
+    ->Args({4, 1, 10})
     ->Iterations(1)
     ->UseRealTime()
     ->Unit(benchmark::kMillisecond);

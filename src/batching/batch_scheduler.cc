@@ -10,8 +10,8 @@
 namespace embedserve {
 namespace batching_internal {
 
-BatchScheduler::BatchScheduler(const Batcher::Options& options, int64_t dimension)
-    : options_(options), dimension_(dimension), queue_(options.max_queue_sequences) {}
+BatchScheduler::BatchScheduler(const Batcher::Options& options)
+    : options_(options), queue_(options.max_queue_sequences) {}
 
 BatchScheduler::~BatchScheduler() {
   // Only queued requests can remain (nothing is in flight once the workers are joined).

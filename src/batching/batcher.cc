@@ -70,7 +70,7 @@ Batcher::Batcher(const Options& options, Backend* backend, BatchObserver* observ
       observer_(observer),
       clock_(clock),
       dimension_(backend->Info().dimension),
-      scheduler_(std::make_unique<BatchScheduler>(options, dimension_)) {}
+      scheduler_(std::make_unique<BatchScheduler>(options)) {}
 
 Batcher::~Batcher() { Shutdown(); }
 

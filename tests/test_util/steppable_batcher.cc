@@ -36,7 +36,7 @@ SteppableBatcher::SteppableBatcher(const Batcher::Options& options, Backend* bac
       backend_(backend),
       clock_(clock),
       dimension_(backend->Info().dimension),
-      scheduler_(std::make_unique<BatchScheduler>(options, dimension_)) {}
+      scheduler_(std::make_unique<BatchScheduler>(options)) {}
 
 absl::Status SteppableBatcher::Submit(BatchRequest request) {
   ES_ASSIGN_OR_RETURN(auto state, BatchScheduler::Prepare(options_, dimension_, std::move(request)));

@@ -67,8 +67,8 @@ struct Batch {
 
 class BatchScheduler {
  public:
-  // `options` must be valid; `dimension` (>= 1) is the backend's embedding size.
-  BatchScheduler(const Batcher::Options& options, int64_t dimension);
+  // `options` must be valid.
+  explicit BatchScheduler(const Batcher::Options& options);
   BatchScheduler(const BatchScheduler&) = delete;
   BatchScheduler& operator=(const BatchScheduler&) = delete;
   // Frees what it still holds without answering it (callers answer everything first).
@@ -148,7 +148,6 @@ class BatchScheduler {
   void MaybeFree(RequestState* request);
 
   const Batcher::Options options_;
-  const int64_t dimension_;
   BatchQueue queue_;
   RequestState* queued_head_ = nullptr;  // requests with queued rows, oldest first
   RequestState* queued_tail_ = nullptr;

@@ -187,7 +187,6 @@ class Batcher {
   std::unique_ptr<batching_internal::BatchScheduler> scheduler_ ABSL_GUARDED_BY(mu_);
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   int32_t idle_workers_ ABSL_GUARDED_BY(mu_) = 0;
-  int64_t queue_depth_ ABSL_GUARDED_BY(mu_) = 0;
 
   std::mutex shutdown_mu_;  // serialises Shutdown calls
   bool shut_down_ ABSL_GUARDED_BY(shutdown_mu_) = false;

@@ -135,6 +135,11 @@ absl::StatusOr<std::unique_ptr<BertBackend>> BertBackend::Create(const ModelFold
   ES_ASSIGN_OR_RETURN(b->device_, ResolveDevice(options.device));
   if (options.precision == "fp16") b->dtype_ = torch::kHalf;
   if (options.precision == "bf16") b->dtype_ = torch::kBFloat16;
+  // bf16 on CPU: matmuls in bf16 (oneDNN), the residual stream, LayerNorm and softmax
+  // in fp32 (LibTorch 1.13's bf16 LayerNorm is ~9x slower than fp32 here, and fp32 is
+  // more accurate). Elsewhere everything runs in the compute dtype.
+  b->residual_dtype_ = b->dtype_;
+  if (b->device_.is_cpu() && b->dtype_ == torch::kBFloat16) b->residual_dtype_ = torch::kFloat;
   if (b->device_.is_cpu()) {
     if (b->dtype_ == torch::kHalf) {
       return absl::InvalidArgumentError(
@@ -235,15 +240,17 @@ absl::Status BertBackend::LoadWeights(const SafetensorsFile& file) {
     // Weights of the matmuls in the compute dtype; LayerNorm parameters too (LayerNorm
     // on CUDA accumulates in fp32 internally for half inputs).
     auto conv = [&](const torch::Tensor& t) { return t.to(opts).contiguous(); };
+    const auto res_opts = torch::TensorOptions().device(device_).dtype(residual_dtype_);
+    auto conv_res = [&](const torch::Tensor& t) { return t.to(res_opts).contiguous(); };
     auto conv_linear_w = [&](const torch::Tensor& t) {
       torch::Tensor w = conv(t);
       if (device_.is_cpu() && cpu_linear_ == CpuLinearKernel::kOneDnn) w = w.to_mkldnn();
       return w;
     };
-    word_emb_ = conv(word);
-    pos_type_emb_ = conv(pos + type[0].unsqueeze(0));
-    emb_ln_w_ = conv(eln_w);
-    emb_ln_b_ = conv(eln_b);
+    word_emb_ = conv_res(word);
+    pos_type_emb_ = conv_res(pos + type[0].unsqueeze(0));
+    emb_ln_w_ = conv_res(eln_w);
+    emb_ln_b_ = conv_res(eln_b);
     layers_.clear();
     layers_.reserve(raw.size());
     for (RawLayer& r : raw) {
@@ -252,14 +259,14 @@ absl::Status BertBackend::LoadWeights(const SafetensorsFile& file) {
       layer.qkv_b = conv(torch::cat({r.q_b, r.k_b, r.v_b}, 0));
       layer.attn_out_w = conv_linear_w(r.o_w);
       layer.attn_out_b = conv(r.o_b);
-      layer.ln1_w = conv(r.ln1_w);
-      layer.ln1_b = conv(r.ln1_b);
+      layer.ln1_w = conv_res(r.ln1_w);
+      layer.ln1_b = conv_res(r.ln1_b);
       layer.ffn_in_w = conv_linear_w(r.i_w);
       layer.ffn_in_b = conv(r.i_b);
       layer.ffn_out_w = conv_linear_w(r.f_w);
       layer.ffn_out_b = conv(r.f_b);
-      layer.ln2_w = conv(r.ln2_w);
-      layer.ln2_b = conv(r.ln2_b);
+      layer.ln2_w = conv_res(r.ln2_w);
+      layer.ln2_b = conv_res(r.ln2_b);
       layers_.push_back(std::move(layer));
       r = RawLayer();  // free the fp32 copies as we go
     }
@@ -274,7 +281,8 @@ torch::Tensor BertBackend::Linear(const torch::Tensor& x, const torch::Tensor& w
   return at::linear(x, w, b);
 }
 
-// ids, mask: [B, L] int64 on device_. Returns the last hidden state [B, L, H] in dtype_.
+// ids, mask: [B, L] int64 on device_. Returns the last hidden state [B, L, H] in
+// residual_dtype_.
 torch::Tensor BertBackend::Forward(const torch::Tensor& ids, const torch::Tensor& mask) const {
   const int64_t batch = ids.size(0), len = ids.size(1);
   const int64_t h = config_.hidden_size, heads = config_.num_attention_heads;
@@ -286,15 +294,18 @@ torch::Tensor BertBackend::Forward(const torch::Tensor& ids, const torch::Tensor
                         .view({batch * len, h});
   x = at::layer_norm(x, {h}, emb_ln_w_, emb_ln_b_, eps);
   // Additive mask [B, 1, 1, L]: 0 for tokens, the dtype's lowest value for padding
-  // (as transformers does), so padded keys get zero attention weight.
-  const double lowest = dtype_ == torch::kHalf ? -65504.0
-                        : dtype_ == torch::kBFloat16 ? -3.38e38
-                                                     : -3.4028234663852886e38;
-  torch::Tensor bias = (1 - mask.to(dtype_)).mul_(lowest).view({batch, 1, 1, len});
+  // (as transformers does), so padded keys get exactly zero attention weight.
+  const double lowest = residual_dtype_ == torch::kHalf       ? -65504.0
+                        : residual_dtype_ == torch::kBFloat16 ? -3.38e38
+                                                              : -3.4028234663852886e38;
+  torch::Tensor bias = (1 - mask.to(residual_dtype_)).mul_(lowest).view({batch, 1, 1, len});
+#if TORCH_VERSION_MAJOR >= 2
+  bias = bias.to(dtype_);
+#endif
   const bool gelu_tanh =
       config_.hidden_act == "gelu_new" || config_.hidden_act == "gelu_pytorch_tanh";
   for (const Layer& layer : layers_) {
-    torch::Tensor qkv = Linear(x, layer.qkv_w, layer.qkv_b)
+    torch::Tensor qkv = Linear(x.to(dtype_), layer.qkv_w, layer.qkv_b)
                             .view({batch, len, 3, heads, head_dim_})
                             .permute({2, 0, 3, 1, 4});  // [3, B, heads, L, d]
     torch::Tensor q = qkv[0], k = qkv[1], v = qkv[2];
@@ -302,19 +313,24 @@ torch::Tensor BertBackend::Forward(const torch::Tensor& ids, const torch::Tensor
 #if TORCH_VERSION_MAJOR >= 2
     ctx = at::scaled_dot_product_attention(q, k, v, bias, 0.0, false);
 #else
-    torch::Tensor scores = at::matmul(q, k.transpose(-1, -2)).mul_(attention_scale_).add_(bias);
-    ctx = at::matmul(at::softmax(scores, -1), v);
+    // Scores and softmax in the residual dtype (fp32 for bf16 on CPU, where LibTorch
+    // 1.13's bf16 softmax is ~3x slower than converting).
+    torch::Tensor scores = at::matmul(q, k.transpose(-1, -2))
+                               .to(residual_dtype_)
+                               .mul_(attention_scale_)
+                               .add_(bias);
+    ctx = at::matmul(at::softmax(scores, -1).to(dtype_), v);
 #endif
     ctx = ctx.permute({0, 2, 1, 3}).reshape({batch * len, h});
-    torch::Tensor attn = Linear(ctx, layer.attn_out_w, layer.attn_out_b);
+    torch::Tensor attn = Linear(ctx, layer.attn_out_w, layer.attn_out_b).to(residual_dtype_);
     x = at::layer_norm(attn.add_(x), {h}, layer.ln1_w, layer.ln1_b, eps);
-    torch::Tensor inter = Linear(x, layer.ffn_in_w, layer.ffn_in_b);
+    torch::Tensor inter = Linear(x.to(dtype_), layer.ffn_in_w, layer.ffn_in_b);
     if (config_.hidden_act == "relu") {
       inter = at::relu(inter);
     } else {
       inter = at::gelu(inter, gelu_tanh ? "tanh" : "none");
     }
-    torch::Tensor out = Linear(inter, layer.ffn_out_w, layer.ffn_out_b);
+    torch::Tensor out = Linear(inter, layer.ffn_out_w, layer.ffn_out_b).to(residual_dtype_);
     x = at::layer_norm(out.add_(x), {h}, layer.ln2_w, layer.ln2_b, eps);
   }
   return x.view({batch, len, h});

@@ -57,7 +57,8 @@ class BertBackend : public Backend {
   BackendInfo info_;
   BertConfig config_;
   torch::Device device_ = torch::kCPU;
-  torch::ScalarType dtype_ = torch::kFloat;
+  torch::ScalarType dtype_ = torch::kFloat;           // matmul weights and inputs
+  torch::ScalarType residual_dtype_ = torch::kFloat;  // embeddings, residual, LayerNorm
   int num_threads_ = 1;
   CpuLinearKernel cpu_linear_ = CpuLinearKernel::kAten;
   int64_t head_dim_ = 0;

@@ -1,0 +1,133 @@
+// Command: build-model/bench/model/model_bench --benchmark_counters_tabular=true
+//   Env: EMBEDSERVE_BENCH_DEVICE (cpu, cuda, cuda:N; default cpu),
+//        EMBEDSERVE_BENCH_MODEL (model folder; default: a synthetic minilm-l6 written to
+//        a temp folder, seed 42), EMBEDSERVE_BENCH_THREADS (intra-op threads, 0 = usable
+//        cores), EMBEDSERVE_CPU_LINEAR=onednn (the alternative CPU linear kernel).
+// Closed-loop backend throughput: sentences/s of Backend::Embed for batch 1, 8, 32, 128
+// at 16 and 128 tokens, for each precision the device supports (cpu: fp32, bf16; cuda:
+// fp32, fp16, bf16). Embed returns host vectors, so each iteration ends with the device
+// synchronised (the device-to-host copy of the pooled rows waits for the GPU).
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "benchmark/benchmark.h"
+#include "embedserve/model/model_loader.h"
+#include "synthetic_model.h"
+
+namespace embedserve {
+namespace {
+
+std::string Env(const char* name, const std::string& fallback) {
+  const char* v = std::getenv(name);
+  return v != nullptr && *v != '\0' ? std::string(v) : fallback;
+}
+
+const std::string& ModelPath() {
+  static const std::string path = [] {
+    std::string p = Env("EMBEDSERVE_BENCH_MODEL", "");
+    if (!p.empty()) return p;
+    p = (std::filesystem::temp_directory_path() /
+         ("embedserve_bench_minilm_l6_" + std::to_string(::getpid())))
+            .string();
+    SyntheticModelOptions options;  // minilm-l6, seed 42
+    options.overwrite = true;
+    absl::Status s = WriteSyntheticModel(options, p);
+    if (!s.ok()) {
+      std::fprintf(stderr, "cannot write the synthetic model: %s\n", s.ToString().c_str());
+      std::exit(1);
+    }
+    std::atexit([] { std::filesystem::remove_all(ModelPath()); });
+    return p;
+  }();
+  return path;
+}
+
+Backend* GetBackend(const std::string& precision) {
+  static std::map<std::string, std::unique_ptr<Backend>>* cache =
+      new std::map<std::string, std::unique_ptr<Backend>>();
+  auto it = cache->find(precision);
+  if (it != cache->end()) return it->second.get();
+  ModelOptions options;
+  options.path = ModelPath();
+  options.device = Env("EMBEDSERVE_BENCH_DEVICE", "cpu");
+  options.precision = precision;
+  options.num_threads = std::atoi(Env("EMBEDSERVE_BENCH_THREADS", "0").c_str());
+  auto backend = LoadBackend(options);
+  if (!backend.ok()) {
+    std::fprintf(stderr, "cannot load %s: %s\n", precision.c_str(),
+                 backend.status().ToString().c_str());
+    return nullptr;
+  }
+  return cache->emplace(precision, *std::move(backend)).first->second.get();
+}
+
+void BM_Embed(benchmark::State& state, std::string precision) {
+  Backend* backend = GetBackend(precision);
+  if (backend == nullptr) {
+    state.SkipWithError("precision not supported on this device");
+    return;
+  }
+  const int64_t batch = state.range(0), tokens = state.range(1);
+  // Random in-vocabulary word pieces between [CLS] and [SEP]; the same every run.
+  std::vector<TokenIds> seqs(batch);
+  uint64_t x = 12345;
+  for (TokenIds& s : seqs) {
+    s.push_back(101);
+    for (int64_t i = 0; i < tokens - 2; ++i) {
+      x = x * 6364136223846793005ull + 1442695040888963407ull;
+      s.push_back(static_cast<int32_t>(1000 + (x >> 33) % 29000));
+    }
+    s.push_back(102);
+  }
+  std::vector<const TokenIds*> ptrs;
+  for (const TokenIds& s : seqs) ptrs.push_back(&s);
+  for (int i = 0; i < 2; ++i) (void)backend->Embed(ptrs);  // warm-up
+  for (auto _ : state) {
+    auto r = backend->Embed(ptrs);
+    if (!r.ok()) {
+      state.SkipWithError(r.status().ToString().c_str());
+      break;
+    }
+    benchmark::DoNotOptimize(r->values.data());
+  }
+  state.counters["sentences/s"] =
+      benchmark::Counter(static_cast<double>(batch), benchmark::Counter::kIsIterationInvariantRate);
+  state.counters["tokens/s"] = benchmark::Counter(static_cast<double>(batch * tokens),
+                                                  benchmark::Counter::kIsIterationInvariantRate);
+  state.SetLabel(backend->Info().device + " " + backend->Info().precision + " " +
+                 backend->Info().runtime);
+}
+
+void Register() {
+  const std::string device = Env("EMBEDSERVE_BENCH_DEVICE", "cpu");
+  std::vector<std::string> precisions = {"fp32", "bf16"};
+  if (device != "cpu") precisions = {"fp32", "fp16", "bf16"};
+  const std::string only = Env("EMBEDSERVE_BENCH_PRECISION", "");
+  for (const std::string& p : precisions) {
+    if (!only.empty() && only != p) continue;
+    auto* b = benchmark::RegisterBenchmark(("BM_Embed/" + p).c_str(), BM_Embed, p);
+    for (int64_t tokens : {16, 128}) {
+      for (int64_t batch : {1, 8, 32, 128}) b->Args({batch, tokens});
+    }
+    if (device != "cpu") b->Args({1024, 16});  // the GPU target: batch 1,024 x 16 tokens
+    b->ArgNames({"batch", "tokens"})->Unit(benchmark::kMillisecond)->UseRealTime()->MeasureProcessCPUTime();
+  }
+}
+
+}  // namespace
+}  // namespace embedserve
+
+int main(int argc, char** argv) {
+  benchmark::Initialize(&argc, argv);
+  embedserve::Register();
+  benchmark::RunSpecifiedBenchmarks();
+  benchmark::Shutdown();
+  return 0;
+}

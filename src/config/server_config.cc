@@ -78,8 +78,8 @@ absl::Status ModelSection::Validate() const {
         "model.device must be one of auto, cpu, cuda, cuda:N; was '", device, "'"));
   }
   ES_RETURN_IF_ERROR(
-      CheckOneOf("model.precision", precision, {"fp32", "fp16", "bf16", "auto"}));
-  if (quantized && precision != "auto" && precision != "fp32") {
+      CheckOneOf("model.precision", precision, {"fp32", "fp16", "bf16"}));
+  if (quantized && precision != "fp32") {
     return absl::InvalidArgumentError(absl::StrCat(
         "model.quantized must be false when model.precision is set (quantized: true "
         "means fp16 on GPU, bf16 on CPU); was true with precision '",

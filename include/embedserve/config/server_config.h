@@ -35,7 +35,7 @@ struct ModelSection {
   std::string path;           // model folder; wins over `name` when set
   std::string fallback_path;  // used (with a warning) when `name` is not in the HF cache
   std::string device = "auto";     // auto, cpu, cuda, cuda:N
-  std::string precision = "fp32";  // fp32, fp16, bf16, or "auto" (see `quantized`)
+  std::string precision = "fp32";  // fp32, fp16 or bf16 (see also `quantized`)
   bool quantized = false;          // seed key: true means fp16 on GPU, bf16 on CPU
   int64_t max_seq_length = 0;      // 0 = the folder's sentence_bert_config.json value
   int threads = 0;                 // intra-op CPU threads; 0 = LibTorch's default

@@ -1,0 +1,159 @@
+// embedserve: the gRPC sentence-embedding server.
+//   embedserve --config experiments/minilm_batching.yaml [--port 50051] [--model DIR] ...
+// Validates the config, starts gRPC (health NOT_SERVING), loads and warms up the model,
+// turns SERVING, and serves until SIGINT/SIGTERM; then refuses new calls, answers the
+// accepted ones within server.shutdown_grace_ms and exits 0.
+#include <pthread.h>
+#include <signal.h>
+
+#include <cstdio>
+#include <string>
+
+#include "CLI/CLI.hpp"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "embedserve/common/status_macros.h"
+#include "embedserve/config/server_config.h"
+#include "embedserve/model/model_loader.h"
+#include "embedserve/model/model_options.h"
+#include "embedserve/server/server.h"
+#include "spdlog/sinks/stdout_color_sinks.h"
+#include "spdlog/spdlog.h"
+
+namespace embedserve {
+namespace {
+
+struct Flags {
+  std::string config_path;
+  std::string host, model, device, precision, log_level;
+  int port = -2, metrics_port = -2;
+  bool print_config = false;
+};
+
+// fp16 on a GPU, bf16 on CPU (`quantized: true`).
+std::string QuantizedPrecision(const std::string& device) {
+  if (device.rfind("cuda", 0) == 0) return "fp16";
+  if (device == "auto") {
+    for (const std::string& d : AvailableDevices()) {
+      if (d.rfind("cuda", 0) == 0) return "fp16";
+    }
+  }
+  return "bf16";
+}
+
+absl::StatusOr<ServingModel> LoadServingModel(const ServerConfig& config) {
+  ES_ASSIGN_OR_RETURN(std::string path,
+                      ResolveModelPath(config.model, ModelLocatorEnv::FromEnvironment()));
+  if (config.model.path.empty() && !config.model.name.empty() &&
+      path == config.model.fallback_path) {
+    spdlog::warn("{} is not in the Hugging Face cache; serving model.fallback_path {} instead",
+                 config.model.name, path);
+  }
+  ModelOptions options;
+  options.path = path;
+  options.device = config.model.device;
+  options.precision = config.model.precision;
+  if (config.model.quantized) {
+    options.precision = QuantizedPrecision(config.model.device);
+    spdlog::info("quantized: true -> {} ({} on {})", options.precision,
+                 options.precision == "fp16" ? "FP16" : "BF16",
+                 options.precision == "fp16" ? "GPU" : "CPU");
+  }
+  options.num_threads = config.model.threads;
+  options.max_seq_length = config.model.max_seq_length;
+  spdlog::info("loading {} on {} ({})", path, options.device, options.precision);
+  ES_ASSIGN_OR_RETURN(LoadedModel loaded, LoadModel(options));
+  return ServingModel(std::move(loaded.tokenizer), std::move(loaded.backend));
+}
+
+int Run(int argc, char** argv) {
+  CLI::App app{
+      "embedserve: gRPC sentence-embedding server (embedserve.v1.EmbeddingService, "
+      "grpc.health.v1, reflection; Prometheus /metrics). Flags override the config file."};
+  Flags f;
+  app.add_option("--config,-c", f.config_path,
+                 "Experiment YAML (e.g. experiments/minilm_batching.yaml); defaults apply "
+                 "when omitted");
+  app.add_option("--host", f.host, "Bind address (server.host)");
+  app.add_option("--port", f.port, "gRPC port, 0 = any free port (server.port)");
+  app.add_option("--metrics-port", f.metrics_port,
+                 "Prometheus port, 0 = any, -1 = off (server.metrics_port)");
+  app.add_option("--model", f.model, "Model folder (model.path)");
+  app.add_option("--device", f.device, "auto, cpu, cuda, cuda:N (model.device)");
+  app.add_option("--precision", f.precision, "fp32, fp16, bf16 (model.precision)");
+  app.add_option("--log-level", f.log_level,
+                 "trace, debug, info, warn, error, critical, off (logging.level)");
+  app.add_flag("--print-config", f.print_config, "Print the effective config and exit");
+  CLI11_PARSE(app, argc, argv);
+
+  ServerConfig config;
+  if (!f.config_path.empty()) {
+    auto loaded = LoadServerConfigFile(f.config_path);
+    if (!loaded.ok()) {
+      std::fprintf(stderr, "embedserve: %s\n", std::string(loaded.status().message()).c_str());
+      return 2;
+    }
+    config = *std::move(loaded);
+  }
+  if (!f.host.empty()) config.server.host = f.host;
+  if (f.port != -2) config.server.port = f.port;
+  if (f.metrics_port != -2) config.server.metrics_port = f.metrics_port;
+  if (!f.model.empty()) config.model.path = f.model;
+  if (!f.device.empty()) config.model.device = f.device;
+  if (!f.precision.empty()) {
+    config.model.precision = f.precision;
+    config.model.quantized = false;  // an explicit precision wins over `quantized`
+  }
+  if (!f.log_level.empty()) config.logging.level = f.log_level;
+  if (absl::Status s = config.Validate(); !s.ok()) {
+    std::fprintf(stderr, "embedserve: %s%s\n",
+                 f.config_path.empty() ? "" : (f.config_path + " (with flags): ").c_str(),
+                 std::string(s.message()).c_str());
+    return 2;
+  }
+  if (f.print_config) {
+    std::fputs(ServerConfigToYaml(config).c_str(), stdout);
+    return 0;
+  }
+
+  auto logger = spdlog::stderr_color_mt("embedserve");
+  spdlog::set_default_logger(logger);
+  spdlog::set_level(spdlog::level::from_str(config.logging.level));
+  spdlog::set_pattern("[%Y-%m-%d %H:%M:%S.%e] [%^%l%$] %v");
+
+  // SIGINT/SIGTERM are taken by sigwait on this thread: block them before any thread
+  // (gRPC, batcher) starts so that every thread inherits the mask.
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+
+  spdlog::info("embedserve {} starting: config {}", EMBEDSERVE_VERSION_STRING,
+               f.config_path.empty() ? "(defaults)" : f.config_path);
+  auto server = EmbedServer::Start(config, [&config] { return LoadServingModel(config); });
+  if (!server.ok()) {
+    spdlog::error("{}", std::string(server.status().message()));
+    return 1;
+  }
+  spdlog::info("{}", (*server)->Summary());
+  const int mport = (*server)->metrics_port();
+  spdlog::info("listening on {} (gRPC: embedserve.v1.EmbeddingService, health, reflection){}",
+               (*server)->address(),
+               mport >= 0 ? absl::StrCat("; metrics on http://", config.server.host, ":", mport,
+                                         "/metrics")
+                          : std::string());
+
+  int signal_number = 0;
+  sigwait(&signals, &signal_number);
+  spdlog::info("received {}: NOT_SERVING, answering accepted calls (grace {} ms)",
+               signal_number == SIGINT ? "SIGINT" : "SIGTERM", config.server.shutdown_grace_ms);
+  (*server)->Shutdown(config.server.shutdown_grace_ms * 1000);
+  spdlog::info("stopped");
+  return 0;
+}
+
+}  // namespace
+}  // namespace embedserve
+
+int main(int argc, char** argv) { return embedserve::Run(argc, argv); }

@@ -1,6 +1,5 @@
 #include "embedserve/batching/batcher.h"
 
-#include <chrono>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -79,17 +78,17 @@ absl::Status Batcher::Submit(BatchRequest request) {
                       BatchScheduler::Prepare(options_, dimension_, std::move(request)));
   bool wake = false;
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    batching_internal::MutexLock lock(&mu_);
     if (stopping_) return absl::UnavailableError("batcher is shutting down; request not accepted");
     ES_RETURN_IF_ERROR(scheduler_->Enqueue(state, clock_->NowMicros()));
     wake = idle_workers_ > 0;
   }
-  if (wake) work_cv_.notify_one();
+  if (wake) work_cv_.NotifyOne();
   return absl::OkStatus();
 }
 
 int64_t Batcher::QueueDepth() const {
-  std::lock_guard<std::mutex> lock(mu_);
+  batching_internal::MutexLock lock(&mu_);
   return scheduler_->queued_sequences();
 }
 
@@ -112,7 +111,7 @@ void Batcher::WorkerLoop(int32_t worker) {
     int64_t depth = 0;
     int64_t form_start = 0;
     {
-      std::unique_lock<std::mutex> lock(mu_);
+      batching_internal::MutexLock lock(&mu_);
       while (true) {
         const int64_t now = clock_->NowMicros();
         form_start = now;
@@ -130,9 +129,9 @@ void Batcher::WorkerLoop(int32_t worker) {
         if (!ready.empty()) break;  // answer the dropped requests now, then come back
         ++idle_workers_;
         if (decision.action == BatchDecision::Action::kWait) {
-          work_cv_.wait_for(lock, std::chrono::microseconds(decision.wait_us));
+          work_cv_.WaitFor(&mu_, decision.wait_us);
         } else {
-          work_cv_.wait(lock);
+          work_cv_.Wait(&mu_);
         }
         --idle_workers_;
       }
@@ -142,8 +141,8 @@ void Batcher::WorkerLoop(int32_t worker) {
       drained = stopping_ && depth == 0;
     }
     const int64_t form_us = send ? clock_->NowMicros() - form_start : 0;
-    if (wake_other) work_cv_.notify_one();
-    if (drained) drained_cv_.notify_all();
+    if (wake_other) work_cv_.NotifyOne();
+    if (drained) drained_cv_.NotifyAll();
     RunCompletions(&ready);
     freed.clear();  // frees outside the lock
     if (observer_ != nullptr) {
@@ -179,7 +178,7 @@ void Batcher::RunBatch(int32_t worker, Batch* batch, int64_t form_us) {
   std::vector<Completion>& ready = batch->ready;
   std::vector<std::unique_ptr<batching_internal::RequestState>>& freed = batch->freed;
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    batching_internal::MutexLock lock(&mu_);
     scheduler_->CompleteBatch(batch, status, t1 - t0, &ready);
     scheduler_->TakeFreed(&freed);
   }
@@ -192,30 +191,30 @@ void Batcher::RunBatch(int32_t worker, Batch* batch, int64_t form_us) {
 }
 
 void Batcher::Shutdown(int64_t grace_us) {
-  std::lock_guard<std::mutex> shutdown_lock(shutdown_mu_);
+  batching_internal::MutexLock shutdown_lock(&shutdown_mu_);
   if (shut_down_) return;
   std::vector<Completion> ready;
   std::vector<std::pair<absl::StatusCode, int32_t>> dropped;
   std::vector<std::unique_ptr<batching_internal::RequestState>> freed;
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    batching_internal::MutexLock lock(&mu_);
     stopping_ = true;
   }
-  work_cv_.notify_all();
+  work_cv_.NotifyAll();
   {
-    std::unique_lock<std::mutex> lock(mu_);
+    batching_internal::MutexLock lock(&mu_);
     const int64_t deadline = clock_->NowMicros() + (grace_us > 0 ? grace_us : 0);
     while (!scheduler_->queue_empty()) {
       const int64_t left = deadline - clock_->NowMicros();
       if (left <= 0) break;
-      drained_cv_.wait_for(lock, std::chrono::microseconds(left));
+      drained_cv_.WaitFor(&mu_, left);
     }
     scheduler_->FailAllQueued(
         absl::UnavailableError("batcher shut down before the request's sequences were batched"),
         &ready, observer_ ? &dropped : nullptr);
     scheduler_->TakeFreed(&freed);
   }
-  work_cv_.notify_all();
+  work_cv_.NotifyAll();
   RunCompletions(&ready);
   freed.clear();
   if (observer_ != nullptr) {

@@ -7,11 +7,9 @@
 #ifndef EMBEDSERVE_BATCHING_BATCHER_H_
 #define EMBEDSERVE_BATCHING_BATCHER_H_
 
-#include <condition_variable>
 #include <cstdint>
 #include <functional>
 #include <memory>
-#include <mutex>
 #include <thread>
 #include <vector>
 
@@ -20,6 +18,7 @@
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
 #include "embedserve/batching/clock.h"
+#include "embedserve/batching/mutex.h"
 #include "embedserve/common/token_ids.h"
 #include "embedserve/model/backend.h"
 #include "embedserve/model/embedding_matrix.h"
@@ -179,16 +178,15 @@ class Batcher {
   Clock* const clock_;
   const int64_t dimension_;
 
-  // std::mutex rather than absl::Mutex: Debian's prebuilt Abseil is not built for
-  // ThreadSanitizer, which then cannot see absl::Mutex's ordering (false reports).
-  mutable std::mutex mu_;
-  std::condition_variable work_cv_;     // workers wait here for items / delay expiry / stop
-  std::condition_variable drained_cv_;  // Shutdown waits here for the queue to empty
+  // std::mutex underneath, not absl::Mutex: see mutex.h.
+  mutable batching_internal::Mutex mu_;
+  batching_internal::CondVar work_cv_;     // workers wait here for items / delay / stop
+  batching_internal::CondVar drained_cv_;  // Shutdown waits here for the queue to empty
   std::unique_ptr<batching_internal::BatchScheduler> scheduler_ ABSL_GUARDED_BY(mu_);
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   int32_t idle_workers_ ABSL_GUARDED_BY(mu_) = 0;
 
-  std::mutex shutdown_mu_;  // serialises Shutdown calls
+  batching_internal::Mutex shutdown_mu_;  // serialises Shutdown calls
   bool shut_down_ ABSL_GUARDED_BY(shutdown_mu_) = false;
   std::vector<std::thread> workers_;  // written by Create, joined by Shutdown
 };

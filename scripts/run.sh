@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# The run command (README): installs what is missing, builds the server in build/
+# (Release), creates the default synthetic model folder under models/ if it is missing,
+# prints where the server will listen and how to call it, and starts it.
+#
+# Usage: scripts/run.sh [CONFIG.yaml] [embedserve flags...]
+#   CONFIG defaults to experiments/minilm_batching.yaml. Flags override the file, e.g.
+#   scripts/run.sh experiments/minilm_baseline.yaml --port 6000 --model /path/to/all-MiniLM-L6-v2
+# Env: JOBS (parallel build jobs, default nproc), BUILD_DIR (default build).
+# Relative paths in configs (model.path, model.fallback_path) are resolved from the
+# repository root, where this script runs the server.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+JOBS=${JOBS:-$(nproc)}
+B=${BUILD_DIR:-build}
+
+config=experiments/minilm_batching.yaml
+if [ $# -gt 0 ] && [[ "$1" != -* ]]; then
+  config=$1
+  shift
+fi
+
+scripts/setup.sh
+echo "run.sh: building embedserve ($B/, Release)"
+mkdir -p "$B"
+cmake -S . -B "$B" -G Ninja -DCMAKE_BUILD_TYPE=Release >"$B/run-configure.log" 2>&1 ||
+  { cat "$B/run-configure.log"; exit 1; }
+cmake --build "$B" -j "$JOBS" --target embedserve embedserve-make-model
+
+server=$B/tools/server/embedserve
+effective=$("$server" --config "$config" --print-config "$@")
+value() {  # value SECTION KEY: a scalar of the effective config
+  echo "$effective" | awk -v s="$1:" -v k="$2:" '
+    /^[a-z]/ { in_s = ($1 == s) } in_s && $1 == k { $1 = ""; sub(/^ /, ""); gsub(/"/, ""); print; exit }'
+}
+
+# The synthetic folders the experiments fall back to (meaningless but well-shaped
+# vectors; see README "Using a real model").
+for key in path fallback_path; do
+  dir=$(value model "$key")
+  case "$dir" in
+    models/minilm-l6-synthetic|models/minilm-l12-synthetic|models/bert-base-synthetic|models/tiny-synthetic)
+      if [ ! -d "$dir" ]; then
+        preset=$(basename "$dir" -synthetic)
+        echo "run.sh: creating $dir (embedserve-make-model --preset $preset)"
+        "$B"/tools/make_model/embedserve-make-model --out "$dir" --preset "$preset"
+      fi ;;
+  esac
+done
+if [ -z "$(value model path)" ] && [ -z "$(value model name)" ] && [ ! -d models/minilm-l6-synthetic ]; then
+  "$B"/tools/make_model/embedserve-make-model --out models/minilm-l6-synthetic --preset minilm-l6
+fi
+
+host=$(value server host)
+port=$(value server port)
+mport=$(value server metrics_port)
+cat <<MSG
+
+embedserve: starting with $config
+  gRPC      $host:$port  (embedserve.v1.EmbeddingService, grpc.health.v1, reflection)
+  metrics   $( [ "$mport" -ge 0 ] && echo "http://$host:$mport/metrics" || echo off)
+  call it   /usr/bin/python3 examples/python_client.py --address $host:$port "hello world"
+            grpcurl -plaintext -d '{"texts": ["hello world"]}' $host:$port embedserve.v1.EmbeddingService/Embed
+  stop      Ctrl-C (answers the calls in flight, exits 0)
+
+MSG
+exec "$server" --config "$config" "$@"

@@ -152,6 +152,19 @@ def pct(v, base):
     return "%+.1f%%" % (100.0 * (v - base) / base)
 
 
+def libtorch_of(run):
+    for v in (run["machine"].get("libtorch"), run["info"].get("versions.libtorch"),
+              run["info"].get("versions.torch"), run["info"].get("versions.runtime")):
+        if v and v != "unknown":
+            return v
+    return "?"
+
+
+def shown_path(path):
+    rel = os.path.relpath(path)
+    return path if rel.startswith("..") else rel
+
+
 def split_of(p):
     """Mean request time split (ms): tokenize, queue, inference, other server, rest."""
     s = p["server"]
@@ -276,8 +289,9 @@ def build_report(runs, baseline_name, title, plots):
             " (synthetic)" if i.get("model.synthetic") == "true" else "",
             r["precision"], r["device"], i.get("batching.enabled", "?"),
             m.get("cpu_model", "?"), m.get("cores_usable", m.get("cores_available", "?")),
-            m.get("gpu", "?"), m.get("libtorch", i.get("versions.libtorch", "?")),
-            m.get("git_commit", "?"), os.path.relpath(r["dir"])))
+            m.get("gpu", "?"),
+            libtorch_of(r),
+            m.get("git_commit", "?"), shown_path(r["dir"])))
     w("")
 
     w("## Peak throughput")

@@ -150,7 +150,8 @@ try:
         if k in info: facts[k] = info[k]
     for k, v in info.items():
         if k.startswith("versions."): facts[k] = v
-    facts["libtorch"] = info.get("versions.libtorch", info.get("versions.torch", "unknown"))
+    facts["libtorch"] = (info.get("versions.libtorch") or info.get("versions.torch")
+                         or info.get("versions.runtime") or "unknown")
     facts["precision"] = info.get("model.precision", "unknown")
     facts["device"] = info.get("model.device", "unknown")
 except Exception as e:
@@ -265,6 +266,13 @@ print(r.get("method", "similarity"), r.get("sentence_tokens", "short"), r.get("s
     inprocess_cmd=("$INPROCESS_BIN" --config "$exp" --batch-sizes "$INPROCESS" --method "$ip_method"
                    --sentence-length "$ip_len" --seed "$ip_seed" --duration-s "$ip_dur"
                    --warmup-s "$ip_warm" --out-dir "$dir")
+    # The server's --model / --precision overrides apply to the in-process run too.
+    read -r -a sargs <<<"$SERVER_ARGS"
+    for ((i = 0; i + 1 < ${#sargs[@]}; i++)); do
+      case "${sargs[$i]}" in
+        --model|--precision) inprocess_cmd+=("${sargs[$i]}" "${sargs[$((i + 1))]}") ;;
+      esac
+    done
     echo "[run] ${inprocess_cmd[*]}"
     if ! "${inprocess_cmd[@]}" 2>&1 | tee "$dir/inprocess.log"; then
       failures+=("embedserve-bench-inprocess failed (see inprocess.log)")

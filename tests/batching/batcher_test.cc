@@ -280,12 +280,26 @@ TEST(BatcherTest, ShutdownWithinGraceFinishesQueuedWork) {
   EXPECT_EQ(box.codes[0], absl::StatusCode::kOk);
 }
 
+// Records OnDropped calls.
+class DropObserver : public BatchObserver {
+ public:
+  void OnBatch(const BatchStats&) override {}
+  void OnQueueDepth(int64_t) override {}
+  void OnDropped(absl::StatusCode code, int32_t sequences) override {
+    std::lock_guard<std::mutex> l(mu);
+    drops.emplace_back(code, sequences);
+  }
+  std::mutex mu;
+  std::vector<std::pair<absl::StatusCode, int32_t>> drops;  // guarded by mu
+};
+
 TEST(BatcherTest, DeadlinePassingWhileQueuedEndsTheRequest) {
   FakeClock clock;
   FakeBackend backend;
+  DropObserver observer;
   Batcher::Options o;
   o.max_batch_size = 1;
-  auto batcher = Batcher::Create(o, &backend, nullptr, &clock);
+  auto batcher = Batcher::Create(o, &backend, &observer, &clock);
   ASSERT_TRUE(batcher.ok());
   StatusBox first, late;
   backend.CloseGate();
@@ -299,9 +313,23 @@ TEST(BatcherTest, DeadlinePassingWhileQueuedEndsTheRequest) {
     std::lock_guard<std::mutex> l(late.mu);
     EXPECT_EQ(late.codes[0], absl::StatusCode::kDeadlineExceeded);
   }
+  // Again with a split request, while the worker is busy with another one.
+  StatusBox blocker, last;
+  backend.CloseGate();
+  ASSERT_TRUE((*batcher)->Submit(BoxedRequest({{6}}, &blocker)).ok());
+  backend.WaitForWaitingCalls(1);
+  ASSERT_TRUE((*batcher)->Submit(BoxedRequest({{3}, {4}}, &late, clock.NowMicros() + 10)).ok());
+  ASSERT_TRUE((*batcher)->Submit(BoxedRequest({{5}}, &last)).ok());
+  clock.Advance(10);
+  backend.OpenGate();
   (*batcher)->Shutdown();
-  EXPECT_EQ(backend.num_calls(), 1);  // the late one never reached the backend
+  EXPECT_EQ(backend.num_calls(), 3);  // first, blocker, last: the late ones never ran
   EXPECT_EQ(first.count(), 1);
+  EXPECT_EQ(last.count(), 1);
+  std::lock_guard<std::mutex> l(observer.mu);
+  EXPECT_EQ(observer.drops,
+            (std::vector<std::pair<absl::StatusCode, int32_t>>{
+                {absl::StatusCode::kDeadlineExceeded, 1}, {absl::StatusCode::kDeadlineExceeded, 2}}));
 }
 
 TEST(BatcherTest, WorkersRunBatchesConcurrently) {

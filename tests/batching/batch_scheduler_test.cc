@@ -4,6 +4,7 @@
 #include <cstdint>
 #include <memory>
 #include <optional>
+#include <random>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -420,6 +421,99 @@ TEST_F(BatchSchedulerTest, BatchOfNGivesTheSameRowsAsNSingleCalls) {
   for (size_t i = 0; i < seqs.size(); ++i) {
     const EmbeddingMatrix& s = **singles[i].result;
     EXPECT_EQ(std::vector<float>(m.Row(i), m.Row(i) + m.dim), std::vector<float>(s.Row(0), s.Row(0) + s.dim));
+  }
+}
+
+}  // namespace
+}  // namespace embedserve
+
+namespace embedserve {
+namespace {
+
+// Random operations against the steppable batcher (fixed seeds): every accepted request
+// is answered exactly once, OK answers carry exactly their own rows, every batch obeys
+// max_batch_size and max_batch_tokens, nothing leaks.
+TEST_F(BatchSchedulerTest, RandomOperationsKeepEveryInvariant) {
+  for (uint32_t seed = 1; seed <= 20; ++seed) {
+    SCOPED_TRACE(seed);
+    std::mt19937 rng(seed);
+    auto uniform = [&rng](int lo, int hi) {
+      return std::uniform_int_distribution<int>(lo, hi)(rng);
+    };
+    Batcher::Options o;
+    o.max_batch_size = uniform(1, 16);
+    o.max_batch_tokens = uniform(64, 512);
+    o.count_padding = uniform(0, 1) == 1;
+    o.max_queue_delay_us = uniform(0, 1) == 1 ? uniform(1, 50) : 0;
+    o.max_queue_sequences = uniform(8, 64);
+    o.length_bucketing_max_age_us = uniform(0, 2) * 40;
+    o.enabled = uniform(0, 5) != 0;
+    FakeBackend::Options bo;
+    bo.fail_token = 999'999;
+    bo.call_us = uniform(1, 20);
+    Make(o, bo);
+    const int n = 300;
+    std::vector<Answer> answers(n);
+    std::vector<std::vector<TokenIds>> sent(n);
+    std::vector<bool> accepted(n, false);
+    std::vector<std::unique_ptr<bool>> cancel(n);
+    int next = 0;
+    while (next < n || batcher_->QueueDepth() > 0) {
+      const int op = uniform(0, 9);
+      if (op < 5 && next < n) {
+        const int k = next++;
+        const int seqs = uniform(1, 6);
+        for (int i = 0; i < seqs; ++i) {
+          TokenIds ids = Seq(k + 1, i, uniform(1, 64));
+          if (uniform(0, 60) == 0) ids[ids.size() / 2] = 999'999;  // this batch will fail
+          sent[k].push_back(std::move(ids));
+        }
+        BatchRequest r = Request(sent[k], &answers[k]);
+        if (uniform(0, 4) == 0) r.deadline_us = clock_.NowMicros() + uniform(0, 100);
+        cancel[k] = std::make_unique<bool>(false);
+        if (uniform(0, 4) == 0) r.is_cancelled = [flag = cancel[k].get()] { return *flag; };
+        const absl::Status st = batcher_->Submit(std::move(r));
+        accepted[k] = st.ok();
+        if (!st.ok()) {
+          ASSERT_EQ(st.code(), absl::StatusCode::kResourceExhausted) << st;
+        }
+      } else if (op < 6 && next > 0) {
+        *cancel[uniform(0, next - 1)] = true;
+      } else if (op < 7) {
+        clock_.Advance(uniform(0, 30));
+      } else {
+        const auto step = batcher_->Step();
+        if (step.action == Action::kSend) {
+          const BatchStats& b = batcher_->last_batch();
+          if (o.enabled) {
+            EXPECT_LE(b.sequences, o.max_batch_size);
+            EXPECT_LE(o.count_padding ? b.padded_tokens : b.tokens, o.max_batch_tokens);
+          } else {
+            EXPECT_EQ(b.requests, 1);
+          }
+        } else if (step.action == Action::kWait) {
+          clock_.Advance(step.wait_us);
+        }
+      }
+    }
+    batcher_->RunUntilIdle();
+    for (int k = 0; k < n; ++k) {
+      if (!accepted[k]) {
+        EXPECT_EQ(answers[k].calls, 0);
+        continue;
+      }
+      ASSERT_EQ(answers[k].calls, 1) << "request " << k;
+      if (answers[k].result->ok()) {
+        ExpectRows(answers[k], sent[k], 4);
+      } else {
+        const absl::StatusCode c = answers[k].result->status().code();
+        EXPECT_TRUE(c == absl::StatusCode::kDeadlineExceeded || c == absl::StatusCode::kCancelled ||
+                    c == absl::StatusCode::kInternal)
+            << answers[k].result->status();
+      }
+    }
+    EXPECT_EQ(batcher_->QueueDepth(), 0);
+    EXPECT_EQ(batcher_->live_requests(), 0);
   }
 }
 

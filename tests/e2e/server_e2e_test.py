@@ -224,7 +224,7 @@ class ServerE2ETest(unittest.TestCase):
 class ShutdownTest(unittest.TestCase):
     def test_sigterm_answers_every_accepted_call_and_exits_0(self):
         model = os.path.join(ARGS.data, "tiny-bert")
-        # One worker and a queue delay, so that requests are still queued at SIGTERM.
+        # One worker and small batches, so that requests are still queued at SIGTERM.
         server = Server(ARGS.binary, model,
                         "batching:\n  timeout_ms: 20\n  max_batch_size: 8\n  workers: 1\n"
                         "  max_queue_sequences: 100000\n")
@@ -239,7 +239,11 @@ class ShutdownTest(unittest.TestCase):
             done_at = []
             for f in futures:
                 f.add_done_callback(lambda _f: done_at.append(time.time()))
-            time.sleep(0.2)  # all sent; most still queued (20 batches of 8, 20 ms apart)
+            # SIGTERM as soon as the first call is answered: one worker runs batches of 8
+            # texts (2 calls) one after another, so most calls are still queued.
+            deadline = time.time() + 60
+            while not done_at and time.time() < deadline:
+                time.sleep(0.001)
             server.proc.send_signal(signal.SIGTERM)
             t_term = time.time()
             ok = refused = 0

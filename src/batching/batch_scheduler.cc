@@ -1,5 +1,6 @@
 #include "embedserve/batching/batch_scheduler.h"
 
+#include <cassert>
 #include <cstring>
 #include <limits>
 #include <string>
@@ -52,7 +53,6 @@ absl::StatusOr<std::unique_ptr<RequestState>> BatchScheduler::Prepare(
   state->result.rows = static_cast<int64_t>(n);
   state->result.dim = dimension;
   state->result.values.resize(n * static_cast<size_t>(dimension));
-  state->item_ids.assign(n, BatchQueue::kNone);
   state->pending = static_cast<int32_t>(n);
   return state;
 }
@@ -67,8 +67,9 @@ absl::Status BatchScheduler::Enqueue(std::unique_ptr<RequestState>& request, int
   RequestState* r = request.release();
   r->enqueue_us = now_us;
   for (int32_t row = 0; row < n; ++row) {
-    r->item_ids[static_cast<size_t>(row)] = queue_.Push(
+    const BatchQueue::ItemId id = queue_.Push(
         r, row, static_cast<int32_t>(r->sequences[static_cast<size_t>(row)].size()), now_us);
+    if (row == 0) r->first_queued = id;
   }
   r->queued = n;
   r->prev_queued = queued_tail_;
@@ -107,12 +108,14 @@ void BatchScheduler::MaybeFree(RequestState* r) {
 void BatchScheduler::Fail(RequestState* r, const absl::Status& status,
                           std::vector<Completion>* ready) {
   if (r->queued > 0) {
-    for (BatchQueue::ItemId& id : r->item_ids) {
-      if (id != BatchQueue::kNone) {
-        queue_.Remove(id);
-        id = BatchQueue::kNone;
-      }
+    BatchQueue::ItemId id = r->first_queued;
+    for (int32_t left = r->queued; left > 0; --left) {
+      assert(id != BatchQueue::kNone && queue_.item(id).request == r);
+      const BatchQueue::ItemId next = queue_.Next(id);
+      queue_.Remove(id);
+      id = next;
     }
+    r->first_queued = BatchQueue::kNone;
     r->queued = 0;
     UnlinkQueued(r);
   }
@@ -193,8 +196,14 @@ void BatchScheduler::TakeBatch(const BatchDecision& decision, int64_t now_us, Ba
     batch->rows.push_back(row);
     batch->inputs.push_back(&r->sequences[static_cast<size_t>(row)]);
     batch->queue_us.push_back(now_us - it.enqueue_us);
+    if (id == r->first_queued) {
+      // The run of r's queued items now starts at the next one, if it is r's.
+      const BatchQueue::ItemId next = queue_.Next(id);
+      r->first_queued = (next != BatchQueue::kNone && queue_.item(next).request == r)
+                            ? next
+                            : BatchQueue::kNone;
+    }
     queue_.Remove(id);
-    r->item_ids[static_cast<size_t>(row)] = BatchQueue::kNone;
     ++r->in_flight;
     if (--r->queued == 0) UnlinkQueued(r);
     if (r->last_taken_batch != batch->id) {

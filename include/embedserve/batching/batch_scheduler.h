@@ -28,7 +28,9 @@ struct RequestState {
   EmbeddingMatrix result;  // allocated at admission; rows written by workers
   RequestTimings timings;
   int64_t enqueue_us = 0;
-  std::vector<BatchQueue::ItemId> item_ids;  // per row: its queue item, kNone once taken
+  // Its oldest queued item. A request's items are pushed together and never reordered,
+  // so those still queued are a contiguous run of the age list starting here.
+  BatchQueue::ItemId first_queued = BatchQueue::kNone;
   int32_t queued = 0;     // rows still in the queue
   int32_t in_flight = 0;  // rows in batches being run
   int32_t pending = 0;    // rows without a result yet

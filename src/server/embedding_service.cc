@@ -291,7 +291,7 @@ class EmbedStreamReactor final
       return;
     }
     absl::MutexLock lock(&mu_);
-    StartRead(&raw_request_);
+    if (!finished_) StartRead(&raw_request_);  // a shutdown may have drained it already
   }
 
   // Stops reading: finish as soon as the accepted requests are answered.

@@ -5,7 +5,9 @@
 //   build-batch/bench/batching/batcher_bench [--benchmark_filter=OpenLoop]
 //
 // BM_ClosedLoop/<seqs per request>/<workers>/<window>: one producer keeps <window>
-//   requests outstanding; reports sequences/s through the batcher (items_per_second).
+//   requests outstanding; reports sequences/s through the batcher (items_per_second) and
+//   the process CPU time per sequence (cpu_ns_per_seq: producer + workers, all costs of
+//   building, submitting, batching, answering and freeing a request).
 // BM_OpenLoop/<seqs per request>/<workers>: first measures capacity closed-loop with the
 //   same request shape, then injects at a fixed rate of half of it for
 //   kOpenLoopSeconds; reports the added latency enqueue (Submit call) -> backend call
@@ -17,6 +19,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <fstream>
+#include <sys/resource.h>
 #include <memory>
 #include <string>
 #include <thread>
@@ -167,6 +170,14 @@ BatchRequest MakeRequest(int seqs, int64_t t_ns, Window* window) {
   return r;
 }
 
+// CPU time (user + system) of the whole process, all threads, in ns.
+int64_t ProcessCpuNs() {
+  rusage u{};
+  getrusage(RUSAGE_SELF, &u);
+  auto ns = [](const timeval& t) { return static_cast<int64_t>(t.tv_sec) * 1'000'000'000 + t.tv_usec * 1000; };
+  return ns(u.ru_utime) + ns(u.ru_stime);
+}
+
 // The 1-minute load average, to judge how much CPU the run could get on a shared machine.
 std::string LoadAverage() {
   std::ifstream in("/proc/loadavg");
@@ -202,6 +213,7 @@ void BM_ClosedLoop(benchmark::State& state) {
   std::unique_ptr<Batcher> batcher = MakeBatcher(&backend, &observer, workers);
   Window window(window_size);
   int64_t rejected = 0;
+  const int64_t cpu_start = ProcessCpuNs();
   for (auto _ : state) {
     window.Acquire();
     if (!batcher->Submit(MakeRequest(seqs, 0, &window)).ok()) {
@@ -210,7 +222,12 @@ void BM_ClosedLoop(benchmark::State& state) {
     }
   }
   window.WaitEmpty();
-  state.SetItemsProcessed(static_cast<int64_t>(state.iterations() - rejected) * seqs);
+  const int64_t cpu_ns = ProcessCpuNs() - cpu_start;
+  const int64_t done = static_cast<int64_t>(state.iterations() - rejected) * seqs;
+  state.SetItemsProcessed(done);
+  // CPU the producer and the workers spent per sequence, whatever else ran on the machine:
+  // 2e9 / this = sequences/s two dedicated cores could push through.
+  state.counters["cpu_ns_per_seq"] = done > 0 ? static_cast<double>(cpu_ns) / static_cast<double>(done) : 0.0;
   int64_t batches = 0;
   for (int i = 0; i < HistogramObserver::kBins; ++i) batches += observer.bin(i);
   state.counters["batches"] = static_cast<double>(batches);

@@ -25,8 +25,10 @@
 #   --inprocess B,...   after the sweep (server stopped), run embedserve-bench-inprocess
 #                       at these batch sizes: the same model, precision and sentences
 #                       without gRPC (inprocess.csv/json; the over-gRPC efficiency)
-# Env: EMBEDSERVE_BIN, EMBEDSERVE_BENCH_BIN override the binaries' paths.
-# Then: /usr/bin/python3 scripts/report.py results/* --out docs/results
+# Env: EMBEDSERVE_BIN, EMBEDSERVE_BENCH_BIN, EMBEDSERVE_INPROCESS_BIN override the binaries.
+# Runs from the repository root (relative model paths in the YAML files resolve there);
+# relative paths given on the command line are taken from the calling directory.
+# Then: /usr/bin/python3 scripts/report.py results --out docs/results
 set -uo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 
@@ -45,7 +47,7 @@ while [ $# -gt 0 ]; do
     --bench-args) BENCH_ARGS=$2; shift 2 ;;
     --server-args) SERVER_ARGS=$2; shift 2 ;;
     --inprocess) INPROCESS=$2; shift 2 ;;
-    -h|--help) sed -n '2,31p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,33p' "$0"; exit 0 ;;
     -*) echo "run_experiment: unknown option $1 (see --help)" >&2; exit 2 ;;
     *) experiments+=("$1"); shift ;;
   esac
@@ -54,6 +56,16 @@ if [ ${#experiments[@]} -eq 0 ]; then
   echo "run_experiment: no experiment file given; usage: $0 [options] EXPERIMENT.yaml ..." >&2
   exit 2
 fi
+# Paths given relative to where the script was called from; then run from the repository
+# root, so that relative paths inside the experiment files (model.fallback_path:
+# models/...) mean the same as for scripts/run.sh.
+BUILD_DIR=$(realpath -m "$BUILD_DIR")
+RESULTS_DIR=$(realpath -m "$RESULTS_DIR")
+for i in "${!experiments[@]}"; do experiments[$i]=$(realpath -m "${experiments[$i]}"); done
+for v in EMBEDSERVE_BIN EMBEDSERVE_BENCH_BIN EMBEDSERVE_INPROCESS_BIN; do
+  if [ -n "${!v:-}" ]; then export "$v=$(realpath -m "${!v}")"; fi
+done
+cd "$ROOT" || exit 2
 
 find_bin() {  # find_bin NAME ENV_VALUE
   local name=$1 given=$2

@@ -4,6 +4,7 @@
 #include <cctype>
 #include <cmath>
 #include <fstream>
+#include <sstream>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -193,10 +194,18 @@ SentencePair SentenceGenerator::NextPair() {
 }
 
 absl::StatusOr<std::vector<SentencePair>> LoadPairsFile(const std::string& path) {
-  std::ifstream in(path);
+  std::ifstream in(path, std::ios::binary);
   if (!in) {
     return absl::NotFoundError(absl::StrCat("cannot open pairs file '", path, "'"));
   }
+  std::stringstream text;
+  text << in.rdbuf();
+  return ParsePairs(text.str(), path);
+}
+
+absl::StatusOr<std::vector<SentencePair>> ParsePairs(const std::string& contents,
+                                                     const std::string& path) {
+  std::istringstream in(contents);
   std::vector<SentencePair> pairs;
   std::string line;
   int64_t line_number = 0;

@@ -90,6 +90,10 @@ int32_t ContentTokens(int32_t tokens);
 // INVALID_ARGUMENT when it holds no pairs.
 absl::StatusOr<std::vector<SentencePair>> LoadPairsFile(const std::string& path);
 
+// The same from the file's contents; `path` only names it in messages.
+absl::StatusOr<std::vector<SentencePair>> ParsePairs(const std::string& contents,
+                                                     const std::string& path);
+
 }  // namespace client
 }  // namespace embedserve
 

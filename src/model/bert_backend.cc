@@ -144,8 +144,8 @@ absl::StatusOr<std::unique_ptr<BertBackend>> BertBackend::Create(const ModelFold
     if (b->dtype_ == torch::kHalf) {
       return absl::InvalidArgumentError(
           "model.precision 'fp16' is not supported on cpu: LibTorch has no fast fp16 CPU "
-          "kernels (measured ~100x slower than fp32 here); use bf16 (or fp32) on cpu, fp16 "
-          "on cuda");
+          "matmul (1.13 has none at all: addmm is not implemented for Half); use bf16 (or "
+          "fp32) on cpu, fp16 on cuda");
     }
     if (b->dtype_ == torch::kBFloat16 && !CpuHasFastBf16()) {
       return absl::InvalidArgumentError(
@@ -174,7 +174,10 @@ absl::StatusOr<std::unique_ptr<BertBackend>> BertBackend::Create(const ModelFold
 
   const std::string weights_path = folder.path + "/model.safetensors";
   ES_ASSIGN_OR_RETURN(std::unique_ptr<SafetensorsFile> file, SafetensorsFile::Open(weights_path));
-  ES_RETURN_IF_ERROR(b->LoadWeights(*file));
+  absl::Status load_status;
+  ES_RETURN_IF_ERROR(
+      CatchTorch("loading weights", [&] { load_status = b->LoadWeights(*file); }));
+  ES_RETURN_IF_ERROR(load_status);
 
   BackendInfo& info = b->info_;
   info.model_name = folder.model_name;

@@ -24,13 +24,18 @@ step() { echo "=== $* ($(date +%T))"; }
 step "configure -> $OUT/configure.log"
 # -include cstdint: Debian's abseil 20220623 / gRPC 1.51 headers predate g++ 13, which
 # no longer pulls <cstdint> in transitively. -I fmt: see ES_FMT_INCLUDE in env.sh.
-# -lstdc++ first among the needed libraries: PyTorch's wheels export broken copies of
-# libstdc++'s std::filesystem functions from libtorch.so (pytorch/pytorch#133437); when
-# libtorch.so comes first, std::filesystem::remove_all in our programs jumps to 0.
+# The system libstdc++.so.6 first among the needed libraries: PyTorch's wheels export
+# broken copies of libstdc++'s std::filesystem functions from libtorch.so
+# (pytorch/pytorch#133437), and the image's g++ (/opt/gcc) has only a static libstdc++,
+# so without this std::filesystem::remove_all in our programs binds to libtorch.so's copy
+# and jumps to address 0 (scripts/device/smoke/fs_smoke.cc shows it).
+STDCXX_SO=$(ldconfig -p | awk '$1 == "libstdc++.so.6" && /x86-64/ {print $NF; exit}')
+LINKER_FLAGS=""
+[ -n "$STDCXX_SO" ] && LINKER_FLAGS="-Wl,--no-as-needed $STDCXX_SO -Wl,--as-needed"
 if ! cmake -S . -B "$BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE=Release \
      -DCMAKE_PREFIX_PATH="$CMAKE_PREFIX_PATH" \
      -DCMAKE_CXX_FLAGS="-include cstdint -I$ES_FMT_INCLUDE" \
-     -DCMAKE_EXE_LINKER_FLAGS="-Wl,--no-as-needed -lstdc++ -Wl,--as-needed" \
+     -DCMAKE_EXE_LINKER_FLAGS="$LINKER_FLAGS" \
      "$@" >"$OUT/configure.log" 2>&1; then
   tail -60 "$OUT/configure.log"; echo "build_and_test: configure FAILED"; exit 1
 fi

@@ -52,9 +52,13 @@ struct RunState {
   Clock::time_point warm_end;
   Clock::time_point measure_end;  // duration mode; time_point::max() in request mode
   int64_t requests_target = 0;    // request mode when > 0
+  // Duration mode: when fewer completions than this fell inside the window (requests
+  // slower than the window), the window is extended until this many are recorded.
+  int64_t min_requests = 1;
   // Guarded by mu.
   bool measure_done = false;
   Clock::time_point last_recorded;
+  bool extended = false;  // the window ran past measure_end (see min_requests)
   int64_t outstanding = 0;
   int64_t requests_ok = 0;
   int64_t requests_failed = 0;
@@ -112,7 +116,9 @@ class PointRunner {
     {
       std::lock_guard<std::mutex> lock(state_->mu);
       --state_->outstanding;
-      if (now >= state_->warm_end && !state_->measure_done && now <= state_->measure_end) {
+      int64_t count = state_->requests_ok + state_->requests_failed;
+      if (now >= state_->warm_end && !state_->measure_done &&
+          (now <= state_->measure_end || count < state_->min_requests)) {
         if (status.ok()) {
           const auto& t = call->response.timings();
           state_->recorder.Add(MicrosBetween(call->scheduled, now), t.tokenize_us(),
@@ -125,13 +131,20 @@ class PointRunner {
           ++state_->errors[StatusCodeName(static_cast<int>(status.error_code()))];
         }
         state_->last_recorded = now;
-        if (state_->requests_target > 0 &&
-            state_->requests_ok + state_->requests_failed >= state_->requests_target) {
+        ++count;
+        if (state_->requests_target > 0 && count >= state_->requests_target) {
+          state_->measure_done = true;
+          notify = true;
+        }
+        if (now > state_->measure_end && count >= state_->min_requests) {
+          state_->extended = true;
           state_->measure_done = true;
           notify = true;
         }
       }
-      if (now > state_->measure_end) state_->measure_done = true;
+      if (now > state_->measure_end && count >= state_->min_requests) {
+        state_->measure_done = true;
+      }
       if (state_->closed_loop && !state_->measure_done) {
         reissue = true;
         ++state_->outstanding;
@@ -171,7 +184,12 @@ PointResult Drive(PointRunner<Request, Response>& runner, RunState& state,
     state.requests_target = plan.requests;
     state.measure_end = plan.requests > 0 ? Clock::time_point::max()
                                           : state.warm_end + seconds(plan.duration_s);
+    // Closed loop: every slot should complete once in the window; open loop: one.
+    state.min_requests = point.rate_rps <= 0 ? point.concurrency : 1;
   }
+  auto enough = [&state] {
+    return state.requests_ok + state.requests_failed >= state.min_requests;
+  };
   double cpu_start = -1;
   double cpu_end = 0;
   int64_t sent_in_window = 0;
@@ -191,7 +209,10 @@ PointResult Drive(PointRunner<Request, Response>& runner, RunState& state,
       state.cv.wait(lock, [&] { return state.measure_done; });
     } else {
       state.cv.wait_until(lock, state.measure_end, [&] { return state.measure_done; });
-      state.measure_done = true;  // stop reissuing even if no call completed late
+      // Too few completions (each request takes longer than the window): go on until
+      // min_requests are recorded; OnDone then ends the window.
+      if (!enough()) state.cv.wait(lock, [&] { return state.measure_done; });
+      state.measure_done = true;  // stop reissuing
     }
     lock.unlock();
     cpu_end = CpuSeconds();
@@ -206,7 +227,7 @@ PointResult Drive(PointRunner<Request, Response>& runner, RunState& state,
       {
         std::lock_guard<std::mutex> lock(state.mu);
         if (state.measure_done || due > state.measure_end) {
-          state.measure_done = true;
+          if (enough() || state.outstanding == 0) state.measure_done = true;
           break;
         }
         bool in_window = due >= state.warm_end;
@@ -221,6 +242,12 @@ PointResult Drive(PointRunner<Request, Response>& runner, RunState& state,
       if (send) runner.Issue(due);
     }
     if (cpu_start < 0) cpu_start = CpuSeconds();
+    {
+      // As in closed loop: with nothing recorded yet, the in-flight requests end it.
+      std::unique_lock<std::mutex> lock(state.mu);
+      state.cv.wait(lock, [&] { return state.measure_done || state.outstanding == 0; });
+      state.measure_done = true;
+    }
     cpu_end = CpuSeconds();
   }
   // Drain: every call has a deadline, so this ends.
@@ -228,10 +255,10 @@ PointResult Drive(PointRunner<Request, Response>& runner, RunState& state,
   state.cv.wait(lock, [&] { return state.outstanding == 0; });
 
   Clock::time_point window_end =
-      plan.requests > 0 ? state.last_recorded : std::min(state.measure_end, Clock::now());
+      plan.requests > 0 || state.extended ? state.last_recorded : state.measure_end;
   result.measured_s =
       std::max(0.0, std::chrono::duration<double>(window_end - state.warm_end).count());
-  if (plan.requests == 0) result.measured_s = plan.duration_s;
+  if (plan.requests == 0 && !state.extended) result.measured_s = plan.duration_s;
   result.requests_ok = state.requests_ok;
   result.requests_failed = state.requests_failed;
   result.items_ok = state.items_ok;

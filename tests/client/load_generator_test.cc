@@ -209,6 +209,23 @@ TEST_F(LoadGeneratorTest, DurationModeMeasuresTheWindowOnly) {
   EXPECT_LT(r->requests_per_s, 410);
 }
 
+TEST_F(LoadGeneratorTest, WindowExtendsWhenRequestsAreSlowerThanIt) {
+  BenchmarkPlan plan;
+  plan.duration_s = 0.05;
+  plan.warmup_s = 0;
+  plan.pool_requests = 2;
+  service_.delay_ms = 300;
+  // No request can finish inside 50 ms: the window runs on until each of the 2 slots
+  // completed once, and throughput is measured over that longer window.
+  auto r = generator_->RunPoint(plan, GridPoint{3, 2, 0}, data_);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_GE(r->requests_ok, 2);
+  EXPECT_GE(r->measured_s, 0.29);
+  EXPECT_LT(r->measured_s, 5.0);
+  EXPECT_NEAR(r->items_per_s, r->items_ok / r->measured_s, 1e-9);
+  EXPECT_GT(r->items_per_s, 0);
+}
+
 TEST_F(LoadGeneratorTest, OpenLoopSendsAtTheRate) {
   BenchmarkPlan plan;
   plan.duration_s = 1.0;

@@ -57,7 +57,8 @@ int Fail(const absl::Status& status, int code) {
   return code;
 }
 
-std::string ProgressLine(size_t index, size_t total, const PointResult& r) {
+std::string ProgressLine(size_t index, size_t total, const PointResult& r,
+                         const BenchmarkPlan& plan) {
   const char* item = embedserve::client::ItemName(r.method);
   std::string where =
       r.point.rate_rps > 0
@@ -77,7 +78,12 @@ std::string ProgressLine(size_t index, size_t total, const PointResult& r) {
       r.client_cpu_pct,
       r.not_sent > 0 ? absl::StrFormat(" | NOT SENT %d (could not inject at the rate)",
                                        r.not_sent)
-                     : "");
+                     : "") +
+         (plan.requests == 0 && r.measured_s > plan.duration_s * 1.001
+              ? absl::StrFormat(" | window extended to %.1f s: requests are slower than "
+                                "duration_s",
+                                r.measured_s)
+              : "");
 }
 
 }  // namespace
@@ -320,7 +326,7 @@ int main(int argc, char** argv) {
   for (size_t i = 0; i < points.size(); ++i) {
     auto result = (*generator)->RunPoint(plan, points[i], data);
     if (!result.ok()) return Fail(result.status(), kExitBadInput);
-    std::cerr << ProgressLine(i, points.size(), *result) << std::endl;
+    std::cerr << ProgressLine(i, points.size(), *result, plan) << std::endl;
     results.push_back(*result);
     if (absl::Status s = write_all(); !s.ok()) return Fail(s, kExitWrite);
     if (result->requests_ok == 0 && result->errors.count("UNAVAILABLE") > 0) {

@@ -6,6 +6,7 @@
 // Extra flags for tests: --fail-after N (exit 3 after N requests, a crashing server),
 // --no-ready (never report SERVING).
 #include <signal.h>
+#include <unistd.h>
 
 #include <atomic>
 #include <chrono>
@@ -24,6 +25,13 @@ namespace {
 
 namespace v1 = ::embedserve::v1;
 using Clock = std::chrono::steady_clock;
+
+// Self-pipe: the handler (any thread) writes the signal number, main() reads it.
+int g_signal_pipe[2] = {-1, -1};
+extern "C" void OnSignal(int sig) {
+  unsigned char b = static_cast<unsigned char>(sig);
+  (void)!write(g_signal_pipe[1], &b, 1);
+}
 
 int64_t Us(Clock::duration d) {
   return std::chrono::duration_cast<std::chrono::microseconds>(d).count();
@@ -120,11 +128,12 @@ int main(int argc, char** argv) {
   bool batching = yaml.find("enabled: true") != std::string::npos;
   std::string precision = yaml.find("precision: bf16") != std::string::npos ? "bf16" : "fp32";
 
-  sigset_t signals;
-  sigemptyset(&signals);
-  sigaddset(&signals, SIGTERM);
-  sigaddset(&signals, SIGINT);
-  pthread_sigmask(SIG_BLOCK, &signals, nullptr);  // before gRPC starts its threads
+  if (pipe(g_signal_pipe) != 0) return 1;
+  struct sigaction action {};
+  action.sa_handler = OnSignal;
+  sigemptyset(&action.sa_mask);
+  sigaction(SIGTERM, &action, nullptr);
+  sigaction(SIGINT, &action, nullptr);
 
   FakeService service(batching, precision, fail_after);
   grpc::EnableDefaultHealthCheckService(true);
@@ -140,9 +149,10 @@ int main(int argc, char** argv) {
   server->GetHealthCheckService()->SetServingStatus(!no_ready);
   std::cerr << "fake-embedserve: listening on 127.0.0.1:" << port
             << " batching=" << batching << " precision=" << precision << "\n";
-  int sig = 0;
-  sigwait(&signals, &sig);
-  std::cerr << "fake-embedserve: signal " << sig << ", shutting down\n";
+  unsigned char sig = 0;
+  while (read(g_signal_pipe[0], &sig, 1) != 1) {
+  }
+  std::cerr << "fake-embedserve: signal " << static_cast<int>(sig) << ", shutting down\n";
   server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(5));
   return 0;
 }

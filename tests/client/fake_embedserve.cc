@@ -3,7 +3,7 @@
 // EmbeddingService, grpc.health.v1, SIGTERM = graceful stop), but no model: each
 // request holds one simulated device for 200 us + 20 us per item. Lets the launcher
 // (scripts/run_experiment.sh) and the report be tested without LibTorch.
-// Extra flags for tests: --fail-after N (exit 3 after N requests, a crashing server),
+// --model and --precision are accepted and ignored. Extra flags for tests: --fail-after N (exit 3 after N requests, a crashing server),
 // --no-ready (never report SERVING).
 #include <signal.h>
 #include <unistd.h>
@@ -107,6 +107,9 @@ int main(int argc, char** argv) {
   app.add_option("--config", config)->required();
   app.add_option("--port", port);
   app.add_option("--metrics-port", metrics_port);
+  std::string model, precision_flag;
+  app.add_option("--model", model, "accepted and ignored (the fake has no model)");
+  app.add_option("--precision", precision_flag, "accepted and ignored");
   app.add_option("--fail-after", fail_after);
   app.add_flag("--print-config", print_config);
   app.add_flag("--no-ready", no_ready);

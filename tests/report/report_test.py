@@ -244,6 +244,33 @@ class RunExperimentTest(unittest.TestCase):
             run = json.load(f)
         self.assertTrue(any("never became SERVING" in f for f in run["failures"]), run["failures"])
 
+    @unittest.skipUnless(os.environ.get("EMBEDSERVE_INPROCESS_BIN"), "needs the LibTorch build")
+    def test_inprocess_reference_runs_after_the_sweep(self):
+        results = os.path.join(WORK_DIR, "launch_inprocess")
+        shutil.rmtree(results, ignore_errors=True)
+        r = self.launch(results, ["minilm_baseline"], "--inprocess", "1,4",
+                        "--server-args", "--model " + os.environ["TINY_BERT_DIR"])
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        d = run_dirs(results, "minilm_baseline")[0]
+        with open(os.path.join(d, "inprocess.json")) as f:
+            ip = json.load(f)
+        self.assertEqual(ip["run"]["mode"], "inprocess")
+        self.assertEqual(ip["run"]["model.path"], os.environ["TINY_BERT_DIR"])
+        self.assertEqual([p["batch_size"] for p in ip["points"]], [1, 4])
+        for p in ip["points"]:
+            self.assertGreater(p["requests_ok"], 0)
+            self.assertEqual(p["items_ok"], p["requests_ok"] * p["batch_size"])
+            # Same generator and seed as the sweep: the same sentence lengths.
+            self.assertGreater(p["tokens_per_item"], 2 * 5)
+        with open(os.path.join(d, "run.json")) as f:
+            self.assertIn("--model " + os.environ["TINY_BERT_DIR"], json.load(f)["inprocess_command"])
+        out = os.path.join(WORK_DIR, "launch_inprocess_report")
+        rep = run_report([results, "--out", out])
+        self.assertEqual(rep.returncode, 0, rep.stderr)
+        with open(os.path.join(out, "report.md")) as f:
+            text = f.read()
+        self.assertEqual(table_row(text, "Over gRPC against in process", "minilm_baseline")[1], "1")
+
     def test_missing_experiment_file_is_reported(self):
         results = os.path.join(WORK_DIR, "launch_missing")
         r = self.launch(results, ["does_not_exist"])

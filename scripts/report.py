@@ -465,6 +465,24 @@ def build_report(runs, baseline_name, title, plots):
           TARGET_BATCHING_SPEEDUP, 100 * TARGET_GRPC_EFFICIENCY))
     w("")
 
+    open_runs = [(r, [p for p in r["points"] if p["rate"] > 0]) for r in runs]
+    open_runs = [(r, pts) for r, pts in open_runs if pts]
+    if open_runs:
+        w("## Open loop (fixed arrival rate)")
+        w("")
+        w("Latency counts from each request's scheduled send time. `not sent`: arrivals dropped "
+          "because the in-flight cap was reached (the server could not keep up with the rate).")
+        w("")
+        w("| experiment | batch | rate req/s | achieved items/s | p50 ms | p95 ms | p99 ms | max ms | failed | not sent |")
+        w("|---|---|---|---|---|---|---|---|---|---|")
+        for r, pts in open_runs:
+            for p in sorted(pts, key=lambda p: (p["batch"], p["rate"])):
+                w("| %s | %d | %s | %s | %s | %s | %s | %s | %d | %d |" % (
+                    r["name"], p["batch"], fmt(p["rate"]), fmt(p["items_per_s"]), fmt(p["lat"]["p50"], 2),
+                    fmt(p["lat"]["p95"], 2), fmt(p["lat"]["p99"], 2), fmt(p["lat"]["max"], 2),
+                    p["failed"], p["not_sent"]))
+        w("")
+
     errs = [(r["name"], p) for r in runs for p in r["points"] if p["failed"] > 0 or p["not_sent"] > 0]
     failures = [(r["name"], f) for r in runs for f in r["run"].get("failures", [])]
     w("## Errors and failures")
@@ -493,17 +511,20 @@ def build_report(runs, baseline_name, title, plots):
     w("")
     for r in runs:
         rr = r["run"]
-        w("- `%s`: sweep of %d points, %s s measured after %s s warm-up per point, sentences `%s`, seed %s." % (
-            r["name"], len(r["points"]), r["info"].get("duration_s", "?"), r["info"].get("warmup_s", "?"),
-            r["info"].get("sentence_tokens", "?"), r["info"].get("seed", "?")))
+        tok = [p["tokens_per_item"] for p in r["points"] if p["ok"] > 0 and p["tokens_per_item"] > 0]
+        w("- `%s`: sweep of %d points, %s s measured after %s s warm-up per point, sentences `%s` "
+          "(mean %s prompt tokens per %s as the server counted them), seed %s." % (
+              r["name"], len(r["points"]), r["info"].get("duration_s", "?"), r["info"].get("warmup_s", "?"),
+              r["info"].get("sentence_tokens", "?"), fmt(sum(tok) / len(tok)) if tok else "n/a",
+              r["item"].rstrip("s"), r["info"].get("seed", "?")))
         if rr.get("server_command"):
             w("  - server: `%s`" % rr["server_command"])
         if rr.get("bench_command"):
             w("  - bench: `%s`" % rr["bench_command"])
-        if rr.get("inprocess_command"):
-            w("  - in process: `%s`" % rr["inprocess_command"])
         elif r["info"].get("command"):
             w("  - bench: `%s`" % r["info"]["command"])
+        if rr.get("inprocess_command"):
+            w("  - in process: `%s`" % rr["inprocess_command"])
     w("")
     return "\n".join(lines)
 

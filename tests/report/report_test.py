@@ -144,6 +144,31 @@ class ReportInputsTest(unittest.TestCase):
         with open(os.path.join(out, "report.md")) as f:
             self.assertNotIn("1000000000.0", f.read())
 
+    def test_open_loop_points_get_their_own_table(self):
+        root = os.path.join(WORK_DIR, "open_loop")
+        shutil.rmtree(root, ignore_errors=True)
+        shutil.copytree(FIXTURE_DIR, root)
+        path = os.path.join(run_dirs(root, "minilm_batching")[-1], "bench.json")
+        with open(path) as f:
+            data = json.load(f)
+        p = dict(data["points"][0])
+        p.update({"rate_rps": 50.0, "mode": "open", "concurrency": 1024, "items_per_s": 49.5,
+                  "not_sent": 3, "latency_ms": dict(p["latency_ms"], p99=12.5)})
+        data["points"].append(p)
+        with open(path, "w") as f:
+            json.dump(data, f)
+        out = os.path.join(WORK_DIR, "open_loop_out")
+        r = run_report([root, "--out", out])
+        self.assertEqual(r.returncode, 0, r.stderr)
+        with open(os.path.join(out, "report.md")) as f:
+            text = f.read()
+        cells = table_row(text, "Open loop", "minilm_batching")
+        self.assertEqual(cells[2:4], ["50.0", "49.5"])
+        self.assertEqual(cells[6], "12.50")
+        self.assertEqual(cells[9], "3")
+        # An open-loop point is not a closed-loop peak.
+        self.assertNotEqual(table_row(text, "Peak throughput", "minilm_batching")[4], "1024")
+
     def test_explicit_baseline_and_unknown_baseline(self):
         out = os.path.join(WORK_DIR, "baseline_out")
         r = run_report([FIXTURE_DIR, "--out", out, "--baseline", "minilm_batching"])

@@ -280,17 +280,17 @@ def build_report(runs, baseline_name, title, plots):
 
     w("## Runs and machines")
     w("")
-    w("| experiment | method | model | precision | device | batching | CPU | cores | GPU | LibTorch | commit | folder |")
-    w("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    w("| experiment | method | model | precision | device | batching | CPU | cores | GPU | LibTorch | env | commit | folder |")
+    w("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in runs:
         m, i = r["machine"], r["info"]
-        w("| %s | %s | %s%s | %s | %s | %s | %s | %s | %s | %s | %s | `%s` |" % (
+        w("| %s | %s | %s%s | %s | %s | %s | %s | %s | %s | %s | %s | %s | `%s` |" % (
             r["name"], r["method"], i.get("model.name", "?"),
             " (synthetic)" if i.get("model.synthetic") == "true" else "",
             r["precision"], r["device"], i.get("batching.enabled", "?"),
             m.get("cpu_model", "?"), m.get("cores_usable", m.get("cores_available", "?")),
             m.get("gpu", "?"),
-            libtorch_of(r),
+            libtorch_of(r), m.get("env", "?"),
             m.get("git_commit", "?"), shown_path(r["dir"])))
     w("")
 

@@ -151,6 +151,10 @@ try:
                 facts["os"] = line.split("=", 1)[1].strip().strip('"') + " (" + platform.release() + ")"
 except Exception:
     pass
+# Environment that changes how LibTorch / BLAS / OpenMP run (e.g. OMP_WAIT_POLICY).
+tuning = {k: v for k, v in os.environ.items()
+          if k.startswith(("OMP_", "KMP_", "MKL_", "OPENBLAS_", "GOMP_", "TORCH_", "DNNL_", "ONEDNN_"))}
+facts["env"] = " ".join("%s=%s" % kv for kv in sorted(tuning.items())) or "none"
 facts["git_commit"] = run(["git", "-C", root, "rev-parse", "--short", "HEAD"])
 dirty = run(["git", "-C", root, "status", "--porcelain", "--untracked-files=no"])
 if dirty: facts["git_commit"] += "+dirty"

@@ -25,16 +25,24 @@ struct Line {
 };
 
 std::string ErrorJson(const std::string& message) {
-  return nlohmann::json{{"error", message}}.dump() + "\n";
+  // The message may quote the bad input: replace invalid UTF-8 rather than throw.
+  return nlohmann::json{{"error", message}}.dump(-1, ' ', false,
+                                                 nlohmann::json::error_handler_t::replace) +
+         "\n";
 }
 
 Line ParseLine(const std::string& text_line, const embedserve::Tokenizer& tokenizer,
                int64_t max_len) {
   Line line;
-  nlohmann::json j = nlohmann::json::parse(text_line, nullptr, /*allow_exceptions=*/false);
-  if (j.is_discarded()) {
-    line.error = "invalid JSON";
-  } else if (!j.is_object() || !j.contains("text") || !j["text"].is_string()) {
+  nlohmann::json j;
+  try {
+    j = nlohmann::json::parse(text_line);
+  } catch (const nlohmann::json::parse_error& e) {
+    // e.g. "... syntax error while parsing value - invalid string: ill-formed UTF-8 byte"
+    line.error = std::string("invalid JSON: ") + e.what();
+    return line;
+  }
+  if (!j.is_object() || !j.contains("text") || !j["text"].is_string()) {
     line.error = "expected an object with a string field \"text\"";
   } else {
     auto enc = tokenizer.Encode(j["text"].get_ref<const std::string&>(), max_len);

@@ -559,7 +559,7 @@ absl::Status EmbeddingService::AttachModel(const Tokenizer* tokenizer, Backend* 
         rt->max_seq_length));
   }
   v1::ModelInfo& mi = rt->model_info;
-  mi.set_name(info.model_name);
+  mi.set_name(options_.model_name.empty() ? info.model_name : options_.model_name);
   mi.set_path(info.model_path);
   mi.set_synthetic(info.synthetic);
   mi.set_dimension(static_cast<int32_t>(info.dimension));

@@ -61,6 +61,7 @@ class EmbedServer::Impl {
     so.max_texts_per_request = config_.server.max_texts_per_request;
     so.max_seq_length = config_.model.max_seq_length;
     so.log_requests = config_.logging.log_requests;
+    so.model_name = config_.model.name;
     so.versions = {{"embedserve", EMBEDSERVE_VERSION_STRING},
                    {"grpc", grpc::Version()}};
     v1::BatchingInfo& bi = so.batching_info;
@@ -241,7 +242,9 @@ class EmbedServer::Impl {
                            b.workers, b.workers == 1 ? " worker)" : " workers)")
             : absl::StrCat("batching off (one request per forward, ", b.workers,
                            b.workers == 1 ? " worker)" : " workers)");
-    return absl::StrCat("Loaded ", info.model_name.empty() ? "model" : info.model_name, " (",
+    const std::string& name =
+        !config_.model.name.empty() ? config_.model.name : info.model_name;
+    return absl::StrCat("Loaded ", name.empty() ? "model" : name, " (",
                         info.synthetic ? "synthetic weights" : "pretrained weights", ", ",
                         info.model_path, ") on ", info.device, ", ", Upper(info.precision),
                         ", ", info.dimension, " dims, max ", seq_len, " tokens, ", batching);

@@ -271,11 +271,14 @@ TEST_F(ServiceTest, TokenizeEqualsTheTokenizer) {
 }
 
 TEST_F(ServiceTest, GetModelInfoDescribesModelAndBatching) {
-  Start();
+  ServerConfig config = TestConfig();
+  config.model.name = "org/display-name";  // shown instead of the folder's own name
+  Start(config);
+  EXPECT_THAT(server_->Summary(), HasSubstr("Loaded org/display-name (pretrained weights"));
   grpc::ClientContext ctx;
   v1::ModelInfo info;
   ASSERT_TRUE(stub_->GetModelInfo(&ctx, v1::GetModelInfoRequest(), &info).ok());
-  EXPECT_EQ(info.name(), "fake");
+  EXPECT_EQ(info.name(), "org/display-name");
   EXPECT_EQ(info.dimension(), kDim);
   EXPECT_EQ(info.max_seq_length(), 16);
   EXPECT_EQ(info.pooling(), "mean");

@@ -31,7 +31,8 @@ struct ServerSection {
 
 // `model:` section. Which model folder to load and how.
 struct ModelSection {
-  std::string name;           // display name; also looked up in the Hugging Face cache
+  std::string name;           // Hugging Face id: looked up in the HF cache when `path` is
+                              // unset; the name GetModelInfo and the log show
   std::string path;           // model folder; wins over `name` when set
   std::string fallback_path;  // used (with a warning) when `name` is not in the HF cache
   std::string device = "auto";     // auto, cpu, cuda, cuda:N

@@ -44,6 +44,9 @@ class EmbeddingService final : public EmbeddingServiceBase {
     // Tokens per text, [CLS]/[SEP] included; 0 = the backend's max_seq_length. Lower
     // than the backend's only.
     int64_t max_seq_length = 0;
+    // Reported by GetModelInfo.name instead of the folder's own name when set (the
+    // config's model.name: a Hugging Face snapshot folder names itself by a hash).
+    std::string model_name;
     // Reported by GetModelInfo (the batcher's settings as configured).
     v1::BatchingInfo batching_info;
     // Reported by GetModelInfo.versions, e.g. {"embedserve", "0.1.0"}.

@@ -339,9 +339,22 @@ TEST_F(ServiceTest, DeadlinePassedInQueueIsDeadlineExceeded) {
   v1::EmbedResponse rb;
   const grpc::Status sb = Embed({"b"}, &rb, std::nullopt, std::nullopt, /*deadline_ms=*/100);
   EXPECT_EQ(sb.error_code(), grpc::StatusCode::DEADLINE_EXCEEDED);
+  // The server's copy of the deadline starts when the call arrives there, a little
+  // after the client's: let it pass too before the queue moves.
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
   backend_->OpenGate();
   ta.join();
   EXPECT_TRUE(sa.ok());
+  // The server answered B with DEADLINE_EXCEEDED itself (dropped from the queue, or
+  // refused at once when a loaded machine ran its handler after the deadline).
+  std::string page;
+  for (int i = 0; i < 100; ++i) {
+    page = testing::HttpGet(server_->metrics_port(), "/metrics");
+    if (page.find("code=\"DEADLINE_EXCEEDED\"} 1") != std::string::npos) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  EXPECT_THAT(page, HasSubstr("embedserve_requests_total{method=\"Embed\",code=\"DEADLINE_EXCEEDED\"} 1"));
+
   // B never reached the model.
   for (const auto& call : backend_->calls()) {
     for (const auto& seq : call) EXPECT_NE(FakeBackend::Encode(seq, kDim), Expected("b"));

@@ -443,7 +443,9 @@ def build_report(runs, baseline_name, title, plots):
     if base:
         b = point(base, 1, BATCHING_CHECK_CONCURRENCY)
         for r in runs:
-            if r is base or r["info"].get("batching.enabled") != "true":
+            # Same precision and device as the baseline: the check is about batching alone.
+            if (r is base or r["info"].get("batching.enabled") != "true"
+                    or r["precision"] != base["precision"] or r["device"] != base["device"]):
                 continue
             p = point(r, 1, BATCHING_CHECK_CONCURRENCY)
             if p and b and b["items_per_s"] > 0:
@@ -459,7 +461,7 @@ def build_report(runs, baseline_name, title, plots):
         w("No check applies to these runs.")
     w("")
     w("Checks need Similarity at batch 32 on CPU (fp32 >= %.0f, bf16 >= %.0f pairs/s), batch 1 "
-      "at concurrency %d in both the baseline and a batching run (>= %.1fx), and an in-process "
+      "at concurrency %d in both the baseline and a batching run of the same precision (>= %.1fx), and an in-process "
       "run at batch 32 (over gRPC >= %.0f%% of it)." % (
           TARGET_PAIRS_PER_S["fp32"], TARGET_PAIRS_PER_S["bf16"], BATCHING_CHECK_CONCURRENCY,
           TARGET_BATCHING_SPEEDUP, 100 * TARGET_GRPC_EFFICIENCY))

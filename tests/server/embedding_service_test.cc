@@ -545,7 +545,12 @@ TEST_F(ServiceTest, ShutdownAnswersEveryAcceptedCall) {
     threads.emplace_back([&, i] { status[i] = Embed({"call " + std::to_string(i)}, &responses[i]); });
   }
   backend_->WaitForWaitingCalls(1);  // one held in the model, the others queued
-  std::this_thread::sleep_for(std::chrono::milliseconds(100));  // let every call arrive
+  // Every call accepted: each was tokenized (counted just before it is queued).
+  for (int i = 0; i < 500; ++i) {
+    const auto page = testing::HttpGet(server_->metrics_port(), "/metrics");
+    if (page.find("embedserve_tokenize_duration_seconds_count 5\n") != std::string::npos) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
   std::thread stopper([&] { server_->Shutdown(5'000'000); });
   std::this_thread::sleep_for(std::chrono::milliseconds(200));
   backend_->OpenGate();

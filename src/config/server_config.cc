@@ -361,13 +361,27 @@ class Parser {
     });
   }
 
+  // A key of the benchmark launcher's: kept as YAML text.
+  absl::Status Opaque(const YAML::Node& node, const std::string& key, BenchmarkSection* b) {
+    YAML::Emitter out;
+    out.SetSeqFormat(YAML::Flow);
+    out.SetMapFormat(YAML::Flow);
+    out << node;
+    b->launcher_options.emplace_back(key.substr(key.find('.') + 1), out.c_str());
+    return absl::OkStatus();
+  }
+
   absl::Status Benchmark(const YAML::Node& node, const std::string& p, BenchmarkSection* b) {
+    auto opaque = [&](const YAML::Node& n, const std::string& k) { return Opaque(n, k, b); };
     return Map(node, p, {
         {"batch_sizes", [&](const YAML::Node& n, const std::string& k) { return IntList(n, k, &b->batch_sizes); }},
         {"concurrencies", [&](const YAML::Node& n, const std::string& k) { return IntList(n, k, &b->concurrencies); }},
         {"duration_s", [&](const YAML::Node& n, const std::string& k) { return Double(n, k, &b->duration_s); }},
         {"warmup_s", [&](const YAML::Node& n, const std::string& k) { return Double(n, k, &b->warmup_s); }},
         {"method", [&](const YAML::Node& n, const std::string& k) { return String(n, k, &b->method); }},
+        {"extra_grids", opaque}, {"rates_rps", opaque}, {"max_outstanding", opaque},
+        {"requests", opaque}, {"sentence_length", opaque}, {"seed", opaque},
+        {"timeout_ms", opaque}, {"pairs_file", opaque}, {"pool_requests", opaque},
     });
   }
 
@@ -476,6 +490,9 @@ std::string ServerConfigToYaml(const ServerConfig& c) {
   absl::StrAppend(&y, "  duration_s: ", Number(c.benchmark.duration_s), "\n");
   absl::StrAppend(&y, "  warmup_s: ", Number(c.benchmark.warmup_s), "\n");
   absl::StrAppend(&y, "  method: ", Quote(c.benchmark.method), "\n");
+  for (const auto& [key, yaml] : c.benchmark.launcher_options) {
+    absl::StrAppend(&y, "  ", key, ": ", yaml, "\n");
+  }
   return y;
 }
 

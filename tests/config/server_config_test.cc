@@ -111,6 +111,25 @@ quantized: true
   EXPECT_TRUE(config->model.quantized);
 }
 
+TEST(ServerConfigTest, KeepsTheBenchmarkLaunchersOwnKeys) {
+  auto config = Parse(R"(
+benchmark:
+  batch_sizes: [1]
+  extra_grids:
+    - {batch_sizes: [1], concurrencies: [32]}
+  rates_rps: [100, 200]
+  sentence_length: long
+)");
+  ASSERT_TRUE(config.ok()) << config.status();
+  ASSERT_EQ(config->benchmark.launcher_options.size(), 3u);
+  EXPECT_EQ(config->benchmark.launcher_options[0].first, "extra_grids");
+  EXPECT_EQ(config->benchmark.launcher_options[1],
+            (std::pair<std::string, std::string>{"rates_rps", "[100, 200]"}));
+  auto again = Parse(ServerConfigToYaml(*config));
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_EQ(again->benchmark.launcher_options, config->benchmark.launcher_options);
+}
+
 TEST(ServerConfigTest, FractionalTimeoutMsBecomesMicroseconds) {
   auto config = Parse("batching:\n  timeout_ms: 0.25\n");
   ASSERT_TRUE(config.ok()) << config.status();

@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <map>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -73,6 +74,10 @@ struct BenchmarkSection {
   double duration_s = 10.0;                      // measured seconds per point
   double warmup_s = 2.0;                         // unmeasured seconds before each point
   std::string method = "embed";                  // embed or similarity
+  // Further keys that embedserve-bench reads (extra_grids, rates_rps, max_outstanding,
+  // requests, sentence_length, seed, timeout_ms, pairs_file, pool_requests), kept as
+  // flow-style YAML text in file order; the launcher checks their values.
+  std::vector<std::pair<std::string, std::string>> launcher_options;
 
   absl::Status Validate() const;
 };

@@ -169,6 +169,11 @@ def split_of(p):
     """Mean request time split (ms): tokenize, queue, inference, other server, rest."""
     s = p["server"]
     tok, queue, inf, total = s.get("tokenize", 0), s.get("queue", 0), s.get("inference", 0), s.get("total", 0)
+    if total > 0 and tok + queue + inf > total:
+        # A request split over several batches: its queue_us (until its last batch
+        # started) overlaps the inference of its earlier batches. Count the wait as what
+        # is left of the server total, so the parts still add up to the latency.
+        queue = max(0.0, total - tok - inf)
     other = max(0.0, total - tok - queue - inf)
     rest = s.get("rest", max(0.0, p["lat"]["avg"] * 1000 - total))
     return [tok / 1000, queue / 1000, inf / 1000, other / 1000, max(0.0, rest) / 1000]
@@ -348,7 +353,9 @@ def build_report(runs, baseline_name, title, plots):
     w("Mean per request, from the server's Timings in each response: tokenize, queue (enqueue until "
       "its last batch started), inference (forward + pooling of its batches), other server "
       "(total - the three), and rest = client latency - server total (network, (de)serialization, "
-      "gRPC and client). Percent of the client latency in brackets.")
+      "gRPC and client). Percent of the client latency in brackets. Where a request was split over "
+      "several batches its queue time overlaps its earlier batches' inference; queue is then "
+      "shown as server total - tokenize - inference.")
     w("")
     w("| experiment | point | tokenize ms | queue ms | inference ms | other server ms | rest ms | latency ms | largest |")
     w("|---|---|---|---|---|---|---|---|---|")

@@ -169,6 +169,29 @@ class ReportInputsTest(unittest.TestCase):
         # An open-loop point is not a closed-loop peak.
         self.assertNotEqual(table_row(text, "Peak throughput", "minilm_batching")[4], "1024")
 
+    def test_split_request_queue_overlap_still_adds_up(self):
+        # A request split over several batches reports queue_us overlapping inference_us.
+        root = os.path.join(WORK_DIR, "overlap")
+        shutil.rmtree(root, ignore_errors=True)
+        shutil.copytree(FIXTURE_DIR, root)
+        path = os.path.join(run_dirs(root, "minilm_batching")[-1], "bench.json")
+        with open(path) as f:
+            data = json.load(f)
+        for p in data["points"]:
+            p["latency_ms"]["avg"] = 10.0
+            p["server_us"].update({"tokenize": 500.0, "queue": 8000.0, "inference": 7000.0,
+                                   "total": 9000.0, "rest": 1000.0})
+        with open(path, "w") as f:
+            json.dump(data, f)
+        out = os.path.join(WORK_DIR, "overlap_out")
+        r = run_report([root, "--out", out])
+        self.assertEqual(r.returncode, 0, r.stderr)
+        with open(os.path.join(out, "report.md")) as f:
+            cells = table_row(f.read(), "Where the time goes", "minilm_batching")
+        parts = [float(c.split()[0]) for c in cells[2:7]]
+        self.assertEqual(parts, [0.5, 1.5, 7.0, 0.0, 1.0])  # queue = 9 - 0.5 - 7
+        self.assertAlmostEqual(sum(parts), 10.0)
+
     def test_explicit_baseline_and_unknown_baseline(self):
         out = os.path.join(WORK_DIR, "baseline_out")
         r = run_report([FIXTURE_DIR, "--out", out, "--baseline", "minilm_batching"])

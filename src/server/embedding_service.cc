@@ -302,7 +302,7 @@ class EmbedStreamReactor final
       draining_ = true;
       finish = ShouldFinishLocked();
     }
-    if (finish) Finish(grpc::Status::OK);
+    if (finish) Finish(final_status_);
   }
 
   void OnReadDone(bool ok) override {
@@ -319,6 +319,7 @@ class EmbedStreamReactor final
     {
       absl::MutexLock lock(&mu_);
       in_handler_ = false;
+      if (!ok) client_closed_ = true;
       if (!ok || draining_) reads_done_ = true;
       if (!reads_done_ && !finished_) {
         // Under the lock so that it never follows Finish (gRPC runs the completion
@@ -328,7 +329,7 @@ class EmbedStreamReactor final
         finish = ShouldFinishLocked();
       }
     }
-    if (finish) Finish(grpc::Status::OK);
+    if (finish) Finish(final_status_);
   }
 
   void OnWriteDone(bool ok) override {
@@ -347,7 +348,7 @@ class EmbedStreamReactor final
       }
     }
     if (next != nullptr) StartWrite(next);
-    if (finish) Finish(grpc::Status::OK);
+    if (finish) Finish(final_status_);
   }
 
   void OnDone() override {
@@ -466,13 +467,20 @@ class EmbedStreamReactor final
       if (to_write == nullptr) finish = ShouldFinishLocked();
     }
     if (to_write != nullptr) StartWrite(to_write);
-    if (finish) Finish(grpc::Status::OK);
+    if (finish) Finish(final_status_);
   }
 
   bool ShouldFinishLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     if (finished_) return false;
     if ((reads_done_ || draining_) && pending_ == 0 && !writing_ && !in_handler_) {
       finished_ = true;
+      // Ended by the server (shutdown) rather than by the client's half-close: say so,
+      // so that the client resends what it has not got a reply for elsewhere.
+      if (!client_closed_) {
+        final_status_ = grpc::Status(grpc::StatusCode::UNAVAILABLE,
+                                     "the server is shutting down; every request it read "
+                                     "was answered on this stream");
+      }
       return true;
     }
     return false;
@@ -495,6 +503,8 @@ class EmbedStreamReactor final
   bool draining_ ABSL_GUARDED_BY(mu_) = false;
   bool in_handler_ ABSL_GUARDED_BY(mu_) = false;
   bool finished_ ABSL_GUARDED_BY(mu_) = false;
+  bool client_closed_ ABSL_GUARDED_BY(mu_) = false;
+  grpc::Status final_status_;  // written once under mu_ before Finish
   int64_t pending_ ABSL_GUARDED_BY(mu_) = 0;  // submitted, `done` not yet run
 };
 

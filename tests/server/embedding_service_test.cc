@@ -653,7 +653,9 @@ TEST_F(ServiceTest, ShutdownEndsIdleStreamsWithoutWaitingForTheGrace) {
   server_->Shutdown(20'000'000);
   EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::seconds(5));
   EXPECT_FALSE(stream->Read(&r));
-  EXPECT_TRUE(stream->Finish().ok());
+  const grpc::Status status = stream->Finish();
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::UNAVAILABLE);
+  EXPECT_THAT(status.error_message(), HasSubstr("shutting down"));
 }
 }  // namespace
 }  // namespace embedserve

@@ -67,6 +67,8 @@ absl::Status ServerSection::Validate() const {
   ES_RETURN_IF_ERROR(CheckRange("server.threads", threads, 0, 4096));
   ES_RETURN_IF_ERROR(
       CheckRange("server.max_texts_per_request", max_texts_per_request, 1, 1000000));
+  ES_RETURN_IF_ERROR(
+      CheckRange("server.max_stream_backlog", max_stream_backlog, 1, 1000000));
   ES_RETURN_IF_ERROR(CheckRange<int64_t>("server.shutdown_grace_ms", shutdown_grace_ms,
                                          0, 3600 * 1000));
   return absl::OkStatus();
@@ -322,6 +324,7 @@ class Parser {
         {"max_message_bytes", [&](const YAML::Node& n, const std::string& k) { return Int(n, k, &s->max_message_bytes); }},
         {"threads", [&](const YAML::Node& n, const std::string& k) { return Int(n, k, &s->threads); }},
         {"max_texts_per_request", [&](const YAML::Node& n, const std::string& k) { return Int(n, k, &s->max_texts_per_request); }},
+        {"max_stream_backlog", [&](const YAML::Node& n, const std::string& k) { return Int(n, k, &s->max_stream_backlog); }},
         {"shutdown_grace_ms", [&](const YAML::Node& n, const std::string& k) { return Int(n, k, &s->shutdown_grace_ms); }},
         {"warmup", [&](const YAML::Node& n, const std::string& k) { return Bool(n, k, &s->warmup); }},
     });
@@ -461,6 +464,7 @@ std::string ServerConfigToYaml(const ServerConfig& c) {
   absl::StrAppend(&y, "  max_message_bytes: ", c.server.max_message_bytes, "\n");
   absl::StrAppend(&y, "  threads: ", c.server.threads, "\n");
   absl::StrAppend(&y, "  max_texts_per_request: ", c.server.max_texts_per_request, "\n");
+  absl::StrAppend(&y, "  max_stream_backlog: ", c.server.max_stream_backlog, "\n");
   absl::StrAppend(&y, "  shutdown_grace_ms: ", c.server.shutdown_grace_ms, "\n");
   absl::StrAppend(&y, "  warmup: ", c.server.warmup ? "true" : "false", "\n");
   absl::StrAppend(&y, "model:\n");

@@ -269,13 +269,14 @@ class EmbedStreamReactor final
  public:
   EmbedStreamReactor(EmbeddingService* service, const EmbeddingService::Runtime* rt,
                      CallbackServerContext* context, ServerMetrics* metrics, Clock* clock,
-                     int max_texts)
+                     int max_texts, int max_backlog)
       : service_(service),
         rt_(rt),
         context_(context),
         metrics_(metrics),
         clock_(clock),
-        max_texts_(max_texts) {
+        max_texts_(max_texts),
+        max_backlog_(max_backlog) {
     if (rt_ == nullptr) {
       Finish(ToGrpcStatus(NotReady()));
       return;
@@ -322,9 +323,13 @@ class EmbedStreamReactor final
       if (!ok) client_closed_ = true;
       if (!ok || draining_) reads_done_ = true;
       if (!reads_done_ && !finished_) {
-        // Under the lock so that it never follows Finish (gRPC runs the completion
-        // later, never inside StartRead).
-        StartRead(&raw_request_);
+        if (BacklogLocked() < max_backlog_) {
+          // Under the lock so that it never follows Finish (gRPC runs the completion
+          // later, never inside StartRead).
+          StartRead(&raw_request_);
+        } else {
+          read_paused_ = true;  // resumed by MaybeResumeReadLocked as replies drain
+        }
       } else {
         finish = ShouldFinishLocked();
       }
@@ -340,6 +345,7 @@ class EmbedStreamReactor final
       queue_.pop_front();
       if (!ok) write_failed_ = true;  // client gone: drop what is left
       if (write_failed_) queue_.clear();
+      MaybeResumeReadLocked();
       if (!queue_.empty()) {
         next = &queue_.front();
       } else {
@@ -457,6 +463,7 @@ class EmbedStreamReactor final
     {
       absl::MutexLock lock(&mu_);
       if (was_pending) --pending_;
+      if (write_failed_) MaybeResumeReadLocked();
       if (!write_failed_) {
         queue_.push_back(std::move(serialized));
         if (!writing_) {
@@ -468,6 +475,19 @@ class EmbedStreamReactor final
     }
     if (to_write != nullptr) StartWrite(to_write);
     if (finish) Finish(final_status_);
+  }
+
+  // Messages taken in and not yet written.
+  int64_t BacklogLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    return pending_ + static_cast<int64_t>(queue_.size());
+  }
+
+  void MaybeResumeReadLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if (read_paused_ && !reads_done_ && !draining_ && !finished_ &&
+        BacklogLocked() < max_backlog_) {
+      read_paused_ = false;
+      StartRead(&raw_request_);
+    }
   }
 
   bool ShouldFinishLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
@@ -492,6 +512,7 @@ class EmbedStreamReactor final
   ServerMetrics* const metrics_;
   Clock* const clock_;
   const int max_texts_;
+  const int64_t max_backlog_;
   bool registered_ = false;
   grpc::ByteBuffer raw_request_;  // the read in progress (one at a time)
 
@@ -504,6 +525,7 @@ class EmbedStreamReactor final
   bool in_handler_ ABSL_GUARDED_BY(mu_) = false;
   bool finished_ ABSL_GUARDED_BY(mu_) = false;
   bool client_closed_ ABSL_GUARDED_BY(mu_) = false;
+  bool read_paused_ ABSL_GUARDED_BY(mu_) = false;  // no read outstanding: backlog full
   grpc::Status final_status_;  // written once under mu_ before Finish
   int64_t pending_ ABSL_GUARDED_BY(mu_) = 0;  // submitted, `done` not yet run
 };
@@ -514,6 +536,10 @@ absl::Status EmbeddingService::Options::Validate() const {
   if (max_texts_per_request < 1) {
     return absl::InvalidArgumentError(absl::StrCat(
         "server.max_texts_per_request must be >= 1; was ", max_texts_per_request));
+  }
+  if (max_stream_backlog < 1) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "server.max_stream_backlog must be >= 1; was ", max_stream_backlog));
   }
   if (max_seq_length < 0) {
     return absl::InvalidArgumentError(
@@ -683,7 +709,7 @@ ServerUnaryReactor* EmbeddingService::Embed(CallbackServerContext* context,
 grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>* EmbeddingService::EmbedStream(
     CallbackServerContext* context) {
   return new EmbedStreamReactor(this, runtime(), context, metrics_, clock_,
-                                options_.max_texts_per_request);
+                                options_.max_texts_per_request, options_.max_stream_backlog);
 }
 
 ServerUnaryReactor* EmbeddingService::Similarity(CallbackServerContext* context,

@@ -59,6 +59,7 @@ class EmbedServer::Impl {
 
     EmbeddingService::Options so;
     so.max_texts_per_request = config_.server.max_texts_per_request;
+    so.max_stream_backlog = config_.server.max_stream_backlog;
     so.max_seq_length = config_.model.max_seq_length;
     so.log_requests = config_.logging.log_requests;
     so.model_name = config_.model.name;

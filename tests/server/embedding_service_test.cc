@@ -426,7 +426,8 @@ TEST_F(ServiceTest, EmbedStreamEchoesIdsAndReportsErrorsPerMessage) {
 
 TEST_F(ServiceTest, EmbedStreamManyConcurrentMessages) {
   ServerConfig config = TestConfig();
-  config.batching.max_queue_sequences = 1024;  // room for every message at once
+  config.batching.max_queue_sequences = 1024;
+  config.server.max_stream_backlog = 4;  // reading pauses and resumes many times
   Start(config);
   grpc::ClientContext ctx;
   auto stream = stub_->EmbedStream(&ctx);
@@ -454,6 +455,43 @@ TEST_F(ServiceTest, EmbedStreamManyConcurrentMessages) {
   writer.join();
   EXPECT_TRUE(stream->Finish().ok());
   EXPECT_EQ(seen.size(), static_cast<size_t>(kMessages));
+}
+
+TEST_F(ServiceTest, EmbedStreamStopsReadingWhenItsBacklogIsFull) {
+  ServerConfig config = TestConfig();
+  config.server.max_stream_backlog = 2;
+  Start(config);
+  backend_->CloseGate();
+  grpc::ClientContext ctx;
+  auto stream = stub_->EmbedStream(&ctx);
+  for (int i = 0; i < 3; ++i) {
+    v1::EmbedRequest r;
+    r.set_id(std::to_string(i));
+    r.add_texts("message " + std::to_string(i));
+    ASSERT_TRUE(stream->Write(r));
+  }
+  backend_->WaitForWaitingCalls(1);
+  auto tokenized = [&] {
+    const std::string page = testing::HttpGet(server_->metrics_port(), "/metrics");
+    const std::string key = "embedserve_tokenize_duration_seconds_count ";
+    const size_t at = page.find(key);
+    return at == std::string::npos ? -1 : std::stoi(page.substr(at + key.size()));
+  };
+  for (int i = 0; i < 100 && tokenized() < 2; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  EXPECT_EQ(tokenized(), 2);  // the third message waits in the transport
+  backend_->OpenGate();
+  stream->WritesDone();
+  std::set<std::string> ids;
+  v1::EmbedResponse response;
+  while (stream->Read(&response)) {
+    EXPECT_EQ(response.error().code(), 0) << response.error().message();
+    ids.insert(response.id());
+  }
+  EXPECT_TRUE(stream->Finish().ok());
+  EXPECT_EQ(ids, (std::set<std::string>{"0", "1", "2"}));
 }
 
 TEST_F(ServiceTest, HealthIsServingAndMetricsAreExported) {

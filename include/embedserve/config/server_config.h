@@ -24,6 +24,8 @@ struct ServerSection {
   int64_t max_message_bytes = 64 << 20;  // largest request/response message
   int threads = 0;                    // most threads gRPC may use; 0 = gRPC's default
   int max_texts_per_request = 256;    // texts (or pairs) per Embed/Similarity/Tokenize
+  int max_stream_backlog = 1024;      // EmbedStream messages in work or unsent before
+                                      // the server stops reading that stream
   int64_t shutdown_grace_ms = 10000;  // on SIGTERM: time to answer accepted calls
   bool warmup = true;                 // run one batch through the model before SERVING
 

@@ -44,6 +44,10 @@ class EmbeddingService final : public EmbeddingServiceBase {
     // Tokens per text, [CLS]/[SEP] included; 0 = the backend's max_seq_length. Lower
     // than the backend's only.
     int64_t max_seq_length = 0;
+    // EmbedStream flow control: messages of one stream being processed or waiting to be
+    // written; at this many the server stops reading the stream until replies drain
+    // (a client must read replies while it writes).
+    int max_stream_backlog = 1024;
     // Reported by GetModelInfo.name instead of the folder's own name when set (the
     // config's model.name: a Hugging Face snapshot folder names itself by a hash).
     std::string model_name;

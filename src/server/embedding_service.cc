@@ -8,7 +8,7 @@
 
 #include <chrono>
 #include <deque>
-#include <mutex>
+#include <memory>
 #include <string>
 #include <utility>
 #include <vector>

@@ -11,7 +11,11 @@
 #include <cerrno>
 #include <cmath>
 #include <cstring>
+#include <memory>
 #include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
 #include <utility>
 
 #include "absl/strings/match.h"

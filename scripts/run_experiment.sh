@@ -35,6 +35,9 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BUILD_DIR="$ROOT/build"
 RESULTS_DIR="$ROOT/results"
 READY_TIMEOUT=300
+# LibTorch's OpenMP threads spin while they wait by default; on a machine whose cores the
+# client shares, passive waiting is faster (docs/model.md). A value set by the caller wins.
+export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-PASSIVE}
 BENCH_ARGS=""
 SERVER_ARGS=""
 INPROCESS=""

@@ -2,6 +2,7 @@
 
 #include <torch/version.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <cstring>
 #include <limits>
@@ -189,7 +190,9 @@ absl::StatusOr<std::unique_ptr<BertBackend>> BertBackend::Create(const ModelFold
   info.normalize = folder.normalize;
   info.device = b->device_.str();
   info.precision = options.precision;
-  info.pads_inputs = true;
+  // Linear layers run on packed tokens (Forward): a batch costs the sum of its lengths,
+  // not longest x count; only the (small) attention step pads.
+  info.pads_inputs = false;
   info.runtime = absl::StrCat("libtorch ", TORCH_VERSION);
   if (b->device_.is_cpu()) {
     absl::StrAppend(&info.runtime, " (cpu, ", b->num_threads_, " threads, ",
@@ -284,47 +287,96 @@ torch::Tensor BertBackend::Linear(const torch::Tensor& x, const torch::Tensor& w
   return at::linear(x, w, b);
 }
 
-// ids, mask: [B, L] int64 on device_. Returns the last hidden state [B, L, H] in
-// residual_dtype_.
-torch::Tensor BertBackend::Forward(const torch::Tensor& ids, const torch::Tensor& mask) const {
-  const int64_t batch = ids.size(0), len = ids.size(1);
+BertBackend::PackedBatch BertBackend::Pack(absl::Span<const TokenIds* const> sequences,
+                                           int64_t longest) const {
+  PackedBatch in;
+  in.batch = static_cast<int64_t>(sequences.size());
+  in.longest = longest;
+  in.uniform = true;
+  for (const TokenIds* seq : sequences) {
+    in.total += static_cast<int64_t>(seq->size());
+    if (static_cast<int64_t>(seq->size()) != longest) in.uniform = false;
+  }
+  const int64_t t = in.total, b = in.batch, padded = b * longest;
+  // One int64 host buffer: ids, positions, seq_index, pad_index [t each], offsets,
+  // lengths [b each], mask [b * longest]; a single copy to the device.
+  torch::Tensor host = torch::empty({4 * t + 2 * b + padded}, torch::kLong);
+  int64_t* ids = host.data_ptr<int64_t>();
+  int64_t* positions = ids + t;
+  int64_t* seq_index = positions + t;
+  int64_t* pad_index = seq_index + t;
+  int64_t* offsets = pad_index + t;
+  int64_t* lengths = offsets + b;
+  int64_t* mask = lengths + b;
+  std::fill(mask, mask + padded, int64_t{0});
+  int64_t row = 0;
+  for (int64_t i = 0; i < b; ++i) {
+    const TokenIds& seq = *sequences[i];
+    const int64_t len = static_cast<int64_t>(seq.size());
+    offsets[i] = row;
+    lengths[i] = len;
+    for (int64_t j = 0; j < len; ++j, ++row) {
+      ids[row] = seq[j];
+      positions[row] = j;
+      seq_index[row] = i;
+      pad_index[row] = i * longest + j;
+      mask[i * longest + j] = 1;
+    }
+  }
+  torch::Tensor dev = host.to(device_, /*non_blocking=*/false);
+  in.ids = dev.narrow(0, 0, t);
+  in.positions = dev.narrow(0, t, t);
+  in.seq_index = dev.narrow(0, 2 * t, t);
+  in.pad_index = dev.narrow(0, 3 * t, t);
+  in.offsets = dev.narrow(0, 4 * t, b);
+  in.lengths = dev.narrow(0, 4 * t + b, b);
+  in.mask = dev.narrow(0, 4 * t + 2 * b, padded).view({b, longest});
+  return in;
+}
+
+torch::Tensor BertBackend::Forward(const PackedBatch& in) const {
+  const int64_t batch = in.batch, len = in.longest;
   const int64_t h = config_.hidden_size, heads = config_.num_attention_heads;
   const double eps = config_.layer_norm_eps;
   // Embeddings (token type 0 everywhere, as sentence-transformers passes no type ids).
-  torch::Tensor x = word_emb_.index_select(0, ids.reshape({-1}))
-                        .view({batch, len, h})
-                        .add_(pos_type_emb_.narrow(0, 0, len).unsqueeze(0))
-                        .view({batch * len, h});
+  torch::Tensor x = word_emb_.index_select(0, in.ids).add_(pos_type_emb_.index_select(0, in.positions));
   x = at::layer_norm(x, {h}, emb_ln_w_, emb_ln_b_, eps);
   // Additive mask [B, 1, 1, L]: 0 for tokens, the dtype's lowest value for padding
-  // (as transformers does), so padded keys get exactly zero attention weight.
-  const double lowest = residual_dtype_ == torch::kHalf       ? -65504.0
-                        : residual_dtype_ == torch::kBFloat16 ? -3.38e38
-                                                              : -3.4028234663852886e38;
-  torch::Tensor bias = (1 - mask.to(residual_dtype_)).mul_(lowest).view({batch, 1, 1, len});
+  // (as transformers does), so padded keys get exactly zero attention weight. None when
+  // no sequence is padded (lets 2.x pick its fused attention kernels).
+  torch::Tensor bias;
+  if (!in.uniform) {
+    const double lowest = residual_dtype_ == torch::kHalf       ? -65504.0
+                          : residual_dtype_ == torch::kBFloat16 ? -3.38e38
+                                                                : -3.4028234663852886e38;
+    bias = (1 - in.mask.to(residual_dtype_)).mul_(lowest).view({batch, 1, 1, len});
 #if TORCH_VERSION_MAJOR >= 2
-  bias = bias.to(dtype_);
+    bias = bias.to(dtype_);
 #endif
+  }
   const bool gelu_tanh =
       config_.hidden_act == "gelu_new" || config_.hidden_act == "gelu_pytorch_tanh";
   for (const Layer& layer : layers_) {
-    torch::Tensor qkv = Linear(x.to(dtype_), layer.qkv_w, layer.qkv_b)
-                            .view({batch, len, 3, heads, head_dim_})
-                            .permute({2, 0, 3, 1, 4});  // [3, B, heads, L, d]
+    torch::Tensor qkv = Linear(x.to(dtype_), layer.qkv_w, layer.qkv_b);  // [T, 3H]
+    if (!in.uniform) {
+      qkv = torch::zeros({batch * len, 3 * h}, qkv.options()).index_copy_(0, in.pad_index, qkv);
+    }
+    qkv = qkv.view({batch, len, 3, heads, head_dim_}).permute({2, 0, 3, 1, 4});  // [3, B, heads, L, d]
     torch::Tensor q = qkv[0], k = qkv[1], v = qkv[2];
     torch::Tensor ctx;
 #if TORCH_VERSION_MAJOR >= 2
-    ctx = at::scaled_dot_product_attention(q, k, v, bias, 0.0, false);
+    ctx = bias.defined() ? at::scaled_dot_product_attention(q, k, v, bias, 0.0, false)
+                         : at::scaled_dot_product_attention(q, k, v, {}, 0.0, false);
 #else
     // Scores and softmax in the residual dtype (fp32 for bf16 on CPU, where LibTorch
     // 1.13's bf16 softmax is ~3x slower than converting).
-    torch::Tensor scores = at::matmul(q, k.transpose(-1, -2))
-                               .to(residual_dtype_)
-                               .mul_(attention_scale_)
-                               .add_(bias);
+    torch::Tensor scores =
+        at::matmul(q, k.transpose(-1, -2)).to(residual_dtype_).mul_(attention_scale_);
+    if (bias.defined()) scores.add_(bias);
     ctx = at::matmul(at::softmax(scores, -1).to(dtype_), v);
 #endif
     ctx = ctx.permute({0, 2, 1, 3}).reshape({batch * len, h});
+    if (!in.uniform) ctx = ctx.index_select(0, in.pad_index);  // back to [T, H]
     torch::Tensor attn = Linear(ctx, layer.attn_out_w, layer.attn_out_b).to(residual_dtype_);
     x = at::layer_norm(attn.add_(x), {h}, layer.ln1_w, layer.ln1_b, eps);
     torch::Tensor inter = Linear(x.to(dtype_), layer.ffn_in_w, layer.ffn_in_b);
@@ -336,7 +388,25 @@ torch::Tensor BertBackend::Forward(const torch::Tensor& ids, const torch::Tensor
     torch::Tensor out = Linear(inter, layer.ffn_out_w, layer.ffn_out_b).to(residual_dtype_);
     x = at::layer_norm(out.add_(x), {h}, layer.ln2_w, layer.ln2_b, eps);
   }
-  return x.view({batch, len, h});
+  return x;
+}
+
+torch::Tensor BertBackend::Pool(const PackedBatch& in, const torch::Tensor& hidden) const {
+  const int64_t h = config_.hidden_size;
+  if (info_.pooling == "cls") return hidden.index_select(0, in.offsets);
+  if (info_.pooling == "max") {
+    if (in.uniform) return hidden.view({in.batch, in.longest, h}).amax(1);
+    return torch::full({in.batch * in.longest, h}, -std::numeric_limits<float>::infinity(),
+                       hidden.options())
+        .index_copy_(0, in.pad_index, hidden)
+        .view({in.batch, in.longest, h})
+        .amax(1);
+  }
+  // mean over each sequence's tokens
+  if (in.uniform) return hidden.view({in.batch, in.longest, h}).mean(1);
+  return torch::zeros({in.batch, h}, hidden.options())
+      .index_add_(0, in.seq_index, hidden)
+      .div_(in.lengths.to(torch::kFloat).unsqueeze(1));
 }
 
 absl::StatusOr<EmbeddingMatrix> BertBackend::Embed(absl::Span<const TokenIds* const> sequences) {
@@ -373,30 +443,9 @@ absl::StatusOr<EmbeddingMatrix> BertBackend::Embed(absl::Span<const TokenIds* co
       at::set_num_threads(num_threads_);
     }
     c10::InferenceMode inference_mode;
-    torch::Tensor ids_cpu = torch::full({batch, longest}, config_.pad_token_id, torch::kLong);
-    torch::Tensor mask_cpu = torch::zeros({batch, longest}, torch::kLong);
-    int64_t* ids_ptr = ids_cpu.data_ptr<int64_t>();
-    int64_t* mask_ptr = mask_cpu.data_ptr<int64_t>();
-    for (int64_t i = 0; i < batch; ++i) {
-      const TokenIds& seq = *sequences[i];
-      for (size_t j = 0; j < seq.size(); ++j) {
-        ids_ptr[i * longest + j] = seq[j];
-        mask_ptr[i * longest + j] = 1;
-      }
-    }
-    torch::Tensor ids = ids_cpu.to(device_, /*non_blocking=*/false);
-    torch::Tensor mask = mask_cpu.to(device_, /*non_blocking=*/false);
-    torch::Tensor hidden = Forward(ids, mask).to(torch::kFloat);  // pooling in fp32
-    torch::Tensor pooled;
-    if (info_.pooling == "cls") {
-      pooled = hidden.select(1, 0);
-    } else if (info_.pooling == "max") {
-      pooled = hidden.masked_fill(mask.unsqueeze(-1) == 0, -1e9).amax(1);
-    } else {
-      torch::Tensor m = mask.to(torch::kFloat).unsqueeze(-1);
-      pooled = (hidden * m).sum(1) / m.sum(1).clamp_min(1e-9);
-    }
-    pooled = pooled.to(torch::kCPU).contiguous();
+    const PackedBatch in = Pack(sequences, longest);
+    torch::Tensor hidden = Forward(in).to(torch::kFloat);  // pooling in fp32
+    torch::Tensor pooled = Pool(in, hidden).to(torch::kCPU).contiguous();
     result.values.resize(static_cast<size_t>(batch * result.dim));
     std::memcpy(result.values.data(), pooled.data_ptr<float>(),
                 result.values.size() * sizeof(float));

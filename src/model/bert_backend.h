@@ -48,11 +48,31 @@ class BertBackend : public Backend {
     torch::Tensor ln2_w, ln2_b;
   };
 
+  // A batch with its tokens packed back to back (no padding): the linear layers,
+  // LayerNorm and GELU run on `total` rows instead of batch x longest; only attention
+  // scatters to the padded [batch, longest] layout (TEI's unpadded BERT does the same).
+  struct PackedBatch {
+    int64_t batch = 0, longest = 0, total = 0;
+    bool uniform = false;      // every sequence has `longest` tokens: no scatter, no mask
+    torch::Tensor ids;         // [total] vocabulary ids
+    torch::Tensor positions;   // [total] position of each token in its sequence
+    torch::Tensor seq_index;   // [total] sequence of each token
+    torch::Tensor pad_index;   // [total] row of each token in the [batch * longest] layout
+    torch::Tensor offsets;     // [batch] first packed row of each sequence
+    torch::Tensor lengths;     // [batch] tokens of each sequence
+    torch::Tensor mask;        // [batch, longest] 1 for tokens, 0 for padding
+  };
+
   BertBackend() = default;
   absl::Status LoadWeights(const SafetensorsFile& file);
   torch::Tensor Linear(const torch::Tensor& x, const torch::Tensor& w,
                        const torch::Tensor& b) const;
-  torch::Tensor Forward(const torch::Tensor& ids, const torch::Tensor& mask) const;
+  // Packs `sequences` on the host and moves them to device_ in one copy.
+  PackedBatch Pack(absl::Span<const TokenIds* const> sequences, int64_t longest) const;
+  // Returns the last hidden state of every packed token, [total, H] in residual_dtype_.
+  torch::Tensor Forward(const PackedBatch& in) const;
+  // Pools [total, H] fp32 hidden states into [batch, H] as info_.pooling says.
+  torch::Tensor Pool(const PackedBatch& in, const torch::Tensor& hidden) const;
 
   BackendInfo info_;
   BertConfig config_;

@@ -4,10 +4,14 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <filesystem>
 #include <fstream>
+#include <map>
 #include <string>
 #include <thread>
 #include <vector>
+
+#include <unistd.h>
 
 #include "embedserve/model/embedding_matrix.h"
 #include "embedserve/model/model_loader.h"
@@ -168,6 +172,45 @@ TEST(BertBackendTest, AloneEqualsInsideBatchOfLongerTexts) {
   }
 }
 
+// cls and max pooling through the packed forward: a sequence alone (no padding, the
+// uniform fast path) and inside a batch of longer texts (scattered to the padded layout
+// for attention, gathered back) must give the same vector; cls must differ from max.
+TEST(BertBackendTest, ClsAndMaxPoolingAreBatchInvariant) {
+  namespace fs = std::filesystem;
+  std::map<std::string, std::vector<float>> alone_by_mode;
+  for (const std::string mode : {"cls", "max"}) {
+    const fs::path dir = fs::temp_directory_path() /
+                         ("embedserve_pool_" + mode + "_" + std::to_string(::getpid()));
+    fs::remove_all(dir);
+    fs::copy(kTinyBert, dir, fs::copy_options::recursive);
+    fs::permissions(dir / "1_Pooling" / "config.json", fs::perms::owner_write,
+                    fs::perm_options::add);
+    std::ofstream(dir / "1_Pooling" / "config.json", std::ios::trunc)
+        << R"({"embedding_dimension": 32, "pooling_mode": ")" << mode << R"("})";
+    ModelOptions options;
+    options.path = dir.string();
+    auto model = LoadModel(options);
+    ASSERT_TRUE(model.ok()) << model.status();
+    ASSERT_EQ(model->backend->Info().pooling, mode);
+    auto shorty = model->tokenizer->Encode("a short text", 256);
+    auto longer = model->tokenizer->Encode(LoadReference().texts[7], 256);
+    ASSERT_TRUE(shorty.ok() && longer.ok());
+    ASSERT_LT(shorty->ids.size(), longer->ids.size());
+    const TokenIds* alone[] = {&shorty->ids};
+    const TokenIds* batch[] = {&longer->ids, &shorty->ids, &shorty->ids};
+    auto a = model->backend->Embed(alone);
+    auto b = model->backend->Embed(batch);
+    ASSERT_TRUE(a.ok() && b.ok());
+    for (int64_t k = 0; k < a->dim; ++k) {
+      EXPECT_NEAR(a->Row(0)[k], b->Row(1)[k], 1e-6) << mode << " component " << k;
+      EXPECT_NEAR(a->Row(0)[k], b->Row(2)[k], 1e-6) << mode << " component " << k;
+    }
+    alone_by_mode[mode].assign(a->Row(0), a->Row(0) + a->dim);
+    fs::remove_all(dir);
+  }
+  EXPECT_NE(alone_by_mode["cls"], alone_by_mode["max"]);
+}
+
 TEST(BertBackendTest, BatchEqualsSingleCalls) {
   for (const std::string& device : DevicesToTest()) {
     LoadedModel model = MustLoad(device, "fp32");
@@ -248,7 +291,7 @@ TEST(BertBackendTest, InfoDescribesTheFolder) {
   EXPECT_FALSE(info.synthetic);
   EXPECT_EQ(info.device, "cpu");
   EXPECT_EQ(info.precision, "fp32");
-  EXPECT_TRUE(info.pads_inputs);
+  EXPECT_FALSE(info.pads_inputs);  // linear layers run on packed tokens
   EXPECT_THAT(info.runtime, testing::StartsWith("libtorch "));
 }
 

@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <cctype>
 #include <chrono>
+#include <thread>
 #include <memory>
 #include <string>
 #include <utility>
@@ -204,8 +205,13 @@ class EmbedServer::Impl {
   }
 
   void StopAll(int64_t grace_us) {
-    const auto start = std::chrono::steady_clock::now();
     SetHealth(false);
+    // server.shutdown_delay_ms: health says NOT_SERVING while calls are still served, so
+    // probes and load balancers take this replica out before it refuses anything.
+    if (config_.server.shutdown_delay_ms > 0 && server_ != nullptr) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(config_.server.shutdown_delay_ms));
+    }
+    const auto start = std::chrono::steady_clock::now();
     if (service_ != nullptr) service_->SetServing(false);
     StopGrpc(grace_us);
     if (batcher_ != nullptr) {

@@ -39,6 +39,7 @@ server:
   threads: 8
   max_texts_per_request: 32
   shutdown_grace_ms: 500
+  shutdown_delay_ms: 250
   warmup: false
 model:
   name: sentence-transformers/all-MiniLM-L6-v2
@@ -72,6 +73,7 @@ benchmark:
   EXPECT_EQ(config->server.threads, 8);
   EXPECT_EQ(config->server.max_texts_per_request, 32);
   EXPECT_EQ(config->server.shutdown_grace_ms, 500);
+  EXPECT_EQ(config->server.shutdown_delay_ms, 250);
   EXPECT_FALSE(config->server.warmup);
   EXPECT_EQ(config->model.name, "sentence-transformers/all-MiniLM-L6-v2");
   EXPECT_EQ(config->model.path, "/models/x");

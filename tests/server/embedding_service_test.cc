@@ -573,6 +573,43 @@ TEST_F(ServiceTest, NotServingWhileLoadingAndAfterShutdown) {
   EXPECT_EQ(stub->Embed(&ctx, req, &r).error_code(), grpc::StatusCode::UNAVAILABLE);
 }
 
+// server.shutdown_delay_ms: during the delay health says NOT_SERVING while calls are
+// still answered (what a load balancer or Kubernetes probe needs to drain a replica).
+TEST_F(ServiceTest, ShutdownDelayReportsNotServingWhileStillServing) {
+  ServerConfig config = TestConfig();
+  config.server.shutdown_delay_ms = 1500;
+  Start(config);
+  auto health = grpc::health::v1::Health::NewStub(channel_);
+  auto check = [&] {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(2));
+    grpc::health::v1::HealthCheckResponse resp;
+    const grpc::Status s = health->Check(&ctx, grpc::health::v1::HealthCheckRequest(), &resp);
+    return s.ok() ? resp.status() : grpc::health::v1::HealthCheckResponse::UNKNOWN;
+  };
+  ASSERT_EQ(check(), grpc::health::v1::HealthCheckResponse::SERVING);
+  const auto begin = std::chrono::steady_clock::now();
+  std::thread stopper([&] { server_->Shutdown(1'000'000); });
+  // Wait (bounded) until health turns NOT_SERVING, then make a call in the delay window.
+  grpc::health::v1::HealthCheckResponse::ServingStatus status = check();
+  while (status == grpc::health::v1::HealthCheckResponse::SERVING &&
+         std::chrono::steady_clock::now() - begin < std::chrono::seconds(1)) {
+    status = check();
+  }
+  EXPECT_EQ(status, grpc::health::v1::HealthCheckResponse::NOT_SERVING);
+  v1::EmbedResponse response;
+  const grpc::Status s = Embed({"still served"}, &response);
+  const auto elapsed = std::chrono::steady_clock::now() - begin;
+  if (elapsed < std::chrono::milliseconds(1400)) {  // still inside the delay
+    EXPECT_TRUE(s.ok()) << s.error_message();
+    ASSERT_EQ(response.embeddings_size(), 1);
+    EXPECT_EQ(Values(response.embeddings(0)), Expected("still served"));
+  }
+  stopper.join();
+  EXPECT_GE(std::chrono::steady_clock::now() - begin, std::chrono::milliseconds(1500));
+  server_.reset();
+}
+
 TEST_F(ServiceTest, ShutdownAnswersEveryAcceptedCall) {
   Start();
   backend_->CloseGate();

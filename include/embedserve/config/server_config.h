@@ -27,6 +27,9 @@ struct ServerSection {
   int max_stream_backlog = 1024;      // EmbedStream messages in work or unsent before
                                       // the server stops reading that stream
   int64_t shutdown_grace_ms = 10000;  // on SIGTERM: time to answer accepted calls
+  int64_t shutdown_delay_ms = 0;      // on SIGTERM: keep serving this long with health
+                                      // NOT_SERVING first, so load balancers and
+                                      // Kubernetes probes see it before calls are refused
   bool warmup = true;                 // run one batch through the model before SERVING
 
   absl::Status Validate() const;

@@ -12,8 +12,11 @@ mkdir -p .device
 git archive --format=tar -o .device/src.tar "$rev"
 git rev-parse "$rev" > .device/src.rev
 if [ -d .device/overlay ] && [ -n "$(ls -A .device/overlay)" ]; then
-  tar -rf .device/src.tar -C .device/overlay .
-  echo "snapshot: overlay: $(cd .device/overlay && find . -type f | sort | tr '\n' ' ')"
+  # Same member names as git archive's (no "./"), so the commit's own version stays
+  # reachable: tar -xf src.tar --occurrence=1 PATH gives it, a plain extract the overlay.
+  (cd .device/overlay && find . -type f | sed 's|^\./||' | sort) > .device/overlay.list
+  tar -rf .device/src.tar -C .device/overlay -T .device/overlay.list
+  echo "snapshot: overlay: $(tr '\n' ' ' < .device/overlay.list)"
   echo "+overlay" >> .device/src.rev
 fi
 echo "snapshot: $(cut -c1-12 .device/src.rev) -> .device/src.tar ($(du -h .device/src.tar | cut -f1))"

@@ -10,6 +10,7 @@
 #include <memory>
 #include <mutex>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -46,6 +47,16 @@ TEST(BatcherOptionsTest, ValidateNamesFieldRuleAndValue) {
   o.length_bucketing_max_age_us = -2;
   EXPECT_EQ(o.Validate().message(), "batching.length_bucketing_max_age_us must be >= 0; was -2");
   EXPECT_EQ(o.Validate().code(), absl::StatusCode::kInvalidArgument);
+  o = Batcher::Options();
+  o.idle_spin_us = -1;
+  EXPECT_EQ(o.Validate().message(), "batching.idle_spin_us must be >= 0; was -1");
+  o.idle_spin_us = Batcher::Options::kMaxIdleSpinUs + 1;
+  EXPECT_EQ(o.Validate().message(), "batching.idle_spin_us must be <= 10000; was 10001");
+  EXPECT_EQ(o.Validate().code(), absl::StatusCode::kInvalidArgument);
+  o.idle_spin_us = 0;
+  EXPECT_TRUE(o.Validate().ok());
+  o.idle_spin_us = Batcher::Options::kMaxIdleSpinUs;
+  EXPECT_TRUE(o.Validate().ok());
 }
 
 TEST(BatcherTest, CreateRejectsBadArguments) {
@@ -121,12 +132,14 @@ class CountingObserver : public BatchObserver {
 TEST(BatcherTest, EverySequenceGetsItsOwnResultExactlyOnce) {
   struct Sweep {
     int producers, workers, max_batch_size;
-    int64_t delay_us;
+    int64_t delay_us, idle_spin_us;
   };
-  for (const Sweep s : {Sweep{1, 1, 64, 0}, Sweep{4, 2, 8, 0}, Sweep{6, 3, 16, 50},
-                        Sweep{8, 4, 3, 0}}) {
+  constexpr int64_t kMaxSpin = Batcher::Options::kMaxIdleSpinUs;
+  for (const Sweep s : {Sweep{1, 1, 64, 0, 0}, Sweep{1, 1, 64, 0, kMaxSpin}, Sweep{4, 2, 8, 0, 50},
+                        Sweep{6, 3, 16, 50, 50}, Sweep{6, 3, 16, 50, 0}, Sweep{8, 4, 3, 0, kMaxSpin}}) {
     SCOPED_TRACE(::testing::Message() << s.producers << " producers, " << s.workers
-                                      << " workers, batch " << s.max_batch_size);
+                                      << " workers, batch " << s.max_batch_size << ", delay "
+                                      << s.delay_us << ", idle spin " << s.idle_spin_us);
     constexpr int kRequestsPerProducer = 1000;
     FakeBackend::Options bo;
     bo.record_calls = false;
@@ -136,6 +149,7 @@ TEST(BatcherTest, EverySequenceGetsItsOwnResultExactlyOnce) {
     o.num_workers = s.workers;
     o.max_batch_size = s.max_batch_size;
     o.max_queue_delay_us = s.delay_us;
+    o.idle_spin_us = s.idle_spin_us;
     o.max_queue_sequences = 64;  // small: producers meet RESOURCE_EXHAUSTED and retry
     auto batcher = Batcher::Create(o, &backend, &observer);
     ASSERT_TRUE(batcher.ok()) << batcher.status();
@@ -172,13 +186,15 @@ TEST(BatcherTest, EverySequenceGetsItsOwnResultExactlyOnce) {
 }
 
 TEST(BatcherTest, ShutdownUnderLoadAnswersEveryone) {
-  for (int workers : {1, 3}) {
-    SCOPED_TRACE(workers);
+  for (const auto& [workers, idle_spin_us] : std::vector<std::pair<int, int64_t>>{
+           {1, 0}, {1, Batcher::Options::kMaxIdleSpinUs}, {3, 50}}) {
+    SCOPED_TRACE(::testing::Message() << workers << " workers, idle spin " << idle_spin_us);
     FakeBackend::Options bo;
     bo.record_calls = false;
     FakeBackend backend(bo);
     Batcher::Options o;
     o.num_workers = workers;
+    o.idle_spin_us = idle_spin_us;
     o.max_batch_size = 4;
     o.max_queue_sequences = 256;
     auto batcher = Batcher::Create(o, &backend, nullptr);
@@ -346,6 +362,52 @@ TEST(BatcherTest, WorkersRunBatchesConcurrently) {
   backend.OpenGate();
   (*batcher)->Shutdown();
   EXPECT_EQ(box.count(), 3);
+}
+
+// A worker that has just finished polls (idle_spin_us) instead of blocking; a Submit that
+// finds it polling skips the notify. One request at a time, each answered before the
+// next: every Submit lands while the worker polls (10 ms of it) or after it blocked, and
+// must be picked up either way (a lost wake-up hangs here).
+TEST(BatcherTest, PollingWorkerPicksUpEachSubmit) {
+  for (int workers : {1, 2}) {
+    SCOPED_TRACE(workers);
+    FakeBackend::Options bo;
+    bo.record_calls = false;
+    FakeBackend backend(bo);
+    Batcher::Options o;
+    o.num_workers = workers;
+    o.idle_spin_us = Batcher::Options::kMaxIdleSpinUs;
+    auto batcher = Batcher::Create(o, &backend, nullptr);
+    ASSERT_TRUE(batcher.ok());
+    constexpr int kRequests = 300;
+    Ledger ledger(kRequests);
+    for (int r = 0; r < kRequests; ++r) {
+      ASSERT_TRUE((*batcher)->Submit(MakeRequest(ProducerSequences(1, r), &ledger, static_cast<size_t>(r))).ok());
+      while (ledger.calls[static_cast<size_t>(r)].load() == 0) std::this_thread::yield();
+      ASSERT_EQ(ledger.ok[static_cast<size_t>(r)].load(), 1) << "request " << r;
+    }
+    (*batcher)->Shutdown();  // also ends a worker that is polling
+    for (int r = 0; r < kRequests; ++r) EXPECT_EQ(ledger.calls[static_cast<size_t>(r)].load(), 1);
+  }
+}
+
+// With batches of one sequence, a worker that takes a batch and leaves work queued must
+// get the polling worker (or a blocked one) to take the rest while its own batch runs.
+TEST(BatcherTest, WorkLeftQueuedReachesThePollingWorker) {
+  FakeBackend backend;
+  Batcher::Options o;
+  o.max_batch_size = 1;
+  o.num_workers = 2;
+  o.idle_spin_us = Batcher::Options::kMaxIdleSpinUs;
+  auto batcher = Batcher::Create(o, &backend, nullptr);
+  ASSERT_TRUE(batcher.ok());
+  StatusBox box;
+  backend.CloseGate();
+  ASSERT_TRUE((*batcher)->Submit(BoxedRequest({{1}, {2}}, &box)).ok());
+  backend.WaitForWaitingCalls(2);  // both halves in Embed at once: the second worker got one
+  backend.OpenGate();
+  (*batcher)->Shutdown();
+  EXPECT_EQ(box.count(), 1);
 }
 
 TEST(BatcherTest, QueueFullFailsFastWhileWorkersAreBusy) {

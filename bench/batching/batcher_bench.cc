@@ -8,11 +8,12 @@
 //   requests outstanding; reports sequences/s through the batcher (items_per_second) and
 //   the process CPU time per sequence (cpu_ns_per_seq: producer + workers, all costs of
 //   building, submitting, batching, answering and freeing a request).
-// BM_OpenLoop/<seqs per request>/<workers>: first measures capacity closed-loop with the
-//   same request shape, then injects at a fixed rate of half of it for
-//   kOpenLoopSeconds; reports the added latency enqueue (Submit call) -> backend call
+// BM_OpenLoop/<seqs per request>/<workers>/<load %>/<idle_spin_us>: first measures capacity
+//   closed-loop with the same request shape and options, then injects at a fixed rate of
+//   <load %> of it for kOpenLoopSeconds; reports the added latency enqueue (Submit call) -> backend call
 //   (p50/p99/p99.9, microseconds, per sequence), the batch-size histogram, and whether it
-//   could inject at the asked rate (label "COULD NOT INJECT ..." if not).
+//   could inject at the asked rate (label "COULD NOT INJECT ..." if not), with the
+//   injecting thread's lag behind schedule and its context switches.
 #include <algorithm>
 #include <atomic>
 #include <chrono>
@@ -162,9 +163,11 @@ class Window {
   int waiters_ = 0;          // guarded by mu_
 };
 
-std::unique_ptr<Batcher> MakeBatcher(NoOpBackend* backend, BatchObserver* observer, int workers) {
+std::unique_ptr<Batcher> MakeBatcher(NoOpBackend* backend, BatchObserver* observer, int workers,
+                                     int64_t idle_spin_us = Batcher::Options().idle_spin_us) {
   Batcher::Options o;
   o.num_workers = workers;
+  o.idle_spin_us = idle_spin_us;
   o.max_batch_size = 64;
   o.max_queue_sequences = 8192;
   auto b = Batcher::Create(o, backend, observer);
@@ -262,9 +265,10 @@ void BM_OpenLoop(benchmark::State& state) {
   const int seqs = static_cast<int>(state.range(0));
   const int workers = static_cast<int>(state.range(1));
   const double load = static_cast<double>(state.range(2)) / 100.0;  // share of capacity
+  const int64_t spin_us = state.range(3);
   NoOpBackend backend(8'000'000);
   HistogramObserver observer;
-  std::unique_ptr<Batcher> batcher = MakeBatcher(&backend, &observer, workers);
+  std::unique_ptr<Batcher> batcher = MakeBatcher(&backend, &observer, workers, spin_us);
   for (auto _ : state) {
     const double capacity = MeasureCapacity(batcher.get(), seqs, 64, kCapacityProbeSeconds);
     const double target_seq_rate = capacity * load;
@@ -281,6 +285,8 @@ void BM_OpenLoop(benchmark::State& state) {
     std::vector<int64_t> lags;
     lags.reserve(static_cast<size_t>(requests));
     const std::string load_before = LoadAverage();
+    rusage ru_before{};
+    getrusage(RUSAGE_THREAD, &ru_before);
     const int64_t start = NowNs() + 1000;
     for (int64_t i = 0; i < requests; ++i) {
       const int64_t due = start + static_cast<int64_t>(static_cast<double>(i) * request_interval_ns);
@@ -300,6 +306,8 @@ void BM_OpenLoop(benchmark::State& state) {
       if (!batcher->Submit(std::move(request)).ok()) ++rejected;
     }
     const double elapsed_s = static_cast<double>(NowNs() - start) / 1e9;
+    rusage ru_after{};
+    getrusage(RUSAGE_THREAD, &ru_after);
     // Wait until everything submitted reached the backend.
     while (batcher->QueueDepth() > 0) std::this_thread::yield();
     batcher->Shutdown();
@@ -323,6 +331,10 @@ void BM_OpenLoop(benchmark::State& state) {
     state.counters["inject_lag_p99_us"] =
         lags.empty() ? 0.0 : static_cast<double>(lags[lags.size() * 99 / 100]) / 1000.0;
     state.counters["rejected"] = static_cast<double>(rejected);
+    // The injecting thread's context switches while injecting: voluntary = it blocked
+    // (in Submit: the batcher's lock), involuntary = it was preempted.
+    state.counters["inject_vcsw"] = static_cast<double>(ru_after.ru_nvcsw - ru_before.ru_nvcsw);
+    state.counters["inject_ivcsw"] = static_cast<double>(ru_after.ru_nivcsw - ru_before.ru_nivcsw);
     std::string hist = "batch sizes:";
     for (int b = 0; b < HistogramObserver::kBins; ++b) {
       if (observer.bin(b) == 0) continue;
@@ -339,17 +351,23 @@ void BM_OpenLoop(benchmark::State& state) {
                            ", ", rejected, " rejected); ", label);
     }
     state.SetLabel(label);
-    std::fprintf(stderr, "BM_OpenLoop/%d/%d/%d: %s\n", seqs, workers, static_cast<int>(load * 100),
-                 label.c_str());
+    std::fprintf(stderr, "BM_OpenLoop/%d/%d/%d/%d: %s\n", seqs, workers,
+                 static_cast<int>(load * 100), static_cast<int>(spin_us), label.c_str());
   }
 }
+// spin_us: Batcher::Options::idle_spin_us (50 = the default; 0 = block at once, as before
+// the option existed, for comparison within one run).
 BENCHMARK(BM_OpenLoop)
-    ->ArgNames({"seqs", "workers", "load_pct"})
-    ->Args({4, 1, 50})
-    ->Args({1, 1, 50})
-    ->Args({32, 1, 50})
-    ->Args({4, 2, 50})
-    ->Args({4, 1, 10})
+    ->ArgNames({"seqs", "workers", "load_pct", "spin_us"})
+    ->Args({4, 1, 50, 50})
+    ->Args({1, 1, 50, 50})
+    ->Args({32, 1, 50, 50})
+    ->Args({4, 2, 50, 50})
+    ->Args({4, 1, 10, 50})
+    ->Args({4, 1, 1, 50})
+    ->Args({4, 1, 50, 0})
+    ->Args({1, 1, 50, 0})
+    ->Args({4, 2, 50, 0})
     ->Iterations(1)
     ->UseRealTime()
     ->Unit(benchmark::kMillisecond);

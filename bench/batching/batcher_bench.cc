@@ -261,6 +261,41 @@ BENCHMARK(BM_ClosedLoop)
     ->UseRealTime()
     ->MinTime(1.0);
 
+// The machine's own stalls, no batcher: one thread reads the clock in a loop for 0.5 s and
+// adds up the gaps between reads (time this thread did not run: interrupts, the hypervisor
+// taking the vCPU away, other threads). A worker stalled for more than 100 us in 1% of the
+// time gives p99 > 100 us whatever the batcher does; read BM_OpenLoop's tails against it.
+void BM_MachineStalls(benchmark::State& state) {
+  for (auto _ : state) {
+    constexpr int64_t kRunNs = 500'000'000;
+    int64_t gaps_10 = 0, gaps_100 = 0, lost_10 = 0, lost_100 = 0, max_gap = 0;
+    const int64_t start = NowNs();
+    int64_t prev = start;
+    while (prev - start < kRunNs) {
+      const int64_t now = NowNs();
+      const int64_t gap = now - prev;
+      if (gap > 10'000) {
+        ++gaps_10;
+        lost_10 += gap;
+        if (gap > 100'000) {
+          ++gaps_100;
+          lost_100 += gap;
+        }
+        max_gap = std::max(max_gap, gap);
+      }
+      prev = now;
+    }
+    const double run = static_cast<double>(prev - start);
+    state.counters["gaps_over_10us"] = static_cast<double>(gaps_10);
+    state.counters["gaps_over_100us"] = static_cast<double>(gaps_100);
+    state.counters["lost_pct_over_10us"] = 100.0 * static_cast<double>(lost_10) / run;
+    state.counters["lost_pct_over_100us"] = 100.0 * static_cast<double>(lost_100) / run;
+    state.counters["max_gap_us"] = static_cast<double>(max_gap) / 1000.0;
+    state.SetLabel(absl::StrCat("loadavg=", LoadAverage()));
+  }
+}
+BENCHMARK(BM_MachineStalls)->Iterations(1)->UseRealTime()->Unit(benchmark::kMillisecond);
+
 void BM_OpenLoop(benchmark::State& state) {
   const int seqs = static_cast<int>(state.range(0));
   const int workers = static_cast<int>(state.range(1));

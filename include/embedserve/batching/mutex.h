@@ -25,12 +25,12 @@ inline void CpuRelax() {
 #endif
 }
 
-// Lock() first tries for a short while (kLockSpins try_locks, a few microseconds) before
+// Lock() first tries for a short while (kLockSpins try_locks, at most ~30 us) before
 // blocking: the batcher's critical sections are short, and a thread that blocks in the
 // kernel lets its vCPU halt, which on a VM costs tens to hundreds of microseconds to undo.
 class ABSL_LOCKABLE Mutex {
  public:
-  static constexpr int kLockSpins = 100;
+  static constexpr int kLockSpins = 1000;
   void Lock() ABSL_EXCLUSIVE_LOCK_FUNCTION() {
     for (int i = 0; i < kLockSpins; ++i) {
       if (mu_.try_lock()) return;

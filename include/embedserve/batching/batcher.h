@@ -129,8 +129,9 @@ class Batcher {
     // costs tens to hundreds of microseconds on a VM (the idle vCPU has halted and the
     // hypervisor must resume it); a polling worker takes the request within about a
     // microsecond. Cost: up to this much CPU of one core each time the queue runs dry,
-    // i.e. at most idle_spin_us per batch (small next to a model's forward pass). Also
-    // bounded by a kWait decision's wait. 0: block at once. At most kMaxIdleSpinUs.
+    // i.e. at most idle_spin_us per batch (small next to a model's forward pass); the
+    // poller yields the CPU every ~2 us to runnable threads. Also bounded by a kWait
+    // decision's wait. 0: block at once. At most kMaxIdleSpinUs. See docs/batching.md.
     int64_t idle_spin_us = 50;
     static constexpr int64_t kMaxIdleSpinUs = 10'000;
 

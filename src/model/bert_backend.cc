@@ -124,6 +124,32 @@ absl::Status CatchTorch(absl::string_view what, Fn&& fn) {
   return absl::OkStatus();
 }
 
+// PyTorch's memory-efficient attention kernel, called directly (an ATen op with this
+// signature since 2.1). q, k, v: [B, heads, L, d]; bias: undefined (no padding) or
+// [B, 1, 1, L] in q's dtype with rows aligned to 16 elements. CUDA only.
+#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 1)
+constexpr bool kHasEfficientAttention = true;
+torch::Tensor EfficientAttention(const torch::Tensor& q, const torch::Tensor& k,
+                                 const torch::Tensor& v, const torch::Tensor& bias) {
+  if (!bias.defined()) {
+    return std::get<0>(at::_scaled_dot_product_efficient_attention(
+        q, k, v, /*attn_bias=*/{}, /*compute_log_sumexp=*/false));
+  }
+  return std::get<0>(at::_scaled_dot_product_efficient_attention(
+      q, k, v, bias.expand({q.size(0), q.size(1), q.size(2), k.size(2)}),
+      /*compute_log_sumexp=*/false));
+}
+#else
+constexpr bool kHasEfficientAttention = false;
+torch::Tensor EfficientAttention(const torch::Tensor&, const torch::Tensor&,
+                                 const torch::Tensor&, const torch::Tensor&) {
+  return torch::Tensor();
+}
+#endif
+// Up to this many tokens per sequence the memory-efficient kernel beat SDPA's default
+// choice (cuDNN) on an H100 at 16, 32 and 64 tokens; cuDNN won at 128 (docs/gpu.md).
+constexpr int64_t kEfficientAttentionMaxTokens = 64;
+
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<BertBackend>> BertBackend::Create(const ModelFolder& folder,
@@ -300,7 +326,11 @@ BertBackend::PackedBatch BertBackend::Pack(absl::Span<const TokenIds* const> seq
   const int64_t t = in.total, b = in.batch, padded = b * longest;
   // One int64 host buffer: ids, positions, seq_index, pad_index [t each], offsets,
   // lengths [b each], mask [b * longest]; a single copy to the device.
-  torch::Tensor host = torch::empty({4 * t + 2 * b + padded}, torch::kLong);
+  // Page-locked for a GPU: the upload then skips the driver's bounce buffer and need not
+  // block (it is ordered before the forward on the same stream).
+  const bool cuda = device_.is_cuda();
+  torch::Tensor host = torch::empty({4 * t + 2 * b + padded},
+                                    torch::TensorOptions().dtype(torch::kLong).pinned_memory(cuda));
   int64_t* ids = host.data_ptr<int64_t>();
   int64_t* positions = ids + t;
   int64_t* seq_index = positions + t;
@@ -323,7 +353,7 @@ BertBackend::PackedBatch BertBackend::Pack(absl::Span<const TokenIds* const> seq
       mask[i * longest + j] = 1;
     }
   }
-  torch::Tensor dev = host.to(device_, /*non_blocking=*/false);
+  torch::Tensor dev = host.to(device_, /*non_blocking=*/cuda);
   in.ids = dev.narrow(0, 0, t);
   in.positions = dev.narrow(0, t, t);
   in.seq_index = dev.narrow(0, 2 * t, t);
@@ -349,11 +379,23 @@ torch::Tensor BertBackend::Forward(const PackedBatch& in) const {
     const double lowest = residual_dtype_ == torch::kHalf       ? -65504.0
                           : residual_dtype_ == torch::kBFloat16 ? -3.38e38
                                                                 : -3.4028234663852886e38;
-    bias = (1 - in.mask.to(residual_dtype_)).mul_(lowest).view({batch, 1, 1, len});
 #if TORCH_VERSION_MAJOR >= 2
-    bias = bias.to(dtype_);
+    // In the compute dtype, rows padded to 16 elements: the memory-efficient CUDA kernel
+    // needs aligned bias rows (SDPA pads the same way when it picks that kernel).
+    const int64_t row = (len + 15) / 16 * 16;
+    bias = torch::empty({batch, row}, in.mask.options().dtype(dtype_)).narrow(1, 0, len);
+    bias.copy_((1 - in.mask.to(residual_dtype_)).mul_(lowest));
+    bias = bias.unsqueeze(1).unsqueeze(2);  // [B, 1, 1, L]
+#else
+    bias = (1 - in.mask.to(residual_dtype_)).mul_(lowest).view({batch, 1, 1, len});
 #endif
   }
+#if TORCH_VERSION_MAJOR >= 2
+  // Up to 64 tokens on CUDA, PyTorch's memory-efficient attention kernel, called
+  // directly: SDPA's own pick on Hopper (cuDNN) is slower there (docs/gpu.md).
+  const bool efficient_attention =
+      kHasEfficientAttention && device_.is_cuda() && len <= kEfficientAttentionMaxTokens;
+#endif
   const bool gelu_tanh =
       config_.hidden_act == "gelu_new" || config_.hidden_act == "gelu_pytorch_tanh";
   for (const Layer& layer : layers_) {
@@ -365,8 +407,12 @@ torch::Tensor BertBackend::Forward(const PackedBatch& in) const {
     torch::Tensor q = qkv[0], k = qkv[1], v = qkv[2];
     torch::Tensor ctx;
 #if TORCH_VERSION_MAJOR >= 2
-    ctx = bias.defined() ? at::scaled_dot_product_attention(q, k, v, bias, 0.0, false)
-                         : at::scaled_dot_product_attention(q, k, v, {}, 0.0, false);
+    if (efficient_attention) {
+      ctx = EfficientAttention(q, k, v, bias);
+    } else {
+      ctx = bias.defined() ? at::scaled_dot_product_attention(q, k, v, bias, 0.0, false)
+                           : at::scaled_dot_product_attention(q, k, v, {}, 0.0, false);
+    }
 #else
     // Scores and softmax in the residual dtype (fp32 for bf16 on CPU, where LibTorch
     // 1.13's bf16 softmax is ~3x slower than converting).
@@ -445,7 +491,17 @@ absl::StatusOr<EmbeddingMatrix> BertBackend::Embed(absl::Span<const TokenIds* co
     c10::InferenceMode inference_mode;
     const PackedBatch in = Pack(sequences, longest);
     torch::Tensor hidden = Forward(in).to(torch::kFloat);  // pooling in fp32
-    torch::Tensor pooled = Pool(in, hidden).to(torch::kCPU).contiguous();
+    torch::Tensor pooled = Pool(in, hidden);
+    if (device_.is_cuda()) {
+      // Into page-locked memory: a pageable destination costs the driver a staging copy
+      // (about 0.15 ms more for 1,024 x 384 floats on the H100 machine, docs/gpu.md).
+      torch::Tensor host = torch::empty(
+          pooled.sizes(), torch::TensorOptions().dtype(torch::kFloat).pinned_memory(true));
+      host.copy_(pooled);  // blocking: waits for the forward
+      pooled = host;
+    } else {
+      pooled = pooled.to(torch::kCPU).contiguous();
+    }
     result.values.resize(static_cast<size_t>(batch * result.dim));
     std::memcpy(result.values.data(), pooled.data_ptr<float>(),
                 result.values.size() * sizeof(float));

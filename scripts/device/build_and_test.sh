@@ -14,9 +14,8 @@ OUT=${OUT:-$ES_ROOT/device-out}
 mkdir -p "$OUT"
 BUILD_DIR=${BUILD_DIR:-build-gpu}
 JOBS=${JOBS:-$(nproc)}
-# The CUDA tests run when a GPU is visible; this makes a missing GPU a failure instead
-# of a skip here (the tests read it).
-export EMBEDSERVE_REQUIRE_CUDA=1
+# The CUDA test cases run when LibTorch sees a GPU and skip otherwise; the verbose rerun
+# at the end turns a skip into a failure here.
 export TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST:-9.0}
 
 step() { echo "=== $* ($(date +%T))"; }

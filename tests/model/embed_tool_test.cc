@@ -13,6 +13,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
+#include "test_util/tool_run.h"
 
 namespace embedserve {
 namespace {
@@ -21,28 +22,10 @@ using nlohmann::json;
 
 const std::string kData = EMBEDSERVE_TEST_DATA_DIR;
 
-struct ToolRun {
-  int exit_code = -1;
-  std::vector<std::string> lines;
-  std::string stderr_text;
-};
+using testing::ToolRun;
 
 ToolRun RunTool(const std::string& input, const std::string& args) {
-  const std::string dir = testing::TempDir();
-  const std::string in = dir + "/embed_in.jsonl", out = dir + "/embed_out.jsonl",
-                    err = dir + "/embed_err.txt";
-  std::ofstream(in, std::ios::binary) << input;
-  const std::string cmd = std::string("'") + EMBEDSERVE_EMBED_BIN + "' " + args + " < '" + in +
-                          "' > '" + out + "' 2> '" + err + "'";
-  ToolRun run;
-  const int status = std::system(cmd.c_str());
-  run.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  std::ifstream o(out, std::ios::binary);
-  for (std::string line; std::getline(o, line);) run.lines.push_back(line);
-  std::stringstream e;
-  e << std::ifstream(err).rdbuf();
-  run.stderr_text = e.str();
-  return run;
+  return testing::RunTool(EMBEDSERVE_EMBED_BIN, input, args);
 }
 
 TEST(EmbedToolTest, GoodLinesMatchReferenceBadLinesGetErrorsInOrder) {
@@ -80,18 +63,18 @@ TEST(EmbedToolTest, GoodLinesMatchReferenceBadLinesGetErrorsInOrder) {
     json got = json::parse(run.lines[bad]);
     EXPECT_TRUE(got.contains("error")) << run.lines[bad];
   }
-  EXPECT_THAT(run.lines[5], testing::HasSubstr("UTF-8"));
+  EXPECT_THAT(run.lines[5], ::testing::HasSubstr("UTF-8"));
   // Logs go to stderr, never into the JSON Lines.
-  EXPECT_THAT(run.stderr_text, testing::HasSubstr("loaded"));
+  EXPECT_THAT(run.stderr_text, ::testing::HasSubstr("loaded"));
 }
 
 TEST(EmbedToolTest, UnusableModelIsAnErrorExit) {
   ToolRun run = RunTool("", "--model /nonexistent --device cpu");
   EXPECT_EQ(run.exit_code, 1);
-  EXPECT_THAT(run.stderr_text, testing::HasSubstr("config.json"));
+  EXPECT_THAT(run.stderr_text, ::testing::HasSubstr("config.json"));
   run = RunTool("", "--model '" + kData + "/tiny-bert' --device cpu --precision fp16");
   EXPECT_EQ(run.exit_code, 1);
-  EXPECT_THAT(run.stderr_text, testing::HasSubstr("use bf16"));
+  EXPECT_THAT(run.stderr_text, ::testing::HasSubstr("use bf16"));
 }
 
 }  // namespace

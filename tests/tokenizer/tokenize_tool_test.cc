@@ -13,6 +13,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
+#include "test_util/tool_run.h"
 
 namespace embedserve {
 namespace {
@@ -23,28 +24,10 @@ using nlohmann::json;
 const std::string kData = EMBEDSERVE_TEST_DATA_DIR;
 const std::string kVocab = kData + "/tokenizer/vocab.txt";
 
-struct ToolRun {
-  int exit_code = -1;
-  std::vector<std::string> lines;
-  std::string stderr_text;
-};
+using testing::ToolRun;
 
 ToolRun RunTool(const std::string& input, const std::string& args) {
-  const std::string dir = testing::TempDir();
-  const std::string in = dir + "/tool_in.jsonl", out = dir + "/tool_out.jsonl",
-                    err = dir + "/tool_err.txt";
-  std::ofstream(in, std::ios::binary) << input;
-  const std::string cmd = std::string("'") + EMBEDSERVE_TOKENIZE_BIN + "' " + args + " < '" + in +
-                          "' > '" + out + "' 2> '" + err + "'";
-  ToolRun run;
-  const int status = std::system(cmd.c_str());
-  run.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  std::ifstream o(out, std::ios::binary);
-  for (std::string line; std::getline(o, line);) run.lines.push_back(line);
-  std::stringstream e;
-  e << std::ifstream(err).rdbuf();
-  run.stderr_text = e.str();
-  return run;
+  return testing::RunTool(EMBEDSERVE_TOKENIZE_BIN, input, args);
 }
 
 TEST(TokenizeToolTest, GoodAndBadLinesInOrder) {

@@ -104,6 +104,8 @@ absl::Status BatchingSection::Validate() const {
   ES_RETURN_IF_ERROR(CheckRange("batching.max_queue_sequences", max_queue_sequences, 1,
                                 10 * 1000 * 1000));
   ES_RETURN_IF_ERROR(CheckRange("batching.workers", workers, 1, 256));
+  ES_RETURN_IF_ERROR(CheckRange<int64_t>("batching.idle_spin_us", idle_spin_us, 0,
+                                         10 * 1000));  // Batcher::Options::kMaxIdleSpinUs
   return absl::OkStatus();
 }
 
@@ -357,6 +359,7 @@ class Parser {
         {"max_queue_delay_us", [&](const YAML::Node& n, const std::string& k) { return DelayUs(n, k, 1.0, &b->max_queue_delay_us); }},
         {"max_queue_sequences", [&](const YAML::Node& n, const std::string& k) { return Int(n, k, &b->max_queue_sequences); }},
         {"workers", [&](const YAML::Node& n, const std::string& k) { return Int(n, k, &b->workers); }},
+        {"idle_spin_us", [&](const YAML::Node& n, const std::string& k) { return Int(n, k, &b->idle_spin_us); }},
     });
   }
 
@@ -488,6 +491,7 @@ std::string ServerConfigToYaml(const ServerConfig& c) {
   absl::StrAppend(&y, "  max_queue_delay_us: ", c.batching.max_queue_delay_us, "\n");
   absl::StrAppend(&y, "  max_queue_sequences: ", c.batching.max_queue_sequences, "\n");
   absl::StrAppend(&y, "  workers: ", c.batching.workers, "\n");
+  absl::StrAppend(&y, "  idle_spin_us: ", c.batching.idle_spin_us, "\n");
   absl::StrAppend(&y, "logging:\n");
   absl::StrAppend(&y, "  level: ", Quote(c.logging.level), "\n");
   absl::StrAppend(&y, "  log_requests: ", c.logging.log_requests ? "true" : "false", "\n");

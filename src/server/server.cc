@@ -133,6 +133,7 @@ class EmbedServer::Impl {
     bo.max_queue_delay_us = config_.batching.max_queue_delay_us;
     bo.max_queue_sequences = config_.batching.max_queue_sequences;
     bo.num_workers = config_.batching.workers;
+    bo.idle_spin_us = config_.batching.idle_spin_us;
     const int64_t seq_len = config_.model.max_seq_length > 0 ? config_.model.max_seq_length
                                                              : info.max_seq_length;
     if (bo.max_batch_tokens < seq_len) {

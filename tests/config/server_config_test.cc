@@ -55,6 +55,7 @@ batching:
   max_queue_delay_us: 250
   max_queue_sequences: 100
   workers: 3
+  idle_spin_us: 0
 logging:
   level: debug
   log_requests: true
@@ -87,6 +88,7 @@ benchmark:
   EXPECT_EQ(config->batching.max_queue_delay_us, 250);
   EXPECT_EQ(config->batching.max_queue_sequences, 100);
   EXPECT_EQ(config->batching.workers, 3);
+  EXPECT_EQ(config->batching.idle_spin_us, 0);
   EXPECT_EQ(config->logging.level, "debug");
   EXPECT_TRUE(config->logging.log_requests);
   EXPECT_EQ(config->benchmark.batch_sizes, (std::vector<int>{1, 2}));
@@ -184,6 +186,11 @@ TEST(ServerConfigTest, OutOfRangeNamesFileLineFieldAndRange) {
   EXPECT_THAT(config.status().message(),
               AllOf(HasSubstr("test.yaml:4:"), HasSubstr("batching.max_batch_size"),
                     HasSubstr("[1, 65536]"), HasSubstr("was 0")));
+  config = Parse("batching:\n  idle_spin_us: 20000\n");
+  ASSERT_FALSE(config.ok());
+  EXPECT_THAT(config.status().message(),
+              AllOf(HasSubstr("test.yaml:2:"), HasSubstr("batching.idle_spin_us"),
+                    HasSubstr("[0, 10000]"), HasSubstr("was 20000")));
   config = Parse("server:\n  port: 70000\n");
   ASSERT_FALSE(config.ok());
   EXPECT_THAT(config.status().message(),

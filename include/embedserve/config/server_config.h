@@ -59,6 +59,8 @@ struct BatchingSection {
   int64_t max_queue_delay_us = 0;    // wait this long for a batch to fill (seed: timeout_ms)
   int max_queue_sequences = 4096;    // queued sequences before RESOURCE_EXHAUSTED
   int workers = 1;                   // batches run at once (forward passes in parallel)
+  int64_t idle_spin_us = 50;         // an idle worker polls this long before sleeping
+                                     // (lower wake-up latency; 0 = sleep at once)
 
   absl::Status Validate() const;
 };

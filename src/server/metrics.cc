@@ -66,6 +66,13 @@ void Header(const char* name, const char* type, const char* help, std::string* o
   absl::StrAppend(out, "# HELP ", name, " ", help, "\n# TYPE ", name, " ", type, "\n");
 }
 
+// An unlabelled histogram with its HELP/TYPE header, the name written once.
+void AppendHistogram(const char* name, const char* help, const Histogram& histogram,
+                     std::string* out) {
+  Header(name, "histogram", help, out);
+  histogram.AppendTo(name, "", out);
+}
+
 }  // namespace
 
 Histogram::Histogram(std::vector<double> upper_bounds)
@@ -190,29 +197,30 @@ std::string ServerMetrics::RenderPrometheus() const {
         "embedserve_request_duration_seconds",
         absl::StrCat("method=\"", RpcMethodName(static_cast<RpcMethod>(m)), "\""), &out);
   }
-  Header("embedserve_tokenize_duration_seconds", "histogram",
-         "Tokenization time of one request.", &out);
-  tokenize_seconds_.AppendTo("embedserve_tokenize_duration_seconds", "", &out);
-  Header("embedserve_queue_duration_seconds", "histogram",
-         "Enqueue until the request's last batch started.", &out);
-  queue_seconds_.AppendTo("embedserve_queue_duration_seconds", "", &out);
-  Header("embedserve_inference_duration_seconds", "histogram",
-         "Forward + pooling time of the batches that held a request's texts.", &out);
-  inference_seconds_.AppendTo("embedserve_inference_duration_seconds", "", &out);
-  Header("embedserve_batch_inference_duration_seconds", "histogram",
-         "Backend time of one batch.", &out);
-  batch_backend_seconds_.AppendTo("embedserve_batch_inference_duration_seconds", "", &out);
-  Header("embedserve_batch_size_sequences", "histogram", "Sequences per batch.", &out);
-  batch_sequences_.AppendTo("embedserve_batch_size_sequences", "", &out);
-  Header("embedserve_batch_size_tokens", "histogram",
-         "Real (unpadded) tokens per batch.", &out);
-  batch_tokens_.AppendTo("embedserve_batch_size_tokens", "", &out);
-  Header("embedserve_batch_padded_tokens", "histogram",
-         "Longest sequence x sequences per batch (what a padding backend computes).", &out);
-  batch_padded_tokens_.AppendTo("embedserve_batch_padded_tokens", "", &out);
-  Header("embedserve_batch_padding_ratio", "histogram",
-         "Share of a batch's padded tokens that is padding.", &out);
-  padding_ratio_.AppendTo("embedserve_batch_padding_ratio", "", &out);
+  AppendHistogram("embedserve_tokenize_duration_seconds",
+                  "Tokenization time of one request.",
+                  tokenize_seconds_, &out);
+  AppendHistogram("embedserve_queue_duration_seconds",
+                  "Enqueue until the request's last batch started.",
+                  queue_seconds_, &out);
+  AppendHistogram("embedserve_inference_duration_seconds",
+                  "Forward + pooling time of the batches that held a request's texts.",
+                  inference_seconds_, &out);
+  AppendHistogram("embedserve_batch_inference_duration_seconds",
+                  "Backend time of one batch.",
+                  batch_backend_seconds_, &out);
+  AppendHistogram("embedserve_batch_size_sequences",
+                  "Sequences per batch.",
+                  batch_sequences_, &out);
+  AppendHistogram("embedserve_batch_size_tokens",
+                  "Real (unpadded) tokens per batch.",
+                  batch_tokens_, &out);
+  AppendHistogram("embedserve_batch_padded_tokens",
+                  "Longest sequence x sequences per batch (what a padding backend computes).",
+                  batch_padded_tokens_, &out);
+  AppendHistogram("embedserve_batch_padding_ratio",
+                  "Share of a batch's padded tokens that is padding.",
+                  padding_ratio_, &out);
   Header("embedserve_batches_failed_total", "counter", "Batches the backend failed.", &out);
   absl::StrAppend(&out, "embedserve_batches_failed_total ",
                   batches_failed_.load(std::memory_order_relaxed), "\n");

@@ -12,6 +12,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "cpu_attention.h"
 #include "embedserve/common/status_macros.h"
 
 namespace embedserve {
@@ -364,6 +365,36 @@ BertBackend::PackedBatch BertBackend::Pack(absl::Span<const TokenIds* const> seq
   return in;
 }
 
+torch::Tensor BertBackend::PaddedSelfAttention(const PackedBatch& in, torch::Tensor qkv,
+                                               const torch::Tensor& bias) const {
+  const int64_t batch = in.batch, len = in.longest;
+  const int64_t h = config_.hidden_size, heads = config_.num_attention_heads;
+  if (!in.uniform) {
+    qkv = torch::zeros({batch * len, 3 * h}, qkv.options()).index_copy_(0, in.pad_index, qkv);
+  }
+  qkv = qkv.view({batch, len, 3, heads, head_dim_}).permute({2, 0, 3, 1, 4});  // [3, B, heads, L, d]
+  torch::Tensor q = qkv[0], k = qkv[1], v = qkv[2];
+  torch::Tensor ctx;
+#if TORCH_VERSION_MAJOR >= 2
+  // Up to 64 tokens on CUDA, PyTorch's memory-efficient attention kernel, called
+  // directly: SDPA's own pick on Hopper (cuDNN) is slower there (docs/gpu.md).
+  if (kHasEfficientAttention && device_.is_cuda() && len <= kEfficientAttentionMaxTokens) {
+    ctx = EfficientAttention(q, k, v, bias);
+  } else {
+    ctx = bias.defined() ? at::scaled_dot_product_attention(q, k, v, bias, 0.0, false)
+                         : at::scaled_dot_product_attention(q, k, v, {}, 0.0, false);
+  }
+#else
+  torch::Tensor scores =
+      at::matmul(q, k.transpose(-1, -2)).to(residual_dtype_).mul_(attention_scale_);
+  if (bias.defined()) scores.add_(bias);
+  ctx = at::matmul(at::softmax(scores, -1).to(dtype_), v);
+#endif
+  ctx = ctx.permute({0, 2, 1, 3}).reshape({batch * len, h});
+  if (!in.uniform) ctx = ctx.index_select(0, in.pad_index);  // back to [T, H]
+  return ctx;
+}
+
 torch::Tensor BertBackend::Forward(const PackedBatch& in) const {
   const int64_t batch = in.batch, len = in.longest;
   const int64_t h = config_.hidden_size, heads = config_.num_attention_heads;
@@ -371,11 +402,13 @@ torch::Tensor BertBackend::Forward(const PackedBatch& in) const {
   // Embeddings (token type 0 everywhere, as sentence-transformers passes no type ids).
   torch::Tensor x = word_emb_.index_select(0, in.ids).add_(pos_type_emb_.index_select(0, in.positions));
   x = at::layer_norm(x, {h}, emb_ln_w_, emb_ln_b_, eps);
-  // Additive mask [B, 1, 1, L]: 0 for tokens, the dtype's lowest value for padding
-  // (as transformers does), so padded keys get exactly zero attention weight. None when
-  // no sequence is padded (lets 2.x pick its fused attention kernels).
+  // CPU: attention straight on the packed rows (cpu_attention.h), so no padding mask.
+  const bool packed_attention = device_.is_cpu();
+  // Else an additive mask [B, 1, 1, L]: 0 for tokens, the dtype's lowest value for
+  // padding (as transformers does), so padded keys get exactly zero attention weight.
+  // None when no sequence is padded (lets 2.x pick its fused attention kernels).
   torch::Tensor bias;
-  if (!in.uniform) {
+  if (!in.uniform && !packed_attention) {
     const double lowest = residual_dtype_ == torch::kHalf       ? -65504.0
                           : residual_dtype_ == torch::kBFloat16 ? -3.38e38
                                                                 : -3.4028234663852886e38;
@@ -390,39 +423,16 @@ torch::Tensor BertBackend::Forward(const PackedBatch& in) const {
     bias = (1 - in.mask.to(residual_dtype_)).mul_(lowest).view({batch, 1, 1, len});
 #endif
   }
-#if TORCH_VERSION_MAJOR >= 2
-  // Up to 64 tokens on CUDA, PyTorch's memory-efficient attention kernel, called
-  // directly: SDPA's own pick on Hopper (cuDNN) is slower there (docs/gpu.md).
-  const bool efficient_attention =
-      kHasEfficientAttention && device_.is_cuda() && len <= kEfficientAttentionMaxTokens;
-#endif
   const bool gelu_tanh =
       config_.hidden_act == "gelu_new" || config_.hidden_act == "gelu_pytorch_tanh";
   for (const Layer& layer : layers_) {
     torch::Tensor qkv = Linear(x.to(dtype_), layer.qkv_w, layer.qkv_b);  // [T, 3H]
-    if (!in.uniform) {
-      qkv = torch::zeros({batch * len, 3 * h}, qkv.options()).index_copy_(0, in.pad_index, qkv);
-    }
-    qkv = qkv.view({batch, len, 3, heads, head_dim_}).permute({2, 0, 3, 1, 4});  // [3, B, heads, L, d]
-    torch::Tensor q = qkv[0], k = qkv[1], v = qkv[2];
     torch::Tensor ctx;
-#if TORCH_VERSION_MAJOR >= 2
-    if (efficient_attention) {
-      ctx = EfficientAttention(q, k, v, bias);
+    if (packed_attention) {
+      ctx = PackedSelfAttentionCpu(qkv, in.offsets, in.lengths, heads, attention_scale_);
     } else {
-      ctx = bias.defined() ? at::scaled_dot_product_attention(q, k, v, bias, 0.0, false)
-                           : at::scaled_dot_product_attention(q, k, v, {}, 0.0, false);
+      ctx = PaddedSelfAttention(in, qkv, bias);
     }
-#else
-    // Scores and softmax in the residual dtype (fp32 for bf16 on CPU, where LibTorch
-    // 1.13's bf16 softmax is ~3x slower than converting).
-    torch::Tensor scores =
-        at::matmul(q, k.transpose(-1, -2)).to(residual_dtype_).mul_(attention_scale_);
-    if (bias.defined()) scores.add_(bias);
-    ctx = at::matmul(at::softmax(scores, -1).to(dtype_), v);
-#endif
-    ctx = ctx.permute({0, 2, 1, 3}).reshape({batch * len, h});
-    if (!in.uniform) ctx = ctx.index_select(0, in.pad_index);  // back to [T, H]
     torch::Tensor attn = Linear(ctx, layer.attn_out_w, layer.attn_out_b).to(residual_dtype_);
     x = at::layer_norm(attn.add_(x), {h}, layer.ln1_w, layer.ln1_b, eps);
     torch::Tensor inter = Linear(x.to(dtype_), layer.ffn_in_w, layer.ffn_in_b);

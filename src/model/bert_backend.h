@@ -71,6 +71,12 @@ class BertBackend : public Backend {
   PackedBatch Pack(absl::Span<const TokenIds* const> sequences, int64_t longest) const;
   // Returns the last hidden state of every packed token, [total, H] in residual_dtype_.
   torch::Tensor Forward(const PackedBatch& in) const;
+  // Self-attention of one layer on a GPU: scatters the packed qkv [total, 3H] to
+  // [B, heads, L, d] with padding, runs SDPA / the memory-efficient kernel (2.x) or
+  // matmul + softmax (1.13) under the additive padding `bias` (undefined when uniform),
+  // gathers back to [total, H]. The CPU uses PackedSelfAttentionCpu instead.
+  torch::Tensor PaddedSelfAttention(const PackedBatch& in, torch::Tensor qkv,
+                                    const torch::Tensor& bias) const;
   // Pools [total, H] fp32 hidden states into [batch, H] as info_.pooling says.
   torch::Tensor Pool(const PackedBatch& in, const torch::Tensor& hidden) const;
 

@@ -1,0 +1,292 @@
+#include "cpu_attention.h"
+
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <vector>
+
+namespace embedserve {
+namespace internal_model {
+namespace {
+
+// The kernel is written with GCC/Clang vector extensions (VF: 16 floats): compiled for
+// AVX-512 a VF is one register, for AVX2 two, for the baseline four SSE registers. On
+// x86-64 the body is compiled three times (AVX-512, AVX2+FMA, baseline) and the first one
+// this CPU supports runs (checked by feature, not by CPU model, so AMD's AVX-512 cores
+// get the AVX-512 code).
+#if defined(__GNUC__) && defined(__x86_64__)
+#define ES_X86_DISPATCH 1
+#define ES_TARGET_AVX512 __attribute__((target("avx512f,avx512vl,avx512bw,avx512dq,avx2,fma,f16c")))
+#define ES_TARGET_AVX2 __attribute__((target("avx2,fma,f16c")))
+#endif
+#define ES_INLINE inline __attribute__((always_inline))
+
+constexpr int64_t kLanes = 16;
+typedef float VF __attribute__((vector_size(kLanes * sizeof(float))));
+typedef int32_t VI __attribute__((vector_size(kLanes * sizeof(int32_t))));
+// Query rows handled together: their dot products share every key load.
+constexpr int64_t kRows = 4;
+
+ES_INLINE VF Load(const float* p) {
+  VF v;
+  std::memcpy(&v, p, sizeof v);
+  return v;
+}
+ES_INLINE void StoreV(float* p, VF v) { std::memcpy(p, &v, sizeof v); }
+ES_INLINE float HorizontalMax(VF v) {
+  float m = v[0];
+  for (int w = 1; w < kLanes; ++w) m = std::max(m, v[w]);
+  return m;
+}
+ES_INLINE float HorizontalSum(VF v) {
+  float s = 0.0f;
+  for (int w = 0; w < kLanes; ++w) s += v[w];
+  return s;
+}
+
+// e^x for x <= 0 (scores minus their maximum), Cephes' polynomial as in ATen's vectorised
+// exp; relative error ~1e-7. Rounds to the nearest integer with the 1.5 * 2^23 trick.
+ES_INLINE VF ExpNonPositive(VF x) {
+  const VF lowest = VF{} - 87.0f;
+  x = x < lowest ? lowest : x;
+  const VF magic = VF{} + 12582912.0f;
+  const VF n = (x * 1.44269504088896341f + magic) - magic;  // round(x / ln 2)
+  x = x - n * 0.693359375f + n * 2.12194440e-4f;
+  const VF z = x * x;
+  VF y = VF{} + 1.9875691500e-4f;
+  y = y * x + 1.3981999507e-3f;
+  y = y * x + 8.3334519073e-3f;
+  y = y * x + 4.1665795894e-2f;
+  y = y * x + 1.6666665459e-1f;
+  y = y * x + 5.0000001201e-1f;
+  y = y * z + x + 1.0f;
+  const VI bits = (__builtin_convertvector(n, VI) + 127) << 23;  // 2^n
+  VF scale;
+  std::memcpy(&scale, &bits, sizeof scale);
+  return y * scale;
+}
+
+ES_INLINE float Widen(float x) { return x; }
+ES_INLINE float Widen(c10::BFloat16 x) {
+  uint32_t bits = static_cast<uint32_t>(x.x) << 16;
+  float f;
+  std::memcpy(&f, &bits, sizeof f);
+  return f;
+}
+ES_INLINE void Store(float x, float* out) { *out = x; }
+ES_INLINE void Store(float x, c10::BFloat16* out) {
+  *out = c10::BFloat16(x);  // round to nearest even, NaN kept
+}
+
+int64_t RoundUp(int64_t n) { return (n + kLanes - 1) / kLanes * kLanes; }
+
+// Scratch floats that AttendItems needs for sequences of at most max_len tokens.
+int64_t ScratchFloats(int64_t max_len, int64_t d) {
+  const int64_t lp = RoundUp(max_len), dp = RoundUp(d);
+  return d * lp + lp * dp + kRows * lp + kRows * d + kRows * dp;
+}
+
+// Attention for the (sequence, head) items [begin, end) (item = sequence * heads + head).
+// Per item, scratch holds the keys transposed [d, lp] and the values [lp, dp] in fp32
+// (lp, dp: length and head size rounded up to kLanes, padding zero), then per group of
+// kRows query rows their scores [kRows, lp], scaled queries [kRows, d] and output rows
+// [kRows, dp].
+template <typename T>
+ES_INLINE void AttendItems(const T* __restrict qkv, T* __restrict ctx,
+                           const int64_t* offsets, const int64_t* lengths, int64_t heads,
+                           int64_t d, float scale, int64_t begin, int64_t end,
+                           float* __restrict scratch, int64_t max_len) {
+  const int64_t h = heads * d, row = 3 * h, dp = RoundUp(d);
+  for (int64_t item = begin; item < end; ++item) {
+    const int64_t seq = item / heads, head = item % heads;
+    const int64_t len = lengths[seq], lp = RoundUp(len);
+    float* kt = scratch;
+    float* v = kt + d * lp;
+    float* p = v + lp * dp;
+    float* q = p + kRows * lp;
+    float* out_rows = q + kRows * d;
+    const T* base = qkv + offsets[seq] * row + head * d;
+    for (int64_t j = 0; j < lp; ++j) {
+      float* vj = v + j * dp;
+      const bool real = j < len;
+      const T* kj = base + j * row + h;
+      const T* vsrc = base + j * row + 2 * h;
+      for (int64_t c = 0; c < d; ++c) kt[c * lp + j] = real ? Widen(kj[c]) : 0.0f;
+      for (int64_t c = 0; c < d; ++c) vj[c] = real ? Widen(vsrc[c]) : 0.0f;
+      for (int64_t c = d; c < dp; ++c) vj[c] = 0.0f;
+    }
+    for (int64_t ib = 0; ib < len; ib += kRows) {
+      const int64_t rows = std::min(kRows, len - ib);
+      for (int64_t r = 0; r < kRows; ++r) {
+        const T* qi = base + (ib + r) * row;
+        for (int64_t c = 0; c < d; ++c) q[r * d + c] = r < rows ? Widen(qi[c]) * scale : 0.0f;
+      }
+      // Scores p[r][j] = q_r . k_j (scale folded into q), kLanes keys at a time.
+      for (int64_t jb = 0; jb < lp; jb += kLanes) {
+        VF s0 = {}, s1 = {}, s2 = {}, s3 = {};
+        for (int64_t c = 0; c < d; ++c) {
+          const VF k = Load(kt + c * lp + jb);
+          s0 += q[c] * k;
+          s1 += q[d + c] * k;
+          s2 += q[2 * d + c] * k;
+          s3 += q[3 * d + c] * k;
+        }
+        StoreV(p + jb, s0);
+        StoreV(p + lp + jb, s1);
+        StoreV(p + 2 * lp + jb, s2);
+        StoreV(p + 3 * lp + jb, s3);
+      }
+      // Softmax of each row over its len real keys (padding gets exactly 0).
+      float inv[kRows];
+      for (int64_t r = 0; r < kRows; ++r) {
+        float* pr = p + r * lp;
+        for (int64_t j = len; j < lp; ++j) pr[j] = -std::numeric_limits<float>::infinity();
+        VF m = Load(pr);
+        for (int64_t jb = kLanes; jb < lp; jb += kLanes) {
+          const VF x = Load(pr + jb);
+          m = m > x ? m : x;
+        }
+        const float mx = HorizontalMax(m);
+        VF sum = {};
+        for (int64_t jb = 0; jb < lp; jb += kLanes) {
+          const VF e = ExpNonPositive(Load(pr + jb) - mx);
+          StoreV(pr + jb, e);
+          sum += e;
+        }
+        float total = HorizontalSum(sum);
+        for (int64_t j = len; j < lp; ++j) {
+          total -= pr[j];
+          pr[j] = 0.0f;
+        }
+        inv[r] = 1.0f / total;
+      }
+      // Output rows = sum_j p[r][j] v_j, kLanes columns at a time.
+      for (int64_t cb = 0; cb < dp; cb += kLanes) {
+        VF a0 = {}, a1 = {}, a2 = {}, a3 = {};
+        for (int64_t j = 0; j < len; ++j) {
+          const VF vv = Load(v + j * dp + cb);
+          a0 += p[j] * vv;
+          a1 += p[lp + j] * vv;
+          a2 += p[2 * lp + j] * vv;
+          a3 += p[3 * lp + j] * vv;
+        }
+        StoreV(out_rows + cb, a0 * inv[0]);
+        StoreV(out_rows + dp + cb, a1 * inv[1]);
+        StoreV(out_rows + 2 * dp + cb, a2 * inv[2]);
+        StoreV(out_rows + 3 * dp + cb, a3 * inv[3]);
+      }
+      for (int64_t r = 0; r < rows; ++r) {
+        T* out = ctx + (offsets[seq] + ib + r) * h + head * d;
+        for (int64_t c = 0; c < d; ++c) Store(out_rows[r * dp + c], out + c);
+      }
+    }
+  }
+}
+
+// One entry point per instruction set, each a copy of AttendItems<T> for T = float and
+// bfloat16, and the dispatcher that picks the best for this CPU once.
+using AttendFloatFn = void (*)(const float*, float*, const int64_t*, const int64_t*, int64_t,
+                               int64_t, float, int64_t, int64_t, float*, int64_t);
+using AttendBFloat16Fn = void (*)(const c10::BFloat16*, c10::BFloat16*, const int64_t*,
+                                  const int64_t*, int64_t, int64_t, float, int64_t, int64_t,
+                                  float*, int64_t);
+
+#define ES_ATTEND_VARIANT(SUFFIX, ATTRIBUTE)                                                   \
+  ATTRIBUTE void AttendFloat##SUFFIX(const float* qkv, float* ctx, const int64_t* offsets,     \
+                                     const int64_t* lengths, int64_t heads, int64_t d,         \
+                                     float scale, int64_t begin, int64_t end, float* scratch,  \
+                                     int64_t max_len) {                                        \
+    AttendItems(qkv, ctx, offsets, lengths, heads, d, scale, begin, end, scratch, max_len);    \
+  }                                                                                            \
+  ATTRIBUTE void AttendBFloat16##SUFFIX(const c10::BFloat16* qkv, c10::BFloat16* ctx,          \
+                                        const int64_t* offsets, const int64_t* lengths,        \
+                                        int64_t heads, int64_t d, float scale, int64_t begin,  \
+                                        int64_t end, float* scratch, int64_t max_len) {        \
+    AttendItems(qkv, ctx, offsets, lengths, heads, d, scale, begin, end, scratch, max_len);    \
+  }
+
+ES_ATTEND_VARIANT(Baseline, )
+#ifdef ES_X86_DISPATCH
+ES_ATTEND_VARIANT(Avx2, ES_TARGET_AVX2)
+ES_ATTEND_VARIANT(Avx512, ES_TARGET_AVX512)
+#endif
+
+struct AttendKernels {
+  AttendFloatFn attend_float = AttendFloatBaseline;
+  AttendBFloat16Fn attend_bfloat16 = AttendBFloat16Baseline;
+};
+
+const AttendKernels& Kernels() {
+  static const AttendKernels kernels = [] {
+    AttendKernels k;
+#ifdef ES_X86_DISPATCH
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
+        __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512dq") &&
+        __builtin_cpu_supports("fma")) {
+      k.attend_float = AttendFloatAvx512;
+      k.attend_bfloat16 = AttendBFloat16Avx512;
+    } else if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
+      k.attend_float = AttendFloatAvx2;
+      k.attend_bfloat16 = AttendBFloat16Avx2;
+    }
+#endif
+    return k;
+  }();
+  return kernels;
+}
+
+}  // namespace
+
+torch::Tensor PackedSelfAttentionCpu(const torch::Tensor& qkv, const torch::Tensor& offsets,
+                                     const torch::Tensor& lengths, int64_t heads, double scale) {
+  TORCH_CHECK(qkv.device().is_cpu() && qkv.dim() == 2 && qkv.is_contiguous(),
+              "PackedSelfAttentionCpu: qkv must be a contiguous CPU matrix");
+  TORCH_CHECK(qkv.scalar_type() == torch::kFloat || qkv.scalar_type() == torch::kBFloat16,
+              "PackedSelfAttentionCpu: qkv must be float or bfloat16, not ", qkv.scalar_type());
+  TORCH_CHECK(heads > 0 && qkv.size(1) % (3 * heads) == 0,
+              "PackedSelfAttentionCpu: ", qkv.size(1), " columns do not split into 3 x ",
+              heads, " heads");
+  TORCH_CHECK(offsets.scalar_type() == torch::kLong && lengths.scalar_type() == torch::kLong &&
+                  offsets.is_contiguous() && lengths.is_contiguous() &&
+                  offsets.device().is_cpu() && lengths.device().is_cpu() &&
+                  offsets.numel() == lengths.numel(),
+              "PackedSelfAttentionCpu: offsets and lengths must be CPU int64 vectors of one size");
+  const int64_t total = qkv.size(0), h = qkv.size(1) / 3, d = h / heads;
+  const int64_t batch = offsets.numel();
+  const int64_t* off = offsets.data_ptr<int64_t>();
+  const int64_t* len = lengths.data_ptr<int64_t>();
+  int64_t max_len = 0, work = 0;
+  for (int64_t i = 0; i < batch; ++i) {
+    TORCH_CHECK(len[i] > 0 && off[i] >= 0 && off[i] + len[i] <= total,
+                "PackedSelfAttentionCpu: sequence ", i, " (offset ", off[i], ", length ",
+                len[i], ") lies outside the ", total, " rows");
+    max_len = std::max(max_len, len[i]);
+    work += len[i] * len[i];
+  }
+  torch::Tensor ctx = torch::empty({total, h}, qkv.options());
+  if (batch == 0) return ctx;
+  const int64_t items = batch * heads;
+  // Run small inputs inline: about 16k multiply-adds per thread before forking pays.
+  const int64_t per_item = std::max<int64_t>(1, 2 * d * work / batch);
+  const int64_t grain = std::max<int64_t>(1, 16384 / per_item);
+  const float fscale = static_cast<float>(scale);
+  const AttendKernels& kernels = Kernels();
+  at::parallel_for(0, items, grain, [&](int64_t begin, int64_t end) {
+    std::vector<float> scratch(static_cast<size_t>(ScratchFloats(max_len, d)));
+    if (qkv.scalar_type() == torch::kFloat) {
+      kernels.attend_float(qkv.data_ptr<float>(), ctx.data_ptr<float>(), off, len, heads, d,
+                       fscale, begin, end, scratch.data(), max_len);
+    } else {
+      kernels.attend_bfloat16(qkv.data_ptr<c10::BFloat16>(), ctx.data_ptr<c10::BFloat16>(), off,
+                          len, heads, d, fscale, begin, end, scratch.data(), max_len);
+    }
+  });
+  return ctx;
+}
+
+}  // namespace internal_model
+}  // namespace embedserve

@@ -23,6 +23,9 @@ namespace {
 #define ES_TARGET_AVX2 __attribute__((target("avx2,fma,f16c")))
 #endif
 #define ES_INLINE inline __attribute__((always_inline))
+// VF values only cross always-inlined helpers, never a real call, so the note that
+// passing them changes the ABI without AVX-512 does not apply.
+#pragma GCC diagnostic ignored "-Wpsabi"
 
 constexpr int64_t kLanes = 16;
 typedef float VF __attribute__((vector_size(kLanes * sizeof(float))));
@@ -98,7 +101,7 @@ template <typename T>
 ES_INLINE void AttendItems(const T* __restrict qkv, T* __restrict ctx,
                            const int64_t* offsets, const int64_t* lengths, int64_t heads,
                            int64_t d, float scale, int64_t begin, int64_t end,
-                           float* __restrict scratch, int64_t max_len) {
+                           float* __restrict scratch) {
   const int64_t h = heads * d, row = 3 * h, dp = RoundUp(d);
   for (int64_t item = begin; item < end; ++item) {
     const int64_t seq = item / heads, head = item % heads;
@@ -189,23 +192,23 @@ ES_INLINE void AttendItems(const T* __restrict qkv, T* __restrict ctx,
 // One entry point per instruction set, each a copy of AttendItems<T> for T = float and
 // bfloat16, and the dispatcher that picks the best for this CPU once.
 using AttendFloatFn = void (*)(const float*, float*, const int64_t*, const int64_t*, int64_t,
-                               int64_t, float, int64_t, int64_t, float*, int64_t);
+                               int64_t, float, int64_t, int64_t, float*);
 using AttendBFloat16Fn = void (*)(const c10::BFloat16*, c10::BFloat16*, const int64_t*,
                                   const int64_t*, int64_t, int64_t, float, int64_t, int64_t,
-                                  float*, int64_t);
+                                  float*);
 
 #define ES_ATTEND_VARIANT(SUFFIX, ATTRIBUTE)                                                   \
   ATTRIBUTE void AttendFloat##SUFFIX(const float* qkv, float* ctx, const int64_t* offsets,     \
                                      const int64_t* lengths, int64_t heads, int64_t d,         \
-                                     float scale, int64_t begin, int64_t end, float* scratch,  \
-                                     int64_t max_len) {                                        \
-    AttendItems(qkv, ctx, offsets, lengths, heads, d, scale, begin, end, scratch, max_len);    \
+                                     float scale, int64_t begin, int64_t end,                  \
+                                     float* scratch) {                                         \
+    AttendItems(qkv, ctx, offsets, lengths, heads, d, scale, begin, end, scratch);             \
   }                                                                                            \
   ATTRIBUTE void AttendBFloat16##SUFFIX(const c10::BFloat16* qkv, c10::BFloat16* ctx,          \
                                         const int64_t* offsets, const int64_t* lengths,        \
                                         int64_t heads, int64_t d, float scale, int64_t begin,  \
-                                        int64_t end, float* scratch, int64_t max_len) {        \
-    AttendItems(qkv, ctx, offsets, lengths, heads, d, scale, begin, end, scratch, max_len);    \
+                                        int64_t end, float* scratch) {                         \
+    AttendItems(qkv, ctx, offsets, lengths, heads, d, scale, begin, end, scratch);             \
   }
 
 ES_ATTEND_VARIANT(Baseline, )
@@ -279,10 +282,10 @@ torch::Tensor PackedSelfAttentionCpu(const torch::Tensor& qkv, const torch::Tens
     std::vector<float> scratch(static_cast<size_t>(ScratchFloats(max_len, d)));
     if (qkv.scalar_type() == torch::kFloat) {
       kernels.attend_float(qkv.data_ptr<float>(), ctx.data_ptr<float>(), off, len, heads, d,
-                       fscale, begin, end, scratch.data(), max_len);
+                       fscale, begin, end, scratch.data());
     } else {
       kernels.attend_bfloat16(qkv.data_ptr<c10::BFloat16>(), ctx.data_ptr<c10::BFloat16>(), off,
-                          len, heads, d, fscale, begin, end, scratch.data(), max_len);
+                          len, heads, d, fscale, begin, end, scratch.data());
     }
   });
   return ctx;

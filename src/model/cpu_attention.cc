@@ -8,81 +8,16 @@
 #include <limits>
 #include <vector>
 
+#include "cpu_vector.h"
+
 namespace embedserve {
 namespace internal_model {
 namespace {
 
-// The kernel is written with GCC/Clang vector extensions (VF: 16 floats): compiled for
-// AVX-512 a VF is one register, for AVX2 two, for the baseline four SSE registers. On
-// x86-64 the body is compiled three times (AVX-512, AVX2+FMA, baseline) and the first one
-// this CPU supports runs (checked by feature, not by CPU model, so AMD's AVX-512 cores
-// get the AVX-512 code).
-#if defined(__GNUC__) && defined(__x86_64__)
-#define ES_X86_DISPATCH 1
-#define ES_TARGET_AVX512 __attribute__((target("avx512f,avx512vl,avx512bw,avx512dq,avx2,fma,f16c")))
-#define ES_TARGET_AVX2 __attribute__((target("avx2,fma,f16c")))
-#endif
-#define ES_INLINE inline __attribute__((always_inline))
-// VF values only cross always-inlined helpers, never a real call, so the note that
-// passing them changes the ABI without AVX-512 does not apply.
-#pragma GCC diagnostic ignored "-Wpsabi"
+using namespace cpu_vector;  // NOLINT: the kernel vocabulary of cpu_vector.h
 
-constexpr int64_t kLanes = 16;
-typedef float VF __attribute__((vector_size(kLanes * sizeof(float))));
-typedef int32_t VI __attribute__((vector_size(kLanes * sizeof(int32_t))));
 // Query rows handled together: their dot products share every key load.
 constexpr int64_t kRows = 4;
-
-ES_INLINE VF Load(const float* p) {
-  VF v;
-  std::memcpy(&v, p, sizeof v);
-  return v;
-}
-ES_INLINE void StoreV(float* p, VF v) { std::memcpy(p, &v, sizeof v); }
-ES_INLINE float HorizontalMax(VF v) {
-  float m = v[0];
-  for (int w = 1; w < kLanes; ++w) m = std::max(m, v[w]);
-  return m;
-}
-ES_INLINE float HorizontalSum(VF v) {
-  float s = 0.0f;
-  for (int w = 0; w < kLanes; ++w) s += v[w];
-  return s;
-}
-
-// e^x for x <= 0 (scores minus their maximum), Cephes' polynomial as in ATen's vectorised
-// exp; relative error ~1e-7. Rounds to the nearest integer with the 1.5 * 2^23 trick.
-ES_INLINE VF ExpNonPositive(VF x) {
-  const VF lowest = VF{} - 87.0f;
-  x = x < lowest ? lowest : x;
-  const VF magic = VF{} + 12582912.0f;
-  const VF n = (x * 1.44269504088896341f + magic) - magic;  // round(x / ln 2)
-  x = x - n * 0.693359375f + n * 2.12194440e-4f;
-  const VF z = x * x;
-  VF y = VF{} + 1.9875691500e-4f;
-  y = y * x + 1.3981999507e-3f;
-  y = y * x + 8.3334519073e-3f;
-  y = y * x + 4.1665795894e-2f;
-  y = y * x + 1.6666665459e-1f;
-  y = y * x + 5.0000001201e-1f;
-  y = y * z + x + 1.0f;
-  const VI bits = (__builtin_convertvector(n, VI) + 127) << 23;  // 2^n
-  VF scale;
-  std::memcpy(&scale, &bits, sizeof scale);
-  return y * scale;
-}
-
-ES_INLINE float Widen(float x) { return x; }
-ES_INLINE float Widen(c10::BFloat16 x) {
-  uint32_t bits = static_cast<uint32_t>(x.x) << 16;
-  float f;
-  std::memcpy(&f, &bits, sizeof f);
-  return f;
-}
-ES_INLINE void Store(float x, float* out) { *out = x; }
-ES_INLINE void Store(float x, c10::BFloat16* out) {
-  *out = c10::BFloat16(x);  // round to nearest even, NaN kept
-}
 
 int64_t RoundUp(int64_t n) { return (n + kLanes - 1) / kLanes * kLanes; }
 
@@ -137,10 +72,10 @@ ES_INLINE void AttendItems(const T* __restrict qkv, T* __restrict ctx,
           s2 += q[2 * d + c] * k;
           s3 += q[3 * d + c] * k;
         }
-        StoreV(p + jb, s0);
-        StoreV(p + lp + jb, s1);
-        StoreV(p + 2 * lp + jb, s2);
-        StoreV(p + 3 * lp + jb, s3);
+        Store(p + jb, s0);
+        Store(p + lp + jb, s1);
+        Store(p + 2 * lp + jb, s2);
+        Store(p + 3 * lp + jb, s3);
       }
       // Softmax of each row over its len real keys (padding gets exactly 0).
       float inv[kRows];
@@ -156,7 +91,7 @@ ES_INLINE void AttendItems(const T* __restrict qkv, T* __restrict ctx,
         VF sum = {};
         for (int64_t jb = 0; jb < lp; jb += kLanes) {
           const VF e = ExpNonPositive(Load(pr + jb) - mx);
-          StoreV(pr + jb, e);
+          Store(pr + jb, e);
           sum += e;
         }
         float total = HorizontalSum(sum);
@@ -176,14 +111,14 @@ ES_INLINE void AttendItems(const T* __restrict qkv, T* __restrict ctx,
           a2 += p[2 * lp + j] * vv;
           a3 += p[3 * lp + j] * vv;
         }
-        StoreV(out_rows + cb, a0 * inv[0]);
-        StoreV(out_rows + dp + cb, a1 * inv[1]);
-        StoreV(out_rows + 2 * dp + cb, a2 * inv[2]);
-        StoreV(out_rows + 3 * dp + cb, a3 * inv[3]);
+        Store(out_rows + cb, a0 * inv[0]);
+        Store(out_rows + dp + cb, a1 * inv[1]);
+        Store(out_rows + 2 * dp + cb, a2 * inv[2]);
+        Store(out_rows + 3 * dp + cb, a3 * inv[3]);
       }
       for (int64_t r = 0; r < rows; ++r) {
         T* out = ctx + (offsets[seq] + ib + r) * h + head * d;
-        for (int64_t c = 0; c < d; ++c) Store(out_rows[r * dp + c], out + c);
+        for (int64_t c = 0; c < d; ++c) StoreScalar(out_rows[r * dp + c], out + c);
       }
     }
   }
@@ -226,13 +161,10 @@ const AttendKernels& Kernels() {
   static const AttendKernels kernels = [] {
     AttendKernels k;
 #ifdef ES_X86_DISPATCH
-    __builtin_cpu_init();
-    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
-        __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512dq") &&
-        __builtin_cpu_supports("fma")) {
+    if (CpuHasAvx512()) {
       k.attend_float = AttendFloatAvx512;
       k.attend_bfloat16 = AttendBFloat16Avx512;
-    } else if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
+    } else if (CpuHasAvx2()) {
       k.attend_float = AttendFloatAvx2;
       k.attend_bfloat16 = AttendBFloat16Avx2;
     }

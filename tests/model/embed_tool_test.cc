@@ -47,7 +47,8 @@ TEST(EmbedToolTest, GoodLinesMatchReferenceBadLinesGetErrorsInOrder) {
   // Batch size 2: good and bad lines share batches.
   ToolRun run = RunTool(input, "--model '" + kData + "/tiny-bert' --device cpu --batch-size 2");
   ASSERT_EQ(run.exit_code, 0) << run.stderr_text;
-  ASSERT_EQ(run.lines.size(), 7u) << run.stderr_text;
+  ASSERT_EQ(run.lines.size(), 7u) << run.stderr_text << "\nstdout:\n"
+                                  << ::testing::PrintToString(run.lines);
   const int good[] = {0, 2, 6};
   for (int k = 0; k < 3; ++k) {
     json got = json::parse(run.lines[good[k]]);

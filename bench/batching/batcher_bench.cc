@@ -21,6 +21,9 @@
 #include <cstdint>
 #include <cstdio>
 #include <fstream>
+#include <sstream>
+#include <pthread.h>
+#include <sched.h>
 #include <sys/resource.h>
 #include <memory>
 #include <mutex>
@@ -295,6 +298,85 @@ void BM_MachineStalls(benchmark::State& state) {
   }
 }
 BENCHMARK(BM_MachineStalls)->Iterations(1)->UseRealTime()->Unit(benchmark::kMillisecond);
+
+// Sum of the "steal" column of /proc/stat's cpu line (USER_HZ ticks): the time the
+// hypervisor says it ran something else on this guest's vCPUs.
+int64_t StealTicks() {
+  std::ifstream in("/proc/stat");
+  std::string name;
+  int64_t v[8] = {};
+  in >> name;
+  for (int64_t& x : v) in >> x;
+  return name == "cpu" ? v[7] : -1;
+}
+
+// As BM_MachineStalls, but one spinning thread pinned to each CPU this process may use, at
+// the same time: is a stall one vCPU's (the others run on) or the whole machine's? Per CPU
+// it reports the share of time lost in gaps > 100 us and the longest gap; overlap_pct is
+// the share of CPU 0's lost time during which another CPU was stalled too (100 = the whole
+// VM stops at once, 0 = independent); steal_ticks is what the guest kernel was told.
+void BM_MachineStallsPerCpu(benchmark::State& state) {
+  struct Gap {
+    int64_t start, end;
+  };
+  cpu_set_t allowed;
+  CPU_ZERO(&allowed);
+  sched_getaffinity(0, sizeof allowed, &allowed);
+  std::vector<int> cpus;
+  for (int c = 0; c < CPU_SETSIZE; ++c) {
+    if (CPU_ISSET(c, &allowed)) cpus.push_back(c);
+  }
+  for (auto _ : state) {
+    constexpr int64_t kRunNs = 500'000'000;
+    std::vector<std::vector<Gap>> gaps(cpus.size());
+    const int64_t steal_before = StealTicks();
+    const int64_t start = NowNs() + 1'000'000;
+    std::vector<std::thread> threads;
+    for (size_t i = 0; i < cpus.size(); ++i) {
+      threads.emplace_back([&, i] {
+        cpu_set_t one;
+        CPU_ZERO(&one);
+        CPU_SET(cpus[i], &one);
+        pthread_setaffinity_np(pthread_self(), sizeof one, &one);
+        int64_t prev = NowNs();
+        while (prev < start) prev = NowNs();
+        while (prev - start < kRunNs) {
+          const int64_t now = NowNs();
+          if (now - prev > 100'000) gaps[i].push_back({prev, now});
+          prev = now;
+        }
+      });
+    }
+    for (std::thread& t : threads) t.join();
+    const int64_t steal = StealTicks() - steal_before;
+    int64_t overlap = 0, lost0 = 0;
+    for (size_t i = 0; i < cpus.size(); ++i) {
+      int64_t lost = 0, max_gap = 0;
+      for (const Gap& g : gaps[i]) {
+        lost += g.end - g.start;
+        max_gap = std::max(max_gap, g.end - g.start);
+      }
+      const std::string cpu = "cpu" + std::to_string(cpus[i]);
+      state.counters[cpu + "_lost_pct_over_100us"] =
+          100.0 * static_cast<double>(lost) / static_cast<double>(kRunNs);
+      state.counters[cpu + "_max_gap_us"] = static_cast<double>(max_gap) / 1000.0;
+      if (i == 0) lost0 = lost;
+    }
+    for (const Gap& g : gaps[0]) {
+      // Time of this gap covered by a gap of any other CPU (gaps of one CPU don't overlap).
+      for (size_t i = 1; i < cpus.size(); ++i) {
+        for (const Gap& h : gaps[i]) {
+          overlap += std::max<int64_t>(0, std::min(g.end, h.end) - std::max(g.start, h.start));
+        }
+      }
+    }
+    state.counters["overlap_pct"] =
+        lost0 > 0 ? 100.0 * static_cast<double>(overlap) / static_cast<double>(lost0) : 0.0;
+    state.counters["steal_ticks"] = static_cast<double>(steal);
+    state.SetLabel(absl::StrCat(cpus.size(), " cpus, loadavg=", LoadAverage()));
+  }
+}
+BENCHMARK(BM_MachineStallsPerCpu)->Iterations(1)->UseRealTime()->Unit(benchmark::kMillisecond);
 
 void BM_OpenLoop(benchmark::State& state) {
   const int seqs = static_cast<int>(state.range(0));

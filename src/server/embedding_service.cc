@@ -104,6 +104,21 @@ int64_t DeadlineMicros(const CallbackServerContext* context, const Clock* clock,
   return clock->NowMicros() + remaining;
 }
 
+// The step between tokenize and queue, shared by Embed, Similarity and EmbedStream:
+// records the tokenize time and token count, fills the reply's usage and gives the batch
+// the call's deadline. DEADLINE_EXCEEDED when that has already passed (nothing is queued).
+absl::Status PrepareToQueue(const CallbackServerContext* context, const Clock* clock,
+                            ServerMetrics* metrics, int64_t tokenize_us, int64_t tokens,
+                            v1::Usage* usage, BatchRequest* batch) {
+  if (metrics != nullptr) metrics->OnTokenize(tokenize_us, tokens);
+  usage->set_prompt_tokens(tokens);
+  usage->set_total_tokens(tokens);
+  bool expired = false;
+  batch->deadline_us = DeadlineMicros(context, clock, &expired);
+  if (expired) return absl::DeadlineExceededError("deadline passed before queueing");
+  return absl::OkStatus();
+}
+
 absl::Status NotReady() {
   return absl::UnavailableError(
       "the server is not serving (the model is loading or the server is shutting down); "
@@ -400,15 +415,11 @@ class EmbedStreamReactor final
       Answer(std::move(response), status, start_us);
       return;
     }
-    if (metrics_ != nullptr) metrics_->OnTokenize(tokenized.tokenize_us, tokenized.tokens);
-    response->mutable_usage()->set_prompt_tokens(tokenized.tokens);
-    response->mutable_usage()->set_total_tokens(tokenized.tokens);
-
-    bool expired = false;
     BatchRequest batch;
-    batch.deadline_us = DeadlineMicros(context_, clock_, &expired);
-    if (expired) {
-      Answer(std::move(response), absl::DeadlineExceededError("deadline passed"), start_us);
+    status = PrepareToQueue(context_, clock_, metrics_, tokenized.tokenize_us, tokenized.tokens,
+                            response->mutable_usage(), &batch);
+    if (!status.ok()) {
+      Answer(std::move(response), status, start_us);
       return;
     }
     batch.sequences = std::move(tokenized.sequences);
@@ -676,12 +687,11 @@ ServerUnaryReactor* EmbeddingService::Embed(CallbackServerContext* context,
     batch.sequences.push_back(*std::move(ids));
   }
   const int64_t tokenize_us = clock_->NowMicros() - start_us;
-  if (metrics_ != nullptr) metrics_->OnTokenize(tokenize_us, tokens);
-  response->mutable_usage()->set_prompt_tokens(tokens);
-  response->mutable_usage()->set_total_tokens(tokens);
-  bool expired = false;
-  batch.deadline_us = DeadlineMicros(context, clock_, &expired);
-  if (expired) return fail(absl::DeadlineExceededError("deadline passed before queueing"));
+  if (absl::Status s = PrepareToQueue(context, clock_, metrics_, tokenize_us, tokens,
+                                      response->mutable_usage(), &batch);
+      !s.ok()) {
+    return fail(s);
+  }
   batch.is_cancelled = [context] { return context->IsCancelled(); };
   const bool normalize = request->has_normalize() ? request->normalize() : rt->normalize_default;
   const int num_texts = request->texts_size();
@@ -758,12 +768,11 @@ ServerUnaryReactor* EmbeddingService::Similarity(CallbackServerContext* context,
     pair_rows->emplace_back(*a, *b);
   }
   const int64_t tokenize_us = clock_->NowMicros() - start_us;
-  if (metrics_ != nullptr) metrics_->OnTokenize(tokenize_us, tokens);
-  response->mutable_usage()->set_prompt_tokens(tokens);
-  response->mutable_usage()->set_total_tokens(tokens);
-  bool expired = false;
-  batch.deadline_us = DeadlineMicros(context, clock_, &expired);
-  if (expired) return fail(absl::DeadlineExceededError("deadline passed before queueing"));
+  if (absl::Status s = PrepareToQueue(context, clock_, metrics_, tokenize_us, tokens,
+                                      response->mutable_usage(), &batch);
+      !s.ok()) {
+    return fail(s);
+  }
   batch.is_cancelled = [context] { return context->IsCancelled(); };
   batch.done = [this, reactor, response, pair_rows, tokenize_us, start_us](
                    absl::StatusOr<EmbeddingMatrix> result, const RequestTimings& timings) {

@@ -3,8 +3,6 @@
 #include <ATen/Parallel.h>
 
 #include <algorithm>
-#include <cmath>
-#include <cstring>
 #include <limits>
 #include <vector>
 
@@ -18,6 +16,7 @@ using namespace cpu_vector;  // NOLINT: the kernel vocabulary of cpu_vector.h
 
 // Query rows handled together: their dot products share every key load.
 constexpr int64_t kRows = 4;
+static_assert(kRows == 4, "the score and output loops keep one accumulator per row: 4");
 
 int64_t RoundUp(int64_t n) { return (n + kLanes - 1) / kLanes * kLanes; }
 

@@ -74,6 +74,9 @@ ES_INLINE VF Load(const float* p) {
 ES_INLINE void Store(float* p, VF v) { std::memcpy(p, &v, sizeof v); }
 
 ES_INLINE float Widen(float x) { return x; }
+// The same as c10's BFloat16 -> float, but always inlined into each instruction-set
+// variant: with c10's operator float the packed attention ran ~4% slower at 32 x 32..128
+// tokens (attention_bench, 1 thread, two alternated runs).
 ES_INLINE float Widen(c10::BFloat16 x) {
   return BitCast<float>(static_cast<uint32_t>(x.x) << 16);
 }

@@ -1,9 +1,11 @@
 #include "embedserve/client/benchmark_plan.h"
 
-#include <algorithm>
+#include <cstdint>
 #include <cstring>
 #include <fstream>
+#include <set>
 #include <sstream>
+#include <tuple>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
@@ -77,7 +79,13 @@ std::string StripYamlExtension(const std::string& path) {
 absl::Status ApplyBenchmarkSection(const YAML::Node& bench, ExperimentFile* file) {
   BenchmarkPlan& plan = file->plan;
   for (const auto& kv : bench) {
-    std::string key = kv.first.as<std::string>();
+    if (!kv.first.IsScalar()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "benchmark: keys must be plain names (batch_sizes, concurrencies, ...); found ",
+          kv.first.IsSequence() ? "a list" : kv.first.IsMap() ? "a mapping" : "an empty key",
+          " as a key"));
+    }
+    std::string key = kv.first.Scalar();
     const YAML::Node& v = kv.second;
     std::string field = "benchmark." + key;
     if (key == "batch_sizes") {
@@ -210,13 +218,29 @@ absl::Status BenchmarkPlan::Validate() const {
     return absl::InvalidArgumentError(
         absl::StrCat("benchmark.pool_requests must be >= 1; was ", pool_requests));
   }
+  // Count before Points() builds them: YAML aliases let a few bytes name millions.
+  uint64_t points = 0;
+  if (!rates_rps.empty()) {
+    points = uint64_t{grid.batch_sizes.size()} * rates_rps.size();
+  } else {
+    points = uint64_t{grid.batch_sizes.size()} * grid.concurrencies.size();
+    for (const Grid& g : extra_grids) {
+      points += uint64_t{g.batch_sizes.size()} * g.concurrencies.size();
+    }
+  }
+  if (points > kMaxPoints) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "benchmark: the grids name ", points, " points (batch sizes x concurrencies or "
+        "rates); at most ", kMaxPoints, " are allowed"));
+  }
   return absl::OkStatus();
 }
 
 std::vector<GridPoint> BenchmarkPlan::Points() const {
   std::vector<GridPoint> points;
-  auto add = [&points](GridPoint p) {
-    if (std::find(points.begin(), points.end(), p) == points.end()) points.push_back(p);
+  std::set<std::tuple<int32_t, int32_t, double>> seen;
+  auto add = [&points, &seen](GridPoint p) {
+    if (seen.emplace(p.batch_size, p.concurrency, p.rate_rps).second) points.push_back(p);
   };
   if (!rates_rps.empty()) {
     for (int32_t b : grid.batch_sizes) {

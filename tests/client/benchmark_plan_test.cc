@@ -80,6 +80,28 @@ TEST(BenchmarkPlanTest, OpenLoopPointsAreBatchTimesRate) {
   EXPECT_EQ(points[3], (GridPoint{8, 64, 100}));
 }
 
+TEST(BenchmarkPlanTest, RefusesGridsOfMoreThanMaxPointsEvenThroughAliases) {
+  std::string list = "[1";
+  for (int i = 2; i <= 100; ++i) list += ", " + std::to_string(i);
+  list += "]";
+  // 100 x 100 = kMaxPoints: allowed, and Points() returns each once.
+  auto at_cap = Parse("benchmark:\n  batch_sizes: &l " + list + "\n  concurrencies: *l\n");
+  ASSERT_TRUE(at_cap.ok()) << at_cap.status();
+  EXPECT_EQ(at_cap->plan.Points().size(), BenchmarkPlan::kMaxPoints);
+  // One extra grid through the same alias doubles it: refused before any is built.
+  auto over = Parse("benchmark:\n  batch_sizes: &l " + list +
+                    "\n  concurrencies: *l\n  extra_grids: [{batch_sizes: *l, "
+                    "concurrencies: *l}]\n");
+  ASSERT_FALSE(over.ok());
+  EXPECT_THAT(over.status().message(),
+              HasSubstr("the grids name 20000 points (batch sizes x concurrencies or rates); "
+                        "at most 10000 are allowed"));
+  auto rates = Parse("benchmark:\n  batch_sizes: &l " + list + "\n  rates_rps: [" +
+                     list.substr(1, list.size() - 2) + ", 101]\n");
+  ASSERT_FALSE(rates.ok());
+  EXPECT_THAT(rates.status().message(), HasSubstr("the grids name 10100 points"));
+}
+
 TEST(BenchmarkPlanTest, BadValuesNameFieldAndValue) {
   struct Case {
     const char* yaml;
@@ -100,6 +122,9 @@ TEST(BenchmarkPlanTest, BadValuesNameFieldAndValue) {
       {"server:\n  port: 1\n", "has no benchmark: section"},
       {"benchmark: [1, 2\n", "not valid YAML"},
       {"- 1\n- 2\n", "top level must be a map"},
+      // Found by client_input_fuzzer in CI: a non-scalar key threw past the parser.
+      {"benchmark: {[1]: 2}\n", "keys must be plain names (batch_sizes, concurrencies, ...); found a list as a key"},
+      {"benchmark: {? {a: 1} : 2}\n", "found a mapping as a key"},
   };
   for (const Case& c : cases) {
     auto file = Parse(c.yaml);

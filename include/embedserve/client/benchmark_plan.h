@@ -69,6 +69,10 @@ struct BenchmarkPlan {
   // Distinct requests prebuilt per point and sent round-robin.
   int32_t pool_requests = 64;
 
+  // Validate() refuses grids naming more points than this: each point runs for
+  // warmup_s + duration_s, so 10,000 at the defaults is already 33 hours.
+  static constexpr uint64_t kMaxPoints = 10000;
+
   // Messages name the field, the rule and the value.
   absl::Status Validate() const;
   // Every point in sweep order, without duplicates.

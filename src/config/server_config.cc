@@ -16,6 +16,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/str_replace.h"
 #include "absl/strings/str_split.h"
 #include "embedserve/common/status_macros.h"
 
@@ -442,11 +443,20 @@ absl::StatusOr<ServerConfig> LoadServerConfigFile(const std::string& path) {
 
 namespace {
 
+// A YAML double-quoted scalar; control characters are escaped (\xNN) so that the
+// printout parses back to the same bytes (a raw newline or NUL would not).
 std::string Quote(const std::string& s) {
   std::string out = "\"";
   for (char c : s) {
-    if (c == '"' || c == '\\') out.push_back('\\');
-    out.push_back(c);
+    const auto byte = static_cast<unsigned char>(c);
+    if (c == '"' || c == '\\') {
+      out.push_back('\\');
+      out.push_back(c);
+    } else if (byte < 0x20 || byte == 0x7f) {
+      absl::StrAppend(&out, "\\x", absl::Hex(byte, absl::kZeroPad2));
+    } else {
+      out.push_back(c);
+    }
   }
   out.push_back('"');
   return out;
@@ -462,7 +472,11 @@ std::string Number(double v) {
 
 std::string ServerConfigToYaml(const ServerConfig& c) {
   std::string y;
-  if (!c.source.empty()) absl::StrAppend(&y, "# effective config (from ", c.source, ")\n");
+  if (!c.source.empty()) {
+    // One comment line, whatever bytes the file name holds.
+    absl::StrAppend(&y, "# effective config (from ",
+                    absl::StrReplaceAll(c.source, {{"\n", "\\n"}, {"\r", "\\r"}}), ")\n");
+  }
   absl::StrAppend(&y, "server:\n");
   absl::StrAppend(&y, "  host: ", Quote(c.server.host), "\n");
   absl::StrAppend(&y, "  port: ", c.server.port, "\n");

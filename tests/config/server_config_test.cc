@@ -259,6 +259,19 @@ benchmark: {batch_sizes: [4, 16], duration_s: 2.5}
   EXPECT_DOUBLE_EQ(again->benchmark.duration_s, 2.5);
 }
 
+TEST(ServerConfigTest, PrintedConfigKeepsControlCharactersInStrings) {
+  // Found by server_config_fuzzer: a NUL or newline inside a double-quoted name was
+  // printed raw, and YAML read it back as a space.
+  auto config = Parse("model:\n  name: \"a\\x00b\\nc\\td\\x7f\\\\e\"\n");
+  ASSERT_TRUE(config.ok()) << config.status();
+  ASSERT_EQ(config->model.name, std::string("a\0b\nc\td\x7f\\e", 10));
+  const std::string yaml = ServerConfigToYaml(*config);
+  EXPECT_THAT(yaml, HasSubstr("name: \"a\\x00b\\x0ac\\x09d\\x7f\\\\e\""));
+  auto again = Parse(yaml);
+  ASSERT_TRUE(again.ok()) << again.status() << "\n" << yaml;
+  EXPECT_EQ(again->model.name, config->model.name);
+}
+
 TEST(ServerConfigTest, ShippedExperimentsLoad) {
   const fs::path dir = fs::path(EMBEDSERVE_TEST_DATA_DIR).parent_path().parent_path() /
                        "experiments";

@@ -25,7 +25,8 @@
 #   --inprocess B,...   after the sweep (server stopped), run embedserve-bench-inprocess
 #                       at these batch sizes: the same model, precision and sentences
 #                       without gRPC (inprocess.csv/json; the over-gRPC efficiency)
-# Env: EMBEDSERVE_BIN, EMBEDSERVE_BENCH_BIN, EMBEDSERVE_INPROCESS_BIN override the binaries.
+# Env: EMBEDSERVE_BIN, EMBEDSERVE_BENCH_BIN, EMBEDSERVE_INPROCESS_BIN override the binaries;
+# EMBEDSERVE_GIT_COMMIT names the commit where the tree has no .git (device snapshots).
 # Runs from the repository root (relative model paths in the YAML files resolve there);
 # relative paths given on the command line are taken from the calling directory.
 # Then: /usr/bin/python3 scripts/report.py results --out docs/results
@@ -50,7 +51,7 @@ while [ $# -gt 0 ]; do
     --bench-args) BENCH_ARGS=$2; shift 2 ;;
     --server-args) SERVER_ARGS=$2; shift 2 ;;
     --inprocess) INPROCESS=$2; shift 2 ;;
-    -h|--help) sed -n '2,33p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,32p' "$0"; exit 0 ;;
     -*) echo "run_experiment: unknown option $1 (see --help)" >&2; exit 2 ;;
     *) experiments+=("$1"); shift ;;
   esac
@@ -159,8 +160,12 @@ tuning = {k: v for k, v in os.environ.items()
           if k.startswith(("OMP_", "KMP_", "MKL_", "OPENBLAS_", "GOMP_", "TORCH_", "DNNL_", "ONEDNN_"))}
 facts["env"] = " ".join("%s=%s" % kv for kv in sorted(tuning.items())) or "none"
 facts["git_commit"] = run(["git", "-C", root, "rev-parse", "--short", "HEAD"])
-dirty = run(["git", "-C", root, "status", "--porcelain", "--untracked-files=no"])
-if dirty: facts["git_commit"] += "+dirty"
+if facts["git_commit"]:
+    dirty = run(["git", "-C", root, "status", "--porcelain", "--untracked-files=no"])
+    if dirty: facts["git_commit"] += "+dirty"
+else:
+    # A tree without .git (scripts/device/from_snapshot.sh exports the snapshot's commit).
+    facts["git_commit"] = os.environ.get("EMBEDSERVE_GIT_COMMIT", "")[:7]
 try:
     with open(bench_json) as f:
         info = json.load(f).get("run", {})

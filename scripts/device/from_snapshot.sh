@@ -10,4 +10,7 @@ tar -xf "$here/.device/src.tar" -C "$src"
 ln -sfn "$here/.device" "$src/.device"
 echo "from_snapshot: commit $(cat "$here/.device/src.rev" 2>/dev/null | cut -c1-12) in $src"
 cd "$src"
+# The snapshot has no .git: the launcher records this commit in machine.json instead.
+EMBEDSERVE_GIT_COMMIT=$(cat "$here/.device/src.rev" 2>/dev/null || true)
+export EMBEDSERVE_GIT_COMMIT
 exec "$@"

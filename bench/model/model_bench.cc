@@ -2,7 +2,9 @@
 //   Env: EMBEDSERVE_BENCH_DEVICE (cpu, cuda, cuda:N; default cpu),
 //        EMBEDSERVE_BENCH_MODEL (model folder; default: a synthetic minilm-l6 written to
 //        a temp folder, seed 42), EMBEDSERVE_BENCH_THREADS (intra-op threads, 0 = usable
-//        cores), EMBEDSERVE_CPU_LINEAR=onednn (the alternative CPU linear kernel).
+//        cores), EMBEDSERVE_CPU_LINEAR=onednn (the alternative CPU linear kernel),
+//        EMBEDSERVE_BENCH_CUDA_GRAPHS=0 (CUDA: the eager path for every batch; default 1,
+//        CUDA graphs for batches up to 32 x 128 tokens).
 // Closed-loop backend throughput: sentences/s of Backend::Embed for batch 1, 8, 32, 128
 // at 16 and 128 tokens, for each precision the device supports (cpu: fp32, bf16; cuda:
 // fp32, fp16, bf16). Embed returns host vectors, so each iteration ends with the device
@@ -66,6 +68,7 @@ Backend* GetBackend(const std::string& precision) {
   options.device = Env("EMBEDSERVE_BENCH_DEVICE", "cpu");
   options.precision = precision;
   options.num_threads = std::atoi(Env("EMBEDSERVE_BENCH_THREADS", "0").c_str());
+  options.cuda_graphs = Env("EMBEDSERVE_BENCH_CUDA_GRAPHS", "1") != "0";
   auto backend = LoadBackend(options);
   if (!backend.ok()) {
     std::fprintf(stderr, "cannot load %s: %s\n", precision.c_str(),

@@ -3,10 +3,18 @@
 #include <torch/version.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cstdlib>
 #include <cstring>
 #include <limits>
+#include <mutex>
 #include <utility>
+
+#if defined(EMBEDSERVE_CUDA_GRAPHS)  // set by src/model/CMakeLists.txt for CUDA LibTorch
+#include <ATen/cuda/CUDAGraph.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
+#endif
 
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
@@ -14,6 +22,7 @@
 #include "absl/strings/str_join.h"
 #include "cpu_attention.h"
 #include "embedserve/common/status_macros.h"
+#include "spdlog/spdlog.h"
 
 namespace embedserve {
 namespace internal_model {
@@ -151,7 +160,26 @@ torch::Tensor EfficientAttention(const torch::Tensor&, const torch::Tensor&,
 // choice (cuDNN) on an H100 at 16, 32 and 64 tokens; cuDNN won at 128 (docs/gpu.md).
 constexpr int64_t kEfficientAttentionMaxTokens = 64;
 
+// The padded buckets CUDA graphs are captured for (bert_backend.h).
+constexpr int64_t kGraphBatches[] = {1, 2, 4, 8, 16, 32};
+constexpr int64_t kGraphTokens[] = {16, 32, 64, 128};
+
 }  // namespace
+
+// One captured CUDA graph bucket.
+struct BertBackend::GraphSlot {
+  int64_t batch = 0, longest = 0;  // the padded bucket
+  std::mutex mu;                   // one replay at a time: the buffers below are the graph's
+  torch::Tensor host;              // pinned int64: ids, positions [batch * longest],
+                                   // lengths [batch], mask [batch * longest]
+  torch::Tensor dev;               // its device copy, which the graph reads
+  torch::Tensor pad_index;         // arange(batch * longest) on the device
+  torch::Tensor out;               // [batch, H] fp32 pooled rows, which the graph writes
+  torch::Tensor host_out;          // pinned, for the copy back
+#if defined(EMBEDSERVE_CUDA_GRAPHS)
+  at::cuda::CUDAGraph graph;
+#endif
+};
 
 absl::StatusOr<std::unique_ptr<BertBackend>> BertBackend::Create(const ModelFolder& folder,
                                                                   const ModelOptions& options) {
@@ -225,6 +253,24 @@ absl::StatusOr<std::unique_ptr<BertBackend>> BertBackend::Create(const ModelFold
     absl::StrAppend(&info.runtime, " (cpu, ", b->num_threads_, " threads, ",
                     b->cpu_linear_ == CpuLinearKernel::kOneDnn ? "onednn" : "aten",
                     " linear)");
+  }
+  if (options.cuda_graphs && b->device_.is_cuda()) {
+    const auto start = std::chrono::steady_clock::now();
+    absl::Status captured = absl::OkStatus();
+    ES_RETURN_IF_ERROR(CatchTorch("capturing CUDA graphs (model.cuda_graphs: false turns "
+                                  "them off)",
+                                  [&] { captured = b->CaptureGraphs(); }));
+    ES_RETURN_IF_ERROR(captured);
+    info.cuda_graphs = static_cast<int>(b->graphs_.size());
+    if (!b->graphs_.empty()) {
+      const GraphSlot& largest = *b->graphs_.back();
+      absl::StrAppend(&info.runtime, " (", b->graphs_.size(), " CUDA graphs for batches up to ",
+                      largest.batch, " x ", largest.longest, " tokens)");
+      spdlog::info("captured {} CUDA graphs (batch <= {}, tokens <= {}) in {} ms",
+                   b->graphs_.size(), largest.batch, largest.longest,
+                   std::chrono::duration_cast<std::chrono::milliseconds>(
+                       std::chrono::steady_clock::now() - start).count());
+    }
   }
   return b;
 }
@@ -465,6 +511,112 @@ torch::Tensor BertBackend::Pool(const PackedBatch& in, const torch::Tensor& hidd
       .div_(in.lengths.to(torch::kFloat).unsqueeze(1));
 }
 
+// ---------------------------------------------------------------------------------
+// CUDA graphs for small batches (see bert_backend.h).
+
+BertBackend::~BertBackend() = default;
+
+BertBackend::GraphSlot* BertBackend::FindGraph(int64_t batch, int64_t longest) const {
+  for (const auto& slot : graphs_) {
+    if (slot->batch >= batch && slot->longest >= longest) return slot.get();
+  }
+  return nullptr;
+}
+
+void BertBackend::FillGraphInputs(GraphSlot& slot,
+                                  absl::Span<const TokenIds* const> sequences) const {
+  const int64_t b = slot.batch, len = slot.longest, t = b * len;
+  int64_t* ids = slot.host.data_ptr<int64_t>();
+  int64_t* positions = ids + t;
+  int64_t* lengths = positions + t;
+  int64_t* mask = lengths + b;
+  std::fill(ids, ids + t, config_.pad_token_id);
+  std::fill(positions, positions + t, int64_t{0});
+  std::fill(mask, mask + t, int64_t{0});
+  for (int64_t i = 0; i < b; ++i) {
+    if (i < static_cast<int64_t>(sequences.size())) {
+      const TokenIds& seq = *sequences[i];
+      lengths[i] = static_cast<int64_t>(seq.size());
+      for (int64_t j = 0; j < lengths[i]; ++j) {
+        ids[i * len + j] = seq[j];
+        positions[i * len + j] = j;
+        mask[i * len + j] = 1;
+      }
+    } else {
+      lengths[i] = 1;  // a filler: one pad token, its row is dropped
+      mask[i * len] = 1;
+    }
+  }
+}
+
+BertBackend::PackedBatch BertBackend::GraphInputs(const GraphSlot& slot) const {
+  const int64_t b = slot.batch, len = slot.longest, t = b * len;
+  PackedBatch in;
+  in.batch = b;
+  in.longest = len;
+  in.total = t;
+  in.uniform = false;  // attention gets the padding mask
+  in.ids = slot.dev.narrow(0, 0, t);
+  in.positions = slot.dev.narrow(0, t, t);
+  in.lengths = slot.dev.narrow(0, 2 * t, b);
+  in.mask = slot.dev.narrow(0, 2 * t + b, t).view({b, len});
+  in.pad_index = slot.pad_index;  // every row is already in the padded layout
+  return in;
+}
+
+torch::Tensor BertBackend::PaddedForwardAndPool(const PackedBatch& in) const {
+  const int64_t h = config_.hidden_size;
+  torch::Tensor x = Forward(in).to(torch::kFloat).view({in.batch, in.longest, h});
+  if (info_.pooling == "cls") return x.select(1, 0).contiguous();
+  torch::Tensor valid = in.mask.unsqueeze(2);  // [B, L, 1]
+  if (info_.pooling == "max") {
+    return x.masked_fill(valid == 0, -std::numeric_limits<float>::infinity()).amax(1);
+  }
+  return x.mul(valid.to(torch::kFloat)).sum(1).div_(in.lengths.to(torch::kFloat).unsqueeze(1));
+}
+
+absl::Status BertBackend::CaptureGraphs() {
+#if defined(EMBEDSERVE_CUDA_GRAPHS)
+  c10::InferenceMode inference_mode;
+  c10::cuda::CUDAGuard device_guard(device_);
+  const auto long_pinned = torch::TensorOptions().dtype(torch::kLong).pinned_memory(true);
+  for (int64_t b : kGraphBatches) {
+    for (int64_t tokens : kGraphTokens) {
+      const int64_t len = std::min(tokens, info_.max_seq_length);
+      if (!graphs_.empty() && graphs_.back()->batch == b && graphs_.back()->longest == len) {
+        continue;  // max_seq_length below this bucket: the last one already covers it
+      }
+      auto slot = std::make_unique<GraphSlot>();
+      slot->batch = b;
+      slot->longest = len;
+      const int64_t t = b * len;
+      slot->host = torch::empty({3 * t + b}, long_pinned);
+      FillGraphInputs(*slot, {});
+      slot->dev = slot->host.to(device_);
+      slot->pad_index = torch::arange(t, torch::TensorOptions().dtype(torch::kLong).device(device_));
+      slot->host_out = torch::empty({b, config_.hidden_size},
+                                    torch::TensorOptions().dtype(torch::kFloat).pinned_memory(true));
+      const PackedBatch in = GraphInputs(*slot);
+      torch::cuda::synchronize();
+      // Captured on a side stream (capture is not allowed on the default one), after one
+      // eager run there that initialises cuBLAS and the kernels outside the capture.
+      c10::cuda::CUDAStream side = c10::cuda::getStreamFromPool(false, device_.index());
+      {
+        c10::cuda::CUDAStreamGuard stream_guard(side);
+        PaddedForwardAndPool(in);
+        side.synchronize();
+        slot->graph.capture_begin();
+        slot->out = PaddedForwardAndPool(in);
+        slot->graph.capture_end();
+      }
+      side.synchronize();
+      graphs_.push_back(std::move(slot));
+    }
+  }
+#endif
+  return absl::OkStatus();
+}
+
 absl::StatusOr<EmbeddingMatrix> BertBackend::Embed(absl::Span<const TokenIds* const> sequences) {
   EmbeddingMatrix result;
   result.dim = config_.hidden_size;
@@ -499,6 +651,19 @@ absl::StatusOr<EmbeddingMatrix> BertBackend::Embed(absl::Span<const TokenIds* co
       at::set_num_threads(num_threads_);
     }
     c10::InferenceMode inference_mode;
+    result.values.resize(static_cast<size_t>(batch * result.dim));
+    if (GraphSlot* slot = FindGraph(batch, longest)) {
+      std::lock_guard<std::mutex> lock(slot->mu);
+      FillGraphInputs(*slot, sequences);
+      slot->dev.copy_(slot->host, /*non_blocking=*/true);  // same stream as the replay
+#if defined(EMBEDSERVE_CUDA_GRAPHS)
+      slot->graph.replay();
+#endif
+      slot->host_out.copy_(slot->out);  // blocking: waits for the replay
+      std::memcpy(result.values.data(), slot->host_out.data_ptr<float>(),
+                  result.values.size() * sizeof(float));
+      return;
+    }
     const PackedBatch in = Pack(sequences, longest);
     torch::Tensor hidden = Forward(in).to(torch::kFloat);  // pooling in fp32
     torch::Tensor pooled = Pool(in, hidden);
@@ -512,7 +677,6 @@ absl::StatusOr<EmbeddingMatrix> BertBackend::Embed(absl::Span<const TokenIds* co
     } else {
       pooled = pooled.to(torch::kCPU).contiguous();
     }
-    result.values.resize(static_cast<size_t>(batch * result.dim));
     std::memcpy(result.values.data(), pooled.data_ptr<float>(),
                 result.values.size() * sizeof(float));
   });

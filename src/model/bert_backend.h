@@ -36,6 +36,7 @@ class BertBackend : public Backend {
 
   BertBackend(const BertBackend&) = delete;
   BertBackend& operator=(const BertBackend&) = delete;
+  ~BertBackend() override;
 
   // Implementation details below.
  private:
@@ -80,6 +81,23 @@ class BertBackend : public Backend {
   // Pools [total, H] fp32 hidden states into [batch, H] as info_.pooling says.
   torch::Tensor Pool(const PackedBatch& in, const torch::Tensor& hidden) const;
 
+  // CUDA graphs (options.cuda_graphs, a CUDA device and a LibTorch built with CUDA):
+  // a small forward is bound by its ~100 kernel launches (about 1 ms on an H100 at
+  // batch 1, docs/gpu.md), so Create captures Forward + pooling once per padded bucket
+  // (batch 1, 2, 4, ..., 32 x tokens 16, 32, 64, 128) and Embed replays the smallest
+  // bucket that holds a batch. A bucket runs every sequence padded to its length, with
+  // the padding masked out of attention and pooling, and filler sequences dropped.
+  struct GraphSlot;  // one captured bucket (bert_backend.cc)
+  absl::Status CaptureGraphs();
+  // The smallest captured bucket with room for `batch` x `longest`, or null.
+  GraphSlot* FindGraph(int64_t batch, int64_t longest) const;
+  // Writes `sequences` (empty: only fillers) into the slot's pinned input buffer.
+  void FillGraphInputs(GraphSlot& slot, absl::Span<const TokenIds* const> sequences) const;
+  // The slot's device inputs as the padded PackedBatch Forward reads.
+  PackedBatch GraphInputs(const GraphSlot& slot) const;
+  // Forward + pooling of a padded batch: [batch, H] fp32 (what a graph captures).
+  torch::Tensor PaddedForwardAndPool(const PackedBatch& in) const;
+
   BackendInfo info_;
   BertConfig config_;
   torch::Device device_ = torch::kCPU;
@@ -93,6 +111,7 @@ class BertBackend : public Backend {
   torch::Tensor pos_type_emb_;   // [P, H]: position + token-type-0 embeddings
   torch::Tensor emb_ln_w_, emb_ln_b_;
   std::vector<Layer> layers_;
+  std::vector<std::unique_ptr<GraphSlot>> graphs_;  // ordered by batch, then tokens
 };
 
 }  // namespace internal_model

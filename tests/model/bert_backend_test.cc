@@ -196,6 +196,80 @@ TEST(BertBackendTest, CudaAttentionPathsMatchCpu) {
   }
 }
 
+// CUDA graphs (model.cuda_graphs, on by default on CUDA): every bucket's replay must give
+// what the eager path gives, for each pooling, with padding and filler rows dropped.
+TEST(BertBackendTest, CudaGraphsMatchTheEagerPath) {
+  if (!HasDevice("cuda:0")) GTEST_SKIP() << "no CUDA device visible to this LibTorch";
+  namespace fs = std::filesystem;
+  for (const std::string mode : {"mean", "cls", "max"}) {
+    const fs::path dir = fs::temp_directory_path() /
+                         ("embedserve_graphs_" + mode + "_" + std::to_string(::getpid()));
+    fs::remove_all(dir);
+    fs::copy(kTinyBert, dir, fs::copy_options::recursive);
+    fs::permissions(dir / "1_Pooling" / "config.json", fs::perms::owner_write,
+                    fs::perm_options::add);
+    std::ofstream(dir / "1_Pooling" / "config.json", std::ios::trunc)
+        << R"({"embedding_dimension": 32, "pooling_mode": ")" << mode << R"("})";
+    for (const std::string precision : {"fp32", "fp16"}) {
+      auto load = [&](bool graphs) {
+        ModelOptions options;
+        options.path = dir.string();
+        options.device = "cuda:0";
+        options.precision = precision;
+        options.cuda_graphs = graphs;
+        auto b = LoadBackend(options);
+        EXPECT_TRUE(b.ok()) << b.status();
+        if (!b.ok()) std::abort();
+        return *std::move(b);
+      };
+      auto graphs = load(true);
+      auto eager = load(false);
+      ASSERT_GT(graphs->Info().cuda_graphs, 0) << "no graph captured";
+      EXPECT_EQ(eager->Info().cuda_graphs, 0);
+      EXPECT_THAT(graphs->Info().runtime, testing::HasSubstr("CUDA graphs"));
+      // Batch sizes on and between the buckets (1, 2, 4, ..., 32) and past them (33: the
+      // eager path), lengths on and across the token buckets (16, 32, 64, 128).
+      const std::vector<std::pair<int, int>> shapes = {
+          {1, 3}, {1, 16}, {1, 17}, {2, 9}, {3, 33}, {4, 64}, {5, 65}, {8, 128},
+          {9, 20}, {16, 100}, {17, 5}, {31, 40}, {32, 128}, {33, 12}, {3, 129}};
+      uint64_t x = 11;
+      for (const auto& [count, longest] : shapes) {
+        std::vector<TokenIds> seqs;
+        for (int i = 0; i < count; ++i) {
+          x = x * 6364136223846793005ull + 1442695040888963407ull;
+          const int len = i == 0 ? longest : 2 + static_cast<int>((x >> 33) % (longest - 1));
+          TokenIds t = {101};
+          for (int k = 0; k < len - 2; ++k) {
+            x = x * 6364136223846793005ull + 1442695040888963407ull;
+            t.push_back(static_cast<int32_t>(1000 + (x >> 33) % 29000));
+          }
+          t.push_back(102);
+          seqs.push_back(std::move(t));
+        }
+        std::vector<const TokenIds*> ptrs;
+        for (const TokenIds& t : seqs) ptrs.push_back(&t);
+        auto want = eager->Embed(ptrs);
+        auto got = graphs->Embed(ptrs);
+        ASSERT_TRUE(want.ok() && got.ok());
+        ASSERT_EQ(got->rows, count);
+        for (int64_t r = 0; r < want->rows; ++r) {
+          const std::string what = mode + " " + precision + ", batch of " +
+                                   std::to_string(count) + " up to " + std::to_string(longest) +
+                                   " tokens, row " + std::to_string(r);
+          if (precision == "fp32") {
+            for (int64_t k = 0; k < want->dim; ++k) {
+              ASSERT_NEAR(got->Row(r)[k], want->Row(r)[k], 1e-5) << what << ", component " << k;
+            }
+          } else {
+            EXPECT_GE(Cosine(got->Row(r), want->Row(r), want->dim), 0.9999) << what;
+          }
+        }
+      }
+    }
+    fs::remove_all(dir);
+  }
+}
+
 std::vector<std::string> DevicesToTest() {
   std::vector<std::string> devices = {"cpu"};
   if (HasDevice("cuda:0")) devices.push_back("cuda:0");

@@ -96,6 +96,7 @@ int main(int argc, char** argv) {
   if (!precision_override.empty()) options.precision = precision_override;
   options.num_threads = config->model.threads;
   options.max_seq_length = config->model.max_seq_length;
+  options.cuda_graphs = config->model.cuda_graphs;
   auto model = embedserve::LoadModel(options);
   if (!model.ok()) return Fail(model.status());
   const embedserve::BackendInfo& info = model->backend->Info();

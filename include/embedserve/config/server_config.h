@@ -46,6 +46,7 @@ struct ModelSection {
   bool quantized = false;          // seed key: true means fp16 on GPU, bf16 on CPU
   int64_t max_seq_length = 0;      // 0 = the folder's sentence_bert_config.json value
   int threads = 0;                 // intra-op CPU threads; 0 = LibTorch's default
+  bool cuda_graphs = true;         // replay CUDA graphs for small batches (CUDA only)
   std::string backend = "libtorch";  // the only backend today
 
   absl::Status Validate() const;

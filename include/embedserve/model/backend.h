@@ -28,6 +28,7 @@ struct BackendInfo {
   std::string device;         // "cpu", "cuda:0", ...
   std::string precision;      // "fp32", "fp16" or "bf16"
   bool pads_inputs = true;    // a batch costs longest x count tokens (else the sum)
+  int cuda_graphs = 0;        // CUDA graphs captured at load for small batches (0: none)
   std::string runtime;        // e.g. "libtorch 1.13.1"
 };
 

@@ -4,7 +4,7 @@
 //        a temp folder, seed 42), EMBEDSERVE_BENCH_THREADS (intra-op threads, 0 = usable
 //        cores), EMBEDSERVE_CPU_LINEAR=onednn (the alternative CPU linear kernel),
 //        EMBEDSERVE_BENCH_CUDA_GRAPHS=0 (CUDA: the eager path for every batch; default 1,
-//        CUDA graphs for batches up to 32 x 128 tokens).
+//        CUDA graphs for batches up to 64 x 128 tokens).
 // Closed-loop backend throughput: sentences/s of Backend::Embed for batch 1, 8, 32, 128
 // at 16 and 128 tokens, for each precision the device supports (cpu: fp32, bf16; cuda:
 // fp32, fp16, bf16). Embed returns host vectors, so each iteration ends with the device

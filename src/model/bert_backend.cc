@@ -14,6 +14,7 @@
 #include <ATen/cuda/CUDAGraph.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
+#include <cuda_runtime_api.h>
 #endif
 
 #include "absl/strings/match.h"
@@ -161,7 +162,8 @@ torch::Tensor EfficientAttention(const torch::Tensor&, const torch::Tensor&,
 constexpr int64_t kEfficientAttentionMaxTokens = 64;
 
 // The padded buckets CUDA graphs are captured for (bert_backend.h).
-constexpr int64_t kGraphBatches[] = {1, 2, 4, 8, 16, 32};
+// Up to 64 sequences: a Similarity request of 32 pairs has up to 64 texts.
+constexpr int64_t kGraphBatches[] = {1, 2, 4, 8, 16, 32, 64};
 constexpr int64_t kGraphTokens[] = {16, 32, 64, 128};
 
 }  // namespace
@@ -256,6 +258,7 @@ absl::StatusOr<std::unique_ptr<BertBackend>> BertBackend::Create(const ModelFold
   }
   if (options.cuda_graphs && b->device_.is_cuda()) {
     const auto start = std::chrono::steady_clock::now();
+    const int64_t free_before = b->FreeDeviceBytes();
     absl::Status captured = absl::OkStatus();
     ES_RETURN_IF_ERROR(CatchTorch("capturing CUDA graphs (model.cuda_graphs: false turns "
                                   "them off)",
@@ -266,10 +269,12 @@ absl::StatusOr<std::unique_ptr<BertBackend>> BertBackend::Create(const ModelFold
       const GraphSlot& largest = *b->graphs_.back();
       absl::StrAppend(&info.runtime, " (", b->graphs_.size(), " CUDA graphs for batches up to ",
                       largest.batch, " x ", largest.longest, " tokens)");
-      spdlog::info("captured {} CUDA graphs (batch <= {}, tokens <= {}) in {} ms",
+      spdlog::info("captured {} CUDA graphs (batch <= {}, tokens <= {}) in {} ms; they hold {} MiB "
+                   "of device memory",
                    b->graphs_.size(), largest.batch, largest.longest,
                    std::chrono::duration_cast<std::chrono::milliseconds>(
-                       std::chrono::steady_clock::now() - start).count());
+                       std::chrono::steady_clock::now() - start).count(),
+                   (free_before - b->FreeDeviceBytes()) >> 20);
     }
   }
   return b;
@@ -515,6 +520,15 @@ torch::Tensor BertBackend::Pool(const PackedBatch& in, const torch::Tensor& hidd
 // CUDA graphs for small batches (see bert_backend.h).
 
 BertBackend::~BertBackend() = default;
+
+int64_t BertBackend::FreeDeviceBytes() const {
+#if defined(EMBEDSERVE_CUDA_GRAPHS)
+  c10::cuda::CUDAGuard device_guard(device_);
+  size_t free = 0, total = 0;
+  if (cudaMemGetInfo(&free, &total) == cudaSuccess) return static_cast<int64_t>(free);
+#endif
+  return 0;
+}
 
 BertBackend::GraphSlot* BertBackend::FindGraph(int64_t batch, int64_t longest) const {
   for (const auto& slot : graphs_) {

@@ -84,11 +84,13 @@ class BertBackend : public Backend {
   // CUDA graphs (options.cuda_graphs, a CUDA device and a LibTorch built with CUDA):
   // a small forward is bound by its ~100 kernel launches (about 1 ms on an H100 at
   // batch 1, docs/gpu.md), so Create captures Forward + pooling once per padded bucket
-  // (batch 1, 2, 4, ..., 32 x tokens 16, 32, 64, 128) and Embed replays the smallest
+  // (batch 1, 2, 4, ..., 64 x tokens 16, 32, 64, 128) and Embed replays the smallest
   // bucket that holds a batch. A bucket runs every sequence padded to its length, with
   // the padding masked out of attention and pooling, and filler sequences dropped.
   struct GraphSlot;  // one captured bucket (bert_backend.cc)
   absl::Status CaptureGraphs();
+  // Free memory on device_ (cudaMemGetInfo; 0 without CUDA graphs): logs what they take.
+  int64_t FreeDeviceBytes() const;
   // The smallest captured bucket with room for `batch` x `longest`, or null.
   GraphSlot* FindGraph(int64_t batch, int64_t longest) const;
   // Writes `sequences` (empty: only fillers) into the slot's pinned input buffer.

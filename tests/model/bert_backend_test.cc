@@ -227,11 +227,12 @@ TEST(BertBackendTest, CudaGraphsMatchTheEagerPath) {
       ASSERT_GT(graphs->Info().cuda_graphs, 0) << "no graph captured";
       EXPECT_EQ(eager->Info().cuda_graphs, 0);
       EXPECT_THAT(graphs->Info().runtime, testing::HasSubstr("CUDA graphs"));
-      // Batch sizes on and between the buckets (1, 2, 4, ..., 32) and past them (33: the
+      // Batch sizes on and between the buckets (1, 2, 4, ..., 64) and past them (65: the
       // eager path), lengths on and across the token buckets (16, 32, 64, 128).
       const std::vector<std::pair<int, int>> shapes = {
           {1, 3}, {1, 16}, {1, 17}, {2, 9}, {3, 33}, {4, 64}, {5, 65}, {8, 128},
-          {9, 20}, {16, 100}, {17, 5}, {31, 40}, {32, 128}, {33, 12}, {3, 129}};
+          {9, 20}, {16, 100}, {17, 5}, {31, 40}, {32, 128}, {33, 12}, {64, 128},
+          {65, 10}, {3, 129}};
       uint64_t x = 11;
       for (const auto& [count, longest] : shapes) {
         std::vector<TokenIds> seqs;

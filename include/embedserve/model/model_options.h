@@ -26,7 +26,7 @@ struct ModelOptions {
   // (sentence_bert_config.json, else tokenizer_config.json model_max_length, else
   // config.json max_position_embeddings). Must not exceed max_position_embeddings.
   int64_t max_seq_length = 0;
-  // On a CUDA device: capture CUDA graphs at load for batches of up to 32 sequences of
+  // On a CUDA device: capture CUDA graphs at load for batches of up to 64 sequences of
   // up to 128 tokens and replay them for such batches (a small forward is bound by
   // kernel launches). Ignored on other devices and by LibTorch builds without CUDA.
   bool cuda_graphs = true;

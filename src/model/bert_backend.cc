@@ -171,7 +171,6 @@ constexpr int64_t kGraphTokens[] = {16, 32, 64, 128};
 // One captured CUDA graph bucket.
 struct BertBackend::GraphSlot {
   int64_t batch = 0, longest = 0;  // the padded bucket
-  std::mutex mu;                   // one replay at a time: the buffers below are the graph's
   torch::Tensor host;              // pinned int64: ids, positions [batch * longest],
                                    // lengths [batch], mask [batch * longest]
   torch::Tensor dev;               // its device copy, which the graph reads
@@ -593,6 +592,9 @@ absl::Status BertBackend::CaptureGraphs() {
 #if defined(EMBEDSERVE_CUDA_GRAPHS)
   c10::InferenceMode inference_mode;
   c10::cuda::CUDAGuard device_guard(device_);
+  // One memory pool for all graphs: each holds only its output, and the largest
+  // bucket's intermediates are shared (Embed replays under graph_mu_).
+  const at::cuda::MempoolId_t pool = at::cuda::graph_pool_handle();
   const auto long_pinned = torch::TensorOptions().dtype(torch::kLong).pinned_memory(true);
   for (int64_t b : kGraphBatches) {
     for (int64_t tokens : kGraphTokens) {
@@ -619,7 +621,7 @@ absl::Status BertBackend::CaptureGraphs() {
         c10::cuda::CUDAStreamGuard stream_guard(side);
         PaddedForwardAndPool(in);
         side.synchronize();
-        slot->graph.capture_begin();
+        slot->graph.capture_begin(pool);
         slot->out = PaddedForwardAndPool(in);
         slot->graph.capture_end();
       }
@@ -667,7 +669,9 @@ absl::StatusOr<EmbeddingMatrix> BertBackend::Embed(absl::Span<const TokenIds* co
     c10::InferenceMode inference_mode;
     result.values.resize(static_cast<size_t>(batch * result.dim));
     if (GraphSlot* slot = FindGraph(batch, longest)) {
-      std::lock_guard<std::mutex> lock(slot->mu);
+      // One replay at a time, output copied before the next: the graphs share one
+      // memory pool, so a replay may overwrite another graph's intermediates and output.
+      std::lock_guard<std::mutex> lock(graph_mu_);
       FillGraphInputs(*slot, sequences);
       slot->dev.copy_(slot->host, /*non_blocking=*/true);  // same stream as the replay
 #if defined(EMBEDSERVE_CUDA_GRAPHS)

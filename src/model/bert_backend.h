@@ -1,12 +1,14 @@
 // Internal (src/model only, includes LibTorch): the BERT encoder behind the Backend
 // interface. Weights are immutable after Create; Embed() keeps all state on the stack
-// and runs under InferenceMode, so several threads may call it at once.
+// (or, for a CUDA graph replay, under graph_mu_) and runs under InferenceMode, so
+// several threads may call it at once.
 #ifndef EMBEDSERVE_SRC_MODEL_BERT_BACKEND_H_
 #define EMBEDSERVE_SRC_MODEL_BERT_BACKEND_H_
 
 #include <torch/torch.h>
 
 #include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -86,7 +88,8 @@ class BertBackend : public Backend {
   // batch 1, docs/gpu.md), so Create captures Forward + pooling once per padded bucket
   // (batch 1, 2, 4, ..., 64 x tokens 16, 32, 64, 128) and Embed replays the smallest
   // bucket that holds a batch. A bucket runs every sequence padded to its length, with
-  // the padding masked out of attention and pooling, and filler sequences dropped.
+  // the padding masked out of attention and pooling, and filler sequences dropped. The
+  // graphs share one memory pool, so replays take turns (graph_mu_).
   struct GraphSlot;  // one captured bucket (bert_backend.cc)
   absl::Status CaptureGraphs();
   // Free memory on device_ (cudaMemGetInfo; 0 without CUDA graphs): logs what they take.
@@ -114,6 +117,7 @@ class BertBackend : public Backend {
   torch::Tensor emb_ln_w_, emb_ln_b_;
   std::vector<Layer> layers_;
   std::vector<std::unique_ptr<GraphSlot>> graphs_;  // ordered by batch, then tokens
+  std::mutex graph_mu_;  // one graph replay (and its copy back) at a time
 };
 
 }  // namespace internal_model

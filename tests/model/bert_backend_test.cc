@@ -386,27 +386,50 @@ TEST(BertBackendTest, RejectsBadSequences) {
 }
 
 TEST(BertBackendTest, ConcurrentCallsGiveTheSameVectors) {
-  LoadedModel model = MustLoad("cpu", "fp32");
   const Reference& ref = LoadReference();
-  std::vector<TokenIds> ids;
-  for (size_t i = 0; i < 8; ++i) ids.push_back(model.tokenizer->Encode(ref.texts[i], 256)->ids);
-  std::vector<const TokenIds*> ptrs;
-  for (const TokenIds& t : ids) ptrs.push_back(&t);
-  auto expected = model.backend->Embed(ptrs);
-  ASSERT_TRUE(expected.ok());
-  for (int threads : {2, 4}) {
-    std::vector<std::thread> workers;
-    std::vector<int> mismatches(threads, 0);
-    for (int t = 0; t < threads; ++t) {
-      workers.emplace_back([&, t] {
-        for (int iter = 0; iter < 5; ++iter) {
-          auto got = model.backend->Embed(ptrs);
-          if (!got.ok() || got->values != expected->values) ++mismatches[t];
-        }
-      });
+  for (const std::string& device : DevicesToTest()) {
+    LoadedModel model = MustLoad(device, "fp32");
+    std::vector<TokenIds> ids;
+    for (size_t i = 0; i < 8; ++i) {
+      ids.push_back(model.tokenizer->Encode(ref.texts[i], 64)->ids);
     }
-    for (auto& w : workers) w.join();
-    for (int t = 0; t < threads; ++t) EXPECT_EQ(mismatches[t], 0) << threads << " threads";
+    // Thread t embeds the first 1 + t texts: on CUDA each thread replays another graph
+    // bucket, and the graphs share their memory pool.
+    std::vector<EmbeddingMatrix> expected;
+    for (size_t n = 1; n <= ids.size(); ++n) {
+      std::vector<const TokenIds*> ptrs;
+      for (size_t i = 0; i < n; ++i) ptrs.push_back(&ids[i]);
+      auto m = model.backend->Embed(ptrs);
+      ASSERT_TRUE(m.ok()) << m.status();
+      expected.push_back(*std::move(m));
+    }
+    for (int threads : {2, 4, 8}) {
+      std::vector<std::thread> workers;
+      std::vector<int> mismatches(threads, 0);
+      for (int t = 0; t < threads; ++t) {
+        workers.emplace_back([&, t] {
+          std::vector<const TokenIds*> ptrs;
+          for (int i = 0; i <= t; ++i) ptrs.push_back(&ids[i]);
+          for (int iter = 0; iter < 20; ++iter) {
+            auto got = model.backend->Embed(ptrs);
+            if (!got.ok() || got->values.size() != expected[t].values.size()) {
+              ++mismatches[t];
+              continue;
+            }
+            for (size_t k = 0; k < got->values.size(); ++k) {
+              if (std::abs(got->values[k] - expected[t].values[k]) > 1e-6) {
+                ++mismatches[t];
+                break;
+              }
+            }
+          }
+        });
+      }
+      for (auto& w : workers) w.join();
+      for (int t = 0; t < threads; ++t) {
+        EXPECT_EQ(mismatches[t], 0) << device << ", " << threads << " threads, thread " << t;
+      }
+    }
   }
 }
 

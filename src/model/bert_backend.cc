@@ -12,6 +12,7 @@
 
 #if defined(EMBEDSERVE_CUDA_GRAPHS)  // set by src/model/CMakeLists.txt for CUDA LibTorch
 #include <ATen/cuda/CUDAGraph.h>
+#include <c10/cuda/CUDACachingAllocator.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
 #include <cuda_runtime_api.h>
@@ -595,6 +596,9 @@ absl::Status BertBackend::CaptureGraphs() {
   // One memory pool for all graphs: each holds only its output, and the largest
   // bucket's intermediates are shared (Embed replays under graph_mu_).
   const at::cuda::MempoolId_t pool = at::cuda::graph_pool_handle();
+  // Captured on one side stream (capture is not allowed on the default one): each
+  // stream would get its own cuBLAS workspace.
+  c10::cuda::CUDAStream side = c10::cuda::getStreamFromPool(false, device_.index());
   const auto long_pinned = torch::TensorOptions().dtype(torch::kLong).pinned_memory(true);
   for (int64_t b : kGraphBatches) {
     for (int64_t tokens : kGraphTokens) {
@@ -614,9 +618,7 @@ absl::Status BertBackend::CaptureGraphs() {
                                     torch::TensorOptions().dtype(torch::kFloat).pinned_memory(true));
       const PackedBatch in = GraphInputs(*slot);
       torch::cuda::synchronize();
-      // Captured on a side stream (capture is not allowed on the default one), after one
-      // eager run there that initialises cuBLAS and the kernels outside the capture.
-      c10::cuda::CUDAStream side = c10::cuda::getStreamFromPool(false, device_.index());
+      // One eager run first: it initialises cuBLAS and the kernels outside the capture.
       {
         c10::cuda::CUDAStreamGuard stream_guard(side);
         PaddedForwardAndPool(in);
@@ -629,6 +631,9 @@ absl::Status BertBackend::CaptureGraphs() {
       graphs_.push_back(std::move(slot));
     }
   }
+  // The eager warm-up runs left blocks in the allocator's cache; give them back so that
+  // the memory the log reports is the graphs' own.
+  c10::cuda::CUDACachingAllocator::emptyCache();
 #endif
   return absl::OkStatus();
 }

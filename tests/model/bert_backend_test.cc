@@ -7,6 +7,7 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <memory>
 #include <string>
 #include <thread>
 #include <vector>
@@ -146,21 +147,69 @@ TEST(BertBackendTest, CudaBf16MatchesReference) {
 // memory-efficient kernel up to 64 tokens (with an aligned additive mask when padded),
 // SDPA's own choice above; no mask when no sequence is padded. Each path must give the
 // CPU's vectors.
+// A backend for `path` (a tiny-bert copy), or abort: the tests below need it.
+std::unique_ptr<Backend> MustLoadBackend(const std::string& path, const std::string& device,
+                                         const std::string& precision, bool cuda_graphs = true) {
+  ModelOptions options;
+  options.path = path;
+  options.device = device;
+  options.precision = precision;
+  options.cuda_graphs = cuda_graphs;
+  auto b = LoadBackend(options);
+  EXPECT_TRUE(b.ok()) << b.status();
+  if (!b.ok()) std::abort();
+  return *std::move(b);
+}
+
+// Advances a 64-bit LCG and returns its high bits.
+uint64_t NextRandom(uint64_t* state) {
+  *state = *state * 6364136223846793005ull + 1442695040888963407ull;
+  return *state >> 33;
+}
+
+// [CLS], len - 2 random word ids, [SEP].
+TokenIds RandomSequence(int len, uint64_t* state) {
+  TokenIds t = {101};
+  for (int i = 0; i < len - 2; ++i) {
+    t.push_back(static_cast<int32_t>(1000 + NextRandom(state) % 29000));
+  }
+  t.push_back(102);
+  return t;
+}
+
+std::vector<const TokenIds*> Pointers(const std::vector<TokenIds>& seqs) {
+  std::vector<const TokenIds*> ptrs;
+  for (const TokenIds& t : seqs) ptrs.push_back(&t);
+  return ptrs;
+}
+
+// A copy of tiny-bert whose 1_Pooling/config.json asks for `mode` (mean, cls, max);
+// removed by the destructor.
+class TinyBertWithPooling {
+ public:
+  explicit TinyBertWithPooling(const std::string& mode)
+      : dir_(std::filesystem::temp_directory_path() /
+             ("embedserve_pool_" + mode + "_" + std::to_string(::getpid()))) {
+    namespace fs = std::filesystem;
+    fs::remove_all(dir_);
+    fs::copy(kTinyBert, dir_, fs::copy_options::recursive);
+    fs::permissions(dir_ / "1_Pooling" / "config.json", fs::perms::owner_write,
+                    fs::perm_options::add);
+    std::ofstream(dir_ / "1_Pooling" / "config.json", std::ios::trunc)
+        << R"({"embedding_dimension": 32, "pooling_mode": ")" << mode << R"("})";
+  }
+  ~TinyBertWithPooling() { std::filesystem::remove_all(dir_); }
+  std::string path() const { return dir_.string(); }
+
+ private:
+  std::filesystem::path dir_;
+};
+
 TEST(BertBackendTest, CudaAttentionPathsMatchCpu) {
   if (!HasDevice("cuda:0")) GTEST_SKIP() << "no CUDA device visible to this LibTorch";
-  auto load = [](const std::string& device, const std::string& precision) {
-    ModelOptions options;
-    options.path = kTinyBert;
-    options.device = device;
-    options.precision = precision;
-    auto b = LoadBackend(options);
-    EXPECT_TRUE(b.ok()) << b.status();
-    if (!b.ok()) std::abort();
-    return *std::move(b);
-  };
-  auto cpu = load("cpu", "fp32");
-  auto cuda32 = load("cuda:0", "fp32");
-  auto cuda16 = load("cuda:0", "fp16");
+  auto cpu = MustLoadBackend(kTinyBert, "cpu", "fp32");
+  auto cuda32 = MustLoadBackend(kTinyBert, "cuda:0", "fp32");
+  auto cuda16 = MustLoadBackend(kTinyBert, "cuda:0", "fp16");
   // Lengths of each batch ([CLS] ... [SEP] included): unpadded and padded on both sides
   // of the 64-token switch, and lengths that are not a multiple of 8 (mask alignment).
   const std::vector<std::vector<int>> batches = {
@@ -168,17 +217,8 @@ TEST(BertBackendTest, CudaAttentionPathsMatchCpu) {
   uint64_t x = 7;
   for (const std::vector<int>& lengths : batches) {
     std::vector<TokenIds> seqs;
-    for (int len : lengths) {
-      TokenIds t = {101};
-      for (int i = 0; i < len - 2; ++i) {
-        x = x * 6364136223846793005ull + 1442695040888963407ull;
-        t.push_back(static_cast<int32_t>(1000 + (x >> 33) % 29000));
-      }
-      t.push_back(102);
-      seqs.push_back(std::move(t));
-    }
-    std::vector<const TokenIds*> ptrs;
-    for (const TokenIds& t : seqs) ptrs.push_back(&t);
+    for (int len : lengths) seqs.push_back(RandomSequence(len, &x));
+    const std::vector<const TokenIds*> ptrs = Pointers(seqs);
     auto want = cpu->Embed(ptrs);
     auto got32 = cuda32->Embed(ptrs);
     auto got16 = cuda16->Embed(ptrs);
@@ -200,30 +240,11 @@ TEST(BertBackendTest, CudaAttentionPathsMatchCpu) {
 // what the eager path gives, for each pooling, with padding and filler rows dropped.
 TEST(BertBackendTest, CudaGraphsMatchTheEagerPath) {
   if (!HasDevice("cuda:0")) GTEST_SKIP() << "no CUDA device visible to this LibTorch";
-  namespace fs = std::filesystem;
   for (const std::string mode : {"mean", "cls", "max"}) {
-    const fs::path dir = fs::temp_directory_path() /
-                         ("embedserve_graphs_" + mode + "_" + std::to_string(::getpid()));
-    fs::remove_all(dir);
-    fs::copy(kTinyBert, dir, fs::copy_options::recursive);
-    fs::permissions(dir / "1_Pooling" / "config.json", fs::perms::owner_write,
-                    fs::perm_options::add);
-    std::ofstream(dir / "1_Pooling" / "config.json", std::ios::trunc)
-        << R"({"embedding_dimension": 32, "pooling_mode": ")" << mode << R"("})";
+    const TinyBertWithPooling folder(mode);
     for (const std::string precision : {"fp32", "fp16"}) {
-      auto load = [&](bool graphs) {
-        ModelOptions options;
-        options.path = dir.string();
-        options.device = "cuda:0";
-        options.precision = precision;
-        options.cuda_graphs = graphs;
-        auto b = LoadBackend(options);
-        EXPECT_TRUE(b.ok()) << b.status();
-        if (!b.ok()) std::abort();
-        return *std::move(b);
-      };
-      auto graphs = load(true);
-      auto eager = load(false);
+      auto graphs = MustLoadBackend(folder.path(), "cuda:0", precision, true);
+      auto eager = MustLoadBackend(folder.path(), "cuda:0", precision, false);
       ASSERT_GT(graphs->Info().cuda_graphs, 0) << "no graph captured";
       EXPECT_EQ(eager->Info().cuda_graphs, 0);
       EXPECT_THAT(graphs->Info().runtime, testing::HasSubstr("CUDA graphs"));
@@ -237,18 +258,10 @@ TEST(BertBackendTest, CudaGraphsMatchTheEagerPath) {
       for (const auto& [count, longest] : shapes) {
         std::vector<TokenIds> seqs;
         for (int i = 0; i < count; ++i) {
-          x = x * 6364136223846793005ull + 1442695040888963407ull;
-          const int len = i == 0 ? longest : 2 + static_cast<int>((x >> 33) % (longest - 1));
-          TokenIds t = {101};
-          for (int k = 0; k < len - 2; ++k) {
-            x = x * 6364136223846793005ull + 1442695040888963407ull;
-            t.push_back(static_cast<int32_t>(1000 + (x >> 33) % 29000));
-          }
-          t.push_back(102);
-          seqs.push_back(std::move(t));
+          const int len = i == 0 ? longest : 2 + static_cast<int>(NextRandom(&x) % (longest - 1));
+          seqs.push_back(RandomSequence(len, &x));
         }
-        std::vector<const TokenIds*> ptrs;
-        for (const TokenIds& t : seqs) ptrs.push_back(&t);
+        const std::vector<const TokenIds*> ptrs = Pointers(seqs);
         auto want = eager->Embed(ptrs);
         auto got = graphs->Embed(ptrs);
         ASSERT_TRUE(want.ok() && got.ok());
@@ -267,7 +280,6 @@ TEST(BertBackendTest, CudaGraphsMatchTheEagerPath) {
         }
       }
     }
-    fs::remove_all(dir);
   }
 }
 
@@ -305,19 +317,11 @@ TEST(BertBackendTest, AloneEqualsInsideBatchOfLongerTexts) {
 // uniform fast path) and inside a batch of longer texts (scattered to the padded layout
 // for attention, gathered back) must give the same vector; cls must differ from max.
 TEST(BertBackendTest, ClsAndMaxPoolingAreBatchInvariant) {
-  namespace fs = std::filesystem;
   std::map<std::string, std::vector<float>> alone_by_mode;
   for (const std::string mode : {"cls", "max"}) {
-    const fs::path dir = fs::temp_directory_path() /
-                         ("embedserve_pool_" + mode + "_" + std::to_string(::getpid()));
-    fs::remove_all(dir);
-    fs::copy(kTinyBert, dir, fs::copy_options::recursive);
-    fs::permissions(dir / "1_Pooling" / "config.json", fs::perms::owner_write,
-                    fs::perm_options::add);
-    std::ofstream(dir / "1_Pooling" / "config.json", std::ios::trunc)
-        << R"({"embedding_dimension": 32, "pooling_mode": ")" << mode << R"("})";
+    const TinyBertWithPooling folder(mode);
     ModelOptions options;
-    options.path = dir.string();
+    options.path = folder.path();
     auto model = LoadModel(options);
     ASSERT_TRUE(model.ok()) << model.status();
     ASSERT_EQ(model->backend->Info().pooling, mode);
@@ -335,7 +339,6 @@ TEST(BertBackendTest, ClsAndMaxPoolingAreBatchInvariant) {
       EXPECT_NEAR(a->Row(0)[k], b->Row(2)[k], 1e-6) << mode << " component " << k;
     }
     alone_by_mode[mode].assign(a->Row(0), a->Row(0) + a->dim);
-    fs::remove_all(dir);
   }
   EXPECT_NE(alone_by_mode["cls"], alone_by_mode["max"]);
 }

@@ -241,6 +241,27 @@ absl::Status ParseRequest(const grpc::ByteBuffer& buffer, RequestKind kind, int 
   return absl::OkStatus();
 }
 
+// The request's list: its field name and its length.
+std::pair<const char*, int> ListOf(const v1::EmbedRequest& r) { return {"texts", r.texts_size()}; }
+std::pair<const char*, int> ListOf(const v1::TokenizeRequest& r) {
+  return {"texts", r.texts_size()};
+}
+std::pair<const char*, int> ListOf(const v1::SimilarityRequest& r) {
+  return {"pairs", r.pairs_size()};
+}
+
+// What every unary RPC checks first: `raw` parses into `request` (ParseRequest), a model
+// is attached and serving (`rt`, `serving`), and the request's list holds 1..max_items.
+template <typename Request>
+absl::Status AdmitUnary(const grpc::ByteBuffer& raw, RequestKind kind, int id_field,
+                        const EmbeddingService::Runtime* rt, bool serving, int max_items,
+                        Request* request) {
+  ES_RETURN_IF_ERROR(ParseRequest(raw, kind, id_field, request));
+  if (rt == nullptr || !serving) return NotReady();
+  const auto [name, count] = ListOf(*request);
+  return CheckCount(name, count, max_items);
+}
+
 // One unary call: owns its parsed request and its response, and serializes the
 // response into gRPC's raw buffer when it replies. Deletes itself when gRPC is done.
 class UnaryCallBase : public grpc::ServerUnaryReactor {
@@ -667,15 +688,13 @@ ServerUnaryReactor* EmbeddingService::Embed(CallbackServerContext* context,
     FinishUnary(reactor, metrics_, RpcMethod::kEmbed, s, clock_->NowMicros() - start_us);
     return reactor;
   };
-  if (absl::Status s = ParseRequest(*raw_request, RequestKind::kTexts, 4, &reactor->request);
+  const Runtime* rt = runtime();
+  if (absl::Status s = AdmitUnary(*raw_request, RequestKind::kTexts, 4, rt, serving(),
+                                  options_.max_texts_per_request, &reactor->request);
       !s.ok()) {
     return fail(s);
   }
-  const Runtime* rt = runtime();
-  if (rt == nullptr || !serving()) return fail(NotReady());
   response->set_id(request->id());
-  if (absl::Status s = CheckCount("texts", request->texts_size(),
-                                         options_.max_texts_per_request); !s.ok()) return fail(s);
   const bool truncate = !request->has_truncate() || request->truncate();
   BatchRequest batch;
   batch.sequences.reserve(static_cast<size_t>(request->texts_size()));
@@ -733,15 +752,13 @@ ServerUnaryReactor* EmbeddingService::Similarity(CallbackServerContext* context,
     FinishUnary(reactor, metrics_, RpcMethod::kSimilarity, s, clock_->NowMicros() - start_us);
     return reactor;
   };
-  if (absl::Status s = ParseRequest(*raw_request, RequestKind::kPairs, 3, &reactor->request);
+  const Runtime* rt = runtime();
+  if (absl::Status s = AdmitUnary(*raw_request, RequestKind::kPairs, 3, rt, serving(),
+                                  options_.max_texts_per_request, &reactor->request);
       !s.ok()) {
     return fail(s);
   }
-  const Runtime* rt = runtime();
-  if (rt == nullptr || !serving()) return fail(NotReady());
   response->set_id(request->id());
-  if (absl::Status s = CheckCount("pairs", request->pairs_size(),
-                                         options_.max_texts_per_request); !s.ok()) return fail(s);
   const bool truncate = !request->has_truncate() || request->truncate();
   // Each distinct text is embedded once.
   absl::flat_hash_map<absl::string_view, int32_t> row_of;
@@ -805,14 +822,12 @@ ServerUnaryReactor* EmbeddingService::Tokenize(CallbackServerContext* /*context*
     FinishUnary(reactor, metrics_, RpcMethod::kTokenize, s, clock_->NowMicros() - start_us);
     return reactor;
   };
-  if (absl::Status s = ParseRequest(*raw_request, RequestKind::kTexts, 0, &reactor->request);
+  const Runtime* rt = runtime();
+  if (absl::Status s = AdmitUnary(*raw_request, RequestKind::kTexts, 0, rt, serving(),
+                                  options_.max_texts_per_request, &reactor->request);
       !s.ok()) {
     return finish(s);
   }
-  const Runtime* rt = runtime();
-  if (rt == nullptr || !serving()) return finish(NotReady());
-  if (absl::Status s = CheckCount("texts", request->texts_size(),
-                                           options_.max_texts_per_request); !s.ok()) return finish(s);
   const bool truncate = !request->has_truncate() || request->truncate();
   int64_t tokens = 0;
   for (int i = 0; i < request->texts_size(); ++i) {

@@ -259,11 +259,9 @@ absl::StatusOr<std::unique_ptr<BertBackend>> BertBackend::Create(const ModelFold
   if (options.cuda_graphs && b->device_.is_cuda()) {
     const auto start = std::chrono::steady_clock::now();
     const int64_t free_before = b->FreeDeviceBytes();
-    absl::Status captured = absl::OkStatus();
     ES_RETURN_IF_ERROR(CatchTorch("capturing CUDA graphs (model.cuda_graphs: false turns "
                                   "them off)",
-                                  [&] { captured = b->CaptureGraphs(); }));
-    ES_RETURN_IF_ERROR(captured);
+                                  [&] { b->CaptureGraphs(); }));
     info.cuda_graphs = static_cast<int>(b->graphs_.size());
     if (!b->graphs_.empty()) {
       const GraphSlot& largest = *b->graphs_.back();
@@ -589,7 +587,7 @@ torch::Tensor BertBackend::PaddedForwardAndPool(const PackedBatch& in) const {
   return x.mul(valid.to(torch::kFloat)).sum(1).div_(in.lengths.to(torch::kFloat).unsqueeze(1));
 }
 
-absl::Status BertBackend::CaptureGraphs() {
+void BertBackend::CaptureGraphs() {
 #if defined(EMBEDSERVE_CUDA_GRAPHS)
   c10::InferenceMode inference_mode;
   c10::cuda::CUDAGuard device_guard(device_);
@@ -635,7 +633,6 @@ absl::Status BertBackend::CaptureGraphs() {
   // the memory the log reports is the graphs' own.
   c10::cuda::CUDACachingAllocator::emptyCache();
 #endif
-  return absl::OkStatus();
 }
 
 absl::StatusOr<EmbeddingMatrix> BertBackend::Embed(absl::Span<const TokenIds* const> sequences) {

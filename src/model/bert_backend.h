@@ -91,7 +91,8 @@ class BertBackend : public Backend {
   // the padding masked out of attention and pooling, and filler sequences dropped. The
   // graphs share one memory pool, so replays take turns (graph_mu_).
   struct GraphSlot;  // one captured bucket (bert_backend.cc)
-  absl::Status CaptureGraphs();
+  // Fills graphs_ (nothing without CUDA graph support); LibTorch errors throw.
+  void CaptureGraphs();
   // Free memory on device_ (cudaMemGetInfo; 0 without CUDA graphs): logs what they take.
   int64_t FreeDeviceBytes() const;
   // The smallest captured bucket with room for `batch` x `longest`, or null.

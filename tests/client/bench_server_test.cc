@@ -14,10 +14,14 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "test_util/fake_backend.h"
+#include "test_util/grpc_callback_queue.h"
 
 namespace embedserve {
 namespace client {
 namespace {
+
+// Servers start and stop one after another here (grpc_callback_queue.h says why).
+const bool kGrpcCallbackQueueHeld = testing::HoldGrpcCallbackQueue();
 
 using ::embedserve::testing::FakeBackend;
 

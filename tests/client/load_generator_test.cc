@@ -13,10 +13,14 @@
 #include "grpcpp/grpcpp.h"
 #include "grpcpp/health_check_service_interface.h"
 #include "gtest/gtest.h"
+#include "test_util/grpc_callback_queue.h"
 
 namespace embedserve {
 namespace client {
 namespace {
+
+// Servers start and stop one after another here (grpc_callback_queue.h says why).
+const bool kGrpcCallbackQueueHeld = testing::HoldGrpcCallbackQueue();
 
 namespace v1 = ::embedserve::v1;
 

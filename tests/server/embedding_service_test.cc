@@ -24,9 +24,13 @@
 #include "server/server_test_util.h"
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "test_util/fake_backend.h"
+#include "test_util/grpc_callback_queue.h"
 
 namespace embedserve {
 namespace {
+
+// Servers start and stop one after another here (grpc_callback_queue.h says why).
+const bool kGrpcCallbackQueueHeld = testing::HoldGrpcCallbackQueue();
 
 using ::embedserve::testing::FakeBackend;
 using ::testing::HasSubstr;

@@ -16,9 +16,13 @@
 #include "embedserve/v1/embedding.grpc.pb.h"
 #include "nlohmann/json.hpp"
 #include "server/server_test_util.h"
+#include "test_util/grpc_callback_queue.h"
 
 namespace embedserve {
 namespace {
+
+// Servers start and stop one after another here (grpc_callback_queue.h says why).
+const bool kGrpcCallbackQueueHeld = testing::HoldGrpcCallbackQueue();
 
 class RealModelTest : public ::testing::Test {
  protected:

@@ -1,6 +1,10 @@
 #!/usr/bin/env bash
-# Installs every Debian package embedserve needs to build, test and run (idempotent:
-# when everything is there it only checks and returns in about a second).
+# Installs what embedserve needs to build, test and run, idempotently (when everything is
+# there it only checks, in about a second):
+#   1. the Debian packages below;
+#   2. .venv/, a virtual environment of Debian's python3 with requirements/test.txt
+#      (the Python packages the tests use, pinned);
+#   3. the real model at models/all-MiniLM-L6-v2 (scripts/fetch_model.sh).
 # Usage: scripts/setup.sh        (as root, or with sudo available)
 set -euo pipefail
 
@@ -17,7 +21,7 @@ PACKAGES=(
   # tests and benchmarks
   libgtest-dev libgmock-dev libbenchmark-dev
   # Python client, end-to-end tests and reports (Debian's python3, not a venv)
-  python3 python3-grpcio python3-protobuf python3-yaml python3-matplotlib
+  python3 python3-grpcio python3-protobuf python3-yaml python3-matplotlib python3-venv
   # misc tools used by scripts
   curl jq
 )
@@ -30,12 +34,27 @@ for p in "${PACKAGES[@]}"; do
 done
 
 if [ ${#missing[@]} -eq 0 ]; then
-  echo "setup: all ${#PACKAGES[@]} packages present"
-  exit 0
+  echo "setup: all ${#PACKAGES[@]} Debian packages present"
+else
+  SUDO=""
+  if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+  echo "setup: installing ${missing[*]}"
+  $SUDO apt-get update -q
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"
 fi
 
-SUDO=""
-if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
-echo "setup: installing ${missing[*]}"
-$SUDO apt-get update -q
-DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"
+cd "$(dirname "$0")/.."
+# The venv is remade when requirements/test.txt changes (its hash is kept inside it).
+want=$(sha256sum requirements/test.txt | cut -d' ' -f1)
+if [ ! -x .venv/bin/python ] || [ "$(cat .venv/requirements.sha256 2>/dev/null)" != "$want" ]; then
+  echo "setup: making .venv (requirements/test.txt)"
+  rm -rf .venv
+  /usr/bin/python3 -m venv .venv
+  .venv/bin/python -m pip install --quiet --disable-pip-version-check -r requirements/test.txt ||
+    { rm -rf .venv; echo "setup: pip could not install requirements/test.txt (see above)" >&2; exit 1; }
+  echo "$want" >.venv/requirements.sha256
+else
+  echo "setup: .venv up to date"
+fi
+
+scripts/fetch_model.sh .venv/bin/python

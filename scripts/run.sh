@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# The run command (README): installs what is missing, builds the server in build/
-# (Release), creates the default synthetic model folder under models/ if it is missing,
-# prints where the server will listen and how to call it, and starts it.
+# The run command (README): installs what is missing (scripts/setup.sh: Debian packages,
+# .venv, the real all-MiniLM-L6-v2 at models/all-MiniLM-L6-v2), builds the server in
+# build/ (Release), creates a synthetic model folder when the experiment falls back to
+# one (bert_base.yaml), prints where the server will listen and how to call it, and
+# starts it.
 #
 # Usage: scripts/run.sh [CONFIG.yaml] [embedserve flags...]
 #   CONFIG defaults to experiments/minilm_batching.yaml. Flags override the file, e.g.
@@ -39,8 +41,8 @@ value() {  # value SECTION KEY: a scalar of the effective config
     /^[a-z]/ { in_s = ($1 == s) } in_s && $1 == k { $1 = ""; sub(/^ /, ""); gsub(/"/, ""); print; exit }'
 }
 
-# The synthetic folders the experiments fall back to (meaningless but well-shaped
-# vectors; see README "Using a real model").
+# The synthetic folders an experiment may fall back to (meaningless but well-shaped
+# vectors; README "Models").
 for key in path fallback_path; do
   dir=$(value model "$key")
   case "$dir" in
@@ -52,9 +54,6 @@ for key in path fallback_path; do
       fi ;;
   esac
 done
-if [ -z "$(value model path)" ] && [ -z "$(value model name)" ] && [ ! -d models/minilm-l6-synthetic ]; then
-  "$B"/tools/make_model/embedserve-make-model --out models/minilm-l6-synthetic --preset minilm-l6
-fi
 
 host=$(value server host)
 port=$(value server port)

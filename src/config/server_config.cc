@@ -598,8 +598,9 @@ absl::StatusOr<std::string> ResolveModelPath(const ModelSection& model,
     if (fs::is_directory(kDefaultModelPath, ec)) return std::string(kDefaultModelPath);
     return absl::NotFoundError(absl::StrCat(
         "no model given and the default folder ", kDefaultModelPath,
-        " (relative to the current directory) does not exist; set model.path or "
-        "model.name, pass --model FOLDER, or run scripts/run.sh which creates it"));
+        " (relative to the current directory) does not exist; run scripts/setup.sh from "
+        "the repository root (it fetches sentence-transformers/all-MiniLM-L6-v2 there), or "
+        "set model.path or model.name, or pass --model FOLDER"));
   }
   // The hub cache, in the order huggingface_hub uses.
   std::vector<std::string> hubs;
@@ -621,6 +622,13 @@ absl::StatusOr<std::string> ResolveModelPath(const ModelSection& model,
       if (!snap.empty()) return snap;
     }
   }
+  // The project's folder: models/all-MiniLM-L6-v2 for sentence-transformers/all-MiniLM-L6-v2.
+  std::string local;
+  const fs::path leaf = fs::path(model.name).filename();
+  if (!env.models_dir.empty() && leaf != "." && leaf != "..") {
+    local = (fs::path(env.models_dir) / leaf).string();
+    if (IsModelFolder(local)) return local;
+  }
   if (!model.fallback_path.empty()) {
     std::error_code ec;
     if (fs::is_directory(model.fallback_path, ec)) return model.fallback_path;
@@ -629,13 +637,14 @@ absl::StatusOr<std::string> ResolveModelPath(const ModelSection& model,
       "model.name '", model.name, "' is not in the Hugging Face cache (looked in ",
       hubs.empty() ? std::string("no folder: HF_HUB_CACHE, HF_HOME and HOME are unset")
                    : absl::StrJoin(hubs, ", "),
-      ")",
+      ")", local.empty() ? std::string() : absl::StrCat(" nor at ", local),
       model.fallback_path.empty()
           ? std::string()
           : absl::StrCat(" and model.fallback_path ", model.fallback_path,
                          " does not exist"),
-      "; download it (huggingface-cli download ", ids.back(),
-      "), set model.path or pass --model FOLDER, or create a synthetic folder with "
+      "; for sentence-transformers/all-MiniLM-L6-v2 run scripts/setup.sh from the "
+      "repository root (it lays the model out at models/all-MiniLM-L6-v2); else download "
+      "it (huggingface-cli download ", ids.back(), "), set model.path or pass --model FOLDER, or create a synthetic folder with "
       "embedserve-make-model"));
 }
 

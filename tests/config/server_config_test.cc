@@ -294,6 +294,12 @@ TEST(ServerConfigTest, ShippedExperimentsLoad) {
     // anywhere.
     EXPECT_EQ(config->model.device, absl::StartsWith(name, "minilm_gpu_") ? "cuda" : "auto")
         << name;
+    // The MiniLM experiments serve the real model, never a synthetic stand-in.
+    if (absl::StartsWith(name, "minilm_")) {
+      EXPECT_EQ(config->model.name, "sentence-transformers/all-MiniLM-L6-v2") << name;
+      EXPECT_EQ(config->model.fallback_path, "") << name;
+      EXPECT_EQ(config->model.path, "") << name;
+    }
   }
 }
 
@@ -387,6 +393,38 @@ TEST_F(ResolveModelPathTest, NotFoundSaysWhereItLookedAndHowToFix) {
   EXPECT_THAT(path.status().message(),
               AllOf(HasSubstr("org/absent"), HasSubstr((root_ / "hub").string()),
                     HasSubstr("model.path"), HasSubstr("embedserve-make-model")));
+}
+
+TEST_F(ResolveModelPathTest, FindsNameInTheProjectModelsFolderAfterTheHubCache) {
+  const fs::path models = root_ / "models";
+  fs::create_directories(models / "all-MiniLM-L6-v2");
+  std::ofstream(models / "all-MiniLM-L6-v2" / "config.json") << "{}";
+  ModelLocatorEnv env;
+  env.hf_hub_cache = (root_ / "hub").string();
+  env.models_dir = models.string();
+  ModelSection model;
+  model.name = "sentence-transformers/all-MiniLM-L6-v2";
+  model.fallback_path = root_.string();  // loses to the project's folder
+  auto path = ResolveModelPath(model, env);
+  ASSERT_TRUE(path.ok()) << path.status();
+  EXPECT_EQ(*path, (models / "all-MiniLM-L6-v2").string());
+
+  // The hub cache wins when it has the model.
+  const fs::path snap =
+      MakeSnapshot(root_ / "hub", "models--sentence-transformers--all-MiniLM-L6-v2", "h", true);
+  path = ResolveModelPath(model, env);
+  ASSERT_TRUE(path.ok()) << path.status();
+  EXPECT_EQ(*path, snap.string());
+
+  // A folder without config.json is not a model; the error names where it looked.
+  fs::remove_all(root_ / "hub");
+  fs::remove(models / "all-MiniLM-L6-v2" / "config.json");
+  model.fallback_path.clear();
+  path = ResolveModelPath(model, env);
+  ASSERT_FALSE(path.ok());
+  EXPECT_THAT(path.status().message(),
+              AllOf(HasSubstr((models / "all-MiniLM-L6-v2").string()),
+                    HasSubstr("scripts/setup.sh")));
 }
 
 TEST_F(ResolveModelPathTest, FallbackPathWhenNameMissing) {

@@ -121,22 +121,26 @@ struct ModelLocatorEnv {
   std::string hf_home;       // $HF_HOME
   std::string home;          // $HOME
   std::string xdg_cache_home;  // $XDG_CACHE_HOME
+  // The project's own model folders (scripts/setup.sh lays out models/all-MiniLM-L6-v2
+  // there); relative paths are relative to the current directory.
+  std::string models_dir = "models";
 
   static ModelLocatorEnv FromEnvironment();
 };
 
 // The folder to load: model.path when set; else model.name found in the Hugging Face
 // hub cache (snapshot of refs/main, else the newest snapshot; a bare name such as
-// all-MiniLM-L6-v2 is also tried under sentence-transformers/); else
-// model.fallback_path when set; else models/minilm-l6-synthetic (relative to the
-// current directory) when no name is given. NOT_FOUND says where it looked and how to
-// fix it.
+// all-MiniLM-L6-v2 is also tried under sentence-transformers/), then in
+// <models_dir>/<the name's last part> (models/all-MiniLM-L6-v2); else
+// model.fallback_path when set; else kDefaultModelPath when no name is given.
+// NOT_FOUND says where it looked and how to fix it.
 absl::StatusOr<std::string> ResolveModelPath(const ModelSection& model,
                                              const ModelLocatorEnv& env);
 
-// The default model folder, relative to the current directory (scripts/run.sh runs
-// from the repository root and creates it with embedserve-make-model).
-inline constexpr char kDefaultModelPath[] = "models/minilm-l6-synthetic";
+// The default model folder, relative to the current directory: the real
+// sentence-transformers/all-MiniLM-L6-v2, which scripts/setup.sh (and so scripts/run.sh,
+// which runs from the repository root) fetches and checks.
+inline constexpr char kDefaultModelPath[] = "models/all-MiniLM-L6-v2";
 
 }  // namespace embedserve
 

@@ -1,5 +1,6 @@
 // Tokenizer::FromModelDir / OptionsFromModelDir: reads the Hugging Face tokenizer files of a
-// sentence-transformers model folder (vocab.txt, tokenizer.json, tokenizer_config.json).
+// sentence-transformers model folder (vocab.txt, tokenizer_config.json,
+// special_tokens_map.json, tokenizer.json), in the order transformers applies them.
 #include <algorithm>
 #include <fstream>
 #include <sstream>
@@ -89,6 +90,17 @@ absl::Status ApplyTokenizerConfig(const std::string& path, Tokenizer::Options* o
   return absl::OkStatus();
 }
 
+// special_tokens_map.json: the special tokens, which override tokenizer_config.json's.
+absl::Status ApplySpecialTokensMap(const std::string& path, Tokenizer::Options* o) {
+  ES_ASSIGN_OR_RETURN(json map, ReadJson(path));
+  ES_RETURN_IF_ERROR(ReadTokenField(map, "unk_token", path, &o->unk_token));
+  ES_RETURN_IF_ERROR(ReadTokenField(map, "cls_token", path, &o->cls_token));
+  ES_RETURN_IF_ERROR(ReadTokenField(map, "sep_token", path, &o->sep_token));
+  ES_RETURN_IF_ERROR(ReadTokenField(map, "pad_token", path, &o->pad_token));
+  ES_RETURN_IF_ERROR(ReadTokenField(map, "mask_token", path, &o->mask_token));
+  return absl::OkStatus();
+}
+
 absl::Status ApplyTokenizerJson(const std::string& path, Tokenizer::Options* o) {
   ES_ASSIGN_OR_RETURN(json tj, ReadJson(path));
   auto norm = tj.find("normalizer");
@@ -162,8 +174,10 @@ absl::Status ApplyTokenizerJson(const std::string& path, Tokenizer::Options* o) 
 absl::StatusOr<Tokenizer::Options> Tokenizer::OptionsFromModelDir(const std::string& dir) {
   Options options;
   const std::string config_path = dir + "/tokenizer_config.json";
+  const std::string map_path = dir + "/special_tokens_map.json";
   const std::string json_path = dir + "/tokenizer.json";
   if (FileExists(config_path)) ES_RETURN_IF_ERROR(ApplyTokenizerConfig(config_path, &options));
+  if (FileExists(map_path)) ES_RETURN_IF_ERROR(ApplySpecialTokensMap(map_path, &options));
   // tokenizer.json is what the HF fast tokenizer runs, so it wins over the config.
   if (FileExists(json_path)) ES_RETURN_IF_ERROR(ApplyTokenizerJson(json_path, &options));
   ES_RETURN_IF_ERROR(options.Validate());

@@ -14,6 +14,7 @@
 namespace embedserve {
 namespace {
 
+using ::testing::AllOf;
 using ::testing::ElementsAre;
 using ::testing::ElementsAreArray;
 using ::testing::HasSubstr;
@@ -424,6 +425,25 @@ TEST(TokenizerModelDirTest, TokenizerJsonSettingsApply) {
   EXPECT_EQ(o.model_max_length, 128);
   // Cased: "Hello" is not in the uncased vocabulary.
   EXPECT_THAT((*tok)->Encode("Hello", 0)->ids, ElementsAre(101, 100, 102));
+}
+
+TEST(TokenizerModelDirTest, SpecialTokensMapOverridesTokenizerConfig) {
+  const std::string dir = MakeModelDir("special_map", "", R"({"cls_token": "[unused5]"})");
+  std::ofstream(dir + "/special_tokens_map.json")
+      << R"({"cls_token": {"content": "[unused1]", "lstrip": false}, "sep_token": "[unused2]"})";
+  auto tok = Tokenizer::FromModelDir(dir);
+  ASSERT_TRUE(tok.ok()) << tok.status();
+  EXPECT_EQ((*tok)->options().cls_token, "[unused1]");
+  EXPECT_EQ((*tok)->options().sep_token, "[unused2]");
+  // [unused1] and [unused2] are ids 2 and 3 of the BERT vocabulary.
+  EXPECT_THAT((*tok)->Encode("i like strawberries", 0)->ids,
+              ElementsAre(2, 1045, 2066, 13137, 20968, 3));
+
+  std::ofstream(dir + "/special_tokens_map.json", std::ios::trunc) << R"({"unk_token": 7})";
+  auto bad = Tokenizer::FromModelDir(dir);
+  ASSERT_FALSE(bad.ok());
+  EXPECT_THAT(bad.status().message(),
+              AllOf(HasSubstr("special_tokens_map.json"), HasSubstr("unk_token")));
 }
 
 TEST(TokenizerModelDirTest, VocabOnlyFolderUsesDefaults) {

@@ -1,7 +1,7 @@
 // The batcher's bookkeeping without threads or clocks: admits requests into the queue,
 // drops expired and cancelled ones, turns policy decisions (batch_policy.h) into batches,
 // and turns backend results into per-request answers. The Batcher runs it under its mutex
-// from several threads; tests/test_util/steppable_batcher.h drives it by hand.
+// from several threads; a Batcher with num_workers = 0 lets tests step it by hand.
 // Internal to the batching stage. Not thread-safe, except where a function says so.
 #ifndef EMBEDSERVE_BATCHING_BATCH_SCHEDULER_H_
 #define EMBEDSERVE_BATCHING_BATCH_SCHEDULER_H_
@@ -79,10 +79,14 @@ class BatchScheduler {
   ~BatchScheduler();
 
   // Checks `request` and builds its state (allocates: call outside any lock). Thread-safe.
-  // INVALID_ARGUMENT as Batcher::Submit documents.
+  // INVALID_ARGUMENT as Batcher::Submit documents, leaving `request` untouched; on OK its
+  // contents have moved into the state.
   static absl::StatusOr<std::unique_ptr<RequestState>> Prepare(const Batcher::Options& options,
                                                                int64_t dimension,
-                                                               BatchRequest request);
+                                                               BatchRequest* request);
+  // Moves a prepared request that was not queued back into `request`, as it was before
+  // Prepare (the caller keeps it when Submit fails).
+  static void GiveBack(std::unique_ptr<RequestState> state, BatchRequest* request);
 
   // Queues all rows of a prepared request at `now_us`, or returns RESOURCE_EXHAUSTED
   // (request untouched, `done` not called) when the queue cannot take them all.

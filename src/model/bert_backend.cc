@@ -75,17 +75,6 @@ absl::StatusOr<torch::Device> ResolveDevice(const std::string& requested) {
   return torch::Device(torch::kCUDA, static_cast<c10::DeviceIndex>(index));
 }
 
-#if defined(__x86_64__) || defined(__i386__)
-bool CpuHasFastBf16() {
-  // The condition LibTorch's oneDNN bf16 kernels need (mkldnn_bf16_device_check);
-  // without it bf16 matmuls take a slow reference path.
-  __builtin_cpu_init();
-  return __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
-         __builtin_cpu_supports("avx512dq");
-}
-#else
-bool CpuHasFastBf16() { return true; }
-#endif
 
 // Copies a safetensors tensor into a new fp32 CPU tensor (the mapping may be unaligned,
 // so no from_blob on it).
@@ -703,6 +692,18 @@ absl::StatusOr<EmbeddingMatrix> BertBackend::Embed(absl::Span<const TokenIds* co
   if (!status.ok()) return status;
   return result;
 }
+
+#if defined(__x86_64__) || defined(__i386__)
+bool CpuHasFastBf16() {
+  // The condition LibTorch's oneDNN bf16 kernels need (mkldnn_bf16_device_check);
+  // without it bf16 matmuls take a slow reference path.
+  __builtin_cpu_init();
+  return __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
+         __builtin_cpu_supports("avx512dq");
+}
+#else
+bool CpuHasFastBf16() { return true; }
+#endif
 
 }  // namespace internal_model
 }  // namespace embedserve

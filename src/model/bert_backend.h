@@ -21,6 +21,10 @@
 namespace embedserve {
 namespace internal_model {
 
+// Whether this CPU runs LibTorch's oneDNN bf16 kernels (AVX-512 BW/VL/DQ); without them
+// bf16 matmuls take a slow reference path, so bf16 is refused on such CPUs.
+bool CpuHasFastBf16();
+
 // How the CPU linear layers run (see docs/model.md for the measurements).
 enum class CpuLinearKernel {
   kAten,    // at::linear: OpenBLAS sgemm for fp32, oneDNN (mkldnn_matmul) for bf16

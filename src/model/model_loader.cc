@@ -54,6 +54,34 @@ std::vector<std::string> AvailableDevices() {
   return devices;
 }
 
+PrecisionChoice ChoosePrecision(const std::string& device, const std::string& requested,
+                                bool quantized) {
+  bool gpu = device.rfind("cuda", 0) == 0 || device == "mps";
+  if (device == "auto") {
+    for (const std::string& d : AvailableDevices()) gpu = gpu || d != "cpu";
+  }
+  const bool bf16 = internal_model::CpuHasFastBf16();
+  if (quantized) {
+    if (gpu) return {"fp16", ""};
+    if (bf16) return {"bf16", ""};
+    return {"fp32",
+            "quantized: true on this cpu means bf16, which needs AVX-512 (avx512bw/vl/dq) "
+            "that this cpu lacks; serving fp32"};
+  }
+  if (gpu || requested == "fp32") return {requested, ""};
+  if (requested == "fp16") {
+    return {bf16 ? "bf16" : "fp32",
+            absl::StrCat("model.precision 'fp16' is not supported on cpu (LibTorch has no fp16 "
+                         "CPU matmul); serving ", bf16 ? "bf16" : "fp32", " instead")};
+  }
+  if (requested == "bf16" && !bf16) {
+    return {"fp32",
+            "model.precision 'bf16' needs AVX-512 (avx512bw/vl/dq), which this cpu lacks (LibTorch "
+            "would run slow reference kernels); serving fp32 instead"};
+  }
+  return {requested, ""};
+}
+
 absl::StatusOr<LoadedModel> LoadModel(const ModelOptions& options) {
   ES_RETURN_IF_ERROR(options.Validate());
   ES_ASSIGN_OR_RETURN(ModelFolder folder, ReadModelFolder(options.path));

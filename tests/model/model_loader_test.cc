@@ -285,6 +285,37 @@ TEST_F(ModelLoaderTest, InvalidOptionsAreRejectedBeforeReading) {
   EXPECT_EQ(r.status().message(), "model.precision must be one of fp32, fp16, bf16; was 'int8'");
 }
 
+// What the server loads for each precision it may be asked for on the CPU always loads:
+// a precision this CPU cannot run falls back, with the reason, instead of failing.
+TEST_F(ModelLoaderTest, ChosenPrecisionAlwaysLoadsOnTheCpu) {
+  for (const bool quantized : {false, true}) {
+    for (const std::string requested : {"fp32", "fp16", "bf16"}) {
+      const PrecisionChoice choice = ChoosePrecision("cpu", requested, quantized);
+      ModelOptions options;
+      options.path = kTinyBert.string();
+      options.device = "cpu";
+      options.precision = choice.precision;
+      const auto backend = LoadBackend(options);
+      EXPECT_TRUE(backend.ok()) << requested << " quantized " << quantized << " -> "
+                                << choice.precision << ": " << backend.status();
+      if (!quantized) {
+        // A reason exactly when the precision changed, naming what was asked for.
+        EXPECT_EQ(choice.fallback_reason.empty(), choice.precision == requested) << requested;
+        if (choice.precision != requested) {
+          EXPECT_THAT(choice.fallback_reason, HasSubstr("'" + requested + "'"));
+          options.precision = requested;
+          EXPECT_FALSE(LoadBackend(options).ok()) << requested << " fell back yet loads";
+        }
+      } else {
+        EXPECT_NE(choice.precision, "fp16");  // no fp16 on a CPU
+        EXPECT_EQ(choice.fallback_reason.empty(), choice.precision == "bf16");
+      }
+    }
+  }
+  EXPECT_EQ(ChoosePrecision("cuda:0", "fp16", false).precision, "fp16");
+  EXPECT_EQ(ChoosePrecision("cuda", "fp32", true).precision, "fp16");
+}
+
 TEST_F(ModelLoaderTest, SyntheticFolderLoadsAndSaysSo) {
   fs::remove_all(dir_);
   SyntheticModelOptions synth;

@@ -8,6 +8,7 @@
 //   embedserve-bench-inprocess --config experiments/minilm_baseline.yaml \
 //       --batch-sizes 32 --duration-s 10 --out-dir results/minilm_baseline/now
 #include <algorithm>
+#include <cstdio>
 #include <chrono>
 #include <filesystem>
 #include <iostream>
@@ -38,17 +39,6 @@ int Fail(const absl::Status& status) {
 
 int64_t Us(Clock::duration d) {
   return std::chrono::duration_cast<std::chrono::microseconds>(d).count();
-}
-
-// As tools/server/main.cc: quantized means fp16 on a GPU and bf16 on the CPU.
-std::string QuantizedPrecision(const std::string& device) {
-  if (device.rfind("cuda", 0) == 0) return "fp16";
-  if (device == "auto") {
-    for (const std::string& d : embedserve::AvailableDevices()) {
-      if (d.rfind("cuda", 0) == 0) return "fp16";
-    }
-  }
-  return "bf16";
 }
 
 }  // namespace
@@ -91,8 +81,13 @@ int main(int argc, char** argv) {
     options.path = *path;
   }
   options.device = config->model.device;
-  options.precision = config->model.precision;
-  if (config->model.quantized) options.precision = QuantizedPrecision(options.device);
+  // The precision the server would serve (its fallback included), unless overridden.
+  const embedserve::PrecisionChoice precision = embedserve::ChoosePrecision(
+      config->model.device, config->model.precision, config->model.quantized);
+  options.precision = precision.precision;
+  if (!precision.fallback_reason.empty()) {
+    std::fprintf(stderr, "embedserve-bench-inprocess: %s\n", precision.fallback_reason.c_str());
+  }
   if (!precision_override.empty()) options.precision = precision_override;
   options.num_threads = config->model.threads;
   options.max_seq_length = config->model.max_seq_length;

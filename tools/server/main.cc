@@ -31,17 +31,6 @@ struct Flags {
   bool print_config = false;
 };
 
-// fp16 on a GPU, bf16 on CPU (`quantized: true`).
-std::string QuantizedPrecision(const std::string& device) {
-  if (device.rfind("cuda", 0) == 0) return "fp16";
-  if (device == "auto") {
-    for (const std::string& d : AvailableDevices()) {
-      if (d.rfind("cuda", 0) == 0) return "fp16";
-    }
-  }
-  return "bf16";
-}
-
 absl::StatusOr<ServingModel> LoadServingModel(const ServerConfig& config) {
   ES_ASSIGN_OR_RETURN(std::string path,
                       ResolveModelPath(config.model, ModelLocatorEnv::FromEnvironment()));
@@ -53,12 +42,14 @@ absl::StatusOr<ServingModel> LoadServingModel(const ServerConfig& config) {
   ModelOptions options;
   options.path = path;
   options.device = config.model.device;
-  options.precision = config.model.precision;
-  if (config.model.quantized) {
-    options.precision = QuantizedPrecision(config.model.device);
-    spdlog::info("quantized: true -> {} ({} on {})", options.precision,
-                 options.precision == "fp16" ? "FP16" : "BF16",
-                 options.precision == "fp16" ? "GPU" : "CPU");
+  // A precision this machine cannot run falls back (with a warning), never a failed start.
+  const PrecisionChoice precision =
+      ChoosePrecision(config.model.device, config.model.precision, config.model.quantized);
+  options.precision = precision.precision;
+  if (!precision.fallback_reason.empty()) {
+    spdlog::warn("{}", precision.fallback_reason);
+  } else if (config.model.quantized) {
+    spdlog::info("quantized: true -> {}", options.precision);
   }
   options.num_threads = config.model.threads;
   options.max_seq_length = config.model.max_seq_length;

@@ -37,6 +37,19 @@ absl::StatusOr<LoadedModel> LoadModel(const ModelOptions& options);
 // own token ids. Same errors as LoadModel.
 absl::StatusOr<std::unique_ptr<Backend>> LoadBackend(const ModelOptions& options);
 
+// The precision a server loads for `requested` on `device` (cpu, cuda, cuda:N, mps or
+// auto): `requested` itself when this build and machine run it, else the closest one
+// that runs, with `fallback_reason` saying why (empty when there is no fallback). With
+// `quantized` (the config's `quantized: true`), the half precision of the device:
+// fp16 on a GPU, bf16 on a CPU with AVX-512, else fp32. LoadModel itself never falls
+// back: it refuses a precision it cannot run.
+struct PrecisionChoice {
+  std::string precision;
+  std::string fallback_reason;
+};
+PrecisionChoice ChoosePrecision(const std::string& device, const std::string& requested,
+                                bool quantized);
+
 // The devices this LibTorch can use here, e.g. {"cpu"} or {"cpu", "cuda:0", "cuda:1"}
 // (and "mps" on Apple GPUs). Tests use it to skip CUDA cases with a reason.
 std::vector<std::string> AvailableDevices();

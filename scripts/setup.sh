@@ -14,6 +14,8 @@ PACKAGES=(
   # model backend: LibTorch (CPU) and a fast BLAS for it (without OpenBLAS Debian's
   # LibTorch falls back to the netlib reference BLAS, about 60x slower)
   libtorch-dev libopenblas0-openmp
+  # int8 on CPU: oneDNN's headers for the libdnnl2 that libtorch-dev already pulls in
+  libdnnl-dev
   # RPC
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
   # libraries

@@ -83,11 +83,11 @@ absl::Status ModelSection::Validate() const {
         "model.device must be one of auto, cpu, cuda, cuda:N; was '", device, "'"));
   }
   ES_RETURN_IF_ERROR(
-      CheckOneOf("model.precision", precision, {"fp32", "fp16", "bf16"}));
+      CheckOneOf("model.precision", precision, {"fp32", "fp16", "bf16", "int8"}));
   if (quantized && precision != "fp32") {
     return absl::InvalidArgumentError(absl::StrCat(
         "model.quantized must be false when model.precision is set (quantized: true "
-        "means fp16 on GPU, bf16 on CPU); was true with precision '",
+        "means fp16 on a GPU; on a CPU bf16 with native bf16, else int8); was true with precision '",
         precision, "'"));
   }
   ES_RETURN_IF_ERROR(CheckRange<int64_t>("model.max_seq_length", max_seq_length, 0, 8192));

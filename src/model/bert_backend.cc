@@ -8,6 +8,7 @@
 #include <cstring>
 #include <limits>
 #include <mutex>
+#include <stdexcept>
 #include <utility>
 
 #if defined(EMBEDSERVE_CUDA_GRAPHS)  // set by src/model/CMakeLists.txt for CUDA LibTorch
@@ -23,6 +24,9 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "cpu_attention.h"
+#if EMBEDSERVE_INT8
+#include "cpu_int8_linear.h"
+#endif
 #include "embedserve/common/status_macros.h"
 #include "spdlog/spdlog.h"
 
@@ -194,11 +198,30 @@ absl::StatusOr<std::unique_ptr<BertBackend>> BertBackend::Create(const ModelFold
           "matmul (1.13 has none at all: addmm is not implemented for Half); use bf16 (or "
           "fp32) on cpu, fp16 on cuda");
     }
+    if (options.precision == "int8") {
+#if !EMBEDSERVE_INT8
+      return absl::InvalidArgumentError(
+          "model.precision 'int8' needs a build with oneDNN's headers (libdnnl-dev); this "
+          "build has none: use fp32 or bf16");
+#else
+      if (!CpuHasInt8Dot()) {
+        return absl::InvalidArgumentError(
+            "model.precision 'int8' needs a cpu with VNNI (avx512_vnni or avx_vnni), which "
+            "this one lacks (oneDNN's int8 kernels saturate without it); use fp32");
+      }
+#endif
+      b->int8_ = true;
+    }
     if (b->dtype_ == torch::kBFloat16 && !CpuHasFastBf16()) {
       return absl::InvalidArgumentError(
           "model.precision 'bf16' is not supported on this cpu: it lacks AVX-512 "
           "(avx512bw/vl/dq), so LibTorch would use slow reference kernels; use fp32");
     }
+  }
+
+  if (options.precision == "int8" && !b->device_.is_cpu()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "model.precision 'int8' runs on cpu only; on ", b->device_.str(), " use fp16 or bf16"));
   }
 
   int64_t max_len = folder.max_seq_length;
@@ -326,6 +349,26 @@ absl::Status BertBackend::LoadWeights(const SafetensorsFile& file) {
     layers_.reserve(raw.size());
     for (RawLayer& r : raw) {
       Layer layer;
+#if EMBEDSERVE_INT8
+      if (int8_) {
+        auto int8 = [](const torch::Tensor& w, const torch::Tensor& bias) {
+          auto l = Int8Linear::Create(w, bias);
+          if (!l.ok()) throw std::runtime_error(std::string(l.status().message()));
+          return std::shared_ptr<const Int8Linear>(*std::move(l));
+        };
+        layer.qkv_q = int8(torch::cat({r.q_w, r.k_w, r.v_w}, 0), torch::cat({r.q_b, r.k_b, r.v_b}, 0));
+        layer.attn_out_q = int8(r.o_w, r.o_b);
+        layer.ffn_in_q = int8(r.i_w, r.i_b);
+        layer.ffn_out_q = int8(r.f_w, r.f_b);
+        layer.ln1_w = conv_res(r.ln1_w);
+        layer.ln1_b = conv_res(r.ln1_b);
+        layer.ln2_w = conv_res(r.ln2_w);
+        layer.ln2_b = conv_res(r.ln2_b);
+        layers_.push_back(std::move(layer));
+        r = RawLayer();
+        continue;
+      }
+#endif
       layer.qkv_w = conv_linear_w(torch::cat({r.q_w, r.k_w, r.v_w}, 0));
       layer.qkv_b = conv(torch::cat({r.q_b, r.k_b, r.v_b}, 0));
       layer.attn_out_w = conv_linear_w(r.o_w);
@@ -345,7 +388,13 @@ absl::Status BertBackend::LoadWeights(const SafetensorsFile& file) {
 }
 
 torch::Tensor BertBackend::Linear(const torch::Tensor& x, const torch::Tensor& w,
-                                  const torch::Tensor& b) const {
+                                  const torch::Tensor& b,
+                                  const std::shared_ptr<const Int8Linear>& int8) const {
+#if EMBEDSERVE_INT8
+  if (int8 != nullptr) return int8->Forward(x);
+#else
+  (void)int8;
+#endif
   if (cpu_linear_ == CpuLinearKernel::kOneDnn && device_.is_cpu()) {
     return at::mkldnn_linear(x.to_mkldnn(), w, b).to_dense();
   }
@@ -464,22 +513,22 @@ torch::Tensor BertBackend::Forward(const PackedBatch& in) const {
   const bool gelu_tanh =
       config_.hidden_act == "gelu_new" || config_.hidden_act == "gelu_pytorch_tanh";
   for (const Layer& layer : layers_) {
-    torch::Tensor qkv = Linear(x.to(dtype_), layer.qkv_w, layer.qkv_b);  // [T, 3H]
+    torch::Tensor qkv = Linear(x.to(dtype_), layer.qkv_w, layer.qkv_b, layer.qkv_q);  // [T, 3H]
     torch::Tensor ctx;
     if (packed_attention) {
       ctx = PackedSelfAttentionCpu(qkv, in.offsets, in.lengths, heads, attention_scale_);
     } else {
       ctx = PaddedSelfAttention(in, qkv, bias);
     }
-    torch::Tensor attn = Linear(ctx, layer.attn_out_w, layer.attn_out_b).to(residual_dtype_);
+    torch::Tensor attn = Linear(ctx, layer.attn_out_w, layer.attn_out_b, layer.attn_out_q).to(residual_dtype_);
     x = at::layer_norm(attn.add_(x), {h}, layer.ln1_w, layer.ln1_b, eps);
-    torch::Tensor inter = Linear(x.to(dtype_), layer.ffn_in_w, layer.ffn_in_b);
+    torch::Tensor inter = Linear(x.to(dtype_), layer.ffn_in_w, layer.ffn_in_b, layer.ffn_in_q);
     if (config_.hidden_act == "relu") {
       inter = at::relu(inter);
     } else {
       inter = at::gelu(inter, gelu_tanh ? "tanh" : "none");
     }
-    torch::Tensor out = Linear(inter, layer.ffn_out_w, layer.ffn_out_b).to(residual_dtype_);
+    torch::Tensor out = Linear(inter, layer.ffn_out_w, layer.ffn_out_b, layer.ffn_out_q).to(residual_dtype_);
     x = at::layer_norm(out.add_(x), {h}, layer.ln2_w, layer.ln2_b, eps);
   }
   return x;
@@ -701,8 +750,19 @@ bool CpuHasFastBf16() {
   return __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
          __builtin_cpu_supports("avx512dq");
 }
+bool CpuHasNativeBf16() {
+  __builtin_cpu_init();
+  return __builtin_cpu_supports("avx512bf16");
+}
 #else
 bool CpuHasFastBf16() { return true; }
+bool CpuHasNativeBf16() { return true; }
+#endif
+
+#if EMBEDSERVE_INT8
+bool HasInt8Linear() { return CpuHasInt8Dot(); }
+#else
+bool HasInt8Linear() { return false; }
 #endif
 
 }  // namespace internal_model

@@ -24,6 +24,13 @@ namespace internal_model {
 // Whether this CPU runs LibTorch's oneDNN bf16 kernels (AVX-512 BW/VL/DQ); without them
 // bf16 matmuls take a slow reference path, so bf16 is refused on such CPUs.
 bool CpuHasFastBf16();
+// Whether this CPU computes bf16 natively (AVX-512 BF16), so that bf16 beats int8 here.
+bool CpuHasNativeBf16();
+// Whether int8 runs here: this build has the int8 CPU path (oneDNN headers found at build
+// time) and this CPU has VNNI.
+bool HasInt8Linear();
+
+class Int8Linear;
 
 // How the CPU linear layers run (see docs/model.md for the measurements).
 enum class CpuLinearKernel {
@@ -53,6 +60,8 @@ class BertBackend : public Backend {
     torch::Tensor ffn_in_w, ffn_in_b;
     torch::Tensor ffn_out_w, ffn_out_b;
     torch::Tensor ln2_w, ln2_b;
+    // model.precision int8: the four linear layers (their fp32 weights are dropped).
+    std::shared_ptr<const Int8Linear> qkv_q, attn_out_q, ffn_in_q, ffn_out_q;
   };
 
   // A batch with its tokens packed back to back (no padding): the linear layers,
@@ -72,8 +81,9 @@ class BertBackend : public Backend {
 
   BertBackend() = default;
   absl::Status LoadWeights(const SafetensorsFile& file);
-  torch::Tensor Linear(const torch::Tensor& x, const torch::Tensor& w,
-                       const torch::Tensor& b) const;
+  // x W^T + b, or through `int8` when set (model.precision int8).
+  torch::Tensor Linear(const torch::Tensor& x, const torch::Tensor& w, const torch::Tensor& b,
+                       const std::shared_ptr<const Int8Linear>& int8) const;
   // Packs `sequences` on the host and moves them to device_ in one copy.
   PackedBatch Pack(absl::Span<const TokenIds* const> sequences, int64_t longest) const;
   // Returns the last hidden state of every packed token, [total, H] in residual_dtype_.
@@ -114,6 +124,7 @@ class BertBackend : public Backend {
   torch::ScalarType dtype_ = torch::kFloat;           // matmul weights and inputs
   torch::ScalarType residual_dtype_ = torch::kFloat;  // embeddings, residual, LayerNorm
   int num_threads_ = 1;
+  bool int8_ = false;  // model.precision int8 (CPU)
   CpuLinearKernel cpu_linear_ = CpuLinearKernel::kAten;
   int64_t head_dim_ = 0;
   double attention_scale_ = 1.0;

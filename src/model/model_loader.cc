@@ -63,10 +63,21 @@ PrecisionChoice ChoosePrecision(const std::string& device, const std::string& re
   const bool bf16 = internal_model::CpuHasFastBf16();
   if (quantized) {
     if (gpu) return {"fp16", ""};
-    if (bf16) return {"bf16", ""};
-    return {"fp32",
-            "quantized: true on this cpu means bf16, which needs AVX-512 (avx512bw/vl/dq) "
-            "that this cpu lacks; serving fp32"};
+    if (internal_model::CpuHasNativeBf16()) return {"bf16", ""};
+    if (internal_model::HasInt8Linear()) return {"int8", ""};
+    if (bf16) {
+      return {"bf16", "quantized: true on this cpu means int8, which needs VNNI (and a build "
+                      "with oneDNN); serving bf16"};
+    }
+    return {"fp32", "quantized: true on this cpu means int8, which needs VNNI (and a build "
+                    "with oneDNN), and bf16 needs AVX-512; serving fp32"};
+  }
+  if (requested == "int8" && (gpu || !internal_model::HasInt8Linear())) {
+    const std::string instead = gpu ? "fp16" : "fp32";
+    return {instead, absl::StrCat("model.precision 'int8' ",
+                                  gpu ? "runs on cpu only"
+                                      : "needs a cpu with VNNI and a build with oneDNN",
+                                  "; serving ", instead, " instead")};
   }
   if (gpu || requested == "fp32") return {requested, ""};
   if (requested == "fp16") {

@@ -57,9 +57,9 @@ absl::Status ModelOptions::Validate() const {
     return absl::InvalidArgumentError(absl::StrCat(
         "model.device must be one of cpu, cuda, cuda:N, mps, auto; was '", device, "'"));
   }
-  if (precision != "fp32" && precision != "fp16" && precision != "bf16") {
+  if (precision != "fp32" && precision != "fp16" && precision != "bf16" && precision != "int8") {
     return absl::InvalidArgumentError(absl::StrCat(
-        "model.precision must be one of fp32, fp16, bf16; was '", precision, "'"));
+        "model.precision must be one of fp32, fp16, bf16, int8; was '", precision, "'"));
   }
   if (num_threads < 0 || num_threads > 1024) {
     return absl::InvalidArgumentError(absl::StrCat(

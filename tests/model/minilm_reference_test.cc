@@ -185,12 +185,13 @@ TEST(MiniLmReferenceTest, Fp32MatchesSentenceTransformers) {
   EXPECT_LE(worst, 1e-5) << nlohmann::json(ref.texts[worst_text].text).dump();
 }
 
-// Every other precision this CPU runs keeps the direction: min cosine >= 0.999 against
-// the fp32 reference. A precision this CPU cannot run is reported, not failed.
+// Every other precision this CPU runs keeps the direction against the fp32 reference:
+// bf16 min cosine >= 0.999; int8 min >= 0.99 and mean >= 0.995. A precision this CPU
+// cannot run is reported, not failed.
 TEST(MiniLmReferenceTest, OtherCpuPrecisionsKeepTheDirection) {
   const Reference& ref = LoadReference();
   int ran = 0;
-  for (const std::string precision : {"bf16", "fp16"}) {
+  for (const std::string precision : {"bf16", "fp16", "int8"}) {
     auto backend = LoadBackend(Options(precision));
     if (!backend.ok()) {
       std::printf("%s on cpu: not run here (%s)\n", precision.c_str(),
@@ -207,7 +208,8 @@ TEST(MiniLmReferenceTest, OtherCpuPrecisionsKeepTheDirection) {
     }
     std::printf("%s on cpu, %zu texts: min cosine %.6f, mean %.6f\n", precision.c_str(),
                 ref.texts.size(), worst, sum / ref.texts.size());
-    EXPECT_GE(worst, 0.999) << precision;
+    EXPECT_GE(worst, precision == "int8" ? 0.99 : 0.999) << precision;
+    if (precision == "int8") EXPECT_GE(sum / ref.texts.size(), 0.995);
   }
   if (ran == 0) GTEST_SKIP() << "this CPU runs no precision but fp32";
 }

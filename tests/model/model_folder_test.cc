@@ -27,8 +27,10 @@ TEST(ModelOptionsTest, ValidateNamesFieldRuleAndValue) {
   EXPECT_EQ(Message(o.Validate()),
             "model.device must be one of cpu, cuda, cuda:N, mps, auto; was 'cuda:x'");
   o.device = "cpu";
+  o.precision = "fp8";
+  EXPECT_EQ(Message(o.Validate()), "model.precision must be one of fp32, fp16, bf16, int8; was 'fp8'");
   o.precision = "int8";
-  EXPECT_EQ(Message(o.Validate()), "model.precision must be one of fp32, fp16, bf16; was 'int8'");
+  EXPECT_EQ(Message(o.Validate()), "");
   o.precision = "bf16";
   o.num_threads = -1;
   EXPECT_THAT(Message(o.Validate()), HasSubstr("model.num_threads must be in [0, 1024]"));

@@ -279,17 +279,17 @@ TEST_F(ModelLoaderTest, UnsupportedPoolingIsAnError) {
 TEST_F(ModelLoaderTest, InvalidOptionsAreRejectedBeforeReading) {
   ModelOptions options;
   options.path = dir_.string();
-  options.precision = "int8";
+  options.precision = "fp8";
   auto r = LoadModel(options);
   ASSERT_FALSE(r.ok());
-  EXPECT_EQ(r.status().message(), "model.precision must be one of fp32, fp16, bf16; was 'int8'");
+  EXPECT_EQ(r.status().message(), "model.precision must be one of fp32, fp16, bf16, int8; was 'fp8'");
 }
 
 // What the server loads for each precision it may be asked for on the CPU always loads:
 // a precision this CPU cannot run falls back, with the reason, instead of failing.
 TEST_F(ModelLoaderTest, ChosenPrecisionAlwaysLoadsOnTheCpu) {
   for (const bool quantized : {false, true}) {
-    for (const std::string requested : {"fp32", "fp16", "bf16"}) {
+    for (const std::string requested : {"fp32", "fp16", "bf16", "int8"}) {
       const PrecisionChoice choice = ChoosePrecision("cpu", requested, quantized);
       ModelOptions options;
       options.path = kTinyBert.string();
@@ -308,12 +308,13 @@ TEST_F(ModelLoaderTest, ChosenPrecisionAlwaysLoadsOnTheCpu) {
         }
       } else {
         EXPECT_NE(choice.precision, "fp16");  // no fp16 on a CPU
-        EXPECT_EQ(choice.fallback_reason.empty(), choice.precision == "bf16");
+        EXPECT_THAT(choice.precision, ::testing::AnyOf("bf16", "int8"));  // this build has int8
       }
     }
   }
   EXPECT_EQ(ChoosePrecision("cuda:0", "fp16", false).precision, "fp16");
   EXPECT_EQ(ChoosePrecision("cuda", "fp32", true).precision, "fp16");
+  EXPECT_EQ(ChoosePrecision("cuda:0", "int8", false).precision, "fp16");
 }
 
 TEST_F(ModelLoaderTest, SyntheticFolderLoadsAndSaysSo) {

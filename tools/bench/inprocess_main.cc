@@ -58,8 +58,11 @@ int main(int argc, char** argv) {
   app.add_option("--sentence-length", sentence_length, "short, 128, 256 or N (short)");
   app.add_option("--seed", seed, "generator seed (42), as embedserve-bench");
   app.add_option("--model", model_override, "model folder instead of the config's");
-  app.add_option("--precision", precision_override, "fp32, fp16, bf16 instead of the config's");
+  app.add_option("--precision", precision_override, "fp32, fp16, bf16, int8 instead of the config's");
   app.add_option("--out-dir", out_dir, "writes inprocess.csv and inprocess.json there");
+  std::string pairs_file;
+  app.add_option("--pairs-file", pairs_file,
+                 "TSV or JSON Lines file of pairs instead of generated ones (as embedserve-bench)");
   CLI11_PARSE(app, argc, argv);
 
   auto config = embedserve::LoadServerConfigFile(config_path);
@@ -97,13 +100,19 @@ int main(int argc, char** argv) {
   const embedserve::BackendInfo& info = model->backend->Info();
   const int64_t max_len = info.max_seq_length;
 
-  client::SentenceGenerator::Options gen_options;
-  gen_options.seed = seed;
-  gen_options.fixed_tokens = *tokens;
-  auto gen = client::SentenceGenerator::Create(gen_options);
-  if (!gen.ok()) return Fail(gen.status());
   std::vector<client::SentencePair> data;
-  for (int i = 0; i < 8192; ++i) data.push_back((*gen)->NextPair());
+  if (!pairs_file.empty()) {
+    auto loaded = client::LoadPairsFile(pairs_file);
+    if (!loaded.ok()) return Fail(loaded.status());
+    data = *std::move(loaded);
+  } else {
+    client::SentenceGenerator::Options gen_options;
+    gen_options.seed = seed;
+    gen_options.fixed_tokens = *tokens;
+    auto gen = client::SentenceGenerator::Create(gen_options);
+    if (!gen.ok()) return Fail(gen.status());
+    for (int i = 0; i < 8192; ++i) data.push_back((*gen)->NextPair());
+  }
 
   std::string name = std::filesystem::path(config_path).stem().string();
   client::RunInfo run;
@@ -121,6 +130,7 @@ int main(int argc, char** argv) {
   run["warmup_s"] = absl::StrCat(warmup_s);
   run["seed"] = absl::StrCat(seed);
   run["sentence_tokens"] = sentence_length;
+  run["pairs_file"] = pairs_file;
 
   std::vector<client::PointResult> results;
   size_t cursor = 0;

@@ -27,6 +27,7 @@
 #include "embedserve/client/load_generator.h"
 #include "embedserve/client/result_writer.h"
 #include "embedserve/client/sentence_generator.h"
+#include "nlohmann/json.hpp"
 
 namespace {
 
@@ -132,6 +133,10 @@ int main(int argc, char** argv) {
                                    "per-request deadline (default 30000)");
   auto* o_pairs = app.add_option("--pairs-file", pairs_file,
                                  "TSV or JSON Lines file of pairs instead of generated ones");
+  std::string write_pairs;
+  app.add_option("--write-pairs", write_pairs,
+                 "write the pairs the plan would send (generated or from --pairs-file) to "
+                 "this JSON Lines file and exit, so other clients can send the same texts");
   auto* o_pool = app.add_option("--pool-requests", pool_requests,
                                 "distinct prebuilt requests per point (default 64)");
   app.add_option("--vocab", vocab,
@@ -248,6 +253,19 @@ int main(int argc, char** argv) {
                                          max_batch, std::max<int64_t>(max_batch, 8192));
     data.reserve(wanted);
     for (int64_t i = 0; i < wanted; ++i) data.push_back((*gen)->NextPair());
+  }
+
+  if (!write_pairs.empty()) {
+    std::string lines;
+    for (const auto& pair : data) {
+      lines += nlohmann::json({{"text_a", pair.text_a}, {"text_b", pair.text_b}}).dump();
+      lines += "\n";
+    }
+    if (absl::Status s = embedserve::client::WriteFile(write_pairs, lines); !s.ok()) {
+      return Fail(s, kExitBadInput);
+    }
+    std::cerr << "[bench] wrote " << data.size() << " pairs to " << write_pairs << "\n";
+    return 0;
   }
 
   embedserve::client::LoadGenerator::Options lg_options;

@@ -64,7 +64,7 @@ int main(int argc, char** argv) {
   std::string normalize = "auto";
   app.add_option("--model,-m", options.path, "Model folder")->required();
   app.add_option("--device", options.device, "cpu, cuda, cuda:N, mps, auto")->capture_default_str();
-  app.add_option("--precision", options.precision, "fp32, fp16, bf16")->capture_default_str();
+  app.add_option("--precision", options.precision, "fp32, fp16, bf16, int8")->capture_default_str();
   app.add_option("--batch-size", batch_size, "Lines per forward pass")
       ->capture_default_str()
       ->check(CLI::Range(1, 65536));

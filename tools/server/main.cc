@@ -73,7 +73,7 @@ int Run(int argc, char** argv) {
                  "Prometheus port, 0 = any, -1 = off (server.metrics_port)");
   app.add_option("--model", f.model, "Model folder (model.path)");
   app.add_option("--device", f.device, "auto, cpu, cuda, cuda:N (model.device)");
-  app.add_option("--precision", f.precision, "fp32, fp16, bf16 (model.precision)");
+  app.add_option("--precision", f.precision, "fp32, fp16, bf16, int8 (model.precision)");
   app.add_option("--log-level", f.log_level,
                  "trace, debug, info, warn, error, critical, off (logging.level)");
   app.add_flag("--print-config", f.print_config, "Print the effective config and exit");

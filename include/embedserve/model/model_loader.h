@@ -40,8 +40,8 @@ absl::StatusOr<std::unique_ptr<Backend>> LoadBackend(const ModelOptions& options
 // The precision a server loads for `requested` on `device` (cpu, cuda, cuda:N, mps or
 // auto): `requested` itself when this build and machine run it, else the closest one
 // that runs, with `fallback_reason` saying why (empty when there is no fallback). With
-// `quantized` (the config's `quantized: true`), the half precision of the device:
-// fp16 on a GPU, bf16 on a CPU with AVX-512, else fp32. LoadModel itself never falls
+// `quantized` (the config's `quantized: true`), the device's fast small type: fp16 on
+// a GPU; on a CPU bf16 where it is native (AVX-512 BF16), else int8. LoadModel itself never falls
 // back: it refuses a precision it cannot run.
 struct PrecisionChoice {
   std::string precision;

@@ -17,7 +17,9 @@ struct ModelOptions {
   std::string path;
   // cpu, cuda, cuda:N, mps, or auto (cuda if available, then mps, then cpu).
   std::string device = "auto";
-  // fp32, fp16 or bf16: weights are converted once at load; pooling stays fp32.
+  // fp32, fp16, bf16 or int8 (CPU only: int8 weights per output channel and int8
+  // activations per token in the linear layers, the rest fp32): weights are converted
+  // once at load; pooling stays fp32.
   std::string precision = "fp32";
   // Intra-op threads; 0 = the cores this process may use (sched_getaffinity and the
   // cgroup cpu.max quota), see UsableCpuCount().
@@ -33,7 +35,7 @@ struct ModelOptions {
 
   // Checks each field on its own (the folder is checked by LoadModel). Messages name the
   // field, the rule and the value, e.g.
-  // "model.precision must be one of fp32, fp16, bf16; was 'int8'".
+  // "model.precision must be one of fp32, fp16, bf16, int8; was 'fp8'".
   absl::Status Validate() const;
 };
 

@@ -1,0 +1,129 @@
+#!/usr/bin/env python3
+"""Turns one bench/peers/run.sh folder into docs/results/cpu-peers/: README.md (machine,
+versions, the GEMM ceiling, in-process and served tables with every A/B/A round, the
+model's FLOP rate against the ceiling) and plots, plus the raw files it read.
+
+Usage: .venv-peers/bin/python bench/peers/report.py RUN_DIR --out docs/results/cpu-peers
+"""
+import argparse
+import glob
+import json
+import os
+import shutil
+import statistics
+
+# all-MiniLM-L6-v2 per token: 6 layers x (4 H^2 attention projections + 8 H^2 FFN)
+# multiply-adds, H = 384, i.e. 2 x 12 x 384^2 x 6 FLOP; attention scores add ~2 x 2 x L x H
+# per layer (L ~ 14 here: <1%), left out.
+FLOP_PER_TOKEN = 2 * 12 * 384 * 384 * 6
+
+
+def load_inprocess(run):
+    """{system: {round: {batch: point}}} in texts/s, p50, p99 (ms), tokens/text."""
+    out = {}
+    for path in sorted(glob.glob(os.path.join(run, "inprocess", "*"))):
+        base = os.path.basename(path)
+        if os.path.isdir(path):  # embedserve-bench-inprocess --out-dir
+            system, rnd = base.rsplit("_", 1)
+            data = json.load(open(os.path.join(path, "inprocess.json")))
+            pts = {p["batch_size"]: {"texts_per_s": p["items_per_s"], "p50_ms": p["latency_ms"]["p50"],
+                                     "p99_ms": p["latency_ms"]["p99"],
+                                     "tokens": p.get("tokens_per_item", 0)} for p in data["points"]}
+        else:
+            system, rnd = base[:-5].rsplit("_", 1)
+            data = json.load(open(path))
+            pts = {p["batch_size"]: p for p in data["points"]}
+        out.setdefault(system, {})[rnd] = pts
+    return out
+
+
+def gemm_ceiling(run):
+    data = json.load(open(os.path.join(run, "gemm.json")))
+    best = {}
+    for b in data["benchmarks"]:
+        for key in ("GF/s", "GF/cpu-s"):
+            if key in b:
+                best[b["name"].split("/process_time")[0] + " " + key] = b[key] / 1e9 if b[key] > 1e6 else b[key]
+    return best
+
+
+def fmt(x, digits=0):
+    return f"{x:,.{digits}f}"
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("run")
+    ap.add_argument("--out", required=True)
+    args = ap.parse_args()
+    run, out = args.run, args.out
+    os.makedirs(out, exist_ok=True)
+    raw = os.path.join(out, "raw")
+    if os.path.abspath(run) != os.path.abspath(raw):
+        shutil.rmtree(raw, ignore_errors=True)
+        shutil.copytree(run, raw, ignore=shutil.ignore_patterns("*.onnx", "pairs.jsonl"))
+    inproc = load_inprocess(run)
+    ceiling = gemm_ceiling(run)
+    fid = json.load(open(os.path.join(run, "onnx", "onnx_fidelity.json")))
+    lines = ["# CPU peers: embedserve beside what users run instead", "",
+             "Made by `bench/peers/run.sh` (one run, every system on the same ~14-token "
+             "sentences, 2 threads each) and `bench/peers/report.py`; raw files in raw/.", "",
+             "## Machine", "", "```", open(os.path.join(run, "machine.txt")).read().strip(), "```", "",
+             "## GEMM ceiling (bench/model/linear_kernels_bench, same run)", "",
+             "| benchmark | value |", "|---|---|"]
+    for k, v in sorted(ceiling.items()):
+        lines.append(f"| {k} | {v:.1f} |")
+    sgemm = [v for k, v in ceiling.items() if "bits:32/n:1536" in k and k.endswith("GF/s")]
+    peak = max(sgemm) if sgemm else 0
+    lines += ["", "## ONNX Runtime export fidelity (512 reference texts, against sentence-transformers fp32)", "",
+              "| graph | min cosine | mean cosine |", "|---|---|---|"]
+    for name in ("fp32_plain", "fp32_fused", "int8"):
+        lines.append(f"| {name} | {fid[name]['min_cosine']:.6f} | {fid[name]['mean_cosine']:.6f} |")
+    lines += ["", f"fp32 peer: `{fid['fp32_peer']}`; fusions: `{json.dumps(fid.get('fused_fusions', {}))}`", ""]
+    batches = sorted({b for s in inproc.values() for r in s.values() for b in r})
+    lines += ["## In process: texts/s (rounds A / B / A2), 2 threads", "",
+              "| system | " + " | ".join(f"batch {b}" for b in batches) + " | batch 1 p50 / p99 ms |",
+              "|---|" + "---|" * (len(batches) + 1)]
+    medians = {}
+    for system in sorted(inproc):
+        rounds = inproc[system]
+        cells = []
+        for b in batches:
+            vals = [rounds[r][b]["texts_per_s"] for r in sorted(rounds) if b in rounds[r]]
+            medians[(system, b)] = statistics.median(vals) if vals else 0
+            cells.append(" / ".join(fmt(v) for v in vals))
+        p = [rounds[r][1] for r in sorted(rounds) if 1 in rounds[r]]
+        lat = " / ".join(f"{x['p50_ms']:.2f}-{x['p99_ms']:.2f}" for x in p)
+        lines.append(f"| {system} | " + " | ".join(cells) + f" | {lat} |")
+    tokens = [r[b]["tokens"] for r in inproc.get("embedserve_fp32", {}).values() for b in r if r[b].get("tokens")]
+    tok = statistics.mean(tokens) if tokens else 0
+    lines += ["", f"Tokens per text (embedserve's count, [CLS]/[SEP] included): {tok:.1f}.", ""]
+    if peak and tok:
+        lines += ["### Model FLOP rate at batch 32 against the GEMM ceiling", "",
+                  f"{FLOP_PER_TOKEN / 1e6:.1f} MFLOP per token (linear layers) x {tok:.1f} tokens; "
+                  f"ceiling: fp32 sgemm n 1536 x k 384 at {peak:.1f} GF/s.", "",
+                  "| system | texts/s (median) | GFLOP/s | share of the ceiling |", "|---|---|---|---|"]
+        for system in sorted(inproc):
+            v = medians.get((system, 32), 0)
+            gf = v * tok * FLOP_PER_TOKEN / 1e9
+            lines.append(f"| {system} | {fmt(v)} | {gf:.1f} | {100 * gf / peak:.0f}% |")
+        lines.append("")
+    served = {}
+    for path in sorted(glob.glob(os.path.join(run, "served", "*", "bench.json"))):
+        served[os.path.basename(os.path.dirname(path))] = json.load(open(path))["points"]
+    if served:
+        lines += ["## Served, Similarity over gRPC (embedserve-bench)", "",
+                  "| server | batch | concurrency | pairs/s | p50 ms | p99 ms | errors |", "|---|---|---|---|---|---|---|"]
+        for name, pts in served.items():
+            for p in pts:
+                lines.append(f"| {name} | {p['batch_size']} | {p['concurrency']} | {fmt(p['items_per_s'])} | "
+                             f"{p['latency_ms']['p50']:.2f} | {p['latency_ms']['p99']:.2f} | "
+                             f"{p['requests_failed']} |")
+        lines.append("")
+    with open(os.path.join(out, "README.md"), "w") as f:
+        f.write("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,116 @@
+#!/usr/bin/env bash
+# Measures embedserve and what users run instead on CPU, in ONE run, on the real
+# all-MiniLM-L6-v2 and the same sentences (embedserve-bench's generated ~14-token pairs,
+# written once to pairs.jsonl): the GEMM ceiling first, then each in-process system
+# in rounds A, B, A (each system once per round, so drift shows as A != A), then the
+# served systems.
+#   in process (texts/s at batch 1, 8, 32, 128; call p50/p99), 2 threads each:
+#     embedserve fp32 (+ bf16 where the CPU runs it)  embedserve-bench-inprocess
+#     sentence-transformers fp32 (CPU torch)           inprocess.py --system st
+#     ONNX Runtime fp32 (the best fusion level that keeps cosine >= 0.9999), and int8
+#                                                      inprocess.py --system ort
+#   served, Similarity (embedserve-bench, gRPC): batch 32 at concurrency 4, batch 1 at
+#     concurrency 1 and 32, pairs/s and p50/p99:
+#     embedserve (experiments/minilm_batching.yaml)
+#     the Python grpcio + sentence-transformers server (py_grpc_server.py)
+# Writes OUT/ (default results/cpu-peers/<UTC time>): machine.txt, versions/, pairs.jsonl,
+# gemm.json, onnx/onnx_fidelity.json, inprocess/*.json, served/*/bench.json, run.log.
+# Then: .venv-peers/bin/python bench/peers/report.py OUT --out docs/results/cpu-peers
+# Usage: bench/peers/run.sh [--duration-s S] [--out DIR] [--skip-served]
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+ROOT=$(pwd)
+DURATION=10
+OUT=results/cpu-peers/$(date -u +%Y%m%dT%H%M%SZ)
+SERVED=1
+while [ $# -gt 0 ]; do
+  case $1 in
+    --duration-s) DURATION=$2; shift 2 ;;
+    --out) OUT=$2; shift 2 ;;
+    --skip-served) SERVED=0; shift ;;
+    *) echo "run.sh: unknown argument $1" >&2; exit 2 ;;
+  esac
+done
+export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-PASSIVE}
+mkdir -p "$OUT"/inprocess "$OUT"/served "$OUT"/versions
+exec > >(tee -a "$OUT/run.log") 2>&1
+step() { echo "=== $* ($(date -u +%T))"; }
+
+step "setup"
+bench/peers/setup.sh
+cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release >/dev/null
+cmake --build build -j "$(nproc)" --target embedserve embedserve-bench \
+  embedserve-bench-inprocess linear_kernels_bench
+PY=.venv-peers/bin/python
+
+step "machine"
+{
+  lscpu | grep -E 'Model name|^CPU\(s\)|Thread|Flags' | sed -E 's/(Flags:).*/\1 '"$(grep -o 'avx[^ ]*' /proc/cpuinfo | sort -u | tr '\n' ' ')"'/'
+  free -g | head -2
+  echo "commit $(git rev-parse HEAD)$(git diff --quiet HEAD || echo ' (with uncommitted changes)')"
+  date -u
+} >"$OUT/machine.txt"
+cat "$OUT/machine.txt"
+$PY -m pip freeze >"$OUT/versions/peers.txt"
+
+step "pairs"
+build/tools/bench/embedserve-bench --batch-sizes 128 --concurrencies 1 --write-pairs "$OUT/pairs.jsonl"
+
+step "ONNX export and fidelity"
+$PY bench/peers/export_onnx.py "$OUT/onnx" | tail -5
+FP32_ONNX=$OUT/onnx/$($PY -c "import json,sys; r=json.load(open(sys.argv[1])); print('model_opt.onnx' if r['fp32_peer']=='fp32_fused' else 'model.onnx')" "$OUT/onnx/onnx_fidelity.json")
+
+step "GEMM ceiling (linear_kernels_bench, 2 threads)"
+EMBEDSERVE_BENCH_THREADS=2 build/bench/model/linear_kernels_bench \
+  --benchmark_filter='BM_Linear/kernel:0/bits:32/n:1536/k:384|BM_Fma' \
+  --benchmark_format=json --benchmark_out="$OUT/gemm.json" --benchmark_out_format=json \
+  --benchmark_min_time=1 | tail -8
+
+BATCHES=1,8,32,128
+bf16=0
+if lscpu | grep -q avx512bw; then bf16=1; fi
+for round in A B A2; do
+  step "in process, round $round"
+  build/tools/bench/embedserve-bench-inprocess --config experiments/minilm_batching.yaml \
+    --method embed --batch-sizes $BATCHES --duration-s "$DURATION" --warmup-s 2 \
+    --pairs-file "$OUT/pairs.jsonl" --out-dir "$OUT/inprocess/embedserve_fp32_$round" 2>&1 | grep inprocess
+  if [ $bf16 = 1 ]; then
+    build/tools/bench/embedserve-bench-inprocess --config experiments/minilm_batching.yaml \
+      --precision bf16 --method embed --batch-sizes $BATCHES --duration-s "$DURATION" \
+      --warmup-s 2 --pairs-file "$OUT/pairs.jsonl" \
+      --out-dir "$OUT/inprocess/embedserve_bf16_$round" 2>&1 | grep inprocess
+  fi
+  $PY bench/peers/inprocess.py --system st --name st_fp32 --pairs "$OUT/pairs.jsonl" \
+    --batch-sizes $BATCHES --duration-s "$DURATION" --out "$OUT/inprocess/st_fp32_$round.json"
+  $PY bench/peers/inprocess.py --system ort --name ort_fp32 --onnx "$FP32_ONNX" \
+    --pairs "$OUT/pairs.jsonl" --batch-sizes $BATCHES --duration-s "$DURATION" \
+    --out "$OUT/inprocess/ort_fp32_$round.json"
+  $PY bench/peers/inprocess.py --system ort --name ort_int8 --onnx "$OUT/onnx/model_int8.onnx" \
+    --pairs "$OUT/pairs.jsonl" --batch-sizes $BATCHES --duration-s "$DURATION" \
+    --out "$OUT/inprocess/ort_int8_$round.json"
+done
+
+if [ $SERVED = 1 ]; then
+  free_port() { /usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+  sweep() {  # sweep NAME PORT: Similarity b32 c4, b1 c1, b1 c32 against 127.0.0.1:PORT
+    build/tools/bench/embedserve-bench --target "127.0.0.1:$2" --wait-ready 120 \
+      --method similarity --batch-sizes 32 --concurrencies 4 --extra-grid 1/1,32 \
+      --duration-s "$DURATION" --warmup-s 2 --pairs-file "$OUT/pairs.jsonl" \
+      --experiment "$1" --out-dir "$OUT/served/$1" 2>&1 | grep -v '^\[bench\] waiting'
+  }
+  step "served: embedserve (gRPC)"
+  port=$(free_port)
+  build/tools/server/embedserve --config experiments/minilm_batching.yaml --port "$port" \
+    --metrics-port -1 --log-level warn &
+  pid=$!
+  sweep embedserve "$port"
+  kill -TERM $pid; wait $pid || true
+
+  step "served: Python grpcio + sentence-transformers"
+  port=$(free_port)
+  $PY bench/peers/py_grpc_server.py --port "$port" --workers 8 --threads 2 &
+  pid=$!
+  sweep py_grpc_st "$port"
+  kill -TERM $pid; wait $pid || true
+fi
+step "done: $OUT"

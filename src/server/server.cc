@@ -23,6 +23,7 @@
 #include "embedserve/server/embedding_service.h"
 #include "embedserve/server/metrics.h"
 #include "embedserve/tokenizer/tokenizer.h"
+#include "pipeline/embedding_pipeline.h"
 
 namespace embedserve {
 
@@ -62,12 +63,15 @@ class EmbedServer::Impl {
     ES_RETURN_IF_ERROR(config_.Validate());
     metrics_ = std::make_unique<ServerMetrics>();
 
+    EmbeddingPipeline::Options po;
+    po.max_texts_per_request = config_.server.max_texts_per_request;
+    po.max_seq_length = config_.model.max_seq_length;
+    po.log_requests = config_.logging.log_requests;
+    po.model_name = config_.model.name;
+    ES_ASSIGN_OR_RETURN(pipeline_, EmbeddingPipeline::Create(po, metrics_.get()));
+
     EmbeddingService::Options so;
-    so.max_texts_per_request = config_.server.max_texts_per_request;
     so.max_stream_backlog = config_.server.max_stream_backlog;
-    so.max_seq_length = config_.model.max_seq_length;
-    so.log_requests = config_.logging.log_requests;
-    so.model_name = config_.model.name;
     so.versions = {{"embedserve", EMBEDSERVE_VERSION_STRING},
                    {"grpc", grpc::Version()}};
     v1::BatchingInfo& bi = so.batching_info;
@@ -77,7 +81,7 @@ class EmbedServer::Impl {
     bi.set_max_queue_delay_us(config_.batching.max_queue_delay_us);
     bi.set_max_queue_sequences(config_.batching.max_queue_sequences);
     bi.set_workers(config_.batching.workers);
-    ES_ASSIGN_OR_RETURN(service_, EmbeddingService::Create(so, metrics_.get()));
+    ES_ASSIGN_OR_RETURN(service_, EmbeddingService::Create(so, pipeline_.get(), metrics_.get()));
 
     // gRPC: the service, health (NOT_SERVING until warmed up) and reflection.
     grpc::EnableDefaultHealthCheckService(true);
@@ -148,8 +152,8 @@ class EmbedServer::Impl {
       return batcher.status();
     }
     batcher_ = *std::move(batcher);
-    if (absl::Status s = service_->AttachModel(model_.tokenizer.get(), model_.backend.get(),
-                                               batcher_.get());
+    if (absl::Status s = pipeline_->AttachModel(model_.tokenizer.get(), model_.backend.get(),
+                                                batcher_.get());
         !s.ok()) {
       StopAll(0);
       return s;
@@ -267,6 +271,7 @@ class EmbedServer::Impl {
   ServingModel model_;
   std::unique_ptr<ServerMetrics> metrics_;
   std::unique_ptr<Batcher> batcher_;
+  std::unique_ptr<EmbeddingPipeline> pipeline_;
   std::unique_ptr<EmbeddingService> service_;
   std::unique_ptr<MetricsHttpServer> http_;
   std::unique_ptr<grpc::Server> server_;

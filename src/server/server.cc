@@ -13,6 +13,7 @@
 #include <memory>
 #include <string>
 #include <utility>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
@@ -23,6 +24,8 @@
 #include "embedserve/server/embedding_service.h"
 #include "embedserve/server/metrics.h"
 #include "embedserve/tokenizer/tokenizer.h"
+#include "http/http_front_door.h"
+#include "http/http_server.h"
 #include "pipeline/embedding_pipeline.h"
 
 namespace embedserve {
@@ -107,9 +110,32 @@ class EmbedServer::Impl {
     }
     health_ = server_->GetHealthCheckService();
     SetHealth(false);
+    // HTTP: the API port (OpenAI and TEI routes, /health, /metrics) and the metrics
+    // port (/metrics only), two listeners of one server.
+    std::vector<HttpServer::Listener> listeners;
+    if (config_.server.http_port >= 0) {
+      HttpFrontDoor::Options fo;
+      fo.api_key = config_.server.http_api_key;
+      fo.version = EMBEDSERVE_VERSION_STRING;
+      fo.max_batch_tokens = config_.batching.max_batch_tokens;
+      fo.max_concurrent_requests = config_.batching.max_queue_sequences;
+      front_door_ = std::make_unique<HttpFrontDoor>(fo, pipeline_.get(), metrics_.get());
+      http_index_ = static_cast<int>(listeners.size());
+      listeners.push_back({config_.server.http_port, front_door_.get()});
+    }
     if (config_.server.metrics_port >= 0) {
-      auto http = MetricsHttpServer::Start(config_.server.host, config_.server.metrics_port,
-                                           metrics_.get());
+      metrics_handler_ = std::make_unique<MetricsHandler>(metrics_.get());
+      metrics_index_ = static_cast<int>(listeners.size());
+      listeners.push_back({config_.server.metrics_port, metrics_handler_.get()});
+    }
+    if (!listeners.empty()) {
+      HttpServer::Options ho;
+      ho.host = config_.server.host;
+      ho.threads = config_.server.http_threads;
+      ho.max_body_bytes = config_.server.http_max_body_bytes;
+      ho.header_timeout_ms = config_.server.http_header_timeout_ms;
+      ho.idle_timeout_ms = config_.server.http_idle_timeout_ms;
+      auto http = HttpServer::Start(ho, listeners);
       if (!http.ok()) {
         StopGrpc(0);
         return http.status();
@@ -190,12 +216,14 @@ class EmbedServer::Impl {
   }
 
   int port() const { return port_; }
-  int metrics_port() const { return http_ ? http_->port() : -1; }
+  int metrics_port() const { return metrics_index_ >= 0 ? http_->port(metrics_index_) : -1; }
+  int http_port() const { return http_index_ >= 0 ? http_->port(http_index_) : -1; }
   const ServerConfig& config() const { return config_; }
   const std::string& summary() const { return summary_; }
 
  private:
   void SetHealth(bool serving) {
+    if (front_door_ != nullptr) front_door_->SetHealthy(serving);
     if (health_ == nullptr) return;
     health_->SetServingStatus(serving);  // "" (the whole server) and every service
     health_->SetServingStatus(kServiceName, serving);
@@ -217,7 +245,8 @@ class EmbedServer::Impl {
       std::this_thread::sleep_for(std::chrono::milliseconds(config_.server.shutdown_delay_ms));
     }
     const auto start = std::chrono::steady_clock::now();
-    if (service_ != nullptr) service_->SetServing(false);
+    if (service_ != nullptr) service_->SetServing(false);  // HTTP answers 503 from now on
+    if (http_ != nullptr) http_->StopAccepting();
     StopGrpc(grace_us);
     if (batcher_ != nullptr) {
       const int64_t used = std::chrono::duration_cast<std::chrono::microseconds>(
@@ -225,6 +254,7 @@ class EmbedServer::Impl {
                                .count();
       batcher_->Shutdown(std::max<int64_t>(0, grace_us - used));
     }
+    // Every accepted call has been answered (the batcher flushed): close what is left.
     if (http_ != nullptr) http_->Stop();
   }
 
@@ -273,7 +303,11 @@ class EmbedServer::Impl {
   std::unique_ptr<Batcher> batcher_;
   std::unique_ptr<EmbeddingPipeline> pipeline_;
   std::unique_ptr<EmbeddingService> service_;
-  std::unique_ptr<MetricsHttpServer> http_;
+  std::unique_ptr<HttpFrontDoor> front_door_;
+  std::unique_ptr<MetricsHandler> metrics_handler_;
+  std::unique_ptr<HttpServer> http_;
+  int http_index_ = -1;     // listener of http_port in http_, -1 off
+  int metrics_index_ = -1;  // listener of metrics_port in http_, -1 off
   std::unique_ptr<grpc::Server> server_;
   grpc::HealthCheckServiceInterface* health_ = nullptr;
   int port_ = 0;
@@ -296,6 +330,7 @@ EmbedServer::~EmbedServer() = default;
 
 int EmbedServer::port() const { return impl_->port(); }
 int EmbedServer::metrics_port() const { return impl_->metrics_port(); }
+int EmbedServer::http_port() const { return impl_->http_port(); }
 std::string EmbedServer::address() const {
   return HostPort(impl_->config().server.host, impl_->port());
 }

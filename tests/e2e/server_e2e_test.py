@@ -64,7 +64,7 @@ class Server:
     def __init__(self, binary, model, extra_yaml=""):
         self.config = tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False)
         self.config.write(
-            "server:\n  port: 0\n  metrics_port: 0\n  shutdown_grace_ms: 20000\n"
+            "server:\n  port: 0\n  metrics_port: 0\n  http_port: 0\n  shutdown_grace_ms: 20000\n"
             "  max_texts_per_request: 64\n"
             "model:\n  device: cpu\n"
             "logging:\n  level: info\n" + extra_yaml)

@@ -47,6 +47,7 @@ ServerConfig TestConfig() {
   ServerConfig config;
   config.server.port = 0;
   config.server.metrics_port = 0;
+  config.server.http_port = 0;
   config.server.max_texts_per_request = 8;
   config.server.shutdown_grace_ms = 5000;
   config.batching.max_batch_size = 16;

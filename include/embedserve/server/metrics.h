@@ -1,9 +1,9 @@
 // Server metrics in the Prometheus text format: requests by method and status code,
 // per-stage duration histograms (tokenize, queue, inference, total), batch size in
-// sequences and tokens, queue depth and padding ratio. Fed by the EmbeddingService
-// (per request) and by the Batcher (BatchObserver, per batch); served on /metrics by
-// MetricsHttpServer. Thread-safe: every method may be called from any thread (lock-free
-// counters).
+// sequences and tokens, queue depth and padding ratio. Fed by the front doors (per
+// request), the pipeline (per stage) and the Batcher (BatchObserver, per batch); served
+// on GET /metrics by the HTTP server (src/http/). Thread-safe: every method may be
+// called from any thread (lock-free counters).
 #ifndef EMBEDSERVE_SERVER_METRICS_H_
 #define EMBEDSERVE_SERVER_METRICS_H_
 
@@ -12,7 +12,6 @@
 #include <cstdint>
 #include <memory>
 #include <string>
-#include <thread>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -80,35 +79,6 @@ class ServerMetrics final : public BatchObserver {
   std::atomic<uint64_t> batches_failed_{0};
   std::atomic<int64_t> queue_depth_{0};
   std::array<std::atomic<uint64_t>, kNumCodes> dropped_sequences_{};
-};
-
-// A tiny HTTP/1.0 responder for /metrics on its own thread (GET /metrics -> 200 with
-// RenderPrometheus(), GET /healthz -> 200 "ok", anything else -> 404). One connection at
-// a time; each is closed after the reply. Thread-safe: Stop() from any thread.
-class MetricsHttpServer {
- public:
-  // Binds host:port (port 0 = a free one) and starts serving. `metrics` must outlive it.
-  static absl::StatusOr<std::unique_ptr<MetricsHttpServer>> Start(const std::string& host,
-                                                                  int port,
-                                                                  const ServerMetrics* metrics);
-  ~MetricsHttpServer();  // Stop()
-  MetricsHttpServer(const MetricsHttpServer&) = delete;
-  MetricsHttpServer& operator=(const MetricsHttpServer&) = delete;
-
-  int port() const { return port_; }
-  // Closes the socket and joins the thread. Idempotent.
-  void Stop();
-
- private:
-  MetricsHttpServer(int listen_fd, int wake_read, int wake_write, int port,
-                    const ServerMetrics* metrics);
-  void Loop();
-  void Serve(int fd);
-
-  const int listen_fd_, wake_read_, wake_write_, port_;
-  const ServerMetrics* const metrics_;
-  std::thread thread_;
-  std::atomic<bool> stopped_{false};
 };
 
 }  // namespace embedserve

@@ -46,11 +46,9 @@ class SessionRegistry {
     }
     if (empty) cv_.notify_all();
   }
-  template <typename F>
-  void ForEach(F f) {
-    std::lock_guard<std::mutex> lock(mu_);
-    for (Session* s : open_) f(s);
-  }
+  // The open sessions, kept alive by the caller: dropping the last reference ends a
+  // session, and its destructor takes mu_, so the references must go outside the lock.
+  std::vector<std::shared_ptr<Session>> Snapshot();
   // True when every session ended before `timeout`.
   bool WaitEmpty(std::chrono::milliseconds timeout) {
     std::unique_lock<std::mutex> lock(mu_);
@@ -254,6 +252,17 @@ class Session : public std::enable_shared_from_this<Session> {
   char drain_[4096];
 };
 
+std::vector<std::shared_ptr<Session>> SessionRegistry::Snapshot() {
+  std::vector<std::shared_ptr<Session>> alive;
+  std::lock_guard<std::mutex> lock(mu_);
+  alive.reserve(open_.size());
+  for (Session* s : open_) {
+    // A session whose last reference is being dropped elsewhere needs no closing.
+    if (auto p = s->weak_from_this().lock()) alive.push_back(std::move(p));
+  }
+  return alive;
+}
+
 }  // namespace
 
 class HttpServer::Impl {
@@ -309,10 +318,7 @@ class HttpServer::Impl {
       stopped_ = true;
     }
     StopAccepting();
-    registry_.ForEach([](Session* s) {
-      // A session whose last reference is being dropped elsewhere needs no closing.
-      if (auto alive = s->weak_from_this().lock()) alive->Close();
-    });
+    for (const auto& session : registry_.Snapshot()) session->Close();
     // Closing is quick (no waiting on clients); the bound only guards against a bug.
     if (!registry_.WaitEmpty(std::chrono::milliseconds(2000))) {
       spdlog::warn("HTTP server: connections still open after close; stopping anyway");

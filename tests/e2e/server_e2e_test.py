@@ -290,7 +290,7 @@ class CommandLineTest(unittest.TestCase):
 
     def test_missing_model_is_a_clear_error(self):
         out = subprocess.run([ARGS.binary, "--port", "0", "--metrics-port", "-1",
-                              "--model", "/nonexistent/folder"],
+                              "--http-port", "-1", "--model", "/nonexistent/folder"],
                              capture_output=True, text=True, timeout=60)
         self.assertEqual(out.returncode, 1)
         self.assertIn("/nonexistent/folder", out.stderr)

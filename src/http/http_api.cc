@@ -41,7 +41,7 @@ absl::StatusOr<json> ParseObject(absl::string_view body) {
   json doc;
   try {
     doc = json::parse(body.begin(), body.end());
-  } catch (const json::parse_error& e) {
+  } catch (const json::exception& e) {  // parse_error, or out_of_range for 1e9999
     return absl::InvalidArgumentError(absl::StrCat("the body is not valid JSON: ", e.what()));
   }
   if (!doc.is_object()) return WrongType("the body", "a JSON object", doc);

@@ -44,6 +44,7 @@ TEST(OpenAiRequestTest, ErrorsNameTheKey) {
     return std::string(ParseOpenAiEmbeddingsRequest(body).status().message());
   };
   EXPECT_THAT(msg("{"), HasSubstr("not valid JSON"));
+  EXPECT_THAT(msg(R"({"input": 1e9999})"), HasSubstr("not valid JSON"));  // found by the fuzzer
   EXPECT_THAT(msg("[1]"), HasSubstr("the body must be a JSON object; was an array"));
   EXPECT_THAT(msg("{}"), HasSubstr("input is required"));
   EXPECT_THAT(msg(R"({"input": []})"), HasSubstr("input must not be an empty array"));

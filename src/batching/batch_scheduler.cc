@@ -26,7 +26,7 @@ BatchScheduler::~BatchScheduler() {
 }
 
 absl::StatusOr<std::unique_ptr<RequestState>> BatchScheduler::Prepare(
-    const Batcher::Options& options, int64_t dimension, BatchRequest request) {
+    const Batcher::Options& options, int64_t dimension, BatchRequest& request) {
   const size_t n = request.sequences.size();
   if (n == 0) return absl::InvalidArgumentError("request has no sequences");
   if (n > static_cast<size_t>(options.max_queue_sequences)) {
@@ -55,6 +55,13 @@ absl::StatusOr<std::unique_ptr<RequestState>> BatchScheduler::Prepare(
   state->result.values.resize(n * static_cast<size_t>(dimension));
   state->pending = static_cast<int32_t>(n);
   return state;
+}
+
+void BatchScheduler::Unprepare(std::unique_ptr<RequestState> state, BatchRequest* request) {
+  request->sequences = std::move(state->sequences);
+  request->deadline_us = state->deadline_us;
+  request->is_cancelled = std::move(state->is_cancelled);
+  request->done = std::move(state->done);
 }
 
 absl::Status BatchScheduler::Enqueue(std::unique_ptr<RequestState>& request, int64_t now_us) {

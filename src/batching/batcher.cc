@@ -35,12 +35,12 @@ absl::Status Batcher::Options::Validate() const {
   ES_RETURN_IF_ERROR(AtLeast("max_batch_tokens", max_batch_tokens, 1));
   ES_RETURN_IF_ERROR(AtLeast("max_queue_delay_us", max_queue_delay_us, 0));
   ES_RETURN_IF_ERROR(AtLeast("max_queue_sequences", max_queue_sequences, 1));
-  ES_RETURN_IF_ERROR(AtLeast("num_workers", num_workers, 1));
+  ES_RETURN_IF_ERROR(AtLeast("workers", num_workers, 1));
   ES_RETURN_IF_ERROR(AtLeast("length_bucketing_max_age_us", length_bucketing_max_age_us, 0));
   ES_RETURN_IF_ERROR(AtLeast("idle_spin_us", idle_spin_us, 0));
-  constexpr int64_t kMaxWorkers = 1024;
+  constexpr int64_t kMaxWorkers = 256;  // as the config allows
   if (num_workers > kMaxWorkers) {
-    return absl::InvalidArgumentError(absl::StrCat("batching.num_workers must be <= ",
+    return absl::InvalidArgumentError(absl::StrCat("batching.workers must be <= ",
                                                    kMaxWorkers, "; was ", num_workers));
   }
   if (idle_spin_us > kMaxIdleSpinUs) {
@@ -80,15 +80,23 @@ Batcher::Batcher(const Options& options, Backend* backend, BatchObserver* observ
 
 Batcher::~Batcher() { Shutdown(); }
 
-absl::Status Batcher::Submit(BatchRequest request) {
+absl::Status Batcher::Submit(BatchRequest&& request) {
   ES_ASSIGN_OR_RETURN(std::unique_ptr<batching_internal::RequestState> state,
-                      BatchScheduler::Prepare(options_, dimension_, std::move(request)));
+                      BatchScheduler::Prepare(options_, dimension_, request));
+  absl::Status status;
   bool wake = false;
   {
     batching_internal::MutexLock lock(&mu_);
-    if (stopping_) return absl::UnavailableError("batcher is shutting down; request not accepted");
-    ES_RETURN_IF_ERROR(scheduler_->Enqueue(state, clock_->NowMicros()));
-    wake = SignalWorkLocked();
+    if (stopping_) {
+      status = absl::UnavailableError("batcher is shutting down; request not accepted");
+    } else {
+      status = scheduler_->Enqueue(state, clock_->NowMicros());  // releases `state` iff OK
+      if (status.ok()) wake = SignalWorkLocked();
+    }
+  }
+  if (!status.ok()) {
+    BatchScheduler::Unprepare(std::move(state), &request);  // the caller keeps it
+    return status;
   }
   if (wake) work_cv_.NotifyOne();
   return absl::OkStatus();

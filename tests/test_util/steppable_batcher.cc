@@ -39,7 +39,7 @@ SteppableBatcher::SteppableBatcher(const Batcher::Options& options, Backend* bac
       scheduler_(std::make_unique<BatchScheduler>(options)) {}
 
 absl::Status SteppableBatcher::Submit(BatchRequest request) {
-  ES_ASSIGN_OR_RETURN(auto state, BatchScheduler::Prepare(options_, dimension_, std::move(request)));
+  ES_ASSIGN_OR_RETURN(auto state, BatchScheduler::Prepare(options_, dimension_, request));
   if (stopped_) return absl::UnavailableError("batcher is shutting down; request not accepted");
   return scheduler_->Enqueue(state, clock_->NowMicros());
 }

@@ -78,11 +78,14 @@ class BatchScheduler {
   // through TakeFreed (or here).
   ~BatchScheduler();
 
-  // Checks `request` and builds its state (allocates: call outside any lock). Thread-safe.
-  // INVALID_ARGUMENT as Batcher::Submit documents.
+  // Checks `request` and builds its state (allocates: call outside any lock), moving
+  // from `request` only when it succeeds. Thread-safe. INVALID_ARGUMENT as
+  // Batcher::Submit documents.
   static absl::StatusOr<std::unique_ptr<RequestState>> Prepare(const Batcher::Options& options,
                                                                int64_t dimension,
-                                                               BatchRequest request);
+                                                               BatchRequest& request);
+  // Gives a prepared request's fields back to `request` (Submit refused it after Prepare).
+  static void Unprepare(std::unique_ptr<RequestState> state, BatchRequest* request);
 
   // Queues all rows of a prepared request at `now_us`, or returns RESOURCE_EXHAUSTED
   // (request untouched, `done` not called) when the queue cannot take them all.

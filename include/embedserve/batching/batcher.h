@@ -157,15 +157,16 @@ class Batcher {
   // Shutdown(kDefaultShutdownGraceUs) if not yet done.
   ~Batcher();
 
-  // Takes ownership of `request` and returns OK: `done` will be called exactly once.
-  // Otherwise `done` is NOT called:
+  // Takes ownership of `request` (moves from it) iff the returned status is OK: `done`
+  // will then be called exactly once. Otherwise `request` is left as it was, with the
+  // caller (the TF Serving / Triton contract), and `done` is NOT called:
   //  RESOURCE_EXHAUSTED: the queue cannot take all of the request's sequences now
   //    (retryable; an RPC thread never blocks here).
   //  UNAVAILABLE: shutting down (permanent for this Batcher).
   //  INVALID_ARGUMENT: no sequences, an empty sequence, a sequence longer than
   //    max_batch_tokens, more sequences than max_queue_sequences (could never be
   //    queued), or no `done`.
-  absl::Status Submit(BatchRequest request);
+  absl::Status Submit(BatchRequest&& request);
 
   // Stops accepting (Submit returns UNAVAILABLE), lets the workers finish what is queued
   // (without waiting for max_queue_delay) for up to `grace_us`, then fails what is still

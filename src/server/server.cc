@@ -24,6 +24,8 @@
 #include "embedserve/server/embedding_service.h"
 #include "embedserve/server/metrics.h"
 #include "embedserve/tokenizer/tokenizer.h"
+#include "config/to_options.h"
+#include "embedserve/batching/clock.h"
 #include "http/http_front_door.h"
 #include "http/http_server.h"
 #include "pipeline/embedding_pipeline.h"
@@ -58,7 +60,8 @@ std::string Upper(std::string s) {
 
 class EmbedServer::Impl {
  public:
-  explicit Impl(const ServerConfig& config) : config_(config) {}
+  Impl(const ServerConfig& config, Clock* clock)
+      : config_(config), clock_(clock == nullptr ? RealClock() : clock) {}
 
   ~Impl() { Shutdown(0); }
 
@@ -66,12 +69,8 @@ class EmbedServer::Impl {
     ES_RETURN_IF_ERROR(config_.Validate());
     metrics_ = std::make_unique<ServerMetrics>();
 
-    EmbeddingPipeline::Options po;
-    po.max_texts_per_request = config_.server.max_texts_per_request;
-    po.max_seq_length = config_.model.max_seq_length;
-    po.log_requests = config_.logging.log_requests;
-    po.model_name = config_.model.name;
-    ES_ASSIGN_OR_RETURN(pipeline_, EmbeddingPipeline::Create(po, metrics_.get()));
+    ES_ASSIGN_OR_RETURN(pipeline_, EmbeddingPipeline::Create(ToPipelineOptions(config_),
+                                                              metrics_.get(), clock_));
 
     EmbeddingService::Options so;
     so.max_stream_backlog = config_.server.max_stream_backlog;
@@ -129,13 +128,7 @@ class EmbedServer::Impl {
       listeners.push_back({config_.server.metrics_port, metrics_handler_.get()});
     }
     if (!listeners.empty()) {
-      HttpServer::Options ho;
-      ho.host = config_.server.host;
-      ho.threads = config_.server.http_threads;
-      ho.max_body_bytes = config_.server.http_max_body_bytes;
-      ho.header_timeout_ms = config_.server.http_header_timeout_ms;
-      ho.idle_timeout_ms = config_.server.http_idle_timeout_ms;
-      auto http = HttpServer::Start(ho, listeners);
+      auto http = HttpServer::Start(ToHttpServerOptions(config_), listeners);
       if (!http.ok()) {
         StopGrpc(0);
         return http.status();
@@ -155,15 +148,7 @@ class EmbedServer::Impl {
       return absl::InvalidArgumentError("the model factory returned no tokenizer or backend");
     }
     const BackendInfo& info = model_.backend->Info();
-    Batcher::Options bo;
-    bo.enabled = config_.batching.enabled;
-    bo.max_batch_size = config_.batching.max_batch_size;
-    bo.max_batch_tokens = config_.batching.max_batch_tokens;
-    bo.count_padding = info.pads_inputs;
-    bo.max_queue_delay_us = config_.batching.max_queue_delay_us;
-    bo.max_queue_sequences = config_.batching.max_queue_sequences;
-    bo.num_workers = config_.batching.workers;
-    bo.idle_spin_us = config_.batching.idle_spin_us;
+    const Batcher::Options bo = ToBatcherOptions(config_, info.pads_inputs);
     const int64_t seq_len = config_.model.max_seq_length > 0 ? config_.model.max_seq_length
                                                              : info.max_seq_length;
     if (bo.max_batch_tokens < seq_len) {
@@ -172,7 +157,7 @@ class EmbedServer::Impl {
           "batching.max_batch_tokens must be >= max_seq_length (", seq_len,
           ") so that every text fits in a batch; was ", bo.max_batch_tokens));
     }
-    auto batcher = Batcher::Create(bo, model_.backend.get(), metrics_.get());
+    auto batcher = Batcher::Create(bo, model_.backend.get(), metrics_.get(), clock_);
     if (!batcher.ok()) {
       StopAll(0);
       return batcher.status();
@@ -297,6 +282,7 @@ class EmbedServer::Impl {
   }
 
   const ServerConfig config_;
+  Clock* const clock_;  // the pipeline's and the batcher's time line
   // Destruction order matters: gRPC first, then the batcher, then the model.
   ServingModel model_;
   std::unique_ptr<ServerMetrics> metrics_;
@@ -319,8 +305,9 @@ class EmbedServer::Impl {
 };
 
 absl::StatusOr<std::unique_ptr<EmbedServer>> EmbedServer::Start(const ServerConfig& config,
-                                                                ModelFactory load_model) {
-  auto impl = std::make_unique<Impl>(config);
+                                                                ModelFactory load_model,
+                                                                Clock* clock) {
+  auto impl = std::make_unique<Impl>(config, clock);
   ES_RETURN_IF_ERROR(impl->Start(std::move(load_model)));
   return std::unique_ptr<EmbedServer>(new EmbedServer(std::move(impl)));
 }
@@ -340,11 +327,10 @@ void EmbedServer::Shutdown(int64_t grace_us) { impl_->Shutdown(grace_us); }
 void EmbedServer::Wait() { impl_->Wait(); }
 
 absl::StatusOr<std::unique_ptr<EmbedServer>> StartServer(const ServerConfig& config,
-                                                         ServingModel model) {
+                                                         ServingModel model, Clock* clock) {
   auto holder = std::make_shared<ServingModel>(std::move(model));
-  return EmbedServer::Start(config, [holder]() -> absl::StatusOr<ServingModel> {
-    return std::move(*holder);
-  });
+  return EmbedServer::Start(
+      config, [holder]() -> absl::StatusOr<ServingModel> { return std::move(*holder); }, clock);
 }
 
 }  // namespace embedserve

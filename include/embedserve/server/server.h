@@ -18,6 +18,7 @@
 namespace embedserve {
 
 class Backend;
+class Clock;
 class Tokenizer;
 
 // What the server serves. Owned by the server once started.
@@ -42,9 +43,11 @@ class EmbedServer {
   // health NOT_SERVING and UNAVAILABLE while `load_model` runs, builds the Batcher from
   // config.batching, warms up (config.server.warmup), then turns SERVING and returns.
   // Fails (and releases the ports) on an invalid config, a bind failure or a model load
-  // failure.
+  // failure. `clock` (null: the real clock; else it must outlive the server) is the
+  // time line of deadlines, queue delays and per-stage timings (tests pass a FakeClock).
   static absl::StatusOr<std::unique_ptr<EmbedServer>> Start(const ServerConfig& config,
-                                                            ModelFactory load_model);
+                                                            ModelFactory load_model,
+                                                            Clock* clock = nullptr);
 
   ~EmbedServer();  // Shutdown(0) if not done yet
   EmbedServer(const EmbedServer&) = delete;
@@ -77,7 +80,8 @@ class EmbedServer {
 // Same as EmbedServer::Start with an already loaded model (tests, benchmarks with a
 // fake backend).
 absl::StatusOr<std::unique_ptr<EmbedServer>> StartServer(const ServerConfig& config,
-                                                         ServingModel model);
+                                                         ServingModel model,
+                                                         Clock* clock = nullptr);
 
 }  // namespace embedserve
 

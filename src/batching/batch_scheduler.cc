@@ -1,4 +1,4 @@
-#include "embedserve/batching/batch_scheduler.h"
+#include "batching/batch_scheduler.h"
 
 #include <cassert>
 #include <cstring>

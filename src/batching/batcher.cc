@@ -5,7 +5,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
-#include "embedserve/batching/batch_scheduler.h"
+#include "batching/batch_scheduler.h"
 #include "embedserve/common/status_macros.h"
 
 namespace embedserve {

@@ -11,7 +11,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
-#include "embedserve/batching/batch_scheduler.h"
+#include "batching/batch_scheduler.h"
 #include "embedserve/batching/batcher.h"
 #include "embedserve/model/backend.h"
 #include "test_util/fake_clock.h"

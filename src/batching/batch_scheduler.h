@@ -12,8 +12,8 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
-#include "embedserve/batching/batch_policy.h"
-#include "embedserve/batching/batch_queue.h"
+#include "batching/batch_policy.h"
+#include "batching/batch_queue.h"
 #include "embedserve/batching/batcher.h"
 
 namespace embedserve {

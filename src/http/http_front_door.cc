@@ -9,6 +9,7 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "embedserve/batching/clock.h"
 #include "embedserve/server/metrics.h"
 #include "http/http_api.h"
 #include "pipeline/embedding_pipeline.h"
@@ -135,19 +136,38 @@ void TeiTokenize(EmbeddingPipeline* pipeline, const HttpRequest& request,
   respond(200, kJson, http_api::TeiTokenizeResponse(r.tokens, model->cls_id, model->sep_id));
 }
 
+HttpRoute RouteOf(absl::string_view path) {
+  if (path == "/v1/embeddings") return HttpRoute::kOpenAiEmbeddings;
+  if (path == "/embed" || path == "/") return HttpRoute::kEmbed;
+  if (path == "/similarity") return HttpRoute::kSimilarity;
+  if (path == "/tokenize") return HttpRoute::kTokenize;
+  if (path == "/info") return HttpRoute::kInfo;
+  if (path == "/health") return HttpRoute::kHealth;
+  if (path == "/metrics") return HttpRoute::kMetrics;
+  return HttpRoute::kOther;
+}
+
 }  // namespace
 
 HttpFrontDoor::HttpFrontDoor(const Options& options, EmbeddingPipeline* pipeline,
-                             const ServerMetrics* metrics)
+                             ServerMetrics* metrics)
     : options_(options), pipeline_(pipeline), metrics_(metrics) {}
 
 void HttpFrontDoor::Handle(const HttpRequest& request,
                            std::shared_ptr<const std::atomic<bool>> cancelled,
-                           HttpResponder respond) {
+                           HttpResponder answer) {
   const absl::string_view path =
       absl::string_view(request.target).substr(0, request.target.find('?'));
+  // Every answer is counted by route and status.
+  const Clock* clock = pipeline_->clock();
+  HttpResponder respond = [answer = std::move(answer), metrics = metrics_, route = RouteOf(path),
+                           clock, start_us = clock->NowMicros()](
+                              int status, absl::string_view type, std::string body) {
+    if (metrics != nullptr) metrics->OnHttpRequest(route, status, clock->NowMicros() - start_us);
+    answer(status, type, std::move(body));
+  };
   const bool post = request.method == "POST";
-  const bool get = request.method == "GET" || request.method == "HEAD";
+  const bool get = request.method == "GET";
   auto wrong_method = [&](const char* allowed) {
     OpenAiFail(respond, 405, absl::StrCat(request.method, " ", path, " is not supported; use ",
                                           allowed));

@@ -28,8 +28,9 @@ class HttpFrontDoor final : public HttpHandler {
     int64_t max_batch_tokens = 0;
     int32_t max_concurrent_requests = 0;  // the queue bound, in sequences
   };
-  // `pipeline` and `metrics` (may be null) must outlive the front door.
-  HttpFrontDoor(const Options& options, EmbeddingPipeline* pipeline, const ServerMetrics* metrics);
+  // `pipeline` and `metrics` (may be null; counts every answer by route and status) must
+  // outlive the front door.
+  HttpFrontDoor(const Options& options, EmbeddingPipeline* pipeline, ServerMetrics* metrics);
 
   void Handle(const HttpRequest& request, std::shared_ptr<const std::atomic<bool>> cancelled,
               HttpResponder respond) override;
@@ -42,7 +43,7 @@ class HttpFrontDoor final : public HttpHandler {
   std::atomic<bool> healthy_{true};
   const Options options_;
   EmbeddingPipeline* const pipeline_;
-  const ServerMetrics* const metrics_;
+  ServerMetrics* const metrics_;
 };
 
 // GET /metrics (Prometheus text) and GET /healthz; 404 for anything else.

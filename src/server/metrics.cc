@@ -115,6 +115,10 @@ ServerMetrics::ServerMetrics()
       batch_padded_tokens_(PowersOfTwo(16, 1 << 20)),
       padding_ratio_(RatioBounds()) {
   for (auto& h : request_seconds_) h = std::make_unique<Histogram>(LatencyBounds());
+  for (auto& h : http_request_seconds_) h = std::make_unique<Histogram>(LatencyBounds());
+  for (auto& row : http_requests_) {
+    for (auto& c : row) c.store(0);
+  }
   for (auto& row : requests_) {
     for (auto& c : row) c.store(0);
   }
@@ -126,6 +130,32 @@ void ServerMetrics::OnRequest(RpcMethod method, int grpc_code, int64_t total_us)
   const int code = grpc_code >= 0 && grpc_code < kNumCodes ? grpc_code : 2;  // UNKNOWN
   requests_[m][code].fetch_add(1, std::memory_order_relaxed);
   request_seconds_[m]->Observe(static_cast<double>(total_us) * 1e-6);
+}
+
+const char* HttpRouteName(HttpRoute route) {
+  switch (route) {
+    case HttpRoute::kOpenAiEmbeddings: return "/v1/embeddings";
+    case HttpRoute::kEmbed: return "/embed";
+    case HttpRoute::kSimilarity: return "/similarity";
+    case HttpRoute::kTokenize: return "/tokenize";
+    case HttpRoute::kInfo: return "/info";
+    case HttpRoute::kHealth: return "/health";
+    case HttpRoute::kMetrics: return "/metrics";
+    case HttpRoute::kOther: return "other";
+  }
+  return "other";
+}
+
+void ServerMetrics::OnHttpRequest(HttpRoute route, int http_status, int64_t total_us) {
+  const int r = static_cast<int>(route);
+  const int s = http_status >= 100 && http_status <= 599 ? http_status - 100 : 500 - 100;
+  http_requests_[r][s].fetch_add(1, std::memory_order_relaxed);
+  http_request_seconds_[r]->Observe(static_cast<double>(total_us) * 1e-6);
+}
+
+uint64_t ServerMetrics::http_requests(HttpRoute route, int http_status) const {
+  if (http_status < 100 || http_status > 599) return 0;
+  return http_requests_[static_cast<int>(route)][http_status - 100].load(std::memory_order_relaxed);
 }
 
 void ServerMetrics::OnTokenize(int64_t tokenize_us, int64_t tokens) {
@@ -177,6 +207,24 @@ std::string ServerMetrics::RenderPrometheus() const {
                       RpcMethodName(static_cast<RpcMethod>(m)), "\",code=\"", CodeName(c),
                       "\"} ", v, "\n");
     }
+  }
+  Header("embedserve_http_requests_total", "counter",
+         "HTTP requests answered by a route, by route and HTTP status.", &out);
+  for (int r = 0; r < kNumHttpRoutes; ++r) {
+    for (int s = 0; s < kNumHttpStatuses; ++s) {
+      const uint64_t v = http_requests_[r][s].load(std::memory_order_relaxed);
+      if (v == 0) continue;
+      absl::StrAppend(&out, "embedserve_http_requests_total{route=\"",
+                      HttpRouteName(static_cast<HttpRoute>(r)), "\",status=\"", s + 100,
+                      "\"} ", v, "\n");
+    }
+  }
+  Header("embedserve_http_request_duration_seconds", "histogram",
+         "HTTP request fully read to answer ready, by route.", &out);
+  for (int r = 0; r < kNumHttpRoutes; ++r) {
+    http_request_seconds_[r]->AppendTo(
+        "embedserve_http_request_duration_seconds",
+        absl::StrCat("route=\"", HttpRouteName(static_cast<HttpRoute>(r)), "\""), &out);
   }
   Header("embedserve_request_duration_seconds", "histogram",
          "Handler entry to reply ready, by RPC method.", &out);

@@ -124,6 +124,11 @@ TEST_F(HttpServerTest, MalformedJsonIs400AndTheConnectionStaysUsable) {
   EXPECT_THAT(err["message"].get<std::string>(), HasSubstr("not valid JSON"));
   EXPECT_EQ(err["type"], "invalid_request_error");
   EXPECT_EQ(c.Request("GET", "/health").status, 200);  // same connection, keep-alive
+  // Counted by route and status.
+  EXPECT_EQ(metrics_.http_requests(HttpRoute::kOpenAiEmbeddings, 400), 1u);
+  EXPECT_EQ(metrics_.http_requests(HttpRoute::kHealth, 200), 1u);
+  EXPECT_THAT(metrics_.RenderPrometheus(),
+              HasSubstr("embedserve_http_requests_total{route=\"/v1/embeddings\",status=\"400\"} 1"));
 }
 
 TEST_F(HttpServerTest, WrongTypesNameTheKey) {

@@ -42,6 +42,20 @@ enum class RpcMethod { kEmbed = 0, kEmbedStream, kSimilarity, kTokenize, kGetMod
 inline constexpr int kNumRpcMethods = 5;
 const char* RpcMethodName(RpcMethod method);
 
+// The HTTP front door's routes, for embedserve_http_requests_total.
+enum class HttpRoute {
+  kOpenAiEmbeddings = 0,  // POST /v1/embeddings
+  kEmbed,                 // POST /embed (and /)
+  kSimilarity,            // POST /similarity
+  kTokenize,              // POST /tokenize
+  kInfo,                  // GET /info
+  kHealth,                // GET /health
+  kMetrics,               // GET /metrics
+  kOther,                 // anything else (404, 405)
+};
+inline constexpr int kNumHttpRoutes = 8;
+const char* HttpRouteName(HttpRoute route);
+
 class ServerMetrics final : public BatchObserver {
  public:
   ServerMetrics();
@@ -52,6 +66,9 @@ class ServerMetrics final : public BatchObserver {
   // Stage times of one successful or failed request that reached that stage.
   void OnTokenize(int64_t tokenize_us, int64_t tokens);
   void OnQueueAndInference(int64_t queue_us, int64_t inference_us);
+  // One answered HTTP request that reached a route (transport errors such as 413 or a
+  // timeout are not counted). `http_status` 100..599.
+  void OnHttpRequest(HttpRoute route, int http_status, int64_t total_us);
 
   // BatchObserver.
   void OnBatch(const BatchStats& stats) override;
@@ -62,11 +79,15 @@ class ServerMetrics final : public BatchObserver {
   std::string RenderPrometheus() const;
 
   uint64_t requests(RpcMethod method, int grpc_code) const;
+  uint64_t http_requests(HttpRoute route, int http_status) const;
 
  private:
   static constexpr int kNumCodes = 17;
   std::array<std::array<std::atomic<uint64_t>, kNumCodes>, kNumRpcMethods> requests_{};
   std::array<std::unique_ptr<Histogram>, kNumRpcMethods> request_seconds_;
+  static constexpr int kNumHttpStatuses = 500;  // 100..599
+  std::array<std::array<std::atomic<uint64_t>, kNumHttpStatuses>, kNumHttpRoutes> http_requests_{};
+  std::array<std::unique_ptr<Histogram>, kNumHttpRoutes> http_request_seconds_;
   Histogram tokenize_seconds_;
   Histogram queue_seconds_;
   Histogram inference_seconds_;

@@ -57,6 +57,24 @@ absl::StatusOr<std::unique_ptr<RequestState>> BatchScheduler::Prepare(
   return state;
 }
 
+absl::Status BatchScheduler::RunBackend(Backend* backend, const Clock& clock,
+                                       int64_t dimension, Batch* batch, BatchStats* stats) {
+  const int64_t t0 = clock.NowMicros();
+  absl::StatusOr<EmbeddingMatrix> result =
+      backend->Embed(absl::MakeConstSpan(batch->inputs.data(), batch->inputs.size()));
+  const int64_t t1 = clock.NowMicros();
+  absl::Status status = result.ok() ? ScatterRows(*batch, *result, dimension) : result.status();
+  stats->sequences = static_cast<int32_t>(batch->size());
+  stats->requests = batch->requests;
+  stats->tokens = batch->tokens;
+  stats->longest = batch->longest;
+  stats->padded_tokens = batch->longest * static_cast<int64_t>(batch->size());
+  stats->queue_us = absl::MakeConstSpan(batch->queue_us);
+  stats->backend_us = t1 - t0;
+  stats->status = status;
+  return status;
+}
+
 void BatchScheduler::Unprepare(std::unique_ptr<RequestState> state, BatchRequest* request) {
   request->sequences = std::move(state->sequences);
   request->deadline_us = state->deadline_us;

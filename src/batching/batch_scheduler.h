@@ -121,6 +121,14 @@ class BatchScheduler {
   static absl::Status ScatterRows(const Batch& batch, const EmbeddingMatrix& result,
                                   int64_t dimension);
 
+  // The unlocked middle of a worker turn, shared by the Batcher's workers and the tests'
+  // SteppableBatcher: runs `batch` through `backend` and scatters the rows (safe WITHOUT
+  // the lock, as ScatterRows). Returns the batch's status (the backend's, or a wrong
+  // shape's INTERNAL) and fills `*stats` (all but worker, form_us and complete_us; the
+  // queue_us span stays valid until `batch` is reused).
+  static absl::Status RunBackend(Backend* backend, const Clock& clock, int64_t dimension,
+                                 Batch* batch, BatchStats* stats);
+
   // Records the end of `batch` (status: the backend's, or ScatterRows' error): requests
   // whose rows are now all done, or that this batch failed, are appended to `ready`.
   void CompleteBatch(Batch* batch, const absl::Status& status, int64_t backend_us,

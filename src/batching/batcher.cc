@@ -217,30 +217,18 @@ void Batcher::WorkerLoop(int32_t worker) {
 }
 
 void Batcher::RunBatch(int32_t worker, Batch* batch, int64_t form_us) {
-  const int64_t t0 = clock_->NowMicros();
-  absl::StatusOr<EmbeddingMatrix> result =
-      backend_->Embed(absl::MakeConstSpan(batch->inputs.data(), batch->inputs.size()));
-  const int64_t t1 = clock_->NowMicros();
-  absl::Status status = result.ok() ? BatchScheduler::ScatterRows(*batch, *result, dimension_)
-                                    : result.status();
   BatchStats stats;
-  if (observer_ != nullptr) {
-    stats.worker = worker;
-    stats.sequences = static_cast<int32_t>(batch->size());
-    stats.requests = batch->requests;
-    stats.tokens = batch->tokens;
-    stats.longest = batch->longest;
-    stats.padded_tokens = batch->longest * static_cast<int64_t>(batch->size());
-    stats.queue_us = absl::MakeConstSpan(batch->queue_us);
-    stats.form_us = form_us;
-    stats.backend_us = t1 - t0;
-    stats.status = status;
-  }
+  const int64_t t0 = clock_->NowMicros();
+  const absl::Status status =
+      BatchScheduler::RunBackend(backend_, *clock_, dimension_, batch, &stats);
+  stats.worker = worker;
+  stats.form_us = form_us;
+  const int64_t t1 = t0 + stats.backend_us;  // the backend's end: scatter counts as completion
   std::vector<Completion>& ready = batch->ready;
   std::vector<std::unique_ptr<batching_internal::RequestState>>& freed = batch->freed;
   {
     batching_internal::MutexLock lock(&mu_);
-    scheduler_->CompleteBatch(batch, status, t1 - t0, &ready);
+    scheduler_->CompleteBatch(batch, status, stats.backend_us, &ready);
     scheduler_->TakeFreed(&freed);
   }
   RunCompletions(&ready);

@@ -54,22 +54,10 @@ SteppableBatcher::StepResult SteppableBatcher::Step() {
   if (decision_.action == BatchDecision::Action::kSend) {
     scheduler_->TakeBatch(decision_, now, &batch_);
     result.sequences = static_cast<int32_t>(batch_.size());
-    const int64_t t0 = clock_->NowMicros();
-    absl::StatusOr<EmbeddingMatrix> out = backend_->Embed(
-        absl::MakeConstSpan(batch_.inputs.data(), batch_.inputs.size()));
-    const int64_t t1 = clock_->NowMicros();
-    absl::Status status =
-        out.ok() ? BatchScheduler::ScatterRows(batch_, *out, dimension_) : out.status();
     last_batch_ = BatchStats();
-    last_batch_.sequences = result.sequences;
-    last_batch_.requests = batch_.requests;
-    last_batch_.tokens = batch_.tokens;
-    last_batch_.longest = batch_.longest;
-    last_batch_.padded_tokens = batch_.longest * result.sequences;
-    last_batch_.queue_us = absl::MakeConstSpan(batch_.queue_us);
-    last_batch_.backend_us = t1 - t0;
-    last_batch_.status = status;
-    scheduler_->CompleteBatch(&batch_, status, t1 - t0, &ready);
+    const absl::Status status =
+        BatchScheduler::RunBackend(backend_, *clock_, dimension_, &batch_, &last_batch_);
+    scheduler_->CompleteBatch(&batch_, status, last_batch_.backend_us, &ready);
   }
   result.answered = RunAll(&ready);
   std::vector<std::unique_ptr<batching_internal::RequestState>> freed;

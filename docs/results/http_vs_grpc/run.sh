@@ -3,13 +3,15 @@
 # with the real all-MiniLM-L6-v2 (models/, scripts/fetch_model.sh) on free ports, then
 # alternates gRPC (embedserve-bench --method embed) and HTTP (embedserve-http-bench,
 # POST /embed) closed-loop points: batch 32 x 4 in flight (throughput) and batch 1 x 1
-# (latency), each twice (gRPC, HTTP, gRPC, HTTP) so the noise is visible. Both clients
-# draw the same generated short sentences (SentenceGenerator, seed 42).
+# (latency), alternated ROUNDS times (gRPC, HTTP, gRPC, HTTP, ...) so that load from
+# elsewhere on a shared machine falls on both alike; summary.txt has the medians over the
+# rounds. Both clients draw the same generated short sentences (SentenceGenerator, seed 42).
 #   docs/results/http_vs_grpc/run.sh            # writes docs/results/http_vs_grpc/<UTC time>/
 set -euo pipefail
 cd "$(dirname "$0")/../../.."
 B=${B:-build}
-DURATION=${DURATION:-10}
+DURATION=${DURATION:-5}
+ROUNDS=${ROUNDS:-4}
 out=docs/results/http_vs_grpc/$(date -u +%Y%m%dT%H%M%SZ)
 mkdir -p "$out"
 cat >"$out/config.yaml" <<YAML
@@ -37,7 +39,7 @@ gport=$(sed -n 's/.*listening on [^ ]*:\([0-9]*\) .*/\1/p' "$out/server.log")
 hport=$(sed -n 's/.*HTTP API on http:\/\/[^ ]*:\([0-9]*\) .*/\1/p' "$out/server.log")
 for point in "32 4" "1 1"; do
   set -- $point
-  for round in 1 2; do
+  for round in $(seq 1 "$ROUNDS"); do
     echo "[grpc batch=$1 concurrency=$2 round=$round]" | tee -a "$out/results.txt"
     "$B/tools/bench/embedserve-bench" --target "127.0.0.1:$gport" --method embed \
       --batch-sizes "$1" --concurrencies "$2" --duration-s "$DURATION" --warmup-s 2 \
@@ -48,5 +50,22 @@ for point in "32 4" "1 1"; do
       --concurrency "$2" --duration-s "$DURATION" --warmup-s 2 | tee -a "$out/results.txt"
   done
 done
+python3 - "$out/results.txt" >"$out/summary.txt" <<'PY'
+import re, statistics, sys
+rows = {}
+for line in open(sys.argv[1]):
+    m = re.match(r"\[(grpc|http) batch=(\d+) concurrency=(\d+)", line)
+    if m:
+        key = m.groups()
+        continue
+    t = re.search(r"texts_per_s=([\d.]+) p50_ms=([\d.]+)", line)
+    if t:
+        rows.setdefault(key, []).append((float(t.group(1)), float(t.group(2))))
+for (proto, b, c), v in sorted(rows.items(), key=lambda kv: (int(kv[0][1]), kv[0][0])):
+    print(f"{proto} batch={b} concurrency={c} rounds={len(v)} "
+          f"median_texts_per_s={statistics.median(x for x, _ in v):.1f} "
+          f"median_p50_ms={statistics.median(y for _, y in v):.3f}")
+PY
+cat "$out/summary.txt"
 echo "load after: $(cut -d' ' -f1-3 /proc/loadavg)" >>"$out/machine.txt"
 echo "results in $out"

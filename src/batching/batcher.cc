@@ -86,7 +86,7 @@ absl::Status Batcher::Submit(BatchRequest&& request) {
   absl::Status status;
   bool wake = false;
   {
-    batching_internal::MutexLock lock(&mu_);
+    MutexLock lock(&mu_);
     if (stopping_) {
       status = absl::UnavailableError("batcher is shutting down; request not accepted");
     } else {
@@ -122,7 +122,7 @@ bool Batcher::SpinForWork(uint64_t seen, int64_t spin_us) {
       moved = true;
       break;
     }
-    batching_internal::CpuRelax();
+    CpuRelax();
     if ((i & kClockMask) != 0) continue;
     if (std::chrono::steady_clock::now() >= until) break;
     // Let a runnable thread of this CPU (the model's, an RPC handler) go first: polling
@@ -134,7 +134,7 @@ bool Batcher::SpinForWork(uint64_t seen, int64_t spin_us) {
 }
 
 int64_t Batcher::QueueDepth() const {
-  batching_internal::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   return scheduler_->queued_sequences();
 }
 
@@ -160,7 +160,7 @@ void Batcher::WorkerLoop(int32_t worker) {
     int64_t depth = 0;
     int64_t form_start = 0;
     {
-      batching_internal::MutexLock lock(&mu_);
+      MutexLock lock(&mu_);
       while (true) {
         const int64_t now = clock_->NowMicros();
         form_start = now;
@@ -227,7 +227,7 @@ void Batcher::RunBatch(int32_t worker, Batch* batch, int64_t form_us) {
   std::vector<Completion>& ready = batch->ready;
   std::vector<std::unique_ptr<batching_internal::RequestState>>& freed = batch->freed;
   {
-    batching_internal::MutexLock lock(&mu_);
+    MutexLock lock(&mu_);
     scheduler_->CompleteBatch(batch, status, stats.backend_us, &ready);
     scheduler_->TakeFreed(&freed);
   }
@@ -240,19 +240,19 @@ void Batcher::RunBatch(int32_t worker, Batch* batch, int64_t form_us) {
 }
 
 void Batcher::Shutdown(int64_t grace_us) {
-  batching_internal::MutexLock shutdown_lock(&shutdown_mu_);
+  MutexLock shutdown_lock(&shutdown_mu_);
   if (shut_down_) return;
   std::vector<Completion> ready;
   std::vector<std::pair<absl::StatusCode, int32_t>> dropped;
   std::vector<std::unique_ptr<batching_internal::RequestState>> freed;
   {
-    batching_internal::MutexLock lock(&mu_);
+    MutexLock lock(&mu_);
     stopping_ = true;
     wake_seq_.fetch_add(1, std::memory_order_release);  // a polling worker looks again
   }
   work_cv_.NotifyAll();
   {
-    batching_internal::MutexLock lock(&mu_);
+    MutexLock lock(&mu_);
     const int64_t deadline = clock_->NowMicros() + (grace_us > 0 ? grace_us : 0);
     while (!scheduler_->queue_empty()) {
       const int64_t left = deadline - clock_->NowMicros();

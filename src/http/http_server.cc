@@ -6,9 +6,7 @@
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 #include <chrono>
-#include <condition_variable>
 #include <memory>
-#include <mutex>
 #include <optional>
 #include <string>
 #include <thread>
@@ -17,6 +15,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "embedserve/common/mutex.h"
 #include "http/http_api.h"
 
 namespace embedserve {
@@ -34,31 +33,39 @@ class Session;
 class SessionRegistry {
  public:
   void Add(Session* s) {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     open_.insert(s);
   }
   void Remove(Session* s) {
     bool empty = false;
     {
-      std::lock_guard<std::mutex> lock(mu_);
+      MutexLock lock(&mu_);
       open_.erase(s);
       empty = open_.empty();
     }
-    if (empty) cv_.notify_all();
+    if (empty) cv_.NotifyAll();
   }
   // The open sessions, kept alive by the caller: dropping the last reference ends a
   // session, and its destructor takes mu_, so the references must go outside the lock.
   std::vector<std::shared_ptr<Session>> Snapshot();
   // True when every session ended before `timeout`.
   bool WaitEmpty(std::chrono::milliseconds timeout) {
-    std::unique_lock<std::mutex> lock(mu_);
-    return cv_.wait_for(lock, timeout, [this] { return open_.empty(); });
+    const auto until = std::chrono::steady_clock::now() + timeout;
+    MutexLock lock(&mu_);
+    while (!open_.empty()) {
+      const auto left = std::chrono::duration_cast<std::chrono::microseconds>(
+                            until - std::chrono::steady_clock::now())
+                            .count();
+      if (left <= 0) return false;
+      cv_.WaitFor(&mu_, left);
+    }
+    return true;
   }
 
  private:
-  std::mutex mu_;
-  std::condition_variable cv_;
-  std::unordered_set<Session*> open_;
+  Mutex mu_;
+  CondVar cv_;  // open_ turned empty
+  std::unordered_set<Session*> open_ ABSL_GUARDED_BY(mu_);
 };
 
 // One connection: read a request, hand it to the handler, write its answer, repeat.
@@ -254,7 +261,7 @@ class Session : public std::enable_shared_from_this<Session> {
 
 std::vector<std::shared_ptr<Session>> SessionRegistry::Snapshot() {
   std::vector<std::shared_ptr<Session>> alive;
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   alive.reserve(open_.size());
   for (Session* s : open_) {
     // A session whose last reference is being dropped elsewhere needs no closing.
@@ -313,7 +320,7 @@ class HttpServer::Impl {
 
   void Stop() {
     {
-      std::lock_guard<std::mutex> lock(stop_mu_);
+      MutexLock lock(&stop_mu_);
       if (stopped_) return;
       stopped_ = true;
     }
@@ -363,8 +370,8 @@ class HttpServer::Impl {
   std::vector<int> ports_;
   std::vector<std::thread> threads_;
   SessionRegistry registry_;
-  std::mutex stop_mu_;
-  bool stopped_ = false;
+  Mutex stop_mu_;
+  bool stopped_ ABSL_GUARDED_BY(stop_mu_) = false;
 };
 
 absl::Status HttpServer::Options::Validate() const {

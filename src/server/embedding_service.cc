@@ -14,8 +14,8 @@
 
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
-#include "absl/synchronization/mutex.h"
 #include "embedserve/batching/clock.h"
+#include "embedserve/common/mutex.h"
 #include "embedserve/common/status_macros.h"
 #include "embedserve/server/grpc_status.h"
 #include "embedserve/server/metrics.h"
@@ -28,7 +28,7 @@ class EmbedStreamReactor;
 
 struct EmbeddingService::Streams {
   // Open EmbedStream calls, so that shutdown can end idle ones.
-  absl::Mutex mu;
+  Mutex mu;
   absl::flat_hash_set<EmbedStreamReactor*> open ABSL_GUARDED_BY(mu);
 };
 
@@ -260,7 +260,7 @@ class EmbedStreamReactor final
       return;
     }
     {
-      absl::MutexLock lock(&streams_->mu);
+      MutexLock lock(&streams_->mu);
       streams_->open.insert(this);
       registered_ = true;
     }
@@ -268,7 +268,7 @@ class EmbedStreamReactor final
       Drain();  // finishes at once: nothing accepted yet
       return;
     }
-    absl::MutexLock lock(&mu_);
+    MutexLock lock(&mu_);
     if (!finished_) StartRead(&raw_request_);  // a shutdown may have drained it already
   }
 
@@ -276,7 +276,7 @@ class EmbedStreamReactor final
   void Drain() {
     bool finish = false;
     {
-      absl::MutexLock lock(&mu_);
+      MutexLock lock(&mu_);
       draining_ = true;
       finish = ShouldFinishLocked();
     }
@@ -286,7 +286,7 @@ class EmbedStreamReactor final
   void OnReadDone(bool ok) override {
     if (ok) {
       {
-        absl::MutexLock lock(&mu_);
+        MutexLock lock(&mu_);
         if (finished_) return;  // drained while this message was on its way
         in_handler_ = true;
       }
@@ -295,7 +295,7 @@ class EmbedStreamReactor final
     }
     bool finish = false;
     {
-      absl::MutexLock lock(&mu_);
+      MutexLock lock(&mu_);
       in_handler_ = false;
       if (!ok) client_closed_ = true;
       if (!ok || draining_) reads_done_ = true;
@@ -318,7 +318,7 @@ class EmbedStreamReactor final
     const grpc::ByteBuffer* next = nullptr;
     bool finish = false;
     {
-      absl::MutexLock lock(&mu_);
+      MutexLock lock(&mu_);
       queue_.pop_front();
       if (!ok) write_failed_ = true;  // client gone: drop what is left
       if (write_failed_) queue_.clear();
@@ -336,7 +336,7 @@ class EmbedStreamReactor final
 
   void OnDone() override {
     if (registered_) {
-      absl::MutexLock lock(&streams_->mu);
+      MutexLock lock(&streams_->mu);
       streams_->open.erase(this);
     }
     delete this;
@@ -348,7 +348,7 @@ class EmbedStreamReactor final
   void HandleRequest() {
     const int64_t start_us = clock_.NowMicros();
     {
-      absl::MutexLock lock(&mu_);
+      MutexLock lock(&mu_);
       ++pending_;
     }
     v1::EmbedRequest request;
@@ -390,7 +390,7 @@ class EmbedStreamReactor final
     const grpc::ByteBuffer* to_write = nullptr;
     bool finish = false;
     {
-      absl::MutexLock lock(&mu_);
+      MutexLock lock(&mu_);
       --pending_;
       if (write_failed_) MaybeResumeReadLocked();
       if (!write_failed_) {
@@ -444,7 +444,7 @@ class EmbedStreamReactor final
   bool registered_ = false;
   grpc::ByteBuffer raw_request_;  // the read in progress (one at a time)
 
-  absl::Mutex mu_;
+  Mutex mu_;
   std::deque<grpc::ByteBuffer> queue_ ABSL_GUARDED_BY(mu_);  // front is being written
   bool writing_ ABSL_GUARDED_BY(mu_) = false;
   bool write_failed_ ABSL_GUARDED_BY(mu_) = false;
@@ -487,7 +487,7 @@ EmbeddingService::~EmbeddingService() = default;
 void EmbeddingService::SetServing(bool serving) {
   pipeline_->SetServing(serving);
   if (serving) return;
-  absl::MutexLock lock(&streams_->mu);
+  MutexLock lock(&streams_->mu);
   // Drain under the lock: a reactor erases itself in OnDone under this lock, so none
   // of these can be deleted meanwhile.
   for (EmbedStreamReactor* s : streams_->open) s->Drain();

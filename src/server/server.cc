@@ -16,9 +16,9 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
-#include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
 #include "embedserve/batching/batcher.h"
+#include "embedserve/common/mutex.h"
 #include "embedserve/common/status_macros.h"
 #include "embedserve/model/backend.h"
 #include "embedserve/server/embedding_service.h"
@@ -183,21 +183,24 @@ class EmbedServer::Impl {
 
   void Shutdown(int64_t grace_us) {
     {
-      absl::MutexLock lock(&mu_);
+      MutexLock lock(&mu_);
       if (shut_down_ || shutting_down_) {
-        mu_.Await(absl::Condition(&shut_down_));
+        while (!shut_down_) shut_down_cv_.Wait(&mu_);
         return;
       }
       shutting_down_ = true;
     }
     StopAll(grace_us);
-    absl::MutexLock lock(&mu_);
-    shut_down_ = true;
+    {
+      MutexLock lock(&mu_);
+      shut_down_ = true;
+    }
+    shut_down_cv_.NotifyAll();
   }
 
   void Wait() {
-    absl::MutexLock lock(&mu_);
-    mu_.Await(absl::Condition(&shut_down_));
+    MutexLock lock(&mu_);
+    while (!shut_down_) shut_down_cv_.Wait(&mu_);
   }
 
   int port() const { return port_; }
@@ -299,7 +302,8 @@ class EmbedServer::Impl {
   int port_ = 0;
   std::string summary_;
 
-  absl::Mutex mu_;
+  Mutex mu_;
+  CondVar shut_down_cv_;  // shut_down_ turned true
   bool shutting_down_ ABSL_GUARDED_BY(mu_) = false;
   bool shut_down_ ABSL_GUARDED_BY(mu_) = false;
 };

@@ -290,5 +290,23 @@ TEST_F(HttpServerTest, SlowMetricsClientBlocksNeitherScrapesNorStop) {
   EXPECT_TRUE(slow.WaitClosed());
 }
 
+TEST_F(HttpServerTest, ApiKeyGuardsTheOpenAiRoutesWith401) {
+  HttpFrontDoor::Options fo;
+  fo.api_key = "sekret";
+  HttpFrontDoor guarded(fo, pipeline_.get(), &metrics_);
+  auto server = HttpServer::Start(HttpServer::Options(), {{0, &guarded}});
+  ASSERT_TRUE(server.ok()) << server.status();
+  RawClient c((*server)->port(0));
+  RawResponse r = c.Request("POST", "/v1/embeddings", R"({"input": "x"})");
+  EXPECT_EQ(r.status, 401);
+  EXPECT_EQ(json::parse(r.body)["error"]["type"], "authentication_error");
+  r = c.Request("POST", "/v1/embeddings", R"({"input": "x"})", "Authorization: Bearer wrong\r\n");
+  EXPECT_EQ(r.status, 401);
+  r = c.Request("POST", "/v1/embeddings", R"({"input": "x"})", "Authorization: Bearer sekret\r\n");
+  EXPECT_EQ(r.status, 200) << r.body;
+  EXPECT_EQ(c.Request("GET", "/health").status, 200);  // only /v1/* is guarded
+  (*server)->Stop();
+}
+
 }  // namespace
 }  // namespace embedserve

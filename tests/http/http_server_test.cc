@@ -9,6 +9,7 @@
 #include <poll.h>
 #include <sys/resource.h>
 
+#include <atomic>
 #include <chrono>
 #include <memory>
 #include <string>
@@ -305,6 +306,46 @@ TEST_F(HttpServerTest, ApiKeyGuardsTheOpenAiRoutesWith401) {
   r = c.Request("POST", "/v1/embeddings", R"({"input": "x"})", "Authorization: Bearer sekret\r\n");
   EXPECT_EQ(r.status, 200) << r.body;
   EXPECT_EQ(c.Request("GET", "/health").status, 200);  // only /v1/* is guarded
+  (*server)->Stop();
+}
+
+TEST_F(HttpServerTest, FullQueueIs429AndTheConnectionStaysUsable) {
+  FakeBackend backend;
+  Batcher::Options bo;
+  bo.max_batch_size = 1;
+  bo.max_queue_sequences = 1;
+  auto batcher = Batcher::Create(bo, &backend, nullptr);
+  ASSERT_TRUE(batcher.ok());
+  auto pipeline = EmbeddingPipeline::Create(EmbeddingPipeline::Options(), nullptr);
+  ASSERT_TRUE(pipeline.ok());
+  ASSERT_TRUE((*pipeline)->AttachModel(tokenizer_.get(), &backend, batcher->get()).ok());
+  (*pipeline)->SetServing(true);
+  HttpFrontDoor front(HttpFrontDoor::Options(), pipeline->get(), nullptr);
+  auto server = HttpServer::Start(HttpServer::Options(), {{0, &front}});
+  ASSERT_TRUE(server.ok()) << server.status();
+  // Fill the one batch slot and the one queue slot directly (Embed has queued when it
+  // returns), then ask over HTTP.
+  backend.CloseGate();
+  std::atomic<int> answered{0};
+  const std::vector<absl::string_view> text = {"one"};
+  (*pipeline)->Embed(text, RequestOptions(), CallControl(), [&](EmbedResult r) {
+    EXPECT_TRUE(r.status.ok());
+    ++answered;
+  });
+  backend.WaitForWaitingCalls(1);
+  (*pipeline)->Embed(text, RequestOptions(), CallControl(), [&](EmbedResult r) {
+    EXPECT_TRUE(r.status.ok());
+    ++answered;
+  });
+  RawClient c((*server)->port(0));
+  const RawResponse r = c.Request("POST", "/v1/embeddings", R"({"input": "x"})");
+  EXPECT_EQ(r.status, 429);
+  EXPECT_EQ(json::parse(r.body)["error"]["type"], "rate_limit_error");
+  EXPECT_THAT(r.body, HasSubstr("batch queue is full"));
+  EXPECT_EQ(c.Request("GET", "/health").status, 200);  // the connection stays usable
+  backend.OpenGate();
+  (*batcher)->Shutdown();  // answers both: every accepted request gets its `done`
+  EXPECT_EQ(answered.load(), 2);
   (*server)->Stop();
 }
 

@@ -58,11 +58,13 @@ done
 host=$(value server host)
 port=$(value server port)
 mport=$(value server metrics_port)
+hport=$(value server http_port)
 cat <<MSG
 
 embedserve: starting with $config
   gRPC      $host:$port  (embedserve.v1.EmbeddingService, grpc.health.v1, reflection)
   metrics   $( [ "$mport" -ge 0 ] && echo "http://$host:$mport/metrics" || echo off)
+  HTTP      $( [ "$hport" -ge 0 ] && echo "http://$host:$hport  (POST /v1/embeddings, /embed, /similarity, /tokenize; GET /info, /health)" || echo off)
   call it   /usr/bin/python3 examples/python_client.py --address $host:$port "hello world"
             grpcurl -plaintext -d '{"texts": ["hello world"]}' $host:$port embedserve.v1.EmbeddingService/Embed
   stop      Ctrl-C (answers the calls in flight, exits 0)

@@ -233,6 +233,9 @@ for exp in "${experiments[@]}"; do
   if "$SERVER_BIN" --help 2>/dev/null | grep -q -- "--metrics-port"; then
     extra_server+=(--metrics-port "$(free_port)")
   fi
+  if "$SERVER_BIN" --help 2>/dev/null | grep -q -- "--http-port"; then
+    extra_server+=(--http-port -1)  # the benchmark speaks gRPC; keep 8080 free
+  fi
   # shellcheck disable=SC2086
   server_cmd=("$SERVER_BIN" --config "$exp" --port "$port" "${extra_server[@]}" $SERVER_ARGS)
   echo "[run] ${server_cmd[*]}"

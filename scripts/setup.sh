@@ -18,8 +18,11 @@ PACKAGES=(
   libdnnl-dev
   # RPC
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
-  # libraries
+  # libraries (Boost: the header-only Beast/Asio HTTP server; bookworm's default
+  # libboost-dev is 1.74, since libboost1.81-dev conflicts with 1.74-dev, which
+  # python3-matplotlib's scipy needs; docs/http.md)
   libabsl-dev libyaml-cpp-dev libspdlog-dev libutf8proc-dev nlohmann-json3-dev libcli11-dev
+  libboost-dev
   # tests and benchmarks
   libgtest-dev libgmock-dev libbenchmark-dev
   # Python client, end-to-end tests and reports (Debian's python3, not a venv)

@@ -1,4 +1,4 @@
-#include "embedserve/batching/batch_policy.h"
+#include "batching/batch_policy.h"
 
 #include <algorithm>
 #include <limits>

@@ -1,4 +1,4 @@
-#include "embedserve/batching/batch_queue.h"
+#include "batching/batch_queue.h"
 
 #include <cassert>
 

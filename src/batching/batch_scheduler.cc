@@ -1,4 +1,4 @@
-#include "embedserve/batching/batch_scheduler.h"
+#include "batching/batch_scheduler.h"
 
 #include <cassert>
 #include <cstring>
@@ -26,8 +26,7 @@ BatchScheduler::~BatchScheduler() {
 }
 
 absl::StatusOr<std::unique_ptr<RequestState>> BatchScheduler::Prepare(
-    const Batcher::Options& options, int64_t dimension, BatchRequest* request_ptr) {
-  BatchRequest& request = *request_ptr;
+    const Batcher::Options& options, int64_t dimension, BatchRequest& request) {
   const size_t n = request.sequences.size();
   if (n == 0) return absl::InvalidArgumentError("request has no sequences");
   if (n > static_cast<size_t>(options.max_queue_sequences)) {
@@ -58,7 +57,25 @@ absl::StatusOr<std::unique_ptr<RequestState>> BatchScheduler::Prepare(
   return state;
 }
 
-void BatchScheduler::GiveBack(std::unique_ptr<RequestState> state, BatchRequest* request) {
+absl::Status BatchScheduler::RunBackend(Backend* backend, const Clock& clock,
+                                       int64_t dimension, Batch* batch, BatchStats* stats) {
+  const int64_t t0 = clock.NowMicros();
+  absl::StatusOr<EmbeddingMatrix> result =
+      backend->Embed(absl::MakeConstSpan(batch->inputs.data(), batch->inputs.size()));
+  const int64_t t1 = clock.NowMicros();
+  absl::Status status = result.ok() ? ScatterRows(*batch, *result, dimension) : result.status();
+  stats->sequences = static_cast<int32_t>(batch->size());
+  stats->requests = batch->requests;
+  stats->tokens = batch->tokens;
+  stats->longest = batch->longest;
+  stats->padded_tokens = batch->longest * static_cast<int64_t>(batch->size());
+  stats->queue_us = absl::MakeConstSpan(batch->queue_us);
+  stats->backend_us = t1 - t0;
+  stats->status = status;
+  return status;
+}
+
+void BatchScheduler::Unprepare(std::unique_ptr<RequestState> state, BatchRequest* request) {
   request->sequences = std::move(state->sequences);
   request->deadline_us = state->deadline_us;
   request->is_cancelled = std::move(state->is_cancelled);

@@ -5,7 +5,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
-#include "embedserve/batching/batch_scheduler.h"
+#include "batching/batch_scheduler.h"
 #include "embedserve/common/status_macros.h"
 
 namespace embedserve {
@@ -58,12 +58,12 @@ absl::Status Batcher::Options::Validate() const {
   ES_RETURN_IF_ERROR(AtLeast("max_batch_tokens", max_batch_tokens, 1));
   ES_RETURN_IF_ERROR(AtLeast("max_queue_delay_us", max_queue_delay_us, 0));
   ES_RETURN_IF_ERROR(AtLeast("max_queue_sequences", max_queue_sequences, 1));
-  ES_RETURN_IF_ERROR(AtLeast("num_workers", num_workers, 0));
+  ES_RETURN_IF_ERROR(AtLeast("workers", num_workers, 0));
   ES_RETURN_IF_ERROR(AtLeast("length_bucketing_max_age_us", length_bucketing_max_age_us, 0));
   ES_RETURN_IF_ERROR(AtLeast("idle_spin_us", idle_spin_us, 0));
-  constexpr int64_t kMaxWorkers = 1024;
+  constexpr int64_t kMaxWorkers = 256;  // as the config allows
   if (num_workers > kMaxWorkers) {
-    return absl::InvalidArgumentError(absl::StrCat("batching.num_workers must be <= ",
+    return absl::InvalidArgumentError(absl::StrCat("batching.workers must be <= ",
                                                    kMaxWorkers, "; was ", num_workers));
   }
   if (idle_spin_us > kMaxIdleSpinUs) {
@@ -105,17 +105,20 @@ Batcher::~Batcher() { Shutdown(); }
 
 absl::Status Batcher::Submit(BatchRequest&& request) {
   ES_ASSIGN_OR_RETURN(std::unique_ptr<batching_internal::RequestState> state,
-                      BatchScheduler::Prepare(options_, dimension_, &request));
+                      BatchScheduler::Prepare(options_, dimension_, request));
   absl::Status status;
   bool wake = false;
   {
-    batching_internal::MutexLock lock(&mu_);
-    status = stopping_ ? absl::UnavailableError("batcher is shutting down; request not accepted")
-                       : scheduler_->Enqueue(state, clock_->NowMicros());
-    if (status.ok()) wake = SignalWorkLocked();
+    MutexLock lock(&mu_);
+    if (stopping_) {
+      status = absl::UnavailableError("batcher is shutting down; request not accepted");
+    } else {
+      status = scheduler_->Enqueue(state, clock_->NowMicros());  // releases `state` iff OK
+      if (status.ok()) wake = SignalWorkLocked();
+    }
   }
   if (!status.ok()) {
-    BatchScheduler::GiveBack(std::move(state), &request);
+    BatchScheduler::Unprepare(std::move(state), &request);  // the caller keeps it
     return status;
   }
   if (wake) work_cv_.NotifyOne();
@@ -142,7 +145,7 @@ bool Batcher::SpinForWork(uint64_t seen, int64_t spin_us) {
       moved = true;
       break;
     }
-    batching_internal::CpuRelax();
+    CpuRelax();
     if ((i & kClockMask) != 0) continue;
     if (std::chrono::steady_clock::now() >= until) break;
     // Let a runnable thread of this CPU (the model's, an RPC handler) go first: polling
@@ -154,12 +157,12 @@ bool Batcher::SpinForWork(uint64_t seen, int64_t spin_us) {
 }
 
 int64_t Batcher::QueueDepth() const {
-  batching_internal::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   return scheduler_->queued_sequences();
 }
 
 int64_t Batcher::LiveRequests() const {
-  batching_internal::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   return scheduler_->live_requests();
 }
 
@@ -201,7 +204,7 @@ absl::StatusOr<Batcher::StepResult> Batcher::Step() {
   Turn turn(static_cast<size_t>(options_.max_batch_size));
   int64_t form_start = 0;
   {
-    batching_internal::MutexLock lock(&mu_);
+    MutexLock lock(&mu_);
     form_start = clock_->NowMicros();
     DecideLocked(&turn, form_start);
     EndDecisionLocked(&turn);
@@ -222,7 +225,7 @@ void Batcher::WorkerLoop(int32_t worker) {
   while (true) {
     int64_t form_start = 0;
     {
-      batching_internal::MutexLock lock(&mu_);
+      MutexLock lock(&mu_);
       while (true) {
         form_start = clock_->NowMicros();
         DecideLocked(&turn, form_start);
@@ -258,30 +261,18 @@ void Batcher::WorkerLoop(int32_t worker) {
 }
 
 int32_t Batcher::RunBatch(int32_t worker, Batch* batch, int64_t form_us) {
-  const int64_t t0 = clock_->NowMicros();
-  absl::StatusOr<EmbeddingMatrix> result =
-      backend_->Embed(absl::MakeConstSpan(batch->inputs.data(), batch->inputs.size()));
-  const int64_t t1 = clock_->NowMicros();
-  absl::Status status = result.ok() ? BatchScheduler::ScatterRows(*batch, *result, dimension_)
-                                    : result.status();
   BatchStats stats;
-  if (observer_ != nullptr) {
-    stats.worker = worker;
-    stats.sequences = static_cast<int32_t>(batch->size());
-    stats.requests = batch->requests;
-    stats.tokens = batch->tokens;
-    stats.longest = batch->longest;
-    stats.padded_tokens = batch->longest * static_cast<int64_t>(batch->size());
-    stats.queue_us = absl::MakeConstSpan(batch->queue_us);
-    stats.form_us = form_us;
-    stats.backend_us = t1 - t0;
-    stats.status = status;
-  }
+  const int64_t t0 = clock_->NowMicros();
+  const absl::Status status =
+      BatchScheduler::RunBackend(backend_, *clock_, dimension_, batch, &stats);
+  stats.worker = worker;
+  stats.form_us = form_us;
+  const int64_t t1 = t0 + stats.backend_us;  // the backend's end: scatter counts as completion
   std::vector<Completion>& ready = batch->ready;
   std::vector<std::unique_ptr<batching_internal::RequestState>>& freed = batch->freed;
   {
-    batching_internal::MutexLock lock(&mu_);
-    scheduler_->CompleteBatch(batch, status, t1 - t0, &ready);
+    MutexLock lock(&mu_);
+    scheduler_->CompleteBatch(batch, status, stats.backend_us, &ready);
     scheduler_->TakeFreed(&freed);
   }
   const int32_t answered = RunCompletions(&ready);
@@ -294,19 +285,19 @@ int32_t Batcher::RunBatch(int32_t worker, Batch* batch, int64_t form_us) {
 }
 
 void Batcher::Shutdown(int64_t grace_us) {
-  batching_internal::MutexLock shutdown_lock(&shutdown_mu_);
+  MutexLock shutdown_lock(&shutdown_mu_);
   if (shut_down_) return;
   std::vector<Completion> ready;
   std::vector<std::pair<absl::StatusCode, int32_t>> dropped;
   std::vector<std::unique_ptr<batching_internal::RequestState>> freed;
   {
-    batching_internal::MutexLock lock(&mu_);
+    MutexLock lock(&mu_);
     stopping_ = true;
     wake_seq_.fetch_add(1, std::memory_order_release);  // a polling worker looks again
   }
   work_cv_.NotifyAll();
   {
-    batching_internal::MutexLock lock(&mu_);
+    MutexLock lock(&mu_);
     const int64_t deadline = clock_->NowMicros() + (grace_us > 0 ? grace_us : 0);
     // Without worker threads nothing drains the queue: fail what is queued at once.
     while (!workers_.empty() && !scheduler_->queue_empty()) {

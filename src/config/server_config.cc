@@ -63,6 +63,19 @@ absl::Status ServerSection::Validate() const {
     return absl::InvalidArgumentError(absl::StrCat(
         "server.metrics_port must differ from server.port; both were ", port));
   }
+  ES_RETURN_IF_ERROR(CheckRange("server.http_port", http_port, -1, 65535));
+  if (http_port > 0 && (http_port == port || http_port == metrics_port)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "server.http_port must differ from server.port and server.metrics_port; was ",
+        http_port));
+  }
+  ES_RETURN_IF_ERROR(CheckRange("server.http_threads", http_threads, 1, 256));
+  ES_RETURN_IF_ERROR(CheckRange<int64_t>("server.http_max_body_bytes", http_max_body_bytes,
+                                         1024, int64_t{1} << 32));
+  ES_RETURN_IF_ERROR(CheckRange<int64_t>("server.http_header_timeout_ms",
+                                         http_header_timeout_ms, 1, 3600 * 1000));
+  ES_RETURN_IF_ERROR(CheckRange<int64_t>("server.http_idle_timeout_ms", http_idle_timeout_ms,
+                                         1, 24 * 3600 * 1000));
   ES_RETURN_IF_ERROR(CheckRange<int64_t>("server.max_message_bytes", max_message_bytes,
                                          1024, std::numeric_limits<int32_t>::max()));
   ES_RETURN_IF_ERROR(CheckRange("server.threads", threads, 0, 4096));
@@ -326,6 +339,12 @@ class Parser {
         {"host", [&](const YAML::Node& n, const std::string& k) { return String(n, k, &s->host); }},
         {"port", [&](const YAML::Node& n, const std::string& k) { return Int(n, k, &s->port); }},
         {"metrics_port", [&](const YAML::Node& n, const std::string& k) { return Int(n, k, &s->metrics_port); }},
+        {"http_port", [&](const YAML::Node& n, const std::string& k) { return Int(n, k, &s->http_port); }},
+        {"http_threads", [&](const YAML::Node& n, const std::string& k) { return Int(n, k, &s->http_threads); }},
+        {"http_max_body_bytes", [&](const YAML::Node& n, const std::string& k) { return Int(n, k, &s->http_max_body_bytes); }},
+        {"http_header_timeout_ms", [&](const YAML::Node& n, const std::string& k) { return Int(n, k, &s->http_header_timeout_ms); }},
+        {"http_idle_timeout_ms", [&](const YAML::Node& n, const std::string& k) { return Int(n, k, &s->http_idle_timeout_ms); }},
+        {"http_api_key", [&](const YAML::Node& n, const std::string& k) { return String(n, k, &s->http_api_key); }},
         {"max_message_bytes", [&](const YAML::Node& n, const std::string& k) { return Int(n, k, &s->max_message_bytes); }},
         {"threads", [&](const YAML::Node& n, const std::string& k) { return Int(n, k, &s->threads); }},
         {"max_texts_per_request", [&](const YAML::Node& n, const std::string& k) { return Int(n, k, &s->max_texts_per_request); }},
@@ -482,6 +501,12 @@ std::string ServerConfigToYaml(const ServerConfig& c) {
   absl::StrAppend(&y, "  host: ", Quote(c.server.host), "\n");
   absl::StrAppend(&y, "  port: ", c.server.port, "\n");
   absl::StrAppend(&y, "  metrics_port: ", c.server.metrics_port, "\n");
+  absl::StrAppend(&y, "  http_port: ", c.server.http_port, "\n");
+  absl::StrAppend(&y, "  http_threads: ", c.server.http_threads, "\n");
+  absl::StrAppend(&y, "  http_max_body_bytes: ", c.server.http_max_body_bytes, "\n");
+  absl::StrAppend(&y, "  http_header_timeout_ms: ", c.server.http_header_timeout_ms, "\n");
+  absl::StrAppend(&y, "  http_idle_timeout_ms: ", c.server.http_idle_timeout_ms, "\n");
+  absl::StrAppend(&y, "  http_api_key: ", Quote(c.server.http_api_key), "\n");
   absl::StrAppend(&y, "  max_message_bytes: ", c.server.max_message_bytes, "\n");
   absl::StrAppend(&y, "  threads: ", c.server.threads, "\n");
   absl::StrAppend(&y, "  max_texts_per_request: ", c.server.max_texts_per_request, "\n");

@@ -1,24 +1,12 @@
 #include "embedserve/server/metrics.h"
 
-#include <fcntl.h>
-#include <netdb.h>
-#include <netinet/in.h>
-#include <poll.h>
-#include <sys/socket.h>
-#include <sys/types.h>
-#include <unistd.h>
-
-#include <cerrno>
 #include <cmath>
-#include <cstring>
 #include <memory>
 #include <sstream>
 #include <string>
-#include <thread>
 #include <vector>
 #include <utility>
 
-#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 
 namespace embedserve {
@@ -127,6 +115,10 @@ ServerMetrics::ServerMetrics()
       batch_padded_tokens_(PowersOfTwo(16, 1 << 20)),
       padding_ratio_(RatioBounds()) {
   for (auto& h : request_seconds_) h = std::make_unique<Histogram>(LatencyBounds());
+  for (auto& h : http_request_seconds_) h = std::make_unique<Histogram>(LatencyBounds());
+  for (auto& row : http_requests_) {
+    for (auto& c : row) c.store(0);
+  }
   for (auto& row : requests_) {
     for (auto& c : row) c.store(0);
   }
@@ -138,6 +130,32 @@ void ServerMetrics::OnRequest(RpcMethod method, int grpc_code, int64_t total_us)
   const int code = grpc_code >= 0 && grpc_code < kNumCodes ? grpc_code : 2;  // UNKNOWN
   requests_[m][code].fetch_add(1, std::memory_order_relaxed);
   request_seconds_[m]->Observe(static_cast<double>(total_us) * 1e-6);
+}
+
+const char* HttpRouteName(HttpRoute route) {
+  switch (route) {
+    case HttpRoute::kOpenAiEmbeddings: return "/v1/embeddings";
+    case HttpRoute::kEmbed: return "/embed";
+    case HttpRoute::kSimilarity: return "/similarity";
+    case HttpRoute::kTokenize: return "/tokenize";
+    case HttpRoute::kInfo: return "/info";
+    case HttpRoute::kHealth: return "/health";
+    case HttpRoute::kMetrics: return "/metrics";
+    case HttpRoute::kOther: return "other";
+  }
+  return "other";
+}
+
+void ServerMetrics::OnHttpRequest(HttpRoute route, int http_status, int64_t total_us) {
+  const int r = static_cast<int>(route);
+  const int s = http_status >= 100 && http_status <= 599 ? http_status - 100 : 500 - 100;
+  http_requests_[r][s].fetch_add(1, std::memory_order_relaxed);
+  http_request_seconds_[r]->Observe(static_cast<double>(total_us) * 1e-6);
+}
+
+uint64_t ServerMetrics::http_requests(HttpRoute route, int http_status) const {
+  if (http_status < 100 || http_status > 599) return 0;
+  return http_requests_[static_cast<int>(route)][http_status - 100].load(std::memory_order_relaxed);
 }
 
 void ServerMetrics::OnTokenize(int64_t tokenize_us, int64_t tokens) {
@@ -190,6 +208,24 @@ std::string ServerMetrics::RenderPrometheus() const {
                       "\"} ", v, "\n");
     }
   }
+  Header("embedserve_http_requests_total", "counter",
+         "HTTP requests answered by a route, by route and HTTP status.", &out);
+  for (int r = 0; r < kNumHttpRoutes; ++r) {
+    for (int s = 0; s < kNumHttpStatuses; ++s) {
+      const uint64_t v = http_requests_[r][s].load(std::memory_order_relaxed);
+      if (v == 0) continue;
+      absl::StrAppend(&out, "embedserve_http_requests_total{route=\"",
+                      HttpRouteName(static_cast<HttpRoute>(r)), "\",status=\"", s + 100,
+                      "\"} ", v, "\n");
+    }
+  }
+  Header("embedserve_http_request_duration_seconds", "histogram",
+         "HTTP request fully read to answer ready, by route.", &out);
+  for (int r = 0; r < kNumHttpRoutes; ++r) {
+    http_request_seconds_[r]->AppendTo(
+        "embedserve_http_request_duration_seconds",
+        absl::StrCat("route=\"", HttpRouteName(static_cast<HttpRoute>(r)), "\""), &out);
+  }
   Header("embedserve_request_duration_seconds", "histogram",
          "Handler entry to reply ready, by RPC method.", &out);
   for (int m = 0; m < kNumRpcMethods; ++m) {
@@ -241,138 +277,6 @@ std::string ServerMetrics::RenderPrometheus() const {
                     v, "\n");
   }
   return out;
-}
-
-// ---------------------------------------------------------------------------------
-// MetricsHttpServer
-
-absl::StatusOr<std::unique_ptr<MetricsHttpServer>> MetricsHttpServer::Start(
-    const std::string& host, int port, const ServerMetrics* metrics) {
-  if (metrics == nullptr) return absl::InvalidArgumentError("metrics must not be null");
-  addrinfo hints{};
-  hints.ai_family = AF_UNSPEC;
-  hints.ai_socktype = SOCK_STREAM;
-  hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
-  addrinfo* res = nullptr;
-  const std::string port_str = std::to_string(port);
-  const int gai = getaddrinfo(host.c_str(), port_str.c_str(), &hints, &res);
-  if (gai != 0) {
-    return absl::InvalidArgumentError(absl::StrCat("server.host '", host,
-                                                   "' cannot be resolved for the metrics "
-                                                   "port: ", gai_strerror(gai)));
-  }
-  int fd = -1;
-  std::string last_error = "no address";
-  for (addrinfo* ai = res; ai != nullptr; ai = ai->ai_next) {
-    fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC, ai->ai_protocol);
-    if (fd < 0) continue;
-    int one = 1;
-    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-    if (bind(fd, ai->ai_addr, ai->ai_addrlen) == 0 && listen(fd, 16) == 0) break;
-    last_error = std::strerror(errno);
-    close(fd);
-    fd = -1;
-  }
-  freeaddrinfo(res);
-  if (fd < 0) {
-    return absl::UnavailableError(absl::StrCat(
-        "cannot listen on ", host, ":", port, " for /metrics: ", last_error,
-        "; set server.metrics_port to a free port, 0 (any) or -1 (off)"));
-  }
-  sockaddr_storage bound{};
-  socklen_t len = sizeof(bound);
-  getsockname(fd, reinterpret_cast<sockaddr*>(&bound), &len);
-  const int bound_port =
-      bound.ss_family == AF_INET6
-          ? ntohs(reinterpret_cast<sockaddr_in6*>(&bound)->sin6_port)
-          : ntohs(reinterpret_cast<sockaddr_in*>(&bound)->sin_port);
-  int pipe_fds[2];
-  if (pipe2(pipe_fds, O_CLOEXEC) != 0) {
-    close(fd);
-    return absl::InternalError(absl::StrCat("pipe: ", std::strerror(errno)));
-  }
-  std::unique_ptr<MetricsHttpServer> server(
-      new MetricsHttpServer(fd, pipe_fds[0], pipe_fds[1], bound_port, metrics));
-  server->thread_ = std::thread([s = server.get()] { s->Loop(); });
-  return server;
-}
-
-MetricsHttpServer::MetricsHttpServer(int listen_fd, int wake_read, int wake_write, int port,
-                                     const ServerMetrics* metrics)
-    : listen_fd_(listen_fd),
-      wake_read_(wake_read),
-      wake_write_(wake_write),
-      port_(port),
-      metrics_(metrics) {}
-
-MetricsHttpServer::~MetricsHttpServer() {
-  Stop();
-  close(listen_fd_);
-  close(wake_read_);
-  close(wake_write_);
-}
-
-void MetricsHttpServer::Stop() {
-  if (stopped_.exchange(true)) return;
-  const char byte = 'x';
-  (void)!write(wake_write_, &byte, 1);
-  if (thread_.joinable()) thread_.join();
-}
-
-void MetricsHttpServer::Loop() {
-  while (true) {
-    pollfd fds[2] = {{listen_fd_, POLLIN, 0}, {wake_read_, POLLIN, 0}};
-    const int n = poll(fds, 2, -1);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      return;
-    }
-    if (fds[1].revents != 0) return;  // Stop()
-    if (fds[0].revents & POLLIN) {
-      const int fd = accept4(listen_fd_, nullptr, nullptr, SOCK_CLOEXEC);
-      if (fd >= 0) {
-        Serve(fd);
-        close(fd);
-      }
-    }
-  }
-}
-
-void MetricsHttpServer::Serve(int fd) {
-  // Read the request head (up to 8 KiB, 2 s); only the request line matters.
-  std::string head;
-  char buf[1024];
-  while (head.size() < 8192 && head.find("\r\n\r\n") == std::string::npos &&
-         head.find("\n\n") == std::string::npos) {
-    pollfd p = {fd, POLLIN, 0};
-    if (poll(&p, 1, 2000) <= 0) break;
-    const ssize_t r = read(fd, buf, sizeof(buf));
-    if (r <= 0) break;
-    head.append(buf, static_cast<size_t>(r));
-  }
-  std::string status = "404 Not Found";
-  std::string body = "not found; try /metrics\n";
-  std::string type = "text/plain; charset=utf-8";
-  if (absl::StartsWith(head, "GET /metrics ") || absl::StartsWith(head, "GET /metrics?")) {
-    status = "200 OK";
-    body = metrics_->RenderPrometheus();
-    type = "text/plain; version=0.0.4; charset=utf-8";
-  } else if (absl::StartsWith(head, "GET /healthz ")) {
-    status = "200 OK";
-    body = "ok\n";
-  } else if (!absl::StartsWith(head, "GET ")) {
-    status = "405 Method Not Allowed";
-    body = "only GET\n";
-  }
-  const std::string reply =
-      absl::StrCat("HTTP/1.0 ", status, "\r\nContent-Type: ", type,
-                   "\r\nContent-Length: ", body.size(), "\r\nConnection: close\r\n\r\n", body);
-  size_t sent = 0;
-  while (sent < reply.size()) {
-    const ssize_t w = send(fd, reply.data() + sent, reply.size() - sent, MSG_NOSIGNAL);
-    if (w <= 0) break;
-    sent += static_cast<size_t>(w);
-  }
 }
 
 }  // namespace embedserve

@@ -13,16 +13,22 @@
 #include <memory>
 #include <string>
 #include <utility>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
-#include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
 #include "embedserve/batching/batcher.h"
+#include "embedserve/common/mutex.h"
 #include "embedserve/common/status_macros.h"
 #include "embedserve/model/backend.h"
 #include "embedserve/server/embedding_service.h"
 #include "embedserve/server/metrics.h"
 #include "embedserve/tokenizer/tokenizer.h"
+#include "config/to_options.h"
+#include "embedserve/batching/clock.h"
+#include "http/http_front_door.h"
+#include "http/http_server.h"
+#include "pipeline/embedding_pipeline.h"
 
 namespace embedserve {
 
@@ -54,7 +60,8 @@ std::string Upper(std::string s) {
 
 class EmbedServer::Impl {
  public:
-  explicit Impl(const ServerConfig& config) : config_(config) {}
+  Impl(const ServerConfig& config, Clock* clock)
+      : config_(config), clock_(clock == nullptr ? RealClock() : clock) {}
 
   ~Impl() { Shutdown(0); }
 
@@ -62,12 +69,11 @@ class EmbedServer::Impl {
     ES_RETURN_IF_ERROR(config_.Validate());
     metrics_ = std::make_unique<ServerMetrics>();
 
+    ES_ASSIGN_OR_RETURN(pipeline_, EmbeddingPipeline::Create(ToPipelineOptions(config_),
+                                                              metrics_.get(), clock_));
+
     EmbeddingService::Options so;
-    so.max_texts_per_request = config_.server.max_texts_per_request;
     so.max_stream_backlog = config_.server.max_stream_backlog;
-    so.max_seq_length = config_.model.max_seq_length;
-    so.log_requests = config_.logging.log_requests;
-    so.model_name = config_.model.name;
     so.versions = {{"embedserve", EMBEDSERVE_VERSION_STRING},
                    {"grpc", grpc::Version()}};
     v1::BatchingInfo& bi = so.batching_info;
@@ -77,7 +83,7 @@ class EmbedServer::Impl {
     bi.set_max_queue_delay_us(config_.batching.max_queue_delay_us);
     bi.set_max_queue_sequences(config_.batching.max_queue_sequences);
     bi.set_workers(config_.batching.workers);
-    ES_ASSIGN_OR_RETURN(service_, EmbeddingService::Create(so, metrics_.get()));
+    ES_ASSIGN_OR_RETURN(service_, EmbeddingService::Create(so, pipeline_.get(), metrics_.get()));
 
     // gRPC: the service, health (NOT_SERVING until warmed up) and reflection.
     grpc::EnableDefaultHealthCheckService(true);
@@ -103,9 +109,26 @@ class EmbedServer::Impl {
     }
     health_ = server_->GetHealthCheckService();
     SetHealth(false);
+    // HTTP: the API port (OpenAI and TEI routes, /health, /metrics) and the metrics
+    // port (/metrics only), two listeners of one server.
+    std::vector<HttpServer::Listener> listeners;
+    if (config_.server.http_port >= 0) {
+      HttpFrontDoor::Options fo;
+      fo.api_key = config_.server.http_api_key;
+      fo.version = EMBEDSERVE_VERSION_STRING;
+      fo.max_batch_tokens = config_.batching.max_batch_tokens;
+      fo.max_concurrent_requests = config_.batching.max_queue_sequences;
+      front_door_ = std::make_unique<HttpFrontDoor>(fo, pipeline_.get(), metrics_.get());
+      http_index_ = static_cast<int>(listeners.size());
+      listeners.push_back({config_.server.http_port, front_door_.get()});
+    }
     if (config_.server.metrics_port >= 0) {
-      auto http = MetricsHttpServer::Start(config_.server.host, config_.server.metrics_port,
-                                           metrics_.get());
+      metrics_handler_ = std::make_unique<MetricsHandler>(metrics_.get());
+      metrics_index_ = static_cast<int>(listeners.size());
+      listeners.push_back({config_.server.metrics_port, metrics_handler_.get()});
+    }
+    if (!listeners.empty()) {
+      auto http = HttpServer::Start(ToHttpServerOptions(config_), listeners);
       if (!http.ok()) {
         StopGrpc(0);
         return http.status();
@@ -125,15 +148,7 @@ class EmbedServer::Impl {
       return absl::InvalidArgumentError("the model factory returned no tokenizer or backend");
     }
     const BackendInfo& info = model_.backend->Info();
-    Batcher::Options bo;
-    bo.enabled = config_.batching.enabled;
-    bo.max_batch_size = config_.batching.max_batch_size;
-    bo.max_batch_tokens = config_.batching.max_batch_tokens;
-    bo.count_padding = info.pads_inputs;
-    bo.max_queue_delay_us = config_.batching.max_queue_delay_us;
-    bo.max_queue_sequences = config_.batching.max_queue_sequences;
-    bo.num_workers = config_.batching.workers;
-    bo.idle_spin_us = config_.batching.idle_spin_us;
+    const Batcher::Options bo = ToBatcherOptions(config_, info.pads_inputs);
     const int64_t seq_len = config_.model.max_seq_length > 0 ? config_.model.max_seq_length
                                                              : info.max_seq_length;
     if (bo.max_batch_tokens < seq_len) {
@@ -142,14 +157,14 @@ class EmbedServer::Impl {
           "batching.max_batch_tokens must be >= max_seq_length (", seq_len,
           ") so that every text fits in a batch; was ", bo.max_batch_tokens));
     }
-    auto batcher = Batcher::Create(bo, model_.backend.get(), metrics_.get());
+    auto batcher = Batcher::Create(bo, model_.backend.get(), metrics_.get(), clock_);
     if (!batcher.ok()) {
       StopAll(0);
       return batcher.status();
     }
     batcher_ = *std::move(batcher);
-    if (absl::Status s = service_->AttachModel(model_.tokenizer.get(), model_.backend.get(),
-                                               batcher_.get());
+    if (absl::Status s = pipeline_->AttachModel(model_.tokenizer.get(), model_.backend.get(),
+                                                batcher_.get());
         !s.ok()) {
       StopAll(0);
       return s;
@@ -168,30 +183,35 @@ class EmbedServer::Impl {
 
   void Shutdown(int64_t grace_us) {
     {
-      absl::MutexLock lock(&mu_);
+      MutexLock lock(&mu_);
       if (shut_down_ || shutting_down_) {
-        mu_.Await(absl::Condition(&shut_down_));
+        while (!shut_down_) shut_down_cv_.Wait(&mu_);
         return;
       }
       shutting_down_ = true;
     }
     StopAll(grace_us);
-    absl::MutexLock lock(&mu_);
-    shut_down_ = true;
+    {
+      MutexLock lock(&mu_);
+      shut_down_ = true;
+    }
+    shut_down_cv_.NotifyAll();
   }
 
   void Wait() {
-    absl::MutexLock lock(&mu_);
-    mu_.Await(absl::Condition(&shut_down_));
+    MutexLock lock(&mu_);
+    while (!shut_down_) shut_down_cv_.Wait(&mu_);
   }
 
   int port() const { return port_; }
-  int metrics_port() const { return http_ ? http_->port() : -1; }
+  int metrics_port() const { return metrics_index_ >= 0 ? http_->port(metrics_index_) : -1; }
+  int http_port() const { return http_index_ >= 0 ? http_->port(http_index_) : -1; }
   const ServerConfig& config() const { return config_; }
   const std::string& summary() const { return summary_; }
 
  private:
   void SetHealth(bool serving) {
+    if (front_door_ != nullptr) front_door_->SetHealthy(serving);
     if (health_ == nullptr) return;
     health_->SetServingStatus(serving);  // "" (the whole server) and every service
     health_->SetServingStatus(kServiceName, serving);
@@ -213,7 +233,8 @@ class EmbedServer::Impl {
       std::this_thread::sleep_for(std::chrono::milliseconds(config_.server.shutdown_delay_ms));
     }
     const auto start = std::chrono::steady_clock::now();
-    if (service_ != nullptr) service_->SetServing(false);
+    if (service_ != nullptr) service_->SetServing(false);  // HTTP answers 503 from now on
+    if (http_ != nullptr) http_->StopAccepting();
     StopGrpc(grace_us);
     if (batcher_ != nullptr) {
       const int64_t used = std::chrono::duration_cast<std::chrono::microseconds>(
@@ -221,6 +242,7 @@ class EmbedServer::Impl {
                                .count();
       batcher_->Shutdown(std::max<int64_t>(0, grace_us - used));
     }
+    // Every accepted call has been answered (the batcher flushed): close what is left.
     if (http_ != nullptr) http_->Stop();
   }
 
@@ -263,25 +285,33 @@ class EmbedServer::Impl {
   }
 
   const ServerConfig config_;
+  Clock* const clock_;  // the pipeline's and the batcher's time line
   // Destruction order matters: gRPC first, then the batcher, then the model.
   ServingModel model_;
   std::unique_ptr<ServerMetrics> metrics_;
   std::unique_ptr<Batcher> batcher_;
+  std::unique_ptr<EmbeddingPipeline> pipeline_;
   std::unique_ptr<EmbeddingService> service_;
-  std::unique_ptr<MetricsHttpServer> http_;
+  std::unique_ptr<HttpFrontDoor> front_door_;
+  std::unique_ptr<MetricsHandler> metrics_handler_;
+  std::unique_ptr<HttpServer> http_;
+  int http_index_ = -1;     // listener of http_port in http_, -1 off
+  int metrics_index_ = -1;  // listener of metrics_port in http_, -1 off
   std::unique_ptr<grpc::Server> server_;
   grpc::HealthCheckServiceInterface* health_ = nullptr;
   int port_ = 0;
   std::string summary_;
 
-  absl::Mutex mu_;
+  Mutex mu_;
+  CondVar shut_down_cv_;  // shut_down_ turned true
   bool shutting_down_ ABSL_GUARDED_BY(mu_) = false;
   bool shut_down_ ABSL_GUARDED_BY(mu_) = false;
 };
 
 absl::StatusOr<std::unique_ptr<EmbedServer>> EmbedServer::Start(const ServerConfig& config,
-                                                                ModelFactory load_model) {
-  auto impl = std::make_unique<Impl>(config);
+                                                                ModelFactory load_model,
+                                                                Clock* clock) {
+  auto impl = std::make_unique<Impl>(config, clock);
   ES_RETURN_IF_ERROR(impl->Start(std::move(load_model)));
   return std::unique_ptr<EmbedServer>(new EmbedServer(std::move(impl)));
 }
@@ -291,6 +321,7 @@ EmbedServer::~EmbedServer() = default;
 
 int EmbedServer::port() const { return impl_->port(); }
 int EmbedServer::metrics_port() const { return impl_->metrics_port(); }
+int EmbedServer::http_port() const { return impl_->http_port(); }
 std::string EmbedServer::address() const {
   return HostPort(impl_->config().server.host, impl_->port());
 }
@@ -300,11 +331,10 @@ void EmbedServer::Shutdown(int64_t grace_us) { impl_->Shutdown(grace_us); }
 void EmbedServer::Wait() { impl_->Wait(); }
 
 absl::StatusOr<std::unique_ptr<EmbedServer>> StartServer(const ServerConfig& config,
-                                                         ServingModel model) {
+                                                         ServingModel model, Clock* clock) {
   auto holder = std::make_shared<ServingModel>(std::move(model));
-  return EmbedServer::Start(config, [holder]() -> absl::StatusOr<ServingModel> {
-    return std::move(*holder);
-  });
+  return EmbedServer::Start(
+      config, [holder]() -> absl::StatusOr<ServingModel> { return std::move(*holder); }, clock);
 }
 
 }  // namespace embedserve

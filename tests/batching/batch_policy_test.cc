@@ -1,12 +1,12 @@
 // The batching policy as a pure function: a queue built by hand, made-up times, no
 // threads and no sleeps.
-#include "embedserve/batching/batch_policy.h"
+#include "batching/batch_policy.h"
 
 #include <algorithm>
 #include <cstdint>
 #include <vector>
 
-#include "embedserve/batching/batch_queue.h"
+#include "batching/batch_queue.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 

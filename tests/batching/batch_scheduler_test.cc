@@ -8,7 +8,7 @@
 #include <vector>
 
 #include "absl/status/status.h"
-#include "embedserve/batching/batch_scheduler.h"
+#include "batching/batch_scheduler.h"
 #include "embedserve/batching/batcher.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"

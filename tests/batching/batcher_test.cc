@@ -42,7 +42,7 @@ TEST(BatcherOptionsTest, ValidateNamesFieldRuleAndValue) {
   EXPECT_EQ(o.Validate().message(), "batching.max_queue_sequences must be >= 1; was 0");
   o = Batcher::Options();
   o.num_workers = -1;
-  EXPECT_EQ(o.Validate().message(), "batching.num_workers must be >= 0; was -1");
+  EXPECT_EQ(o.Validate().message(), "batching.workers must be >= 0; was -1");
   o.num_workers = 0;  // no threads: stepped with Batcher::Step
   EXPECT_TRUE(o.Validate().ok());
   o = Batcher::Options();
@@ -428,6 +428,48 @@ TEST(BatcherTest, QueueFullFailsFastWhileWorkersAreBusy) {
   EXPECT_EQ(full.code(), absl::StatusCode::kResourceExhausted);
   backend.OpenGate();
   (*batcher)->Shutdown();
+  EXPECT_EQ(box.count(), 2);
+}
+
+}  // namespace
+}  // namespace embedserve
+
+namespace embedserve {
+namespace {
+
+// The TF Serving / Triton contract: a refused request stays with the caller, whole.
+TEST(BatcherTest, RefusedSubmitLeavesTheRequestWithTheCaller) {
+  FakeBackend backend;
+  Batcher::Options o;
+  o.max_batch_size = 1;
+  o.max_queue_sequences = 1;
+  auto batcher = Batcher::Create(o, &backend, nullptr);
+  ASSERT_TRUE(batcher.ok());
+  StatusBox box;
+  backend.CloseGate();
+  ASSERT_TRUE((*batcher)->Submit(BoxedRequest({{1}}, &box)).ok());
+  backend.WaitForWaitingCalls(1);
+  ASSERT_TRUE((*batcher)->Submit(BoxedRequest({{2}}, &box)).ok());  // fills the queue
+  bool called = false;
+  BatchRequest refused;
+  refused.sequences = {{7, 8, 9}};
+  refused.deadline_us = 123;
+  refused.is_cancelled = [] { return false; };
+  refused.done = [&called](absl::StatusOr<EmbeddingMatrix>, const RequestTimings&) {
+    called = true;
+  };
+  EXPECT_EQ((*batcher)->Submit(std::move(refused)).code(),
+            absl::StatusCode::kResourceExhausted);
+  ASSERT_EQ(refused.sequences.size(), 1u);  // NOLINT(bugprone-use-after-move): the contract
+  EXPECT_EQ(refused.sequences[0], (TokenIds{7, 8, 9}));
+  EXPECT_EQ(refused.deadline_us, 123);
+  EXPECT_TRUE(refused.is_cancelled);
+  ASSERT_TRUE(refused.done);
+  backend.OpenGate();
+  (*batcher)->Shutdown();
+  EXPECT_EQ((*batcher)->Submit(std::move(refused)).code(), absl::StatusCode::kUnavailable);
+  EXPECT_TRUE(refused.done);  // NOLINT(bugprone-use-after-move)
+  EXPECT_FALSE(called);
   EXPECT_EQ(box.count(), 2);
 }
 

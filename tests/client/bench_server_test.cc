@@ -37,6 +37,7 @@ class BenchServerTest : public ::testing::Test {
     ServerConfig config;
     config.server.port = 0;
     config.server.metrics_port = -1;
+    config.server.http_port = -1;
     config.server.max_texts_per_request = 8;
     config.server.shutdown_grace_ms = 5000;
     config.server.warmup = false;  // the backend then sees only the bench's requests

@@ -64,7 +64,7 @@ class Server:
     def __init__(self, binary, model, extra_yaml=""):
         self.config = tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False)
         self.config.write(
-            "server:\n  port: 0\n  metrics_port: 0\n  shutdown_grace_ms: 20000\n"
+            "server:\n  port: 0\n  metrics_port: 0\n  http_port: 0\n  shutdown_grace_ms: 20000\n"
             "  max_texts_per_request: 64\n"
             "model:\n  device: cpu\n"
             "logging:\n  level: info\n" + extra_yaml)
@@ -290,7 +290,7 @@ class CommandLineTest(unittest.TestCase):
 
     def test_missing_model_is_a_clear_error(self):
         out = subprocess.run([ARGS.binary, "--port", "0", "--metrics-port", "-1",
-                              "--model", "/nonexistent/folder"],
+                              "--http-port", "-1", "--model", "/nonexistent/folder"],
                              capture_output=True, text=True, timeout=60)
         self.assertEqual(out.returncode, 1)
         self.assertIn("/nonexistent/folder", out.stderr)

@@ -24,6 +24,7 @@
 #include "server/server_test_util.h"
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "test_util/fake_backend.h"
+#include "test_util/fake_clock.h"
 #include "test_util/grpc_callback_queue.h"
 
 namespace embedserve {
@@ -47,6 +48,7 @@ ServerConfig TestConfig() {
   ServerConfig config;
   config.server.port = 0;
   config.server.metrics_port = 0;
+  config.server.http_port = 0;
   config.server.max_texts_per_request = 8;
   config.server.shutdown_grace_ms = 5000;
   config.batching.max_batch_size = 16;
@@ -741,5 +743,31 @@ TEST_F(ServiceTest, ShutdownEndsIdleStreamsWithoutWaitingForTheGrace) {
   EXPECT_EQ(status.error_code(), grpc::StatusCode::UNAVAILABLE);
   EXPECT_THAT(status.error_message(), HasSubstr("shutting down"));
 }
+// EmbedServer takes a Clock: the stage timings of a reply are on its time line, so a
+// FakeClock that only the backend moves (500 us a call) gives exact figures.
+TEST(ServerClockTest, RepliesTimeStagesOnTheServersClock) {
+  testing::FakeClock clock;
+  FakeBackend::Options o;
+  o.dimension = kDim;
+  o.clock = &clock;
+  o.call_us = 500;
+  ServerConfig config = TestConfig();
+  config.server.warmup = false;
+  auto server = StartServer(config, ServingModel(LoadTokenizer(), std::make_unique<FakeBackend>(o)),
+                            &clock);
+  ASSERT_TRUE(server.ok()) << server.status();
+  auto stub = v1::EmbeddingService::NewStub(
+      grpc::CreateChannel((*server)->address(), grpc::InsecureChannelCredentials()));
+  grpc::ClientContext ctx;
+  v1::EmbedRequest req;
+  req.add_texts("hello world");
+  v1::EmbedResponse r;
+  ASSERT_TRUE(stub->Embed(&ctx, req, &r).ok());
+  EXPECT_EQ(r.timings().tokenize_us(), 0);
+  EXPECT_EQ(r.timings().inference_us(), 500);
+  EXPECT_EQ(r.timings().total_us(), 500);
+  (*server)->Shutdown(0);
+}
+
 }  // namespace
 }  // namespace embedserve

@@ -30,6 +30,7 @@ class RealModelTest : public ::testing::Test {
     ServerConfig config;
     config.server.port = 0;
     config.server.metrics_port = -1;
+    config.server.http_port = -1;
     config.batching.max_queue_delay_us = 1000;
     auto server = EmbedServer::Start(config, []() -> absl::StatusOr<ServingModel> {
       ModelOptions options;

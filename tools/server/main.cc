@@ -27,7 +27,7 @@ namespace {
 struct Flags {
   std::string config_path;
   std::string host, model, device, precision, log_level;
-  int port = -2, metrics_port = -2;
+  int port = -2, metrics_port = -2, http_port = -2;
   bool print_config = false;
 };
 
@@ -71,6 +71,8 @@ int Run(int argc, char** argv) {
   app.add_option("--port", f.port, "gRPC port, 0 = any free port (server.port)");
   app.add_option("--metrics-port", f.metrics_port,
                  "Prometheus port, 0 = any, -1 = off (server.metrics_port)");
+  app.add_option("--http-port", f.http_port,
+                 "HTTP/JSON API port (OpenAI, TEI), 0 = any, -1 = off (server.http_port)");
   app.add_option("--model", f.model, "Model folder (model.path)");
   app.add_option("--device", f.device, "auto, cpu, cuda, cuda:N (model.device)");
   app.add_option("--precision", f.precision, "fp32, fp16, bf16, int8 (model.precision)");
@@ -91,6 +93,7 @@ int Run(int argc, char** argv) {
   if (!f.host.empty()) config.server.host = f.host;
   if (f.port != -2) config.server.port = f.port;
   if (f.metrics_port != -2) config.server.metrics_port = f.metrics_port;
+  if (f.http_port != -2) config.server.http_port = f.http_port;
   if (!f.model.empty()) config.model.path = f.model;
   if (!f.device.empty()) config.model.device = f.device;
   if (!f.precision.empty()) {
@@ -131,10 +134,14 @@ int Run(int argc, char** argv) {
   }
   spdlog::info("{}", (*server)->Summary());
   const int mport = (*server)->metrics_port();
-  spdlog::info("listening on {} (gRPC: embedserve.v1.EmbeddingService, health, reflection){}",
+  const int hport = (*server)->http_port();
+  spdlog::info("listening on {} (gRPC: embedserve.v1.EmbeddingService, health, reflection){}{}",
                (*server)->address(),
                mport >= 0 ? absl::StrCat("; metrics on http://", config.server.host, ":", mport,
                                          "/metrics")
+                          : std::string(),
+               hport >= 0 ? absl::StrCat("; HTTP API on http://", config.server.host, ":", hport,
+                                         " (/v1/embeddings, /embed, /similarity, /tokenize)")
                           : std::string());
 
   int signal_number = 0;

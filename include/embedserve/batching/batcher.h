@@ -19,7 +19,7 @@
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
 #include "embedserve/batching/clock.h"
-#include "embedserve/batching/mutex.h"
+#include "embedserve/common/mutex.h"
 #include "embedserve/common/token_ids.h"
 #include "embedserve/model/backend.h"
 #include "embedserve/model/embedding_matrix.h"
@@ -166,8 +166,9 @@ class Batcher {
   // Shutdown(kDefaultShutdownGraceUs) if not yet done.
   ~Batcher();
 
-  // On OK, takes the request (moves from it): `done` will be called exactly once.
-  // Otherwise `request` is left as it was, with the caller, and `done` is NOT called:
+  // Takes ownership of `request` (moves from it) iff the returned status is OK: `done`
+  // will then be called exactly once. Otherwise `request` is left as it was, with the
+  // caller (the TF Serving / Triton contract), and `done` is NOT called:
   //  RESOURCE_EXHAUSTED: the queue cannot take all of the request's sequences now
   //    (retryable; an RPC thread never blocks here).
   //  UNAVAILABLE: shutting down (permanent for this Batcher).
@@ -232,9 +233,9 @@ class Batcher {
   const int64_t dimension_;
 
   // std::mutex underneath, not absl::Mutex: see mutex.h.
-  mutable batching_internal::Mutex mu_;
-  batching_internal::CondVar work_cv_;     // workers wait here for items / delay / stop
-  batching_internal::CondVar drained_cv_;  // Shutdown waits here for the queue to empty
+  mutable Mutex mu_;
+  CondVar work_cv_;     // workers wait here for items / delay / stop
+  CondVar drained_cv_;  // Shutdown waits here for the queue to empty
   std::unique_ptr<batching_internal::BatchScheduler> scheduler_ ABSL_GUARDED_BY(mu_);
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   int32_t idle_workers_ ABSL_GUARDED_BY(mu_) = 0;      // blocked on work_cv_
@@ -242,7 +243,7 @@ class Batcher {
   // Bumped under mu_ (by SignalWorkLocked, Shutdown) while a worker polls; read without it.
   std::atomic<uint64_t> wake_seq_{0};
 
-  batching_internal::Mutex shutdown_mu_;  // serialises Shutdown calls
+  Mutex shutdown_mu_;  // serialises Shutdown calls
   bool shut_down_ ABSL_GUARDED_BY(shutdown_mu_) = false;
   std::vector<std::thread> workers_;  // written by Create, joined by Shutdown
 };

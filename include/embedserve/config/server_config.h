@@ -21,6 +21,12 @@ struct ServerSection {
   std::string host = "127.0.0.1";     // bind address; 0.0.0.0 to listen on all interfaces
   int port = 50051;                   // gRPC port; 0 picks a free port (logged)
   int metrics_port = 9000;            // Prometheus /metrics; 0 picks a free port, -1 off
+  int http_port = 8080;               // HTTP/JSON API (OpenAI, TEI); 0 any free port, -1 off
+  int http_threads = 2;               // HTTP I/O threads (parse, route, write)
+  int64_t http_max_body_bytes = 8 << 20;  // larger request bodies get 413
+  int64_t http_header_timeout_ms = 10000;  // first byte to end of headers, else dropped
+  int64_t http_idle_timeout_ms = 60000;    // keep-alive connection idle between requests
+  std::string http_api_key;           // set: /v1/* needs "Authorization: Bearer <key>"
   int64_t max_message_bytes = 64 << 20;  // largest request/response message
   int threads = 0;                    // most threads gRPC may use; 0 = gRPC's default
   int max_texts_per_request = 256;    // texts (or pairs) per Embed/Similarity/Tokenize

@@ -1,9 +1,9 @@
 // Server metrics in the Prometheus text format: requests by method and status code,
 // per-stage duration histograms (tokenize, queue, inference, total), batch size in
-// sequences and tokens, queue depth and padding ratio. Fed by the EmbeddingService
-// (per request) and by the Batcher (BatchObserver, per batch); served on /metrics by
-// MetricsHttpServer. Thread-safe: every method may be called from any thread (lock-free
-// counters).
+// sequences and tokens, queue depth and padding ratio. Fed by the front doors (per
+// request), the pipeline (per stage) and the Batcher (BatchObserver, per batch); served
+// on GET /metrics by the HTTP server (src/http/). Thread-safe: every method may be
+// called from any thread (lock-free counters).
 #ifndef EMBEDSERVE_SERVER_METRICS_H_
 #define EMBEDSERVE_SERVER_METRICS_H_
 
@@ -12,7 +12,6 @@
 #include <cstdint>
 #include <memory>
 #include <string>
-#include <thread>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -43,6 +42,20 @@ enum class RpcMethod { kEmbed = 0, kEmbedStream, kSimilarity, kTokenize, kGetMod
 inline constexpr int kNumRpcMethods = 5;
 const char* RpcMethodName(RpcMethod method);
 
+// The HTTP front door's routes, for embedserve_http_requests_total.
+enum class HttpRoute {
+  kOpenAiEmbeddings = 0,  // POST /v1/embeddings
+  kEmbed,                 // POST /embed (and /)
+  kSimilarity,            // POST /similarity
+  kTokenize,              // POST /tokenize
+  kInfo,                  // GET /info
+  kHealth,                // GET /health
+  kMetrics,               // GET /metrics
+  kOther,                 // anything else (404, 405)
+};
+inline constexpr int kNumHttpRoutes = 8;
+const char* HttpRouteName(HttpRoute route);
+
 class ServerMetrics final : public BatchObserver {
  public:
   ServerMetrics();
@@ -53,6 +66,9 @@ class ServerMetrics final : public BatchObserver {
   // Stage times of one successful or failed request that reached that stage.
   void OnTokenize(int64_t tokenize_us, int64_t tokens);
   void OnQueueAndInference(int64_t queue_us, int64_t inference_us);
+  // One answered HTTP request that reached a route (transport errors such as 413 or a
+  // timeout are not counted). `http_status` 100..599.
+  void OnHttpRequest(HttpRoute route, int http_status, int64_t total_us);
 
   // BatchObserver.
   void OnBatch(const BatchStats& stats) override;
@@ -63,11 +79,15 @@ class ServerMetrics final : public BatchObserver {
   std::string RenderPrometheus() const;
 
   uint64_t requests(RpcMethod method, int grpc_code) const;
+  uint64_t http_requests(HttpRoute route, int http_status) const;
 
  private:
   static constexpr int kNumCodes = 17;
   std::array<std::array<std::atomic<uint64_t>, kNumCodes>, kNumRpcMethods> requests_{};
   std::array<std::unique_ptr<Histogram>, kNumRpcMethods> request_seconds_;
+  static constexpr int kNumHttpStatuses = 500;  // 100..599
+  std::array<std::array<std::atomic<uint64_t>, kNumHttpStatuses>, kNumHttpRoutes> http_requests_{};
+  std::array<std::unique_ptr<Histogram>, kNumHttpRoutes> http_request_seconds_;
   Histogram tokenize_seconds_;
   Histogram queue_seconds_;
   Histogram inference_seconds_;
@@ -80,35 +100,6 @@ class ServerMetrics final : public BatchObserver {
   std::atomic<uint64_t> batches_failed_{0};
   std::atomic<int64_t> queue_depth_{0};
   std::array<std::atomic<uint64_t>, kNumCodes> dropped_sequences_{};
-};
-
-// A tiny HTTP/1.0 responder for /metrics on its own thread (GET /metrics -> 200 with
-// RenderPrometheus(), GET /healthz -> 200 "ok", anything else -> 404). One connection at
-// a time; each is closed after the reply. Thread-safe: Stop() from any thread.
-class MetricsHttpServer {
- public:
-  // Binds host:port (port 0 = a free one) and starts serving. `metrics` must outlive it.
-  static absl::StatusOr<std::unique_ptr<MetricsHttpServer>> Start(const std::string& host,
-                                                                  int port,
-                                                                  const ServerMetrics* metrics);
-  ~MetricsHttpServer();  // Stop()
-  MetricsHttpServer(const MetricsHttpServer&) = delete;
-  MetricsHttpServer& operator=(const MetricsHttpServer&) = delete;
-
-  int port() const { return port_; }
-  // Closes the socket and joins the thread. Idempotent.
-  void Stop();
-
- private:
-  MetricsHttpServer(int listen_fd, int wake_read, int wake_write, int port,
-                    const ServerMetrics* metrics);
-  void Loop();
-  void Serve(int fd);
-
-  const int listen_fd_, wake_read_, wake_write_, port_;
-  const ServerMetrics* const metrics_;
-  std::thread thread_;
-  std::atomic<bool> stopped_{false};
 };
 
 }  // namespace embedserve

@@ -1,5 +1,6 @@
-// The whole in-process server: gRPC (EmbeddingService + grpc.health.v1 + reflection),
-// the Batcher in front of a Backend, and the Prometheus /metrics responder. Used by the
+// The whole in-process server: gRPC (EmbeddingService + grpc.health.v1 + reflection)
+// and HTTP (OpenAI / TEI JSON API, /metrics) front doors onto one EmbeddingPipeline, the
+// Batcher in front of a Backend. Used by the
 // `embedserve` binary, the end-to-end tests and the benchmarks (with a fake backend).
 // Thread-safe: Shutdown() and Wait() may be called from any thread.
 #ifndef EMBEDSERVE_SERVER_SERVER_H_
@@ -17,6 +18,7 @@
 namespace embedserve {
 
 class Backend;
+class Clock;
 class Tokenizer;
 
 // What the server serves. Owned by the server once started.
@@ -37,13 +39,15 @@ using ModelFactory = std::function<absl::StatusOr<ServingModel>()>;
 
 class EmbedServer {
  public:
-  // Binds config.server.host:port (port 0 = a free one) and the metrics port, answers
+  // Binds config.server.host:port (port 0 = a free one), the HTTP and metrics ports, answers
   // health NOT_SERVING and UNAVAILABLE while `load_model` runs, builds the Batcher from
   // config.batching, warms up (config.server.warmup), then turns SERVING and returns.
   // Fails (and releases the ports) on an invalid config, a bind failure or a model load
-  // failure.
+  // failure. `clock` (null: the real clock; else it must outlive the server) is the
+  // time line of deadlines, queue delays and per-stage timings (tests pass a FakeClock).
   static absl::StatusOr<std::unique_ptr<EmbedServer>> Start(const ServerConfig& config,
-                                                            ModelFactory load_model);
+                                                            ModelFactory load_model,
+                                                            Clock* clock = nullptr);
 
   ~EmbedServer();  // Shutdown(0) if not done yet
   EmbedServer(const EmbedServer&) = delete;
@@ -51,14 +55,15 @@ class EmbedServer {
 
   int port() const;          // the bound gRPC port
   int metrics_port() const;  // the bound metrics port, -1 when off
+  int http_port() const;     // the bound HTTP API port, -1 when off
   std::string address() const;  // host:port
   const ServerConfig& config() const;
   // The one-line startup summary ("Loaded ... on cpu, FP32, 384 dims, batching on ...").
   std::string Summary() const;
 
   // Health NOT_SERVING, refuse new calls (UNAVAILABLE), answer every accepted call
-  // within `grace_us` (after that they are cancelled), stop the batcher and the metrics
-  // responder. Idempotent; blocks until done.
+  // within `grace_us` (after that they are cancelled), stop the batcher and the HTTP
+  // server. Idempotent; blocks until done.
   void Shutdown(int64_t grace_us);
 
   // Blocks until Shutdown() has finished.
@@ -75,7 +80,8 @@ class EmbedServer {
 // Same as EmbedServer::Start with an already loaded model (tests, benchmarks with a
 // fake backend).
 absl::StatusOr<std::unique_ptr<EmbedServer>> StartServer(const ServerConfig& config,
-                                                         ServingModel model);
+                                                         ServingModel model,
+                                                         Clock* clock = nullptr);
 
 }  // namespace embedserve
 

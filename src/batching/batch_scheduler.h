@@ -12,8 +12,8 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
-#include "embedserve/batching/batch_policy.h"
-#include "embedserve/batching/batch_queue.h"
+#include "batching/batch_policy.h"
+#include "batching/batch_queue.h"
 #include "embedserve/batching/batcher.h"
 
 namespace embedserve {
@@ -78,15 +78,14 @@ class BatchScheduler {
   // through TakeFreed (or here).
   ~BatchScheduler();
 
-  // Checks `request` and builds its state (allocates: call outside any lock). Thread-safe.
-  // INVALID_ARGUMENT as Batcher::Submit documents, leaving `request` untouched; on OK its
-  // contents have moved into the state.
+  // Checks `request` and builds its state (allocates: call outside any lock), moving
+  // from `request` only when it succeeds. Thread-safe. INVALID_ARGUMENT as
+  // Batcher::Submit documents.
   static absl::StatusOr<std::unique_ptr<RequestState>> Prepare(const Batcher::Options& options,
                                                                int64_t dimension,
-                                                               BatchRequest* request);
-  // Moves a prepared request that was not queued back into `request`, as it was before
-  // Prepare (the caller keeps it when Submit fails).
-  static void GiveBack(std::unique_ptr<RequestState> state, BatchRequest* request);
+                                                               BatchRequest& request);
+  // Gives a prepared request's fields back to `request` (Submit refused it after Prepare).
+  static void Unprepare(std::unique_ptr<RequestState> state, BatchRequest* request);
 
   // Queues all rows of a prepared request at `now_us`, or returns RESOURCE_EXHAUSTED
   // (request untouched, `done` not called) when the queue cannot take them all.
@@ -121,6 +120,13 @@ class BatchScheduler {
   // batches. Returns INTERNAL if `result` is not batch.size() x dimension.
   static absl::Status ScatterRows(const Batch& batch, const EmbeddingMatrix& result,
                                   int64_t dimension);
+
+  // The unlocked middle of a worker turn (Batcher::RunBatch): runs `batch` through `backend` and scatters the rows (safe WITHOUT
+  // the lock, as ScatterRows). Returns the batch's status (the backend's, or a wrong
+  // shape's INTERNAL) and fills `*stats` (all but worker, form_us and complete_us; the
+  // queue_us span stays valid until `batch` is reused).
+  static absl::Status RunBackend(Backend* backend, const Clock& clock, int64_t dimension,
+                                 Batch* batch, BatchStats* stats);
 
   // Records the end of `batch` (status: the backend's, or ScatterRows' error): requests
   // whose rows are now all done, or that this batch failed, are appended to `ready`.

@@ -9,7 +9,7 @@
 #include <cstdint>
 #include <vector>
 
-#include "embedserve/batching/batch_queue.h"
+#include "batching/batch_queue.h"
 #include "embedserve/batching/batcher.h"
 
 namespace embedserve {

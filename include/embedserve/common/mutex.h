@@ -1,10 +1,11 @@
-// A std::mutex / std::condition_variable pair with Clang thread-safety annotations, so
-// ABSL_GUARDED_BY on the batcher's fields is checked (clang -Wthread-safety) and
-// ThreadSanitizer sees every lock (Debian's prebuilt absl::Mutex is not instrumented for
-// TSan, which then reports false races). Internal to the batching stage.
+// The one mutex of the code base: a std::mutex / std::condition_variable pair with Clang
+// thread-safety annotations, so ABSL_GUARDED_BY fields are checked (clang
+// -Wthread-safety) and ThreadSanitizer sees every lock (Debian's prebuilt absl::Mutex is
+// not instrumented for TSan, which then reports false races). Used by the batcher, the
+// gRPC service, the server and the HTTP server.
 // Thread-safety: Mutex and CondVar are safe from any thread; MutexLock is per thread.
-#ifndef EMBEDSERVE_BATCHING_MUTEX_H_
-#define EMBEDSERVE_BATCHING_MUTEX_H_
+#ifndef EMBEDSERVE_COMMON_MUTEX_H_
+#define EMBEDSERVE_COMMON_MUTEX_H_
 
 #include <chrono>
 #include <condition_variable>
@@ -14,7 +15,6 @@
 #include "absl/base/thread_annotations.h"
 
 namespace embedserve {
-namespace batching_internal {
 
 // Tells the CPU this is a spin-wait loop (yields to a sibling hyperthread, saves power).
 inline void CpuRelax() {
@@ -26,7 +26,7 @@ inline void CpuRelax() {
 }
 
 // Lock() first tries for a short while (kLockSpins try_locks, at most ~30 us) before
-// blocking: the batcher's critical sections are short, and a thread that blocks in the
+// blocking: the critical sections are short, and a thread that blocks in the
 // kernel lets its vCPU halt, which on a VM costs tens to hundreds of microseconds to undo.
 class ABSL_LOCKABLE Mutex {
  public:
@@ -79,7 +79,6 @@ class CondVar {
   std::condition_variable cv_;
 };
 
-}  // namespace batching_internal
 }  // namespace embedserve
 
-#endif  // EMBEDSERVE_BATCHING_MUTEX_H_
+#endif  // EMBEDSERVE_COMMON_MUTEX_H_

@@ -1,0 +1,39 @@
+#include "config/to_options.h"
+
+namespace embedserve {
+
+Batcher::Options ToBatcherOptions(const ServerConfig& config, bool backend_pads_inputs) {
+  const BatchingSection& b = config.batching;
+  Batcher::Options o;
+  o.enabled = b.enabled;
+  o.max_batch_size = b.max_batch_size;
+  o.max_batch_tokens = b.max_batch_tokens;
+  o.count_padding = backend_pads_inputs;
+  o.max_queue_delay_us = b.max_queue_delay_us;
+  o.max_queue_sequences = b.max_queue_sequences;
+  o.num_workers = b.workers;
+  o.idle_spin_us = b.idle_spin_us;
+  return o;
+}
+
+EmbeddingPipeline::Options ToPipelineOptions(const ServerConfig& config) {
+  EmbeddingPipeline::Options o;
+  o.max_texts_per_request = config.server.max_texts_per_request;
+  o.max_seq_length = config.model.max_seq_length;
+  o.model_name = config.model.name;
+  o.log_requests = config.logging.log_requests;
+  return o;
+}
+
+HttpServer::Options ToHttpServerOptions(const ServerConfig& config) {
+  const ServerSection& s = config.server;
+  HttpServer::Options o;
+  o.host = s.host;
+  o.threads = s.http_threads;
+  o.max_body_bytes = s.http_max_body_bytes;
+  o.header_timeout_ms = s.http_header_timeout_ms;
+  o.idle_timeout_ms = s.http_idle_timeout_ms;
+  return o;
+}
+
+}  // namespace embedserve

@@ -1,0 +1,24 @@
+// The one place where the YAML config (ServerConfig) becomes each stage's Options: the
+// Batcher's, the EmbeddingPipeline's and the HTTP server's. The stages validate their
+// own invariants; their messages name the YAML keys these functions read from.
+// Thread-safe: pure functions.
+#ifndef EMBEDSERVE_CONFIG_TO_OPTIONS_H_
+#define EMBEDSERVE_CONFIG_TO_OPTIONS_H_
+
+#include "embedserve/batching/batcher.h"
+#include "embedserve/config/server_config.h"
+#include "http/http_server.h"
+#include "pipeline/embedding_pipeline.h"
+
+namespace embedserve {
+
+// batching.* ; `backend_pads_inputs` is Backend::Info().pads_inputs (sets count_padding).
+Batcher::Options ToBatcherOptions(const ServerConfig& config, bool backend_pads_inputs);
+// server.max_texts_per_request, model.max_seq_length, model.name, logging.log_requests.
+EmbeddingPipeline::Options ToPipelineOptions(const ServerConfig& config);
+// server.host, server.http_* (timeouts, body limit, threads).
+HttpServer::Options ToHttpServerOptions(const ServerConfig& config);
+
+}  // namespace embedserve
+
+#endif  // EMBEDSERVE_CONFIG_TO_OPTIONS_H_

@@ -1,0 +1,62 @@
+// The HTTP front door of the EmbeddingPipeline: OpenAI's POST /v1/embeddings and
+// text-embeddings-inference's POST /embed, /similarity, /tokenize, GET /info, /health and
+// /metrics, each a thin adapter (JSON codec in http_api.h) around the same pipeline the
+// gRPC service calls. MetricsHandler serves the metrics listener (GET /metrics only).
+// Thread-safe: Handle is called from the HTTP server's I/O threads.
+#ifndef EMBEDSERVE_HTTP_HTTP_FRONT_DOOR_H_
+#define EMBEDSERVE_HTTP_HTTP_FRONT_DOOR_H_
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "http/http_server.h"
+
+namespace embedserve {
+
+class EmbeddingPipeline;
+class ServerMetrics;
+
+class HttpFrontDoor final : public HttpHandler {
+ public:
+  struct Options {
+    // When set, /v1/* needs "Authorization: Bearer <api_key>" (else 401).
+    std::string api_key;
+    // Reported by GET /info.
+    std::string version;
+    int64_t max_batch_tokens = 0;
+    int32_t max_concurrent_requests = 0;  // the queue bound, in sequences
+  };
+  // `pipeline` and `metrics` (may be null; counts every answer by route and status) must
+  // outlive the front door.
+  HttpFrontDoor(const Options& options, EmbeddingPipeline* pipeline, ServerMetrics* metrics);
+
+  void Handle(const HttpRequest& request, std::shared_ptr<const std::atomic<bool>> cancelled,
+              HttpResponder respond) override;
+
+  // GET /health answers 200 only while this is true (default) and the pipeline serves:
+  // false during the shutdown delay, so HTTP probes see the drain before it refuses calls.
+  void SetHealthy(bool healthy) { healthy_.store(healthy, std::memory_order_release); }
+
+ private:
+  std::atomic<bool> healthy_{true};
+  const Options options_;
+  EmbeddingPipeline* const pipeline_;
+  ServerMetrics* const metrics_;
+};
+
+// GET /metrics (Prometheus text) and GET /healthz; 404 for anything else.
+class MetricsHandler final : public HttpHandler {
+ public:
+  explicit MetricsHandler(const ServerMetrics* metrics) : metrics_(metrics) {}
+  void Handle(const HttpRequest& request, std::shared_ptr<const std::atomic<bool>> cancelled,
+              HttpResponder respond) override;
+
+ private:
+  const ServerMetrics* const metrics_;
+};
+
+}  // namespace embedserve
+
+#endif  // EMBEDSERVE_HTTP_HTTP_FRONT_DOOR_H_

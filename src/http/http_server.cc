@@ -1,0 +1,417 @@
+#include "http/http_server.h"
+
+#include <spdlog/spdlog.h>
+
+#include <boost/asio.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
+#include <chrono>
+#include <memory>
+#include <optional>
+#include <string>
+#include <thread>
+#include <unordered_set>
+#include <utility>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "embedserve/common/mutex.h"
+#include "http/http_api.h"
+
+namespace embedserve {
+
+namespace net = boost::asio;
+namespace beast = boost::beast;
+namespace http = boost::beast::http;
+using tcp = boost::asio::ip::tcp;
+
+namespace {
+
+class Session;
+
+// Open connections, so that Stop can close them and wait for them to go.
+class SessionRegistry {
+ public:
+  void Add(Session* s) {
+    MutexLock lock(&mu_);
+    open_.insert(s);
+  }
+  void Remove(Session* s) {
+    bool empty = false;
+    {
+      MutexLock lock(&mu_);
+      open_.erase(s);
+      empty = open_.empty();
+    }
+    if (empty) cv_.NotifyAll();
+  }
+  // The open sessions, kept alive by the caller: dropping the last reference ends a
+  // session, and its destructor takes mu_, so the references must go outside the lock.
+  std::vector<std::shared_ptr<Session>> Snapshot();
+  // True when every session ended before `timeout`.
+  bool WaitEmpty(std::chrono::milliseconds timeout) {
+    const auto until = std::chrono::steady_clock::now() + timeout;
+    MutexLock lock(&mu_);
+    while (!open_.empty()) {
+      const auto left = std::chrono::duration_cast<std::chrono::microseconds>(
+                            until - std::chrono::steady_clock::now())
+                            .count();
+      if (left <= 0) return false;
+      cv_.WaitFor(&mu_, left);
+    }
+    return true;
+  }
+
+ private:
+  Mutex mu_;
+  CondVar cv_;  // open_ turned empty
+  std::unordered_set<Session*> open_ ABSL_GUARDED_BY(mu_);
+};
+
+// One connection: read a request, hand it to the handler, write its answer, repeat.
+// Every step runs on the connection's strand.
+class Session : public std::enable_shared_from_this<Session> {
+ public:
+  Session(tcp::socket socket, const HttpServer::Options& options, HttpHandler* handler,
+          SessionRegistry* registry)
+      : stream_(std::move(socket)),
+        options_(options),
+        handler_(handler),
+        registry_(registry),
+        cancelled_(std::make_shared<std::atomic<bool>>(false)) {
+    registry_->Add(this);
+  }
+  ~Session() { registry_->Remove(this); }
+
+  void Run() {
+    net::dispatch(stream_.get_executor(), [self = shared_from_this()] { self->ReadRequest(); });
+  }
+
+  // From any thread: close now when idle or writing; after the answer when one is pending.
+  void Close() {
+    net::post(stream_.get_executor(), [self = shared_from_this()] {
+      self->closing_ = true;
+      self->cancelled_->store(true);
+      self->Shut();  // a pending answer then fails to write, and the session ends
+    });
+  }
+
+ private:
+  void ReadRequest() {
+    if (closing_) return Shut();
+    parser_.emplace();
+    parser_->header_limit(static_cast<std::uint32_t>(options_.max_header_bytes));
+    parser_->body_limit(static_cast<std::uint64_t>(options_.max_body_bytes));
+    if (buffer_.size() > 0) return ReadHeader();  // a pipelined request is buffered
+    // Idle between requests: wait for the first byte under the keep-alive timeout.
+    stream_.expires_after(std::chrono::milliseconds(options_.idle_timeout_ms));
+    stream_.async_read_some(buffer_.prepare(4096),
+                            [self = shared_from_this()](beast::error_code ec, size_t n) {
+                              if (ec) return self->Shut();
+                              self->buffer_.commit(n);
+                              self->ReadHeader();
+                            });
+  }
+
+  void ReadHeader() {
+    stream_.expires_after(std::chrono::milliseconds(options_.header_timeout_ms));
+    http::async_read_header(stream_, buffer_, *parser_,
+                            [self = shared_from_this()](beast::error_code ec, size_t) {
+                              self->OnHeader(ec);
+                            });
+  }
+
+  void OnHeader(beast::error_code ec) {
+    if (ec == http::error::header_limit) {
+      // The parser takes the request line first: no target yet means it did not fit.
+      if (parser_->get().target().empty()) {
+        return Fail(414, "the request line (URL) is longer than the server accepts");
+      }
+      return Fail(431, "the request headers are larger than the server accepts");
+    }
+    if (ec == http::error::body_limit) return FailTooLarge();
+    if (ec) {
+      // Timeout, client gone, or not HTTP: answer a parse error, drop the rest.
+      if (ec == beast::error::timeout || ec == http::error::end_of_stream ||
+          ec == net::error::eof || ec == net::error::operation_aborted) {
+        return Shut();
+      }
+      return Fail(400, absl::StrCat("malformed HTTP request: ", ec.message()));
+    }
+    stream_.expires_after(std::chrono::milliseconds(options_.body_timeout_ms));
+    if (beast::iequals(parser_->get()[http::field::expect], "100-continue") &&
+        !parser_->is_done()) {
+      // curl sends larger bodies only after this (or after waiting a second).
+      static constexpr char kContinue[] = "HTTP/1.1 100 Continue\r\n\r\n";
+      net::async_write(stream_, net::buffer(kContinue, sizeof(kContinue) - 1),
+                       [self = shared_from_this()](beast::error_code ec, size_t) {
+                         if (ec) return self->Shut();
+                         self->ReadBody();
+                       });
+      return;
+    }
+    ReadBody();
+  }
+
+  void ReadBody() {
+    http::async_read(stream_, buffer_, *parser_,
+                     [self = shared_from_this()](beast::error_code ec, size_t) {
+                       self->OnRequest(ec);
+                     });
+  }
+
+  void OnRequest(beast::error_code ec) {
+    if (ec == http::error::body_limit) return FailTooLarge();
+    if (ec) {
+      if (ec == beast::error::timeout || ec == net::error::eof ||
+          ec == http::error::partial_message || ec == net::error::operation_aborted) {
+        return Shut();
+      }
+      return Fail(400, absl::StrCat("malformed HTTP request: ", ec.message()));
+    }
+    stream_.expires_never();  // the handler's time is the pipeline's business
+    auto& req = parser_->get();
+    version_ = req.version();
+    keep_alive_ = req.keep_alive();
+    HttpRequest r;
+    r.method = std::string(req.method_string());
+    r.target = std::string(req.target());
+    r.authorization = std::string(req[http::field::authorization]);
+    r.content_type = std::string(req[http::field::content_type]);
+    r.body = std::move(req.body());
+    awaiting_handler_ = true;
+    auto self = shared_from_this();
+    handler_->Handle(r, cancelled_,
+                     [self](int status, absl::string_view content_type, std::string body) {
+                       net::post(self->stream_.get_executor(),
+                                 [self, status, type = std::string(content_type),
+                                  body = std::move(body)]() mutable {
+                                   self->awaiting_handler_ = false;
+                                   self->Write(status, type, std::move(body), !self->closing_);
+                                 });
+                     });
+  }
+
+  void FailTooLarge() {
+    Fail(413, absl::StrCat("the request body is larger than the limit of ",
+                           options_.max_body_bytes, " bytes"));
+  }
+
+  // Answers an error the server found itself, then closes the connection (what follows
+  // in the stream cannot be trusted).
+  void Fail(int status, const std::string& message) {
+    version_ = 11;
+    Write(status, "application/json",
+          http_api::OpenAiError(message, http_api::OpenAiErrorType(status), ""),
+          /*keep_alive=*/false);
+  }
+
+  void Write(int status, const std::string& content_type, std::string body, bool keep_alive) {
+    auto res = std::make_shared<http::response<http::string_body>>(
+        static_cast<http::status>(status), version_);
+    res->set(http::field::server, "embedserve");
+    res->set(http::field::content_type, content_type);
+    res->keep_alive(keep_alive && keep_alive_);
+    res->body() = std::move(body);
+    res->prepare_payload();
+    const bool close = !res->keep_alive();
+    stream_.expires_after(std::chrono::milliseconds(options_.body_timeout_ms));
+    http::async_write(stream_, *res,
+                      [self = shared_from_this(), res, close](beast::error_code ec, size_t) {
+                        if (ec) return self->Shut();
+                        if (close) return self->Linger();
+                        self->ReadRequest();
+                      });
+  }
+
+  // After a last answer: stop sending, read (and drop) what the client still sends for a
+  // moment so that the answer is not lost to a reset, then close.
+  void Linger() {
+    beast::error_code ignored;
+    stream_.socket().shutdown(tcp::socket::shutdown_send, ignored);
+    if (closing_) return Shut();
+    stream_.expires_after(std::chrono::milliseconds(
+        std::min<int64_t>(options_.header_timeout_ms, 2000)));
+    stream_.async_read_some(net::buffer(drain_),
+                            [self = shared_from_this()](beast::error_code ec, size_t) {
+                              if (ec) return self->Shut();
+                              self->Linger();
+                            });
+  }
+
+  void Shut() {
+    beast::error_code ignored;
+    stream_.socket().shutdown(tcp::socket::shutdown_both, ignored);
+    stream_.close();
+  }
+
+  beast::tcp_stream stream_;
+  const HttpServer::Options& options_;
+  HttpHandler* const handler_;
+  SessionRegistry* const registry_;
+  const std::shared_ptr<std::atomic<bool>> cancelled_;
+  beast::flat_buffer buffer_;
+  std::optional<http::request_parser<http::string_body>> parser_;
+  unsigned version_ = 11;
+  bool keep_alive_ = true;
+  bool awaiting_handler_ = false;
+  bool closing_ = false;
+  char drain_[4096];
+};
+
+std::vector<std::shared_ptr<Session>> SessionRegistry::Snapshot() {
+  std::vector<std::shared_ptr<Session>> alive;
+  MutexLock lock(&mu_);
+  alive.reserve(open_.size());
+  for (Session* s : open_) {
+    // A session whose last reference is being dropped elsewhere needs no closing.
+    if (auto p = s->weak_from_this().lock()) alive.push_back(std::move(p));
+  }
+  return alive;
+}
+
+}  // namespace
+
+class HttpServer::Impl {
+ public:
+  explicit Impl(const Options& options)
+      : options_(options), work_(net::make_work_guard(ioc_)) {}
+
+  absl::Status Listen(const std::vector<Listener>& listeners) {
+    beast::error_code ec;
+    const auto address = net::ip::make_address(options_.host, ec);
+    if (ec) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "server.host must be an IP address for the HTTP server; was '", options_.host, "'"));
+    }
+    for (const Listener& l : listeners) {
+      auto acceptor = std::make_unique<tcp::acceptor>(net::make_strand(ioc_));
+      const tcp::endpoint endpoint(address, static_cast<unsigned short>(l.port));
+      acceptor->open(endpoint.protocol(), ec);
+      if (!ec) acceptor->set_option(net::socket_base::reuse_address(true), ec);
+      if (!ec) acceptor->bind(endpoint, ec);
+      if (!ec) acceptor->listen(net::socket_base::max_listen_connections, ec);
+      if (ec) {
+        return absl::UnavailableError(absl::StrCat(
+            "cannot listen for HTTP on ", options_.host, ":", l.port, ": ", ec.message(),
+            "; set server.http_port / server.metrics_port to a free port, 0 for any, -1 off"));
+      }
+      ports_.push_back(acceptor->local_endpoint().port());
+      acceptors_.push_back({std::move(acceptor), l.handler});
+    }
+    return absl::OkStatus();
+  }
+
+  void Run() {
+    for (size_t i = 0; i < acceptors_.size(); ++i) Accept(i);
+    for (int i = 0; i < options_.threads; ++i) threads_.emplace_back([this] { ioc_.run(); });
+  }
+
+  int port(size_t i) const { return i < ports_.size() ? ports_[i] : -1; }
+
+  void StopAccepting() {
+    for (auto& a : acceptors_) {
+      net::post(a.acceptor->get_executor(), [acc = a.acceptor.get()] {
+        beast::error_code ignored;
+        acc->close(ignored);
+      });
+    }
+  }
+
+  void Stop() {
+    {
+      MutexLock lock(&stop_mu_);
+      if (stopped_) return;
+      stopped_ = true;
+    }
+    StopAccepting();
+    for (const auto& session : registry_.Snapshot()) session->Close();
+    // Closing is quick (no waiting on clients); the bound only guards against a bug.
+    if (!registry_.WaitEmpty(std::chrono::milliseconds(2000))) {
+      spdlog::warn("HTTP server: connections still open after close; stopping anyway");
+    }
+    work_.reset();
+    ioc_.stop();
+    for (auto& t : threads_) t.join();
+    threads_.clear();
+  }
+
+ private:
+  struct Acceptor {
+    std::unique_ptr<tcp::acceptor> acceptor;
+    HttpHandler* handler;
+  };
+
+  void Accept(size_t i) {
+    Acceptor& a = acceptors_[i];
+    a.acceptor->async_accept(net::make_strand(ioc_), [this, i](beast::error_code ec,
+                                                               tcp::socket socket) {
+      Acceptor& a = acceptors_[i];
+      if (ec == net::error::operation_aborted || !a.acceptor->is_open()) return;
+      if (ec) {
+        // Out of file descriptors or similar: retry shortly rather than spin.
+        spdlog::warn("HTTP accept failed: {}", ec.message());
+        auto timer = std::make_shared<net::steady_timer>(a.acceptor->get_executor(),
+                                                         std::chrono::milliseconds(50));
+        timer->async_wait([this, i, timer](beast::error_code) { Accept(i); });
+        return;
+      }
+      beast::error_code ignored;
+      socket.set_option(tcp::no_delay(true), ignored);
+      std::make_shared<Session>(std::move(socket), options_, a.handler, &registry_)->Run();
+      Accept(i);
+    });
+  }
+
+  const Options options_;
+  net::io_context ioc_;
+  net::executor_work_guard<net::io_context::executor_type> work_;
+  std::vector<Acceptor> acceptors_;
+  std::vector<int> ports_;
+  std::vector<std::thread> threads_;
+  SessionRegistry registry_;
+  Mutex stop_mu_;
+  bool stopped_ ABSL_GUARDED_BY(stop_mu_) = false;
+};
+
+absl::Status HttpServer::Options::Validate() const {
+  if (threads < 1 || threads > 256) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("server.http_threads must be in 1..256; was ", threads));
+  }
+  if (max_body_bytes < 1) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("server.http_max_body_bytes must be >= 1; was ", max_body_bytes));
+  }
+  if (max_header_bytes < 256 || max_header_bytes > (1 << 24)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "server.http_max_header_bytes must be in 256..16777216; was ", max_header_bytes));
+  }
+  for (const auto& [name, v] :
+       {std::pair<const char*, int64_t>{"server.http_idle_timeout_ms", idle_timeout_ms},
+        {"server.http_header_timeout_ms", header_timeout_ms},
+        {"server.http_body_timeout_ms", body_timeout_ms}}) {
+    if (v < 1) return absl::InvalidArgumentError(absl::StrCat(name, " must be >= 1; was ", v));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(
+    const Options& options, const std::vector<Listener>& listeners) {
+  if (absl::Status s = options.Validate(); !s.ok()) return s;
+  for (const Listener& l : listeners) {
+    if (l.handler == nullptr) return absl::InvalidArgumentError("an HTTP listener needs a handler");
+  }
+  auto impl = std::make_unique<Impl>(options);
+  if (absl::Status s = impl->Listen(listeners); !s.ok()) return s;
+  impl->Run();
+  return std::unique_ptr<HttpServer>(new HttpServer(std::move(impl)));
+}
+
+HttpServer::HttpServer(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+HttpServer::~HttpServer() { Stop(); }
+int HttpServer::port(size_t i) const { return impl_->port(i); }
+void HttpServer::StopAccepting() { impl_->StopAccepting(); }
+void HttpServer::Stop() { impl_->Stop(); }
+
+}  // namespace embedserve

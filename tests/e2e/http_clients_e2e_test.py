@@ -1,0 +1,170 @@
+"""End-to-end test of the HTTP API with clients nobody here wrote.
+
+Starts the real `embedserve` binary (tiny-bert, free ports), then calls POST /v1/embeddings
+through the `openai` SDK (float and base64) and langchain-openai's OpenAIEmbeddings, and
+POST /embed through huggingface_hub's InferenceClient.feature_extraction; every vector must
+be within 1e-6 of gRPC Embed's for the same texts (gRPC read through Debian's python3,
+tests/e2e/grpc_embed.py). Then runs the README's curl lines against the server.
+
+Run by ctest (tests/e2e/CMakeLists.txt) with the virtual environment of
+requirements/test.txt:
+  .venv/bin/python http_clients_e2e_test.py --binary BUILD/tools/server/embedserve \
+      --stubs BUILD/tests/e2e/py --data tests/data --readme README.md
+"""
+import argparse
+import json
+import os
+import re
+import shlex
+import subprocess
+import sys
+import tempfile
+import threading
+import unittest
+import urllib.request
+
+ARGS = None
+TOLERANCE = 1e-6  # float32 values: the HTTP floats are shortest round-trip, base64 exact
+
+TEXTS = ["hello world", "A second, longer sentence about embeddings.", "", "ünïcödé text"]
+
+
+class Server:
+    """The binary as a child process, on free ports; its log is read on a thread."""
+
+    def __init__(self, binary, model):
+        self.config = tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False)
+        self.config.write("server:\n  port: 0\n  metrics_port: -1\n  http_port: 0\n"
+                          "model:\n  device: cpu\nlogging:\n  level: info\n")
+        self.config.close()
+        self.proc = subprocess.Popen([binary, "--config", self.config.name, "--model", model],
+                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        self.lines = []
+        self.ready = threading.Event()
+        self.grpc_port = self.http_port = None
+        threading.Thread(target=self._read, daemon=True).start()
+        # The line is logged once the model is loaded, warmed up and SERVING.
+        if not self.ready.wait(120) or self.http_port is None:
+            self.stop()
+            raise RuntimeError("server did not start:\n" + "".join(self.lines))
+
+    def _read(self):
+        for line in self.proc.stdout:
+            self.lines.append(line)
+            m = re.search(r"listening on [^ ]*:(\d+) .*HTTP API on http://[^ ]*:(\d+)", line)
+            if m:
+                self.grpc_port, self.http_port = int(m.group(1)), int(m.group(2))
+                self.ready.set()
+        self.ready.set()
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(60)
+        os.unlink(self.config.name)
+
+
+def grpc_vectors(port, texts):
+    out = subprocess.run(["/usr/bin/python3", os.path.join(os.path.dirname(__file__), "grpc_embed.py"),
+                          "--stubs", ARGS.stubs, "--address", f"127.0.0.1:{port}"],
+                         input=json.dumps(texts), capture_output=True, text=True, timeout=60,
+                         check=True)
+    return json.loads(out.stdout)
+
+
+class HttpClientsTest(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.server = Server(ARGS.binary, os.path.join(ARGS.data, "tiny-bert"))
+        cls.base = f"http://127.0.0.1:{cls.server.http_port}"
+        with urllib.request.urlopen(cls.base + "/info", timeout=10) as r:
+            cls.info = json.load(r)
+        cls.model = cls.info["model_id"]
+        cls.reference = grpc_vectors(cls.server.grpc_port, TEXTS)
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.server.stop()
+
+    def assertVectorsClose(self, got, want=None):
+        want = want if want is not None else self.reference["vectors"]
+        self.assertEqual(len(got), len(want))
+        for i, (g, w) in enumerate(zip(got, want)):
+            self.assertEqual(len(g), len(w), i)
+            worst = max(abs(float(a) - b) for a, b in zip(g, w))
+            self.assertLessEqual(worst, TOLERANCE, f"text {i}: max |http - grpc| = {worst}")
+
+    def test_openai_sdk_float_and_base64(self):
+        from openai import OpenAI
+        client = OpenAI(base_url=self.base + "/v1", api_key="unused")
+        for fmt in ("float", "base64"):
+            r = client.embeddings.create(model=self.model, input=TEXTS, encoding_format=fmt)
+            self.assertEqual([d.index for d in r.data], list(range(len(TEXTS))))
+            if fmt == "base64" and isinstance(r.data[0].embedding, str):
+                import base64
+                import numpy as np
+                vectors = [np.frombuffer(base64.b64decode(d.embedding), dtype="<f4").tolist()
+                           for d in r.data]
+            else:
+                vectors = [d.embedding for d in r.data]
+            self.assertVectorsClose(vectors)
+            self.assertEqual(r.usage.prompt_tokens, self.reference["prompt_tokens"])
+            self.assertEqual(r.usage.total_tokens, self.reference["prompt_tokens"])
+            self.assertEqual(r.model, self.model)
+
+    def test_openai_sdk_default_format_and_errors(self):
+        import openai
+        client = openai.OpenAI(base_url=self.base + "/v1", api_key="unused", max_retries=0)
+        r = client.embeddings.create(model=self.model, input=TEXTS[0])  # SDK's default format
+        self.assertVectorsClose([r.data[0].embedding], self.reference["vectors"][:1])
+        with self.assertRaises(openai.NotFoundError):
+            client.embeddings.create(model="no-such-model", input="x")
+        with self.assertRaises(openai.BadRequestError) as e:
+            client.embeddings.create(model=self.model, input="x", dimensions=7)
+        self.assertIn("dimensions", str(e.exception))
+
+    def test_huggingface_hub_feature_extraction(self):
+        from huggingface_hub import InferenceClient
+        client = InferenceClient(model=self.base + "/embed")
+        vectors = [client.feature_extraction(t)[0].tolist() for t in TEXTS]
+        self.assertVectorsClose(vectors)
+
+    def test_langchain_openai_embeddings(self):
+        from langchain_openai import OpenAIEmbeddings
+        emb = OpenAIEmbeddings(model=self.model, base_url=self.base + "/v1", api_key="unused",
+                               check_embedding_ctx_length=False)  # send texts, not tiktoken ids
+        self.assertVectorsClose(emb.embed_documents(TEXTS))
+        self.assertVectorsClose([emb.embed_query(TEXTS[1])], self.reference["vectors"][1:2])
+
+    def test_readme_curl_lines(self):
+        with open(ARGS.readme) as f:
+            readme = f.read()
+        section = readme[readme.index("<!-- http-curl-begin -->"):
+                         readme.index("<!-- http-curl-end -->")]
+        lines = [l for l in section.splitlines() if l.startswith("curl ")]
+        self.assertGreaterEqual(len(lines), 5)
+        for line in lines:
+            cmd = (line.replace("127.0.0.1:8080", f"127.0.0.1:{self.server.http_port}")
+                   .replace("sentence-transformers/all-MiniLM-L6-v2", self.model))
+            out = subprocess.run(["bash", "-c", cmd + " --fail --show-error --max-time 30"],
+                                 capture_output=True, text=True, timeout=60)
+            self.assertEqual(out.returncode, 0, f"{line}\n{out.stderr}")
+            if "/metrics" not in line:
+                json.loads(out.stdout)  # every API answer is JSON
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--binary", required=True)
+    parser.add_argument("--stubs", required=True)
+    parser.add_argument("--data", required=True)
+    parser.add_argument("--readme", required=True)
+    ARGS, rest = parser.parse_known_args()
+    try:
+        import openai  # noqa: F401
+        import huggingface_hub  # noqa: F401
+        import langchain_openai  # noqa: F401
+    except ImportError as e:
+        print(f"SKIPPED: {e}; run scripts/setup.sh to make .venv from requirements/test.txt")
+        sys.exit(77)
+    unittest.main(argv=[sys.argv[0]] + rest, verbosity=2)

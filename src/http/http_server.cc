@@ -181,15 +181,15 @@ class Session : public std::enable_shared_from_this<Session> {
     r.body = std::move(req.body());
     awaiting_handler_ = true;
     auto self = shared_from_this();
-    handler_->Handle(r, cancelled_,
-                     [self](int status, absl::string_view content_type, std::string body) {
-                       net::post(self->stream_.get_executor(),
-                                 [self, status, type = std::string(content_type),
-                                  body = std::move(body)]() mutable {
-                                   self->awaiting_handler_ = false;
-                                   self->Write(status, type, std::move(body), !self->closing_);
-                                 });
-                     });
+    handler_->Handle(
+        r, cancelled_,
+        HttpResponder([self](int status, std::string type, std::function<std::string()> make) {
+          net::post(self->stream_.get_executor(), [self, status, type = std::move(type),
+                                                   make = std::move(make)]() mutable {
+            self->awaiting_handler_ = false;
+            self->Write(status, type, make(), !self->closing_);
+          });
+        }));
   }
 
   void FailTooLarge() {

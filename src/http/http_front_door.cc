@@ -79,9 +79,13 @@ void OpenAiEmbeddings(EmbeddingPipeline* pipeline, const HttpRequest& request,
   std::string name = model->name;
   auto done = [respond, base64, name = std::move(name)](EmbedResult r) {
     if (!r.status.ok()) return OpenAiFail(respond, r.status);
-    respond(200, kJson,
-            http_api::OpenAiEmbeddingsResponse(r.embeddings.values.data(), r.embeddings.rows,
-                                               r.embeddings.dim, base64, name, r.prompt_tokens));
+    // Runs on a batcher worker: the JSON is written on the I/O thread instead.
+    auto result = std::make_shared<EmbedResult>(std::move(r));
+    respond.Deferred(200, kJson, [result, base64, name] {
+      const EmbeddingMatrix& m = result->embeddings;
+      return http_api::OpenAiEmbeddingsResponse(m.values.data(), m.rows, m.dim, base64, name,
+                                                result->prompt_tokens);
+    });
   };
   if (!parsed->token_ids.empty()) {
     pipeline->EmbedTokens(std::move(parsed->token_ids), options, std::move(control),
@@ -101,9 +105,9 @@ void TeiEmbed(EmbeddingPipeline* pipeline, const HttpRequest& request, CallContr
   options.truncate = parsed->truncate.value_or(true);
   pipeline->Embed(Views(parsed->inputs), options, std::move(control), [respond](EmbedResult r) {
     if (!r.status.ok()) return TeiFail(respond, r.status);
-    respond(200, kJson,
-            http_api::TeiEmbedResponse(r.embeddings.values.data(), r.embeddings.rows,
-                                       r.embeddings.dim));
+    auto m = std::make_shared<EmbeddingMatrix>(std::move(r.embeddings));
+    respond.Deferred(200, kJson,
+                     [m] { return http_api::TeiEmbedResponse(m->values.data(), m->rows, m->dim); });
   });
 }
 
@@ -160,12 +164,12 @@ void HttpFrontDoor::Handle(const HttpRequest& request,
       absl::string_view(request.target).substr(0, request.target.find('?'));
   // Every answer is counted by route and status.
   const Clock* clock = pipeline_->clock();
-  HttpResponder respond = [answer = std::move(answer), metrics = metrics_, route = RouteOf(path),
-                           clock, start_us = clock->NowMicros()](
-                              int status, absl::string_view type, std::string body) {
+  HttpResponder respond([answer = std::move(answer), metrics = metrics_, route = RouteOf(path),
+                         clock, start_us = clock->NowMicros()](
+                            int status, std::string type, std::function<std::string()> make) {
     if (metrics != nullptr) metrics->OnHttpRequest(route, status, clock->NowMicros() - start_us);
-    answer(status, type, std::move(body));
-  };
+    answer.Deferred(status, type, std::move(make));
+  });
   const bool post = request.method == "POST";
   const bool get = request.method == "GET";
   auto wrong_method = [&](const char* allowed) {

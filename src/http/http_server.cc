@@ -181,15 +181,15 @@ class Session : public std::enable_shared_from_this<Session> {
     r.body = std::move(req.body());
     awaiting_handler_ = true;
     auto self = shared_from_this();
-    handler_->Handle(r, cancelled_,
-                     [self](int status, absl::string_view content_type, std::string body) {
-                       net::post(self->stream_.get_executor(),
-                                 [self, status, type = std::string(content_type),
-                                  body = std::move(body)]() mutable {
-                                   self->awaiting_handler_ = false;
-                                   self->Write(status, type, std::move(body), !self->closing_);
-                                 });
-                     });
+    handler_->Handle(
+        r, cancelled_,
+        HttpResponder([self](int status, std::string type, std::function<std::string()> make) {
+          net::post(self->stream_.get_executor(), [self, status, type = std::move(type),
+                                                   make = std::move(make)]() mutable {
+            self->awaiting_handler_ = false;
+            self->Write(status, type, make(), !self->closing_);
+          });
+        }));
   }
 
   void FailTooLarge() {
@@ -232,7 +232,8 @@ class Session : public std::enable_shared_from_this<Session> {
     if (closing_) return Shut();
     stream_.expires_after(std::chrono::milliseconds(
         std::min<int64_t>(options_.header_timeout_ms, 2000)));
-    stream_.async_read_some(net::buffer(drain_),
+    if (drain_ == nullptr) drain_ = std::make_unique<char[]>(kDrainBytes);
+    stream_.async_read_some(net::buffer(drain_.get(), kDrainBytes),
                             [self = shared_from_this()](beast::error_code ec, size_t) {
                               if (ec) return self->Shut();
                               self->Linger();
@@ -256,7 +257,8 @@ class Session : public std::enable_shared_from_this<Session> {
   bool keep_alive_ = true;
   bool awaiting_handler_ = false;
   bool closing_ = false;
-  char drain_[4096];
+  static constexpr size_t kDrainBytes = 4096;
+  std::unique_ptr<char[]> drain_;  // Linger's discard buffer; only closing sessions have one
 };
 
 std::vector<std::shared_ptr<Session>> SessionRegistry::Snapshot() {

@@ -13,6 +13,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -30,9 +31,29 @@ struct HttpRequest {
   std::string content_type;
 };
 
-// Answers one request. Call exactly once, from any thread.
-using HttpResponder =
-    std::function<void(int status, absl::string_view content_type, std::string body)>;
+// Answers one request: call it (or Deferred) exactly once, from any thread. Copyable;
+// every copy answers the same request.
+class HttpResponder {
+ public:
+  // Receives the answer; `make_body` is run on the connection's I/O thread.
+  using Sink = std::function<void(int status, std::string content_type,
+                                  std::function<std::string()> make_body)>;
+  explicit HttpResponder(Sink sink) : sink_(std::move(sink)) {}
+
+  void operator()(int status, absl::string_view content_type, std::string body) const {
+    sink_(status, std::string(content_type),
+          [body = std::move(body)]() mutable { return std::move(body); });
+  }
+  // Answers with the body `make_body` returns, made on the I/O thread rather than the
+  // caller's (a batcher worker should not spend its time formatting JSON).
+  void Deferred(int status, absl::string_view content_type,
+                std::function<std::string()> make_body) const {
+    sink_(status, std::string(content_type), std::move(make_body));
+  }
+
+ private:
+  Sink sink_;
+};
 
 class HttpHandler {
  public:

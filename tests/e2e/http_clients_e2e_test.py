@@ -2,7 +2,8 @@
 
 Starts the real `embedserve` binary (tiny-bert, free ports), then calls POST /v1/embeddings
 through the `openai` SDK (float and base64) and langchain-openai's OpenAIEmbeddings, and
-POST /embed through huggingface_hub's InferenceClient.feature_extraction; every vector must
+POST /embed and /similarity through huggingface_hub's InferenceClient (feature_extraction,
+sentence_similarity); every vector must
 be within 1e-6 of gRPC Embed's for the same texts (gRPC read through Debian's python3,
 tests/e2e/grpc_embed.py). Then runs the README's curl lines against the server.
 
@@ -128,6 +129,16 @@ class HttpClientsTest(unittest.TestCase):
         client = InferenceClient(model=self.base + "/embed")
         vectors = [client.feature_extraction(t)[0].tolist() for t in TEXTS]
         self.assertVectorsClose(vectors)
+
+    def test_huggingface_hub_sentence_similarity(self):
+        import numpy as np
+        from huggingface_hub import InferenceClient
+        client = InferenceClient(model=self.base + "/similarity")
+        scores = client.sentence_similarity(TEXTS[0], other_sentences=TEXTS[1:])
+        ref = [np.asarray(v, dtype=np.float64) for v in self.reference["vectors"]]
+        for got, other in zip(scores, ref[1:]):
+            want = float(ref[0] @ other / (np.linalg.norm(ref[0]) * np.linalg.norm(other)))
+            self.assertAlmostEqual(float(got), want, delta=1e-5)  # float32 cosine vs float64
 
     def test_langchain_openai_embeddings(self):
         from langchain_openai import OpenAIEmbeddings

@@ -120,6 +120,25 @@ def main():
                              f"{p['latency_ms']['p50']:.2f} | {p['latency_ms']['p99']:.2f} | "
                              f"{p['requests_failed']} |")
         lines.append("")
+    http = {}
+    for path in sorted(glob.glob(os.path.join(run, "served", "*.txt"))):
+        rows = []
+        for line in open(path):
+            kv = dict(x.split("=", 1) for x in line.split() if "=" in x)
+            if "texts_per_s" in kv:
+                rows.append(kv)
+        http[os.path.basename(path)[:-4]] = rows
+    if http:
+        lines += ["## Served over HTTP, Similarity as embeddings of both texts (embedserve-http-bench)", "",
+                  "N pairs = one request of 2N texts; pairs/s = texts/s / 2.", "",
+                  "| server | pairs per request | concurrency | pairs/s | p50 ms | p99 ms | errors |",
+                  "|---|---|---|---|---|---|---|"]
+        for name, rows in http.items():
+            for kv in rows:
+                lines.append(f"| {name} | {int(kv['batch']) // 2} | {kv['concurrency']} | "
+                             f"{fmt(float(kv['texts_per_s']) / 2)} | {float(kv['p50_ms']):.2f} | "
+                             f"{float(kv['p99_ms']):.2f} | {kv['errors']} |")
+        lines.append("")
     with open(os.path.join(out, "README.md"), "w") as f:
         f.write("\n".join(lines) + "\n")
     print("\n".join(lines))

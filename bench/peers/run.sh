@@ -5,7 +5,7 @@
 # in rounds A, B, A (each system once per round, so drift shows as A != A), then the
 # served systems.
 #   in process (texts/s at batch 1, 8, 32, 128; call p50/p99), 2 threads each:
-#     embedserve fp32 (+ bf16 where the CPU runs it)  embedserve-bench-inprocess
+#     embedserve fp32 (+ bf16, int8 where the CPU runs them)  embedserve-bench-inprocess
 #     sentence-transformers fp32 (CPU torch)           inprocess.py --system st
 #     ONNX Runtime fp32 (the best fusion level that keeps cosine >= 0.9999), and int8
 #                                                      inprocess.py --system ort
@@ -13,6 +13,9 @@
 #     concurrency 1 and 32, pairs/s and p50/p99:
 #     embedserve (experiments/minilm_batching.yaml)
 #     the Python grpcio + sentence-transformers server (py_grpc_server.py)
+#   served over HTTP (embedserve-http-bench, OpenAI shape; a Similarity of N pairs sent
+#     as an embeddings request of 2N texts): infinity-emb (torch engine, its own
+#     batching) and embedserve's /v1/embeddings, at the same three points
 # Writes OUT/ (default results/cpu-peers/<UTC time>): machine.txt, versions/, pairs.jsonl,
 # gemm.json, onnx/onnx_fidelity.json, inprocess/*.json, served/*/bench.json, run.log.
 # Then: .venv-peers/bin/python bench/peers/report.py OUT --out docs/results/cpu-peers
@@ -69,6 +72,8 @@ EMBEDSERVE_BENCH_THREADS=2 build/bench/model/linear_kernels_bench \
 BATCHES=1,8,32,128
 bf16=0
 if lscpu | grep -q avx512bw; then bf16=1; fi
+int8=0
+if lscpu | grep -qE 'avx512_vnni|avx_vnni'; then int8=1; fi
 for round in A B A2; do
   step "in process, round $round"
   build/tools/bench/embedserve-bench-inprocess --config experiments/minilm_batching.yaml \
@@ -79,6 +84,12 @@ for round in A B A2; do
       --precision bf16 --method embed --batch-sizes $BATCHES --duration-s "$DURATION" \
       --warmup-s 2 --pairs-file "$OUT/pairs.jsonl" \
       --out-dir "$OUT/inprocess/embedserve_bf16_$round" 2>&1 | grep inprocess
+  fi
+  if [ $int8 = 1 ]; then
+    build/tools/bench/embedserve-bench-inprocess --config experiments/minilm_batching.yaml \
+      --precision int8 --method embed --batch-sizes $BATCHES --duration-s "$DURATION" \
+      --warmup-s 2 --pairs-file "$OUT/pairs.jsonl" \
+      --out-dir "$OUT/inprocess/embedserve_int8_$round" 2>&1 | grep inprocess
   fi
   $PY bench/peers/inprocess.py --system st --name st_fp32 --pairs "$OUT/pairs.jsonl" \
     --batch-sizes $BATCHES --duration-s "$DURATION" --out "$OUT/inprocess/st_fp32_$round.json"
@@ -111,6 +122,40 @@ if [ $SERVED = 1 ]; then
   $PY bench/peers/py_grpc_server.py --port "$port" --workers 8 --threads 2 &
   pid=$!
   sweep py_grpc_st "$port"
+  kill -TERM $pid; wait $pid || true
+
+  http_sweep() {  # http_sweep NAME PORT PATH: 2N texts per request for N pairs
+    : >"$OUT/served/$1.txt"
+    for point in "64 4" "2 1" "2 32"; do
+      set -- "$1" "$2" "$3" $point
+      build/tools/bench/embedserve-http-bench --target "127.0.0.1:$2" --path "$3" \
+        --batch "$4" --concurrency "$5" --duration-s "$DURATION" --warmup-s 2 | tee -a "$OUT/served/$1.txt"
+    done
+  }
+  wait_http() {  # wait_http PORT: until GET /health answers 200 (120 s at most)
+    for _ in $(seq 240); do
+      curl -sf -m 1 "127.0.0.1:$1/health" >/dev/null && return 0
+      sleep 0.5
+    done
+    echo "run.sh: no /health on port $1" >&2; return 1
+  }
+  step "served: infinity-emb (HTTP)"
+  port=$(free_port)
+  .venv-infinity/bin/python -m pip freeze >"$OUT/versions/infinity.txt"
+  HF_HUB_OFFLINE=1 INFINITY_ANONYMOUS_USAGE_STATS=0 DO_NOT_TRACK=1 \
+    .venv-infinity/bin/infinity_emb v2 --model-id models/all-MiniLM-L6-v2 --engine torch \
+    --device cpu --port "$port" >"$OUT/served/infinity.log" 2>&1 &
+  pid=$!
+  wait_http "$port" && http_sweep infinity_http "$port" /embeddings
+  kill -TERM $pid; wait $pid || true
+
+  step "served: embedserve (HTTP /v1/embeddings)"
+  port=$(free_port)
+  hport=$(free_port)
+  build/tools/server/embedserve --config experiments/minilm_batching.yaml --port "$port" \
+    --http-port "$hport" --metrics-port -1 --log-level warn &
+  pid=$!
+  wait_http "$hport" && http_sweep embedserve_http "$hport" /v1/embeddings
   kill -TERM $pid; wait $pid || true
 fi
 step "done: $OUT"

@@ -44,7 +44,7 @@ absl::Status CheckOneOf(absl::string_view field, const std::string& value,
 }
 
 bool IsValidDevice(const std::string& device) {
-  if (device == "auto" || device == "cpu" || device == "cuda") return true;
+  if (device == "auto" || device == "cpu" || device == "cuda" || device == "mps") return true;
   if (!absl::StartsWith(device, "cuda:")) return false;
   int index = 0;
   return absl::SimpleAtoi(device.substr(5), &index) && index >= 0 && index < 1024;
@@ -93,7 +93,7 @@ absl::Status ServerSection::Validate() const {
 absl::Status ModelSection::Validate() const {
   if (!IsValidDevice(device)) {
     return absl::InvalidArgumentError(absl::StrCat(
-        "model.device must be one of auto, cpu, cuda, cuda:N; was '", device, "'"));
+        "model.device must be one of auto, cpu, cuda, cuda:N, mps; was '", device, "'"));
   }
   ES_RETURN_IF_ERROR(
       CheckOneOf("model.precision", precision, {"fp32", "fp16", "bf16", "int8"}));

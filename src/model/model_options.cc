@@ -61,13 +61,14 @@ absl::Status ModelOptions::Validate() const {
     return absl::InvalidArgumentError(absl::StrCat(
         "model.precision must be one of fp32, fp16, bf16, int8; was '", precision, "'"));
   }
-  if (num_threads < 0 || num_threads > 1024) {
+  // The same limits as the config's model.threads and model.max_seq_length.
+  if (num_threads < 0 || num_threads > 4096) {
     return absl::InvalidArgumentError(absl::StrCat(
-        "model.num_threads must be in [0, 1024] (0 = usable cores); was ", num_threads));
+        "model.threads must be in [0, 4096] (0 = usable cores); was ", num_threads));
   }
-  if (max_seq_length < 0 || max_seq_length == 1 || max_seq_length > 1 << 20) {
+  if (max_seq_length < 0 || max_seq_length == 1 || max_seq_length > 8192) {
     return absl::InvalidArgumentError(
-        absl::StrCat("model.max_seq_length must be 0 (the folder's) or in [2, 1048576]; was ",
+        absl::StrCat("model.max_seq_length must be 0 (the folder's) or in [2, 8192]; was ",
                      max_seq_length));
   }
   return absl::OkStatus();

@@ -207,7 +207,7 @@ TEST(ServerConfigTest, OutOfRangeNamesFileLineFieldAndRange) {
   config = Parse("model:\n  device: gpu\n");
   ASSERT_FALSE(config.ok());
   EXPECT_THAT(config.status().message(),
-              AllOf(HasSubstr("model.device"), HasSubstr("auto, cpu, cuda, cuda:N")));
+              AllOf(HasSubstr("model.device"), HasSubstr("auto, cpu, cuda, cuda:N, mps")));
   config = Parse("benchmark:\n  method: rerank\n");
   ASSERT_FALSE(config.ok());
   EXPECT_THAT(config.status().message(),

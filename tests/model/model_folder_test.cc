@@ -33,10 +33,12 @@ TEST(ModelOptionsTest, ValidateNamesFieldRuleAndValue) {
   EXPECT_EQ(Message(o.Validate()), "");
   o.precision = "bf16";
   o.num_threads = -1;
-  EXPECT_THAT(Message(o.Validate()), HasSubstr("model.num_threads must be in [0, 1024]"));
+  EXPECT_THAT(Message(o.Validate()), HasSubstr("model.threads must be in [0, 4096]"));
   o.num_threads = 0;
   o.max_seq_length = 1;
   EXPECT_THAT(Message(o.Validate()), HasSubstr("model.max_seq_length must be 0"));
+  o.max_seq_length = 8193;  // the config's model.max_seq_length limit
+  EXPECT_THAT(Message(o.Validate()), HasSubstr("or in [2, 8192]; was 8193"));
   o.max_seq_length = 0;
   o.path = "";
   EXPECT_THAT(Message(o.Validate()), HasSubstr("model.path"));

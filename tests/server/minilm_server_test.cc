@@ -17,6 +17,7 @@
 #include "embedserve/model/model_loader.h"
 #include "embedserve/server/server.h"
 #include "embedserve/v1/embedding.grpc.pb.h"
+#include "server/model_server_util.h"
 #include "nlohmann/json.hpp"
 #include "test_util/grpc_callback_queue.h"
 
@@ -30,19 +31,7 @@ const std::string kRefDir = std::string(EMBEDSERVE_TEST_DATA_DIR) + "/all-MiniLM
 class MiniLmServerTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
-    ServerConfig config;
-    config.server.port = 0;
-    config.server.metrics_port = -1;
-    config.batching.max_queue_delay_us = 1000;
-    auto server = EmbedServer::Start(config, []() -> absl::StatusOr<ServingModel> {
-      ModelOptions options;
-      options.path = kModelDir;
-      options.device = "cpu";
-      options.precision = "fp32";
-      auto loaded = LoadModel(options);
-      if (!loaded.ok()) return loaded.status();
-      return ServingModel(std::move(loaded->tokenizer), std::move(loaded->backend));
-    });
+    auto server = testing::StartCpuModelServer(kModelDir);
     ASSERT_TRUE(server.ok()) << server.status()
                              << " (models/all-MiniLM-L6-v2 comes from scripts/setup.sh)";
     server_ = server->release();

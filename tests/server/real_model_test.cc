@@ -14,6 +14,7 @@
 #include "embedserve/model/model_loader.h"
 #include "embedserve/server/server.h"
 #include "embedserve/v1/embedding.grpc.pb.h"
+#include "server/model_server_util.h"
 #include "nlohmann/json.hpp"
 #include "server/server_test_util.h"
 #include "test_util/grpc_callback_queue.h"
@@ -27,20 +28,7 @@ const bool kGrpcCallbackQueueHeld = testing::HoldGrpcCallbackQueue();
 class RealModelTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
-    ServerConfig config;
-    config.server.port = 0;
-    config.server.metrics_port = -1;
-    config.server.http_port = -1;
-    config.batching.max_queue_delay_us = 1000;
-    auto server = EmbedServer::Start(config, []() -> absl::StatusOr<ServingModel> {
-      ModelOptions options;
-      options.path = testing::TinyBertDir();
-      options.device = "cpu";
-      options.precision = "fp32";
-      auto loaded = LoadModel(options);
-      if (!loaded.ok()) return loaded.status();
-      return ServingModel(std::move(loaded->tokenizer), std::move(loaded->backend));
-    });
+    auto server = testing::StartCpuModelServer(testing::TinyBertDir());
     ASSERT_TRUE(server.ok()) << server.status();
     server_ = server->release();
     stub_ = v1::EmbeddingService::NewStub(

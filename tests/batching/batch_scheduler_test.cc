@@ -1,6 +1,6 @@
-// The batcher's behaviour without threads: a Batcher with num_workers = 0, driven one
-// worker turn at a time with Batcher::Step (the turn its worker threads run), on a
-// FakeClock, against a FakeBackend that encodes each input into its output row.
+// The batcher's behaviour without threads: the SteppableBatcher runs the real scheduler
+// and policy one worker turn at a time, on a FakeClock, against a FakeBackend that
+// encodes each input into its output row.
 #include <cstdint>
 #include <memory>
 #include <optional>
@@ -14,12 +14,14 @@
 #include "gtest/gtest.h"
 #include "test_util/fake_backend.h"
 #include "test_util/fake_clock.h"
+#include "test_util/steppable_batcher.h"
 
 namespace embedserve {
 namespace {
 
 using ::embedserve::testing::FakeBackend;
 using ::embedserve::testing::FakeClock;
+using ::embedserve::testing::SteppableBatcher;
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
 using Action = batching_internal::BatchDecision::Action;
@@ -65,52 +67,20 @@ void ExpectRows(const Answer& answer, const std::vector<TokenIds>& seqs, int64_t
   }
 }
 
-// Keeps the stats of the last batch (BatchStats::queue_us copied out of the batcher).
-class LastBatch : public BatchObserver {
- public:
-  void OnBatch(const BatchStats& stats) override {
-    queue_us_.assign(stats.queue_us.begin(), stats.queue_us.end());
-    stats_ = stats;
-    stats_.queue_us = absl::MakeConstSpan(queue_us_);
-  }
-  void OnQueueDepth(int64_t) override {}
-  const BatchStats& stats() const { return stats_; }
-
- private:
-  BatchStats stats_;
-  std::vector<int64_t> queue_us_;
-};
-
 class BatchSchedulerTest : public ::testing::Test {
  protected:
-  void Make(Batcher::Options options, FakeBackend::Options backend_options = {}) {
+  void Make(const Batcher::Options& options, FakeBackend::Options backend_options = {}) {
     backend_options.clock = &clock_;
     if (backend_options.call_us == 0) backend_options.call_us = 7;
     backend_ = std::make_unique<FakeBackend>(backend_options);
-    options.num_workers = 0;  // the test runs each worker turn with Step()
-    auto b = Batcher::Create(options, backend_.get(), &last_batch_, &clock_);
+    auto b = SteppableBatcher::Create(options, backend_.get(), &clock_);
     ASSERT_TRUE(b.ok()) << b.status();
     batcher_ = std::move(*b);
   }
 
-  // One worker turn at the clock's current time.
-  Batcher::StepResult Step() {
-    auto step = batcher_->Step();
-    EXPECT_TRUE(step.ok()) << step.status();
-    return step.ok() ? *step : Batcher::StepResult();
-  }
-  // Turns until one sends nothing; returns the number of batches sent.
-  int RunUntilIdle() {
-    int sent = 0;
-    while (Step().action == Action::kSend) ++sent;
-    return sent;
-  }
-  const BatchStats& last_batch() const { return last_batch_.stats(); }
-
   FakeClock clock_;
-  LastBatch last_batch_;
   std::unique_ptr<FakeBackend> backend_;
-  std::unique_ptr<Batcher> batcher_;
+  std::unique_ptr<SteppableBatcher> batcher_;
 };
 
 TEST_F(BatchSchedulerTest, SplitsAnOversizedRequestAndKeepsRowOrder) {
@@ -123,7 +93,7 @@ TEST_F(BatchSchedulerTest, SplitsAnOversizedRequestAndKeepsRowOrder) {
   const int64_t enqueue = clock_.NowMicros();
   ASSERT_TRUE(batcher_->Submit(Request(seqs, &a)).ok());
   clock_.Advance(5);
-  EXPECT_EQ(RunUntilIdle(), 4);
+  EXPECT_EQ(batcher_->RunUntilIdle(), 4);
   EXPECT_THAT(backend_->batch_sizes(), ElementsAre(32, 32, 32, 4));
   ExpectRows(a, seqs, 4);
   EXPECT_EQ(a.timings.num_batches, 4);
@@ -131,7 +101,7 @@ TEST_F(BatchSchedulerTest, SplitsAnOversizedRequestAndKeepsRowOrder) {
   // Enqueue -> start of the last batch: 5 us of waiting plus three 7 us calls before it.
   EXPECT_EQ(a.timings.queue_us, clock_.NowMicros() - 7 - enqueue);
   EXPECT_EQ(a.timings.queue_us, 5 + 3 * 7);
-  EXPECT_EQ(batcher_->LiveRequests(), 0);
+  EXPECT_EQ(batcher_->live_requests(), 0);
 }
 
 TEST_F(BatchSchedulerTest, BatchesSeveralRequestsTogetherAndAnswersEachWithItsRows) {
@@ -143,12 +113,12 @@ TEST_F(BatchSchedulerTest, BatchesSeveralRequestsTogetherAndAnswersEachWithItsRo
     ASSERT_TRUE(batcher_->Submit(Request(seqs[r], &answers[r])).ok());
   }
   EXPECT_EQ(batcher_->QueueDepth(), 15);
-  auto step = Step();
+  auto step = batcher_->Step();
   EXPECT_EQ(step.action, Action::kSend);
   EXPECT_EQ(step.sequences, 15);
   EXPECT_EQ(step.answered, 5);
   for (int r = 0; r < 5; ++r) ExpectRows(answers[r], seqs[r], 4);
-  EXPECT_EQ(last_batch().requests, 5);
+  EXPECT_EQ(batcher_->last_batch().requests, 5);
 }
 
 TEST_F(BatchSchedulerTest, ObeysMaxQueueDelayOnTheFakeClock) {
@@ -158,12 +128,12 @@ TEST_F(BatchSchedulerTest, ObeysMaxQueueDelayOnTheFakeClock) {
   Answer a;
   ASSERT_TRUE(batcher_->Submit(Request({Seq(1, 0, 4)}, &a)).ok());
   clock_.Advance(9);
-  auto step = Step();
+  auto step = batcher_->Step();
   EXPECT_EQ(step.action, Action::kWait);
   EXPECT_EQ(step.wait_us, 1);
   EXPECT_EQ(backend_->num_calls(), 0);
   clock_.Advance(1);
-  step = Step();
+  step = batcher_->Step();
   EXPECT_EQ(step.action, Action::kSend);
   EXPECT_EQ(a.calls, 1);
   EXPECT_EQ(a.timings.queue_us, 10);
@@ -182,64 +152,13 @@ TEST_F(BatchSchedulerTest, RejectsWhenFullWithoutCallingDone) {
   EXPECT_THAT(full.message(), HasSubstr("max_queue_sequences"));
   ASSERT_TRUE(batcher_->Submit(Request({Seq(3, 0, 3), Seq(3, 1, 3)}, &c)).ok());  // exactly fits
   EXPECT_EQ(batcher_->QueueDepth(), 8);
-  RunUntilIdle();
+  batcher_->RunUntilIdle();
   EXPECT_EQ(a.calls, 1);
   EXPECT_EQ(b.calls, 0);
   EXPECT_EQ(c.calls, 1);
   // Room again.
   Answer d;
   EXPECT_TRUE(batcher_->Submit(Request({Seq(2, 0, 3), Seq(2, 1, 3), Seq(2, 2, 3)}, &d)).ok());
-}
-
-// TF Serving's and Triton's contract: when Submit fails, the request is still the
-// caller's, untouched, so it can answer it or try again.
-TEST_F(BatchSchedulerTest, FailedSubmitLeavesTheRequestWithTheCaller) {
-  Batcher::Options o;
-  o.max_queue_sequences = 4;
-  Make(o);
-  Answer queued;
-  ASSERT_TRUE(batcher_->Submit(Request({Seq(1, 0, 3), Seq(1, 1, 3), Seq(1, 2, 3)}, &queued)).ok());
-  auto expect_kept = [&](absl::StatusCode code, BatchRequest* request) {
-    const std::vector<TokenIds> sequences = request->sequences;
-    const int64_t deadline = request->deadline_us;
-    const absl::Status status = batcher_->Submit(std::move(*request));
-    EXPECT_EQ(status.code(), code) << status;
-    EXPECT_EQ(request->sequences, sequences);
-    EXPECT_EQ(request->deadline_us, deadline);
-    EXPECT_TRUE(request->done) << "done moved away by a failed Submit";
-    EXPECT_TRUE(request->is_cancelled && request->is_cancelled());
-  };
-  Answer full, invalid, late;
-  BatchRequest r = Request({Seq(2, 0, 3), Seq(2, 1, 3)}, &full);  // 3 + 2 > 4
-  r.deadline_us = 12345;
-  r.is_cancelled = [] { return true; };
-  expect_kept(absl::StatusCode::kResourceExhausted, &r);
-  ASSERT_TRUE(r.done);
-  r.done(absl::InternalError("answered by the caller"), RequestTimings());
-  EXPECT_EQ(full.calls, 1);  // the caller's own call; the batcher made none
-
-  BatchRequest bad = Request({Seq(3, 0, 3), TokenIds()}, &invalid);  // an empty sequence
-  bad.is_cancelled = [] { return true; };
-  expect_kept(absl::StatusCode::kInvalidArgument, &bad);
-
-  batcher_->Shutdown();
-  BatchRequest after = Request({Seq(4, 0, 3)}, &late);
-  after.is_cancelled = [] { return true; };
-  expect_kept(absl::StatusCode::kUnavailable, &after);
-  EXPECT_EQ(invalid.calls, 0);
-  EXPECT_EQ(late.calls, 0);
-  EXPECT_EQ(queued.calls, 1);  // failed by Shutdown with UNAVAILABLE
-}
-
-TEST_F(BatchSchedulerTest, StepIsOnlyForABatcherWithoutWorkerThreads) {
-  FakeBackend backend(FakeBackend::Options{});
-  Batcher::Options o;
-  o.num_workers = 1;
-  auto threaded = Batcher::Create(o, &backend, nullptr, &clock_);
-  ASSERT_TRUE(threaded.ok()) << threaded.status();
-  const auto step = (*threaded)->Step();
-  EXPECT_EQ(step.status().code(), absl::StatusCode::kFailedPrecondition);
-  EXPECT_THAT(step.status().message(), HasSubstr("num_workers = 0"));
 }
 
 TEST_F(BatchSchedulerTest, RejectsBadRequestsWithPreciseMessages) {
@@ -268,7 +187,7 @@ TEST_F(BatchSchedulerTest, RejectsBadRequestsWithPreciseMessages) {
   no_done.sequences = {Seq(1, 0, 3)};
   EXPECT_EQ(batcher_->Submit(std::move(no_done)).code(), absl::StatusCode::kInvalidArgument);
   EXPECT_TRUE(batcher_->Submit(Request({Seq(1, 0, 16)}, &a)).ok());  // exactly the limit
-  RunUntilIdle();
+  batcher_->RunUntilIdle();
   EXPECT_EQ(a.calls, 1);
 }
 
@@ -283,14 +202,14 @@ TEST_F(BatchSchedulerTest, DropsExpiredItemsBeforeBatching) {
   ASSERT_TRUE(batcher_->Submit(std::move(r2)).ok());
   ASSERT_TRUE(batcher_->Submit(Request({Seq(3, 0, 3)}, &no_deadline)).ok());
   clock_.Advance(10);  // r1's deadline is now: passed
-  RunUntilIdle();
+  batcher_->RunUntilIdle();
   ASSERT_EQ(late.calls, 1);
   EXPECT_EQ(late.result->status().code(), absl::StatusCode::kDeadlineExceeded);
   EXPECT_EQ(late.timings.num_batches, 0);
   ExpectRows(on_time, {Seq(2, 0, 3)}, 4);
   ExpectRows(no_deadline, {Seq(3, 0, 3)}, 4);
   EXPECT_THAT(backend_->batch_sizes(), ElementsAre(2));  // r1 never reached the backend
-  EXPECT_EQ(batcher_->LiveRequests(), 0);
+  EXPECT_EQ(batcher_->live_requests(), 0);
 }
 
 TEST_F(BatchSchedulerTest, ExpiredRequestDeepInTheQueueEndsWithinTheFullCheckInterval) {
@@ -305,12 +224,12 @@ TEST_F(BatchSchedulerTest, ExpiredRequestDeepInTheQueueEndsWithinTheFullCheckInt
   BatchRequest r = Request({Seq(9, 0, 3)}, &deep);
   r.deadline_us = clock_.NowMicros() + 100;
   ASSERT_TRUE(batcher_->Submit(std::move(r)).ok());
-  EXPECT_EQ(Step().sequences, 1);  // full check at the first step; call: +7 us
+  EXPECT_EQ(batcher_->Step().sequences, 1);  // full check at the first step; call: +7 us
   clock_.Advance(200);                       // past the deadline, within the interval
-  EXPECT_EQ(Step().sequences, 1);
+  EXPECT_EQ(batcher_->Step().sequences, 1);
   EXPECT_EQ(deep.calls, 0);  // not polled yet: not in this batch
   clock_.Advance(batching_internal::BatchScheduler::kFullCheckIntervalUs);
-  auto step = Step();
+  auto step = batcher_->Step();
   EXPECT_EQ(step.sequences, 1);  // the last short one
   ASSERT_EQ(deep.calls, 1);
   EXPECT_EQ(deep.result->status().code(), absl::StatusCode::kDeadlineExceeded);
@@ -327,7 +246,7 @@ TEST_F(BatchSchedulerTest, DropsCancelledItemsBeforeBatching) {
   ASSERT_TRUE(batcher_->Submit(std::move(r1)).ok());
   ASSERT_TRUE(batcher_->Submit(Request({Seq(2, 0, 3)}, &kept)).ok());
   cancel = true;
-  RunUntilIdle();
+  batcher_->RunUntilIdle();
   ASSERT_EQ(cancelled.calls, 1);
   EXPECT_EQ(cancelled.result->status().code(), absl::StatusCode::kCancelled);
   ExpectRows(kept, {Seq(2, 0, 3)}, 4);
@@ -344,18 +263,18 @@ TEST_F(BatchSchedulerTest, SplitRequestWhoseDeadlinePassesBetweenBatchesEndsOnce
   BatchRequest r = Request(seqs, &a);
   r.deadline_us = clock_.NowMicros() + 10;  // the first call takes 7 us
   ASSERT_TRUE(batcher_->Submit(std::move(r)).ok());
-  EXPECT_EQ(Step().sequences, 4);
+  EXPECT_EQ(batcher_->Step().sequences, 4);
   EXPECT_EQ(a.calls, 0);
   clock_.Advance(3);
-  auto step = Step();
+  auto step = batcher_->Step();
   EXPECT_NE(step.action, Action::kSend);
   EXPECT_EQ(a.calls, 1);
   EXPECT_EQ(a.result->status().code(), absl::StatusCode::kDeadlineExceeded);
   EXPECT_THAT(a.result->status().message(), HasSubstr("6 of the request's 10 sequences"));
   EXPECT_EQ(batcher_->QueueDepth(), 0);
-  EXPECT_EQ(RunUntilIdle(), 0);
+  EXPECT_EQ(batcher_->RunUntilIdle(), 0);
   EXPECT_EQ(a.calls, 1);
-  EXPECT_EQ(batcher_->LiveRequests(), 0);
+  EXPECT_EQ(batcher_->live_requests(), 0);
 }
 
 TEST_F(BatchSchedulerTest, BackendFailureFailsOnlyTheRequestsInThatBatch) {
@@ -369,7 +288,7 @@ TEST_F(BatchSchedulerTest, BackendFailureFailsOnlyTheRequestsInThatBatch) {
   ASSERT_TRUE(batcher_->Submit(Request({Seq(1, 0, 3), poison}, &bad)).ok());
   ASSERT_TRUE(batcher_->Submit(Request({Seq(2, 0, 3)}, &same_batch)).ok());
   ASSERT_TRUE(batcher_->Submit(Request({Seq(3, 0, 3), Seq(3, 1, 3)}, &next_batch)).ok());
-  EXPECT_EQ(RunUntilIdle(), 2);
+  EXPECT_EQ(batcher_->RunUntilIdle(), 2);
   ASSERT_EQ(bad.calls, 1);
   EXPECT_EQ(bad.result->status().code(), absl::StatusCode::kInternal);
   ASSERT_EQ(same_batch.calls, 1);
@@ -390,16 +309,16 @@ TEST_F(BatchSchedulerTest, SplitRequestFailsOnceWhenOneOfItsBatchesFails) {
   seqs[5] = {1, 666, 2};  // in the second batch
   ASSERT_TRUE(batcher_->Submit(Request(seqs, &a)).ok());
   ASSERT_TRUE(batcher_->Submit(Request({Seq(2, 0, 3)}, &after)).ok());
-  EXPECT_EQ(Step().sequences, 4);
+  EXPECT_EQ(batcher_->Step().sequences, 4);
   EXPECT_EQ(a.calls, 0);
-  EXPECT_EQ(Step().sequences, 4);
+  EXPECT_EQ(batcher_->Step().sequences, 4);
   ASSERT_EQ(a.calls, 1);
   EXPECT_EQ(a.result->status().code(), absl::StatusCode::kInternal);
   EXPECT_EQ(batcher_->QueueDepth(), 1);  // its last 4 dropped; the other request stays
-  RunUntilIdle();
+  batcher_->RunUntilIdle();
   EXPECT_EQ(a.calls, 1);
   ExpectRows(after, {Seq(2, 0, 3)}, 4);
-  EXPECT_EQ(batcher_->LiveRequests(), 0);
+  EXPECT_EQ(batcher_->live_requests(), 0);
 }
 
 TEST_F(BatchSchedulerTest, WrongShapedBackendResultIsInternal) {
@@ -408,7 +327,7 @@ TEST_F(BatchSchedulerTest, WrongShapedBackendResultIsInternal) {
   Make(Batcher::Options(), bo);
   Answer a;
   ASSERT_TRUE(batcher_->Submit(Request({Seq(1, 0, 3)}, &a)).ok());
-  RunUntilIdle();
+  batcher_->RunUntilIdle();
   ASSERT_EQ(a.calls, 1);
   EXPECT_EQ(a.result->status().code(), absl::StatusCode::kInternal);
   EXPECT_THAT(a.result->status().message(), HasSubstr("expected 1 x 4"));
@@ -429,7 +348,7 @@ TEST_F(BatchSchedulerTest, LongRequestIsServedAmidAStreamOfShortOnes) {
     for (int k = 0; k < 4; ++k, ++next) {
       ASSERT_TRUE(batcher_->Submit(Request({Seq(10 + next, 0, 4)}, &shorts[next])).ok());
     }
-    Step();
+    batcher_->Step();
     ++steps;
   }
   EXPECT_EQ(steps, 3);  // 6 short ones were ahead: 2 batches, then it leads the third
@@ -449,9 +368,9 @@ TEST_F(BatchSchedulerTest, GroupingCutsPaddingOnAMixedQueue) {
       EXPECT_TRUE(batcher_->Submit(Request({Seq(i + 1, 0, len)}, &answers[i])).ok());
     }
     int64_t padded = 0, real = 0;
-    while (Step().action == Action::kSend) {
-      padded += last_batch().padded_tokens;
-      real += last_batch().tokens;
+    while (batcher_->Step().action == Action::kSend) {
+      padded += batcher_->last_batch().padded_tokens;
+      real += batcher_->last_batch().tokens;
     }
     for (auto& a : answers) EXPECT_EQ(a.calls, 1);
     return padded - real;
@@ -469,7 +388,7 @@ TEST_F(BatchSchedulerTest, DisabledRunsEachRequestAsItsOwnBatch) {
   Answer a, b;
   ASSERT_TRUE(batcher_->Submit(Request({Seq(1, 0, 3), Seq(1, 1, 3), Seq(1, 2, 3)}, &a)).ok());
   ASSERT_TRUE(batcher_->Submit(Request({Seq(2, 0, 3)}, &b)).ok());
-  EXPECT_EQ(RunUntilIdle(), 2);
+  EXPECT_EQ(batcher_->RunUntilIdle(), 2);
   EXPECT_THAT(backend_->batch_sizes(), ElementsAre(3, 1));
   ExpectRows(a, {Seq(1, 0, 3), Seq(1, 1, 3), Seq(1, 2, 3)}, 4);
 }
@@ -483,7 +402,7 @@ TEST_F(BatchSchedulerTest, ShutdownFailsQueuedWithUnavailableThenRefuses) {
   EXPECT_EQ(a.result->status().code(), absl::StatusCode::kUnavailable);
   EXPECT_EQ(batcher_->Submit(Request({Seq(2, 0, 3)}, &b)).code(), absl::StatusCode::kUnavailable);
   EXPECT_EQ(b.calls, 0);
-  EXPECT_EQ(batcher_->LiveRequests(), 0);
+  EXPECT_EQ(batcher_->live_requests(), 0);
 }
 
 TEST_F(BatchSchedulerTest, BatchOfNGivesTheSameRowsAsNSingleCalls) {
@@ -492,11 +411,11 @@ TEST_F(BatchSchedulerTest, BatchOfNGivesTheSameRowsAsNSingleCalls) {
   for (int i = 0; i < 20; ++i) seqs.push_back(Seq(1, i, 1 + (i * 7) % 13));
   Answer together;
   ASSERT_TRUE(batcher_->Submit(Request(seqs, &together)).ok());
-  RunUntilIdle();
+  batcher_->RunUntilIdle();
   std::vector<Answer> singles(seqs.size());
   for (size_t i = 0; i < seqs.size(); ++i) {
     ASSERT_TRUE(batcher_->Submit(Request({seqs[i]}, &singles[i])).ok());
-    RunUntilIdle();
+    batcher_->RunUntilIdle();
   }
   const EmbeddingMatrix& m = **together.result;
   for (size_t i = 0; i < seqs.size(); ++i) {
@@ -511,7 +430,7 @@ TEST_F(BatchSchedulerTest, BatchOfNGivesTheSameRowsAsNSingleCalls) {
 namespace embedserve {
 namespace {
 
-// Random operations against the stepped batcher (fixed seeds): every accepted request
+// Random operations against the steppable batcher (fixed seeds): every accepted request
 // is answered exactly once, OK answers carry exactly their own rows, every batch obeys
 // max_batch_size and max_batch_tokens, nothing leaks.
 TEST_F(BatchSchedulerTest, RandomOperationsKeepEveryInvariant) {
@@ -563,9 +482,9 @@ TEST_F(BatchSchedulerTest, RandomOperationsKeepEveryInvariant) {
       } else if (op < 7) {
         clock_.Advance(uniform(0, 30));
       } else {
-        const auto step = Step();
+        const auto step = batcher_->Step();
         if (step.action == Action::kSend) {
-          const BatchStats& b = last_batch();
+          const BatchStats& b = batcher_->last_batch();
           if (o.enabled) {
             EXPECT_LE(b.sequences, o.max_batch_size);
             EXPECT_LE(o.count_padding ? b.padded_tokens : b.tokens, o.max_batch_tokens);
@@ -577,7 +496,7 @@ TEST_F(BatchSchedulerTest, RandomOperationsKeepEveryInvariant) {
         }
       }
     }
-    RunUntilIdle();
+    batcher_->RunUntilIdle();
     for (int k = 0; k < n; ++k) {
       if (!accepted[k]) {
         EXPECT_EQ(answers[k].calls, 0);
@@ -594,7 +513,7 @@ TEST_F(BatchSchedulerTest, RandomOperationsKeepEveryInvariant) {
       }
     }
     EXPECT_EQ(batcher_->QueueDepth(), 0);
-    EXPECT_EQ(batcher_->LiveRequests(), 0);
+    EXPECT_EQ(batcher_->live_requests(), 0);
   }
 }
 

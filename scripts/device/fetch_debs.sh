@@ -18,6 +18,8 @@ PACKAGES=(
   libabsl-dev libabsl20220623 libre2-dev libre2-9 libc-ares-dev libc-ares2
   libutf8proc-dev libutf8proc2 nlohmann-json3-dev libcli11-dev
   libssl-dev zlib1g-dev
+  # Boost.Beast / Asio headers for the HTTP front door (header-only; 9.5 MB .deb)
+  libboost1.74-dev
 )
 
 mkdir -p "$DEST"

@@ -93,27 +93,59 @@ void DecideBatch(const Batcher::Options& options, const BatchQueue& queue, int64
   };
   const bool group = options.count_padding && options.length_bucketing_max_age_us > 0;
 
-  // 1. Oldest first: the oldest item always (it fits alone: Submit checks), then every
-  // item past the grouping age bound (every item when not grouping). Stops at the first
-  // that does not fit, so nothing overtakes an overdue item.
-  ItemId id = head;
-  bool stopped = false;
-  for (; id != kNone; id = queue.Next(id)) {
-    const BatchQueue::Item& it = queue.item(id);
-    if (id != head && group && now_us - it.enqueue_us < options.length_bucketing_max_age_us) {
-      break;
+  // 1. Requests take turns (round-robin), oldest request first: the oldest item always
+  // (it fits alone: Submit checks); then, while grouping, only requests whose items are
+  // past the grouping age bound (a run's items share one enqueue time, and runs are in
+  // age order, so these are a prefix of the runs), else every request. The turns stop at
+  // the first item that does not fit, so nothing overtakes it.
+  auto eligible = [&](ItemId item) {
+    return !group || now_us - queue.item(item).enqueue_us >= options.length_bucketing_max_age_us;
+  };
+  const BatchQueue::RunId head_run = queue.item(head).run;
+  const bool head_run_eligible = eligible(head);
+  std::vector<ItemId>& cursors = d.cursors;
+  cursors.clear();
+  cursors.push_back(head);
+  BatchQueue::RunId run = queue.NextRun(head_run);  // ends at the first run left out
+  if (head_run_eligible) {
+    for (; run != BatchQueue::kNone && static_cast<int64_t>(cursors.size()) < max_size;
+         run = queue.NextRun(run)) {
+      if (!eligible(queue.run(run).first)) break;
+      cursors.push_back(queue.run(run).first);
     }
-    if (!fits(it.length)) {
-      stopped = true;
-      break;
+  }
+  bool stopped = false;    // an item did not fit
+  bool exhausted = false;  // every item the turns may take is taken
+  while (!stopped && !exhausted) {
+    exhausted = true;
+    for (ItemId& c : cursors) {
+      if (c == kNone) continue;
+      const BatchQueue::Item& it = queue.item(c);
+      if (!fits(it.length)) {
+        stopped = true;
+        break;
+      }
+      take(c);
+      const ItemId next = queue.Next(c);
+      const bool more = next != kNone && queue.item(next).run == it.run &&
+                        (it.run != head_run || head_run_eligible);
+      c = more ? next : kNone;
+      if (more) exhausted = false;
     }
-    take(id);
+  }
+  // When exhausted, the turns took a prefix of the age list; `id` is the item after it.
+  ItemId id = kNone;
+  const ItemId head_next = queue.Next(head);
+  if (!head_run_eligible && head_next != kNone && queue.item(head_next).run == head_run) {
+    id = head_next;
+  } else if (run != BatchQueue::kNone) {
+    id = queue.run(run).first;
   }
 
   // 2. Similar lengths: from the batch's longest item's bucket, greedily add the
   // candidate that adds the least padding: a shorter one wastes (longest - length), a
   // longer one ((length - longest) * count).
-  if (group && !stopped && id != kNone) {
+  if (group && !stopped && exhausted && id != kNone) {
     const uint64_t taken_below = queue.item(id).seq;  // step 1 took a prefix of the ages
     const int32_t b0 = BatchQueue::BucketOf(static_cast<int32_t>(d.longest));
     BucketCursor lower(queue, b0, -1, taken_below);

@@ -30,19 +30,24 @@ struct BatchDecision {
   int64_t longest = 0;  // longest item
   // A limit (max_batch_size or max_batch_tokens) left queued items out.
   bool full = false;
+
+  // Implementation details below: scratch reused from decision to decision.
+  std::vector<BatchQueue::ItemId> cursors;  // per request taking turns: its next item
 };
 
 // Decides what a free worker does now. With options.enabled:
-//  - the batch always holds the oldest item, then (oldest first) every item older than
-//    length_bucketing_max_age_us, then items picked by similarity of length (least
-//    added padding first); without count_padding, or with a max age of 0, it is plain
-//    oldest-first. Items are added while the batch stays within max_batch_size and
-//    max_batch_tokens (longest*count if count_padding, else the sum).
+//  - the batch always holds the oldest item; then the requests whose items are older
+//    than length_bucketing_max_age_us (every request without count_padding, or with a
+//    max age of 0) take turns, oldest request first, one item each per turn, so a large
+//    request shares each batch with those queued behind it; then items picked by
+//    similarity of length (least added padding first). Items are added while the batch
+//    stays within max_batch_size and max_batch_tokens (longest*count if count_padding,
+//    else the sum); the turns stop at the first item that does not fit.
 //  - send when the batch is full (queued items were left out by a limit), when the
 //    oldest item has waited >= max_queue_delay_us, or when `flush` (shutting down);
 //    else wait until the oldest item's delay is up.
 // With !options.enabled: send the oldest item's whole request, alone.
-// Does not allocate once decision->items has grown to max_batch_size.
+// Does not allocate once decision->items and ->cursors have grown to max_batch_size.
 void DecideBatch(const Batcher::Options& options, const BatchQueue& queue, int64_t now_us,
                  bool flush, BatchDecision* decision);
 

@@ -1,6 +1,7 @@
 // The batcher's queue of work items (one per sequence): a fixed-capacity slab with an
-// oldest-first list and per-length-bucket lists, so the policy (batch_policy.h) can pick
-// the oldest item and items of similar length without scanning or allocating.
+// oldest-first list, per-length-bucket lists and a list of runs (consecutive items of one
+// request), so the policy (batch_policy.h) can pick the oldest item, items of similar
+// length and items of each request in turn without scanning or allocating.
 // Internal to the batching stage. Not thread-safe: the Batcher guards it with its mutex.
 #ifndef EMBEDSERVE_BATCHING_BATCH_QUEUE_H_
 #define EMBEDSERVE_BATCHING_BATCH_QUEUE_H_
@@ -17,6 +18,7 @@ struct RequestState;  // batch_scheduler.h; opaque here
 class BatchQueue {
  public:
   using ItemId = int32_t;
+  using RunId = int32_t;
   static constexpr ItemId kNone = -1;
   // Length buckets: [1..8], [9..16], ..., the last one holds everything longer.
   static constexpr int32_t kBucketWidth = 8;
@@ -28,12 +30,24 @@ class BatchQueue {
     int32_t length = 0;               // tokens
     int64_t enqueue_us = 0;
     uint64_t seq = 0;                 // push order, strictly increasing
+    RunId run = kNone;                // the run it belongs to
     // Implementation details below: intrusive links.
     ItemId prev = kNone, next = kNone;                // age list
     ItemId bucket_prev = kNone, bucket_next = kNone;  // its length bucket's list
   };
 
-  // Preallocates `capacity` items; Push never allocates.
+  // Items pushed one after another for the same request, oldest first: the unit the
+  // policy shares batches between. Its queued items are contiguous in the age list
+  // (removing items never reorders the rest), `first` is the oldest of them.
+  struct Run {
+    RequestState* request = nullptr;
+    ItemId first = kNone;
+    int32_t count = 0;  // items still queued
+    // Implementation details below: intrusive links.
+    RunId prev = kNone, next = kNone;
+  };
+
+  // Preallocates `capacity` items (and as many runs); Push never allocates.
   explicit BatchQueue(int32_t capacity);
   BatchQueue(const BatchQueue&) = delete;
   BatchQueue& operator=(const BatchQueue&) = delete;
@@ -42,7 +56,8 @@ class BatchQueue {
   int32_t capacity() const { return static_cast<int32_t>(items_.size()); }
   bool empty() const { return size_ == 0; }
 
-  // Appends an item (the newest). Requires size() < capacity() and length >= 1.
+  // Appends an item (the newest); it extends the newest run when that run's request is
+  // `request`. Requires size() < capacity() and length >= 1.
   ItemId Push(RequestState* request, int32_t row, int32_t length, int64_t enqueue_us);
   // Unlinks a queued item; its id may be reused by a later Push.
   void Remove(ItemId id);
@@ -54,6 +69,11 @@ class BatchQueue {
   // Within one bucket, oldest first.
   ItemId BucketOldest(int32_t bucket) const { return bucket_oldest_[static_cast<std::size_t>(bucket)]; }
   ItemId BucketNext(ItemId id) const { return item(id).bucket_next; }
+  // Runs with queued items, oldest first; kNone at the end.
+  int32_t num_runs() const { return num_runs_; }
+  const Run& run(RunId id) const { return runs_[static_cast<std::size_t>(id)]; }
+  RunId OldestRun() const { return oldest_run_; }
+  RunId NextRun(RunId id) const { return run(id).next; }
 
   static int32_t BucketOf(int32_t length) {
     const int32_t b = (length - 1) / kBucketWidth;
@@ -69,6 +89,11 @@ class BatchQueue {
   std::vector<ItemId> bucket_newest_;
   int32_t size_ = 0;
   uint64_t next_seq_ = 0;
+  std::vector<Run> runs_;
+  RunId free_run_ = kNone;  // free list, linked through Run::next
+  RunId oldest_run_ = kNone;
+  RunId newest_run_ = kNone;
+  int32_t num_runs_ = 0;
 };
 
 }  // namespace batching_internal

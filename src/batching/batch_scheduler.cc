@@ -34,8 +34,10 @@ absl::StatusOr<std::unique_ptr<RequestState>> BatchScheduler::Prepare(
         absl::StrCat("request has ", n, " sequences; more than batching.max_queue_sequences (",
                      options.max_queue_sequences, ") can never be queued"));
   }
+  uint64_t tokens = 0;
   for (size_t i = 0; i < n; ++i) {
     const size_t len = request.sequences[i].size();
+    tokens += len;
     if (len == 0) return absl::InvalidArgumentError(absl::StrCat("sequence ", i, " is empty"));
     if (len > static_cast<uint64_t>(options.max_batch_tokens) ||
         len > static_cast<size_t>(std::numeric_limits<int32_t>::max())) {
@@ -43,6 +45,11 @@ absl::StatusOr<std::unique_ptr<RequestState>> BatchScheduler::Prepare(
           absl::StrCat("sequence ", i, " has ", len, " tokens; batching.max_batch_tokens is ",
                        options.max_batch_tokens));
     }
+  }
+  if (options.max_request_tokens > 0 && tokens > static_cast<uint64_t>(options.max_request_tokens)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "request has ", tokens, " tokens, more than batching.max_request_tokens (",
+        options.max_request_tokens, "); split it into smaller requests"));
   }
   if (!request.done) return absl::InvalidArgumentError("request has no done callback");
   auto state = std::make_unique<RequestState>();
@@ -82,12 +89,16 @@ void BatchScheduler::Unprepare(std::unique_ptr<RequestState> state, BatchRequest
   request->done = std::move(state->done);
 }
 
+absl::Status BatchScheduler::QueueFullError(int32_t queued, int32_t capacity, int64_t needed) {
+  return absl::ResourceExhaustedError(absl::StrCat(
+      "batch queue is full: ", queued, " of batching.max_queue_sequences=", capacity,
+      " sequences queued, the request needs ", needed, "; retry later"));
+}
+
 absl::Status BatchScheduler::Enqueue(std::unique_ptr<RequestState>& request, int64_t now_us) {
   const int32_t n = static_cast<int32_t>(request->sequences.size());
   if (n > queue_.capacity() - queue_.size()) {
-    return absl::ResourceExhaustedError(absl::StrCat(
-        "batch queue is full: ", queue_.size(), " of batching.max_queue_sequences=",
-        queue_.capacity(), " sequences queued, the request needs ", n, "; retry later"));
+    return QueueFullError(queue_.size(), queue_.capacity(), n);
   }
   RequestState* r = request.release();
   r->enqueue_us = now_us;

@@ -87,6 +87,10 @@ class BatchScheduler {
   // Gives a prepared request's fields back to `request` (Submit refused it after Prepare).
   static void Unprepare(std::unique_ptr<RequestState> state, BatchRequest* request);
 
+  // The RESOURCE_EXHAUSTED of a queue holding `queued` of `capacity` sequences that
+  // cannot take `needed` more.
+  static absl::Status QueueFullError(int32_t queued, int32_t capacity, int64_t needed);
+
   // Queues all rows of a prepared request at `now_us`, or returns RESOURCE_EXHAUSTED
   // (request untouched, `done` not called) when the queue cannot take them all.
   absl::Status Enqueue(std::unique_ptr<RequestState>& request, int64_t now_us);

@@ -35,6 +35,7 @@ absl::Status Batcher::Options::Validate() const {
   ES_RETURN_IF_ERROR(AtLeast("max_batch_tokens", max_batch_tokens, 1));
   ES_RETURN_IF_ERROR(AtLeast("max_queue_delay_us", max_queue_delay_us, 0));
   ES_RETURN_IF_ERROR(AtLeast("max_queue_sequences", max_queue_sequences, 1));
+  ES_RETURN_IF_ERROR(AtLeast("max_request_tokens", max_request_tokens, 0));
   ES_RETURN_IF_ERROR(AtLeast("workers", num_workers, 1));
   ES_RETURN_IF_ERROR(AtLeast("length_bucketing_max_age_us", length_bucketing_max_age_us, 0));
   ES_RETURN_IF_ERROR(AtLeast("idle_spin_us", idle_spin_us, 0));
@@ -91,7 +92,10 @@ absl::Status Batcher::Submit(BatchRequest&& request) {
       status = absl::UnavailableError("batcher is shutting down; request not accepted");
     } else {
       status = scheduler_->Enqueue(state, clock_->NowMicros());  // releases `state` iff OK
-      if (status.ok()) wake = SignalWorkLocked();
+      if (status.ok()) {
+        PublishDepthLocked();
+        wake = SignalWorkLocked();
+      }
     }
   }
   if (!status.ok()) {
@@ -136,6 +140,16 @@ bool Batcher::SpinForWork(uint64_t seen, int64_t spin_us) {
 int64_t Batcher::QueueDepth() const {
   MutexLock lock(&mu_);
   return scheduler_->queued_sequences();
+}
+
+void Batcher::PublishDepthLocked() {
+  queued_hint_.store(scheduler_->queued_sequences(), std::memory_order_relaxed);
+}
+
+absl::Status Batcher::CheckRoom(int64_t sequences) const {
+  const int32_t queued = queued_hint_.load(std::memory_order_relaxed);
+  if (sequences <= int64_t{options_.max_queue_sequences} - queued) return absl::OkStatus();
+  return BatchScheduler::QueueFullError(queued, options_.max_queue_sequences, sequences);
 }
 
 void Batcher::WorkerLoop(int32_t worker) {
@@ -196,6 +210,7 @@ void Batcher::WorkerLoop(int32_t worker) {
         may_spin = options_.idle_spin_us > 0;
       }
       scheduler_->TakeFreed(&freed);
+      PublishDepthLocked();
       depth = scheduler_->queued_sequences();
       wake_other = send && depth > 0 && SignalWorkLocked();
       drained = stopping_ && depth == 0;
@@ -228,8 +243,9 @@ void Batcher::RunBatch(int32_t worker, Batch* batch, int64_t form_us) {
   std::vector<std::unique_ptr<batching_internal::RequestState>>& freed = batch->freed;
   {
     MutexLock lock(&mu_);
-    scheduler_->CompleteBatch(batch, status, stats.backend_us, &ready);
+    scheduler_->CompleteBatch(batch, status, stats.backend_us, &ready);  // may drop queued rows
     scheduler_->TakeFreed(&freed);
+    PublishDepthLocked();
   }
   RunCompletions(&ready);
   freed.clear();  // frees outside the lock
@@ -263,6 +279,7 @@ void Batcher::Shutdown(int64_t grace_us) {
         absl::UnavailableError("batcher shut down before the request's sequences were batched"),
         &ready, observer_ ? &dropped : nullptr);
     scheduler_->TakeFreed(&freed);
+    PublishDepthLocked();
   }
   work_cv_.NotifyAll();
   RunCompletions(&ready);

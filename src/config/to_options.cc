@@ -11,6 +11,7 @@ Batcher::Options ToBatcherOptions(const ServerConfig& config, bool backend_pads_
   o.count_padding = backend_pads_inputs;
   o.max_queue_delay_us = b.max_queue_delay_us;
   o.max_queue_sequences = b.max_queue_sequences;
+  o.max_request_tokens = b.max_request_tokens;
   o.num_workers = b.workers;
   o.idle_spin_us = b.idle_spin_us;
   return o;

@@ -152,6 +152,12 @@ absl::Status EmbeddingPipeline::Admit(const std::string& list_name, size_t count
   return absl::OkStatus();
 }
 
+absl::Status EmbeddingPipeline::AdmitToQueue(const std::string& list_name, size_t count,
+                                             size_t sequences) const {
+  ES_RETURN_IF_ERROR(Admit(list_name, count));
+  return runtime()->batcher->CheckRoom(static_cast<int64_t>(sequences));
+}
+
 namespace {
 
 // Records the tokenize stage and checks the deadline: the step between tokenize and queue.
@@ -179,7 +185,7 @@ void EmbeddingPipeline::Embed(absl::Span<const absl::string_view> texts,
                               const RequestOptions& options, CallControl control,
                               EmbedCallback done) {
   const int64_t start_us = clock_->NowMicros();
-  if (absl::Status s = Admit(options.list_name, texts.size()); !s.ok()) {
+  if (absl::Status s = AdmitToQueue(options.list_name, texts.size(), texts.size()); !s.ok()) {
     return EmbedFailed(control, texts.size(), std::move(s), done);
   }
   const Runtime& rt = *runtime();
@@ -199,7 +205,8 @@ void EmbeddingPipeline::EmbedTokens(std::vector<TokenIds> sequences,
                                     const RequestOptions& options, CallControl control,
                                     EmbedCallback done) {
   const int64_t start_us = clock_->NowMicros();
-  if (absl::Status s = Admit(options.list_name, sequences.size()); !s.ok()) {
+  if (absl::Status s = AdmitToQueue(options.list_name, sequences.size(), sequences.size());
+      !s.ok()) {
     return EmbedFailed(control, sequences.size(), std::move(s), done);
   }
   const Runtime& rt = *runtime();
@@ -316,7 +323,10 @@ void EmbeddingPipeline::Similarity(
     }
     done(std::move(r));
   };
-  if (absl::Status s = Admit("pairs", pairs.size()); !s.ok()) return fail(std::move(s), 0);
+  // Distinct texts are known only once read: at least one.
+  if (absl::Status s = AdmitToQueue("pairs", pairs.size(), 1); !s.ok()) {
+    return fail(std::move(s), 0);
+  }
   const Runtime& rt = *runtime();
   // Each distinct text is embedded once.
   absl::flat_hash_map<absl::string_view, int32_t> row_of;

@@ -133,7 +133,8 @@ class EmbeddingPipeline {
 
   // Embeds `texts` (they need to live only until Embed returns). `done` runs exactly
   // once: inside Embed when the request fails before it is queued (not serving, list
-  // size, UTF-8, too long, deadline passed, queue full), else on a batcher worker.
+  // size, queue full (checked before tokenizing, and again at the queue), UTF-8, too
+  // long, deadline passed), else on a batcher worker.
   void Embed(absl::Span<const absl::string_view> texts, const RequestOptions& options,
              CallControl control, EmbedCallback done);
   // The same for token ids the caller tokenized: each sequence is checked against the
@@ -156,6 +157,10 @@ class EmbeddingPipeline {
   const Runtime* runtime() const;  // null until AttachModel
   // Serving, attached, and 1..max_texts_per_request entries in `list_name`.
   absl::Status Admit(const std::string& list_name, size_t count) const;
+  // Admit, then RESOURCE_EXHAUSTED when the batch queue has no room for `sequences`
+  // now: under overload a request is refused before it is tokenized.
+  absl::Status AdmitToQueue(const std::string& list_name, size_t count,
+                            size_t sequences) const;
   // Embed and EmbedTokens past their checks: usage, deadline, queue, normalise.
   void Queue(std::vector<TokenIds> sequences, const RequestOptions& options,
              CallControl control, EmbedCallback done, int64_t start_us, int64_t tokenize_us);

@@ -305,6 +305,97 @@ TEST(BatchPolicyTest, NeverStarvesAnOldItem) {
   EXPECT_EQ(batches, 3);  // 8 short ones ahead of it: two batches, then it leads the third
 }
 
+TEST(BatchPolicyTest, RequestsTakeTurnsInABatch) {
+  // Three requests (3, 2 and 1 items) in plain FIFO mode: one item of each per turn,
+  // oldest request first.
+  BatchQueue q(16);
+  PushAll(&q, {5, 5, 5}, kT0, /*owner=*/1);
+  PushAll(&q, {6, 6}, kT0, /*owner=*/2);
+  PushAll(&q, {7}, kT0, /*owner=*/3);
+  Batcher::Options o = Fifo();
+  o.max_batch_size = 4;
+  BatchDecision d;
+  DecideBatch(o, q, kT0, false, &d);
+  EXPECT_EQ(d.action, Action::kSend);
+  EXPECT_THAT(Lengths(q, d), ElementsAre(5, 6, 7, 5));
+  EXPECT_THAT(Rows(q, d), ElementsAre(0, 0, 0, 1));
+  EXPECT_TRUE(d.full);
+  for (auto id : d.items) q.Remove(id);
+  DecideBatch(o, q, kT0, false, &d);
+  EXPECT_THAT(Lengths(q, d), ElementsAre(5, 6));
+  EXPECT_THAT(Rows(q, d), ElementsAre(2, 1));
+  EXPECT_FALSE(d.full);
+}
+
+// Head of line: a small request queued behind a large one rides in the next batch, in
+// every counting mode; when grouping, once it has waited length_bucketing_max_age_us.
+TEST(BatchPolicyTest, SmallRequestBehindALargeOneGoesInTheNextBatch) {
+  struct Mode {
+    bool count_padding;
+    int64_t max_age_us;
+    int64_t now_us;
+  };
+  for (const Mode& m : {Mode{false, 10'000, kT0}, Mode{true, 0, kT0}, Mode{true, 10'000, kT0 + 10'001}}) {
+    SCOPED_TRACE(testing::Message() << m.count_padding << " " << m.max_age_us);
+    BatchQueue q(512);
+    PushAll(&q, std::vector<int32_t>(256, 64), kT0, /*owner=*/1);  // 256 texts x 64 tokens
+    q.Push(Owner(2), 0, 8, kT0 + 1);
+    q.Push(Owner(2), 1, 9, kT0 + 1);
+    Batcher::Options o;
+    o.count_padding = m.count_padding;
+    o.length_bucketing_max_age_us = m.max_age_us;
+    o.max_batch_size = 32;
+    o.max_batch_tokens = 32 * 64;
+    BatchDecision d;
+    DecideBatch(o, q, m.now_us, false, &d);
+    ASSERT_EQ(d.action, Action::kSend);
+    EXPECT_EQ(static_cast<int>(d.items.size()), 32);  // 2 small + 30 large
+    int small = 0;
+    for (auto id : d.items) small += q.item(id).request == Owner(2) ? 1 : 0;
+    EXPECT_EQ(small, 2);
+    EXPECT_EQ(q.item(d.items[0]).request, Owner(1));  // the oldest item still leads
+    EXPECT_LE(m.count_padding ? d.longest * static_cast<int64_t>(d.items.size()) : d.tokens,
+              o.max_batch_tokens);
+  }
+}
+
+TEST(BatchPolicyTest, TurnsStopAtTheFirstItemThatDoesNotFit) {
+  // Request 2's item does not fit after request 1's first: the batch is sent as it is
+  // (request 1's second item does not overtake it).
+  BatchQueue q(16);
+  PushAll(&q, {40, 40}, kT0, /*owner=*/1);
+  PushAll(&q, {70}, kT0, /*owner=*/2);
+  Batcher::Options o = Fifo();
+  o.count_padding = false;
+  o.max_batch_tokens = 100;
+  BatchDecision d;
+  DecideBatch(o, q, kT0, false, &d);
+  EXPECT_THAT(Lengths(q, d), ElementsAre(40));
+  EXPECT_TRUE(d.full);
+}
+
+TEST(BatchPolicyTest, QueueKeepsOneRunPerRequestAcrossRemovals) {
+  BatchQueue q(16);
+  PushAll(&q, {1, 2, 3}, kT0, /*owner=*/1);
+  PushAll(&q, {4}, kT0, /*owner=*/2);
+  PushAll(&q, {5, 6}, kT0, /*owner=*/1);  // a later request of the same owner: its own run
+  ASSERT_EQ(q.num_runs(), 3);
+  const auto r0 = q.OldestRun();
+  EXPECT_EQ(q.run(r0).count, 3);
+  const auto second = q.Next(q.run(r0).first);
+  q.Remove(q.run(r0).first);
+  EXPECT_EQ(q.run(r0).first, second);
+  EXPECT_EQ(q.run(r0).count, 2);
+  const auto r1 = q.NextRun(r0);
+  q.Remove(q.run(r1).first);  // request 2 leaves: two runs remain
+  EXPECT_EQ(q.num_runs(), 2);
+  ASSERT_NE(q.NextRun(r0), BatchQueue::kNone);
+  EXPECT_EQ(q.run(q.NextRun(r0)).count, 2);
+  while (!q.empty()) q.Remove(q.Oldest());
+  EXPECT_EQ(q.num_runs(), 0);
+  EXPECT_EQ(q.OldestRun(), BatchQueue::kNone);
+}
+
 TEST(BatchPolicyTest, DisabledSendsEachRequestAloneAndWhole) {
   BatchQueue q(16);
   PushAll(&q, {5, 6, 7}, kT0, /*owner=*/1);

@@ -191,6 +191,49 @@ TEST_F(BatchSchedulerTest, RejectsBadRequestsWithPreciseMessages) {
   EXPECT_EQ(a.calls, 1);
 }
 
+TEST_F(BatchSchedulerTest, RejectsARequestOverItsTokenBudget) {
+  Batcher::Options o;
+  o.max_request_tokens = 100;
+  Make(o);
+  Answer a, b;
+  const absl::Status s =
+      batcher_->Submit(Request({Seq(1, 0, 40), Seq(1, 1, 40), Seq(1, 2, 21)}, &a));
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << s;
+  EXPECT_THAT(s.message(), HasSubstr("request has 101 tokens, more than "
+                                     "batching.max_request_tokens (100)"));
+  EXPECT_TRUE(batcher_->Submit(Request({Seq(2, 0, 50), Seq(2, 1, 50)}, &b)).ok());  // at it
+  batcher_->RunUntilIdle();
+  EXPECT_EQ(a.calls, 0);
+  EXPECT_EQ(b.calls, 1);
+}
+
+// Head of line: a one-text request that arrives while a large request
+// runs is answered by the next batch, not after the large request's every batch.
+TEST_F(BatchSchedulerTest, SmallRequestWaitsAtMostOneBatchOfALargeOne) {
+  for (const bool count_padding : {false, true}) {
+    SCOPED_TRACE(count_padding);
+    Batcher::Options o;
+    o.max_batch_size = 8;
+    o.count_padding = count_padding;
+    Make(o);
+    std::vector<TokenIds> large;
+    for (int i = 0; i < 64; ++i) large.push_back(Seq(1, i, 32));
+    Answer big, small;
+    ASSERT_TRUE(batcher_->Submit(Request(large, &big)).ok());
+    EXPECT_EQ(batcher_->Step().sequences, 8);  // the large request's first batch
+    // The small one arrives as that batch ends; the grouping age passes while it waits
+    // for the next (the batch the large request has in flight on a real worker).
+    ASSERT_TRUE(batcher_->Submit(Request({Seq(2, 0, 5)}, &small)).ok());
+    clock_.Advance(o.length_bucketing_max_age_us);
+    EXPECT_EQ(batcher_->Step().sequences, 8);
+    ExpectRows(small, {Seq(2, 0, 5)}, 4);
+    EXPECT_EQ(big.calls, 0);
+    batcher_->RunUntilIdle();
+    ExpectRows(big, large, 4);
+    EXPECT_EQ(batcher_->live_requests(), 0);
+  }
+}
+
 TEST_F(BatchSchedulerTest, DropsExpiredItemsBeforeBatching) {
   Make(Batcher::Options());
   Answer late, on_time, no_deadline;
@@ -309,15 +352,16 @@ TEST_F(BatchSchedulerTest, SplitRequestFailsOnceWhenOneOfItsBatchesFails) {
   seqs[5] = {1, 666, 2};  // in the second batch
   ASSERT_TRUE(batcher_->Submit(Request(seqs, &a)).ok());
   ASSERT_TRUE(batcher_->Submit(Request({Seq(2, 0, 3)}, &after)).ok());
-  EXPECT_EQ(batcher_->Step().sequences, 4);
+  EXPECT_EQ(batcher_->Step().sequences, 4);  // a0, after, a1, a2: the requests take turns
   EXPECT_EQ(a.calls, 0);
+  ExpectRows(after, {Seq(2, 0, 3)}, 4);
   EXPECT_EQ(batcher_->Step().sequences, 4);
   ASSERT_EQ(a.calls, 1);
   EXPECT_EQ(a.result->status().code(), absl::StatusCode::kInternal);
-  EXPECT_EQ(batcher_->QueueDepth(), 1);  // its last 4 dropped; the other request stays
+  EXPECT_EQ(batcher_->QueueDepth(), 0);  // its last 5 dropped
   batcher_->RunUntilIdle();
   EXPECT_EQ(a.calls, 1);
-  ExpectRows(after, {Seq(2, 0, 3)}, 4);
+  EXPECT_EQ(after.calls, 1);
   EXPECT_EQ(batcher_->live_requests(), 0);
 }
 

@@ -57,6 +57,7 @@ batching:
   max_batch_tokens: 4096
   max_queue_delay_us: 250
   max_queue_sequences: 100
+  max_request_tokens: 5000
   workers: 3
   idle_spin_us: 0
 logging:
@@ -90,6 +91,7 @@ benchmark:
   EXPECT_EQ(config->batching.max_batch_tokens, 4096);
   EXPECT_EQ(config->batching.max_queue_delay_us, 250);
   EXPECT_EQ(config->batching.max_queue_sequences, 100);
+  EXPECT_EQ(config->batching.max_request_tokens, 5000);
   EXPECT_EQ(config->batching.workers, 3);
   EXPECT_EQ(config->batching.idle_spin_us, 0);
   EXPECT_EQ(config->logging.level, "debug");

@@ -244,6 +244,42 @@ TEST_F(PipelineTest, FullQueueIsResourceExhaustedAndAnsweredOnce) {
   EXPECT_TRUE(queued.Get().status.ok());
 }
 
+// Under overload a refusal must cost little: a full queue refuses before the texts are
+// tokenized (the invalid UTF-8 below would otherwise be found first).
+TEST_F(PipelineTest, FullQueueRefusesBeforeTokenizing) {
+  Batcher::Options bo;
+  bo.max_queue_sequences = 2;
+  Start(bo, EmbeddingPipeline::Options());
+  backend_->CloseGate();
+  const std::vector<absl::string_view> one = {"one"};
+  Waiter<EmbedResult> running, queued;
+  pipeline_->Embed(one, RequestOptions(), CallControl(), running.Callback());
+  backend_->WaitForWaitingCalls(1);
+  pipeline_->Embed(one, RequestOptions(), CallControl(), queued.Callback());  // 1 of 2 queued
+  const std::string bad = "ok \xff";
+  const std::vector<absl::string_view> two = {"fine", bad};
+  for (int i = 0; i < 2; ++i) {
+    absl::Status refused;
+    const auto keep = [&](EmbedResult r) { refused = r.status; };
+    if (i == 0) {
+      pipeline_->Embed(two, RequestOptions(), CallControl(), keep);
+    } else {
+      pipeline_->EmbedTokens({Encode("a"), Encode("b")}, RequestOptions(), CallControl(), keep);
+    }
+    EXPECT_EQ(refused.code(), absl::StatusCode::kResourceExhausted) << i << " " << refused;
+    EXPECT_THAT(refused.message(), HasSubstr("batching.max_queue_sequences=2"));
+  }
+  // One more text still fits: it is checked (and refused for its bytes) as before.
+  const std::vector<absl::string_view> bad_one = {bad};
+  absl::Status invalid;
+  pipeline_->Embed(bad_one, RequestOptions(), CallControl(),
+                   [&](EmbedResult r) { invalid = r.status; });
+  EXPECT_EQ(invalid.code(), absl::StatusCode::kInvalidArgument) << invalid;
+  backend_->OpenGate();
+  EXPECT_TRUE(running.Get().status.ok());
+  EXPECT_TRUE(queued.Get().status.ok());
+}
+
 TEST_F(PipelineTest, SimilarityEmbedsEachDistinctTextOnce) {
   const std::vector<std::pair<absl::string_view, absl::string_view>> pairs = {
       {"a cat sat", "a dog ran"}, {"a cat sat", "a cat sat"}};

@@ -115,6 +115,10 @@ class Batcher {
     // Queue bound, in sequences; a request that does not fit now fails at once with
     // RESOURCE_EXHAUSTED.
     int32_t max_queue_sequences = 4096;
+    // Most tokens in one request (the sum of its sequences' lengths); more is
+    // INVALID_ARGUMENT (split the request). Bounds the work one call can put in front of
+    // others. 0: no bound.
+    int64_t max_request_tokens = 0;
     // Worker threads, each running one batch at a time (model instances or streams).
     int32_t num_workers = 1;
     // Similar-length grouping (count_padding only): items queued for less than this are
@@ -164,8 +168,8 @@ class Batcher {
   //    (retryable; an RPC thread never blocks here).
   //  UNAVAILABLE: shutting down (permanent for this Batcher).
   //  INVALID_ARGUMENT: no sequences, an empty sequence, a sequence longer than
-  //    max_batch_tokens, more sequences than max_queue_sequences (could never be
-  //    queued), or no `done`.
+  //    max_batch_tokens, more tokens than max_request_tokens, more sequences than
+  //    max_queue_sequences (could never be queued), or no `done`.
   absl::Status Submit(BatchRequest&& request);
 
   // Stops accepting (Submit returns UNAVAILABLE), lets the workers finish what is queued
@@ -177,6 +181,11 @@ class Batcher {
 
   // Queued sequences (not yet in a batch).
   int64_t QueueDepth() const;
+
+  // Lock-free and cheap: RESOURCE_EXHAUSTED (as Submit words it) when the queue looked
+  // too full for `sequences` more at its last change, else OK (Submit still decides).
+  // Lets a caller refuse under overload before it spends work on a request (tokenizing).
+  absl::Status CheckRoom(int64_t sequences) const;
 
   const Options& options() const { return options_; }
 
@@ -209,6 +218,9 @@ class Batcher {
   int32_t spinning_workers_ ABSL_GUARDED_BY(mu_) = 0;  // polling wake_seq_: 0 or 1
   // Bumped under mu_ (by SignalWorkLocked, Shutdown) while a worker polls; read without it.
   std::atomic<uint64_t> wake_seq_{0};
+  // The queue's depth, stored under mu_ after each change; read without it by CheckRoom.
+  std::atomic<int32_t> queued_hint_{0};
+  void PublishDepthLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   Mutex shutdown_mu_;  // serialises Shutdown calls
   bool shut_down_ ABSL_GUARDED_BY(shutdown_mu_) = false;

@@ -83,6 +83,8 @@ absl::Status ServerSection::Validate() const {
       CheckRange("server.max_texts_per_request", max_texts_per_request, 1, 1000000));
   ES_RETURN_IF_ERROR(
       CheckRange("server.max_stream_backlog", max_stream_backlog, 1, 1000000));
+  ES_RETURN_IF_ERROR(CheckRange<int64_t>("server.max_stream_backlog_bytes",
+                                         max_stream_backlog_bytes, 1024, int64_t{1} << 34));
   ES_RETURN_IF_ERROR(CheckRange<int64_t>("server.shutdown_grace_ms", shutdown_grace_ms,
                                          0, 3600 * 1000));
   ES_RETURN_IF_ERROR(CheckRange<int64_t>("server.shutdown_delay_ms", shutdown_delay_ms,
@@ -351,6 +353,7 @@ class Parser {
         {"threads", [&](const YAML::Node& n, const std::string& k) { return Int(n, k, &s->threads); }},
         {"max_texts_per_request", [&](const YAML::Node& n, const std::string& k) { return Int(n, k, &s->max_texts_per_request); }},
         {"max_stream_backlog", [&](const YAML::Node& n, const std::string& k) { return Int(n, k, &s->max_stream_backlog); }},
+        {"max_stream_backlog_bytes", [&](const YAML::Node& n, const std::string& k) { return Int(n, k, &s->max_stream_backlog_bytes); }},
         {"shutdown_grace_ms", [&](const YAML::Node& n, const std::string& k) { return Int(n, k, &s->shutdown_grace_ms); }},
         {"shutdown_delay_ms", [&](const YAML::Node& n, const std::string& k) { return Int(n, k, &s->shutdown_delay_ms); }},
         {"warmup", [&](const YAML::Node& n, const std::string& k) { return Bool(n, k, &s->warmup); }},
@@ -514,6 +517,7 @@ std::string ServerConfigToYaml(const ServerConfig& c) {
   absl::StrAppend(&y, "  threads: ", c.server.threads, "\n");
   absl::StrAppend(&y, "  max_texts_per_request: ", c.server.max_texts_per_request, "\n");
   absl::StrAppend(&y, "  max_stream_backlog: ", c.server.max_stream_backlog, "\n");
+  absl::StrAppend(&y, "  max_stream_backlog_bytes: ", c.server.max_stream_backlog_bytes, "\n");
   absl::StrAppend(&y, "  shutdown_grace_ms: ", c.server.shutdown_grace_ms, "\n");
   absl::StrAppend(&y, "  shutdown_delay_ms: ", c.server.shutdown_delay_ms, "\n");
   absl::StrAppend(&y, "  warmup: ", c.server.warmup ? "true" : "false", "\n");

@@ -158,6 +158,11 @@ absl::Status EmbeddingPipeline::AdmitToQueue(const std::string& list_name, size_
   return runtime()->batcher->CheckRoom(static_cast<int64_t>(sequences));
 }
 
+bool EmbeddingPipeline::QueueHasRoom(int64_t sequences) const {
+  const Runtime* rt = runtime();
+  return rt != nullptr && rt->batcher->CheckRoom(sequences).ok();
+}
+
 namespace {
 
 // Records the tokenize stage and checks the deadline: the step between tokenize and queue.

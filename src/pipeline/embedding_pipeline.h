@@ -145,6 +145,10 @@ class EmbeddingPipeline {
   // "pairs[i].text_a" / "pairs[i].text_b". `options.normalize` is ignored.
   void Similarity(absl::Span<const std::pair<absl::string_view, absl::string_view>> pairs,
                   const RequestOptions& options, CallControl control, SimilarityCallback done);
+  // Lock-free and cheap: whether the batch queue had room for `sequences` more at its
+  // last change (false while no model is attached). For flow control of streams.
+  bool QueueHasRoom(int64_t sequences) const;
+
   // Tokenizes only (no queue): returns at once.
   TokenizeResult Tokenize(absl::Span<const absl::string_view> texts,
                           const RequestOptions& options, const CallControl& control);

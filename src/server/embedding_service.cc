@@ -248,13 +248,14 @@ class EmbedStreamReactor final
     : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer> {
  public:
   EmbedStreamReactor(EmbeddingPipeline* pipeline, EmbeddingService::Streams* streams,
-                     CallbackServerContext* context, ServerMetrics* metrics, int max_backlog)
+                     CallbackServerContext* context, ServerMetrics* metrics,
+                     const EmbeddingService::Options& options)
       : pipeline_(pipeline),
         streams_(streams),
         context_(context),
         metrics_(metrics),
         clock_(*pipeline->clock()),
-        max_backlog_(max_backlog) {
+        options_(options) {
     if (pipeline_->model() == nullptr) {
       Finish(ToGrpcStatus(NotServingError()));
       return;
@@ -300,7 +301,7 @@ class EmbedStreamReactor final
       if (!ok) client_closed_ = true;
       if (!ok || draining_) reads_done_ = true;
       if (!reads_done_ && !finished_) {
-        if (BacklogLocked() < max_backlog_) {
+        if (MayReadLocked()) {
           // Under the lock so that it never follows Finish (gRPC runs the completion
           // later, never inside StartRead).
           StartRead(&raw_request_);
@@ -319,9 +320,13 @@ class EmbedStreamReactor final
     bool finish = false;
     {
       MutexLock lock(&mu_);
+      unsent_bytes_ -= static_cast<int64_t>(queue_.front().Length());
       queue_.pop_front();
       if (!ok) write_failed_ = true;  // client gone: drop what is left
-      if (write_failed_) queue_.clear();
+      if (write_failed_) {
+        queue_.clear();
+        unsent_bytes_ = 0;
+      }
       MaybeResumeReadLocked();
       if (!queue_.empty()) {
         next = &queue_.front();
@@ -358,20 +363,25 @@ class EmbedStreamReactor final
         !parsed.ok()) {
       EmbedResult r;
       r.status = std::move(parsed);
-      Answer(std::move(id), r, start_us);  // id echoed when readable, to match the error
+      Answer(std::move(id), r, start_us, 0);  // id echoed when readable, to match the error
       return;
+    }
+    const int64_t texts = request.texts_size();
+    {
+      MutexLock lock(&mu_);
+      pending_sequences_ += texts;
     }
     RequestOptions options = OptionsOf(request, "texts");
     if (request.has_normalize()) options.normalize = request.normalize();
     pipeline_->Embed(TextsOf(request.texts()), options,
                      ControlOf(context_, clock_, request.id()),
-                     [this, id = request.id(), start_us](EmbedResult r) {
-                       Answer(id, r, start_us);
+                     [this, id = request.id(), start_us, texts](EmbedResult r) {
+                       Answer(id, r, start_us, texts);
                      });
   }
 
-  // Queues the reply to one message (with `error` set when it failed).
-  void Answer(std::string id, const EmbedResult& result, int64_t start_us) {
+  // Queues the reply to one message of `texts` texts (with `error` set when it failed).
+  void Answer(std::string id, const EmbedResult& result, int64_t start_us, int64_t texts) {
     v1::EmbedResponse response;
     response.set_id(std::move(id));
     EncodeEmbedResult(result, &response);
@@ -392,8 +402,10 @@ class EmbedStreamReactor final
     {
       MutexLock lock(&mu_);
       --pending_;
+      pending_sequences_ -= texts;
       if (write_failed_) MaybeResumeReadLocked();
       if (!write_failed_) {
+        unsent_bytes_ += static_cast<int64_t>(serialized.Length());
         queue_.push_back(std::move(serialized));
         if (!writing_) {
           writing_ = true;
@@ -411,9 +423,17 @@ class EmbedStreamReactor final
     return pending_ + static_cast<int64_t>(queue_.size());
   }
 
+  // The flow-control rule (EmbeddingService::Options::max_stream_backlog says it).
+  bool MayReadLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if (BacklogLocked() >= options_.max_stream_backlog) return false;
+    if (unsent_bytes_ >= options_.max_stream_backlog_bytes) return false;
+    if (pending_sequences_ == 0) return true;  // an answer will not come to resume it
+    return pending_sequences_ < options_.max_stream_sequences &&
+           pipeline_->QueueHasRoom(pipeline_->options().max_texts_per_request);
+  }
+
   void MaybeResumeReadLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    if (read_paused_ && !reads_done_ && !draining_ && !finished_ &&
-        BacklogLocked() < max_backlog_) {
+    if (read_paused_ && !reads_done_ && !draining_ && !finished_ && MayReadLocked()) {
       read_paused_ = false;
       StartRead(&raw_request_);
     }
@@ -440,7 +460,7 @@ class EmbedStreamReactor final
   CallbackServerContext* const context_;
   ServerMetrics* const metrics_;
   const Clock& clock_;
-  const int64_t max_backlog_;
+  const EmbeddingService::Options& options_;  // the service's, which outlives its calls
   bool registered_ = false;
   grpc::ByteBuffer raw_request_;  // the read in progress (one at a time)
 
@@ -456,6 +476,8 @@ class EmbedStreamReactor final
   bool read_paused_ ABSL_GUARDED_BY(mu_) = false;  // no read outstanding: backlog full
   grpc::Status final_status_;  // written once under mu_ before Finish
   int64_t pending_ ABSL_GUARDED_BY(mu_) = 0;  // handed to the pipeline, not yet answered
+  int64_t pending_sequences_ ABSL_GUARDED_BY(mu_) = 0;  // their texts
+  int64_t unsent_bytes_ ABSL_GUARDED_BY(mu_) = 0;       // serialized replies in queue_
 };
 
 // ---------------------------------------------------------------------------------
@@ -464,6 +486,14 @@ absl::Status EmbeddingService::Options::Validate() const {
   if (max_stream_backlog < 1) {
     return absl::InvalidArgumentError(absl::StrCat(
         "server.max_stream_backlog must be >= 1; was ", max_stream_backlog));
+  }
+  if (max_stream_backlog_bytes < 1) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "server.max_stream_backlog_bytes must be >= 1; was ", max_stream_backlog_bytes));
+  }
+  if (max_stream_sequences < 1) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "EmbeddingService max_stream_sequences must be >= 1; was ", max_stream_sequences));
   }
   return absl::OkStatus();
 }
@@ -519,8 +549,7 @@ ServerUnaryReactor* EmbeddingService::Embed(CallbackServerContext* context,
 
 grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>* EmbeddingService::EmbedStream(
     CallbackServerContext* context) {
-  return new EmbedStreamReactor(pipeline_, streams_.get(), context, metrics_,
-                                options_.max_stream_backlog);
+  return new EmbedStreamReactor(pipeline_, streams_.get(), context, metrics_, options_);
 }
 
 ServerUnaryReactor* EmbeddingService::Similarity(CallbackServerContext* context,

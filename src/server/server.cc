@@ -74,6 +74,8 @@ class EmbedServer::Impl {
 
     EmbeddingService::Options so;
     so.max_stream_backlog = config_.server.max_stream_backlog;
+    so.max_stream_backlog_bytes = config_.server.max_stream_backlog_bytes;
+    so.max_stream_sequences = std::max(1, config_.batching.max_queue_sequences / 2);
     so.versions = {{"embedserve", EMBEDSERVE_VERSION_STRING},
                    {"grpc", grpc::Version()}};
     v1::BatchingInfo& bi = so.batching_info;

@@ -10,6 +10,8 @@
 #include <set>
 #include <chrono>
 #include <cmath>
+#include <cstdio>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -61,8 +63,9 @@ ServerConfig TestConfig() {
 
 class ServiceTest : public ::testing::Test {
  protected:
-  void Start(ServerConfig config = TestConfig(), FakeBackend::Options backend_options = {}) {
-    backend_options.dimension = kDim;
+  void Start(ServerConfig config = TestConfig(), FakeBackend::Options backend_options = {},
+             int64_t dimension = kDim) {
+    backend_options.dimension = dimension;
     tokenizer_ = LoadTokenizer();
     ASSERT_NE(tokenizer_, nullptr);
     auto backend = std::make_unique<FakeBackend>(backend_options);
@@ -97,6 +100,32 @@ class ServiceTest : public ::testing::Test {
     grpc::ClientContext ctx;
     ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::milliseconds(deadline_ms));
     return stub_->Embed(&ctx, request, response);
+  }
+
+  // The value of the metrics line that starts with `key` ("name{labels} "), -1 if absent.
+  int64_t Metric(const std::string& key) {
+    const std::string page = testing::HttpGet(server_->metrics_port(), "/metrics");
+    const size_t at = page.find("\n" + key);
+    return at == std::string::npos ? -1 : std::stoll(page.substr(at + 1 + key.size()));
+  }
+  int64_t Tokenized() { return Metric("embedserve_tokenize_duration_seconds_count "); }
+
+  // Polls `done` until it holds or `timeout_ms` passed; returns whether it held.
+  static bool WaitUntil(const std::function<bool()>& done, int timeout_ms = 10000) {
+    const auto until = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
+    while (!done()) {
+      if (std::chrono::steady_clock::now() >= until) return false;
+      std::this_thread::sleep_for(std::chrono::milliseconds(2));
+    }
+    return true;
+  }
+
+  static v1::EmbedRequest StreamMessage(int i, int texts) {
+    v1::EmbedRequest r;
+    r.set_id(std::to_string(i));
+    r.set_normalize(false);
+    for (int j = 0; j < texts; ++j) r.add_texts("m" + std::to_string(i) + " t" + std::to_string(j));
+    return r;
   }
 
   std::unique_ptr<Tokenizer> tokenizer_;
@@ -503,6 +532,112 @@ TEST_F(ServiceTest, EmbedStreamStopsReadingWhenItsBacklogIsFull) {
   }
   EXPECT_TRUE(stream->Finish().ok());
   EXPECT_EQ(ids, (std::set<std::string>{"0", "1", "2"}));
+}
+
+// A cancelled stream's queued messages leave the queue as a cancelled unary call's do:
+// they never reach the backend.
+TEST_F(ServiceTest, CancelledEmbedStreamDropsItsQueuedWork) {
+  ServerConfig config = TestConfig();
+  config.batching.max_batch_size = 8;
+  Start(config);
+  auto embedded = [&] {
+    int sequences = 0;
+    for (int32_t n : backend_->batch_sizes()) sequences += n;
+    return sequences;
+  };
+  const int warmup = embedded();
+  backend_->CloseGate();
+  grpc::ClientContext ctx;
+  auto stream = stub_->EmbedStream(&ctx);
+  for (int i = 0; i < 3; ++i) ASSERT_TRUE(stream->Write(StreamMessage(i, 8)));
+  backend_->WaitForWaitingCalls(1);                     // 8 texts at the gate
+  ASSERT_TRUE(WaitUntil([&] { return Tokenized() == 3; }));  // 16 queued
+  ctx.TryCancel();
+  // A call after the cancel on the same connection: the server has read the cancel.
+  {
+    grpc::ClientContext info_ctx;
+    v1::ModelInfo info;
+    ASSERT_TRUE(stub_->GetModelInfo(&info_ctx, v1::GetModelInfoRequest(), &info).ok());
+  }
+  backend_->OpenGate();
+  v1::EmbedResponse after;
+  ASSERT_TRUE(Embed({"after"}, &after).ok());  // answered once the worker is past the stream
+  EXPECT_EQ(embedded() - warmup, 8 + 1) << ::testing::PrintToString(backend_->batch_sizes());
+  EXPECT_EQ(stream->Finish().error_code(), grpc::StatusCode::CANCELLED);
+}
+
+// A stream that writes faster than the model runs is slowed (the server stops reading
+// it), not answered RESOURCE_EXHAUSTED: 40 messages of 8 texts against a queue of 64.
+TEST_F(ServiceTest, FastEmbedStreamIsSlowedNotRejected) {
+  Start();  // max_texts_per_request 8, max_queue_sequences 64
+  backend_->CloseGate();
+  grpc::ClientContext ctx;
+  auto stream = stub_->EmbedStream(&ctx);
+  constexpr int kMessages = 40;
+  std::thread writer([&] {
+    for (int i = 0; i < kMessages; ++i) stream->Write(StreamMessage(i, 8));
+    stream->WritesDone();
+  });
+  backend_->WaitForWaitingCalls(1);
+  // Half the queue (32 texts) in work: the stream's share; it reads no further.
+  ASSERT_TRUE(WaitUntil([&] { return Tokenized() >= 4; }));
+  writer.join();
+  backend_->OpenGate();
+  int ok = 0;
+  std::map<int, int> errors;
+  v1::EmbedResponse response;
+  while (stream->Read(&response)) {
+    if (response.error().code() != 0) {
+      ++errors[response.error().code()];
+      continue;
+    }
+    ++ok;
+    ASSERT_EQ(response.embeddings_size(), 8);
+    EXPECT_EQ(Values(response.embeddings(7)), Expected("m" + response.id() + " t7"));
+  }
+  EXPECT_TRUE(stream->Finish().ok());
+  EXPECT_EQ(ok, kMessages);
+  EXPECT_TRUE(errors.empty()) << "RESOURCE_EXHAUSTED replies: "
+                              << errors[static_cast<int>(grpc::StatusCode::RESOURCE_EXHAUSTED)];
+}
+
+// A client that writes and never reads its replies: the server stops reading the stream
+// once max_stream_backlog_bytes of replies wait to be written, so it holds a bounded
+// amount of memory (here ~64 KB replies; 200 of them would be 13 MB).
+TEST_F(ServiceTest, EmbedStreamWhoseClientNeverReadsIsBoundedByBytes) {
+  ServerConfig config = TestConfig();
+  config.server.max_stream_backlog_bytes = 64 << 10;
+  constexpr int64_t kBigDim = 2048;  // 8 texts: a ~64 KB reply
+  Start(config, {}, kBigDim);
+  // A client that grants the server little window (and does not grow it), so what the
+  // server holds is not hidden in the client's transport buffers.
+  grpc::ChannelArguments args;
+  args.SetInt(GRPC_ARG_HTTP2_BDP_PROBE, 0);
+  args.SetInt(GRPC_ARG_HTTP2_STREAM_LOOKAHEAD_BYTES, 1024);
+  auto stub = v1::EmbeddingService::NewStub(grpc::CreateCustomChannel(
+      server_->address(), grpc::InsecureChannelCredentials(), args));
+  grpc::ClientContext ctx;
+  auto stream = stub->EmbedStream(&ctx);
+  constexpr int kMessages = 200;  // ~20 KB of requests: within the transport's window
+  for (int i = 0; i < kMessages; ++i) ASSERT_TRUE(stream->Write(StreamMessage(i, 8)));
+  // Wait until the server has stopped taking messages: no new one for 300 ms.
+  int64_t last = -1;
+  auto last_change = std::chrono::steady_clock::now();
+  WaitUntil([&] {
+    const int64_t now = Tokenized();
+    if (now != last) {
+      last = now;
+      last_change = std::chrono::steady_clock::now();
+    }
+    return now == kMessages ||
+           std::chrono::steady_clock::now() - last_change > std::chrono::milliseconds(300);
+  });
+  EXPECT_GE(last, 1);
+  std::printf("messages taken in: %lld of %d\n", static_cast<long long>(last), kMessages);
+  // One reply being written, one waiting, and what the transport's windows hold.
+  EXPECT_LE(last, 16) << "the server kept reading a stream whose replies nobody reads";
+  ctx.TryCancel();
+  stream->Finish();
 }
 
 TEST_F(ServiceTest, HealthIsServingAndMetricsAreExported) {

@@ -32,6 +32,8 @@ struct ServerSection {
   int max_texts_per_request = 256;    // texts (or pairs) per Embed/Similarity/Tokenize
   int max_stream_backlog = 1024;      // EmbedStream messages in work or unsent before
                                       // the server stops reading that stream
+  int64_t max_stream_backlog_bytes = 2 << 20;  // EmbedStream reply bytes unsent before
+                                               // the server stops reading that stream
   int64_t shutdown_grace_ms = 10000;  // on SIGTERM: time to answer accepted calls
   int64_t shutdown_delay_ms = 0;      // on SIGTERM: keep serving this long with health
                                       // NOT_SERVING first, so load balancers and

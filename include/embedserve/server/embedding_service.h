@@ -33,10 +33,17 @@ using EmbeddingServiceBase = v1::EmbeddingService::WithRawCallbackMethod_Embed<
 class EmbeddingService final : public EmbeddingServiceBase {
  public:
   struct Options {
-    // EmbedStream flow control: messages of one stream being processed or waiting to be
-    // written; at this many the server stops reading the stream until replies drain
-    // (a client must read replies while it writes).
+    // EmbedStream flow control: the server reads a stream's next message only while
+    // (a) fewer than max_stream_backlog of its messages are being processed or wait to
+    // be written, (b) its replies waiting to be written hold fewer than
+    // max_stream_backlog_bytes, and (c) it has no texts in work, or fewer than
+    // max_stream_sequences and the batch queue has room for a largest request
+    // (server.max_texts_per_request). Else it stops reading until its replies drain:
+    // a fast stream is slowed instead of refused with RESOURCE_EXHAUSTED, and one whose
+    // client does not read its replies holds a bounded amount of memory.
     int max_stream_backlog = 1024;
+    int64_t max_stream_backlog_bytes = 2 << 20;
+    int64_t max_stream_sequences = 2048;  // the server sets half of the batch queue
     // Reported by GetModelInfo (the batcher's settings as configured).
     v1::BatchingInfo batching_info;
     // Reported by GetModelInfo.versions, e.g. {"embedserve", "0.1.0"}.

@@ -12,7 +12,6 @@ Run by ctest (tests/e2e/CMakeLists.txt):
   /usr/bin/python3 overload_test.py --binary BUILD/tools/server/embedserve \
       --stubs BUILD/tests/e2e/py --data tests/data
 """
-import argparse
 import os
 import sys
 import threading
@@ -131,15 +130,4 @@ class OverloadTest(unittest.TestCase):
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--binary", required=True)
-    parser.add_argument("--stubs", required=True)
-    parser.add_argument("--data", required=True)
-    ARGS, rest = parser.parse_known_args()
-    try:
-        import grpc  # noqa: F401
-    except ImportError:
-        print("SKIPPED: /usr/bin/python3 has no grpc module (apt-get install python3-grpcio)")
-        sys.exit(77)
-    e2e.load_stubs(ARGS.stubs)
-    unittest.main(argv=[sys.argv[0]] + rest, verbosity=2)
+    e2e.main()

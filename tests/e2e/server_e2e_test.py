@@ -296,12 +296,16 @@ class CommandLineTest(unittest.TestCase):
         self.assertIn("/nonexistent/folder", out.stderr)
 
 
-if __name__ == "__main__":
+def main(module_name="__main__"):
+    """Parses --binary/--stubs/--data into ARGS (here and in `module_name`), skips (exit
+    77) without python3-grpcio, loads the stubs and runs the module's tests."""
+    global ARGS
     parser = argparse.ArgumentParser()
     parser.add_argument("--binary", required=True)
     parser.add_argument("--stubs", required=True)
     parser.add_argument("--data", required=True)
     ARGS, rest = parser.parse_known_args()
+    sys.modules[module_name].ARGS = ARGS
     try:
         import grpc  # noqa: F401
     except ImportError:
@@ -310,4 +314,8 @@ if __name__ == "__main__":
         print("SKIPPED: /usr/bin/python3 has no grpc module (apt-get install python3-grpcio)")
         sys.exit(77)
     load_stubs(ARGS.stubs)
-    unittest.main(argv=[sys.argv[0]] + rest, verbosity=2)
+    unittest.main(module=module_name, argv=[sys.argv[0]] + rest, verbosity=2)
+
+
+if __name__ == "__main__":
+    main()

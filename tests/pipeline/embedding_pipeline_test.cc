@@ -51,6 +51,11 @@ struct Waiter {
   }
 };
 
+// Two one-text requests: one held at the backend's gate, one queued behind it.
+struct HeldQueue {
+  Waiter<EmbedResult> running, queued;
+};
+
 class PipelineTest : public ::testing::Test {
  protected:
   void SetUp() override { Start(Batcher::Options(), EmbeddingPipeline::Options()); }
@@ -76,6 +81,19 @@ class PipelineTest : public ::testing::Test {
 
   void TearDown() override {
     if (batcher_ != nullptr) batcher_->Shutdown();
+  }
+
+  // Restarts with a queue of `max_queue_sequences` and the backend's gate closed, and
+  // fills `held`.
+  void HoldQueue(int32_t max_queue_sequences, HeldQueue* held) {
+    Batcher::Options bo;
+    bo.max_queue_sequences = max_queue_sequences;
+    Start(bo, EmbeddingPipeline::Options());
+    backend_->CloseGate();
+    const std::vector<absl::string_view> one = {"one"};
+    pipeline_->Embed(one, RequestOptions(), CallControl(), held->running.Callback());
+    backend_->WaitForWaitingCalls(1);
+    pipeline_->Embed(one, RequestOptions(), CallControl(), held->queued.Callback());
   }
 
   TokenIds Encode(absl::string_view text) {
@@ -222,15 +240,9 @@ TEST_F(PipelineTest, CancelledRequestIsDroppedBeforeItRuns) {
 }
 
 TEST_F(PipelineTest, FullQueueIsResourceExhaustedAndAnsweredOnce) {
-  Batcher::Options bo;
-  bo.max_queue_sequences = 1;
-  Start(bo, EmbeddingPipeline::Options());
-  backend_->CloseGate();
+  HeldQueue held;
+  HoldQueue(1, &held);
   const std::vector<absl::string_view> one = {"one"};
-  Waiter<EmbedResult> running, queued;
-  pipeline_->Embed(one, RequestOptions(), CallControl(), running.Callback());
-  backend_->WaitForWaitingCalls(1);
-  pipeline_->Embed(one, RequestOptions(), CallControl(), queued.Callback());
   int calls = 0;
   absl::Status refused;
   pipeline_->Embed(one, RequestOptions(), CallControl(), [&](EmbedResult r) {
@@ -240,22 +252,15 @@ TEST_F(PipelineTest, FullQueueIsResourceExhaustedAndAnsweredOnce) {
   EXPECT_EQ(calls, 1);  // answered inside Embed, exactly once
   EXPECT_EQ(refused.code(), absl::StatusCode::kResourceExhausted);
   backend_->OpenGate();
-  EXPECT_TRUE(running.Get().status.ok());
-  EXPECT_TRUE(queued.Get().status.ok());
+  EXPECT_TRUE(held.running.Get().status.ok());
+  EXPECT_TRUE(held.queued.Get().status.ok());
 }
 
 // Under overload a refusal must cost little: a full queue refuses before the texts are
 // tokenized (the invalid UTF-8 below would otherwise be found first).
 TEST_F(PipelineTest, FullQueueRefusesBeforeTokenizing) {
-  Batcher::Options bo;
-  bo.max_queue_sequences = 2;
-  Start(bo, EmbeddingPipeline::Options());
-  backend_->CloseGate();
-  const std::vector<absl::string_view> one = {"one"};
-  Waiter<EmbedResult> running, queued;
-  pipeline_->Embed(one, RequestOptions(), CallControl(), running.Callback());
-  backend_->WaitForWaitingCalls(1);
-  pipeline_->Embed(one, RequestOptions(), CallControl(), queued.Callback());  // 1 of 2 queued
+  HeldQueue held;
+  HoldQueue(2, &held);  // 1 of 2 queued
   const std::string bad = "ok \xff";
   const std::vector<absl::string_view> two = {"fine", bad};
   for (int i = 0; i < 2; ++i) {
@@ -276,8 +281,8 @@ TEST_F(PipelineTest, FullQueueRefusesBeforeTokenizing) {
                    [&](EmbedResult r) { invalid = r.status; });
   EXPECT_EQ(invalid.code(), absl::StatusCode::kInvalidArgument) << invalid;
   backend_->OpenGate();
-  EXPECT_TRUE(running.Get().status.ok());
-  EXPECT_TRUE(queued.Get().status.ok());
+  EXPECT_TRUE(held.running.Get().status.ok());
+  EXPECT_TRUE(held.queued.Get().status.ok());
 }
 
 TEST_F(PipelineTest, SimilarityEmbedsEachDistinctTextOnce) {

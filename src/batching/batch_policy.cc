@@ -132,6 +132,8 @@ void DecideBatch(const Batcher::Options& options, const BatchQueue& queue, int64
       c = more ? next : kNone;
       if (more) exhausted = false;
     }
+    // Requests with nothing more to give leave the turns: O(batch + requests) in all.
+    cursors.erase(std::remove(cursors.begin(), cursors.end(), kNone), cursors.end());
   }
   // When exhausted, the turns took a prefix of the age list; `id` is the item after it.
   ItemId id = kNone;

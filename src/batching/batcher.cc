@@ -149,6 +149,8 @@ void Batcher::PublishDepthLocked() {
 absl::Status Batcher::CheckRoom(int64_t sequences) const {
   const int32_t queued = queued_hint_.load(std::memory_order_relaxed);
   if (sequences <= int64_t{options_.max_queue_sequences} - queued) return absl::OkStatus();
+  // More than the queue can ever hold is Submit's permanent INVALID_ARGUMENT, not this.
+  if (sequences > options_.max_queue_sequences) return absl::OkStatus();
   return BatchScheduler::QueueFullError(queued, options_.max_queue_sequences, sequences);
 }
 

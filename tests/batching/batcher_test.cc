@@ -424,9 +424,18 @@ TEST(BatcherTest, QueueFullFailsFastWhileWorkersAreBusy) {
   ASSERT_TRUE((*batcher)->Submit(BoxedRequest({{2}, {3}}, &box)).ok());
   const absl::Status full = (*batcher)->Submit(BoxedRequest({{4}}, &box));
   EXPECT_EQ(full.code(), absl::StatusCode::kResourceExhausted);
+  // The lock-free check agrees, in the same words; it leaves a request the queue could
+  // never hold to Submit's INVALID_ARGUMENT.
+  const absl::Status checked = (*batcher)->CheckRoom(1);
+  EXPECT_EQ(checked.code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_EQ(checked.message(), full.message());
+  EXPECT_TRUE((*batcher)->CheckRoom(3).ok());
+  EXPECT_EQ((*batcher)->Submit(BoxedRequest({{4}, {5}, {6}}, &box)).code(),
+            absl::StatusCode::kInvalidArgument);
   backend.OpenGate();
   (*batcher)->Shutdown();
   EXPECT_EQ(box.count(), 2);
+  EXPECT_TRUE((*batcher)->CheckRoom(2).ok());  // the queue is empty again
 }
 
 }  // namespace

@@ -183,7 +183,8 @@ class Batcher {
   int64_t QueueDepth() const;
 
   // Lock-free and cheap: RESOURCE_EXHAUSTED (as Submit words it) when the queue looked
-  // too full for `sequences` more at its last change, else OK (Submit still decides).
+  // too full for `sequences` more at its last change, else OK (Submit still decides;
+  // also for more sequences than the queue can ever hold, which Submit refuses).
   // Lets a caller refuse under overload before it spends work on a request (tokenizing).
   absl::Status CheckRoom(int64_t sequences) const;
 

@@ -41,6 +41,7 @@ server:
   max_message_bytes: 1048576
   threads: 8
   max_texts_per_request: 32
+  max_stream_backlog_bytes: 65536
   shutdown_grace_ms: 500
   shutdown_delay_ms: 250
   warmup: false
@@ -77,6 +78,7 @@ benchmark:
   EXPECT_EQ(config->server.max_message_bytes, 1048576);
   EXPECT_EQ(config->server.threads, 8);
   EXPECT_EQ(config->server.max_texts_per_request, 32);
+  EXPECT_EQ(config->server.max_stream_backlog_bytes, 65536);
   EXPECT_EQ(config->server.shutdown_grace_ms, 500);
   EXPECT_EQ(config->server.shutdown_delay_ms, 250);
   EXPECT_FALSE(config->server.warmup);
@@ -191,6 +193,15 @@ TEST(ServerConfigTest, OutOfRangeNamesFileLineFieldAndRange) {
   EXPECT_THAT(config.status().message(),
               AllOf(HasSubstr("test.yaml:4:"), HasSubstr("batching.max_batch_size"),
                     HasSubstr("[1, 65536]"), HasSubstr("was 0")));
+  config = Parse("batching:\n  max_request_tokens: -1\n");
+  ASSERT_FALSE(config.ok());
+  EXPECT_THAT(config.status().message(),
+              AllOf(HasSubstr("batching.max_request_tokens"), HasSubstr("was -1")));
+  config = Parse("server:\n  max_stream_backlog_bytes: 10\n");
+  ASSERT_FALSE(config.ok());
+  EXPECT_THAT(config.status().message(),
+              AllOf(HasSubstr("server.max_stream_backlog_bytes"), HasSubstr("[1024, "),
+                    HasSubstr("was 10")));
   config = Parse("batching:\n  idle_spin_us: 20000\n");
   ASSERT_FALSE(config.ok());
   EXPECT_THAT(config.status().message(),

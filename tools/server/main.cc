@@ -5,8 +5,10 @@
 // accepted ones within server.shutdown_grace_ms and exits 0.
 #include <pthread.h>
 #include <signal.h>
+#include <unistd.h>
 
 #include <cstdio>
+#include <cstdlib>
 #include <string>
 #include <utility>
 
@@ -156,4 +158,16 @@ int Run(int argc, char** argv) {
 }  // namespace
 }  // namespace embedserve
 
-int main(int argc, char** argv) { return embedserve::Run(argc, argv); }
+// LibTorch's OpenMP threads (libgomp) spin while they wait unless OMP_WAIT_POLICY says
+// otherwise, and libgomp reads it once, as it loads, before main. Spinning threads take
+// the cores from gRPC's threads, from refusing calls under overload and from whatever
+// else runs on the machine: on the shared 2-core machine the overload test's capacity
+// was ~4 heavy calls/s spinning and ~53/s passive (tiny-bert). So the server runs passive
+// unless its caller chose a policy: it sets the variable and runs itself again, once.
+int main(int argc, char** argv) {
+  if (std::getenv("OMP_WAIT_POLICY") == nullptr &&
+      setenv("OMP_WAIT_POLICY", "PASSIVE", 1) == 0) {
+    execv("/proc/self/exe", argv);  // returns only when it failed: run as we are
+  }
+  return embedserve::Run(argc, argv);
+}

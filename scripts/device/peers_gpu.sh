@@ -95,9 +95,11 @@ http_sweep() {  # http_sweep NAME PORT PATH: 2N texts per request for N pairs
       --batch "$1" --concurrency "$2" --duration-s "$DURATION" --warmup-s 1 | tee -a "$R/served/$name.txt"
   done
 }
-wait_http() {  # wait_http PORT: until GET /health answers 200 (180 s at most)
+wait_http() {  # wait_http PORT PID: until GET /health answers 200 (180 s at most, and
+               # only while the server process PID lives)
   for _ in $(seq 360); do
     curl -sf -m 1 "127.0.0.1:$1/health" >/dev/null && return 0
+    kill -0 "$2" 2>/dev/null || { echo "peers_gpu: the server on port $1 exited" >&2; return 1; }
     sleep 0.5
   done
   echo "peers_gpu: no /health on port $1" >&2; return 1
@@ -110,7 +112,7 @@ if has served; then
     --http-port "$hport" --metrics-port -1 --log-level warn >"$R/served/embedserve.log" 2>&1 &
   pid=$!
   grpc_sweep embedserve_fp16 "$port" 16,64,128 1,64,256
-  wait_http "$hport" && http_sweep embedserve_http "$hport" /v1/embeddings
+  wait_http "$hport" $pid && http_sweep embedserve_http "$hport" /v1/embeddings
   kill -TERM $pid; wait $pid
 
   step "served: Python grpcio + sentence-transformers, fp16 on cuda"
@@ -133,12 +135,12 @@ if has served; then
       --batch-size 256 --no-bettertransformer --port "$port" >"$R/served/infinity.log" 2>&1 &
     pid=$!
     PYTHONPATH=$site python3 -m pip list 2>/dev/null | grep -iE "infinity|sentence|transformers|torch|fastapi|uvicorn" >"$R/served/infinity_versions.txt"
-    if wait_http "$port"; then
+    if wait_http "$port" $pid; then
       http_sweep infinity_http "$port" /embeddings
     else
       tail -30 "$R/served/infinity.log"
     fi
-    kill -TERM $pid; wait $pid
+    kill -TERM $pid 2>/dev/null; wait $pid
   else
     echo "peers_gpu: no .whl/inf (scripts/device/fetch_wheels.sh here, then carry .whl): infinity skipped"
   fi

@@ -4,7 +4,8 @@
 # written once to pairs.jsonl). Issue 14's report (docs/results/gpu-h200/) is made from it.
 #   model only, fp16, 1,024 x 16 tokens: embedserve's BM_Embed (bench/model) and Hugging
 #     Face's BertModel eager, sdpa and sdpa under torch.compile (hf_bert_bench.py)
-#   in process: embedserve-bench-inprocess (fp16, fp32; Embed, batch 64 and 256 texts) and
+#   in process: embedserve-bench-inprocess (fp16, fp32, fp32 + TF32; Embed, batch 64 and
+#     256 texts) and
 #     sentence-transformers encode() on cuda (fp16, fp32; the same batches)
 #   served over gRPC, Similarity (embedserve-bench): batch 32 at concurrency 16, 64, 128;
 #     batch 1 at concurrency 1, 64, 256
@@ -66,6 +67,10 @@ if has model; then
 fi
 
 if has inprocess; then
+  step "in process: embedserve fp32 with TF32 matmuls (model.tf32)"
+  "$B/tools/bench/embedserve-bench-inprocess" --config experiments/minilm_gpu_tf32.yaml \
+    --method embed --batch-sizes 64,256 --duration-s "$DURATION" --warmup-s 1 \
+    --pairs-file "$R/pairs.jsonl" --out-dir "$R/inprocess/embedserve_tf32" 2>&1 | grep -E "inprocess|rror"
   for p in fp16 fp32; do
     step "in process: embedserve $p"
     "$B/tools/bench/embedserve-bench-inprocess" --config experiments/minilm_gpu_fp16.yaml \

@@ -3,7 +3,8 @@
 # on the real all-MiniLM-L6-v2 and the same sentences (embedserve-bench's ~14-token pairs,
 # written once to pairs.jsonl). Issue 14's report (docs/results/gpu-h200/) is made from it.
 #   model only, fp16, 1,024 x 16 tokens: embedserve's BM_Embed (bench/model) and Hugging
-#     Face's BertModel eager, sdpa and sdpa under torch.compile (hf_bert_bench.py)
+#     Face's BertModel eager, sdpa and sdpa under torch.compile (hf_bert_bench.py); the
+#     ceilings (gemm_ceiling.py) and a kernel-time profile (forward_variants.py --profile)
 #   in process: embedserve-bench-inprocess (fp16, fp32, fp32 + TF32; Embed, batch 64 and
 #     256 texts) and
 #     sentence-transformers encode() on cuda (fp16, fp32; the same batches)
@@ -61,6 +62,11 @@ cat "$R/machine.txt"
 if has model; then
   step "model only: BM_Embed fp16 1,024 x 16 (5 repetitions)"
   OUT=$R BENCH_TAG=model_bench REPS=5 SKIP_HF=1 scripts/device/bench_gpu.sh | grep -E "median"
+  step "ceilings: cuBLAS fp16 GEMMs (peak and the model's shapes), copy bandwidth"
+  python3 scripts/device/gemm_ceiling.py 2>&1 | tee "$R/ceiling.log"
+  step "where a forward's time goes: torch.profiler on the same encoder in torch ops"
+  python3 scripts/device/forward_variants.py --profile >"$R/forward_profile.log" 2>&1
+  grep -E "^(naive|fused|graph)|ms" "$R/forward_profile.log" | head -12
   step "model only: Hugging Face BertModel fp16 1,024 x 16"
   python3 scripts/device/hf_bert_bench.py --batch 1024 --seq 16 --variants eager,sdpa,compile \
     2>&1 | grep -vE "^\s*$|Warning|warn" | tee "$R/hf_bert.log"

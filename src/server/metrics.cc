@@ -7,7 +7,9 @@
 #include <prometheus/registry.h>
 #include <prometheus/text_serializer.h>
 
+#include <array>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace embedserve {
@@ -55,6 +57,16 @@ Histogram* AddHistogram(prometheus::Registry* registry, const char* name, const 
                         Histogram::BucketBoundaries bounds) {
   return &prometheus::BuildHistogram().Name(name).Help(help).Register(*registry).Add(
       {}, std::move(bounds));
+}
+
+// One latency histogram of `name` per value of `label`: (*out)[i] has label_of(i).
+template <size_t N, typename LabelOf>
+void AddLatencyHistograms(prometheus::Registry* registry, const char* name, const char* help,
+                          const char* label, LabelOf label_of, std::array<Histogram*, N>* out) {
+  auto& family = prometheus::BuildHistogram().Name(name).Help(help).Register(*registry);
+  for (size_t i = 0; i < N; ++i) {
+    (*out)[i] = &family.Add({{label, label_of(static_cast<int>(i))}}, LatencyBounds());
+  }
 }
 
 }  // namespace
@@ -110,27 +122,19 @@ ServerMetrics::ServerMetrics() : registry_(std::make_unique<prometheus::Registry
     LazyChild(requests_family_, &requests_[m][0], "method",
               RpcMethodName(static_cast<RpcMethod>(m)), "code", CodeName(0));
   }
-  auto& request_seconds = prometheus::BuildHistogram()
-                              .Name("embedserve_request_duration_seconds")
-                              .Help("Handler entry to reply ready, by RPC method.")
-                              .Register(r);
-  for (int m = 0; m < kNumRpcMethods; ++m) {
-    request_seconds_[m] = &request_seconds.Add(
-        {{"method", RpcMethodName(static_cast<RpcMethod>(m))}}, LatencyBounds());
-  }
+  AddLatencyHistograms(&r, "embedserve_request_duration_seconds",
+                       "Handler entry to reply ready, by RPC method.", "method",
+                       [](int m) { return RpcMethodName(static_cast<RpcMethod>(m)); },
+                       &request_seconds_);
   http_requests_family_ = &prometheus::BuildCounter()
                                .Name("embedserve_http_requests_total")
                                .Help("HTTP requests answered by a route, by route and HTTP "
                                      "status.")
                                .Register(r);
-  auto& http_seconds = prometheus::BuildHistogram()
-                           .Name("embedserve_http_request_duration_seconds")
-                           .Help("HTTP request fully read to answer ready, by route.")
-                           .Register(r);
-  for (int route = 0; route < kNumHttpRoutes; ++route) {
-    http_request_seconds_[route] = &http_seconds.Add(
-        {{"route", HttpRouteName(static_cast<HttpRoute>(route))}}, LatencyBounds());
-  }
+  AddLatencyHistograms(&r, "embedserve_http_request_duration_seconds",
+                       "HTTP request fully read to answer ready, by route.", "route",
+                       [](int route) { return HttpRouteName(static_cast<HttpRoute>(route)); },
+                       &http_request_seconds_);
   auto& transport = prometheus::BuildCounter()
                         .Name("embedserve_http_transport_errors_total")
                         .Help("HTTP requests the server refused (400, 413, 414, 431) or "

@@ -272,6 +272,21 @@ TEST_F(HttpServerTest, TricklingClientIsDroppedAtTheHeaderTimeoutOthersServed) {
   EXPECT_EQ(metrics_.http_transport_errors(HttpTransportError::kHeaderTimeout), 1u);
 }
 
+TEST_F(HttpServerTest, StalledBodyIsDroppedAtTheBodyTimeoutAndCounted) {
+  HttpServer::Options ho;
+  ho.body_timeout_ms = 200;
+  auto server = HttpServer::Start(ho, {{0, front_.get()}});
+  ASSERT_TRUE(server.ok()) << server.status();
+  RawClient c((*server)->port(0));
+  // Headers promise 10 bytes; 2 come, then nothing.
+  ASSERT_TRUE(c.Send("POST /embed HTTP/1.1\r\nHost: t\r\nContent-Length: 10\r\n\r\n{\""));
+  EXPECT_TRUE(c.WaitClosed());
+  // Stop waits for every connection's last handler, where the drop is counted.
+  (*server)->Stop();
+  EXPECT_EQ(metrics_.http_transport_errors(HttpTransportError::kBodyTimeout), 1u);
+  EXPECT_EQ(metrics_.http_requests(HttpRoute::kEmbed, 200), 0u);
+}
+
 TEST_F(HttpServerTest, FiveThousandIdleConnectionsDoNotStopService) {
   constexpr int kIdle = 5000;
   rlimit lim{};

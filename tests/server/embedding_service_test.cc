@@ -20,6 +20,7 @@
 
 #include "absl/synchronization/notification.h"
 #include "embedserve/model/embedding_matrix.h"
+#include "embedserve/server/metrics.h"
 #include "embedserve/server/server.h"
 #include "embedserve/tokenizer/tokenizer.h"
 #include "embedserve/v1/embedding.grpc.pb.h"
@@ -44,6 +45,16 @@ std::unique_ptr<Tokenizer> LoadTokenizer() {
   auto tok = Tokenizer::FromModelDir(testing::TinyBertDir());
   EXPECT_TRUE(tok.ok()) << tok.status();
   return tok.ok() ? *std::move(tok) : nullptr;
+}
+
+// Polls `condition` (an in-memory value the server's threads move) for up to 10 s.
+bool WaitUntil(const std::function<bool()>& condition) {
+  const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (!condition()) {
+    if (std::chrono::steady_clock::now() > until) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  return true;
 }
 
 ServerConfig TestConfig() {
@@ -102,23 +113,7 @@ class ServiceTest : public ::testing::Test {
     return stub_->Embed(&ctx, request, response);
   }
 
-  // The value of the metrics line that starts with `key` ("name{labels} "), -1 if absent.
-  int64_t Metric(const std::string& key) {
-    const std::string page = testing::HttpGet(server_->metrics_port(), "/metrics");
-    const size_t at = page.find("\n" + key);
-    return at == std::string::npos ? -1 : std::stoll(page.substr(at + 1 + key.size()));
-  }
-  int64_t Tokenized() { return Metric("embedserve_tokenize_duration_seconds_count "); }
-
-  // Polls `done` until it holds or `timeout_ms` passed; returns whether it held.
-  static bool WaitUntil(const std::function<bool()>& done, int timeout_ms = 10000) {
-    const auto until = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
-    while (!done()) {
-      if (std::chrono::steady_clock::now() >= until) return false;
-      std::this_thread::sleep_for(std::chrono::milliseconds(2));
-    }
-    return true;
-  }
+  int64_t Tokenized() { return static_cast<int64_t>(server_->metrics().tokenized_requests()); }
 
   static v1::EmbedRequest StreamMessage(int i, int texts) {
     v1::EmbedRequest r;
@@ -345,11 +340,9 @@ TEST_F(ServiceTest, QueueFullIsResourceExhaustedAndOthersStillSucceed) {
   std::thread tb([&] { sb = Embed(b, &rb); });
   std::thread tc([&] { sc = Embed(c, &rc); });
   // The loser fails at once, without waiting for the gate.
-  while (true) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(5));
-    const auto page = testing::HttpGet(server_->metrics_port(), "/metrics");
-    if (page.find("code=\"RESOURCE_EXHAUSTED\"} 1") != std::string::npos) break;
-  }
+  EXPECT_TRUE(WaitUntil([&] {
+    return server_->metrics().requests(RpcMethod::kEmbed, grpc::StatusCode::RESOURCE_EXHAUSTED) == 1;
+  }));
   backend_->OpenGate();
   ta.join();
   tb.join();
@@ -383,17 +376,10 @@ TEST_F(ServiceTest, DeadlinePassedInQueueIsDeadlineExceeded) {
   EXPECT_TRUE(sa.ok());
   // The server answered B with DEADLINE_EXCEEDED itself (dropped from the queue, or
   // refused at once when a loaded machine ran its handler after the deadline).
-  // Wait for exactly the counter asserted below: the batcher's dropped-sequences counter
-  // (also code="DEADLINE_EXCEEDED") moves a moment before the reply is counted.
-  const std::string answered =
-      "embedserve_requests_total{method=\"Embed\",code=\"DEADLINE_EXCEEDED\"} 1";
-  std::string page;
-  for (int i = 0; i < 100; ++i) {
-    page = testing::HttpGet(server_->metrics_port(), "/metrics");
-    if (page.find(answered) != std::string::npos) break;
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  }
-  EXPECT_THAT(page, HasSubstr(answered));
+  // The reply is counted a moment after the client has it.
+  EXPECT_TRUE(WaitUntil([&] {
+    return server_->metrics().requests(RpcMethod::kEmbed, grpc::StatusCode::DEADLINE_EXCEEDED) == 1;
+  }));
 
   // B never reached the model.
   for (const auto& call : backend_->calls()) {
@@ -511,17 +497,10 @@ TEST_F(ServiceTest, EmbedStreamStopsReadingWhenItsBacklogIsFull) {
     ASSERT_TRUE(stream->Write(r));
   }
   backend_->WaitForWaitingCalls(1);
-  auto tokenized = [&] {
-    const std::string page = testing::HttpGet(server_->metrics_port(), "/metrics");
-    const std::string key = "embedserve_tokenize_duration_seconds_count ";
-    const size_t at = page.find(key);
-    return at == std::string::npos ? -1 : std::stoi(page.substr(at + key.size()));
-  };
-  for (int i = 0; i < 100 && tokenized() < 2; ++i) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(10));
-  }
+  auto tokenized = [&] { return server_->metrics().tokenized_requests(); };
+  EXPECT_TRUE(WaitUntil([&] { return tokenized() >= 2; }));
   std::this_thread::sleep_for(std::chrono::milliseconds(200));
-  EXPECT_EQ(tokenized(), 2);  // the third message waits in the transport
+  EXPECT_EQ(tokenized(), 2u);  // the third message waits in the transport
   backend_->OpenGate();
   stream->WritesDone();
   std::set<std::string> ids;
@@ -656,9 +635,9 @@ TEST_F(ServiceTest, HealthIsServingAndMetricsAreExported) {
   EXPECT_EQ(Embed({}, &response).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
   const std::string page = testing::HttpGet(server_->metrics_port(), "/metrics");
   EXPECT_THAT(page, HasSubstr("HTTP/1.0 200 OK"));
-  EXPECT_THAT(page, HasSubstr("embedserve_requests_total{method=\"Embed\",code=\"OK\"} 1\n"));
+  EXPECT_THAT(page, HasSubstr("embedserve_requests_total{code=\"OK\",method=\"Embed\"} 1\n"));
   EXPECT_THAT(page,
-              HasSubstr("embedserve_requests_total{method=\"Embed\",code=\"INVALID_ARGUMENT\"} 1\n"));
+              HasSubstr("embedserve_requests_total{code=\"INVALID_ARGUMENT\",method=\"Embed\"} 1\n"));
   EXPECT_THAT(page, HasSubstr("embedserve_batch_size_sequences_bucket{le=\"1\"}"));
   EXPECT_THAT(page, HasSubstr("embedserve_queue_depth "));
   // One Embed was tokenized (the empty one failed before; the warm-up is not an RPC).
@@ -767,11 +746,7 @@ TEST_F(ServiceTest, ShutdownAnswersEveryAcceptedCall) {
   }
   backend_->WaitForWaitingCalls(1);  // one held in the model, the others queued
   // Every call accepted: each was tokenized (counted just before it is queued).
-  for (int i = 0; i < 500; ++i) {
-    const auto page = testing::HttpGet(server_->metrics_port(), "/metrics");
-    if (page.find("embedserve_tokenize_duration_seconds_count 5\n") != std::string::npos) break;
-    std::this_thread::sleep_for(std::chrono::milliseconds(10));
-  }
+  EXPECT_TRUE(WaitUntil([&] { return server_->metrics().tokenized_requests() == kCalls; }));
   std::thread stopper([&] { server_->Shutdown(5'000'000); });
   std::this_thread::sleep_for(std::chrono::milliseconds(200));
   backend_->OpenGate();

@@ -56,6 +56,7 @@ absl::StatusOr<ServingModel> LoadServingModel(const ServerConfig& config) {
   options.num_threads = config.model.threads;
   options.max_seq_length = config.model.max_seq_length;
   options.cuda_graphs = config.model.cuda_graphs;
+  options.tf32 = config.model.tf32;
   spdlog::info("loading {} on {} ({})", path, options.device, options.precision);
   ES_ASSIGN_OR_RETURN(LoadedModel loaded, LoadModel(options));
   return ServingModel(std::move(loaded.tokenizer), std::move(loaded.backend));

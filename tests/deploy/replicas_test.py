@@ -30,7 +30,7 @@ import urllib.error
 import urllib.request
 
 ARGS = None
-DRAIN_DELAY_MS = 1500  # server.shutdown_delay_ms of every replica here
+DRAIN_DELAY_MS = 2000  # server.shutdown_delay_ms of every replica here
 
 
 def replica_config():

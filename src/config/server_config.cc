@@ -90,11 +90,40 @@ absl::Status ServerSection::Validate() const {
   return absl::OkStatus();
 }
 
+std::vector<std::string> ModelSection::InstanceDevices() const {
+  std::vector<std::string> out;
+  for (const std::string& d : devices.empty() ? std::vector<std::string>{device} : devices) {
+    for (int i = 0; i < instances_per_device; ++i) out.push_back(d);
+  }
+  return out;
+}
+
 absl::Status ModelSection::Validate() const {
   if (!IsValidDevice(device)) {
     return absl::InvalidArgumentError(absl::StrCat(
         "model.device must be one of auto, cpu, cuda, cuda:N, mps; was '", device, "'"));
   }
+  if (!devices.empty() && device != "auto") {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "model.device and model.devices are exclusive: leave model.device unset (auto) "
+        "when listing model.devices; was device '", device, "' with ", devices.size(),
+        " devices"));
+  }
+  for (size_t i = 0; i < devices.size(); ++i) {
+    if (devices[i] == "auto" || !IsValidDevice(devices[i])) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "model.devices[", i, "] must be one of cpu, cuda, cuda:N, mps; was '", devices[i],
+          "'"));
+    }
+    if ((devices[i] == "cpu") != (devices[0] == "cpu")) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "model.devices must be all cpu or all GPUs (one precision serves them all); was '",
+          devices[0], "' and '", devices[i], "'"));
+    }
+  }
+  ES_RETURN_IF_ERROR(CheckRange("model.devices (count)", static_cast<int>(devices.size()),
+                                0, 64));
+  ES_RETURN_IF_ERROR(CheckRange("model.instances_per_device", instances_per_device, 1, 64));
   ES_RETURN_IF_ERROR(
       CheckOneOf("model.precision", precision, {"fp32", "fp16", "bf16", "int8"}));
   if (quantized && precision != "fp32") {
@@ -314,6 +343,22 @@ class Parser {
     return absl::OkStatus();
   }
 
+  absl::Status StringList(const YAML::Node& node, const std::string& key,
+                          std::vector<std::string>* out) {
+    if (!node.IsSequence()) {
+      return Error(node, key,
+                   absl::StrCat("must be a list of strings, e.g. [cuda:0, cuda:1]; was ",
+                                Show(node)));
+    }
+    out->clear();
+    for (size_t i = 0; i < node.size(); ++i) {
+      std::string v;
+      ES_RETURN_IF_ERROR(String(node[i], absl::StrCat(key, "[", i, "]"), &v));
+      out->push_back(std::move(v));
+    }
+    return absl::OkStatus();
+  }
+
   // A delay given in one of several units; only one of them may be set.
   absl::Status DelayUs(const YAML::Node& node, const std::string& key, double scale,
                        int64_t* out_us) {
@@ -361,6 +406,8 @@ class Parser {
         {"path", [&](const YAML::Node& n, const std::string& k) { return String(n, k, &m->path); }},
         {"fallback_path", [&](const YAML::Node& n, const std::string& k) { return String(n, k, &m->fallback_path); }},
         {"device", [&](const YAML::Node& n, const std::string& k) { return String(n, k, &m->device); }},
+        {"devices", [&](const YAML::Node& n, const std::string& k) { return StringList(n, k, &m->devices); }},
+        {"instances_per_device", [&](const YAML::Node& n, const std::string& k) { return Int(n, k, &m->instances_per_device); }},
         {"precision", [&](const YAML::Node& n, const std::string& k) { return String(n, k, &m->precision); }},
         {"quantized", [&](const YAML::Node& n, const std::string& k) { return Bool(n, k, &m->quantized); }},
         {"max_seq_length", [&](const YAML::Node& n, const std::string& k) { return Int(n, k, &m->max_seq_length); }},
@@ -519,6 +566,10 @@ std::string ServerConfigToYaml(const ServerConfig& c) {
   absl::StrAppend(&y, "  path: ", Quote(c.model.path), "\n");
   absl::StrAppend(&y, "  fallback_path: ", Quote(c.model.fallback_path), "\n");
   absl::StrAppend(&y, "  device: ", Quote(c.model.device), "\n");
+  std::vector<std::string> devices;
+  for (const std::string& d : c.model.devices) devices.push_back(Quote(d));
+  absl::StrAppend(&y, "  devices: [", absl::StrJoin(devices, ", "), "]\n");
+  absl::StrAppend(&y, "  instances_per_device: ", c.model.instances_per_device, "\n");
   absl::StrAppend(&y, "  precision: ", Quote(c.model.precision), "\n");
   absl::StrAppend(&y, "  quantized: ", c.model.quantized ? "true" : "false", "\n");
   absl::StrAppend(&y, "  max_seq_length: ", c.model.max_seq_length, "\n");

@@ -143,7 +143,7 @@ def failures(calls):
 
 def describe(calls, t0):
     return "\n".join(f"  {c.kind} {c.start - t0:+.3f}..{c.end - t0:+.3f} s: {c.error}"
-                     for c in calls[:20])
+                     for c in calls[:20]) or "  (none)"
 
 
 class ReplicasBehindNginxTest(unittest.TestCase):
@@ -166,7 +166,8 @@ class ReplicasBehindNginxTest(unittest.TestCase):
             # Every replica serves through nginx.
             wait_for(lambda: all((r.embeds() or 0) > 0 for r in c.replicas), 30,
                      "every replica answered a call through nginx")
-            self.assertEqual(failures(load.snapshot()), [])
+            self.assertEqual(failures(load.snapshot()), [],
+                             describe(failures(load.snapshot()), t0))
 
             # SIGTERM: shutdown_delay_ms of serving, then refused connections that nginx
             # retries on the others. No call fails.
@@ -198,7 +199,8 @@ class ReplicasBehindNginxTest(unittest.TestCase):
                 self.assertLess(f.end, burst_end, describe(failed, t_kill))
             after = [x for x in calls if x.start > burst_end]
             self.assertGreaterEqual(len(after), 100)
-            self.assertEqual(failures(after), [], describe(failures(after), t_kill))
+            self.assertEqual(failures(after), [], describe(failures(after), t_kill) +
+                             "\nnginx:\n" + c.nginx.error_log()[-3000:])
             # The survivor served them (no other replica is left).
             self.assertGreaterEqual(survivor.embeds() - served_before, len(after))
 
@@ -211,7 +213,8 @@ class ReplicasBehindNginxTest(unittest.TestCase):
                      "the restarted replica answered a call through nginx")
             load.wait_calls_after(time.monotonic(), 20)
             late = [x for x in load.snapshot() if x.start > burst_end]
-            self.assertEqual(failures(late), [], describe(failures(late), t_kill))
+            self.assertEqual(failures(late), [], describe(failures(late), t_kill) +
+                             "\nnginx:\n" + c.nginx.error_log()[-3000:])
             all_calls = load.snapshot()
             print(f"\n  nginx: {len(all_calls)} calls in {time.monotonic() - t0:.1f} s, "
                   f"{len(failed)} failed at SIGKILL, 0 at SIGTERM; rejoined "

@@ -3,8 +3,8 @@
 
 Starts N `embedserve` processes (each on free ports of 127.0.0.1: gRPC, HTTP, metrics)
 and nginx in front of them: `grpc_pass` for gRPC and `proxy_pass` for the HTTP API, with
-passive health checks and retries on the next replica (nginx.conf.in beside this file;
-docs/deploy.md). Used by tests/deploy/replicas_test.py and from the command line:
+retries on the next replica (nginx.conf.in beside this file), and a health watcher that
+marks `down` in nginx the replicas not SERVING (draining, killed) (docs/deploy.md). Used by tests/deploy/replicas_test.py and from the command line:
 
   scripts/cluster/cluster.py --replicas 3 --grpc-port 50050 --http-port 8090 \
       [--config experiments/minilm_batching.yaml] [--model models/all-MiniLM-L6-v2]
@@ -160,6 +160,8 @@ class Nginx:
         self.fail_timeout_s = fail_timeout_s
         self.nginx = nginx
         self.proc = None
+        self.down = frozenset()  # indices of the replicas marked `down` in the config
+        self.reloads = 0
 
     def _config(self):
         with open(os.path.join(HERE, "nginx.conf.in")) as f:
@@ -167,7 +169,9 @@ class Nginx:
 
         def servers(port_of):
             return "\n".join(f"    server {HOST}:{port_of(r)} max_fails={self.max_fails} "
-                             f"fail_timeout={self.fail_timeout_s}s;" for r in self.replicas)
+                             f"fail_timeout={self.fail_timeout_s}s"
+                             f"{' down' if r.index in self.down else ''};"
+                             for r in self.replicas)
 
         fields = {"DIR": self.workdir, "HOST": HOST, "GRPC_PORT": str(self.grpc_port),
                   "HTTP_PORT": str(self.http_port),
@@ -204,6 +208,16 @@ class Nginx:
             if not pick or "Address already in use" not in err or attempt == 2:
                 raise RuntimeError(f"nginx did not start: {err}")
 
+    def set_down(self, down):
+        """Rewrites the config with the replicas of `down` (indices) marked `down` and
+        reloads nginx (SIGHUP): new workers stop sending them anything at once, old
+        workers finish the requests they hold and exit."""
+        self.down = frozenset(down)
+        with open(os.path.join(self.workdir, "nginx.conf"), "w") as f:
+            f.write(self._config())
+        self.proc.send_signal(signal.SIGHUP)
+        self.reloads += 1
+
     def _listening(self):
         for port in (self.grpc_port, self.http_port):
             try:
@@ -232,15 +246,48 @@ class Nginx:
         self.proc.stderr.close()
 
 
-class Cluster:
-    """N replicas and nginx; a context manager that stops everything on exit."""
+class HealthWatcher:
+    """The active health check nginx OSS lacks: polls every replica's /health (200 only
+    while SERVING) every `period_s` on a thread, and when the set of replicas that are not
+    serving changes, marks them `down` in nginx and reloads it. A replica draining after
+    SIGTERM answers 503 for server.shutdown_delay_ms while it still serves, so nginx stops
+    sending it calls before it stops accepting them; a killed replica is refused, a
+    restarted one comes back as soon as it is SERVING."""
 
-    def __init__(self, binary, replicas, config=None, model=None, workdir=None, **nginx_args):
+    def __init__(self, replicas, nginx, period_s=0.1):
+        self.replicas = replicas
+        self.nginx = nginx
+        self.period_s = period_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def start(self):
+        self._thread.start()
+
+    def stop(self):
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(10)
+
+    def _run(self):
+        while not self._stop.wait(self.period_s):
+            down = {r.index for r in self.replicas if not r.serving()}
+            if down != self.nginx.down:
+                self.nginx.set_down(down)
+
+
+class Cluster:
+    """N replicas, nginx and the HealthWatcher; a context manager that stops everything
+    on exit."""
+
+    def __init__(self, binary, replicas, config=None, model=None, workdir=None,
+                 health_period_s=0.1, **nginx_args):
         self._own_dir = workdir is None
         self.workdir = workdir or tempfile.mkdtemp(prefix="embedserve-cluster-")
         self.replicas = [Replica(i, binary, config, model, self.workdir)
                          for i in range(replicas)]
         self.nginx = Nginx(self.replicas, self.workdir, **nginx_args)
+        self.watcher = HealthWatcher(self.replicas, self.nginx, health_period_s)
 
     def __enter__(self):
         try:
@@ -249,6 +296,7 @@ class Cluster:
             for r in self.replicas:
                 r.wait_serving()
             self.nginx.start()
+            self.watcher.start()
         except BaseException:
             self.stop()
             raise
@@ -258,6 +306,7 @@ class Cluster:
         self.stop()
 
     def stop(self):
+        self.watcher.stop()
         self.nginx.stop()
         for r in self.replicas:
             r.stop()

@@ -3,10 +3,10 @@
 
 ReplicasBehindNginxTest: three replicas behind nginx (scripts/cluster/), gRPC and HTTP
 calls through nginx from four client threads. SIGTERM to one replica: no call fails
-(server.shutdown_delay_ms keeps it serving while nginx still sends to it; then its refused
-connections are retried on the others). SIGKILL to another: the calls it had in flight
-fail, in one short burst; the survivor serves every call after; restarted on its ports,
-the killed replica gets calls again.
+(server.shutdown_delay_ms keeps it serving, NOT_SERVING, while the cluster's health
+watcher takes it out of nginx). SIGKILL to another: the calls it had in flight fail, in
+one short burst; the survivor serves every call after; restarted on its ports, the
+killed replica gets calls again.
 
 ClientSideBalancingTest: two replicas, no proxy: grpcio's round_robin over both addresses
 reaches both; one killed, every call still succeeds (on the other); a replica that starts
@@ -169,10 +169,14 @@ class ReplicasBehindNginxTest(unittest.TestCase):
             self.assertEqual(failures(load.snapshot()), [],
                              describe(failures(load.snapshot()), t0))
 
-            # SIGTERM: shutdown_delay_ms of serving, then refused connections that nginx
-            # retries on the others. No call fails.
+            # SIGTERM: the replica answers NOT_SERVING and serves on for shutdown_delay_ms;
+            # the cluster's health watcher marks it down in nginx meanwhile, so nginx has
+            # stopped sending it calls before it stops accepting them. No call fails.
             t_term = time.monotonic()
             drained.signal(signal.SIGTERM)
+            wait_for(lambda: drained.index in c.nginx.down, DRAIN_DELAY_MS / 1000,
+                     "the draining replica marked down in nginx")
+            self.assertTrue(drained.alive(), "marked down only after it exited")
             self.assertEqual(drained.wait_exit(60), 0, drained.log())
             load.wait_calls_after(time.monotonic(), 50)
             calls = load.snapshot()

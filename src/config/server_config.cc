@@ -327,36 +327,36 @@ class Parser {
     return absl::OkStatus();
   }
 
-  absl::Status IntList(const YAML::Node& node, const std::string& key,
-                       std::vector<int>* out) {
+  // A YAML sequence, each element read by `read` (e.g. Int, String) under "key[i]".
+  template <typename T, typename Read>
+  absl::Status List(const YAML::Node& node, const std::string& key, const char* what,
+                    Read read, std::vector<T>* out) {
     if (!node.IsSequence()) {
-      return Error(node, key,
-                   absl::StrCat("must be a list of integers, e.g. [1, 8, 32]; was ",
-                                Show(node)));
+      return Error(node, key, absl::StrCat("must be a list of ", what, "; was ", Show(node)));
     }
     out->clear();
     for (size_t i = 0; i < node.size(); ++i) {
-      int v = 0;
-      ES_RETURN_IF_ERROR(Int(node[i], absl::StrCat(key, "[", i, "]"), &v));
-      out->push_back(v);
+      T v{};
+      ES_RETURN_IF_ERROR(read(node[i], absl::StrCat(key, "[", i, "]"), &v));
+      out->push_back(std::move(v));
     }
     return absl::OkStatus();
   }
 
+  absl::Status IntList(const YAML::Node& node, const std::string& key,
+                       std::vector<int>* out) {
+    return List(node, key, "integers, e.g. [1, 8, 32]",
+                [this](const YAML::Node& n, const std::string& k, int* v) { return Int(n, k, v); },
+                out);
+  }
+
   absl::Status StringList(const YAML::Node& node, const std::string& key,
                           std::vector<std::string>* out) {
-    if (!node.IsSequence()) {
-      return Error(node, key,
-                   absl::StrCat("must be a list of strings, e.g. [cuda:0, cuda:1]; was ",
-                                Show(node)));
-    }
-    out->clear();
-    for (size_t i = 0; i < node.size(); ++i) {
-      std::string v;
-      ES_RETURN_IF_ERROR(String(node[i], absl::StrCat(key, "[", i, "]"), &v));
-      out->push_back(std::move(v));
-    }
-    return absl::OkStatus();
+    return List(node, key, "strings, e.g. [cuda:0, cuda:1]",
+                [this](const YAML::Node& n, const std::string& k, std::string* v) {
+                  return String(n, k, v);
+                },
+                out);
   }
 
   // A delay given in one of several units; only one of them may be set.

@@ -15,7 +15,7 @@ draining (SIGTERM, health NOT_SERVING) gets no new calls.
 Every wait is bounded in time and every loop in count; everything listens on 127.0.0.1.
 Run by ctest (tests/deploy/CMakeLists.txt):
   /usr/bin/python3 replicas_test.py --binary BUILD/tools/server/embedserve \
-      --stubs BUILD/tests/deploy/py --data tests/data --cluster scripts/cluster
+      --stubs BUILD/tests/e2e/py --data tests/data --cluster scripts/cluster
 """
 import argparse
 import json
@@ -120,21 +120,8 @@ class Load:
 
     def wait_calls_after(self, t, count, timeout_s=30):
         """Waits until `count` calls that started after monotonic time t have ended."""
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if sum(c.start > t for c in self.snapshot()) >= count:
-                return
-            time.sleep(0.02)
-        raise TimeoutError(f"fewer than {count} calls ended within {timeout_s} s")
-
-
-def wait_for(condition, timeout_s, what):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.02)
-    raise AssertionError(f"{what}: not within {timeout_s} s")
+        cluster.wait_until(lambda: sum(c.start > t for c in self.snapshot()) >= count,
+                           timeout_s, f"{count} calls ended")
 
 
 def failures(calls):
@@ -164,7 +151,7 @@ class ReplicasBehindNginxTest(unittest.TestCase):
         try:
             t0 = time.monotonic()
             # Every replica serves through nginx.
-            wait_for(lambda: all((r.embeds() or 0) > 0 for r in c.replicas), 30,
+            cluster.wait_until(lambda: all((r.embeds() or 0) > 0 for r in c.replicas), 30,
                      "every replica answered a call through nginx")
             self.assertEqual(failures(load.snapshot()), [],
                              describe(failures(load.snapshot()), t0))
@@ -174,7 +161,7 @@ class ReplicasBehindNginxTest(unittest.TestCase):
             # stopped sending it calls before it stops accepting them. No call fails.
             t_term = time.monotonic()
             drained.signal(signal.SIGTERM)
-            wait_for(lambda: drained.index in c.nginx.down, DRAIN_DELAY_MS / 1000,
+            cluster.wait_until(lambda: drained.index in c.nginx.down, DRAIN_DELAY_MS / 1000,
                      "the draining replica marked down in nginx")
             self.assertTrue(drained.alive(), "marked down only after it exited")
             self.assertEqual(drained.wait_exit(60), 0, drained.log())
@@ -213,7 +200,7 @@ class ReplicasBehindNginxTest(unittest.TestCase):
             t_restart = time.monotonic()
             killed.start()
             killed.wait_serving(60)
-            wait_for(lambda: (killed.embeds() or 0) > 0, 30,
+            cluster.wait_until(lambda: (killed.embeds() or 0) > 0, 30,
                      "the restarted replica answered a call through nginx")
             load.wait_calls_after(time.monotonic(), 20)
             late = [x for x in load.snapshot() if x.start > burst_end]
@@ -271,6 +258,16 @@ class ClientSideBalancingTest(unittest.TestCase):
             os.unlink(os.path.join(self.workdir, name))
         os.rmdir(self.workdir)
 
+    def reach_both(self):
+        """Calls until both replicas have answered one: the two subchannels connect in
+        the background, and the picks alternate once both are READY. At most 500 calls."""
+        a, b = self.replicas
+        for _ in range(50):
+            self.embed(10)
+            if a.embeds() > 0 and b.embeds() > 0:
+                return
+        self.fail(f"calls reached only one replica: {a.embeds()}, {b.embeds()}")
+
     def embed(self, n):
         for i in range(n):
             r = self.stub.Embed(pb.EmbedRequest(texts=[f"text {i}"]), timeout=10)
@@ -278,14 +275,7 @@ class ClientSideBalancingTest(unittest.TestCase):
 
     def test_round_robin_reaches_both_and_survives_a_kill(self):
         a, b = self.replicas
-        # Both subchannels connect in the background; once both are READY the picks
-        # alternate. Bounded: 50 rounds of 10 calls.
-        for _ in range(50):
-            self.embed(10)
-            if a.embeds() > 0 and b.embeds() > 0:
-                break
-        self.assertGreater(a.embeds(), 0)
-        self.assertGreater(b.embeds(), 0)
+        self.reach_both()
         before = b.embeds()
         self.embed(20)
         self.assertGreaterEqual(b.embeds() - before, 5)  # round_robin: about 10 of 20
@@ -307,11 +297,7 @@ class ClientSideBalancingTest(unittest.TestCase):
 
     def test_a_draining_replica_gets_no_new_calls(self):
         a, b = self.replicas
-        for _ in range(50):
-            self.embed(10)
-            if a.embeds() > 0 and b.embeds() > 0:
-                break
-        self.assertGreater(a.embeds(), 0)
+        self.reach_both()
         t_term = time.monotonic()
         a.signal(signal.SIGTERM)
         # health Watch tells the client NOT_SERVING within milliseconds; from then on

@@ -284,6 +284,9 @@ class Cluster:
                  health_period_s=0.1, **nginx_args):
         self._own_dir = workdir is None
         self.workdir = workdir or tempfile.mkdtemp(prefix="embedserve-cluster-")
+        # nginx started as root runs its workers as nobody: they must reach the temp
+        # folders (request bodies and responses larger than the buffers) in here.
+        os.chmod(self.workdir, 0o755)
         self.replicas = [Replica(i, binary, config, model, self.workdir)
                          for i in range(replicas)]
         self.nginx = Nginx(self.replicas, self.workdir, **nginx_args)

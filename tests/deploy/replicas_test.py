@@ -144,6 +144,24 @@ class ReplicasBehindNginxTest(unittest.TestCase):
         finally:
             os.unlink(config)
 
+    def test_large_requests_and_replies_pass_through(self):
+        # Requests over 1 MB (nginx's default client_max_body_size, 413 above it) through
+        # both proxies: 256 texts of ~5 KB (truncated by the server).
+        texts = [f"text {i} " + "several words in a long text " * 170 for i in range(256)]
+        with cluster.Cluster(ARGS.binary, 1, model=os.path.join(ARGS.data, "tiny-bert")) as c:
+            body = json.dumps({"inputs": texts}).encode()
+            self.assertGreater(len(body), 1024 * 1024)
+            req = urllib.request.Request(f"http://127.0.0.1:{c.nginx.http_port}/embed",
+                                         data=body, headers={"Content-Type": "application/json"})
+            with urllib.request.urlopen(req, timeout=60) as r:
+                reply = r.read()
+            self.assertEqual(len(json.loads(reply)), len(texts))
+            channel = grpc.insecure_channel(f"127.0.0.1:{c.nginx.grpc_port}")
+            reply = pb_grpc.EmbeddingServiceStub(channel).Embed(
+                pb.EmbedRequest(texts=texts), timeout=60)
+            channel.close()
+            self.assertEqual(len(reply.embeddings), len(texts))
+
     def _scenario(self, c):
         drained, killed, survivor = c.replicas
         load = Load(f"127.0.0.1:{c.nginx.grpc_port}",

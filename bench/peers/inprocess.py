@@ -4,7 +4,8 @@ embed measures embedserve: texts in -> L2-normalised vectors out (tokenization i
 for each batch size, after an unmeasured warm-up. Prints one line per batch size and
 writes OUT.json: texts/s, calls/s and call latency p50/p99/mean (ms).
 
-  --system st         sentence-transformers SentenceTransformer.encode on CPU torch
+  --system st         sentence-transformers SentenceTransformer.encode on torch (CPU, or
+                      --device cuda with --dtype fp32 or fp16)
   --system ort        ONNX Runtime session on an exported graph (--onnx FILE) with the
                       Hugging Face fast tokenizer, mean pooling and L2 in numpy
 Usage: .venv-peers/bin/python bench/peers/inprocess.py --system st --pairs PAIRS.jsonl \
@@ -21,11 +22,13 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 MODEL = os.path.join(ROOT, "models", "all-MiniLM-L6-v2")
 
 
-def make_st(threads):
+def make_st(threads, device, dtype):
     import torch
     from sentence_transformers import SentenceTransformer
     torch.set_num_threads(threads)
-    model = SentenceTransformer(MODEL, device="cpu")
+    model = SentenceTransformer(MODEL, device=device)
+    if dtype == "fp16":
+        model.half()
 
     def run(texts):
         return model.encode(texts, batch_size=len(texts), convert_to_numpy=True,
@@ -64,11 +67,13 @@ def main():
     ap.add_argument("--duration-s", type=float, default=10)
     ap.add_argument("--warmup-s", type=float, default=2)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--device", default="cpu", help="st only: cpu or cuda")
+    ap.add_argument("--dtype", default="fp32", choices=["fp32", "fp16"], help="st only")
     ap.add_argument("--out", required=True)
     args = ap.parse_args()
     texts = [json.loads(line)["text_a"] for line in open(args.pairs)]
     if args.system == "st":
-        run, versions = make_st(args.threads)
+        run, versions = make_st(args.threads, args.device, args.dtype)
     else:
         run, versions = make_ort(args.onnx, args.threads)
     name = args.name or args.system
@@ -97,7 +102,8 @@ def main():
         print(f"[{name}] batch={batch}: {point['texts_per_s']:.1f} texts/s | ms p50 {point['p50_ms']:.2f} "
               f"p99 {point['p99_ms']:.2f} mean {point['mean_ms']:.2f}", flush=True)
     with open(args.out, "w") as f:
-        json.dump({"system": name, "threads": args.threads, "versions": versions,
+        json.dump({"system": name, "threads": args.threads, "device": args.device,
+                   "dtype": args.dtype, "versions": versions,
                    "duration_s": args.duration_s, "points": points}, f, indent=1)
 
 

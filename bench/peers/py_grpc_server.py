@@ -5,8 +5,10 @@ sentence-transformers directly, one request per encode() call, on a thread pool.
 for bench/peers so that embedserve-bench drives it exactly as it drives embedserve.
 
 Usage: .venv-peers/bin/python bench/peers/py_grpc_server.py --port P [--workers 4]
-          [--threads 2]
-The stubs are generated from proto/ with grpcio-tools into a temporary folder at start.
+          [--threads 2] [--device cpu|cuda] [--dtype fp32|fp16]
+The stubs are generated from proto/ into a temporary folder at start, with grpcio-tools
+where it is installed, else with the protoc and grpc_python_plugin on PATH (the GPU
+machine has no grpcio-tools; scripts/device/env.sh puts Debian's on PATH).
 """
 import argparse
 import os
@@ -15,10 +17,12 @@ import tempfile
 import time
 from concurrent import futures
 
+import shutil
+import subprocess
+
 import grpc
 import numpy as np
 import torch
-from grpc_tools import protoc
 from sentence_transformers import SentenceTransformer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -27,11 +31,18 @@ MODEL = os.path.join(ROOT, "models", "all-MiniLM-L6-v2")
 
 def stubs():
     out = tempfile.mkdtemp(prefix="embedserve_py_stubs_")
-    import grpc_tools
-    include = os.path.join(os.path.dirname(grpc_tools.__file__), "_proto")
-    rc = protoc.main(["protoc", f"--proto_path={ROOT}/proto", f"--proto_path={include}",
-                      f"--python_out={out}", f"--grpc_python_out={out}",
-                      f"{ROOT}/proto/embedserve/v1/embedding.proto"])
+    args = [f"--proto_path={ROOT}/proto", f"--python_out={out}", f"--grpc_python_out={out}",
+            f"{ROOT}/proto/embedserve/v1/embedding.proto"]
+    try:
+        import grpc_tools
+        from grpc_tools import protoc
+        include = os.path.join(os.path.dirname(grpc_tools.__file__), "_proto")
+        rc = protoc.main(["protoc", f"--proto_path={include}"] + args)
+    except ImportError:
+        plugin = shutil.which("grpc_python_plugin")
+        if not shutil.which("protoc") or not plugin:
+            sys.exit("py_grpc_server: needs grpcio-tools, or protoc and grpc_python_plugin on PATH")
+        rc = subprocess.call(["protoc", f"--plugin=protoc-gen-grpc_python={plugin}"] + args)
     if rc != 0:
         sys.exit("protoc failed")
     sys.path.insert(0, out)
@@ -44,10 +55,14 @@ def main():
     ap.add_argument("--port", type=int, required=True)
     ap.add_argument("--workers", type=int, default=4, help="gRPC handler threads")
     ap.add_argument("--threads", type=int, default=2, help="torch intra-op threads")
+    ap.add_argument("--device", default="cpu", help="cpu or cuda")
+    ap.add_argument("--dtype", default="fp32", choices=["fp32", "fp16"])
     args = ap.parse_args()
     pb, pb_grpc = stubs()
     torch.set_num_threads(args.threads)
-    model = SentenceTransformer(MODEL, device="cpu")
+    model = SentenceTransformer(MODEL, device=args.device)
+    if args.dtype == "fp16":
+        model.half()
     model.encode(["warm up"])
 
     class Service(pb_grpc.EmbeddingServiceServicer):

@@ -413,6 +413,7 @@ class Parser {
         {"max_seq_length", [&](const YAML::Node& n, const std::string& k) { return Int(n, k, &m->max_seq_length); }},
         {"threads", [&](const YAML::Node& n, const std::string& k) { return Int(n, k, &m->threads); }},
         {"cuda_graphs", [&](const YAML::Node& n, const std::string& k) { return Bool(n, k, &m->cuda_graphs); }},
+        {"tf32", [&](const YAML::Node& n, const std::string& k) { return Bool(n, k, &m->tf32); }},
         {"backend", [&](const YAML::Node& n, const std::string& k) { return String(n, k, &m->backend); }},
     });
   }
@@ -575,6 +576,7 @@ std::string ServerConfigToYaml(const ServerConfig& c) {
   absl::StrAppend(&y, "  max_seq_length: ", c.model.max_seq_length, "\n");
   absl::StrAppend(&y, "  threads: ", c.model.threads, "\n");
   absl::StrAppend(&y, "  cuda_graphs: ", c.model.cuda_graphs ? "true" : "false", "\n");
+  absl::StrAppend(&y, "  tf32: ", c.model.tf32 ? "true" : "false", "\n");
   absl::StrAppend(&y, "  backend: ", Quote(c.model.backend), "\n");
   absl::StrAppend(&y, "batching:\n");
   absl::StrAppend(&y, "  enabled: ", c.batching.enabled ? "true" : "false", "\n");

@@ -268,6 +268,11 @@ absl::StatusOr<std::unique_ptr<BertBackend>> BertBackend::Create(const ModelFold
                     b->cpu_linear_ == CpuLinearKernel::kOneDnn ? "onednn" : "aten",
                     " linear)");
   }
+  if (b->device_.is_cuda() && b->dtype_ == torch::kFloat) {
+    // Per process in LibTorch ("high" lets fp32 matmuls use TF32 tensor cores).
+    at::globalContext().setFloat32MatmulPrecision(options.tf32 ? "high" : "highest");
+    if (options.tf32) absl::StrAppend(&info.runtime, " (TF32 matmuls)");
+  }
   if (options.cuda_graphs && b->device_.is_cuda()) {
     const auto start = std::chrono::steady_clock::now();
     const int64_t free_before = b->FreeDeviceBytes();

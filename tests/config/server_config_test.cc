@@ -278,7 +278,8 @@ TEST(ServerConfigTest, MissingFileIsNotFound) {
 TEST(ServerConfigTest, PrintedConfigParsesBackToTheSame) {
   auto config = Parse(R"(
 server: {port: 7, metrics_port: 8, host: "::1"}
-model: {name: "a \"quoted\" name", devices: [cpu, cpu], instances_per_device: 2, quantized: true, cuda_graphs: false}
+model: {name: "a \"quoted\" name", devices: [cpu, cpu], instances_per_device: 2, quantized: true,
+        cuda_graphs: false, tf32: true}
 batching: {timeout_ms: 3, workers: 2}
 benchmark: {batch_sizes: [4, 16], duration_s: 2.5}
 )");
@@ -292,6 +293,7 @@ benchmark: {batch_sizes: [4, 16], duration_s: 2.5}
   EXPECT_EQ(again->batching.max_queue_delay_us, 3000);
   EXPECT_TRUE(again->model.quantized);
   EXPECT_FALSE(again->model.cuda_graphs);
+  EXPECT_TRUE(again->model.tf32);
   EXPECT_EQ(again->model.devices, (std::vector<std::string>{"cpu", "cpu"}));
   EXPECT_EQ(again->model.instances_per_device, 2);
   EXPECT_DOUBLE_EQ(again->benchmark.duration_s, 2.5);

@@ -58,6 +58,7 @@ absl::StatusOr<ServingModel> LoadServingModel(const ServerConfig& config) {
   options.num_threads = config.model.threads;
   options.max_seq_length = config.model.max_seq_length;
   options.cuda_graphs = config.model.cuda_graphs;
+  options.tf32 = config.model.tf32;
   if (devices.size() == 1) {
     options.device = devices[0];
     spdlog::info("loading {} on {} ({})", path, options.device, options.precision);

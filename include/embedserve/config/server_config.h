@@ -58,6 +58,7 @@ struct ModelSection {
   int64_t max_seq_length = 0;      // 0 = the folder's sentence_bert_config.json value
   int threads = 0;                 // intra-op CPU threads; 0 = LibTorch's default
   bool cuda_graphs = true;         // replay CUDA graphs for small batches (CUDA only)
+  bool tf32 = false;               // fp32 on CUDA: matmuls on TF32 tensor cores (opt-in)
   std::string backend = "libtorch";  // the only backend today
 
   // The device of each model instance, in load order: `devices` (or {device}), each

@@ -32,6 +32,11 @@ struct ModelOptions {
   // up to 128 tokens and replay them for such batches (a small forward is bound by
   // kernel launches). Ignored on other devices and by LibTorch builds without CUDA.
   bool cuda_graphs = true;
+  // fp32 on a CUDA device: run the matrix products on TF32 tensor cores (10-bit
+  // mantissa inputs, fp32 accumulation; docs/gpu.md has its speed and fidelity). LibTorch
+  // holds this setting per process, so it applies to every fp32 CUDA matmul of the
+  // process; the last backend loaded sets it. Ignored for other precisions and devices.
+  bool tf32 = false;
 
   // Checks each field on its own (the folder is checked by LoadModel). Messages name the
   // field, the rule and the value, e.g.

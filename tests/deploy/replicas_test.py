@@ -17,7 +17,6 @@ Run by ctest (tests/deploy/CMakeLists.txt):
   /usr/bin/python3 replicas_test.py --binary BUILD/tools/server/embedserve \
       --stubs BUILD/tests/e2e/py --data tests/data --cluster scripts/cluster
 """
-import argparse
 import json
 import os
 import signal
@@ -331,32 +330,14 @@ class ClientSideBalancingTest(unittest.TestCase):
             else:
                 quiet_rounds = 0
         self.assertEqual(quiet_rounds, 3, "calls kept reaching the draining replica")
-        self.assertTrue(a.alive(), "checked only after the drain window")
+        self.assertTrue(a.alive(), "calls stopped reaching it only once it had exited")
         self.assertLess(time.monotonic() - t_term, DRAIN_DELAY_MS / 1000)
         self.assertEqual(a.wait_exit(60), 0)
         self.embed(20)
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--binary", required=True)
-    parser.add_argument("--stubs", required=True)
-    parser.add_argument("--data", required=True)
-    parser.add_argument("--cluster", required=True, help="scripts/cluster")
-    ARGS, rest = parser.parse_known_args()
-    try:
-        import grpc
-    except ImportError:
-        print("SKIPPED: /usr/bin/python3 has no grpc module (apt-get install python3-grpcio)")
-        sys.exit(77)
-    if not any(os.access(os.path.join(d, "nginx"), os.X_OK)
-               for d in os.environ.get("PATH", "").split(os.pathsep) + ["/usr/sbin"]):
-        print("SKIPPED: no nginx (scripts/setup.sh installs it)")
-        sys.exit(77)
-    os.environ["PATH"] += os.pathsep + "/usr/sbin"
-    sys.path.insert(0, ARGS.stubs)
-    sys.path.insert(0, ARGS.cluster)
-    import cluster
-    from embedserve.v1 import embedding_pb2 as pb
-    from embedserve.v1 import embedding_pb2_grpc as pb_grpc
-    unittest.main(argv=[sys.argv[0]] + rest, verbosity=2)
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "e2e"))
+    import replica_harness
+    ARGS, argv, grpc, cluster, pb, pb_grpc = replica_harness.setup(need_nginx=True)
+    unittest.main(argv=argv, verbosity=2)

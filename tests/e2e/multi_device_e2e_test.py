@@ -9,10 +9,8 @@ Run by ctest (tests/e2e/CMakeLists.txt):
   /usr/bin/python3 multi_device_e2e_test.py --binary BUILD/tools/server/embedserve \
       --stubs BUILD/tests/e2e/py --data tests/data --cluster scripts/cluster
 """
-import argparse
 import json
 import os
-import sys
 import tempfile
 import unittest
 from concurrent.futures import ThreadPoolExecutor
@@ -69,20 +67,6 @@ class MultiDeviceTest(unittest.TestCase):
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--binary", required=True)
-    parser.add_argument("--stubs", required=True)
-    parser.add_argument("--data", required=True)
-    parser.add_argument("--cluster", required=True, help="scripts/cluster")
-    ARGS, rest = parser.parse_known_args()
-    try:
-        import grpc
-    except ImportError:
-        print("SKIPPED: /usr/bin/python3 has no grpc module (apt-get install python3-grpcio)")
-        sys.exit(77)
-    sys.path.insert(0, ARGS.stubs)
-    sys.path.insert(0, ARGS.cluster)
-    import cluster
-    from embedserve.v1 import embedding_pb2 as pb
-    from embedserve.v1 import embedding_pb2_grpc as pb_grpc
-    unittest.main(argv=[sys.argv[0]] + rest, verbosity=2)
+    import replica_harness
+    ARGS, argv, grpc, cluster, pb, pb_grpc = replica_harness.setup()
+    unittest.main(argv=argv, verbosity=2)

@@ -26,6 +26,8 @@ PACKAGES=(
   # python3-matplotlib's scipy needs; docs/http.md)
   libabsl-dev libyaml-cpp-dev libspdlog-dev libutf8proc-dev nlohmann-json3-dev libcli11-dev
   libboost-dev
+  # metrics: prometheus-cpp's registry and text format (the build links only its core)
+  prometheus-cpp-dev
   # tests and benchmarks
   libgtest-dev libgmock-dev libbenchmark-dev
   # Python client, end-to-end tests and reports (Debian's python3, not a venv)

@@ -11,7 +11,10 @@ export ES_PREFIX=${ES_PREFIX:-/opt/deb}
 export ES_LIBDIR=$ES_PREFIX/usr/lib/x86_64-linux-gnu
 _es_debs=${ES_DEB_DIR:-$ES_ROOT/.device/debs}
 
-if [ ! -f "$ES_PREFIX/.unpacked" ]; then
+# The marker lists the .debs unpacked: a prefix unpacked from another list (a package
+# added to fetch_debs.sh since) is unpacked again.
+_es_list=$(ls "$_es_debs" 2>/dev/null | grep '\.deb$' | sort)
+if [ "$(cat "$ES_PREFIX/.unpacked" 2>/dev/null)" != "$_es_list" ]; then
   mkdir -p "$ES_PREFIX"
   for _f in "$_es_debs"/*.deb; do
     case $(basename "$_f") in
@@ -36,7 +39,7 @@ if [ ! -f "$ES_PREFIX/.unpacked" ]; then
       case $_t in *.so.*) _t=${_t%.*} ;; *) _t="" ;; esac
     done
   done
-  touch "$ES_PREFIX/.unpacked"
+  printf '%s\n' "$_es_list" >"$ES_PREFIX/.unpacked"
 fi
 # PyTorch's wheel ships fmt 12 headers in torch/include, which shadow Ubuntu's fmt 9
 # that Ubuntu's spdlog 1.12 (SPDLOG_FMT_EXTERNAL, libfmt.so.9) was built with. A folder
@@ -61,4 +64,4 @@ esac
 if [ -z "${CUDACXX:-}" ] && ! command -v nvcc >/dev/null && [ -x /usr/local/cuda/bin/nvcc ]; then
   export PATH="/usr/local/cuda/bin:$PATH"
 fi
-unset _f _pc _l _t _sys _es_debs
+unset _f _pc _l _t _sys _es_debs _es_list

@@ -20,6 +20,9 @@ PACKAGES=(
   libssl-dev zlib1g-dev
   # Boost.Beast / Asio headers for the HTTP front door (header-only; 9.5 MB .deb)
   libboost1.74-dev
+  # prometheus-cpp core for the metrics (headers + pkg-config file, and its library); the
+  # build reads prometheus-cpp-core.pc, so its pull/push/civetweb/curl deps stay behind
+  prometheus-cpp-dev libprometheus-cpp-core1.0
 )
 
 mkdir -p "$DEST"

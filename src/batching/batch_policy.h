@@ -16,11 +16,7 @@ namespace embedserve {
 namespace batching_internal {
 
 struct BatchDecision {
-  enum class Action {
-    kIdle,  // nothing queued: wait for a Submit
-    kWait,  // a batch may still fill: decide again after wait_us (or on a Submit)
-    kSend,  // take `items` now
-  };
+  using Action = BatchAction;  // batcher.h; kSend: take `items` now
   Action action = Action::kIdle;
   int64_t wait_us = 0;  // kWait only; >= 1
   // The batch the policy would send now (also filled for kWait), in the order given to

@@ -1,7 +1,7 @@
 // The batcher's bookkeeping without threads or clocks: admits requests into the queue,
 // drops expired and cancelled ones, turns policy decisions (batch_policy.h) into batches,
 // and turns backend results into per-request answers. The Batcher runs it under its mutex
-// from several threads; tests/test_util/steppable_batcher.h drives it by hand.
+// from its worker threads, or from Batcher::Step on the caller's thread.
 // Internal to the batching stage. Not thread-safe, except where a function says so.
 #ifndef EMBEDSERVE_BATCHING_BATCH_SCHEDULER_H_
 #define EMBEDSERVE_BATCHING_BATCH_SCHEDULER_H_
@@ -121,11 +121,10 @@ class BatchScheduler {
   static absl::Status ScatterRows(const Batch& batch, const EmbeddingMatrix& result,
                                   int64_t dimension);
 
-  // The unlocked middle of a worker turn, shared by the Batcher's workers and the tests'
-  // SteppableBatcher: runs `batch` through `backend` and scatters the rows (safe WITHOUT
-  // the lock, as ScatterRows). Returns the batch's status (the backend's, or a wrong
-  // shape's INTERNAL) and fills `*stats` (all but worker, form_us and complete_us; the
-  // queue_us span stays valid until `batch` is reused).
+  // The unlocked middle of a worker turn: runs `batch` through `backend` and scatters the
+  // rows (safe WITHOUT the lock, as ScatterRows). Returns the batch's status (the
+  // backend's, or a wrong shape's INTERNAL) and fills `*stats` (all but worker, form_us
+  // and complete_us; the queue_us span stays valid until `batch` is reused).
   static absl::Status RunBackend(Backend* backend, const Clock& clock, int64_t dimension,
                                  Batch* batch, BatchStats* stats);
 

@@ -23,19 +23,42 @@ absl::Status AtLeast(const char* field, int64_t value, int64_t min) {
       absl::StrCat("batching.", field, " must be >= ", min, "; was ", value));
 }
 
-void RunCompletions(std::vector<Completion>* ready) {
+int32_t RunCompletions(std::vector<Completion>* ready) {
+  const int32_t n = static_cast<int32_t>(ready->size());
   for (Completion& c : *ready) c.done(std::move(c.result), c.timings);
   ready->clear();
+  return n;
 }
 
 }  // namespace
+
+struct Batcher::Turn {
+  Batch batch;
+  BatchDecision decision;
+  std::vector<Completion> ready;                               // answers to run unlocked
+  std::vector<std::pair<absl::StatusCode, int32_t>> dropped;  // for the observer
+  std::vector<std::unique_ptr<batching_internal::RequestState>> freed;  // freed unlocked
+  bool send = false;        // took a batch
+  bool exit = false;        // stopping and nothing queued: the worker ends
+  int64_t depth = 0;        // queued sequences after the decision
+  bool wake_other = false;  // work left for another worker
+  bool drained = false;     // stopping and the queue is now empty
+
+  explicit Turn(size_t max_batch) {
+    batch.owners.reserve(max_batch);
+    batch.rows.reserve(max_batch);
+    batch.inputs.reserve(max_batch);
+    batch.queue_us.reserve(max_batch);
+    decision.items.reserve(max_batch);
+  }
+};
 
 absl::Status Batcher::Options::Validate() const {
   ES_RETURN_IF_ERROR(AtLeast("max_batch_size", max_batch_size, 1));
   ES_RETURN_IF_ERROR(AtLeast("max_batch_tokens", max_batch_tokens, 1));
   ES_RETURN_IF_ERROR(AtLeast("max_queue_delay_us", max_queue_delay_us, 0));
   ES_RETURN_IF_ERROR(AtLeast("max_queue_sequences", max_queue_sequences, 1));
-  ES_RETURN_IF_ERROR(AtLeast("workers", num_workers, 1));
+  ES_RETURN_IF_ERROR(AtLeast("workers", num_workers, 0));
   ES_RETURN_IF_ERROR(AtLeast("length_bucketing_max_age_us", length_bucketing_max_age_us, 0));
   ES_RETURN_IF_ERROR(AtLeast("idle_spin_us", idle_spin_us, 0));
   constexpr int64_t kMaxWorkers = 256;  // as the config allows
@@ -138,47 +161,80 @@ int64_t Batcher::QueueDepth() const {
   return scheduler_->queued_sequences();
 }
 
+int64_t Batcher::LiveRequests() const {
+  MutexLock lock(&mu_);
+  return scheduler_->live_requests();
+}
+
+void Batcher::DecideLocked(Turn* turn, int64_t now) {
+  scheduler_->DecideDroppingEnded(now, stopping_, &turn->decision, &turn->ready,
+                                  observer_ ? &turn->dropped : nullptr);
+  turn->send = turn->decision.action == BatchAction::kSend;
+  if (turn->send) scheduler_->TakeBatch(turn->decision, now, &turn->batch);
+  turn->exit = !turn->send && stopping_ && scheduler_->queue_empty();
+}
+
+void Batcher::EndDecisionLocked(Turn* turn) {
+  scheduler_->TakeFreed(&turn->freed);
+  turn->depth = scheduler_->queued_sequences();
+  turn->wake_other = turn->send && turn->depth > 0 && SignalWorkLocked();
+  turn->drained = stopping_ && turn->depth == 0;
+}
+
+int32_t Batcher::FinishTurn(int32_t worker, Turn* turn, int64_t form_us) {
+  if (turn->wake_other) work_cv_.NotifyOne();
+  if (turn->drained) drained_cv_.NotifyAll();
+  int32_t answered = RunCompletions(&turn->ready);
+  turn->freed.clear();  // frees outside the lock
+  if (observer_ != nullptr) {
+    for (const auto& [code, sequences] : turn->dropped) observer_->OnDropped(code, sequences);
+    turn->dropped.clear();
+    if (turn->send) observer_->OnQueueDepth(turn->depth);
+  }
+  if (turn->send) answered += RunBatch(worker, &turn->batch, form_us);
+  return answered;
+}
+
+absl::StatusOr<Batcher::StepResult> Batcher::Step() {
+  if (options_.num_workers != 0) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "Batcher::Step is for a Batcher created with num_workers = 0; this one runs ",
+        options_.num_workers, " worker threads"));
+  }
+  Turn turn(static_cast<size_t>(options_.max_batch_size));
+  int64_t form_start = 0;
+  {
+    MutexLock lock(&mu_);
+    form_start = clock_->NowMicros();
+    DecideLocked(&turn, form_start);
+    EndDecisionLocked(&turn);
+  }
+  StepResult result;
+  result.action = turn.decision.action;
+  result.wait_us = turn.decision.wait_us;
+  result.sequences = turn.send ? static_cast<int32_t>(turn.batch.size()) : 0;
+  result.answered = FinishTurn(0, &turn, turn.send ? clock_->NowMicros() - form_start : 0);
+  return result;
+}
+
 void Batcher::WorkerLoop(int32_t worker) {
-  Batch batch;
-  BatchDecision decision;
-  std::vector<Completion> ready;
-  std::vector<std::pair<absl::StatusCode, int32_t>> dropped;
-  std::vector<std::unique_ptr<batching_internal::RequestState>> freed;
-  batch.owners.reserve(static_cast<size_t>(options_.max_batch_size));
-  batch.rows.reserve(static_cast<size_t>(options_.max_batch_size));
-  batch.inputs.reserve(static_cast<size_t>(options_.max_batch_size));
-  batch.queue_us.reserve(static_cast<size_t>(options_.max_batch_size));
-  decision.items.reserve(static_cast<size_t>(options_.max_batch_size));
+  Turn turn(static_cast<size_t>(options_.max_batch_size));
   // Poll before blocking: on entering the idle loop, and again after each poll that saw
   // new work that this worker did not get; not again after a poll that timed out.
   bool may_spin = options_.idle_spin_us > 0;
   while (true) {
-    bool exit = false;
-    bool send = false;
-    bool wake_other = false;
-    bool drained = false;
-    int64_t depth = 0;
     int64_t form_start = 0;
     {
       MutexLock lock(&mu_);
       while (true) {
-        const int64_t now = clock_->NowMicros();
-        form_start = now;
-        scheduler_->DecideDroppingEnded(now, stopping_, &decision, &ready,
-                                        observer_ ? &dropped : nullptr);
-        if (decision.action == BatchDecision::Action::kSend) {
-          scheduler_->TakeBatch(decision, now, &batch);
-          send = true;
-          break;
-        }
-        if (stopping_ && scheduler_->queue_empty()) {
-          exit = true;
-          break;
-        }
-        if (!ready.empty()) break;  // answer the dropped requests now, then come back
+        form_start = clock_->NowMicros();
+        DecideLocked(&turn, form_start);
+        // Answer the dropped requests now even with no batch, then come back.
+        if (turn.send || turn.exit || !turn.ready.empty()) break;
+        const BatchDecision& decision = turn.decision;
         if (may_spin && spinning_workers_ == 0) {
           int64_t spin_us = options_.idle_spin_us;
-          if (decision.action == BatchDecision::Action::kWait && decision.wait_us < spin_us) {
+          if (decision.action == BatchAction::kWait && decision.wait_us < spin_us) {
             spin_us = decision.wait_us;
           }
           ++spinning_workers_;
@@ -187,7 +243,7 @@ void Batcher::WorkerLoop(int32_t worker) {
           continue;
         }
         ++idle_workers_;
-        if (decision.action == BatchDecision::Action::kWait) {
+        if (decision.action == BatchAction::kWait) {
           work_cv_.WaitFor(&mu_, decision.wait_us);
         } else {
           work_cv_.Wait(&mu_);
@@ -195,28 +251,16 @@ void Batcher::WorkerLoop(int32_t worker) {
         --idle_workers_;
         may_spin = options_.idle_spin_us > 0;
       }
-      scheduler_->TakeFreed(&freed);
-      depth = scheduler_->queued_sequences();
-      wake_other = send && depth > 0 && SignalWorkLocked();
-      drained = stopping_ && depth == 0;
+      EndDecisionLocked(&turn);
     }
-    const int64_t form_us = send ? clock_->NowMicros() - form_start : 0;
+    const int64_t form_us = turn.send ? clock_->NowMicros() - form_start : 0;
     may_spin = options_.idle_spin_us > 0;
-    if (wake_other) work_cv_.NotifyOne();
-    if (drained) drained_cv_.NotifyAll();
-    RunCompletions(&ready);
-    freed.clear();  // frees outside the lock
-    if (observer_ != nullptr) {
-      for (const auto& [code, sequences] : dropped) observer_->OnDropped(code, sequences);
-      dropped.clear();
-      if (send) observer_->OnQueueDepth(depth);
-    }
-    if (send) RunBatch(worker, &batch, form_us);
-    if (exit) return;
+    FinishTurn(worker, &turn, form_us);
+    if (turn.exit) return;
   }
 }
 
-void Batcher::RunBatch(int32_t worker, Batch* batch, int64_t form_us) {
+int32_t Batcher::RunBatch(int32_t worker, Batch* batch, int64_t form_us) {
   BatchStats stats;
   const int64_t t0 = clock_->NowMicros();
   const absl::Status status =
@@ -231,12 +275,13 @@ void Batcher::RunBatch(int32_t worker, Batch* batch, int64_t form_us) {
     scheduler_->CompleteBatch(batch, status, stats.backend_us, &ready);
     scheduler_->TakeFreed(&freed);
   }
-  RunCompletions(&ready);
+  const int32_t answered = RunCompletions(&ready);
   freed.clear();  // frees outside the lock
   if (observer_ != nullptr) {
     stats.complete_us = clock_->NowMicros() - t1;
     observer_->OnBatch(stats);
   }
+  return answered;
 }
 
 void Batcher::Shutdown(int64_t grace_us) {
@@ -254,7 +299,8 @@ void Batcher::Shutdown(int64_t grace_us) {
   {
     MutexLock lock(&mu_);
     const int64_t deadline = clock_->NowMicros() + (grace_us > 0 ? grace_us : 0);
-    while (!scheduler_->queue_empty()) {
+    // Without worker threads nothing drains the queue: fail what is queued at once.
+    while (!workers_.empty() && !scheduler_->queue_empty()) {
       const int64_t left = deadline - clock_->NowMicros();
       if (left <= 0) break;
       drained_cv_.WaitFor(&mu_, left);

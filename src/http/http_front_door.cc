@@ -140,6 +140,16 @@ void TeiTokenize(EmbeddingPipeline* pipeline, const HttpRequest& request,
   respond(200, kJson, http_api::TeiTokenizeResponse(r.tokens, model->cls_id, model->sep_id));
 }
 
+void CountTransportError(ServerMetrics* metrics, HttpTransportError error) {
+  if (metrics != nullptr) metrics->OnHttpTransportError(error);
+}
+
+// GET /metrics: the Prometheus text format (prometheus-cpp's TextSerializer).
+void AnswerMetrics(const ServerMetrics* metrics, const HttpResponder& respond) {
+  respond(200, "text/plain; version=0.0.4",
+          metrics == nullptr ? std::string() : metrics->RenderPrometheus());
+}
+
 HttpRoute RouteOf(absl::string_view path) {
   if (path == "/v1/embeddings") return HttpRoute::kOpenAiEmbeddings;
   if (path == "/embed" || path == "/") return HttpRoute::kEmbed;
@@ -206,8 +216,7 @@ void HttpFrontDoor::Handle(const HttpRequest& request,
   }
   if (path == "/metrics") {
     if (!get) return wrong_method("GET");
-    return respond(200, "text/plain; version=0.0.4",
-                   metrics_ == nullptr ? std::string() : metrics_->RenderPrometheus());
+    return AnswerMetrics(metrics_, respond);
   }
   if (path == "/info") {
     if (!get) return wrong_method("GET");
@@ -233,14 +242,21 @@ void HttpFrontDoor::Handle(const HttpRequest& request,
   OpenAiFail(respond, 404, absl::StrCat("no route for ", request.method, " ", path), "not_found");
 }
 
+void HttpFrontDoor::OnTransportError(HttpTransportError error) {
+  CountTransportError(metrics_, error);
+}
+
+void MetricsHandler::OnTransportError(HttpTransportError error) {
+  CountTransportError(metrics_, error);
+}
+
 void MetricsHandler::Handle(const HttpRequest& request,
                             std::shared_ptr<const std::atomic<bool>> /*cancelled*/,
                             HttpResponder respond) {
   const absl::string_view path =
       absl::string_view(request.target).substr(0, request.target.find('?'));
   if (path == "/metrics") {
-    return respond(200, "text/plain; version=0.0.4",
-                   metrics_ == nullptr ? std::string() : metrics_->RenderPrometheus());
+    return AnswerMetrics(metrics_, respond);
   }
   if (path == "/healthz") return respond(200, "text/plain", "ok\n");
   respond(404, "text/plain", "not found\n");

@@ -28,12 +28,14 @@ class HttpFrontDoor final : public HttpHandler {
     int64_t max_batch_tokens = 0;
     int32_t max_concurrent_requests = 0;  // the queue bound, in sequences
   };
-  // `pipeline` and `metrics` (may be null; counts every answer by route and status) must
-  // outlive the front door.
+  // `pipeline` and `metrics` (may be null; counts every answer by route and status, and
+  // the transport errors) must outlive the front door.
   HttpFrontDoor(const Options& options, EmbeddingPipeline* pipeline, ServerMetrics* metrics);
 
   void Handle(const HttpRequest& request, std::shared_ptr<const std::atomic<bool>> cancelled,
               HttpResponder respond) override;
+  // Counted in embedserve_http_transport_errors_total.
+  void OnTransportError(HttpTransportError error) override;
 
   // GET /health answers 200 only while this is true (default) and the pipeline serves:
   // false during the shutdown delay, so HTTP probes see the drain before it refuses calls.
@@ -49,12 +51,15 @@ class HttpFrontDoor final : public HttpHandler {
 // GET /metrics (Prometheus text) and GET /healthz; 404 for anything else.
 class MetricsHandler final : public HttpHandler {
  public:
-  explicit MetricsHandler(const ServerMetrics* metrics) : metrics_(metrics) {}
+  // `metrics` (may be null) must outlive the handler; it also counts this listener's
+  // transport errors.
+  explicit MetricsHandler(ServerMetrics* metrics) : metrics_(metrics) {}
   void Handle(const HttpRequest& request, std::shared_ptr<const std::atomic<bool>> cancelled,
               HttpResponder respond) override;
+  void OnTransportError(HttpTransportError error) override;
 
  private:
-  const ServerMetrics* const metrics_;
+  ServerMetrics* const metrics_;
 };
 
 }  // namespace embedserve

@@ -125,18 +125,24 @@ class Session : public std::enable_shared_from_this<Session> {
     if (ec == http::error::header_limit) {
       // The parser takes the request line first: no target yet means it did not fit.
       if (parser_->get().target().empty()) {
+        handler_->OnTransportError(HttpTransportError::kUrlTooLong);
         return Fail(414, "the request line (URL) is longer than the server accepts");
       }
+      handler_->OnTransportError(HttpTransportError::kHeadersTooLarge);
       return Fail(431, "the request headers are larger than the server accepts");
     }
     if (ec == http::error::body_limit) return FailTooLarge();
     if (ec) {
       // Timeout, client gone, or not HTTP: answer a parse error, drop the rest.
-      if (ec == beast::error::timeout || ec == http::error::end_of_stream ||
-          ec == net::error::eof || ec == net::error::operation_aborted) {
+      if (ec == beast::error::timeout) {
+        handler_->OnTransportError(HttpTransportError::kHeaderTimeout);
         return Shut();
       }
-      return Fail(400, absl::StrCat("malformed HTTP request: ", ec.message()));
+      if (ec == http::error::end_of_stream || ec == net::error::eof ||
+          ec == net::error::operation_aborted) {
+        return Shut();
+      }
+      return FailMalformed(ec);
     }
     stream_.expires_after(std::chrono::milliseconds(options_.body_timeout_ms));
     if (beast::iequals(parser_->get()[http::field::expect], "100-continue") &&
@@ -163,11 +169,15 @@ class Session : public std::enable_shared_from_this<Session> {
   void OnRequest(beast::error_code ec) {
     if (ec == http::error::body_limit) return FailTooLarge();
     if (ec) {
-      if (ec == beast::error::timeout || ec == net::error::eof ||
-          ec == http::error::partial_message || ec == net::error::operation_aborted) {
+      if (ec == beast::error::timeout) {
+        handler_->OnTransportError(HttpTransportError::kBodyTimeout);
         return Shut();
       }
-      return Fail(400, absl::StrCat("malformed HTTP request: ", ec.message()));
+      if (ec == net::error::eof || ec == http::error::partial_message ||
+          ec == net::error::operation_aborted) {
+        return Shut();
+      }
+      return FailMalformed(ec);
     }
     stream_.expires_never();  // the handler's time is the pipeline's business
     auto& req = parser_->get();
@@ -192,7 +202,13 @@ class Session : public std::enable_shared_from_this<Session> {
         }));
   }
 
+  void FailMalformed(beast::error_code ec) {
+    handler_->OnTransportError(HttpTransportError::kMalformed);
+    Fail(400, absl::StrCat("malformed HTTP request: ", ec.message()));
+  }
+
   void FailTooLarge() {
+    handler_->OnTransportError(HttpTransportError::kBodyTooLarge);
     Fail(413, absl::StrCat("the request body is larger than the limit of ",
                            options_.max_body_bytes, " bytes"));
   }
@@ -218,6 +234,9 @@ class Session : public std::enable_shared_from_this<Session> {
     stream_.expires_after(std::chrono::milliseconds(options_.body_timeout_ms));
     http::async_write(stream_, *res,
                       [self = shared_from_this(), res, close](beast::error_code ec, size_t) {
+                        if (ec == beast::error::timeout) {
+                          self->handler_->OnTransportError(HttpTransportError::kWriteTimeout);
+                        }
                         if (ec) return self->Shut();
                         if (close) return self->Linger();
                         self->ReadRequest();

@@ -19,6 +19,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "embedserve/server/metrics.h"  // HttpTransportError
 
 namespace embedserve {
 
@@ -62,6 +63,10 @@ class HttpHandler {
   // `cancelled` turns true when the server closes the connection (shutdown).
   virtual void Handle(const HttpRequest& request, std::shared_ptr<const std::atomic<bool>> cancelled,
                       HttpResponder respond) = 0;
+  // Called on an I/O thread for each request of this listener that the server refused
+  // (400, 413, 414, 431) or dropped (a timeout) itself, before Handle could see it.
+  // Must be quick. Default: nothing.
+  virtual void OnTransportError(HttpTransportError error) { (void)error; }
 };
 
 class HttpServer {

@@ -207,6 +207,7 @@ class EmbedServer::Impl {
   int metrics_port() const { return metrics_index_ >= 0 ? http_->port(metrics_index_) : -1; }
   int http_port() const { return http_index_ >= 0 ? http_->port(http_index_) : -1; }
   const ServerConfig& config() const { return config_; }
+  const ServerMetrics& metrics() const { return *metrics_; }
   const std::string& summary() const { return summary_; }
 
  private:
@@ -327,6 +328,7 @@ std::string EmbedServer::address() const {
   return HostPort(impl_->config().server.host, impl_->port());
 }
 const ServerConfig& EmbedServer::config() const { return impl_->config(); }
+const ServerMetrics& EmbedServer::metrics() const { return impl_->metrics(); }
 std::string EmbedServer::Summary() const { return impl_->summary(); }
 void EmbedServer::Shutdown(int64_t grace_us) { impl_->Shutdown(grace_us); }
 void EmbedServer::Wait() { impl_->Wait(); }

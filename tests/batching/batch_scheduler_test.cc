@@ -1,7 +1,8 @@
-// The batcher's behaviour without threads: the SteppableBatcher runs the real scheduler
-// and policy one worker turn at a time, on a FakeClock, against a FakeBackend that
-// encodes each input into its output row.
+// The batcher's behaviour without threads: a Batcher with num_workers = 0, driven one
+// worker turn at a time with Batcher::Step (the turn its worker threads run), on a
+// FakeClock, against a FakeBackend that encodes each input into its output row.
 #include <cstdint>
+#include <deque>
 #include <memory>
 #include <optional>
 #include <random>
@@ -14,17 +15,15 @@
 #include "gtest/gtest.h"
 #include "test_util/fake_backend.h"
 #include "test_util/fake_clock.h"
-#include "test_util/steppable_batcher.h"
 
 namespace embedserve {
 namespace {
 
 using ::embedserve::testing::FakeBackend;
 using ::embedserve::testing::FakeClock;
-using ::embedserve::testing::SteppableBatcher;
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
-using Action = batching_internal::BatchDecision::Action;
+using Action = BatchAction;
 
 // What a request's `done` received; counts calls to catch a second answer.
 struct Answer {
@@ -67,20 +66,64 @@ void ExpectRows(const Answer& answer, const std::vector<TokenIds>& seqs, int64_t
   }
 }
 
+// Keeps the stats of the last batch (BatchStats::queue_us copied out of the batcher).
+class LastBatch : public BatchObserver {
+ public:
+  void OnBatch(const BatchStats& stats) override {
+    queue_us_.assign(stats.queue_us.begin(), stats.queue_us.end());
+    stats_ = stats;
+    stats_.queue_us = absl::MakeConstSpan(queue_us_);
+  }
+  void OnQueueDepth(int64_t) override {}
+  const BatchStats& stats() const { return stats_; }
+
+ private:
+  BatchStats stats_;
+  std::vector<int64_t> queue_us_;
+};
+
 class BatchSchedulerTest : public ::testing::Test {
  protected:
-  void Make(const Batcher::Options& options, FakeBackend::Options backend_options = {}) {
+  void Make(Batcher::Options options, FakeBackend::Options backend_options = {}) {
+    batcher_.reset();  // answers what a previous Make left queued, with its backend alive
     backend_options.clock = &clock_;
     if (backend_options.call_us == 0) backend_options.call_us = 7;
     backend_ = std::make_unique<FakeBackend>(backend_options);
-    auto b = SteppableBatcher::Create(options, backend_.get(), &clock_);
+    options.num_workers = 0;  // the test runs each worker turn with Step()
+    auto b = Batcher::Create(options, backend_.get(), &last_batch_, &clock_);
     ASSERT_TRUE(b.ok()) << b.status();
     batcher_ = std::move(*b);
   }
 
+  // Where a request's `done` writes. Owned by the fixture and declared before batcher_:
+  // the Batcher's destructor answers whatever a test left queued, after the test body's
+  // locals are gone.
+  Answer& NewAnswer() { return answers_.emplace_back(); }
+  std::vector<Answer*> NewAnswers(size_t n) {
+    std::vector<Answer*> out;
+    for (size_t i = 0; i < n; ++i) out.push_back(&NewAnswer());
+    return out;
+  }
+
+  // One worker turn at the clock's current time.
+  Batcher::StepResult Step() {
+    auto step = batcher_->Step();
+    EXPECT_TRUE(step.ok()) << step.status();
+    return step.ok() ? *step : Batcher::StepResult();
+  }
+  // Turns until one sends nothing; returns the number of batches sent.
+  int RunUntilIdle() {
+    int sent = 0;
+    while (Step().action == Action::kSend) ++sent;
+    return sent;
+  }
+  const BatchStats& last_batch() const { return last_batch_.stats(); }
+
   FakeClock clock_;
+  LastBatch last_batch_;
+  std::deque<Answer> answers_;
   std::unique_ptr<FakeBackend> backend_;
-  std::unique_ptr<SteppableBatcher> batcher_;
+  std::unique_ptr<Batcher> batcher_;
 };
 
 TEST_F(BatchSchedulerTest, SplitsAnOversizedRequestAndKeepsRowOrder) {
@@ -89,11 +132,11 @@ TEST_F(BatchSchedulerTest, SplitsAnOversizedRequestAndKeepsRowOrder) {
   Make(o);
   std::vector<TokenIds> seqs;
   for (int i = 0; i < 100; ++i) seqs.push_back(Seq(1, i, 3 + i % 5));
-  Answer a;
+  Answer &a = NewAnswer();
   const int64_t enqueue = clock_.NowMicros();
   ASSERT_TRUE(batcher_->Submit(Request(seqs, &a)).ok());
   clock_.Advance(5);
-  EXPECT_EQ(batcher_->RunUntilIdle(), 4);
+  EXPECT_EQ(RunUntilIdle(), 4);
   EXPECT_THAT(backend_->batch_sizes(), ElementsAre(32, 32, 32, 4));
   ExpectRows(a, seqs, 4);
   EXPECT_EQ(a.timings.num_batches, 4);
@@ -101,39 +144,39 @@ TEST_F(BatchSchedulerTest, SplitsAnOversizedRequestAndKeepsRowOrder) {
   // Enqueue -> start of the last batch: 5 us of waiting plus three 7 us calls before it.
   EXPECT_EQ(a.timings.queue_us, clock_.NowMicros() - 7 - enqueue);
   EXPECT_EQ(a.timings.queue_us, 5 + 3 * 7);
-  EXPECT_EQ(batcher_->live_requests(), 0);
+  EXPECT_EQ(batcher_->LiveRequests(), 0);
 }
 
 TEST_F(BatchSchedulerTest, BatchesSeveralRequestsTogetherAndAnswersEachWithItsRows) {
   Make(Batcher::Options());
   std::vector<std::vector<TokenIds>> seqs(5);
-  std::vector<Answer> answers(5);
+  std::vector<Answer*> answers = NewAnswers(5);
   for (int r = 0; r < 5; ++r) {
     for (int i = 0; i <= r; ++i) seqs[r].push_back(Seq(r + 1, i, 2 + (r * 3 + i) % 9));
-    ASSERT_TRUE(batcher_->Submit(Request(seqs[r], &answers[r])).ok());
+    ASSERT_TRUE(batcher_->Submit(Request(seqs[r], answers[r])).ok());
   }
   EXPECT_EQ(batcher_->QueueDepth(), 15);
-  auto step = batcher_->Step();
+  auto step = Step();
   EXPECT_EQ(step.action, Action::kSend);
   EXPECT_EQ(step.sequences, 15);
   EXPECT_EQ(step.answered, 5);
-  for (int r = 0; r < 5; ++r) ExpectRows(answers[r], seqs[r], 4);
-  EXPECT_EQ(batcher_->last_batch().requests, 5);
+  for (int r = 0; r < 5; ++r) ExpectRows(*answers[r], seqs[r], 4);
+  EXPECT_EQ(last_batch().requests, 5);
 }
 
 TEST_F(BatchSchedulerTest, ObeysMaxQueueDelayOnTheFakeClock) {
   Batcher::Options o;
   o.max_queue_delay_us = 10;
   Make(o);
-  Answer a;
+  Answer &a = NewAnswer();
   ASSERT_TRUE(batcher_->Submit(Request({Seq(1, 0, 4)}, &a)).ok());
   clock_.Advance(9);
-  auto step = batcher_->Step();
+  auto step = Step();
   EXPECT_EQ(step.action, Action::kWait);
   EXPECT_EQ(step.wait_us, 1);
   EXPECT_EQ(backend_->num_calls(), 0);
   clock_.Advance(1);
-  step = batcher_->Step();
+  step = Step();
   EXPECT_EQ(step.action, Action::kSend);
   EXPECT_EQ(a.calls, 1);
   EXPECT_EQ(a.timings.queue_us, 10);
@@ -143,7 +186,7 @@ TEST_F(BatchSchedulerTest, RejectsWhenFullWithoutCallingDone) {
   Batcher::Options o;
   o.max_queue_sequences = 8;
   Make(o);
-  Answer a, b, c;
+  Answer &a = NewAnswer(), &b = NewAnswer(), &c = NewAnswer();
   ASSERT_TRUE(batcher_->Submit(Request({Seq(1, 0, 3), Seq(1, 1, 3), Seq(1, 2, 3), Seq(1, 3, 3),
                                         Seq(1, 4, 3), Seq(1, 5, 3)}, &a)).ok());
   const absl::Status full =
@@ -152,12 +195,12 @@ TEST_F(BatchSchedulerTest, RejectsWhenFullWithoutCallingDone) {
   EXPECT_THAT(full.message(), HasSubstr("max_queue_sequences"));
   ASSERT_TRUE(batcher_->Submit(Request({Seq(3, 0, 3), Seq(3, 1, 3)}, &c)).ok());  // exactly fits
   EXPECT_EQ(batcher_->QueueDepth(), 8);
-  batcher_->RunUntilIdle();
+  RunUntilIdle();
   EXPECT_EQ(a.calls, 1);
   EXPECT_EQ(b.calls, 0);
   EXPECT_EQ(c.calls, 1);
   // Room again.
-  Answer d;
+  Answer &d = NewAnswer();
   EXPECT_TRUE(batcher_->Submit(Request({Seq(2, 0, 3), Seq(2, 1, 3), Seq(2, 2, 3)}, &d)).ok());
 }
 
@@ -166,7 +209,7 @@ TEST_F(BatchSchedulerTest, RejectsBadRequestsWithPreciseMessages) {
   o.max_batch_tokens = 16;
   o.max_queue_sequences = 4;
   Make(o);
-  Answer a;
+  Answer &a = NewAnswer();
   struct Case {
     std::vector<TokenIds> seqs;
     const char* message;
@@ -187,13 +230,13 @@ TEST_F(BatchSchedulerTest, RejectsBadRequestsWithPreciseMessages) {
   no_done.sequences = {Seq(1, 0, 3)};
   EXPECT_EQ(batcher_->Submit(std::move(no_done)).code(), absl::StatusCode::kInvalidArgument);
   EXPECT_TRUE(batcher_->Submit(Request({Seq(1, 0, 16)}, &a)).ok());  // exactly the limit
-  batcher_->RunUntilIdle();
+  RunUntilIdle();
   EXPECT_EQ(a.calls, 1);
 }
 
 TEST_F(BatchSchedulerTest, DropsExpiredItemsBeforeBatching) {
   Make(Batcher::Options());
-  Answer late, on_time, no_deadline;
+  Answer &late = NewAnswer(), &on_time = NewAnswer(), &no_deadline = NewAnswer();
   BatchRequest r1 = Request({Seq(1, 0, 3), Seq(1, 1, 3)}, &late);
   r1.deadline_us = clock_.NowMicros() + 10;
   BatchRequest r2 = Request({Seq(2, 0, 3)}, &on_time);
@@ -202,14 +245,14 @@ TEST_F(BatchSchedulerTest, DropsExpiredItemsBeforeBatching) {
   ASSERT_TRUE(batcher_->Submit(std::move(r2)).ok());
   ASSERT_TRUE(batcher_->Submit(Request({Seq(3, 0, 3)}, &no_deadline)).ok());
   clock_.Advance(10);  // r1's deadline is now: passed
-  batcher_->RunUntilIdle();
+  RunUntilIdle();
   ASSERT_EQ(late.calls, 1);
   EXPECT_EQ(late.result->status().code(), absl::StatusCode::kDeadlineExceeded);
   EXPECT_EQ(late.timings.num_batches, 0);
   ExpectRows(on_time, {Seq(2, 0, 3)}, 4);
   ExpectRows(no_deadline, {Seq(3, 0, 3)}, 4);
   EXPECT_THAT(backend_->batch_sizes(), ElementsAre(2));  // r1 never reached the backend
-  EXPECT_EQ(batcher_->live_requests(), 0);
+  EXPECT_EQ(batcher_->LiveRequests(), 0);
 }
 
 TEST_F(BatchSchedulerTest, ExpiredRequestDeepInTheQueueEndsWithinTheFullCheckInterval) {
@@ -218,35 +261,35 @@ TEST_F(BatchSchedulerTest, ExpiredRequestDeepInTheQueueEndsWithinTheFullCheckInt
   Batcher::Options o;
   o.max_batch_size = 1;
   Make(o);
-  std::vector<Answer> ahead(3);
-  for (int i = 0; i < 3; ++i) ASSERT_TRUE(batcher_->Submit(Request({Seq(i + 1, 0, 3)}, &ahead[i])).ok());
-  Answer deep;
+  std::vector<Answer*> ahead = NewAnswers(3);
+  for (int i = 0; i < 3; ++i) ASSERT_TRUE(batcher_->Submit(Request({Seq(i + 1, 0, 3)}, ahead[i])).ok());
+  Answer &deep = NewAnswer();
   BatchRequest r = Request({Seq(9, 0, 3)}, &deep);
   r.deadline_us = clock_.NowMicros() + 100;
   ASSERT_TRUE(batcher_->Submit(std::move(r)).ok());
-  EXPECT_EQ(batcher_->Step().sequences, 1);  // full check at the first step; call: +7 us
+  EXPECT_EQ(Step().sequences, 1);  // full check at the first step; call: +7 us
   clock_.Advance(200);                       // past the deadline, within the interval
-  EXPECT_EQ(batcher_->Step().sequences, 1);
+  EXPECT_EQ(Step().sequences, 1);
   EXPECT_EQ(deep.calls, 0);  // not polled yet: not in this batch
   clock_.Advance(batching_internal::BatchScheduler::kFullCheckIntervalUs);
-  auto step = batcher_->Step();
+  auto step = Step();
   EXPECT_EQ(step.sequences, 1);  // the last short one
   ASSERT_EQ(deep.calls, 1);
   EXPECT_EQ(deep.result->status().code(), absl::StatusCode::kDeadlineExceeded);
   EXPECT_EQ(batcher_->QueueDepth(), 0);
-  for (auto& a : ahead) EXPECT_EQ(a.calls, 1);
+  for (const Answer* a : ahead) EXPECT_EQ(a->calls, 1);
 }
 
 TEST_F(BatchSchedulerTest, DropsCancelledItemsBeforeBatching) {
   Make(Batcher::Options());
-  Answer cancelled, kept;
+  Answer &cancelled = NewAnswer(), &kept = NewAnswer();
   bool cancel = false;
   BatchRequest r1 = Request({Seq(1, 0, 3)}, &cancelled);
   r1.is_cancelled = [&cancel] { return cancel; };
   ASSERT_TRUE(batcher_->Submit(std::move(r1)).ok());
   ASSERT_TRUE(batcher_->Submit(Request({Seq(2, 0, 3)}, &kept)).ok());
   cancel = true;
-  batcher_->RunUntilIdle();
+  RunUntilIdle();
   ASSERT_EQ(cancelled.calls, 1);
   EXPECT_EQ(cancelled.result->status().code(), absl::StatusCode::kCancelled);
   ExpectRows(kept, {Seq(2, 0, 3)}, 4);
@@ -257,24 +300,24 @@ TEST_F(BatchSchedulerTest, SplitRequestWhoseDeadlinePassesBetweenBatchesEndsOnce
   Batcher::Options o;
   o.max_batch_size = 4;
   Make(o);
-  Answer a;
+  Answer &a = NewAnswer();
   std::vector<TokenIds> seqs;
   for (int i = 0; i < 10; ++i) seqs.push_back(Seq(1, i, 3));
   BatchRequest r = Request(seqs, &a);
   r.deadline_us = clock_.NowMicros() + 10;  // the first call takes 7 us
   ASSERT_TRUE(batcher_->Submit(std::move(r)).ok());
-  EXPECT_EQ(batcher_->Step().sequences, 4);
+  EXPECT_EQ(Step().sequences, 4);
   EXPECT_EQ(a.calls, 0);
   clock_.Advance(3);
-  auto step = batcher_->Step();
+  auto step = Step();
   EXPECT_NE(step.action, Action::kSend);
   EXPECT_EQ(a.calls, 1);
   EXPECT_EQ(a.result->status().code(), absl::StatusCode::kDeadlineExceeded);
   EXPECT_THAT(a.result->status().message(), HasSubstr("6 of the request's 10 sequences"));
   EXPECT_EQ(batcher_->QueueDepth(), 0);
-  EXPECT_EQ(batcher_->RunUntilIdle(), 0);
+  EXPECT_EQ(RunUntilIdle(), 0);
   EXPECT_EQ(a.calls, 1);
-  EXPECT_EQ(batcher_->live_requests(), 0);
+  EXPECT_EQ(batcher_->LiveRequests(), 0);
 }
 
 TEST_F(BatchSchedulerTest, BackendFailureFailsOnlyTheRequestsInThatBatch) {
@@ -283,12 +326,12 @@ TEST_F(BatchSchedulerTest, BackendFailureFailsOnlyTheRequestsInThatBatch) {
   FakeBackend::Options bo;
   bo.fail_token = 666;
   Make(o, bo);
-  Answer bad, same_batch, next_batch;
+  Answer &bad = NewAnswer(), &same_batch = NewAnswer(), &next_batch = NewAnswer();
   TokenIds poison = {101, 666, 102};
   ASSERT_TRUE(batcher_->Submit(Request({Seq(1, 0, 3), poison}, &bad)).ok());
   ASSERT_TRUE(batcher_->Submit(Request({Seq(2, 0, 3)}, &same_batch)).ok());
   ASSERT_TRUE(batcher_->Submit(Request({Seq(3, 0, 3), Seq(3, 1, 3)}, &next_batch)).ok());
-  EXPECT_EQ(batcher_->RunUntilIdle(), 2);
+  EXPECT_EQ(RunUntilIdle(), 2);
   ASSERT_EQ(bad.calls, 1);
   EXPECT_EQ(bad.result->status().code(), absl::StatusCode::kInternal);
   ASSERT_EQ(same_batch.calls, 1);
@@ -303,31 +346,31 @@ TEST_F(BatchSchedulerTest, SplitRequestFailsOnceWhenOneOfItsBatchesFails) {
   FakeBackend::Options bo;
   bo.fail_token = 666;
   Make(o, bo);
-  Answer a, after;
+  Answer &a = NewAnswer(), &after = NewAnswer();
   std::vector<TokenIds> seqs;
   for (int i = 0; i < 12; ++i) seqs.push_back(Seq(1, i, 3));
   seqs[5] = {1, 666, 2};  // in the second batch
   ASSERT_TRUE(batcher_->Submit(Request(seqs, &a)).ok());
   ASSERT_TRUE(batcher_->Submit(Request({Seq(2, 0, 3)}, &after)).ok());
-  EXPECT_EQ(batcher_->Step().sequences, 4);
+  EXPECT_EQ(Step().sequences, 4);
   EXPECT_EQ(a.calls, 0);
-  EXPECT_EQ(batcher_->Step().sequences, 4);
+  EXPECT_EQ(Step().sequences, 4);
   ASSERT_EQ(a.calls, 1);
   EXPECT_EQ(a.result->status().code(), absl::StatusCode::kInternal);
   EXPECT_EQ(batcher_->QueueDepth(), 1);  // its last 4 dropped; the other request stays
-  batcher_->RunUntilIdle();
+  RunUntilIdle();
   EXPECT_EQ(a.calls, 1);
   ExpectRows(after, {Seq(2, 0, 3)}, 4);
-  EXPECT_EQ(batcher_->live_requests(), 0);
+  EXPECT_EQ(batcher_->LiveRequests(), 0);
 }
 
 TEST_F(BatchSchedulerTest, WrongShapedBackendResultIsInternal) {
   FakeBackend::Options bo;
   bo.wrong_rows = 1;
   Make(Batcher::Options(), bo);
-  Answer a;
+  Answer &a = NewAnswer();
   ASSERT_TRUE(batcher_->Submit(Request({Seq(1, 0, 3)}, &a)).ok());
-  batcher_->RunUntilIdle();
+  RunUntilIdle();
   ASSERT_EQ(a.calls, 1);
   EXPECT_EQ(a.result->status().code(), absl::StatusCode::kInternal);
   EXPECT_THAT(a.result->status().message(), HasSubstr("expected 1 x 4"));
@@ -338,17 +381,17 @@ TEST_F(BatchSchedulerTest, LongRequestIsServedAmidAStreamOfShortOnes) {
   o.max_batch_size = 4;
   o.length_bucketing_max_age_us = 1'000'000;
   Make(o);
-  std::vector<Answer> shorts(64);
-  Answer long_answer;
-  for (int i = 0; i < 6; ++i) ASSERT_TRUE(batcher_->Submit(Request({Seq(10 + i, 0, 4)}, &shorts[i])).ok());
+  std::vector<Answer*> shorts = NewAnswers(64);
+  Answer &long_answer = NewAnswer();
+  for (int i = 0; i < 6; ++i) ASSERT_TRUE(batcher_->Submit(Request({Seq(10 + i, 0, 4)}, shorts[i])).ok());
   ASSERT_TRUE(batcher_->Submit(Request({Seq(1, 0, 200)}, &long_answer)).ok());
   int next = 6, steps = 0;
   while (long_answer.calls == 0) {
     ASSERT_LT(steps, 5) << "the long request starved";
     for (int k = 0; k < 4; ++k, ++next) {
-      ASSERT_TRUE(batcher_->Submit(Request({Seq(10 + next, 0, 4)}, &shorts[next])).ok());
+      ASSERT_TRUE(batcher_->Submit(Request({Seq(10 + next, 0, 4)}, shorts[next])).ok());
     }
-    batcher_->Step();
+    Step();
     ++steps;
   }
   EXPECT_EQ(steps, 3);  // 6 short ones were ahead: 2 batches, then it leads the third
@@ -362,17 +405,17 @@ TEST_F(BatchSchedulerTest, GroupingCutsPaddingOnAMixedQueue) {
     o.max_batch_size = 4;
     o.length_bucketing_max_age_us = max_age;
     Make(o);
-    std::vector<Answer> answers(32);
+    std::vector<Answer*> answers = NewAnswers(32);
     for (int i = 0; i < 32; ++i) {
       const int32_t len = (i % 2 == 0) ? 4 + i % 3 : 100 + i % 5;
-      EXPECT_TRUE(batcher_->Submit(Request({Seq(i + 1, 0, len)}, &answers[i])).ok());
+      EXPECT_TRUE(batcher_->Submit(Request({Seq(i + 1, 0, len)}, answers[i])).ok());
     }
     int64_t padded = 0, real = 0;
-    while (batcher_->Step().action == Action::kSend) {
-      padded += batcher_->last_batch().padded_tokens;
-      real += batcher_->last_batch().tokens;
+    while (Step().action == Action::kSend) {
+      padded += last_batch().padded_tokens;
+      real += last_batch().tokens;
     }
-    for (auto& a : answers) EXPECT_EQ(a.calls, 1);
+    for (const Answer* a : answers) EXPECT_EQ(a->calls, 1);
     return padded - real;
   };
   const int64_t fifo_padding = padded_tokens(0);
@@ -385,41 +428,63 @@ TEST_F(BatchSchedulerTest, DisabledRunsEachRequestAsItsOwnBatch) {
   o.enabled = false;
   o.max_batch_size = 2;
   Make(o);
-  Answer a, b;
+  Answer &a = NewAnswer(), &b = NewAnswer();
   ASSERT_TRUE(batcher_->Submit(Request({Seq(1, 0, 3), Seq(1, 1, 3), Seq(1, 2, 3)}, &a)).ok());
   ASSERT_TRUE(batcher_->Submit(Request({Seq(2, 0, 3)}, &b)).ok());
-  EXPECT_EQ(batcher_->RunUntilIdle(), 2);
+  EXPECT_EQ(RunUntilIdle(), 2);
   EXPECT_THAT(backend_->batch_sizes(), ElementsAre(3, 1));
   ExpectRows(a, {Seq(1, 0, 3), Seq(1, 1, 3), Seq(1, 2, 3)}, 4);
 }
 
 TEST_F(BatchSchedulerTest, ShutdownFailsQueuedWithUnavailableThenRefuses) {
   Make(Batcher::Options());
-  Answer a, b;
+  Answer &a = NewAnswer(), &b = NewAnswer();
   ASSERT_TRUE(batcher_->Submit(Request({Seq(1, 0, 3)}, &a)).ok());
   batcher_->Shutdown();
   ASSERT_EQ(a.calls, 1);
   EXPECT_EQ(a.result->status().code(), absl::StatusCode::kUnavailable);
   EXPECT_EQ(batcher_->Submit(Request({Seq(2, 0, 3)}, &b)).code(), absl::StatusCode::kUnavailable);
   EXPECT_EQ(b.calls, 0);
-  EXPECT_EQ(batcher_->live_requests(), 0);
+  EXPECT_EQ(batcher_->LiveRequests(), 0);
+}
+
+TEST_F(BatchSchedulerTest, DestroyingTheBatcherAnswersWhatIsStillQueued) {
+  Make(Batcher::Options());
+  Answer& a = NewAnswer();
+  ASSERT_TRUE(batcher_->Submit(Request({Seq(1, 0, 3), Seq(1, 1, 3)}, &a)).ok());
+  EXPECT_EQ(a.calls, 0);
+  batcher_.reset();
+  ASSERT_EQ(a.calls, 1);
+  EXPECT_EQ(a.result->status().code(), absl::StatusCode::kUnavailable);
+  EXPECT_EQ(backend_->num_calls(), 0);
+}
+
+TEST_F(BatchSchedulerTest, StepIsOnlyForABatcherWithoutWorkerThreads) {
+  FakeBackend backend;
+  Batcher::Options o;
+  o.num_workers = 1;
+  auto threaded = Batcher::Create(o, &backend, nullptr, &clock_);
+  ASSERT_TRUE(threaded.ok()) << threaded.status();
+  const auto step = (*threaded)->Step();
+  EXPECT_EQ(step.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(step.status().message(), HasSubstr("num_workers = 0"));
 }
 
 TEST_F(BatchSchedulerTest, BatchOfNGivesTheSameRowsAsNSingleCalls) {
   Make(Batcher::Options());
   std::vector<TokenIds> seqs;
   for (int i = 0; i < 20; ++i) seqs.push_back(Seq(1, i, 1 + (i * 7) % 13));
-  Answer together;
+  Answer &together = NewAnswer();
   ASSERT_TRUE(batcher_->Submit(Request(seqs, &together)).ok());
-  batcher_->RunUntilIdle();
-  std::vector<Answer> singles(seqs.size());
+  RunUntilIdle();
+  std::vector<Answer*> singles = NewAnswers(seqs.size());
   for (size_t i = 0; i < seqs.size(); ++i) {
-    ASSERT_TRUE(batcher_->Submit(Request({seqs[i]}, &singles[i])).ok());
-    batcher_->RunUntilIdle();
+    ASSERT_TRUE(batcher_->Submit(Request({seqs[i]}, singles[i])).ok());
+    RunUntilIdle();
   }
   const EmbeddingMatrix& m = **together.result;
   for (size_t i = 0; i < seqs.size(); ++i) {
-    const EmbeddingMatrix& s = **singles[i].result;
+    const EmbeddingMatrix& s = **singles[i]->result;
     EXPECT_EQ(std::vector<float>(m.Row(i), m.Row(i) + m.dim), std::vector<float>(s.Row(0), s.Row(0) + s.dim));
   }
 }
@@ -430,7 +495,7 @@ TEST_F(BatchSchedulerTest, BatchOfNGivesTheSameRowsAsNSingleCalls) {
 namespace embedserve {
 namespace {
 
-// Random operations against the steppable batcher (fixed seeds): every accepted request
+// Random operations against the stepped batcher (fixed seeds): every accepted request
 // is answered exactly once, OK answers carry exactly their own rows, every batch obeys
 // max_batch_size and max_batch_tokens, nothing leaks.
 TEST_F(BatchSchedulerTest, RandomOperationsKeepEveryInvariant) {
@@ -453,7 +518,7 @@ TEST_F(BatchSchedulerTest, RandomOperationsKeepEveryInvariant) {
     bo.call_us = uniform(1, 20);
     Make(o, bo);
     const int n = 300;
-    std::vector<Answer> answers(n);
+    std::vector<Answer*> answers = NewAnswers(n);
     std::vector<std::vector<TokenIds>> sent(n);
     std::vector<bool> accepted(n, false);
     std::vector<std::unique_ptr<bool>> cancel(n);
@@ -468,7 +533,7 @@ TEST_F(BatchSchedulerTest, RandomOperationsKeepEveryInvariant) {
           if (uniform(0, 60) == 0) ids[ids.size() / 2] = 999'999;  // this batch will fail
           sent[k].push_back(std::move(ids));
         }
-        BatchRequest r = Request(sent[k], &answers[k]);
+        BatchRequest r = Request(sent[k], answers[k]);
         if (uniform(0, 4) == 0) r.deadline_us = clock_.NowMicros() + uniform(0, 100);
         cancel[k] = std::make_unique<bool>(false);
         if (uniform(0, 4) == 0) r.is_cancelled = [flag = cancel[k].get()] { return *flag; };
@@ -482,9 +547,9 @@ TEST_F(BatchSchedulerTest, RandomOperationsKeepEveryInvariant) {
       } else if (op < 7) {
         clock_.Advance(uniform(0, 30));
       } else {
-        const auto step = batcher_->Step();
+        const auto step = Step();
         if (step.action == Action::kSend) {
-          const BatchStats& b = batcher_->last_batch();
+          const BatchStats& b = last_batch();
           if (o.enabled) {
             EXPECT_LE(b.sequences, o.max_batch_size);
             EXPECT_LE(o.count_padding ? b.padded_tokens : b.tokens, o.max_batch_tokens);
@@ -496,24 +561,24 @@ TEST_F(BatchSchedulerTest, RandomOperationsKeepEveryInvariant) {
         }
       }
     }
-    batcher_->RunUntilIdle();
+    RunUntilIdle();
     for (int k = 0; k < n; ++k) {
       if (!accepted[k]) {
-        EXPECT_EQ(answers[k].calls, 0);
+        EXPECT_EQ(answers[k]->calls, 0);
         continue;
       }
-      ASSERT_EQ(answers[k].calls, 1) << "request " << k;
-      if (answers[k].result->ok()) {
-        ExpectRows(answers[k], sent[k], 4);
+      ASSERT_EQ(answers[k]->calls, 1) << "request " << k;
+      if (answers[k]->result->ok()) {
+        ExpectRows(*answers[k], sent[k], 4);
       } else {
-        const absl::StatusCode c = answers[k].result->status().code();
+        const absl::StatusCode c = answers[k]->result->status().code();
         EXPECT_TRUE(c == absl::StatusCode::kDeadlineExceeded || c == absl::StatusCode::kCancelled ||
                     c == absl::StatusCode::kInternal)
-            << answers[k].result->status();
+            << answers[k]->result->status();
       }
     }
     EXPECT_EQ(batcher_->QueueDepth(), 0);
-    EXPECT_EQ(batcher_->live_requests(), 0);
+    EXPECT_EQ(batcher_->LiveRequests(), 0);
   }
 }
 

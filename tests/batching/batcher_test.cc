@@ -41,8 +41,10 @@ TEST(BatcherOptionsTest, ValidateNamesFieldRuleAndValue) {
   o.max_queue_sequences = 0;
   EXPECT_EQ(o.Validate().message(), "batching.max_queue_sequences must be >= 1; was 0");
   o = Batcher::Options();
-  o.num_workers = 0;
-  EXPECT_EQ(o.Validate().message(), "batching.workers must be >= 1; was 0");
+  o.num_workers = -1;
+  EXPECT_EQ(o.Validate().message(), "batching.workers must be >= 0; was -1");
+  o.num_workers = 0;  // no threads: stepped with Batcher::Step
+  EXPECT_TRUE(o.Validate().ok());
   o = Batcher::Options();
   o.length_bucketing_max_age_us = -2;
   EXPECT_EQ(o.Validate().message(), "batching.length_bucketing_max_age_us must be >= 0; was -2");
@@ -62,7 +64,7 @@ TEST(BatcherOptionsTest, ValidateNamesFieldRuleAndValue) {
 TEST(BatcherTest, CreateRejectsBadArguments) {
   FakeBackend backend;
   Batcher::Options bad;
-  bad.num_workers = 0;
+  bad.max_batch_size = 0;
   EXPECT_EQ(Batcher::Create(bad, &backend, nullptr).status().code(),
             absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(Batcher::Create(Batcher::Options(), nullptr, nullptr).status().message(),

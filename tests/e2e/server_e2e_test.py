@@ -211,7 +211,7 @@ class ServerE2ETest(unittest.TestCase):
         with urllib.request.urlopen(
                 f"http://127.0.0.1:{self.server.metrics_port}/metrics", timeout=10) as r:
             page = r.read().decode()
-        self.assertRegex(page, r'embedserve_requests_total\{method="Embed",code="OK"\} [1-9]')
+        self.assertRegex(page, r'embedserve_requests_total\{code="OK",method="Embed"\} [1-9]')
         for name in ("embedserve_tokenize_duration_seconds_bucket",
                      "embedserve_queue_duration_seconds_bucket",
                      "embedserve_inference_duration_seconds_bucket",

@@ -197,12 +197,27 @@ TEST_F(HttpServerTest, BodyOverTheLimitIs413) {
   EXPECT_THAT(r.body, HasSubstr("larger than the limit of 4096 bytes"));
   EXPECT_TRUE(c.WaitClosed());
   ExpectAlive();
+  // Counted as the server's own refusal, not as an answer of the /embed route.
+  EXPECT_EQ(metrics_.http_transport_errors(HttpTransportError::kBodyTooLarge), 1u);
+  EXPECT_EQ(metrics_.http_requests(HttpRoute::kEmbed, 413), 0u);
+  EXPECT_THAT(metrics_.RenderPrometheus(),
+              HasSubstr("embedserve_http_transport_errors_total{reason=\"body_too_large\"} 1"));
+}
+
+TEST_F(HttpServerTest, NotHttpIs400AndCountedAsMalformed) {
+  RawClient c(port_);
+  ASSERT_TRUE(c.Send("HELLO THERE\r\n\r\n"));
+  EXPECT_EQ(c.Read().status, 400);
+  EXPECT_TRUE(c.WaitClosed());
+  EXPECT_EQ(metrics_.http_transport_errors(HttpTransportError::kMalformed), 1u);
+  ExpectAlive();
 }
 
 TEST_F(HttpServerTest, HundredKilobyteUrlIs414) {
   RawClient c(port_);
   const RawResponse r = c.Request("GET", "/" + std::string(100 * 1024, 'a'));
   EXPECT_EQ(r.status, 414);
+  EXPECT_EQ(metrics_.http_transport_errors(HttpTransportError::kUrlTooLong), 1u);
   ExpectAlive();
 }
 
@@ -211,6 +226,7 @@ TEST_F(HttpServerTest, OversizeHeadersAre431) {
   const RawResponse r =
       c.Request("GET", "/health", "", "X-Big: " + std::string(9000, 'b') + "\r\n");
   EXPECT_EQ(r.status, 431);
+  EXPECT_EQ(metrics_.http_transport_errors(HttpTransportError::kHeadersTooLarge), 1u);
   ExpectAlive();
 }
 
@@ -250,6 +266,25 @@ TEST_F(HttpServerTest, TricklingClientIsDroppedAtTheHeaderTimeoutOthersServed) {
   EXPECT_TRUE(closed);
   EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(5));
   ExpectAlive();
+  // Beast closes the socket when the timer fires and counts in the read's handler after:
+  // Stop, which waits for every connection's last handler, orders the two.
+  server_->Stop();
+  EXPECT_EQ(metrics_.http_transport_errors(HttpTransportError::kHeaderTimeout), 1u);
+}
+
+TEST_F(HttpServerTest, StalledBodyIsDroppedAtTheBodyTimeoutAndCounted) {
+  HttpServer::Options ho;
+  ho.body_timeout_ms = 200;
+  auto server = HttpServer::Start(ho, {{0, front_.get()}});
+  ASSERT_TRUE(server.ok()) << server.status();
+  RawClient c((*server)->port(0));
+  // Headers promise 10 bytes; 2 come, then nothing.
+  ASSERT_TRUE(c.Send("POST /embed HTTP/1.1\r\nHost: t\r\nContent-Length: 10\r\n\r\n{\""));
+  EXPECT_TRUE(c.WaitClosed());
+  // Stop waits for every connection's last handler, where the drop is counted.
+  (*server)->Stop();
+  EXPECT_EQ(metrics_.http_transport_errors(HttpTransportError::kBodyTimeout), 1u);
+  EXPECT_EQ(metrics_.http_requests(HttpRoute::kEmbed, 200), 0u);
 }
 
 TEST_F(HttpServerTest, FiveThousandIdleConnectionsDoNotStopService) {

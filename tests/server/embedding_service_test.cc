@@ -10,6 +10,7 @@
 #include <set>
 #include <chrono>
 #include <cmath>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -18,6 +19,7 @@
 
 #include "absl/synchronization/notification.h"
 #include "embedserve/model/embedding_matrix.h"
+#include "embedserve/server/metrics.h"
 #include "embedserve/server/server.h"
 #include "embedserve/tokenizer/tokenizer.h"
 #include "embedserve/v1/embedding.grpc.pb.h"
@@ -42,6 +44,16 @@ std::unique_ptr<Tokenizer> LoadTokenizer() {
   auto tok = Tokenizer::FromModelDir(testing::TinyBertDir());
   EXPECT_TRUE(tok.ok()) << tok.status();
   return tok.ok() ? *std::move(tok) : nullptr;
+}
+
+// Polls `condition` (an in-memory value the server's threads move) for up to 10 s.
+bool WaitUntil(const std::function<bool()>& condition) {
+  const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (!condition()) {
+    if (std::chrono::steady_clock::now() > until) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  return true;
 }
 
 ServerConfig TestConfig() {
@@ -316,11 +328,9 @@ TEST_F(ServiceTest, QueueFullIsResourceExhaustedAndOthersStillSucceed) {
   std::thread tb([&] { sb = Embed(b, &rb); });
   std::thread tc([&] { sc = Embed(c, &rc); });
   // The loser fails at once, without waiting for the gate.
-  while (true) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(5));
-    const auto page = testing::HttpGet(server_->metrics_port(), "/metrics");
-    if (page.find("code=\"RESOURCE_EXHAUSTED\"} 1") != std::string::npos) break;
-  }
+  EXPECT_TRUE(WaitUntil([&] {
+    return server_->metrics().requests(RpcMethod::kEmbed, grpc::StatusCode::RESOURCE_EXHAUSTED) == 1;
+  }));
   backend_->OpenGate();
   ta.join();
   tb.join();
@@ -354,17 +364,10 @@ TEST_F(ServiceTest, DeadlinePassedInQueueIsDeadlineExceeded) {
   EXPECT_TRUE(sa.ok());
   // The server answered B with DEADLINE_EXCEEDED itself (dropped from the queue, or
   // refused at once when a loaded machine ran its handler after the deadline).
-  // Wait for exactly the counter asserted below: the batcher's dropped-sequences counter
-  // (also code="DEADLINE_EXCEEDED") moves a moment before the reply is counted.
-  const std::string answered =
-      "embedserve_requests_total{method=\"Embed\",code=\"DEADLINE_EXCEEDED\"} 1";
-  std::string page;
-  for (int i = 0; i < 100; ++i) {
-    page = testing::HttpGet(server_->metrics_port(), "/metrics");
-    if (page.find(answered) != std::string::npos) break;
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  }
-  EXPECT_THAT(page, HasSubstr(answered));
+  // The reply is counted a moment after the client has it.
+  EXPECT_TRUE(WaitUntil([&] {
+    return server_->metrics().requests(RpcMethod::kEmbed, grpc::StatusCode::DEADLINE_EXCEEDED) == 1;
+  }));
 
   // B never reached the model.
   for (const auto& call : backend_->calls()) {
@@ -482,17 +485,10 @@ TEST_F(ServiceTest, EmbedStreamStopsReadingWhenItsBacklogIsFull) {
     ASSERT_TRUE(stream->Write(r));
   }
   backend_->WaitForWaitingCalls(1);
-  auto tokenized = [&] {
-    const std::string page = testing::HttpGet(server_->metrics_port(), "/metrics");
-    const std::string key = "embedserve_tokenize_duration_seconds_count ";
-    const size_t at = page.find(key);
-    return at == std::string::npos ? -1 : std::stoi(page.substr(at + key.size()));
-  };
-  for (int i = 0; i < 100 && tokenized() < 2; ++i) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(10));
-  }
+  auto tokenized = [&] { return server_->metrics().tokenized_requests(); };
+  EXPECT_TRUE(WaitUntil([&] { return tokenized() >= 2; }));
   std::this_thread::sleep_for(std::chrono::milliseconds(200));
-  EXPECT_EQ(tokenized(), 2);  // the third message waits in the transport
+  EXPECT_EQ(tokenized(), 2u);  // the third message waits in the transport
   backend_->OpenGate();
   stream->WritesDone();
   std::set<std::string> ids;
@@ -521,9 +517,9 @@ TEST_F(ServiceTest, HealthIsServingAndMetricsAreExported) {
   EXPECT_EQ(Embed({}, &response).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
   const std::string page = testing::HttpGet(server_->metrics_port(), "/metrics");
   EXPECT_THAT(page, HasSubstr("HTTP/1.0 200 OK"));
-  EXPECT_THAT(page, HasSubstr("embedserve_requests_total{method=\"Embed\",code=\"OK\"} 1\n"));
+  EXPECT_THAT(page, HasSubstr("embedserve_requests_total{code=\"OK\",method=\"Embed\"} 1\n"));
   EXPECT_THAT(page,
-              HasSubstr("embedserve_requests_total{method=\"Embed\",code=\"INVALID_ARGUMENT\"} 1\n"));
+              HasSubstr("embedserve_requests_total{code=\"INVALID_ARGUMENT\",method=\"Embed\"} 1\n"));
   EXPECT_THAT(page, HasSubstr("embedserve_batch_size_sequences_bucket{le=\"1\"}"));
   EXPECT_THAT(page, HasSubstr("embedserve_queue_depth "));
   // One Embed was tokenized (the empty one failed before; the warm-up is not an RPC).
@@ -632,11 +628,7 @@ TEST_F(ServiceTest, ShutdownAnswersEveryAcceptedCall) {
   }
   backend_->WaitForWaitingCalls(1);  // one held in the model, the others queued
   // Every call accepted: each was tokenized (counted just before it is queued).
-  for (int i = 0; i < 500; ++i) {
-    const auto page = testing::HttpGet(server_->metrics_port(), "/metrics");
-    if (page.find("embedserve_tokenize_duration_seconds_count 5\n") != std::string::npos) break;
-    std::this_thread::sleep_for(std::chrono::milliseconds(10));
-  }
+  EXPECT_TRUE(WaitUntil([&] { return server_->metrics().tokenized_requests() == kCalls; }));
   std::thread stopper([&] { server_->Shutdown(5'000'000); });
   std::this_thread::sleep_for(std::chrono::milliseconds(200));
   backend_->OpenGate();

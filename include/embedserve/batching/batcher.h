@@ -3,7 +3,8 @@
 // ids go into one bounded queue of sequences; N worker threads each take a batch (bounded
 // by sequences and tokens, similar lengths grouped) and call Backend::Embed on it.
 // Thread-safety: Batcher is safe to use from any thread; callbacks (`done`,
-// BatchObserver) run on the batcher's worker threads (or in Shutdown), never under its lock.
+// BatchObserver) run on the batcher's worker threads (or in Shutdown, or in Step), never
+// under its lock.
 #ifndef EMBEDSERVE_BATCHING_BATCHER_H_
 #define EMBEDSERVE_BATCHING_BATCHER_H_
 
@@ -46,7 +47,9 @@ struct BatchRequest {
   // not call into the Batcher) each time a worker forms a batch, until the request's
   // items have all been batched.
   std::function<bool()> is_cancelled;
-  // Called exactly once iff Submit returns OK, from a worker thread (or from Shutdown).
+  // Called exactly once iff Submit returns OK, from a worker thread (or from Shutdown, or
+  // from Step). Whatever it references must outlive the Batcher or its Shutdown: the
+  // destructor answers what is still queued.
   BatchDoneCallback done;
 };
 
@@ -90,6 +93,13 @@ class BatchObserver {
   }
 };
 
+// What the batching policy decides for a free worker.
+enum class BatchAction {
+  kIdle,  // nothing queued: wait for a Submit
+  kWait,  // a batch may still fill: decide again after wait_us (or on a Submit)
+  kSend,  // take the batch now
+};
+
 namespace batching_internal {
 class BatchScheduler;
 struct Batch;
@@ -116,6 +126,8 @@ class Batcher {
     // RESOURCE_EXHAUSTED.
     int32_t max_queue_sequences = 4096;
     // Worker threads, each running one batch at a time (model instances or streams).
+    // 0: no threads; the owner runs each worker turn with Step() (tests, on a fake clock;
+    // the config's batching.workers is 1..256).
     int32_t num_workers = 1;
     // Similar-length grouping (count_padding only): items queued for less than this are
     // picked by similarity of length to the batch's; items older than this are taken
@@ -143,10 +155,10 @@ class Batcher {
   // Default bound on how long Shutdown lets queued work finish.
   static constexpr int64_t kDefaultShutdownGraceUs = 10'000'000;
 
-  // Starts options.num_workers threads. `backend` (not owned) must outlive the Batcher;
-  // `observer` (nullable, not owned) and `clock` (not owned) likewise. Fails with
-  // INVALID_ARGUMENT for bad options, a null backend or clock, or a backend whose
-  // Info().dimension is < 1.
+  // Starts options.num_workers threads (none for 0: see Step). `backend` (not owned)
+  // must outlive the Batcher; `observer` (nullable, not owned) and `clock` (not owned)
+  // likewise. Fails with INVALID_ARGUMENT for bad options, a null backend or clock, or a
+  // backend whose Info().dimension is < 1.
   static absl::StatusOr<std::unique_ptr<Batcher>> Create(const Options& options,
                                                          Backend* backend,
                                                          BatchObserver* observer,
@@ -154,7 +166,9 @@ class Batcher {
 
   Batcher(const Batcher&) = delete;
   Batcher& operator=(const Batcher&) = delete;
-  // Shutdown(kDefaultShutdownGraceUs) if not yet done.
+  // Shutdown(kDefaultShutdownGraceUs) if not yet done, so the `done` of every request
+  // still queued runs here (with UNAVAILABLE): what those callbacks write into must
+  // outlive the Batcher.
   ~Batcher();
 
   // Takes ownership of `request` (moves from it) iff the returned status is OK: `done`
@@ -168,21 +182,47 @@ class Batcher {
   //    queued), or no `done`.
   absl::Status Submit(BatchRequest&& request);
 
+  // What one worker turn did.
+  struct StepResult {
+    BatchAction action = BatchAction::kIdle;
+    int64_t wait_us = 0;    // kWait: how long the policy would wait
+    int32_t sequences = 0;  // kSend: the batch's size
+    int32_t answered = 0;   // `done`s run during the turn
+  };
+  // Runs on the calling thread the turn each worker thread runs, without waiting: ends
+  // expired and cancelled requests, asks the policy, and on kSend runs the batch through
+  // the backend and answers what it completes. Only for a Batcher created with
+  // num_workers = 0 (else FAILED_PRECONDITION); thread-safe like Submit.
+  absl::StatusOr<StepResult> Step();
+
   // Stops accepting (Submit returns UNAVAILABLE), lets the workers finish what is queued
   // (without waiting for max_queue_delay) for up to `grace_us`, then fails what is still
   // queued with UNAVAILABLE (those `done`s run on the calling thread), waits for the
-  // batches in flight and joins the workers. Every accepted request has been answered
+  // batches in flight and joins the workers. With num_workers = 0 nothing drains the
+  // queue: what is queued fails at once. Every accepted request has been answered
   // when it returns. Idempotent; safe from any thread except a callback of this Batcher.
   void Shutdown(int64_t grace_us = kDefaultShutdownGraceUs);
 
   // Queued sequences (not yet in a batch).
   int64_t QueueDepth() const;
+  // Requests accepted and not yet released (answered, with no rows in a batch).
+  int64_t LiveRequests() const;
 
   const Options& options() const { return options_; }
 
  private:
   Batcher(const Options& options, Backend* backend, BatchObserver* observer, Clock* clock);
+  // One worker's buffers and what its current turn decided (batcher.cc).
+  struct Turn;
+  // The worker threads' loop: turns, waiting between them when there is nothing to send.
   void WorkerLoop(int32_t worker);
+  // The parts of a turn. Under mu_: drop what ended, decide at `now`, take the batch on
+  // kSend; then collect what the turn frees and whom to wake.
+  void DecideLocked(Turn* turn, int64_t now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void EndDecisionLocked(Turn* turn) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Outside mu_: wake-ups, answers, observer calls, and the batch. Returns the number of
+  // `done`s run.
+  int32_t FinishTurn(int32_t worker, Turn* turn, int64_t form_us);
   // Under mu_: new work is queued for a free worker. Bumps wake_seq_ when a worker is
   // polling (it will see the work), else returns whether a blocked worker must be
   // notified (the caller notifies work_cv_ after unlocking).
@@ -190,8 +230,9 @@ class Batcher {
   // Releases mu_, polls wake_seq_ until it differs from `seen` or `spin_us` (real time)
   // have passed, takes mu_ again. Returns true if wake_seq_ moved.
   bool SpinForWork(uint64_t seen, int64_t spin_us) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // Runs one taken batch through the backend and answers what it completes.
-  void RunBatch(int32_t worker, batching_internal::Batch* batch, int64_t form_us);
+  // Runs one taken batch through the backend and answers what it completes; returns the
+  // number of `done`s run.
+  int32_t RunBatch(int32_t worker, batching_internal::Batch* batch, int64_t form_us);
 
   const Options options_;
   Backend* const backend_;

@@ -1,9 +1,10 @@
-// Server metrics in the Prometheus text format: requests by method and status code,
+// Server metrics on a prometheus-cpp Registry: requests by method and status code,
 // per-stage duration histograms (tokenize, queue, inference, total), batch size in
-// sequences and tokens, queue depth and padding ratio. Fed by the front doors (per
-// request), the pipeline (per stage) and the Batcher (BatchObserver, per batch); served
-// on GET /metrics by the HTTP server (src/http/). Thread-safe: every method may be
-// called from any thread (lock-free counters).
+// sequences and tokens, queue depth and padding ratio, HTTP requests by route and status
+// and the HTTP server's own refusals. Fed by the front doors (per request), the pipeline
+// (per stage), the Batcher (BatchObserver, per batch) and the HTTP server (transport
+// errors); rendered by prometheus::TextSerializer for GET /metrics (src/http/).
+// Thread-safe: every method may be called from any thread.
 #ifndef EMBEDSERVE_SERVER_METRICS_H_
 #define EMBEDSERVE_SERVER_METRICS_H_
 
@@ -12,31 +13,20 @@
 #include <cstdint>
 #include <memory>
 #include <string>
-#include <vector>
 
 #include "absl/status/status.h"
-#include "absl/status/statusor.h"
 #include "embedserve/batching/batcher.h"
 
+namespace prometheus {
+class Counter;
+class Gauge;
+class Histogram;
+class Registry;
+template <typename T>
+class Family;
+}  // namespace prometheus
+
 namespace embedserve {
-
-// A Prometheus histogram with fixed upper bounds (plus +Inf). Thread-safe.
-class Histogram {
- public:
-  explicit Histogram(std::vector<double> upper_bounds);
-  void Observe(double value);
-  // Appends the _bucket/_sum/_count lines of `name` with extra `labels` (e.g.
-  // `method="Embed"`, or "").
-  void AppendTo(const std::string& name, const std::string& labels, std::string* out) const;
-  uint64_t count() const { return count_.load(std::memory_order_relaxed); }
-  double sum() const { return sum_.load(std::memory_order_relaxed); }
-
- private:
-  const std::vector<double> bounds_;
-  std::unique_ptr<std::atomic<uint64_t>[]> buckets_;  // bounds_.size() + 1 (+Inf)
-  std::atomic<uint64_t> count_{0};
-  std::atomic<double> sum_{0.0};
-};
 
 enum class RpcMethod { kEmbed = 0, kEmbedStream, kSimilarity, kTokenize, kGetModelInfo };
 inline constexpr int kNumRpcMethods = 5;
@@ -56,9 +46,29 @@ enum class HttpRoute {
 inline constexpr int kNumHttpRoutes = 8;
 const char* HttpRouteName(HttpRoute route);
 
+// What the HTTP server answered or dropped itself, before a request reached a route, for
+// embedserve_http_transport_errors_total{reason}.
+enum class HttpTransportError {
+  kMalformed = 0,     // "malformed": not HTTP; answered 400, connection closed
+  kBodyTooLarge,      // "body_too_large": answered 413
+  kUrlTooLong,        // "url_too_long": answered 414
+  kHeadersTooLarge,   // "headers_too_large": answered 431
+  kHeaderTimeout,     // "header_timeout": headers not complete in time; dropped
+  kBodyTimeout,       // "body_timeout": body not complete in time; dropped
+  kWriteTimeout,      // "write_timeout": the client did not read the answer in time; dropped
+};
+inline constexpr int kNumHttpTransportErrors = 7;
+const char* HttpTransportErrorName(HttpTransportError error);
+
 class ServerMetrics final : public BatchObserver {
  public:
+  // Registers every metric family; the children a request updates are created here (or,
+  // for status codes, the first time a code is seen) and kept, so updates never look
+  // labels up.
   ServerMetrics();
+  ~ServerMetrics() override;
+  ServerMetrics(const ServerMetrics&) = delete;
+  ServerMetrics& operator=(const ServerMetrics&) = delete;
 
   // One answered request (an EmbedStream message counts as one request of
   // kEmbedStream). `grpc_code` is the grpc::StatusCode value (0..16).
@@ -66,9 +76,10 @@ class ServerMetrics final : public BatchObserver {
   // Stage times of one successful or failed request that reached that stage.
   void OnTokenize(int64_t tokenize_us, int64_t tokens);
   void OnQueueAndInference(int64_t queue_us, int64_t inference_us);
-  // One answered HTTP request that reached a route (transport errors such as 413 or a
-  // timeout are not counted). `http_status` 100..599.
+  // One answered HTTP request that reached a route. `http_status` 100..599.
   void OnHttpRequest(HttpRoute route, int http_status, int64_t total_us);
+  // One request the HTTP server refused or dropped before any route saw it.
+  void OnHttpTransportError(HttpTransportError error);
 
   // BatchObserver.
   void OnBatch(const BatchStats& stats) override;
@@ -78,28 +89,49 @@ class ServerMetrics final : public BatchObserver {
   // Everything, Prometheus text exposition format 0.0.4.
   std::string RenderPrometheus() const;
 
+  // Current values, read in memory (tests, logs).
   uint64_t requests(RpcMethod method, int grpc_code) const;
   uint64_t http_requests(HttpRoute route, int http_status) const;
+  uint64_t http_transport_errors(HttpTransportError error) const;
+  // Requests that reached tokenizing (observations of the tokenize histogram).
+  uint64_t tokenized_requests() const;
 
+  // Implementation details below.
  private:
+  using CounterFamily = prometheus::Family<prometheus::Counter>;
+  // The child of `family` with `labels`, created on first use and cached in `slot`.
+  static prometheus::Counter& LazyChild(CounterFamily* family,
+                                        std::atomic<prometheus::Counter*>* slot,
+                                        const char* name1, const char* value1,
+                                        const char* name2 = nullptr, const char* value2 = nullptr);
+  static uint64_t ValueOf(const std::atomic<prometheus::Counter*>& slot);
+
   static constexpr int kNumCodes = 17;
-  std::array<std::array<std::atomic<uint64_t>, kNumCodes>, kNumRpcMethods> requests_{};
-  std::array<std::unique_ptr<Histogram>, kNumRpcMethods> request_seconds_;
   static constexpr int kNumHttpStatuses = 500;  // 100..599
-  std::array<std::array<std::atomic<uint64_t>, kNumHttpStatuses>, kNumHttpRoutes> http_requests_{};
-  std::array<std::unique_ptr<Histogram>, kNumHttpRoutes> http_request_seconds_;
-  Histogram tokenize_seconds_;
-  Histogram queue_seconds_;
-  Histogram inference_seconds_;
-  Histogram batch_backend_seconds_;
-  Histogram batch_sequences_;
-  Histogram batch_tokens_;
-  Histogram batch_padded_tokens_;
-  Histogram padding_ratio_;
-  std::atomic<uint64_t> tokens_total_{0};
-  std::atomic<uint64_t> batches_failed_{0};
-  std::atomic<int64_t> queue_depth_{0};
-  std::array<std::atomic<uint64_t>, kNumCodes> dropped_sequences_{};
+
+  std::unique_ptr<prometheus::Registry> registry_;
+  CounterFamily* requests_family_ = nullptr;
+  CounterFamily* http_requests_family_ = nullptr;
+  CounterFamily* dropped_family_ = nullptr;
+  std::array<std::array<std::atomic<prometheus::Counter*>, kNumCodes>, kNumRpcMethods>
+      requests_{};
+  std::array<std::array<std::atomic<prometheus::Counter*>, kNumHttpStatuses>, kNumHttpRoutes>
+      http_requests_{};
+  std::array<std::atomic<prometheus::Counter*>, kNumCodes> dropped_sequences_{};
+  std::array<prometheus::Counter*, kNumHttpTransportErrors> http_transport_errors_{};
+  std::array<prometheus::Histogram*, kNumRpcMethods> request_seconds_{};
+  std::array<prometheus::Histogram*, kNumHttpRoutes> http_request_seconds_{};
+  prometheus::Histogram* tokenize_seconds_ = nullptr;
+  prometheus::Histogram* queue_seconds_ = nullptr;
+  prometheus::Histogram* inference_seconds_ = nullptr;
+  prometheus::Histogram* batch_backend_seconds_ = nullptr;
+  prometheus::Histogram* batch_sequences_ = nullptr;
+  prometheus::Histogram* batch_tokens_ = nullptr;
+  prometheus::Histogram* batch_padded_tokens_ = nullptr;
+  prometheus::Histogram* padding_ratio_ = nullptr;
+  prometheus::Counter* tokens_total_ = nullptr;
+  prometheus::Counter* batches_failed_ = nullptr;
+  prometheus::Gauge* queue_depth_ = nullptr;
 };
 
 }  // namespace embedserve

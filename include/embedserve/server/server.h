@@ -19,6 +19,7 @@ namespace embedserve {
 
 class Backend;
 class Clock;
+class ServerMetrics;
 class Tokenizer;
 
 // What the server serves. Owned by the server once started.
@@ -58,6 +59,8 @@ class EmbedServer {
   int http_port() const;     // the bound HTTP API port, -1 when off
   std::string address() const;  // host:port
   const ServerConfig& config() const;
+  // What /metrics renders, read in memory (tests, logs). Valid for the server's life.
+  const ServerMetrics& metrics() const;
   // The one-line startup summary ("Loaded ... on cpu, FP32, 384 dims, batching on ...").
   std::string Summary() const;
 

@@ -142,9 +142,16 @@ class Replica:
         status, page = http_get(f"http://{HOST}:{self.metrics_port}/metrics")
         if status != 200:
             return None
-        return sum(int(v) for v in re.findall(
-            r'^embedserve_(?:requests_total\{method="Embed",code="OK"\}|http_requests_total'
-            r'\{route="(?:/embed|/v1/embeddings)",status="200"\}) (\d+)$', page, re.M))
+        total = 0.0
+        for name, labels, value in re.findall(r"^(\w+)\{([^}]*)\} (\S+)$", page, re.M):
+            label = dict(re.findall(r'(\w+)="([^"]*)"', labels))
+            if ((name == "embedserve_requests_total" and label.get("method") == "Embed" and
+                 label.get("code") == "OK") or
+                    (name == "embedserve_http_requests_total" and
+                     label.get("route") in ("/embed", "/v1/embeddings") and
+                     label.get("status") == "200")):
+                total += float(value)
+        return int(total)
 
 
 class Nginx:

@@ -5,8 +5,11 @@
 #   2. .venv/, a virtual environment of Debian's python3 with requirements/test.txt
 #      (the Python packages the tests use, pinned);
 #   3. the real model at models/all-MiniLM-L6-v2 (scripts/fetch_model.sh).
-# Usage: scripts/setup.sh        (as root, or with sudo available)
+# Usage: scripts/setup.sh                  (as root, or with sudo available)
+#        scripts/setup.sh --packages-only  (step 1 only: deploy/Dockerfile's builder stage)
 set -euo pipefail
+packages_only=false
+if [ "${1:-}" = "--packages-only" ]; then packages_only=true; fi
 
 PACKAGES=(
   # toolchain
@@ -31,6 +34,8 @@ PACKAGES=(
   python3 python3-grpcio python3-protobuf python3-yaml python3-matplotlib python3-venv
   # misc tools used by scripts
   curl jq
+  # the load balancer in front of local replicas (scripts/cluster/, docs/deploy.md)
+  nginx
 )
 
 missing=()
@@ -49,6 +54,8 @@ else
   $SUDO apt-get update -q
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"
 fi
+
+if $packages_only; then exit 0; fi
 
 cd "$(dirname "$0")/.."
 # The venv is remade when requirements/test.txt changes (its hash is kept inside it).

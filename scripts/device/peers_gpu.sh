@@ -10,7 +10,8 @@
 #     sentence-transformers encode() on cuda (fp16, fp32; the same batches)
 #   served over gRPC, Similarity (embedserve-bench): batch 32 at concurrency 16, 64, 128;
 #     batch 1 at concurrency 1, 64, 256
-#       embedserve (experiments/minilm_gpu_fp16.yaml)
+#       embedserve (experiments/minilm_gpu_fp16.yaml), and with two model copies on the
+#       GPU (minilm_gpu_fp16_two_instances.yaml: batch 32 at 64, 128; batch 1 at 256)
 #       the Python grpcio + sentence-transformers server (bench/peers/py_grpc_server.py),
 #       fp16 on cuda (fewer points: it is ~100x slower)
 #   served over HTTP (embedserve-http-bench, OpenAI shape, 2N texts for N pairs):
@@ -124,6 +125,14 @@ if has served; then
   pid=$!
   grpc_sweep embedserve_fp16 "$port" 16,64,128 1,64,256
   wait_http "$hport" $pid && http_sweep embedserve_http "$hport" /v1/embeddings
+  kill -TERM $pid; wait $pid
+
+  step "served: embedserve fp16, two model copies on the one GPU (model.instances_per_device: 2)"
+  port=$(free_port)
+  "$B/tools/server/embedserve" --config experiments/minilm_gpu_fp16_two_instances.yaml \
+    --port "$port" --http-port -1 --metrics-port -1 --log-level warn >"$R/served/embedserve_two.log" 2>&1 &
+  pid=$!
+  grpc_sweep embedserve_fp16_two_instances "$port" 64,128 256
   kill -TERM $pid; wait $pid
 
   step "served: Python grpcio + sentence-transformers, fp16 on cuda"

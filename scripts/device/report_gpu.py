@@ -125,7 +125,7 @@ def main():
           "| system | batch | concurrency | pairs/s | p50 ms | p99 ms | server tokenize / queue / inference / rest us | errors |",
           "|---|---|---|---|---|---|---|---|"]
     served = {}
-    for name in ["embedserve_fp16", "py_grpc_st_fp16"]:
+    for name in ["embedserve_fp16", "embedserve_fp16_two_instances", "py_grpc_st_fp16"]:
         served[name] = served_points(run, name)
         for p in served[name]:
             s = p["server_us"]

@@ -92,11 +92,40 @@ absl::Status ServerSection::Validate() const {
   return absl::OkStatus();
 }
 
+std::vector<std::string> ModelSection::InstanceDevices() const {
+  std::vector<std::string> out;
+  for (const std::string& d : devices.empty() ? std::vector<std::string>{device} : devices) {
+    for (int i = 0; i < instances_per_device; ++i) out.push_back(d);
+  }
+  return out;
+}
+
 absl::Status ModelSection::Validate() const {
   if (!IsValidDevice(device)) {
     return absl::InvalidArgumentError(absl::StrCat(
         "model.device must be one of auto, cpu, cuda, cuda:N, mps; was '", device, "'"));
   }
+  if (!devices.empty() && device != "auto") {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "model.device and model.devices are exclusive: leave model.device unset (auto) "
+        "when listing model.devices; was device '", device, "' with ", devices.size(),
+        " devices"));
+  }
+  for (size_t i = 0; i < devices.size(); ++i) {
+    if (devices[i] == "auto" || !IsValidDevice(devices[i])) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "model.devices[", i, "] must be one of cpu, cuda, cuda:N, mps; was '", devices[i],
+          "'"));
+    }
+    if ((devices[i] == "cpu") != (devices[0] == "cpu")) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "model.devices must be all cpu or all GPUs (one precision serves them all); was '",
+          devices[0], "' and '", devices[i], "'"));
+    }
+  }
+  ES_RETURN_IF_ERROR(CheckRange("model.devices (count)", static_cast<int>(devices.size()),
+                                0, 64));
+  ES_RETURN_IF_ERROR(CheckRange("model.instances_per_device", instances_per_device, 1, 64));
   ES_RETURN_IF_ERROR(
       CheckOneOf("model.precision", precision, {"fp32", "fp16", "bf16", "int8"}));
   if (quantized && precision != "fp32") {
@@ -302,20 +331,36 @@ class Parser {
     return absl::OkStatus();
   }
 
-  absl::Status IntList(const YAML::Node& node, const std::string& key,
-                       std::vector<int>* out) {
+  // A YAML sequence, each element read by `read` (e.g. Int, String) under "key[i]".
+  template <typename T, typename Read>
+  absl::Status List(const YAML::Node& node, const std::string& key, const char* what,
+                    Read read, std::vector<T>* out) {
     if (!node.IsSequence()) {
-      return Error(node, key,
-                   absl::StrCat("must be a list of integers, e.g. [1, 8, 32]; was ",
-                                Show(node)));
+      return Error(node, key, absl::StrCat("must be a list of ", what, "; was ", Show(node)));
     }
     out->clear();
     for (size_t i = 0; i < node.size(); ++i) {
-      int v = 0;
-      ES_RETURN_IF_ERROR(Int(node[i], absl::StrCat(key, "[", i, "]"), &v));
-      out->push_back(v);
+      T v{};
+      ES_RETURN_IF_ERROR(read(node[i], absl::StrCat(key, "[", i, "]"), &v));
+      out->push_back(std::move(v));
     }
     return absl::OkStatus();
+  }
+
+  absl::Status IntList(const YAML::Node& node, const std::string& key,
+                       std::vector<int>* out) {
+    return List(node, key, "integers, e.g. [1, 8, 32]",
+                [this](const YAML::Node& n, const std::string& k, int* v) { return Int(n, k, v); },
+                out);
+  }
+
+  absl::Status StringList(const YAML::Node& node, const std::string& key,
+                          std::vector<std::string>* out) {
+    return List(node, key, "strings, e.g. [cuda:0, cuda:1]",
+                [this](const YAML::Node& n, const std::string& k, std::string* v) {
+                  return String(n, k, v);
+                },
+                out);
   }
 
   // A delay given in one of several units; only one of them may be set.
@@ -366,6 +411,8 @@ class Parser {
         {"path", [&](const YAML::Node& n, const std::string& k) { return String(n, k, &m->path); }},
         {"fallback_path", [&](const YAML::Node& n, const std::string& k) { return String(n, k, &m->fallback_path); }},
         {"device", [&](const YAML::Node& n, const std::string& k) { return String(n, k, &m->device); }},
+        {"devices", [&](const YAML::Node& n, const std::string& k) { return StringList(n, k, &m->devices); }},
+        {"instances_per_device", [&](const YAML::Node& n, const std::string& k) { return Int(n, k, &m->instances_per_device); }},
         {"precision", [&](const YAML::Node& n, const std::string& k) { return String(n, k, &m->precision); }},
         {"quantized", [&](const YAML::Node& n, const std::string& k) { return Bool(n, k, &m->quantized); }},
         {"max_seq_length", [&](const YAML::Node& n, const std::string& k) { return Int(n, k, &m->max_seq_length); }},
@@ -527,6 +574,10 @@ std::string ServerConfigToYaml(const ServerConfig& c) {
   absl::StrAppend(&y, "  path: ", Quote(c.model.path), "\n");
   absl::StrAppend(&y, "  fallback_path: ", Quote(c.model.fallback_path), "\n");
   absl::StrAppend(&y, "  device: ", Quote(c.model.device), "\n");
+  std::vector<std::string> devices;
+  for (const std::string& d : c.model.devices) devices.push_back(Quote(d));
+  absl::StrAppend(&y, "  devices: [", absl::StrJoin(devices, ", "), "]\n");
+  absl::StrAppend(&y, "  instances_per_device: ", c.model.instances_per_device, "\n");
   absl::StrAppend(&y, "  precision: ", Quote(c.model.precision), "\n");
   absl::StrAppend(&y, "  quantized: ", c.model.quantized ? "true" : "false", "\n");
   absl::StrAppend(&y, "  max_seq_length: ", c.model.max_seq_length, "\n");

@@ -12,7 +12,9 @@ Batcher::Options ToBatcherOptions(const ServerConfig& config, bool backend_pads_
   o.max_queue_delay_us = b.max_queue_delay_us;
   o.max_queue_sequences = b.max_queue_sequences;
   o.max_request_tokens = b.max_request_tokens;
-  o.num_workers = b.workers;
+  // batching.workers per model instance: every instance (model.devices x
+  // instances_per_device) has that many batches in flight.
+  o.num_workers = b.workers * static_cast<int32_t>(config.model.InstanceDevices().size());
   o.idle_spin_us = b.idle_spin_us;
   return o;
 }

@@ -12,7 +12,8 @@
 
 namespace embedserve {
 
-// batching.* ; `backend_pads_inputs` is Backend::Info().pads_inputs (sets count_padding).
+// batching.* (workers: per model instance, times model.InstanceDevices()) ;
+// `backend_pads_inputs` is Backend::Info().pads_inputs (sets count_padding).
 Batcher::Options ToBatcherOptions(const ServerConfig& config, bool backend_pads_inputs);
 // server.max_texts_per_request, model.max_seq_length, model.name, logging.log_requests.
 EmbeddingPipeline::Options ToPipelineOptions(const ServerConfig& config);

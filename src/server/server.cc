@@ -84,7 +84,7 @@ class EmbedServer::Impl {
     bi.set_max_batch_tokens(config_.batching.max_batch_tokens);
     bi.set_max_queue_delay_us(config_.batching.max_queue_delay_us);
     bi.set_max_queue_sequences(config_.batching.max_queue_sequences);
-    bi.set_workers(config_.batching.workers);
+    bi.set_workers(ToBatcherOptions(config_, true).num_workers);  // all model instances
     ES_ASSIGN_OR_RETURN(service_, EmbeddingService::Create(so, pipeline_.get(), metrics_.get()));
 
     // gRPC: the service, health (NOT_SERVING until warmed up) and reflection.
@@ -271,14 +271,15 @@ class EmbedServer::Impl {
 
   std::string MakeSummary(const BackendInfo& info, int64_t seq_len) const {
     const auto& b = config_.batching;
+    const int32_t workers = ToBatcherOptions(config_, info.pads_inputs).num_workers;
     std::string batching =
         b.enabled
             ? absl::StrCat("batching on (max ", b.max_batch_size, " seqs, ",
                            b.max_batch_tokens, " tokens, ",
                            static_cast<double>(b.max_queue_delay_us) / 1000.0, " ms, ",
-                           b.workers, b.workers == 1 ? " worker)" : " workers)")
-            : absl::StrCat("batching off (one request per forward, ", b.workers,
-                           b.workers == 1 ? " worker)" : " workers)");
+                           workers, workers == 1 ? " worker)" : " workers)")
+            : absl::StrCat("batching off (one request per forward, ", workers,
+                           workers == 1 ? " worker)" : " workers)");
     const std::string& name =
         !config_.model.name.empty() ? config_.model.name : info.model_name;
     return absl::StrCat("Loaded ", name.empty() ? "model" : name, " (",

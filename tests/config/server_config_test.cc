@@ -241,6 +241,38 @@ TEST(ServerConfigTest, RejectsConflictingKeys) {
   EXPECT_FALSE(config.ok());
 }
 
+TEST(ServerConfigTest, ModelDevicesGiveOneInstancePerDeviceTimesInstancesPerDevice) {
+  auto config = Parse("");
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_EQ(config->model.InstanceDevices(), (std::vector<std::string>{"auto"}));
+  config = Parse("model:\n  devices: [cuda:0, cuda:1]\n  instances_per_device: 2\n");
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_EQ(config->model.InstanceDevices(),
+            (std::vector<std::string>{"cuda:0", "cuda:0", "cuda:1", "cuda:1"}));
+  config = Parse("model:\n  device: cpu\n  instances_per_device: 2\n");
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_EQ(config->model.InstanceDevices(), (std::vector<std::string>{"cpu", "cpu"}));
+}
+
+TEST(ServerConfigTest, RejectsBadModelDevices) {
+  struct Case {
+    const char* yaml;
+    const char* message;
+  };
+  for (const Case& c : {
+           Case{"model:\n  devices: cuda:0\n", "must be a list of strings"},
+           Case{"model:\n  devices: [cuda:0, gpu]\n", "model.devices[1]"},
+           Case{"model:\n  devices: [auto]\n", "model.devices[0]"},
+           Case{"model:\n  devices: [cpu, cuda:0]\n", "all cpu or all GPUs"},
+           Case{"model:\n  device: cuda\n  devices: [cuda:0]\n", "exclusive"},
+           Case{"model:\n  instances_per_device: 0\n", "model.instances_per_device"},
+       }) {
+    auto config = Parse(c.yaml);
+    ASSERT_FALSE(config.ok()) << c.yaml;
+    EXPECT_THAT(config.status().message(), HasSubstr(c.message)) << c.yaml;
+  }
+}
+
 TEST(ServerConfigTest, InvalidYamlIsAnErrorWithLine) {
   auto config = Parse("server:\n  port: [1,\n");
   ASSERT_FALSE(config.ok());
@@ -259,7 +291,8 @@ TEST(ServerConfigTest, MissingFileIsNotFound) {
 TEST(ServerConfigTest, PrintedConfigParsesBackToTheSame) {
   auto config = Parse(R"(
 server: {port: 7, metrics_port: 8, host: "::1"}
-model: {name: "a \"quoted\" name", device: cpu, quantized: true, cuda_graphs: false, tf32: true}
+model: {name: "a \"quoted\" name", devices: [cpu, cpu], instances_per_device: 2, quantized: true,
+        cuda_graphs: false, tf32: true}
 batching: {timeout_ms: 3, workers: 2}
 benchmark: {batch_sizes: [4, 16], duration_s: 2.5}
 )");
@@ -274,6 +307,8 @@ benchmark: {batch_sizes: [4, 16], duration_s: 2.5}
   EXPECT_TRUE(again->model.quantized);
   EXPECT_FALSE(again->model.cuda_graphs);
   EXPECT_TRUE(again->model.tf32);
+  EXPECT_EQ(again->model.devices, (std::vector<std::string>{"cpu", "cpu"}));
+  EXPECT_EQ(again->model.instances_per_device, 2);
   EXPECT_DOUBLE_EQ(again->benchmark.duration_s, 2.5);
 }
 

@@ -9,14 +9,17 @@
 
 #include <cstdio>
 #include <cstdlib>
+#include <memory>
 #include <string>
 #include <utility>
+#include <vector>
 
 #include "CLI/CLI.hpp"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "embedserve/common/status_macros.h"
 #include "embedserve/config/server_config.h"
+#include "embedserve/model/backend_pool.h"
 #include "embedserve/model/model_loader.h"
 #include "embedserve/model/model_options.h"
 #include "embedserve/server/server.h"
@@ -41,12 +44,13 @@ absl::StatusOr<ServingModel> LoadServingModel(const ServerConfig& config) {
     spdlog::warn("{} is not in the Hugging Face cache; serving model.fallback_path {} instead",
                  config.model.name, path);
   }
+  const std::vector<std::string> devices = config.model.InstanceDevices();
   ModelOptions options;
   options.path = path;
-  options.device = config.model.device;
   // A precision this machine cannot run falls back (with a warning), never a failed start.
+  // Validate() keeps model.devices all CPU or all GPU, so the first device decides.
   const PrecisionChoice precision =
-      ChoosePrecision(config.model.device, config.model.precision, config.model.quantized);
+      ChoosePrecision(devices[0], config.model.precision, config.model.quantized);
   options.precision = precision.precision;
   if (!precision.fallback_reason.empty()) {
     spdlog::warn("{}", precision.fallback_reason);
@@ -57,9 +61,25 @@ absl::StatusOr<ServingModel> LoadServingModel(const ServerConfig& config) {
   options.max_seq_length = config.model.max_seq_length;
   options.cuda_graphs = config.model.cuda_graphs;
   options.tf32 = config.model.tf32;
-  spdlog::info("loading {} on {} ({})", path, options.device, options.precision);
-  ES_ASSIGN_OR_RETURN(LoadedModel loaded, LoadModel(options));
-  return ServingModel(std::move(loaded.tokenizer), std::move(loaded.backend));
+  if (devices.size() == 1) {
+    options.device = devices[0];
+    spdlog::info("loading {} on {} ({})", path, options.device, options.precision);
+    ES_ASSIGN_OR_RETURN(LoadedModel loaded, LoadModel(options));
+    return ServingModel(std::move(loaded.tokenizer), std::move(loaded.backend));
+  }
+  // model.devices / instances_per_device: one copy per instance, one batcher for all.
+  std::unique_ptr<Tokenizer> tokenizer;
+  std::vector<std::unique_ptr<Backend>> instances;
+  for (size_t i = 0; i < devices.size(); ++i) {
+    options.device = devices[i];
+    spdlog::info("loading {} on {} ({}), instance {} of {}", path, options.device,
+                 options.precision, i + 1, devices.size());
+    ES_ASSIGN_OR_RETURN(LoadedModel loaded, LoadModel(options));
+    if (tokenizer == nullptr) tokenizer = std::move(loaded.tokenizer);
+    instances.push_back(std::move(loaded.backend));
+  }
+  ES_ASSIGN_OR_RETURN(std::unique_ptr<BackendPool> pool, BackendPool::Create(std::move(instances)));
+  return ServingModel(std::move(tokenizer), std::move(pool));
 }
 
 int Run(int argc, char** argv) {

@@ -50,6 +50,11 @@ struct ModelSection {
   std::string path;           // model folder; wins over `name` when set
   std::string fallback_path;  // used (with a warning) when `name` is not in the HF cache
   std::string device = "auto";     // auto, cpu, cuda, cuda:N
+  // Several model copies: one per listed device (e.g. [cuda:0, cuda:1]), each device
+  // holding instances_per_device copies, all fed by one batcher (BackendPool). Empty:
+  // `device` alone. Exclusive with a `device` other than auto.
+  std::vector<std::string> devices;
+  int instances_per_device = 1;
   std::string precision = "fp32";  // fp32, fp16 or bf16 (see also `quantized`)
   bool quantized = false;          // seed key: true means fp16 on GPU, bf16 on CPU
   int64_t max_seq_length = 0;      // 0 = the folder's sentence_bert_config.json value
@@ -57,6 +62,10 @@ struct ModelSection {
   bool cuda_graphs = true;         // replay CUDA graphs for small batches (CUDA only)
   bool tf32 = false;               // fp32 on CUDA: matmuls on TF32 tensor cores (opt-in)
   std::string backend = "libtorch";  // the only backend today
+
+  // The device of each model instance, in load order: `devices` (or {device}), each
+  // repeated instances_per_device times.
+  std::vector<std::string> InstanceDevices() const;
 
   absl::Status Validate() const;
 };

@@ -29,6 +29,7 @@ namespace embedserve {
 namespace {
 
 using ::testing::HasSubstr;
+using ::testing::Not;
 using testing::FakeBackend;
 using testing::RawClient;
 using testing::RawResponse;
@@ -52,7 +53,7 @@ class HttpServerTest : public ::testing::Test {
     ASSERT_TRUE(pipeline_->AttachModel(tokenizer_.get(), backend_.get(), batcher_.get()).ok());
     pipeline_->SetServing(true);
     front_ = std::make_unique<HttpFrontDoor>(HttpFrontDoor::Options(), pipeline_.get(), &metrics_);
-    metrics_handler_ = std::make_unique<MetricsHandler>(&metrics_);
+    metrics_handler_ = std::make_unique<MetricsHandler>(&metrics_, nullptr);
     HttpServer::Options ho;
     ho.threads = 2;
     ho.max_body_bytes = 4096;
@@ -326,21 +327,57 @@ TEST_F(HttpServerTest, SlowMetricsClientBlocksNeitherScrapesNorStop) {
   EXPECT_TRUE(slow.WaitClosed());
 }
 
-TEST_F(HttpServerTest, ApiKeyGuardsTheOpenAiRoutesWith401) {
+TEST_F(HttpServerTest, ApiKeyGuardsEveryRouteWith401ButHealthAndMetrics) {
   HttpFrontDoor::Options fo;
-  fo.api_key = "sekret";
+  fo.api_keys = ApiKeys::FromKeys({"sekret", "other-key"}, /*exempt_health_and_metrics=*/true);
   HttpFrontDoor guarded(fo, pipeline_.get(), &metrics_);
   auto server = HttpServer::Start(HttpServer::Options(), {{0, &guarded}});
   ASSERT_TRUE(server.ok()) << server.status();
   RawClient c((*server)->port(0));
+  // /v1/*: OpenAI's error object.
   RawResponse r = c.Request("POST", "/v1/embeddings", R"({"input": "x"})");
   EXPECT_EQ(r.status, 401);
   EXPECT_EQ(json::parse(r.body)["error"]["type"], "authentication_error");
+  EXPECT_THAT(r.body, HasSubstr("missing API key"));
   r = c.Request("POST", "/v1/embeddings", R"({"input": "x"})", "Authorization: Bearer wrong\r\n");
   EXPECT_EQ(r.status, 401);
+  EXPECT_THAT(r.body, Not(HasSubstr("wrong")));  // the presented value is never echoed
   r = c.Request("POST", "/v1/embeddings", R"({"input": "x"})", "Authorization: Bearer sekret\r\n");
   EXPECT_EQ(r.status, 200) << r.body;
-  EXPECT_EQ(c.Request("GET", "/health").status, 200);  // only /v1/* is guarded
+  r = c.Request("POST", "/v1/embeddings", R"({"input": "x"})", "authorization: bearer other-key\r\n");
+  EXPECT_EQ(r.status, 200) << r.body;
+  r = c.Request("POST", "/v1/embeddings", R"({"input": "x"})", "X-API-Key: sekret\r\n");
+  EXPECT_EQ(r.status, 200) << r.body;
+  // TEI routes: TEI's error shape.
+  r = c.Request("POST", "/embed", R"({"inputs": "x"})", "x-api-key: sekre\r\n");
+  EXPECT_EQ(r.status, 401);
+  EXPECT_EQ(json::parse(r.body)["error_type"], "unauthorized");
+  EXPECT_EQ(c.Request("POST", "/embed", R"({"inputs": "x"})", "x-api-key: sekret\r\n").status, 200);
+  EXPECT_EQ(c.Request("GET", "/info").status, 401);
+  EXPECT_EQ(c.Request("GET", "/nope").status, 401);  // no route map for strangers
+  // Exempt: probes and scrapers.
+  EXPECT_EQ(c.Request("GET", "/health").status, 200);
+  EXPECT_EQ(c.Request("GET", "/metrics").status, 200);
+  (*server)->Stop();
+}
+
+TEST_F(HttpServerTest, NotExemptHealthAndMetricsNeedTheKeyToo) {
+  auto keys = ApiKeys::FromKeys({"sekret"}, /*exempt_health_and_metrics=*/false);
+  HttpFrontDoor::Options fo;
+  fo.api_keys = keys;
+  HttpFrontDoor guarded(fo, pipeline_.get(), &metrics_);
+  MetricsHandler metrics_only(&metrics_, keys);
+  auto server = HttpServer::Start(HttpServer::Options(), {{0, &guarded}, {0, &metrics_only}});
+  ASSERT_TRUE(server.ok()) << server.status();
+  RawClient c((*server)->port(0));
+  EXPECT_EQ(c.Request("GET", "/health").status, 401);
+  EXPECT_EQ(c.Request("GET", "/metrics").status, 401);
+  EXPECT_EQ(c.Request("GET", "/health", "", "Authorization: Bearer sekret\r\n").status, 200);
+  EXPECT_EQ(c.Request("GET", "/metrics", "", "x-api-key: sekret\r\n").status, 200);
+  RawClient m((*server)->port(1));
+  EXPECT_EQ(m.Request("GET", "/metrics").status, 401);
+  EXPECT_EQ(m.Request("GET", "/healthz").status, 401);
+  EXPECT_EQ(m.Request("GET", "/metrics", "", "x-api-key: sekret\r\n").status, 200);
   (*server)->Stop();
 }
 

@@ -63,11 +63,13 @@ bool IsValidDevice(const std::string& device) {
 }  // namespace
 
 absl::Status TlsSection::Validate() const {
+  // Named by the key that is set, so that the message points at its line.
   if (cert_file.empty() != key_file.empty()) {
+    const bool has_cert = !cert_file.empty();
     return absl::InvalidArgumentError(absl::StrCat(
-        cert_file.empty() ? "server.tls.cert_file" : "server.tls.key_file",
-        " must be set when ", cert_file.empty() ? "server.tls.key_file" : "server.tls.cert_file",
-        " is (TLS needs both the certificate and its key); was ''"));
+        has_cert ? "server.tls.cert_file" : "server.tls.key_file", " needs ",
+        has_cert ? "server.tls.key_file" : "server.tls.cert_file",
+        " (TLS needs the certificate and its key); that was ''"));
   }
   if (!client_ca_file.empty() && cert_file.empty()) {
     return absl::InvalidArgumentError(

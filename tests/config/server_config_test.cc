@@ -325,9 +325,10 @@ TEST(ServerConfigTest, RejectsIncompleteTlsAndBadAuthKeys) {
   };
   for (const Case& c : std::vector<Case>{
            {"server:\n  tls:\n    cert_file: a.pem\n",
-            "t.yaml: server.tls.key_file must be set when server.tls.cert_file is"},
+            "t.yaml:3:5: server.tls.cert_file needs server.tls.key_file (TLS needs the "
+            "certificate and its key); that was ''"},
            {"server:\n  tls:\n    key_file: a.key\n",
-            "t.yaml:3:5: server.tls.cert_file must be set when server.tls.key_file is"},
+            "t.yaml:3:5: server.tls.key_file needs server.tls.cert_file"},
            {"server:\n  tls: {client_ca_file: ca.pem}\n",
             "t.yaml:2:9: server.tls.client_ca_file needs server.tls.cert_file"},
            {"server:\n  tls:\n    certfile: a.pem\n",

@@ -91,7 +91,7 @@ def main():
 
         # Errors are gRPC status codes with a message saying what to change.
         try:
-            stub.Embed(pb.EmbedRequest(texts=[]), timeout=10)
+            stub.Embed(pb.EmbedRequest(texts=[]), timeout=10, metadata=md)
         except grpc.RpcError as e:
             print(f"empty request -> {e.code().name}: {e.details()}")
 

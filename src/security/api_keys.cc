@@ -14,6 +14,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
+#include "embedserve/common/status_macros.h"
 
 namespace embedserve {
 namespace {
@@ -39,6 +40,33 @@ ApiKeys::ApiKeys(std::vector<Digest> digests, bool exempt, std::string origin)
       exempt_health_and_metrics_(exempt),
       origin_(std::move(origin)) {}
 
+namespace {
+
+// Appends the digest of every key among `parts` (trimmed; empty parts and, when
+// `comments`, parts starting with '#' skipped). `source` names where they came from in
+// the messages: "<source> item N: ..." for an invalid key, "<source> holds no key; <hint>"
+// when there is none. Returns how many keys it added.
+absl::StatusOr<size_t> AddKeys(const std::vector<absl::string_view>& parts, bool comments,
+                               const std::string& source, absl::string_view item,
+                               absl::string_view hint, std::vector<ApiKeys::Digest>* digests) {
+  size_t added = 0;
+  for (size_t i = 0; i < parts.size(); ++i) {
+    const absl::string_view key = absl::StripAsciiWhitespace(parts[i]);
+    if (key.empty() || (comments && key.front() == '#')) continue;
+    if (!IsValidKey(key)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(source, " ", item, " ", i + 1,
+                       ": a key must be printable ASCII without spaces (the key is not shown)"));
+    }
+    digests->push_back(Sha256(key));
+    ++added;
+  }
+  if (added == 0) return absl::InvalidArgumentError(absl::StrCat(source, " holds no key; ", hint));
+  return added;
+}
+
+}  // namespace
+
 absl::StatusOr<std::shared_ptr<const ApiKeys>> ApiKeys::Load(const AuthSection& auth,
                                                              const GetEnv& get_env) {
   if (!auth.enabled()) return std::shared_ptr<const ApiKeys>();
@@ -50,25 +78,15 @@ absl::StatusOr<std::shared_ptr<const ApiKeys>> ApiKeys::Load(const AuthSection& 
       return absl::NotFoundError(absl::StrCat("server.auth.api_keys_file ", auth.api_keys_file,
                                               " cannot be read: ", std::strerror(errno)));
     }
-    std::string line;
-    size_t from_file = 0;
-    for (int number = 1; std::getline(in, line); ++number) {
-      const absl::string_view key = absl::StripAsciiWhitespace(line);
-      if (key.empty() || key.front() == '#') continue;
-      if (!IsValidKey(key)) {
-        return absl::InvalidArgumentError(absl::StrCat(
-            "server.auth.api_keys_file ", auth.api_keys_file, " line ", number,
-            ": a key must be printable ASCII without spaces (the key is not shown)"));
-      }
-      digests.push_back(Sha256(key));
-      ++from_file;
-    }
-    if (from_file == 0) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "server.auth.api_keys_file ", auth.api_keys_file,
-          " holds no key; write one key per line"));
-    }
-    origins.push_back(absl::StrCat(from_file, " from ", auth.api_keys_file));
+    std::stringstream text;
+    text << in.rdbuf();
+    const std::string contents = text.str();
+    ES_ASSIGN_OR_RETURN(
+        const size_t n,
+        AddKeys(absl::StrSplit(contents, '\n'), /*comments=*/true,
+                absl::StrCat("server.auth.api_keys_file ", auth.api_keys_file), "line",
+                "write one key per line", &digests));
+    origins.push_back(absl::StrCat(n, " from ", auth.api_keys_file));
   }
   if (!auth.api_keys_env.empty()) {
     const char* value = get_env(auth.api_keys_env.c_str());
@@ -76,24 +94,12 @@ absl::StatusOr<std::shared_ptr<const ApiKeys>> ApiKeys::Load(const AuthSection& 
       return absl::NotFoundError(absl::StrCat("server.auth.api_keys_env names $",
                                               auth.api_keys_env, ", which is not set"));
     }
-    size_t from_env = 0;
-    for (absl::string_view part : absl::StrSplit(value, ',')) {
-      const absl::string_view key = absl::StripAsciiWhitespace(part);
-      if (key.empty()) continue;
-      if (!IsValidKey(key)) {
-        return absl::InvalidArgumentError(absl::StrCat(
-            "server.auth.api_keys_env: $", auth.api_keys_env,
-            " holds a key that is not printable ASCII without spaces (the key is not shown)"));
-      }
-      digests.push_back(Sha256(key));
-      ++from_env;
-    }
-    if (from_env == 0) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "server.auth.api_keys_env: $", auth.api_keys_env,
-          " holds no key; set it to one key or several separated by commas"));
-    }
-    origins.push_back(absl::StrCat(from_env, " from $", auth.api_keys_env));
+    ES_ASSIGN_OR_RETURN(
+        const size_t n,
+        AddKeys(absl::StrSplit(value, ','), /*comments=*/false,
+                absl::StrCat("server.auth.api_keys_env: $", auth.api_keys_env), "key",
+                "set it to one key or several separated by commas", &digests));
+    origins.push_back(absl::StrCat(n, " from $", auth.api_keys_env));
   }
   return std::make_shared<const ApiKeys>(std::move(digests), auth.exempt_health_and_metrics,
                                          absl::StrJoin(origins, ", "));

@@ -141,13 +141,7 @@ class EmbedServer::Impl {
       listeners.push_back({config_.server.metrics_port, metrics_handler_.get()});
     }
     if (!listeners.empty()) {
-      HttpServer::Options ho = ToHttpServerOptions(config_);
-      if (tls != nullptr) {
-        ho.tls_cert_chain_pem = tls->cert_chain_pem;
-        ho.tls_private_key_pem = tls->private_key_pem;
-        ho.tls_client_ca_pem = tls->client_ca_pem;
-      }
-      auto http = HttpServer::Start(ho, listeners);
+      auto http = HttpServer::Start(ToHttpServerOptions(config_, tls.get()), listeners);
       if (!http.ok()) {
         StopGrpc(0);
         return http.status();

@@ -6,6 +6,8 @@
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 #include <boost/beast/ssl.hpp>
+#include <openssl/err.h>
+#include <openssl/pem.h>
 #include <chrono>
 #include <memory>
 #include <optional>
@@ -387,6 +389,16 @@ class HttpServer::Impl {
         return absl::InvalidArgumentError(
             absl::StrCat("HTTP TLS: the client CA is not usable: ", ec.message()));
       }
+      // Name the accepted CAs in the handshake, so that a client holding several
+      // certificates offers one of theirs.
+      BIO* bio = BIO_new_mem_buf(options_.tls_client_ca_pem.data(),
+                                 static_cast<int>(options_.tls_client_ca_pem.size()));
+      while (X509* ca = PEM_read_bio_X509(bio, nullptr, nullptr, nullptr)) {
+        SSL_CTX_add_client_CA(ssl_context_->native_handle(), ca);
+        X509_free(ca);
+      }
+      BIO_free(bio);
+      ERR_clear_error();  // the read that found no further certificate
     }
     return absl::OkStatus();
   }

@@ -23,6 +23,8 @@
 #include "http/http_front_door.h"
 #include "http/http_test_client.h"
 #include "pipeline/embedding_pipeline.h"
+#include "security/https_test_client.h"
+#include "security/test_certs.h"
 #include "test_util/fake_backend.h"
 
 namespace embedserve {
@@ -379,6 +381,78 @@ TEST_F(HttpServerTest, NotExemptHealthAndMetricsNeedTheKeyToo) {
   EXPECT_EQ(m.Request("GET", "/healthz").status, 401);
   EXPECT_EQ(m.Request("GET", "/metrics", "", "x-api-key: sekret\r\n").status, 200);
   (*server)->Stop();
+}
+
+// TLS listeners, with certificates openssl makes for the test (security/test_certs.h).
+class HttpsServerTest : public HttpServerTest {
+ protected:
+  static void SetUpTestSuite() { certs_ = new testing::TestCerts(); }
+  static void TearDownTestSuite() {
+    delete certs_;
+    certs_ = nullptr;
+  }
+
+  // A TLS server on one listener of front_; mTLS when `client_ca` names a CA file.
+  void StartTls(const std::string& client_ca) {
+    ASSERT_TRUE(certs_->ok()) << certs_->log();
+    HttpServer::Options ho;
+    ho.header_timeout_ms = 300;
+    ho.tls_cert_chain_pem = certs_->Read("server.pem");
+    ho.tls_private_key_pem = certs_->Read("server.key");
+    if (!client_ca.empty()) ho.tls_client_ca_pem = certs_->Read(client_ca);
+    auto server = HttpServer::Start(ho, {{0, front_.get()}});
+    ASSERT_TRUE(server.ok()) << server.status();
+    tls_server_ = *std::move(server);
+  }
+  void TearDown() override {
+    if (tls_server_) tls_server_->Stop();
+    HttpServerTest::TearDown();
+  }
+
+  static testing::TestCerts* certs_;
+  std::unique_ptr<HttpServer> tls_server_;
+};
+
+testing::TestCerts* HttpsServerTest::certs_ = nullptr;
+
+TEST_F(HttpsServerTest, ServesHttpsAndDropsPlaintextAndSilentClients) {
+  StartTls("");
+  const int port = tls_server_->port(0);
+  testing::HttpsResponse r = testing::Https(*certs_, port, "", testing::verb::post, "/embed", {},
+                                            R"({"inputs": ["hello world"]})");
+  EXPECT_EQ(r.status, 200) << r.error << r.body;
+  EXPECT_EQ(json::parse(r.body).size(), 1u);
+  // Plaintext HTTP gets no answer from a TLS port.
+  RawClient plain(port);
+  EXPECT_EQ(plain.Request("GET", "/health").status, 0);
+  // A client that connects and never starts the handshake is dropped by the header
+  // timeout, as on a plain port.
+  RawClient silent(port);
+  ASSERT_TRUE(silent.connected());
+  EXPECT_TRUE(silent.WaitClosed());
+  // A client certificate is neither asked for nor needed.
+  EXPECT_EQ(testing::Https(*certs_, port, "client", testing::verb::get, "/health").status, 200);
+}
+
+TEST_F(HttpsServerTest, MtlsNeedsAClientCertificateFromTheClientCa) {
+  StartTls("ca.pem");
+  const int port = tls_server_->port(0);
+  testing::HttpsResponse r = testing::Https(*certs_, port, "client", testing::verb::get, "/health");
+  EXPECT_EQ(r.status, 200) << r.error;
+  r = testing::Https(*certs_, port, "", testing::verb::get, "/health");
+  EXPECT_EQ(r.status, 0) << "answered without a client certificate";
+  r = testing::Https(*certs_, port, "other-client", testing::verb::get, "/health");
+  EXPECT_EQ(r.status, 0) << "answered a certificate of another CA";
+}
+
+TEST_F(HttpsServerTest, UnusablePemBytesFailTheStart) {
+  ASSERT_TRUE(certs_->ok()) << certs_->log();
+  HttpServer::Options ho;
+  ho.tls_cert_chain_pem = certs_->Read("server.pem");
+  ho.tls_private_key_pem = "not a key";
+  auto server = HttpServer::Start(ho, {{0, front_.get()}});
+  EXPECT_EQ(server.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(server.status().message(), HasSubstr("HTTP TLS"));
 }
 
 TEST_F(HttpServerTest, FullQueueIs429AndTheConnectionStaysUsable) {

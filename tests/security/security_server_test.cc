@@ -10,11 +10,6 @@
 #include <spdlog/spdlog.h>
 #include <stdlib.h>
 
-#include <boost/asio.hpp>
-#include <boost/asio/ssl.hpp>
-#include <boost/beast/core.hpp>
-#include <boost/beast/http.hpp>
-#include <boost/beast/ssl.hpp>
 #include <chrono>
 #include <fstream>
 #include <memory>
@@ -28,6 +23,7 @@
 #include "embedserve/v1/embedding.grpc.pb.h"
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "http/http_test_client.h"
+#include "security/https_test_client.h"
 #include "security/test_certs.h"
 #include "server/server_test_util.h"
 #include "test_util/fake_backend.h"
@@ -39,81 +35,16 @@ namespace {
 // Servers start and stop one after another here (grpc_callback_queue.h says why).
 const bool kGrpcCallbackQueueHeld = testing::HoldGrpcCallbackQueue();
 
-namespace net = boost::asio;
-namespace ssl = boost::asio::ssl;
-namespace beast = boost::beast;
-namespace http = boost::beast::http;
 using ::testing::HasSubstr;
 using ::testing::Not;
 using Metadata = std::vector<std::pair<std::string, std::string>>;
+using testing::Https;
+using testing::HttpsResponse;
+using Verb = testing::verb;
 
 constexpr char kFileKey[] = "file-key-7c1e9a";
 constexpr char kEnvKey[] = "env-key-52d0f3";
 constexpr char kEnvName[] = "EMBEDSERVE_SECURITY_TEST_KEYS";
-
-struct HttpsResponse {
-  int status = 0;     // 0: no HTTP answer (the TLS handshake or the connection failed)
-  std::string body;
-  std::string error;  // what failed, when status is 0
-};
-
-// One HTTPS request to 127.0.0.1:port that trusts ca.pem and checks the name
-// "localhost"; `client` ("" none, "client", "other-client") picks the certificate it
-// presents. Bounded by 10 s.
-HttpsResponse Https(const testing::TestCerts& certs, int port, const std::string& client,
-                    http::verb method, const std::string& target, const Metadata& headers = {},
-                    const std::string& body = "") {
-  HttpsResponse out;
-  net::io_context ioc;
-  ssl::context ctx(ssl::context::tls_client);
-  ctx.load_verify_file(certs.Path("ca.pem"));
-  ctx.set_verify_mode(ssl::verify_peer);
-  if (!client.empty()) {
-    ctx.use_certificate_chain_file(certs.Path(client + ".pem"));
-    ctx.use_private_key_file(certs.Path(client + ".key"), ssl::context::pem);
-  }
-  beast::ssl_stream<beast::tcp_stream> stream(ioc, ctx);
-  SSL_set_tlsext_host_name(stream.native_handle(), "localhost");
-  stream.set_verify_callback(ssl::host_name_verification("localhost"));
-  beast::error_code ec;
-  beast::get_lowest_layer(stream).connect(
-      net::ip::tcp::endpoint(net::ip::make_address("127.0.0.1"), static_cast<uint16_t>(port)), ec);
-  if (ec) {
-    out.error = "connect: " + ec.message();
-    return out;
-  }
-  http::request<http::string_body> req(method, target, 11);
-  req.set(http::field::host, "localhost");
-  for (const auto& [k, v] : headers) req.set(k, v);
-  if (!body.empty()) req.set(http::field::content_type, "application/json");
-  req.body() = body;
-  req.prepare_payload();
-  beast::flat_buffer buffer;
-  http::response<http::string_body> res;
-  stream.async_handshake(ssl::stream_base::client, [&](beast::error_code ec) {
-    if (ec) {
-      out.error = "handshake: " + ec.message();
-      return;
-    }
-    http::async_write(stream, req, [&](beast::error_code ec, size_t) {
-      if (ec) {
-        out.error = "write: " + ec.message();
-        return;
-      }
-      http::async_read(stream, buffer, res, [&](beast::error_code ec, size_t) {
-        if (ec) {
-          out.error = "read: " + ec.message();
-          return;
-        }
-        out.status = static_cast<int>(res.result_int());
-        out.body = res.body();
-      });
-    });
-  });
-  ioc.run_for(std::chrono::seconds(10));
-  if (out.status == 0 && out.error.empty()) out.error = "no answer within 10 s";
-  return out;
-}
 
 class SecureServerTest : public ::testing::Test {
  protected:
@@ -279,12 +210,12 @@ TEST_F(SecureServerTest, TlsServesGrpcAndHttpAndRefusesPlaintextClients) {
   const grpc::Status plain_call = Embed(Channel(false));
   EXPECT_EQ(plain_call.error_code(), grpc::StatusCode::UNAVAILABLE) << plain_call.error_message();
 
-  HttpsResponse r = Https(*certs_, server_->http_port(), "", http::verb::post, "/embed", {}, kEmbedBody);
+  HttpsResponse r = Https(*certs_, server_->http_port(), "", Verb::post, "/embed", {}, kEmbedBody);
   EXPECT_EQ(r.status, 200) << r.error << r.body;
-  r = Https(*certs_, server_->http_port(), "", http::verb::get, "/health");
+  r = Https(*certs_, server_->http_port(), "", Verb::get, "/health");
   EXPECT_EQ(r.status, 200) << r.error;
   // The metrics port speaks TLS too.
-  r = Https(*certs_, server_->metrics_port(), "", http::verb::get, "/metrics");
+  r = Https(*certs_, server_->metrics_port(), "", Verb::get, "/metrics");
   EXPECT_EQ(r.status, 200) << r.error;
   EXPECT_THAT(r.body, HasSubstr("embedserve_"));
   for (int port : {server_->http_port(), server_->metrics_port()}) {
@@ -306,14 +237,14 @@ TEST_F(SecureServerTest, MtlsServesOnlyClientsWithACertificateFromTheClientCa) {
 
   for (int port : {server_->http_port(), server_->metrics_port()}) {
     const std::string path = port == server_->http_port() ? "/health" : "/metrics";
-    HttpsResponse r = Https(*certs_, port, "client", http::verb::get, path);
+    HttpsResponse r = Https(*certs_, port, "client", Verb::get, path);
     EXPECT_EQ(r.status, 200) << port << ": " << r.error;
-    r = Https(*certs_, port, "", http::verb::get, path);
+    r = Https(*certs_, port, "", Verb::get, path);
     EXPECT_EQ(r.status, 0) << port << ": answered without a client certificate";
-    r = Https(*certs_, port, "other-client", http::verb::get, path);
+    r = Https(*certs_, port, "other-client", Verb::get, path);
     EXPECT_EQ(r.status, 0) << port << ": answered a certificate of another CA";
   }
-  HttpsResponse r = Https(*certs_, server_->http_port(), "client", http::verb::post, "/embed", {},
+  HttpsResponse r = Https(*certs_, server_->http_port(), "client", Verb::post, "/embed", {},
                           kEmbedBody);
   EXPECT_EQ(r.status, 200) << r.error << r.body;
 }
@@ -424,10 +355,10 @@ TEST_F(SecureServerTest, MtlsAndKeysTogetherNeedBoth) {
   EXPECT_TRUE(s.ok()) << s.error_message();
   EXPECT_EQ(Embed(Channel(true, "other-client"), {{"x-api-key", kFileKey}}).error_code(),
             grpc::StatusCode::UNAVAILABLE);
-  HttpsResponse r = Https(*certs_, server_->http_port(), "client", http::verb::post, "/embed", {},
+  HttpsResponse r = Https(*certs_, server_->http_port(), "client", Verb::post, "/embed", {},
                           kEmbedBody);
   EXPECT_EQ(r.status, 401) << r.error;
-  r = Https(*certs_, server_->http_port(), "client", http::verb::post, "/embed",
+  r = Https(*certs_, server_->http_port(), "client", Verb::post, "/embed",
             {{"authorization", std::string("Bearer ") + kEnvKey}}, kEmbedBody);
   EXPECT_EQ(r.status, 200) << r.error << r.body;
 }

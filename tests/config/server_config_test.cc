@@ -302,6 +302,8 @@ server:
   EXPECT_FALSE(s.auth.exempt_health_and_metrics);
   // Round trip through --print-config: names only, the same settings back.
   const std::string yaml = ServerConfigToYaml(*config);
+  EXPECT_THAT(yaml, HasSubstr("  auth:\n    api_keys_file: \"/etc/embedserve/keys.txt\"\n"
+                              "    api_keys_env: \"EMBEDSERVE_API_KEYS\"\n"));
   auto again = Parse(yaml);
   ASSERT_TRUE(again.ok()) << again.status() << "\n" << yaml;
   EXPECT_EQ(ServerConfigToYaml(*again), yaml);

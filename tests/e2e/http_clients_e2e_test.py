@@ -71,6 +71,27 @@ class Server:
         os.unlink(self.config.name)
 
 
+def run_doc_curl_lines(test, path, marker, at_least, replacements, cwd=None):
+    """Runs the `curl` lines between <!-- MARKER-begin --> and <!-- MARKER-end --> in the
+    file at `path`, with `replacements` (old -> new) applied; each must succeed. Returns
+    [(line, stdout)]."""
+    with open(path) as f:
+        doc = f.read()
+    section = doc[doc.index(f"<!-- {marker}-begin -->"):doc.index(f"<!-- {marker}-end -->")]
+    lines = [l for l in section.splitlines() if l.startswith("curl ")]
+    test.assertGreaterEqual(len(lines), at_least)
+    outputs = []
+    for line in lines:
+        cmd = line
+        for old, new in replacements.items():
+            cmd = cmd.replace(old, new)
+        out = subprocess.run(["bash", "-c", cmd + " --fail --show-error --max-time 30"],
+                             capture_output=True, text=True, timeout=60, cwd=cwd)
+        test.assertEqual(out.returncode, 0, f"{line}\n{out.stderr}")
+        outputs.append((line, out.stdout))
+    return outputs
+
+
 def make_certs(folder):
     """docs/security.md's openssl lines: a CA, a server and a client certificate."""
     key = "-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes"
@@ -168,20 +189,12 @@ class HttpClientsTest(unittest.TestCase):
         self.assertVectorsClose([emb.embed_query(TEXTS[1])], self.reference["vectors"][1:2])
 
     def test_readme_curl_lines(self):
-        with open(ARGS.readme) as f:
-            readme = f.read()
-        section = readme[readme.index("<!-- http-curl-begin -->"):
-                         readme.index("<!-- http-curl-end -->")]
-        lines = [l for l in section.splitlines() if l.startswith("curl ")]
-        self.assertGreaterEqual(len(lines), 5)
-        for line in lines:
-            cmd = (line.replace("127.0.0.1:8080", f"127.0.0.1:{self.server.http_port}")
-                   .replace("sentence-transformers/all-MiniLM-L6-v2", self.model))
-            out = subprocess.run(["bash", "-c", cmd + " --fail --show-error --max-time 30"],
-                                 capture_output=True, text=True, timeout=60)
-            self.assertEqual(out.returncode, 0, f"{line}\n{out.stderr}")
+        outputs = run_doc_curl_lines(self, ARGS.readme, "http-curl", 5, {
+            "127.0.0.1:8080": f"127.0.0.1:{self.server.http_port}",
+            "sentence-transformers/all-MiniLM-L6-v2": self.model})
+        for line, stdout in outputs:
             if "/metrics" not in line:
-                json.loads(out.stdout)  # every API answer is JSON
+                json.loads(stdout)  # every API answer is JSON
 
 
 class SecureHttpClientsTest(unittest.TestCase):
@@ -235,18 +248,11 @@ class SecureHttpClientsTest(unittest.TestCase):
             self.client(self.FILE_KEY, cert=False).embeddings.create(model="tiny-bert", input="x")
 
     def test_security_doc_curl_lines(self):
-        with open(os.path.join(os.path.dirname(ARGS.readme), "docs", "security.md")) as f:
-            doc = f.read()
-        section = doc[doc.index("<!-- security-curl-begin -->"):
-                      doc.index("<!-- security-curl-end -->")]
-        lines = [l for l in section.splitlines() if l.startswith("curl ")]
-        self.assertGreaterEqual(len(lines), 3)
-        for line in lines:
-            cmd = (line.replace("127.0.0.1:8080", f"127.0.0.1:{self.server.http_port}")
-                   .replace("127.0.0.1:9000", f"127.0.0.1:{self.server.metrics_port}"))
-            out = subprocess.run(["bash", "-c", cmd + " --fail --show-error --max-time 30"],
-                                 capture_output=True, text=True, timeout=60, cwd=self.dir.name)
-            self.assertEqual(out.returncode, 0, f"{line}\n{out.stderr}")
+        run_doc_curl_lines(self, os.path.join(os.path.dirname(ARGS.readme), "docs", "security.md"),
+                           "security-curl", 3, {
+                               "127.0.0.1:8080": f"127.0.0.1:{self.server.http_port}",
+                               "127.0.0.1:9000": f"127.0.0.1:{self.server.metrics_port}"},
+                           cwd=self.dir.name)
 
     def test_no_key_in_the_log_or_the_printed_config(self):
         # Calls with the right and a wrong key went through the log by now or go now.

@@ -432,6 +432,10 @@ TEST_F(HttpsServerTest, ServesHttpsAndDropsPlaintextAndSilentClients) {
   EXPECT_TRUE(silent.WaitClosed());
   // A client certificate is neither asked for nor needed.
   EXPECT_EQ(testing::Https(*certs_, port, "client", testing::verb::get, "/health").status, 200);
+  // The handshake's timeout is counted in its handler, after Beast closed the socket:
+  // Stop waits for every connection's last handler.
+  tls_server_->Stop();
+  EXPECT_EQ(metrics_.http_transport_errors(HttpTransportError::kHeaderTimeout), 1u);
 }
 
 TEST_F(HttpsServerTest, MtlsNeedsAClientCertificateFromTheClientCa) {

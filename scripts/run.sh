@@ -59,14 +59,17 @@ host=$(value server host)
 port=$(value server port)
 mport=$(value server metrics_port)
 hport=$(value server http_port)
+# server.tls.cert_file set: every port speaks TLS (docs/security.md).
+scheme=http grpc_tls=-plaintext py_tls=
+if [ -n "$(value server cert_file)" ]; then scheme=https grpc_tls="-cacert CA.pem" py_tls=" --ca CA.pem"; fi
 cat <<MSG
 
 embedserve: starting with $config
   gRPC      $host:$port  (embedserve.v1.EmbeddingService, grpc.health.v1, reflection)
-  metrics   $( [ "$mport" -ge 0 ] && echo "http://$host:$mport/metrics" || echo off)
-  HTTP      $( [ "$hport" -ge 0 ] && echo "http://$host:$hport  (POST /v1/embeddings, /embed, /similarity, /tokenize; GET /info, /health)" || echo off)
-  call it   /usr/bin/python3 examples/python_client.py --address $host:$port "hello world"
-            grpcurl -plaintext -d '{"texts": ["hello world"]}' $host:$port embedserve.v1.EmbeddingService/Embed
+  metrics   $( [ "$mport" -ge 0 ] && echo "$scheme://$host:$mport/metrics" || echo off)
+  HTTP      $( [ "$hport" -ge 0 ] && echo "$scheme://$host:$hport  (POST /v1/embeddings, /embed, /similarity, /tokenize; GET /info, /health)" || echo off)
+  call it   /usr/bin/python3 examples/python_client.py --address $host:$port$py_tls "hello world"
+            grpcurl $grpc_tls -d '{"texts": ["hello world"]}' $host:$port embedserve.v1.EmbeddingService/Embed
   stop      Ctrl-C (answers the calls in flight, exits 0)
 
 MSG

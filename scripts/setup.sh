@@ -28,6 +28,9 @@ PACKAGES=(
   libboost-dev
   # metrics: prometheus-cpp's registry and text format (the build links only its core)
   prometheus-cpp-dev
+  # TLS on the HTTP ports (Asio's ssl::stream) and the API-key digests (docs/security.md);
+  # the openssl CLI makes the certificates of the security tests
+  libssl-dev openssl
   # tests and benchmarks
   libgtest-dev libgmock-dev libbenchmark-dev
   # Python client, end-to-end tests and reports (Debian's python3, not a venv)

@@ -2,6 +2,7 @@
 
 #include <yaml-cpp/yaml.h>
 
+#include <cctype>
 #include <cmath>
 #include <cstdlib>
 #include <filesystem>
@@ -43,6 +44,15 @@ absl::Status CheckOneOf(absl::string_view field, const std::string& value,
                                                  "; was '", value, "'"));
 }
 
+// A POSIX environment variable name: letters, digits and '_', not starting with a digit.
+bool IsEnvName(const std::string& name) {
+  if (name.empty() || std::isdigit(static_cast<unsigned char>(name[0]))) return false;
+  for (char c : name) {
+    if (!std::isalnum(static_cast<unsigned char>(c)) && c != '_') return false;
+  }
+  return true;
+}
+
 bool IsValidDevice(const std::string& device) {
   if (device == "auto" || device == "cpu" || device == "cuda" || device == "mps") return true;
   if (!absl::StartsWith(device, "cuda:")) return false;
@@ -51,6 +61,32 @@ bool IsValidDevice(const std::string& device) {
 }
 
 }  // namespace
+
+absl::Status TlsSection::Validate() const {
+  // Named by the key that is set, so that the message points at its line.
+  if (cert_file.empty() != key_file.empty()) {
+    const bool has_cert = !cert_file.empty();
+    return absl::InvalidArgumentError(absl::StrCat(
+        has_cert ? "server.tls.cert_file" : "server.tls.key_file", " needs ",
+        has_cert ? "server.tls.key_file" : "server.tls.cert_file",
+        " (TLS needs the certificate and its key); that was ''"));
+  }
+  if (!client_ca_file.empty() && cert_file.empty()) {
+    return absl::InvalidArgumentError(
+        "server.tls.client_ca_file needs server.tls.cert_file and server.tls.key_file (mTLS "
+        "runs over TLS); was set without them");
+  }
+  return absl::OkStatus();
+}
+
+absl::Status AuthSection::Validate() const {
+  if (!api_keys_env.empty() && !IsEnvName(api_keys_env)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "server.auth.api_keys_env must be an environment variable name (letters, digits, "
+        "'_', not starting with a digit), e.g. EMBEDSERVE_API_KEYS; was '", api_keys_env, "'"));
+  }
+  return absl::OkStatus();
+}
 
 absl::Status ServerSection::Validate() const {
   if (host.empty()) {
@@ -89,6 +125,8 @@ absl::Status ServerSection::Validate() const {
                                          0, 3600 * 1000));
   ES_RETURN_IF_ERROR(CheckRange<int64_t>("server.shutdown_delay_ms", shutdown_delay_ms,
                                          0, 3600 * 1000));
+  ES_RETURN_IF_ERROR(tls.Validate());
+  ES_RETURN_IF_ERROR(auth.Validate());
   return absl::OkStatus();
 }
 
@@ -384,6 +422,13 @@ class Parser {
   }
 
   absl::Status Server(const YAML::Node& node, const std::string& p, ServerSection* s) {
+    if (node.IsMap() && node["http_api_key"].IsDefined()) {
+      return Error(node["http_api_key"], "server.http_api_key",
+                   "is no longer read: a key in the config would be printed by "
+                   "--print-config; write the key to a file and set "
+                   "server.auth.api_keys_file, or name an environment variable that holds "
+                   "it in server.auth.api_keys_env (docs/security.md)");
+    }
     return Map(node, p, {
         {"host", [&](const YAML::Node& n, const std::string& k) { return String(n, k, &s->host); }},
         {"port", [&](const YAML::Node& n, const std::string& k) { return Int(n, k, &s->port); }},
@@ -393,7 +438,6 @@ class Parser {
         {"http_max_body_bytes", [&](const YAML::Node& n, const std::string& k) { return Int(n, k, &s->http_max_body_bytes); }},
         {"http_header_timeout_ms", [&](const YAML::Node& n, const std::string& k) { return Int(n, k, &s->http_header_timeout_ms); }},
         {"http_idle_timeout_ms", [&](const YAML::Node& n, const std::string& k) { return Int(n, k, &s->http_idle_timeout_ms); }},
-        {"http_api_key", [&](const YAML::Node& n, const std::string& k) { return String(n, k, &s->http_api_key); }},
         {"max_message_bytes", [&](const YAML::Node& n, const std::string& k) { return Int(n, k, &s->max_message_bytes); }},
         {"threads", [&](const YAML::Node& n, const std::string& k) { return Int(n, k, &s->threads); }},
         {"max_texts_per_request", [&](const YAML::Node& n, const std::string& k) { return Int(n, k, &s->max_texts_per_request); }},
@@ -402,6 +446,24 @@ class Parser {
         {"shutdown_grace_ms", [&](const YAML::Node& n, const std::string& k) { return Int(n, k, &s->shutdown_grace_ms); }},
         {"shutdown_delay_ms", [&](const YAML::Node& n, const std::string& k) { return Int(n, k, &s->shutdown_delay_ms); }},
         {"warmup", [&](const YAML::Node& n, const std::string& k) { return Bool(n, k, &s->warmup); }},
+        {"tls", [&](const YAML::Node& n, const std::string& k) { return Tls(n, k, &s->tls); }},
+        {"auth", [&](const YAML::Node& n, const std::string& k) { return Auth(n, k, &s->auth); }},
+    });
+  }
+
+  absl::Status Tls(const YAML::Node& node, const std::string& p, TlsSection* t) {
+    return Map(node, p, {
+        {"cert_file", [&](const YAML::Node& n, const std::string& k) { return String(n, k, &t->cert_file); }},
+        {"key_file", [&](const YAML::Node& n, const std::string& k) { return String(n, k, &t->key_file); }},
+        {"client_ca_file", [&](const YAML::Node& n, const std::string& k) { return String(n, k, &t->client_ca_file); }},
+    });
+  }
+
+  absl::Status Auth(const YAML::Node& node, const std::string& p, AuthSection* a) {
+    return Map(node, p, {
+        {"api_keys_file", [&](const YAML::Node& n, const std::string& k) { return String(n, k, &a->api_keys_file); }},
+        {"api_keys_env", [&](const YAML::Node& n, const std::string& k) { return String(n, k, &a->api_keys_env); }},
+        {"exempt_health_and_metrics", [&](const YAML::Node& n, const std::string& k) { return Bool(n, k, &a->exempt_health_and_metrics); }},
     });
   }
 
@@ -560,7 +622,6 @@ std::string ServerConfigToYaml(const ServerConfig& c) {
   absl::StrAppend(&y, "  http_max_body_bytes: ", c.server.http_max_body_bytes, "\n");
   absl::StrAppend(&y, "  http_header_timeout_ms: ", c.server.http_header_timeout_ms, "\n");
   absl::StrAppend(&y, "  http_idle_timeout_ms: ", c.server.http_idle_timeout_ms, "\n");
-  absl::StrAppend(&y, "  http_api_key: ", Quote(c.server.http_api_key), "\n");
   absl::StrAppend(&y, "  max_message_bytes: ", c.server.max_message_bytes, "\n");
   absl::StrAppend(&y, "  threads: ", c.server.threads, "\n");
   absl::StrAppend(&y, "  max_texts_per_request: ", c.server.max_texts_per_request, "\n");
@@ -569,6 +630,16 @@ std::string ServerConfigToYaml(const ServerConfig& c) {
   absl::StrAppend(&y, "  shutdown_grace_ms: ", c.server.shutdown_grace_ms, "\n");
   absl::StrAppend(&y, "  shutdown_delay_ms: ", c.server.shutdown_delay_ms, "\n");
   absl::StrAppend(&y, "  warmup: ", c.server.warmup ? "true" : "false", "\n");
+  // File and variable names only: the keys themselves are never printed.
+  absl::StrAppend(&y, "  tls:\n");
+  absl::StrAppend(&y, "    cert_file: ", Quote(c.server.tls.cert_file), "\n");
+  absl::StrAppend(&y, "    key_file: ", Quote(c.server.tls.key_file), "\n");
+  absl::StrAppend(&y, "    client_ca_file: ", Quote(c.server.tls.client_ca_file), "\n");
+  absl::StrAppend(&y, "  auth:\n");
+  absl::StrAppend(&y, "    api_keys_file: ", Quote(c.server.auth.api_keys_file), "\n");
+  absl::StrAppend(&y, "    api_keys_env: ", Quote(c.server.auth.api_keys_env), "\n");
+  absl::StrAppend(&y, "    exempt_health_and_metrics: ",
+                  c.server.auth.exempt_health_and_metrics ? "true" : "false", "\n");
   absl::StrAppend(&y, "model:\n");
   absl::StrAppend(&y, "  name: ", Quote(c.model.name), "\n");
   absl::StrAppend(&y, "  path: ", Quote(c.model.path), "\n");

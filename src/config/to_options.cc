@@ -28,7 +28,7 @@ EmbeddingPipeline::Options ToPipelineOptions(const ServerConfig& config) {
   return o;
 }
 
-HttpServer::Options ToHttpServerOptions(const ServerConfig& config) {
+HttpServer::Options ToHttpServerOptions(const ServerConfig& config, const TlsMaterial* tls) {
   const ServerSection& s = config.server;
   HttpServer::Options o;
   o.host = s.host;
@@ -36,6 +36,11 @@ HttpServer::Options ToHttpServerOptions(const ServerConfig& config) {
   o.max_body_bytes = s.http_max_body_bytes;
   o.header_timeout_ms = s.http_header_timeout_ms;
   o.idle_timeout_ms = s.http_idle_timeout_ms;
+  if (tls != nullptr) {
+    o.tls_cert_chain_pem = tls->cert_chain_pem;
+    o.tls_private_key_pem = tls->private_key_pem;
+    o.tls_client_ca_pem = tls->client_ca_pem;
+  }
   return o;
 }
 

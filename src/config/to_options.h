@@ -9,6 +9,7 @@
 #include "embedserve/config/server_config.h"
 #include "http/http_server.h"
 #include "pipeline/embedding_pipeline.h"
+#include "security/tls_files.h"
 
 namespace embedserve {
 
@@ -17,8 +18,10 @@ namespace embedserve {
 Batcher::Options ToBatcherOptions(const ServerConfig& config, bool backend_pads_inputs);
 // server.max_texts_per_request, model.max_seq_length, model.name, logging.log_requests.
 EmbeddingPipeline::Options ToPipelineOptions(const ServerConfig& config);
-// server.host, server.http_* (timeouts, body limit, threads).
-HttpServer::Options ToHttpServerOptions(const ServerConfig& config);
+// server.host, server.http_* (timeouts, body limit, threads); the TLS PEM bytes from
+// `tls` (read from server.tls's files at start; null: plaintext).
+HttpServer::Options ToHttpServerOptions(const ServerConfig& config,
+                                        const TlsMaterial* tls = nullptr);
 
 }  // namespace embedserve
 

@@ -150,6 +150,16 @@ void AnswerMetrics(const ServerMetrics* metrics, const HttpResponder& respond) {
           metrics == nullptr ? std::string() : metrics->RenderPrometheus());
 }
 
+// The API-key check of `keys` (null: none) for `path`: OK, or UNAUTHENTICATED.
+absl::Status Authenticate(const ApiKeys* keys, absl::string_view path,
+                          const HttpRequest& request) {
+  if (keys == nullptr ||
+      (keys->exempt_health_and_metrics() && ApiKeys::IsHealthOrMetricsPath(path))) {
+    return absl::OkStatus();
+  }
+  return keys->Check(request.authorization, request.x_api_key);
+}
+
 HttpRoute RouteOf(absl::string_view path) {
   if (path == "/v1/embeddings") return HttpRoute::kOpenAiEmbeddings;
   if (path == "/embed" || path == "/") return HttpRoute::kEmbed;
@@ -186,14 +196,13 @@ void HttpFrontDoor::Handle(const HttpRequest& request,
     OpenAiFail(respond, 405, absl::StrCat(request.method, " ", path, " is not supported; use ",
                                           allowed));
   };
+  if (absl::Status s = Authenticate(options_.api_keys.get(), path, request); !s.ok()) {
+    // OpenAI's error object under /v1/, TEI's elsewhere.
+    if (absl::StartsWith(path, "/v1/")) return OpenAiFail(respond, 401, s.message(), "invalid_api_key");
+    return respond(401, kJson, http_api::TeiError(s.message(), "unauthorized"));
+  }
   if (path == "/v1/embeddings") {
     if (!post) return wrong_method("POST");
-    if (!options_.api_key.empty() &&
-        request.authorization != absl::StrCat("Bearer ", options_.api_key)) {
-      return OpenAiFail(respond, 401,
-                        "Incorrect or missing API key: send 'Authorization: Bearer <key>'",
-                        "invalid_api_key");
-    }
     return OpenAiEmbeddings(pipeline_, request, ControlOf(cancelled), std::move(respond));
   }
   if (path == "/embed" || path == "/") {
@@ -255,6 +264,9 @@ void MetricsHandler::Handle(const HttpRequest& request,
                             HttpResponder respond) {
   const absl::string_view path =
       absl::string_view(request.target).substr(0, request.target.find('?'));
+  if (absl::Status s = Authenticate(api_keys_.get(), path, request); !s.ok()) {
+    return respond(401, "text/plain", absl::StrCat(s.message(), "\n"));
+  }
   if (path == "/metrics") {
     return AnswerMetrics(metrics_, respond);
   }

@@ -10,8 +10,10 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <utility>
 
 #include "http/http_server.h"
+#include "security/api_keys.h"
 
 namespace embedserve {
 
@@ -21,8 +23,9 @@ class ServerMetrics;
 class HttpFrontDoor final : public HttpHandler {
  public:
   struct Options {
-    // When set, /v1/* needs "Authorization: Bearer <api_key>" (else 401).
-    std::string api_key;
+    // Set: every route needs an API key (else 401), except /health and /metrics when
+    // api_keys->exempt_health_and_metrics(). Null: no key needed.
+    std::shared_ptr<const ApiKeys> api_keys;
     // Reported by GET /info.
     std::string version;
     int64_t max_batch_tokens = 0;
@@ -48,18 +51,21 @@ class HttpFrontDoor final : public HttpHandler {
   ServerMetrics* const metrics_;
 };
 
-// GET /metrics (Prometheus text) and GET /healthz; 404 for anything else.
+// GET /metrics (Prometheus text) and GET /healthz; 404 for anything else. `api_keys`
+// (null: none) as HttpFrontDoor::Options::api_keys.
 class MetricsHandler final : public HttpHandler {
  public:
   // `metrics` (may be null) must outlive the handler; it also counts this listener's
   // transport errors.
-  explicit MetricsHandler(ServerMetrics* metrics) : metrics_(metrics) {}
+  MetricsHandler(ServerMetrics* metrics, std::shared_ptr<const ApiKeys> api_keys)
+      : metrics_(metrics), api_keys_(std::move(api_keys)) {}
   void Handle(const HttpRequest& request, std::shared_ptr<const std::atomic<bool>> cancelled,
               HttpResponder respond) override;
   void OnTransportError(HttpTransportError error) override;
 
  private:
   ServerMetrics* const metrics_;
+  const std::shared_ptr<const ApiKeys> api_keys_;
 };
 
 }  // namespace embedserve

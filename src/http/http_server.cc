@@ -5,11 +5,15 @@
 #include <boost/asio.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
+#include <boost/beast/ssl.hpp>
+#include <openssl/err.h>
+#include <openssl/pem.h>
 #include <chrono>
 #include <memory>
 #include <optional>
 #include <string>
 #include <thread>
+#include <type_traits>
 #include <unordered_set>
 #include <utility>
 #include <vector>
@@ -23,11 +27,20 @@ namespace embedserve {
 namespace net = boost::asio;
 namespace beast = boost::beast;
 namespace http = boost::beast::http;
+namespace ssl = boost::asio::ssl;
 using tcp = boost::asio::ip::tcp;
 
 namespace {
 
-class Session;
+// What SessionRegistry and Stop need of a connection, whatever its stream.
+class Session {
+ public:
+  virtual ~Session() = default;
+  // From any thread: close now when idle or writing; after the answer when one is pending.
+  virtual void Close() = 0;
+  // A reference that keeps the session alive, or null when it is being destroyed.
+  virtual std::shared_ptr<Session> Lock() = 0;
+};
 
 // Open connections, so that Stop can close them and wait for them to go.
 class SessionRegistry {
@@ -69,26 +82,38 @@ class SessionRegistry {
 };
 
 // One connection: read a request, hand it to the handler, write its answer, repeat.
-// Every step runs on the connection's strand.
-class Session : public std::enable_shared_from_this<Session> {
+// Every step runs on the connection's strand. `Stream` is beast::tcp_stream (plain) or
+// beast::ssl_stream<beast::tcp_stream> (TLS: a handshake first, close_notify last).
+template <typename Stream>
+class StreamSession final : public Session,
+                            public std::enable_shared_from_this<StreamSession<Stream>> {
  public:
-  Session(tcp::socket socket, const HttpServer::Options& options, HttpHandler* handler,
-          SessionRegistry* registry)
-      : stream_(std::move(socket)),
+  static constexpr bool kTls = !std::is_same_v<Stream, beast::tcp_stream>;
+
+  // `ssl_context` is null for a plain stream; else it must outlive the session.
+  StreamSession(tcp::socket socket, ssl::context* ssl_context,
+                const HttpServer::Options& options, HttpHandler* handler,
+                SessionRegistry* registry)
+      : stream_(MakeStream(std::move(socket), ssl_context)),
         options_(options),
         handler_(handler),
         registry_(registry),
         cancelled_(std::make_shared<std::atomic<bool>>(false)) {
     registry_->Add(this);
   }
-  ~Session() { registry_->Remove(this); }
+  ~StreamSession() override { registry_->Remove(this); }
 
   void Run() {
-    net::dispatch(stream_.get_executor(), [self = shared_from_this()] { self->ReadRequest(); });
+    net::dispatch(stream_.get_executor(), [self = shared_from_this()] {
+      if constexpr (kTls) {
+        self->Handshake();
+      } else {
+        self->ReadRequest();
+      }
+    });
   }
 
-  // From any thread: close now when idle or writing; after the answer when one is pending.
-  void Close() {
+  void Close() override {
     net::post(stream_.get_executor(), [self = shared_from_this()] {
       self->closing_ = true;
       self->cancelled_->store(true);
@@ -96,7 +121,36 @@ class Session : public std::enable_shared_from_this<Session> {
     });
   }
 
+  std::shared_ptr<Session> Lock() override { return this->weak_from_this().lock(); }
+
  private:
+  using std::enable_shared_from_this<StreamSession<Stream>>::shared_from_this;
+
+  static Stream MakeStream(tcp::socket socket, ssl::context* ssl_context) {
+    if constexpr (kTls) {
+      return Stream(std::move(socket), *ssl_context);
+    } else {
+      return Stream(std::move(socket));
+    }
+  }
+
+  beast::tcp_stream& Tcp() { return beast::get_lowest_layer(stream_); }
+
+  // TLS: the handshake (and with mTLS the client certificate's check) under the header
+  // timeout, so a client that connects and says nothing is dropped as on a plain port.
+  void Handshake() {
+    Tcp().expires_after(std::chrono::milliseconds(options_.header_timeout_ms));
+    stream_.async_handshake(ssl::stream_base::server,
+                            [self = shared_from_this()](beast::error_code ec) {
+                              if (ec == beast::error::timeout) {
+                                self->handler_->OnTransportError(
+                                    HttpTransportError::kHeaderTimeout);
+                              }
+                              if (ec) return self->Shut();
+                              self->ReadRequest();
+                            });
+  }
+
   void ReadRequest() {
     if (closing_) return Shut();
     parser_.emplace();
@@ -104,7 +158,7 @@ class Session : public std::enable_shared_from_this<Session> {
     parser_->body_limit(static_cast<std::uint64_t>(options_.max_body_bytes));
     if (buffer_.size() > 0) return ReadHeader();  // a pipelined request is buffered
     // Idle between requests: wait for the first byte under the keep-alive timeout.
-    stream_.expires_after(std::chrono::milliseconds(options_.idle_timeout_ms));
+    Tcp().expires_after(std::chrono::milliseconds(options_.idle_timeout_ms));
     stream_.async_read_some(buffer_.prepare(4096),
                             [self = shared_from_this()](beast::error_code ec, size_t n) {
                               if (ec) return self->Shut();
@@ -114,7 +168,7 @@ class Session : public std::enable_shared_from_this<Session> {
   }
 
   void ReadHeader() {
-    stream_.expires_after(std::chrono::milliseconds(options_.header_timeout_ms));
+    Tcp().expires_after(std::chrono::milliseconds(options_.header_timeout_ms));
     http::async_read_header(stream_, buffer_, *parser_,
                             [self = shared_from_this()](beast::error_code ec, size_t) {
                               self->OnHeader(ec);
@@ -139,12 +193,12 @@ class Session : public std::enable_shared_from_this<Session> {
         return Shut();
       }
       if (ec == http::error::end_of_stream || ec == net::error::eof ||
-          ec == net::error::operation_aborted) {
+          ec == net::error::operation_aborted || ec == ssl::error::stream_truncated) {
         return Shut();
       }
       return FailMalformed(ec);
     }
-    stream_.expires_after(std::chrono::milliseconds(options_.body_timeout_ms));
+    Tcp().expires_after(std::chrono::milliseconds(options_.body_timeout_ms));
     if (beast::iequals(parser_->get()[http::field::expect], "100-continue") &&
         !parser_->is_done()) {
       // curl sends larger bodies only after this (or after waiting a second).
@@ -174,12 +228,12 @@ class Session : public std::enable_shared_from_this<Session> {
         return Shut();
       }
       if (ec == net::error::eof || ec == http::error::partial_message ||
-          ec == net::error::operation_aborted) {
+          ec == net::error::operation_aborted || ec == ssl::error::stream_truncated) {
         return Shut();
       }
       return FailMalformed(ec);
     }
-    stream_.expires_never();  // the handler's time is the pipeline's business
+    Tcp().expires_never();  // the handler's time is the pipeline's business
     auto& req = parser_->get();
     version_ = req.version();
     keep_alive_ = req.keep_alive();
@@ -187,6 +241,7 @@ class Session : public std::enable_shared_from_this<Session> {
     r.method = std::string(req.method_string());
     r.target = std::string(req.target());
     r.authorization = std::string(req[http::field::authorization]);
+    r.x_api_key = std::string(req["x-api-key"]);
     r.content_type = std::string(req[http::field::content_type]);
     r.body = std::move(req.body());
     awaiting_handler_ = true;
@@ -231,7 +286,7 @@ class Session : public std::enable_shared_from_this<Session> {
     res->body() = std::move(body);
     res->prepare_payload();
     const bool close = !res->keep_alive();
-    stream_.expires_after(std::chrono::milliseconds(options_.body_timeout_ms));
+    Tcp().expires_after(std::chrono::milliseconds(options_.body_timeout_ms));
     http::async_write(stream_, *res,
                       [self = shared_from_this(), res, close](beast::error_code ec, size_t) {
                         if (ec == beast::error::timeout) {
@@ -245,11 +300,18 @@ class Session : public std::enable_shared_from_this<Session> {
 
   // After a last answer: stop sending, read (and drop) what the client still sends for a
   // moment so that the answer is not lost to a reset, then close.
+  // TLS: send close_notify (bounded by the same wait) and close.
   void Linger() {
-    beast::error_code ignored;
-    stream_.socket().shutdown(tcp::socket::shutdown_send, ignored);
     if (closing_) return Shut();
-    stream_.expires_after(std::chrono::milliseconds(
+    if constexpr (kTls) {
+      Tcp().expires_after(std::chrono::milliseconds(
+          std::min<int64_t>(options_.header_timeout_ms, 2000)));
+      stream_.async_shutdown([self = shared_from_this()](beast::error_code) { self->Shut(); });
+      return;
+    }
+    beast::error_code ignored;
+    Tcp().socket().shutdown(tcp::socket::shutdown_send, ignored);
+    Tcp().expires_after(std::chrono::milliseconds(
         std::min<int64_t>(options_.header_timeout_ms, 2000)));
     if (drain_ == nullptr) drain_ = std::make_unique<char[]>(kDrainBytes);
     stream_.async_read_some(net::buffer(drain_.get(), kDrainBytes),
@@ -261,11 +323,11 @@ class Session : public std::enable_shared_from_this<Session> {
 
   void Shut() {
     beast::error_code ignored;
-    stream_.socket().shutdown(tcp::socket::shutdown_both, ignored);
-    stream_.close();
+    Tcp().socket().shutdown(tcp::socket::shutdown_both, ignored);
+    Tcp().close();
   }
 
-  beast::tcp_stream stream_;
+  Stream stream_;
   const HttpServer::Options& options_;
   HttpHandler* const handler_;
   SessionRegistry* const registry_;
@@ -286,7 +348,7 @@ std::vector<std::shared_ptr<Session>> SessionRegistry::Snapshot() {
   alive.reserve(open_.size());
   for (Session* s : open_) {
     // A session whose last reference is being dropped elsewhere needs no closing.
-    if (auto p = s->weak_from_this().lock()) alive.push_back(std::move(p));
+    if (auto p = s->Lock()) alive.push_back(std::move(p));
   }
   return alive;
 }
@@ -297,6 +359,49 @@ class HttpServer::Impl {
  public:
   explicit Impl(const Options& options)
       : options_(options), work_(net::make_work_guard(ioc_)) {}
+
+  // The TLS context from the PEM bytes in options_ (nothing to do without them).
+  absl::Status SetUpTls() {
+    if (options_.tls_cert_chain_pem.empty()) return absl::OkStatus();
+    ssl_context_ = std::make_unique<ssl::context>(ssl::context::tls_server);
+    beast::error_code ec;
+    ssl_context_->set_options(ssl::context::default_workarounds | ssl::context::no_sslv2 |
+                                  ssl::context::no_sslv3 | ssl::context::no_tlsv1 |
+                                  ssl::context::no_tlsv1_1 | ssl::context::single_dh_use,
+                              ec);
+    if (!ec) {
+      ssl_context_->use_certificate_chain(net::buffer(options_.tls_cert_chain_pem), ec);
+    }
+    if (!ec) {
+      ssl_context_->use_private_key(net::buffer(options_.tls_private_key_pem),
+                                    ssl::context::pem, ec);
+    }
+    if (ec) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "HTTP TLS: the certificate chain or its key is not usable: ", ec.message()));
+    }
+    if (!options_.tls_client_ca_pem.empty()) {
+      ssl_context_->add_certificate_authority(net::buffer(options_.tls_client_ca_pem), ec);
+      if (!ec) {
+        ssl_context_->set_verify_mode(ssl::verify_peer | ssl::verify_fail_if_no_peer_cert, ec);
+      }
+      if (ec) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("HTTP TLS: the client CA is not usable: ", ec.message()));
+      }
+      // Name the accepted CAs in the handshake, so that a client holding several
+      // certificates offers one of theirs.
+      BIO* bio = BIO_new_mem_buf(options_.tls_client_ca_pem.data(),
+                                 static_cast<int>(options_.tls_client_ca_pem.size()));
+      while (X509* ca = PEM_read_bio_X509(bio, nullptr, nullptr, nullptr)) {
+        SSL_CTX_add_client_CA(ssl_context_->native_handle(), ca);
+        X509_free(ca);
+      }
+      BIO_free(bio);
+      ERR_clear_error();  // the read that found no further certificate
+    }
+    return absl::OkStatus();
+  }
 
   absl::Status Listen(const std::vector<Listener>& listeners) {
     beast::error_code ec;
@@ -379,12 +484,21 @@ class HttpServer::Impl {
       }
       beast::error_code ignored;
       socket.set_option(tcp::no_delay(true), ignored);
-      std::make_shared<Session>(std::move(socket), options_, a.handler, &registry_)->Run();
+      if (ssl_context_ != nullptr) {
+        std::make_shared<StreamSession<beast::ssl_stream<beast::tcp_stream>>>(
+            std::move(socket), ssl_context_.get(), options_, a.handler, &registry_)
+            ->Run();
+      } else {
+        std::make_shared<StreamSession<beast::tcp_stream>>(std::move(socket), nullptr,
+                                                           options_, a.handler, &registry_)
+            ->Run();
+      }
       Accept(i);
     });
   }
 
   const Options options_;
+  std::unique_ptr<ssl::context> ssl_context_;  // null: plain TCP
   net::io_context ioc_;
   net::executor_work_guard<net::io_context::executor_type> work_;
   std::vector<Acceptor> acceptors_;
@@ -424,6 +538,7 @@ absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(
     if (l.handler == nullptr) return absl::InvalidArgumentError("an HTTP listener needs a handler");
   }
   auto impl = std::make_unique<Impl>(options);
+  if (absl::Status s = impl->SetUpTls(); !s.ok()) return s;
   if (absl::Status s = impl->Listen(listeners); !s.ok()) return s;
   impl->Run();
   return std::unique_ptr<HttpServer>(new HttpServer(std::move(impl)));

@@ -1,7 +1,8 @@
 // A small HTTP/1.1 server on Boost.Beast (docs/http.md says why Beast): keep-alive,
 // pipelined requests answered in order, many concurrent connections on a few I/O
 // threads, and limits on the request line and headers (414 / 431), the body (413) and
-// the time a client may take (idle, headers, body: the connection is dropped). It knows
+// the time a client may take (idle, headers, body: the connection is dropped), over
+// plain TCP or TLS (optionally requiring a client certificate: mTLS). It knows
 // nothing of embeddings: each listener hands complete requests to its HttpHandler,
 // which answers through a Responder, at once or later from any thread.
 // Thread-safe: Start, StopAccepting, Stop and port may be called from any thread.
@@ -29,6 +30,7 @@ struct HttpRequest {
   std::string target;  // path and query, e.g. "/v1/embeddings"
   std::string body;
   std::string authorization;  // the Authorization header, "" when absent
+  std::string x_api_key;      // the X-API-Key header, "" when absent
   std::string content_type;
 };
 
@@ -81,6 +83,13 @@ class HttpServer {
     int64_t header_timeout_ms = 10000;   // first byte of a request to the end of its headers
     int64_t body_timeout_ms = 30000;     // end of headers to the end of the body; also
                                          // bounds the write of a response
+    // TLS on every listener when tls_cert_chain_pem is set (PEM bytes, not file names);
+    // the TLS handshake must end within header_timeout_ms. tls_client_ca_pem set: a
+    // client must present a certificate signed by one of these CAs (mTLS), else the
+    // handshake fails.
+    std::string tls_cert_chain_pem;
+    std::string tls_private_key_pem;
+    std::string tls_client_ca_pem;
     absl::Status Validate() const;
   };
 

@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <cctype>
 #include <chrono>
+#include <cstdlib>
 #include <thread>
 #include <memory>
 #include <string>
@@ -29,6 +30,9 @@
 #include "http/http_front_door.h"
 #include "http/http_server.h"
 #include "pipeline/embedding_pipeline.h"
+#include "security/api_keys.h"
+#include "security/grpc_credentials.h"
+#include "security/tls_files.h"
 
 namespace embedserve {
 
@@ -67,6 +71,15 @@ class EmbedServer::Impl {
 
   absl::Status Start(ModelFactory load_model) {
     ES_RETURN_IF_ERROR(config_.Validate());
+    // Security files and keys first: a bad one stops the start before anything listens.
+    std::unique_ptr<TlsMaterial> tls;
+    if (config_.server.tls.enabled()) {
+      ES_ASSIGN_OR_RETURN(TlsMaterial material, LoadTlsMaterial(config_.server.tls));
+      tls = std::make_unique<TlsMaterial>(std::move(material));
+    }
+    ES_ASSIGN_OR_RETURN(std::shared_ptr<const ApiKeys> api_keys,
+                        ApiKeys::Load(config_.server.auth, &std::getenv));
+    LogSecurity(api_keys.get());
     metrics_ = std::make_unique<ServerMetrics>();
 
     ES_ASSIGN_OR_RETURN(pipeline_, EmbeddingPipeline::Create(ToPipelineOptions(config_),
@@ -92,7 +105,7 @@ class EmbedServer::Impl {
     grpc::reflection::InitProtoReflectionServerBuilderPlugin();
     grpc::ServerBuilder builder;
     const std::string address = HostPort(config_.server.host, config_.server.port);
-    builder.AddListeningPort(address, grpc::InsecureServerCredentials(), &port_);
+    builder.AddListeningPort(address, MakeGrpcServerCredentials(tls.get(), api_keys), &port_);
     builder.RegisterService(service_.get());
     builder.SetMaxReceiveMessageSize(static_cast<int>(config_.server.max_message_bytes));
     builder.SetMaxSendMessageSize(static_cast<int>(config_.server.max_message_bytes));
@@ -116,7 +129,7 @@ class EmbedServer::Impl {
     std::vector<HttpServer::Listener> listeners;
     if (config_.server.http_port >= 0) {
       HttpFrontDoor::Options fo;
-      fo.api_key = config_.server.http_api_key;
+      fo.api_keys = api_keys;
       fo.version = EMBEDSERVE_VERSION_STRING;
       fo.max_batch_tokens = config_.batching.max_batch_tokens;
       fo.max_concurrent_requests = config_.batching.max_queue_sequences;
@@ -125,12 +138,12 @@ class EmbedServer::Impl {
       listeners.push_back({config_.server.http_port, front_door_.get()});
     }
     if (config_.server.metrics_port >= 0) {
-      metrics_handler_ = std::make_unique<MetricsHandler>(metrics_.get());
+      metrics_handler_ = std::make_unique<MetricsHandler>(metrics_.get(), api_keys);
       metrics_index_ = static_cast<int>(listeners.size());
       listeners.push_back({config_.server.metrics_port, metrics_handler_.get()});
     }
     if (!listeners.empty()) {
-      auto http = HttpServer::Start(ToHttpServerOptions(config_), listeners);
+      auto http = HttpServer::Start(ToHttpServerOptions(config_, tls.get()), listeners);
       if (!http.ok()) {
         StopGrpc(0);
         return http.status();
@@ -213,6 +226,23 @@ class EmbedServer::Impl {
   const std::string& summary() const { return summary_; }
 
  private:
+  // One line on what guards the ports; names files and variables, never a key.
+  void LogSecurity(const ApiKeys* api_keys) const {
+    const TlsSection& t = config_.server.tls;
+    spdlog::info(
+        "security: {}; {}",
+        !t.enabled() ? std::string("plaintext (no server.tls)")
+        : t.client_ca_file.empty()
+            ? absl::StrCat("TLS on every port (", t.cert_file, ")")
+            : absl::StrCat("mTLS on every port (", t.cert_file, ", client CA ", t.client_ca_file, ")"),
+        api_keys == nullptr
+            ? std::string("no API key needed (no server.auth)")
+            : absl::StrCat("API keys: ", api_keys->origin(),
+                           api_keys->exempt_health_and_metrics()
+                               ? "; health and metrics need none"
+                               : "; health and metrics need one too"));
+  }
+
   void SetHealth(bool serving) {
     if (front_door_ != nullptr) front_door_->SetHealthy(serving);
     if (health_ == nullptr) return;

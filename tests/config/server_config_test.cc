@@ -18,6 +18,7 @@ namespace {
 namespace fs = std::filesystem;
 using ::testing::AllOf;
 using ::testing::HasSubstr;
+using ::testing::Not;
 
 absl::StatusOr<ServerConfig> Parse(const std::string& yaml) {
   return ParseServerConfig(yaml, "test.yaml");
@@ -323,6 +324,89 @@ TEST(ServerConfigTest, PrintedConfigKeepsControlCharactersInStrings) {
   auto again = Parse(yaml);
   ASSERT_TRUE(again.ok()) << again.status() << "\n" << yaml;
   EXPECT_EQ(again->model.name, config->model.name);
+}
+
+TEST(ServerConfigTest, ReadsTlsAndAuth) {
+  auto config = Parse(R"(
+server:
+  tls:
+    cert_file: /etc/embedserve/server.pem
+    key_file: /etc/embedserve/server.key
+    client_ca_file: /etc/embedserve/clients-ca.pem
+  auth:
+    api_keys_file: /etc/embedserve/keys.txt
+    api_keys_env: EMBEDSERVE_API_KEYS
+    exempt_health_and_metrics: false
+)");
+  ASSERT_TRUE(config.ok()) << config.status();
+  const ServerSection& s = config->server;
+  EXPECT_TRUE(s.tls.enabled());
+  EXPECT_EQ(s.tls.cert_file, "/etc/embedserve/server.pem");
+  EXPECT_EQ(s.tls.key_file, "/etc/embedserve/server.key");
+  EXPECT_EQ(s.tls.client_ca_file, "/etc/embedserve/clients-ca.pem");
+  EXPECT_TRUE(s.auth.enabled());
+  EXPECT_EQ(s.auth.api_keys_file, "/etc/embedserve/keys.txt");
+  EXPECT_EQ(s.auth.api_keys_env, "EMBEDSERVE_API_KEYS");
+  EXPECT_FALSE(s.auth.exempt_health_and_metrics);
+  // Round trip through --print-config: names only, the same settings back.
+  const std::string yaml = ServerConfigToYaml(*config);
+  EXPECT_THAT(yaml, HasSubstr("  auth:\n    api_keys_file: \"/etc/embedserve/keys.txt\"\n"
+                              "    api_keys_env: \"EMBEDSERVE_API_KEYS\"\n"));
+  auto again = Parse(yaml);
+  ASSERT_TRUE(again.ok()) << again.status() << "\n" << yaml;
+  EXPECT_EQ(ServerConfigToYaml(*again), yaml);
+  EXPECT_EQ(again->server.tls.client_ca_file, s.tls.client_ca_file);
+  EXPECT_EQ(again->server.auth.api_keys_env, s.auth.api_keys_env);
+  EXPECT_FALSE(again->server.auth.exempt_health_and_metrics);
+}
+
+TEST(ServerConfigTest, SecurityIsOffByDefaultAndHealthExempt) {
+  auto config = Parse("");
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_FALSE(config->server.tls.enabled());
+  EXPECT_FALSE(config->server.auth.enabled());
+  EXPECT_TRUE(config->server.auth.exempt_health_and_metrics);
+}
+
+TEST(ServerConfigTest, RejectsIncompleteTlsAndBadAuthKeys) {
+  struct Case {
+    const char* yaml;
+    const char* message;
+  };
+  for (const Case& c : std::vector<Case>{
+           {"server:\n  tls:\n    cert_file: a.pem\n",
+            "t.yaml:3:5: server.tls.cert_file needs server.tls.key_file (TLS needs the "
+            "certificate and its key); that was ''"},
+           {"server:\n  tls:\n    key_file: a.key\n",
+            "t.yaml:3:5: server.tls.key_file needs server.tls.cert_file"},
+           {"server:\n  tls: {client_ca_file: ca.pem}\n",
+            "t.yaml:2:9: server.tls.client_ca_file needs server.tls.cert_file"},
+           {"server:\n  tls:\n    certfile: a.pem\n",
+            "t.yaml:3:5: server.tls.certfile: unknown key 'certfile'; allowed keys in "
+            "server.tls: cert_file, key_file, client_ca_file"},
+           {"server:\n  auth:\n    api_keys: [a, b]\n",
+            "t.yaml:3:5: server.auth.api_keys: unknown key 'api_keys'; allowed keys in "
+            "server.auth: api_keys_file, api_keys_env, exempt_health_and_metrics"},
+           {"server:\n  auth:\n    api_keys_env: 1BAD-NAME\n",
+            "t.yaml:3:5: server.auth.api_keys_env must be an environment variable name"},
+           {"server:\n  auth:\n    exempt_health_and_metrics: maybe\n",
+            "t.yaml:3:32: server.auth.exempt_health_and_metrics: must be true or false; was 'maybe'"},
+           {"server:\n  tls: on\n",
+            "t.yaml:2:8: server.tls: must be a mapping with keys cert_file, key_file, client_ca_file"},
+       }) {
+    auto config = ParseServerConfig(c.yaml, "t.yaml");
+    ASSERT_FALSE(config.ok()) << c.yaml;
+    EXPECT_EQ(config.status().code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_THAT(config.status().message(), HasSubstr(c.message)) << c.yaml;
+  }
+}
+
+TEST(ServerConfigTest, TheRemovedHttpApiKeySaysWhereKeysGoNowAndIsNotEchoed) {
+  auto config = ParseServerConfig("server:\n  http_api_key: sk-do-not-echo\n", "t.yaml");
+  ASSERT_FALSE(config.ok());
+  EXPECT_THAT(config.status().message(), HasSubstr("t.yaml:2:17: server.http_api_key: is no longer read"));
+  EXPECT_THAT(config.status().message(), HasSubstr("server.auth.api_keys_file"));
+  EXPECT_THAT(config.status().message(), Not(HasSubstr("sk-do-not-echo")));
 }
 
 TEST(ServerConfigTest, ShippedExperimentsLoad) {

@@ -5,7 +5,10 @@ through the `openai` SDK (float and base64) and langchain-openai's OpenAIEmbeddi
 POST /embed and /similarity through huggingface_hub's InferenceClient (feature_extraction,
 sentence_similarity); every vector must
 be within 1e-6 of gRPC Embed's for the same texts (gRPC read through Debian's python3,
-tests/e2e/grpc_embed.py). Then runs the README's curl lines against the server.
+tests/e2e/grpc_embed.py). Then runs the README's curl lines against the server. A second
+server runs with mTLS and API keys (certificates made by openssl here): the openai SDK over
+HTTPS with and without a key or a client certificate, docs/security.md's curl lines, and
+no key in its log or --print-config.
 
 Run by ctest (tests/e2e/CMakeLists.txt) with the virtual environment of
 requirements/test.txt:
@@ -33,16 +36,17 @@ TEXTS = ["hello world", "A second, longer sentence about embeddings.", "", "√ºn√
 class Server:
     """The binary as a child process, on free ports; its log is read on a thread."""
 
-    def __init__(self, binary, model):
+    def __init__(self, binary, model, server_yaml="  metrics_port: -1\n", env=None):
         self.config = tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False)
-        self.config.write("server:\n  port: 0\n  metrics_port: -1\n  http_port: 0\n"
+        self.config.write("server:\n  port: 0\n  http_port: 0\n" + server_yaml +
                           "model:\n  device: cpu\nlogging:\n  level: info\n")
         self.config.close()
         self.proc = subprocess.Popen([binary, "--config", self.config.name, "--model", model],
-                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                     env=env)
         self.lines = []
         self.ready = threading.Event()
-        self.grpc_port = self.http_port = None
+        self.grpc_port = self.http_port = self.metrics_port = None
         threading.Thread(target=self._read, daemon=True).start()
         # The line is logged once the model is loaded, warmed up and SERVING.
         if not self.ready.wait(120) or self.http_port is None:
@@ -52,9 +56,11 @@ class Server:
     def _read(self):
         for line in self.proc.stdout:
             self.lines.append(line)
-            m = re.search(r"listening on [^ ]*:(\d+) .*HTTP API on http://[^ ]*:(\d+)", line)
+            m = re.search(r"listening on [^ ]*:(\d+) .*HTTP API on https?://[^ ]*:(\d+)", line)
             if m:
                 self.grpc_port, self.http_port = int(m.group(1)), int(m.group(2))
+                metrics = re.search(r"metrics on https?://[^ ]*:(\d+)", line)
+                self.metrics_port = int(metrics.group(1)) if metrics else None
                 self.ready.set()
         self.ready.set()
 
@@ -63,6 +69,41 @@ class Server:
             self.proc.terminate()
             self.proc.wait(60)
         os.unlink(self.config.name)
+
+
+def run_doc_curl_lines(test, path, marker, at_least, replacements, cwd=None):
+    """Runs the `curl` lines between <!-- MARKER-begin --> and <!-- MARKER-end --> in the
+    file at `path`, with `replacements` (old -> new) applied; each must succeed. Returns
+    [(line, stdout)]."""
+    with open(path) as f:
+        doc = f.read()
+    section = doc[doc.index(f"<!-- {marker}-begin -->"):doc.index(f"<!-- {marker}-end -->")]
+    lines = [l for l in section.splitlines() if l.startswith("curl ")]
+    test.assertGreaterEqual(len(lines), at_least)
+    outputs = []
+    for line in lines:
+        cmd = line
+        for old, new in replacements.items():
+            cmd = cmd.replace(old, new)
+        out = subprocess.run(["bash", "-c", cmd + " --fail --show-error --max-time 30"],
+                             capture_output=True, text=True, timeout=60, cwd=cwd)
+        test.assertEqual(out.returncode, 0, f"{line}\n{out.stderr}")
+        outputs.append((line, out.stdout))
+    return outputs
+
+
+def make_certs(folder):
+    """docs/security.md's openssl lines: a CA, a server and a client certificate."""
+    key = "-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes"
+    script = f"""set -e
+openssl req -x509 {key} -keyout ca.key -out ca.pem -days 2 -subj /CN=my-ca
+openssl req {key} -keyout server.key -out server.csr -subj /CN=localhost
+printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\\n' > server.ext
+openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 -extfile server.ext -out server.pem
+openssl req {key} -keyout client.key -out client.csr -subj /CN=client
+openssl x509 -req -in client.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 -out client.pem
+"""
+    subprocess.run(["sh", "-c", script], cwd=folder, check=True, capture_output=True, timeout=60)
 
 
 def grpc_vectors(port, texts):
@@ -148,20 +189,84 @@ class HttpClientsTest(unittest.TestCase):
         self.assertVectorsClose([emb.embed_query(TEXTS[1])], self.reference["vectors"][1:2])
 
     def test_readme_curl_lines(self):
-        with open(ARGS.readme) as f:
-            readme = f.read()
-        section = readme[readme.index("<!-- http-curl-begin -->"):
-                         readme.index("<!-- http-curl-end -->")]
-        lines = [l for l in section.splitlines() if l.startswith("curl ")]
-        self.assertGreaterEqual(len(lines), 5)
-        for line in lines:
-            cmd = (line.replace("127.0.0.1:8080", f"127.0.0.1:{self.server.http_port}")
-                   .replace("sentence-transformers/all-MiniLM-L6-v2", self.model))
-            out = subprocess.run(["bash", "-c", cmd + " --fail --show-error --max-time 30"],
-                                 capture_output=True, text=True, timeout=60)
-            self.assertEqual(out.returncode, 0, f"{line}\n{out.stderr}")
+        outputs = run_doc_curl_lines(self, ARGS.readme, "http-curl", 5, {
+            "127.0.0.1:8080": f"127.0.0.1:{self.server.http_port}",
+            "sentence-transformers/all-MiniLM-L6-v2": self.model})
+        for line, stdout in outputs:
             if "/metrics" not in line:
-                json.loads(out.stdout)  # every API answer is JSON
+                json.loads(stdout)  # every API answer is JSON
+
+
+class SecureHttpClientsTest(unittest.TestCase):
+    """mTLS + API keys (a file and an environment variable) on the real binary."""
+    FILE_KEY = "e2e-file-key-4f1c2b"
+    ENV_KEY = "e2e-env-key-9d7a31"
+
+    @classmethod
+    def setUpClass(cls):
+        cls.dir = tempfile.TemporaryDirectory()
+        d = cls.dir.name
+        make_certs(d)
+        with open(os.path.join(d, "api_keys.txt"), "w") as f:
+            f.write("# e2e\n" + cls.FILE_KEY + "\n")
+        cls.server_yaml = (
+            "  metrics_port: 0\n"
+            f"  tls: {{cert_file: {d}/server.pem, key_file: {d}/server.key, "
+            f"client_ca_file: {d}/ca.pem}}\n"
+            f"  auth: {{api_keys_file: {d}/api_keys.txt, api_keys_env: E2E_API_KEYS}}\n")
+        cls.env = dict(os.environ, E2E_API_KEYS=cls.ENV_KEY)
+        cls.server = Server(ARGS.binary, os.path.join(ARGS.data, "tiny-bert"), cls.server_yaml,
+                            cls.env)
+        cls.base = f"https://127.0.0.1:{cls.server.http_port}"
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.server.stop()
+        cls.dir.cleanup()
+
+    def client(self, api_key, cert=True):
+        import ssl
+        import httpx
+        import openai
+        d = self.dir.name
+        tls = ssl.create_default_context(cafile=os.path.join(d, "ca.pem"))
+        if cert:
+            tls.load_cert_chain(os.path.join(d, "client.pem"), os.path.join(d, "client.key"))
+        http = httpx.Client(verify=tls)
+        return openai.OpenAI(base_url=self.base + "/v1", api_key=api_key, http_client=http,
+                             max_retries=0)
+
+    def test_openai_sdk_needs_a_key_and_a_client_certificate(self):
+        import openai
+        for key in (self.FILE_KEY, self.ENV_KEY):
+            r = self.client(key).embeddings.create(model="tiny-bert", input=TEXTS)
+            self.assertEqual([d.index for d in r.data], list(range(len(TEXTS))))
+        with self.assertRaises(openai.AuthenticationError) as e:
+            self.client("not-the-key").embeddings.create(model="tiny-bert", input="x")
+        self.assertNotIn("not-the-key", str(e.exception))
+        with self.assertRaises(openai.APIConnectionError):
+            self.client(self.FILE_KEY, cert=False).embeddings.create(model="tiny-bert", input="x")
+
+    def test_security_doc_curl_lines(self):
+        run_doc_curl_lines(self, os.path.join(os.path.dirname(ARGS.readme), "docs", "security.md"),
+                           "security-curl", 3, {
+                               "127.0.0.1:8080": f"127.0.0.1:{self.server.http_port}",
+                               "127.0.0.1:9000": f"127.0.0.1:{self.server.metrics_port}"},
+                           cwd=self.dir.name)
+
+    def test_no_key_in_the_log_or_the_printed_config(self):
+        # Calls with the right and a wrong key went through the log by now or go now.
+        self.client(self.FILE_KEY).embeddings.create(model="tiny-bert", input="x")
+        log = "".join(self.server.lines)
+        self.assertIn("API keys: 1 from", log)
+        self.assertIn("1 from $E2E_API_KEYS", log)
+        printed = subprocess.run([ARGS.binary, "--config", self.server.config.name,
+                                  "--print-config"], env=self.env, capture_output=True,
+                                 text=True, timeout=60, check=True).stdout
+        self.assertIn('api_keys_env: "E2E_API_KEYS"', printed)
+        for text in (log, printed):
+            self.assertNotIn(self.FILE_KEY, text)
+            self.assertNotIn(self.ENV_KEY, text)
 
 
 if __name__ == "__main__":

@@ -23,12 +23,15 @@
 #include "http/http_front_door.h"
 #include "http/http_test_client.h"
 #include "pipeline/embedding_pipeline.h"
+#include "security/https_test_client.h"
+#include "security/test_certs.h"
 #include "test_util/fake_backend.h"
 
 namespace embedserve {
 namespace {
 
 using ::testing::HasSubstr;
+using ::testing::Not;
 using testing::FakeBackend;
 using testing::RawClient;
 using testing::RawResponse;
@@ -52,7 +55,7 @@ class HttpServerTest : public ::testing::Test {
     ASSERT_TRUE(pipeline_->AttachModel(tokenizer_.get(), backend_.get(), batcher_.get()).ok());
     pipeline_->SetServing(true);
     front_ = std::make_unique<HttpFrontDoor>(HttpFrontDoor::Options(), pipeline_.get(), &metrics_);
-    metrics_handler_ = std::make_unique<MetricsHandler>(&metrics_);
+    metrics_handler_ = std::make_unique<MetricsHandler>(&metrics_, nullptr);
     HttpServer::Options ho;
     ho.threads = 2;
     ho.max_body_bytes = 4096;
@@ -326,22 +329,134 @@ TEST_F(HttpServerTest, SlowMetricsClientBlocksNeitherScrapesNorStop) {
   EXPECT_TRUE(slow.WaitClosed());
 }
 
-TEST_F(HttpServerTest, ApiKeyGuardsTheOpenAiRoutesWith401) {
+TEST_F(HttpServerTest, ApiKeyGuardsEveryRouteWith401ButHealthAndMetrics) {
   HttpFrontDoor::Options fo;
-  fo.api_key = "sekret";
+  fo.api_keys = ApiKeys::FromKeys({"sekret", "other-key"}, /*exempt_health_and_metrics=*/true);
   HttpFrontDoor guarded(fo, pipeline_.get(), &metrics_);
   auto server = HttpServer::Start(HttpServer::Options(), {{0, &guarded}});
   ASSERT_TRUE(server.ok()) << server.status();
   RawClient c((*server)->port(0));
+  // /v1/*: OpenAI's error object.
   RawResponse r = c.Request("POST", "/v1/embeddings", R"({"input": "x"})");
   EXPECT_EQ(r.status, 401);
   EXPECT_EQ(json::parse(r.body)["error"]["type"], "authentication_error");
+  EXPECT_THAT(r.body, HasSubstr("missing API key"));
   r = c.Request("POST", "/v1/embeddings", R"({"input": "x"})", "Authorization: Bearer wrong\r\n");
   EXPECT_EQ(r.status, 401);
+  EXPECT_THAT(r.body, Not(HasSubstr("wrong")));  // the presented value is never echoed
   r = c.Request("POST", "/v1/embeddings", R"({"input": "x"})", "Authorization: Bearer sekret\r\n");
   EXPECT_EQ(r.status, 200) << r.body;
-  EXPECT_EQ(c.Request("GET", "/health").status, 200);  // only /v1/* is guarded
+  r = c.Request("POST", "/v1/embeddings", R"({"input": "x"})", "authorization: bearer other-key\r\n");
+  EXPECT_EQ(r.status, 200) << r.body;
+  r = c.Request("POST", "/v1/embeddings", R"({"input": "x"})", "X-API-Key: sekret\r\n");
+  EXPECT_EQ(r.status, 200) << r.body;
+  // TEI routes: TEI's error shape.
+  r = c.Request("POST", "/embed", R"({"inputs": "x"})", "x-api-key: sekre\r\n");
+  EXPECT_EQ(r.status, 401);
+  EXPECT_EQ(json::parse(r.body)["error_type"], "unauthorized");
+  EXPECT_EQ(c.Request("POST", "/embed", R"({"inputs": "x"})", "x-api-key: sekret\r\n").status, 200);
+  EXPECT_EQ(c.Request("GET", "/info").status, 401);
+  EXPECT_EQ(c.Request("GET", "/nope").status, 401);  // no route map for strangers
+  // Exempt: probes and scrapers.
+  EXPECT_EQ(c.Request("GET", "/health").status, 200);
+  EXPECT_EQ(c.Request("GET", "/metrics").status, 200);
   (*server)->Stop();
+}
+
+TEST_F(HttpServerTest, NotExemptHealthAndMetricsNeedTheKeyToo) {
+  auto keys = ApiKeys::FromKeys({"sekret"}, /*exempt_health_and_metrics=*/false);
+  HttpFrontDoor::Options fo;
+  fo.api_keys = keys;
+  HttpFrontDoor guarded(fo, pipeline_.get(), &metrics_);
+  MetricsHandler metrics_only(&metrics_, keys);
+  auto server = HttpServer::Start(HttpServer::Options(), {{0, &guarded}, {0, &metrics_only}});
+  ASSERT_TRUE(server.ok()) << server.status();
+  RawClient c((*server)->port(0));
+  EXPECT_EQ(c.Request("GET", "/health").status, 401);
+  EXPECT_EQ(c.Request("GET", "/metrics").status, 401);
+  EXPECT_EQ(c.Request("GET", "/health", "", "Authorization: Bearer sekret\r\n").status, 200);
+  EXPECT_EQ(c.Request("GET", "/metrics", "", "x-api-key: sekret\r\n").status, 200);
+  RawClient m((*server)->port(1));
+  EXPECT_EQ(m.Request("GET", "/metrics").status, 401);
+  EXPECT_EQ(m.Request("GET", "/healthz").status, 401);
+  EXPECT_EQ(m.Request("GET", "/metrics", "", "x-api-key: sekret\r\n").status, 200);
+  (*server)->Stop();
+}
+
+// TLS listeners, with certificates openssl makes for the test (security/test_certs.h).
+class HttpsServerTest : public HttpServerTest {
+ protected:
+  static void SetUpTestSuite() { certs_ = new testing::TestCerts(); }
+  static void TearDownTestSuite() {
+    delete certs_;
+    certs_ = nullptr;
+  }
+
+  // A TLS server on one listener of front_; mTLS when `client_ca` names a CA file.
+  void StartTls(const std::string& client_ca) {
+    ASSERT_TRUE(certs_->ok()) << certs_->log();
+    HttpServer::Options ho;
+    ho.header_timeout_ms = 300;
+    ho.tls_cert_chain_pem = certs_->Read("server.pem");
+    ho.tls_private_key_pem = certs_->Read("server.key");
+    if (!client_ca.empty()) ho.tls_client_ca_pem = certs_->Read(client_ca);
+    auto server = HttpServer::Start(ho, {{0, front_.get()}});
+    ASSERT_TRUE(server.ok()) << server.status();
+    tls_server_ = *std::move(server);
+  }
+  void TearDown() override {
+    if (tls_server_) tls_server_->Stop();
+    HttpServerTest::TearDown();
+  }
+
+  static testing::TestCerts* certs_;
+  std::unique_ptr<HttpServer> tls_server_;
+};
+
+testing::TestCerts* HttpsServerTest::certs_ = nullptr;
+
+TEST_F(HttpsServerTest, ServesHttpsAndDropsPlaintextAndSilentClients) {
+  StartTls("");
+  const int port = tls_server_->port(0);
+  testing::HttpsResponse r = testing::Https(*certs_, port, "", testing::verb::post, "/embed", {},
+                                            R"({"inputs": ["hello world"]})");
+  EXPECT_EQ(r.status, 200) << r.error << r.body;
+  EXPECT_EQ(json::parse(r.body).size(), 1u);
+  // Plaintext HTTP gets no answer from a TLS port.
+  RawClient plain(port);
+  EXPECT_EQ(plain.Request("GET", "/health").status, 0);
+  // A client that connects and never starts the handshake is dropped by the header
+  // timeout, as on a plain port.
+  RawClient silent(port);
+  ASSERT_TRUE(silent.connected());
+  EXPECT_TRUE(silent.WaitClosed());
+  // A client certificate is neither asked for nor needed.
+  EXPECT_EQ(testing::Https(*certs_, port, "client", testing::verb::get, "/health").status, 200);
+  // The handshake's timeout is counted in its handler, after Beast closed the socket:
+  // Stop waits for every connection's last handler.
+  tls_server_->Stop();
+  EXPECT_EQ(metrics_.http_transport_errors(HttpTransportError::kHeaderTimeout), 1u);
+}
+
+TEST_F(HttpsServerTest, MtlsNeedsAClientCertificateFromTheClientCa) {
+  StartTls("ca.pem");
+  const int port = tls_server_->port(0);
+  testing::HttpsResponse r = testing::Https(*certs_, port, "client", testing::verb::get, "/health");
+  EXPECT_EQ(r.status, 200) << r.error;
+  r = testing::Https(*certs_, port, "", testing::verb::get, "/health");
+  EXPECT_EQ(r.status, 0) << "answered without a client certificate";
+  r = testing::Https(*certs_, port, "other-client", testing::verb::get, "/health");
+  EXPECT_EQ(r.status, 0) << "answered a certificate of another CA";
+}
+
+TEST_F(HttpsServerTest, UnusablePemBytesFailTheStart) {
+  ASSERT_TRUE(certs_->ok()) << certs_->log();
+  HttpServer::Options ho;
+  ho.tls_cert_chain_pem = certs_->Read("server.pem");
+  ho.tls_private_key_pem = "not a key";
+  auto server = HttpServer::Start(ho, {{0, front_.get()}});
+  EXPECT_EQ(server.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(server.status().message(), HasSubstr("HTTP TLS"));
 }
 
 TEST_F(HttpServerTest, FullQueueIs429AndTheConnectionStaysUsable) {

@@ -158,12 +158,13 @@ int Run(int argc, char** argv) {
   spdlog::info("{}", (*server)->Summary());
   const int mport = (*server)->metrics_port();
   const int hport = (*server)->http_port();
-  spdlog::info("listening on {} (gRPC: embedserve.v1.EmbeddingService, health, reflection){}{}",
-               (*server)->address(),
-               mport >= 0 ? absl::StrCat("; metrics on http://", config.server.host, ":", mport,
+  const char* scheme = config.server.tls.enabled() ? "https://" : "http://";
+  spdlog::info("listening on {} (gRPC{}: embedserve.v1.EmbeddingService, health, reflection){}{}",
+               (*server)->address(), config.server.tls.enabled() ? " over TLS" : "",
+               mport >= 0 ? absl::StrCat("; metrics on ", scheme, config.server.host, ":", mport,
                                          "/metrics")
                           : std::string(),
-               hport >= 0 ? absl::StrCat("; HTTP API on http://", config.server.host, ":", hport,
+               hport >= 0 ? absl::StrCat("; HTTP API on ", scheme, config.server.host, ":", hport,
                                          " (/v1/embeddings, /embed, /similarity, /tokenize)")
                           : std::string());
 

@@ -16,6 +16,31 @@
 
 namespace embedserve {
 
+// `server.tls:` TLS on every port the server opens (gRPC, HTTP, metrics), from PEM files
+// read at start (docs/security.md). All empty: plaintext.
+struct TlsSection {
+  std::string cert_file;       // the server's certificate chain (PEM); needs key_file
+  std::string key_file;        // its private key (PEM)
+  std::string client_ca_file;  // set: mTLS, only clients with a certificate signed by
+                               // one of these CAs (PEM) may connect
+
+  bool enabled() const { return !cert_file.empty(); }
+  absl::Status Validate() const;
+};
+
+// `server.auth:` API keys on gRPC and HTTP alike ("authorization: Bearer <key>" or
+// "x-api-key: <key>"). The keys never sit in the config itself (it is printed and
+// logged): they come from a file and/or an environment variable, read at start.
+struct AuthSection {
+  std::string api_keys_file;  // one key per line; blank lines and '#' comments skipped
+  std::string api_keys_env;   // name of an environment variable holding keys (comma-separated)
+  bool exempt_health_and_metrics = true;  // grpc.health.v1, GET /health, /metrics and
+                                          // /healthz need no key (probes, scrapers)
+
+  bool enabled() const { return !api_keys_file.empty() || !api_keys_env.empty(); }
+  absl::Status Validate() const;
+};
+
 // `server:` section. Where and how the gRPC server listens.
 struct ServerSection {
   std::string host = "127.0.0.1";     // bind address; 0.0.0.0 to listen on all interfaces
@@ -26,7 +51,6 @@ struct ServerSection {
   int64_t http_max_body_bytes = 8 << 20;  // larger request bodies get 413
   int64_t http_header_timeout_ms = 10000;  // first byte to end of headers, else dropped
   int64_t http_idle_timeout_ms = 60000;    // keep-alive connection idle between requests
-  std::string http_api_key;           // set: /v1/* needs "Authorization: Bearer <key>"
   int64_t max_message_bytes = 64 << 20;  // largest request/response message
   int threads = 0;                    // most threads gRPC may use; 0 = gRPC's default
   int max_texts_per_request = 256;    // texts (or pairs) per Embed/Similarity/Tokenize
@@ -39,6 +63,8 @@ struct ServerSection {
                                       // NOT_SERVING first, so load balancers and
                                       // Kubernetes probes see it before calls are refused
   bool warmup = true;                 // run one batch through the model before SERVING
+  TlsSection tls;                     // TLS / mTLS (server.tls.*)
+  AuthSection auth;                   // API keys (server.auth.*)
 
   absl::Status Validate() const;
 };

@@ -43,8 +43,9 @@ class EmbedServer {
   // Binds config.server.host:port (port 0 = a free one), the HTTP and metrics ports, answers
   // health NOT_SERVING and UNAVAILABLE while `load_model` runs, builds the Batcher from
   // config.batching, warms up (config.server.warmup), then turns SERVING and returns.
-  // Fails (and releases the ports) on an invalid config, a bind failure or a model load
-  // failure. `clock` (null: the real clock; else it must outlive the server) is the
+  // server.tls's files and server.auth's keys are read first: one that cannot be read or
+  // used fails the start before anything listens (docs/security.md). Fails (and releases
+  // the ports) on an invalid config, a bind failure or a model load failure. `clock` (null: the real clock; else it must outlive the server) is the
   // time line of deadlines, queue delays and per-stage timings (tests pass a FakeClock).
   static absl::StatusOr<std::unique_ptr<EmbedServer>> Start(const ServerConfig& config,
                                                             ModelFactory load_model,

@@ -5,6 +5,7 @@
 #include <grpcpp/support/byte_buffer.h>
 #include <grpcpp/support/proto_buffer_writer.h>
 
+#include <algorithm>
 #include <chrono>
 #include <deque>
 #include <memory>
@@ -38,6 +39,7 @@ struct EmbeddingService::LiveCalls {
   void Add() {
     MutexLock lock(&mu);
     ++count;
+    last_arrival = std::chrono::steady_clock::now();
   }
   void Done() {
     bool none_left = false;
@@ -51,6 +53,7 @@ struct EmbeddingService::LiveCalls {
   Mutex mu;
   CondVar cv;  // count turned 0
   int64_t count ABSL_GUARDED_BY(mu) = 0;
+  std::chrono::steady_clock::time_point last_arrival ABSL_GUARDED_BY(mu);
 };
 
 namespace {
@@ -585,16 +588,21 @@ void EmbeddingService::SetServing(bool serving) {
   for (EmbedStreamReactor* s : streams_->open) s->Drain();
 }
 
-bool EmbeddingService::WaitForCalls(std::chrono::steady_clock::time_point deadline) {
+bool EmbeddingService::WaitForCalls(std::chrono::steady_clock::time_point deadline,
+                                    std::chrono::microseconds quiet) {
   MutexLock lock(&live_->mu);
-  while (live_->count > 0) {
-    const int64_t left_us = std::chrono::duration_cast<std::chrono::microseconds>(
-                                deadline - std::chrono::steady_clock::now())
-                                .count();
-    if (left_us <= 0) return false;
-    live_->cv.WaitFor(&live_->mu, left_us);
+  while (true) {
+    const auto now = std::chrono::steady_clock::now();
+    const auto quiet_until = live_->last_arrival + quiet;
+    if (live_->count == 0 && now >= quiet_until) return true;
+    if (now >= deadline) return live_->count == 0;
+    // Woken when the last call ends; else at the end of the quiet time or the deadline.
+    const auto until = live_->count > 0 ? deadline : std::min(deadline, quiet_until);
+    live_->cv.WaitFor(&live_->mu, std::max<int64_t>(
+                                      1, std::chrono::duration_cast<std::chrono::microseconds>(
+                                             until - now)
+                                             .count()));
   }
-  return true;
 }
 
 ServerUnaryReactor* EmbeddingService::Embed(CallbackServerContext* context,

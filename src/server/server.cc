@@ -44,6 +44,8 @@ namespace {
 constexpr char kServiceName[] = "embedserve.v1.EmbeddingService";
 // Largest request metadata (headers) gRPC accepts; see Start.
 constexpr int kMaxMetadataBytes = 64 << 10;
+// At shutdown, how long no new call must arrive before gRPC is stopped; see StopGrpc.
+constexpr std::chrono::milliseconds kQuietBeforeStop(100);
 
 std::string HostPort(const std::string& host, int port) {
   // IPv6 literals need brackets.
@@ -246,8 +248,10 @@ class EmbedServer::Impl {
     // with no grace: it ends what is left at once (health Watch streams, calls still
     // running past the grace, CANCELLED), so open connections and watches do not hold
     // the exit. Calling it first would cancel the calls that reach the server before its
-    // GOAWAY reaches the client (CANCELLED rather than UNAVAILABLE).
-    if (service_ != nullptr) service_->WaitForCalls(deadline);
+    // GOAWAY reaches the client (CANCELLED rather than UNAVAILABLE): it waits until no
+    // call has arrived for kQuietBeforeStop too, so that clients that were just answered
+    // and sent their next call get that call's UNAVAILABLE first.
+    if (service_ != nullptr) service_->WaitForCalls(deadline, kQuietBeforeStop);
     server_->Shutdown(std::chrono::system_clock::now());
     server_->Wait();
   }

@@ -66,9 +66,11 @@ class EmbeddingService final : public EmbeddingServiceBase {
   void SetServing(bool serving);
 
   // Blocks until every call of this service has ended (its reply sent, or its client
-  // gone) or `deadline` has passed; true when none is left. Calls that arrive meanwhile
-  // are counted too (while not serving they end at once, UNAVAILABLE).
-  bool WaitForCalls(std::chrono::steady_clock::time_point deadline);
+  // gone) and none has arrived for `quiet`, or until `deadline`; true when none is left.
+  // Calls that arrive meanwhile are counted too (while not serving they end at once,
+  // UNAVAILABLE).
+  bool WaitForCalls(std::chrono::steady_clock::time_point deadline,
+                    std::chrono::microseconds quiet);
 
   // RPCs (gRPC callback API; requests and responses are the serialized messages of
   // embedding.proto).

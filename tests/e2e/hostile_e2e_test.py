@@ -8,7 +8,6 @@ Run by ctest (tests/e2e/CMakeLists.txt):
   /usr/bin/python3 hostile_e2e_test.py --binary BUILD/tools/server/embedserve \
       --stubs BUILD/tests/e2e/py --data tests/data
 """
-import argparse
 import os
 import re
 import shutil
@@ -238,16 +237,5 @@ class StartTest(unittest.TestCase):
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--binary", required=True)
-    parser.add_argument("--stubs", required=True)
-    parser.add_argument("--data", required=True)
-    ARGS, rest = parser.parse_known_args()
-    try:
-        import grpc  # noqa: F401
-    except ImportError:
-        print("SKIPPED: /usr/bin/python3 has no grpc module (apt-get install python3-grpcio)")
-        sys.exit(77)
-    e2e.load_stubs(ARGS.stubs)
-    e2e.ARGS = ARGS
+    ARGS, rest = e2e.parse_args_and_load_stubs()
     unittest.main(argv=[sys.argv[0]] + rest, verbosity=2)

@@ -296,7 +296,11 @@ class CommandLineTest(unittest.TestCase):
         self.assertIn("/nonexistent/folder", out.stderr)
 
 
-if __name__ == "__main__":
+def parse_args_and_load_stubs():
+    """The command line of the e2e tests that drive the binary from Debian's python3:
+    sets and returns ARGS and the arguments left for unittest; exits 77 (ctest: skipped)
+    without python3-grpcio."""
+    global ARGS
     parser = argparse.ArgumentParser()
     parser.add_argument("--binary", required=True)
     parser.add_argument("--stubs", required=True)
@@ -310,4 +314,9 @@ if __name__ == "__main__":
         print("SKIPPED: /usr/bin/python3 has no grpc module (apt-get install python3-grpcio)")
         sys.exit(77)
     load_stubs(ARGS.stubs)
+    return ARGS, rest
+
+
+if __name__ == "__main__":
+    _, rest = parse_args_and_load_stubs()
     unittest.main(argv=[sys.argv[0]] + rest, verbosity=2)

@@ -25,6 +25,7 @@
 #include "embedserve/tokenizer/tokenizer.h"
 #include "embedserve/v1/embedding.grpc.pb.h"
 #include "grpc/health/v1/health.grpc.pb.h"
+#include "server/fake_server_test.h"
 #include "server/server_test_util.h"
 #include "test_util/fake_backend.h"
 #include "test_util/grpc_callback_queue.h"
@@ -67,23 +68,12 @@ int64_t Counter(const EmbedServer& server, const std::string& series) {
   return at == std::string::npos ? -1 : std::stoll(page.substr(at + series.size() + 1));
 }
 
-class HostileClientTest : public ::testing::Test {
+class HostileClientTest : public testing::FakeServerTest {
  protected:
-  void Start(ServerConfig config = HostileConfig(), int64_t dimension = 4) {
+  void Start(const ServerConfig& config = HostileConfig(), int64_t dimension = 4) {
     FakeBackend::Options o;
     o.dimension = dimension;
-    auto backend = std::make_unique<FakeBackend>(o);
-    backend_ = backend.get();
-    auto server = StartServer(config, ServingModel(TinyBertTokenizer(), std::move(backend)));
-    ASSERT_TRUE(server.ok()) << server.status();
-    server_ = *std::move(server);
-    channel_ = grpc::CreateChannel(server_->address(), grpc::InsecureChannelCredentials());
-    stub_ = v1::EmbeddingService::NewStub(channel_);
-  }
-
-  void TearDown() override {
-    if (backend_ != nullptr) backend_->OpenGate();
-    if (server_ != nullptr) server_->Shutdown(1'000'000);
+    StartFakeServer(config, o);
   }
 
   grpc::Status Embed(const std::vector<std::string>& texts, v1::EmbedResponse* response,
@@ -109,11 +99,6 @@ class HostileClientTest : public ::testing::Test {
         &ctx, grpc::health::v1::HealthCheckRequest(), &resp);
     return s.ok() ? resp.status() : HealthResponse::UNKNOWN;
   }
-
-  FakeBackend* backend_ = nullptr;
-  std::unique_ptr<EmbedServer> server_;
-  std::shared_ptr<grpc::Channel> channel_;
-  std::unique_ptr<v1::EmbeddingService::Stub> stub_;
 };
 
 // Item 1: gRPC 1.51 inflates a compressed message before it checks its size; the server

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The test command (README, .ci/run): installs what is missing, builds, and runs every
-# test. Three builds:
+# test. Four builds:
 #   build/       Release, gcc: unit, golden, end-to-end tests (ctest)
+#   build-asan/  AddressSanitizer + UBSan, without LibTorch: every unit test that does not
+#                need the model backend, the gRPC and HTTP server tests included
 #   build-tsan/  ThreadSanitizer: the concurrency tests (ctest label "tsan")
 #   build-fuzz/  clang + libFuzzer + ASan/UBSan: each fuzz target for a bounded time
 # Exits non-zero on any failure. Env: JOBS (parallel build jobs, default nproc),
@@ -46,8 +48,12 @@ run_phase() {
   if [ "$rc" -ne 0 ]; then failed_phases+=("$name"); fi
 }
 
-mkdir -p build build-tsan build-fuzz
+mkdir -p build build-asan build-tsan build-fuzz
 run_phase "release" build "" -- -DCMAKE_BUILD_TYPE=Release
+# UBSan only prints unless told to stop; report_test is Python, nothing for ASan to see.
+export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
+run_phase "asan" build-asan "-LE report" -- -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+  -DEMBEDSERVE_SANITIZE=address -DEMBEDSERVE_WITH_TORCH=OFF -DEMBEDSERVE_BUILD_BENCH=OFF
 run_phase "tsan" build-tsan "-L tsan" -- -DCMAKE_BUILD_TYPE=RelWithDebInfo \
   -DEMBEDSERVE_SANITIZE=thread -DEMBEDSERVE_WITH_TORCH=OFF -DEMBEDSERVE_WITH_GRPC=OFF \
   -DEMBEDSERVE_BUILD_BENCH=OFF

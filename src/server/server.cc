@@ -242,15 +242,14 @@ class EmbedServer::Impl {
   // Stops gRPC once every accepted call is answered, or at `deadline`.
   void StopGrpc(std::chrono::steady_clock::time_point deadline) {
     if (server_ == nullptr) return;
-    // gRPC keeps running while the service answers what it has accepted (the batcher
-    // keeps running): a call that arrives meanwhile gets UNAVAILABLE from the service
-    // and a health Check NOT_SERVING. gRPC's own Shutdown is called only after that, and
-    // with no grace: it ends what is left at once (health Watch streams, calls still
-    // running past the grace, CANCELLED), so open connections and watches do not hold
-    // the exit. Calling it first would cancel the calls that reach the server before its
-    // GOAWAY reaches the client (CANCELLED rather than UNAVAILABLE): it waits until no
-    // call has arrived for kQuietBeforeStop too, so that clients that were just answered
-    // and sent their next call get that call's UNAVAILABLE first.
+    // gRPC keeps running while the service answers the calls it has accepted (the
+    // batcher keeps running): a call that arrives meanwhile gets UNAVAILABLE from the
+    // service, a health Check NOT_SERVING. gRPC's own Shutdown comes only when no call is
+    // left and none has arrived for kQuietBeforeStop, because it cancels (CANCELLED)
+    // every call that reaches the server after it began and before its GOAWAY reached
+    // the client; a client just answered thus gets its next call's UNAVAILABLE first.
+    // It gets no grace: what is left (health Watch streams, calls past the grace) ends at
+    // once, so idle connections and watches never hold the exit.
     if (service_ != nullptr) service_->WaitForCalls(deadline, kQuietBeforeStop);
     server_->Shutdown(std::chrono::system_clock::now());
     server_->Wait();

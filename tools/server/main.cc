@@ -36,7 +36,7 @@ sigset_t StopSignals() {
   return signals;
 }
 
-// SIGINT/SIGTERM are taken by sigwait on one thread (StopSignals below). Blocked from
+// SIGINT/SIGTERM are taken by sigwait on one thread (StopSignalHandler). Blocked from
 // .preinit_array, i.e. once the dynamic loader has mapped the libraries and before any
 // library's initializers (LibTorch's take seconds on a busy machine) or main run, and
 // so before any thread starts: every thread inherits the mask, and a SIGTERM from then

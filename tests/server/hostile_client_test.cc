@@ -102,8 +102,8 @@ class HostileClientTest : public testing::FakeServerTest {
 };
 
 // Item 1: gRPC 1.51 inflates a compressed message before it checks its size; the server
-// refuses compressed requests when their headers arrive (the process-level test
-// server_e2e_test's CompressionBombTest measures the RSS).
+// refuses compressed requests when their headers arrive (hostile_e2e_test's
+// test_item1_compression_bomb_is_refused_before_inflating measures the peak RSS).
 TEST_F(HostileClientTest, CompressedRequestIsRefusedUnread) {
   Start();
   for (grpc_compression_algorithm algorithm : {GRPC_COMPRESS_GZIP, GRPC_COMPRESS_DEFLATE}) {

@@ -35,10 +35,12 @@ class FakeServerTest : public ::testing::Test {
     stub_ = v1::EmbeddingService::NewStub(channel_);
   }
 
-  // Releases calls held at the backend's gate and stops the server (1 s grace).
+  // Releases calls held at the backend's gate and stops the server (1 s grace). The
+  // server owns the backend: a test that destroyed server_ has destroyed backend_ too.
   void TearDown() override {
-    if (backend_ != nullptr) backend_->OpenGate();
-    if (server_ != nullptr) server_->Shutdown(1'000'000);
+    if (server_ == nullptr) return;
+    backend_->OpenGate();
+    server_->Shutdown(1'000'000);
   }
 
   FakeBackend* backend_ = nullptr;

@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
 # The test command (README, .ci/run): installs what is missing, builds, and runs every
-# test. Three builds:
+# test. Four builds:
 #   build/       Release, gcc: unit, golden, end-to-end tests (ctest)
+#   build-asan/  AddressSanitizer + UBSan, without LibTorch: every unit test that does not
+#                need the model backend, the gRPC and HTTP server tests included
 #   build-tsan/  ThreadSanitizer: the concurrency tests (ctest label "tsan")
 #   build-fuzz/  clang + libFuzzer + ASan/UBSan: each fuzz target for a bounded time
 # Exits non-zero on any failure. Env: JOBS (parallel build jobs, default nproc),
-# EMBEDSERVE_FUZZ_SECONDS (per fuzz target, default 30).
+# EMBEDSERVE_FUZZ_SECONDS (per fuzz target, default 30), EMBEDSERVE_ASAN (0: skip the
+# ASan phase).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -19,6 +22,7 @@ failed=0
 failed_phases=()
 
 # run_phase NAME BUILD_DIR CTEST_ARGS -- CMAKE_ARGS...
+# Builds every target, or only $BUILD_TARGETS (space-separated) when set.
 run_phase() {
   local name=$1 dir=$2 ctest_args=$3
   shift 4
@@ -26,7 +30,8 @@ run_phase() {
   if ! cmake -S "$ROOT" -B "$dir" -G Ninja "$@" >"$dir.configure.log" 2>&1; then
     cat "$dir.configure.log"; failed=$((failed + 1)); failed_phases+=("$name (configure)"); return
   fi
-  if ! cmake --build "$dir" -j "$JOBS"; then
+  # shellcheck disable=SC2086
+  if ! cmake --build "$dir" -j "$JOBS" ${BUILD_TARGETS:+--target $BUILD_TARGETS}; then
     failed=$((failed + 1)); failed_phases+=("$name (build)"); return
   fi
   echo "=== ${name}: ctest ==="
@@ -46,8 +51,19 @@ run_phase() {
   if [ "$rc" -ne 0 ]; then failed_phases+=("$name"); fi
 }
 
-mkdir -p build build-tsan build-fuzz
+mkdir -p build build-asan build-tsan build-fuzz
 run_phase "release" build "" -- -DCMAKE_BUILD_TYPE=Release
+# The server's stages under ASan+UBSan (the client library and the tools are left out to
+# keep the phase short); UBSan only prints unless told to stop.
+ASAN_TESTS="batch_policy_test batch_scheduler_test batcher_test config_test tokenizer_test
+  embedding_pipeline_test http_api_test http_server_test grpc_status_test
+  embedding_service_test hostile_client_test"
+if [ "${EMBEDSERVE_ASAN:-1}" != 0 ]; then
+  export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
+  BUILD_TARGETS=$(echo $ASAN_TESTS) run_phase "asan" build-asan \
+    "-R ^($(echo $ASAN_TESTS | tr ' ' '|'))\$" -- -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+    -DEMBEDSERVE_SANITIZE=address -DEMBEDSERVE_WITH_TORCH=OFF -DEMBEDSERVE_BUILD_BENCH=OFF
+fi
 run_phase "tsan" build-tsan "-L tsan" -- -DCMAKE_BUILD_TYPE=RelWithDebInfo \
   -DEMBEDSERVE_SANITIZE=thread -DEMBEDSERVE_WITH_TORCH=OFF -DEMBEDSERVE_WITH_GRPC=OFF \
   -DEMBEDSERVE_BUILD_BENCH=OFF

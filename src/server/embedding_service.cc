@@ -5,6 +5,7 @@
 #include <grpcpp/support/byte_buffer.h>
 #include <grpcpp/support/proto_buffer_writer.h>
 
+#include <algorithm>
 #include <chrono>
 #include <deque>
 #include <memory>
@@ -30,6 +31,29 @@ struct EmbeddingService::Streams {
   // Open EmbedStream calls, so that shutdown can end idle ones.
   Mutex mu;
   absl::flat_hash_set<EmbedStreamReactor*> open ABSL_GUARDED_BY(mu);
+};
+
+// Calls taken and not yet done (gRPC has not yet called their OnDone), so that shutdown
+// stops gRPC as soon as every accepted call is answered rather than at the grace's end.
+struct EmbeddingService::LiveCalls {
+  void Add() {
+    MutexLock lock(&mu);
+    ++count;
+    last_arrival = std::chrono::steady_clock::now();
+  }
+  void Done() {
+    bool none_left = false;
+    {
+      MutexLock lock(&mu);
+      none_left = --count == 0;
+    }
+    if (none_left) cv.NotifyAll();
+  }
+
+  Mutex mu;
+  CondVar cv;  // count turned 0
+  int64_t count ABSL_GUARDED_BY(mu) = 0;
+  std::chrono::steady_clock::time_point last_arrival ABSL_GUARDED_BY(mu);
 };
 
 namespace {
@@ -202,29 +226,68 @@ void EncodeEmbedResult(const EmbedResult& r, v1::EmbedResponse* out) {
   SetTimings(r.timings, out->mutable_timings());
 }
 
+// RESOURCE_EXHAUSTED for a reply over server.max_message_bytes. Permanent: the same
+// request gets the same reply size, so the caller must split it, not retry it.
+absl::Status ReplyTooLargeError(int64_t bytes, int64_t max_bytes, bool at_least) {
+  return absl::ResourceExhaustedError(absl::StrCat(
+      "the reply would be ", at_least ? "at least " : "", bytes,
+      " bytes, more than server.max_message_bytes (", max_bytes,
+      "); send fewer texts per request (retrying the same request fails the same way)"));
+}
+
+// Embed's reply holds `texts` vectors of `dim` floats: packed, each takes dim * 4 bytes
+// and at least 4 of framing. Refuses before any work when that alone is over the limit.
+absl::Status CheckEmbedReplySize(int64_t texts, const EmbeddingPipeline& pipeline,
+                                 int64_t max_bytes) {
+  const PipelineModel* model = pipeline.model();
+  if (model == nullptr) return absl::OkStatus();  // refused as not serving anyway
+  const int64_t at_least = texts * (model->backend.dimension * 4 + 4);
+  if (at_least <= max_bytes) return absl::OkStatus();
+  return ReplyTooLargeError(at_least, max_bytes, /*at_least=*/true);
+}
+
+// Serializes `response` into `out`; RESOURCE_EXHAUSTED (and `out` cleared) when it is
+// larger than `max_bytes`.
+template <typename Response>
+grpc::Status SerializeReply(const Response& response, int64_t max_bytes, grpc::ByteBuffer* out) {
+  bool own_buffer = false;
+  grpc::Status g = grpc::SerializationTraits<Response>::Serialize(response, out, &own_buffer);
+  if (g.ok() && static_cast<int64_t>(out->Length()) > max_bytes) {
+    const auto bytes = static_cast<int64_t>(out->Length());
+    out->Clear();
+    g = ToGrpcStatus(ReplyTooLargeError(bytes, max_bytes, /*at_least=*/false));
+  }
+  return g;
+}
+
 // One unary call: owns its parsed request and its response, and serializes the
 // response into gRPC's raw buffer when it replies. Deletes itself when gRPC is done.
 template <typename Request, typename Response>
 class UnaryCall final : public grpc::ServerUnaryReactor {
  public:
-  UnaryCall(grpc::ByteBuffer* out, ServerMetrics* metrics, RpcMethod method, const Clock& clock)
+  UnaryCall(grpc::ByteBuffer* out, ServerMetrics* metrics, RpcMethod method, const Clock& clock,
+            int64_t max_reply_bytes, EmbeddingService::LiveCalls* live)
       : out_(out), metrics_(metrics), method_(method), clock_(clock),
-        start_us_(clock.NowMicros()) {}
+        start_us_(clock.NowMicros()), max_reply_bytes_(max_reply_bytes), live_(live) {
+    live_->Add();
+  }
 
-  // Counts the call and finishes it with `status` (serializing `response` when OK).
+  // Finishes the call with `status` (serializing `response` when OK; a reply over the
+  // size limit becomes RESOURCE_EXHAUSTED) and counts it with the status sent.
   void Reply(const absl::Status& status) {
     grpc::Status g = ToGrpcStatus(status);
+    if (g.ok()) g = SerializeReply(response, max_reply_bytes_, out_);
     if (metrics_ != nullptr) {
       metrics_->OnRequest(method_, static_cast<int>(g.error_code()),
                           clock_.NowMicros() - start_us_);
     }
-    if (g.ok()) {
-      bool own_buffer = false;
-      g = grpc::SerializationTraits<Response>::Serialize(response, out_, &own_buffer);
-    }
     Finish(g);
   }
-  void OnDone() override { delete this; }
+  void OnDone() override {
+    EmbeddingService::LiveCalls* live = live_;
+    delete this;
+    live->Done();
+  }
 
   Request request;
   Response response;
@@ -235,6 +298,8 @@ class UnaryCall final : public grpc::ServerUnaryReactor {
   const RpcMethod method_;
   const Clock& clock_;
   const int64_t start_us_;
+  const int64_t max_reply_bytes_;
+  EmbeddingService::LiveCalls* const live_;
 };
 
 }  // namespace
@@ -248,14 +313,16 @@ class EmbedStreamReactor final
     : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer> {
  public:
   EmbedStreamReactor(EmbeddingPipeline* pipeline, EmbeddingService::Streams* streams,
-                     CallbackServerContext* context, ServerMetrics* metrics,
-                     const EmbeddingService::Options& options)
+                     EmbeddingService::LiveCalls* live, CallbackServerContext* context,
+                     ServerMetrics* metrics, const EmbeddingService::Options& options)
       : pipeline_(pipeline),
         streams_(streams),
+        live_(live),
         context_(context),
         metrics_(metrics),
         clock_(*pipeline->clock()),
         options_(options) {
+    live_->Add();
     if (pipeline_->model() == nullptr) {
       Finish(ToGrpcStatus(NotServingError()));
       return;
@@ -344,7 +411,9 @@ class EmbedStreamReactor final
       MutexLock lock(&streams_->mu);
       streams_->open.erase(this);
     }
+    EmbeddingService::LiveCalls* live = live_;
     delete this;
+    live->Done();
   }
 
  private:
@@ -366,6 +435,14 @@ class EmbedStreamReactor final
       Answer(std::move(id), r, start_us, 0);  // id echoed when readable, to match the error
       return;
     }
+    if (absl::Status s =
+            CheckEmbedReplySize(request.texts_size(), *pipeline_, options_.max_message_bytes);
+        !s.ok()) {
+      EmbedResult r;
+      r.status = std::move(s);
+      Answer(request.id(), r, start_us, 0);
+      return;
+    }
     const int64_t texts = request.texts_size();
     {
       MutexLock lock(&mu_);
@@ -380,23 +457,33 @@ class EmbedStreamReactor final
                      });
   }
 
-  // Queues the reply to one message of `texts` texts (with `error` set when it failed).
+  // Queues the reply to one message of `texts` texts (with `error` set when it failed, or
+  // when the reply would be over the size limit).
   void Answer(std::string id, const EmbedResult& result, int64_t start_us, int64_t texts) {
     v1::EmbedResponse response;
     response.set_id(std::move(id));
     EncodeEmbedResult(result, &response);
-    const grpc::Status g = ToGrpcStatus(result.status);
-    if (!g.ok()) {
-      response.mutable_error()->set_code(static_cast<int32_t>(g.error_code()));
-      response.mutable_error()->set_message(g.error_message());
+    grpc::Status g = ToGrpcStatus(result.status);
+    auto set_error = [&response](const grpc::Status& e) {
+      response.mutable_error()->set_code(static_cast<int32_t>(e.error_code()));
+      response.mutable_error()->set_message(e.error_message());
+    };
+    if (!g.ok()) set_error(g);
+    grpc::ByteBuffer serialized;
+    if (grpc::Status size = SerializeReply(response, options_.max_message_bytes, &serialized); !size.ok()) {
+      // Too large: this message gets the error instead of its vectors.
+      g = size;
+      response.clear_embeddings();
+      response.clear_timings();
+      set_error(g);
+      bool own_buffer = false;
+      grpc::SerializationTraits<v1::EmbedResponse>::Serialize(response, &serialized,
+                                                              &own_buffer);
     }
     if (metrics_ != nullptr) {
       metrics_->OnRequest(RpcMethod::kEmbedStream, static_cast<int>(g.error_code()),
                           clock_.NowMicros() - start_us);
     }
-    grpc::ByteBuffer serialized;
-    bool own_buffer = false;
-    grpc::SerializationTraits<v1::EmbedResponse>::Serialize(response, &serialized, &own_buffer);
     const grpc::ByteBuffer* to_write = nullptr;
     bool finish = false;
     {
@@ -457,6 +544,7 @@ class EmbedStreamReactor final
 
   EmbeddingPipeline* const pipeline_;
   EmbeddingService::Streams* const streams_;
+  EmbeddingService::LiveCalls* const live_;
   CallbackServerContext* const context_;
   ServerMetrics* const metrics_;
   const Clock& clock_;
@@ -495,6 +583,10 @@ absl::Status EmbeddingService::Options::Validate() const {
     return absl::InvalidArgumentError(absl::StrCat(
         "EmbeddingService max_stream_sequences must be >= 1; was ", max_stream_sequences));
   }
+  if (max_message_bytes < 1) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "server.max_message_bytes must be >= 1; was ", max_message_bytes));
+  }
   return absl::OkStatus();
 }
 
@@ -510,7 +602,8 @@ EmbeddingService::EmbeddingService(const Options& options, EmbeddingPipeline* pi
     : options_(options),
       pipeline_(pipeline),
       metrics_(metrics),
-      streams_(std::make_unique<Streams>()) {}
+      streams_(std::make_unique<Streams>()),
+      live_(std::make_unique<LiveCalls>()) {}
 
 EmbeddingService::~EmbeddingService() = default;
 
@@ -523,15 +616,38 @@ void EmbeddingService::SetServing(bool serving) {
   for (EmbedStreamReactor* s : streams_->open) s->Drain();
 }
 
+bool EmbeddingService::WaitForCalls(std::chrono::steady_clock::time_point deadline,
+                                    std::chrono::microseconds quiet) {
+  MutexLock lock(&live_->mu);
+  while (true) {
+    const auto now = std::chrono::steady_clock::now();
+    const auto quiet_until = live_->last_arrival + quiet;
+    if (live_->count == 0 && now >= quiet_until) return true;
+    if (now >= deadline) return live_->count == 0;
+    // Woken when the last call ends; else at the end of the quiet time or the deadline.
+    const auto until = live_->count > 0 ? deadline : std::min(deadline, quiet_until);
+    live_->cv.WaitFor(&live_->mu, std::max<int64_t>(
+                                      1, std::chrono::duration_cast<std::chrono::microseconds>(
+                                             until - now)
+                                             .count()));
+  }
+}
+
 ServerUnaryReactor* EmbeddingService::Embed(CallbackServerContext* context,
                                             const grpc::ByteBuffer* raw_request,
                                             grpc::ByteBuffer* raw_response) {
   const Clock& clock = *pipeline_->clock();
-  auto* call = new UnaryCall<v1::EmbedRequest, v1::EmbedResponse>(raw_response, metrics_,
-                                                                   RpcMethod::kEmbed, clock);
+  auto* call = new UnaryCall<v1::EmbedRequest, v1::EmbedResponse>(
+      raw_response, metrics_, RpcMethod::kEmbed, clock, options_.max_message_bytes, live_.get());
   const v1::EmbedRequest& request = call->request;
   if (absl::Status s = ParseRequest(*raw_request, RequestKind::kTexts,
                                     v1::EmbedRequest::kIdFieldNumber, &call->request);
+      !s.ok()) {
+    call->Reply(s);
+    return call;
+  }
+  if (absl::Status s =
+          CheckEmbedReplySize(request.texts_size(), *pipeline_, options_.max_message_bytes);
       !s.ok()) {
     call->Reply(s);
     return call;
@@ -549,7 +665,8 @@ ServerUnaryReactor* EmbeddingService::Embed(CallbackServerContext* context,
 
 grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>* EmbeddingService::EmbedStream(
     CallbackServerContext* context) {
-  return new EmbedStreamReactor(pipeline_, streams_.get(), context, metrics_, options_);
+  return new EmbedStreamReactor(pipeline_, streams_.get(), live_.get(), context, metrics_,
+                                options_);
 }
 
 ServerUnaryReactor* EmbeddingService::Similarity(CallbackServerContext* context,
@@ -557,7 +674,8 @@ ServerUnaryReactor* EmbeddingService::Similarity(CallbackServerContext* context,
                                                  grpc::ByteBuffer* raw_response) {
   const Clock& clock = *pipeline_->clock();
   auto* call = new UnaryCall<v1::SimilarityRequest, v1::SimilarityResponse>(
-      raw_response, metrics_, RpcMethod::kSimilarity, clock);
+      raw_response, metrics_, RpcMethod::kSimilarity, clock, options_.max_message_bytes,
+      live_.get());
   const v1::SimilarityRequest& request = call->request;
   if (absl::Status s = ParseRequest(*raw_request, RequestKind::kPairs,
                                     v1::SimilarityRequest::kIdFieldNumber, &call->request);
@@ -587,7 +705,8 @@ ServerUnaryReactor* EmbeddingService::Tokenize(CallbackServerContext* context,
                                                grpc::ByteBuffer* raw_response) {
   const Clock& clock = *pipeline_->clock();
   auto* call = new UnaryCall<v1::TokenizeRequest, v1::TokenizeResponse>(
-      raw_response, metrics_, RpcMethod::kTokenize, clock);
+      raw_response, metrics_, RpcMethod::kTokenize, clock, options_.max_message_bytes,
+      live_.get());
   if (absl::Status s =
           ParseRequest(*raw_request, RequestKind::kTexts, kNoIdField, &call->request);
       !s.ok()) {
@@ -607,38 +726,40 @@ ServerUnaryReactor* EmbeddingService::Tokenize(CallbackServerContext* context,
   return call;
 }
 
-ServerUnaryReactor* EmbeddingService::GetModelInfo(CallbackServerContext* context,
-                                                   const v1::GetModelInfoRequest* /*request*/,
-                                                   v1::ModelInfo* response) {
-  ServerUnaryReactor* reactor = context->DefaultReactor();
-  const Clock& clock = *pipeline_->clock();
-  const int64_t start_us = clock.NowMicros();
+ServerUnaryReactor* EmbeddingService::GetModelInfo(CallbackServerContext* /*context*/,
+                                                   const grpc::ByteBuffer* raw_request,
+                                                   grpc::ByteBuffer* raw_response) {
+  auto* call = new UnaryCall<v1::GetModelInfoRequest, v1::ModelInfo>(
+      raw_response, metrics_, RpcMethod::kGetModelInfo, *pipeline_->clock(),
+      options_.max_message_bytes, live_.get());
+  if (!call->request.ParseFromString(Flatten(*raw_request))) {
+    call->Reply(absl::InvalidArgumentError(absl::StrCat(
+        "the request is not a valid ", call->request.GetTypeName(), " message")));
+    return call;
+  }
   const PipelineModel* model = pipeline_->model();
+  if (model == nullptr) {
+    call->Reply(NotServingError());
+    return call;
+  }
   // Answered while draining too (harmless, and useful to a client that is curious).
-  const absl::Status status = model == nullptr ? NotServingError() : absl::OkStatus();
-  if (model != nullptr) {
-    const BackendInfo& info = model->backend;
-    response->set_name(model->name);
-    response->set_path(info.model_path);
-    response->set_synthetic(info.synthetic);
-    response->set_dimension(static_cast<int32_t>(info.dimension));
-    response->set_max_seq_length(static_cast<int32_t>(model->max_seq_length));
-    response->set_pooling(info.pooling);
-    response->set_normalize(info.normalize);
-    response->set_device(info.device);
-    response->set_precision(info.precision);
-    *response->mutable_batching() = options_.batching_info;
-    response->set_max_texts_per_request(pipeline_->options().max_texts_per_request);
-    for (const auto& [k, v] : options_.versions) (*response->mutable_versions())[k] = v;
-    if (!info.runtime.empty()) (*response->mutable_versions())["runtime"] = info.runtime;
-  }
-  const grpc::Status g = ToGrpcStatus(status);
-  if (metrics_ != nullptr) {
-    metrics_->OnRequest(RpcMethod::kGetModelInfo, static_cast<int>(g.error_code()),
-                        clock.NowMicros() - start_us);
-  }
-  reactor->Finish(g);
-  return reactor;
+  v1::ModelInfo* response = &call->response;
+  const BackendInfo& info = model->backend;
+  response->set_name(model->name);
+  response->set_path(info.model_path);
+  response->set_synthetic(info.synthetic);
+  response->set_dimension(static_cast<int32_t>(info.dimension));
+  response->set_max_seq_length(static_cast<int32_t>(model->max_seq_length));
+  response->set_pooling(info.pooling);
+  response->set_normalize(info.normalize);
+  response->set_device(info.device);
+  response->set_precision(info.precision);
+  *response->mutable_batching() = options_.batching_info;
+  response->set_max_texts_per_request(pipeline_->options().max_texts_per_request);
+  for (const auto& [k, v] : options_.versions) (*response->mutable_versions())[k] = v;
+  if (!info.runtime.empty()) (*response->mutable_versions())["runtime"] = info.runtime;
+  call->Reply(absl::OkStatus());
+  return call;
 }
 
 }  // namespace embedserve

@@ -46,6 +46,10 @@ ServingModel::~ServingModel() = default;
 namespace {
 
 constexpr char kServiceName[] = "embedserve.v1.EmbeddingService";
+// Largest request metadata (headers) gRPC accepts; see Start.
+constexpr int kMaxMetadataBytes = 64 << 10;
+// At shutdown, how long no new call must arrive before gRPC is stopped; see StopGrpc.
+constexpr std::chrono::milliseconds kQuietBeforeStop(100);
 
 std::string HostPort(const std::string& host, int port) {
   // IPv6 literals need brackets.
@@ -69,7 +73,7 @@ class EmbedServer::Impl {
 
   ~Impl() { Shutdown(0); }
 
-  absl::Status Start(ModelFactory load_model) {
+  absl::Status Start(ModelFactory load_model, const ServeGate& serve_gate) {
     ES_RETURN_IF_ERROR(config_.Validate());
     // Security files and keys first: a bad one stops the start before anything listens.
     std::unique_ptr<TlsMaterial> tls;
@@ -89,6 +93,7 @@ class EmbedServer::Impl {
     so.max_stream_backlog = config_.server.max_stream_backlog;
     so.max_stream_backlog_bytes = config_.server.max_stream_backlog_bytes;
     so.max_stream_sequences = std::max(1, config_.batching.max_queue_sequences / 2);
+    so.max_message_bytes = config_.server.max_message_bytes;
     so.versions = {{"embedserve", EMBEDSERVE_VERSION_STRING},
                    {"grpc", grpc::Version()}};
     v1::BatchingInfo& bi = so.batching_info;
@@ -109,6 +114,19 @@ class EmbedServer::Impl {
     builder.RegisterService(service_.get());
     builder.SetMaxReceiveMessageSize(static_cast<int>(config_.server.max_message_bytes));
     builder.SetMaxSendMessageSize(static_cast<int>(config_.server.max_message_bytes));
+    // Compressed requests are refused (UNIMPLEMENTED, "Compression algorithm 'gzip' is
+    // disabled") when their headers arrive, before the body is read: gRPC 1.51 checks
+    // max_message_bytes against the compressed size only and inflates without a bound,
+    // so a 1.5 MB gzip body could inflate to gigabytes. Replies are never compressed.
+    builder.SetCompressionAlgorithmSupportStatus(GRPC_COMPRESS_DEFLATE, false);
+    builder.SetCompressionAlgorithmSupportStatus(GRPC_COMPRESS_GZIP, false);
+    // A second server on a busy port fails to start instead of sharing the port
+    // (gRPC's default SO_REUSEPORT would split new connections between the two).
+    builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
+    // Request headers (metadata) up to kMaxMetadataBytes. Past gRPC 1.51's limit the
+    // transport fails the whole connection, every call on it included, so the limit is
+    // set well above what a client sends (gRPC's default is 8 KiB).
+    builder.AddChannelArgument(GRPC_ARG_MAX_METADATA_SIZE, kMaxMetadataBytes);
     if (config_.server.threads > 0) {
       grpc::ResourceQuota quota("embedserve");
       quota.SetMaxThreads(config_.server.threads);
@@ -145,7 +163,7 @@ class EmbedServer::Impl {
     if (!listeners.empty()) {
       auto http = HttpServer::Start(ToHttpServerOptions(config_, tls.get()), listeners);
       if (!http.ok()) {
-        StopGrpc(0);
+        StopGrpc(std::chrono::steady_clock::now());
         return http.status();
       }
       http_ = *std::move(http);
@@ -191,6 +209,10 @@ class EmbedServer::Impl {
       }
     }
     summary_ = MakeSummary(info, seq_len);
+    if (serve_gate && !serve_gate()) {
+      StopAll(0);
+      return absl::CancelledError("stopped before serving (the start was called off)");
+    }
     service_->SetServing(true);
     SetHealth(true);
     return absl::OkStatus();
@@ -250,11 +272,19 @@ class EmbedServer::Impl {
     health_->SetServingStatus(kServiceName, serving);
   }
 
-  void StopGrpc(int64_t grace_us) {
+  // Stops gRPC once every accepted call is answered, or at `deadline`.
+  void StopGrpc(std::chrono::steady_clock::time_point deadline) {
     if (server_ == nullptr) return;
-    // Refuses new calls at once; accepted calls finish (the batcher keeps running)
-    // until the deadline, after which gRPC cancels them.
-    server_->Shutdown(std::chrono::system_clock::now() + std::chrono::microseconds(grace_us));
+    // gRPC keeps running while the service answers the calls it has accepted (the
+    // batcher keeps running): a call that arrives meanwhile gets UNAVAILABLE from the
+    // service, a health Check NOT_SERVING. gRPC's own Shutdown comes only when no call is
+    // left and none has arrived for kQuietBeforeStop, because it cancels (CANCELLED)
+    // every call that reaches the server after it began and before its GOAWAY reached
+    // the client; a client just answered thus gets its next call's UNAVAILABLE first.
+    // It gets no grace: what is left (health Watch streams, calls past the grace) ends at
+    // once, so idle connections and watches never hold the exit.
+    if (service_ != nullptr) service_->WaitForCalls(deadline, kQuietBeforeStop);
+    server_->Shutdown(std::chrono::system_clock::now());
     server_->Wait();
   }
 
@@ -265,15 +295,16 @@ class EmbedServer::Impl {
     if (config_.server.shutdown_delay_ms > 0 && server_ != nullptr) {
       std::this_thread::sleep_for(std::chrono::milliseconds(config_.server.shutdown_delay_ms));
     }
-    const auto start = std::chrono::steady_clock::now();
-    if (service_ != nullptr) service_->SetServing(false);  // HTTP answers 503 from now on
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::microseconds(grace_us);
+    // New calls get UNAVAILABLE (HTTP 503) from now on; open streams drain.
+    if (service_ != nullptr) service_->SetServing(false);
     if (http_ != nullptr) http_->StopAccepting();
-    StopGrpc(grace_us);
+    StopGrpc(deadline);
     if (batcher_ != nullptr) {
-      const int64_t used = std::chrono::duration_cast<std::chrono::microseconds>(
-                               std::chrono::steady_clock::now() - start)
-                               .count();
-      batcher_->Shutdown(std::max<int64_t>(0, grace_us - used));
+      batcher_->Shutdown(std::max<int64_t>(
+          0, std::chrono::duration_cast<std::chrono::microseconds>(
+                 deadline - std::chrono::steady_clock::now())
+                 .count()));
     }
     // Every accepted call has been answered (the batcher flushed): close what is left.
     if (http_ != nullptr) http_->Stop();
@@ -344,9 +375,10 @@ class EmbedServer::Impl {
 
 absl::StatusOr<std::unique_ptr<EmbedServer>> EmbedServer::Start(const ServerConfig& config,
                                                                 ModelFactory load_model,
-                                                                Clock* clock) {
+                                                                Clock* clock,
+                                                                ServeGate serve_gate) {
   auto impl = std::make_unique<Impl>(config, clock);
-  ES_RETURN_IF_ERROR(impl->Start(std::move(load_model)));
+  ES_RETURN_IF_ERROR(impl->Start(std::move(load_model), serve_gate));
   return std::unique_ptr<EmbedServer>(new EmbedServer(std::move(impl)));
 }
 

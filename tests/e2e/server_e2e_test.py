@@ -296,9 +296,11 @@ class CommandLineTest(unittest.TestCase):
         self.assertIn("/nonexistent/folder", out.stderr)
 
 
-def main(module_name="__main__"):
-    """Parses --binary/--stubs/--data into ARGS (here and in `module_name`), skips (exit
-    77) without python3-grpcio, loads the stubs and runs the module's tests."""
+def parse_args_and_load_stubs(module_name="__main__"):
+    """The command line of the e2e tests that drive the binary from Debian's python3:
+    parses --binary/--stubs/--data into ARGS (here and in `module_name`), loads the stubs,
+    returns ARGS and the arguments left for unittest; exits 77 (ctest: skipped) without
+    python3-grpcio."""
     global ARGS
     parser = argparse.ArgumentParser()
     parser.add_argument("--binary", required=True)
@@ -314,6 +316,12 @@ def main(module_name="__main__"):
         print("SKIPPED: /usr/bin/python3 has no grpc module (apt-get install python3-grpcio)")
         sys.exit(77)
     load_stubs(ARGS.stubs)
+    return ARGS, rest
+
+
+def main(module_name="__main__"):
+    """Parses the command line (parse_args_and_load_stubs) and runs the module's tests."""
+    _, rest = parse_args_and_load_stubs(module_name)
     unittest.main(module=module_name, argv=[sys.argv[0]] + rest, verbosity=2)
 
 

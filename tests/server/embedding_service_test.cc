@@ -24,6 +24,7 @@
 #include "embedserve/server/server.h"
 #include "embedserve/tokenizer/tokenizer.h"
 #include "embedserve/v1/embedding.grpc.pb.h"
+#include "server/fake_server_test.h"
 #include "server/server_test_util.h"
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "test_util/fake_backend.h"
@@ -72,25 +73,14 @@ ServerConfig TestConfig() {
   return config;
 }
 
-class ServiceTest : public ::testing::Test {
+class ServiceTest : public testing::FakeServerTest {
  protected:
   void Start(ServerConfig config = TestConfig(), FakeBackend::Options backend_options = {},
              int64_t dimension = kDim) {
     backend_options.dimension = dimension;
     tokenizer_ = LoadTokenizer();
     ASSERT_NE(tokenizer_, nullptr);
-    auto backend = std::make_unique<FakeBackend>(backend_options);
-    backend_ = backend.get();
-    auto server = StartServer(config, ServingModel(LoadTokenizer(), std::move(backend)));
-    ASSERT_TRUE(server.ok()) << server.status();
-    server_ = *std::move(server);
-    channel_ = grpc::CreateChannel(server_->address(), grpc::InsecureChannelCredentials());
-    stub_ = v1::EmbeddingService::NewStub(channel_);
-  }
-
-  void TearDown() override {
-    if (backend_ != nullptr) backend_->OpenGate();
-    if (server_ != nullptr) server_->Shutdown(1'000'000);
+    StartFakeServer(config, backend_options);
   }
 
   // The row the fake backend gives `text` (truncated to 16 tokens as configured).
@@ -124,10 +114,6 @@ class ServiceTest : public ::testing::Test {
   }
 
   std::unique_ptr<Tokenizer> tokenizer_;
-  FakeBackend* backend_ = nullptr;
-  std::unique_ptr<EmbedServer> server_;
-  std::shared_ptr<grpc::Channel> channel_;
-  std::unique_ptr<v1::EmbeddingService::Stub> stub_;
 };
 
 std::vector<float> Values(const v1::Embedding& e) {

@@ -2,7 +2,8 @@
 //   embedserve --config experiments/minilm_batching.yaml [--port 50051] [--model DIR] ...
 // Validates the config, starts gRPC (health NOT_SERVING), loads and warms up the model,
 // turns SERVING, and serves until SIGINT/SIGTERM; then refuses new calls, answers the
-// accepted ones within server.shutdown_grace_ms and exits 0.
+// accepted ones within server.shutdown_grace_ms and exits 0. A SIGINT/SIGTERM before
+// SERVING (config, loading, warm-up) exits 0 at once: nothing has been accepted.
 #include <pthread.h>
 #include <signal.h>
 #include <unistd.h>
@@ -11,12 +12,14 @@
 #include <cstdlib>
 #include <memory>
 #include <string>
+#include <thread>
 #include <utility>
 #include <vector>
 
 #include "CLI/CLI.hpp"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "embedserve/common/mutex.h"
 #include "embedserve/common/status_macros.h"
 #include "embedserve/config/server_config.h"
 #include "embedserve/model/backend_pool.h"
@@ -28,6 +31,73 @@
 
 namespace embedserve {
 namespace {
+
+sigset_t StopSignals() {
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGTERM);
+  return signals;
+}
+
+// SIGINT/SIGTERM are taken by sigwait on one thread (StopSignalHandler). Blocked from
+// .preinit_array, i.e. once the dynamic loader has mapped the libraries and before any
+// library's initializers (LibTorch's take seconds on a busy machine) or main run, and
+// so before any thread starts: every thread inherits the mask, and a SIGTERM from then
+// on never takes the default action (death by signal 15).
+void BlockStopSignals(int /*argc*/, char** /*argv*/, char** /*envp*/) {
+  const sigset_t signals = StopSignals();
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+}
+__attribute__((section(".preinit_array"), used)) void (*const kBlockStopSignals)(
+    int, char**, char**) = BlockStopSignals;
+
+// Where the process stands for SIGINT/SIGTERM: before SERVING it exits at once (nothing
+// accepted); after, main shuts the server down.
+class StopSignalHandler {
+ public:
+  // Starts the thread that waits for the signals.
+  StopSignalHandler() {
+    std::thread([this] {
+      const sigset_t signals = StopSignals();
+      int signal_number = 0;
+      sigwait(&signals, &signal_number);
+      MutexLock lock(&mu_);
+      if (!serving_) {
+        std::fprintf(stderr, "embedserve: received %s before serving (nothing accepted): exit 0\n",
+                     Name(signal_number));
+        std::fflush(stderr);
+        std::_Exit(0);
+      }
+      signal_ = signal_number;
+      cv_.NotifyAll();
+    }).detach();
+  }
+
+  // The server's ServeGate: from now on a signal means a graceful shutdown.
+  bool TurnServing() {
+    MutexLock lock(&mu_);
+    serving_ = true;
+    return true;
+  }
+
+  // Blocks until SIGINT or SIGTERM arrives once serving; returns its name.
+  const char* Wait() {
+    MutexLock lock(&mu_);
+    while (signal_ == 0) cv_.Wait(&mu_);
+    return Name(signal_);
+  }
+
+ private:
+  static const char* Name(int signal_number) {
+    return signal_number == SIGINT ? "SIGINT" : "SIGTERM";
+  }
+
+  Mutex mu_;
+  CondVar cv_;  // signal_ set
+  bool serving_ ABSL_GUARDED_BY(mu_) = false;
+  int signal_ ABSL_GUARDED_BY(mu_) = 0;
+};
 
 struct Flags {
   std::string config_path;
@@ -83,6 +153,9 @@ absl::StatusOr<ServingModel> LoadServingModel(const ServerConfig& config) {
 }
 
 int Run(int argc, char** argv) {
+  BlockStopSignals(argc, argv, nullptr);  // again, in case .preinit_array did not run
+  // Lives as long as the process: its thread may take a signal while exit() runs.
+  auto& stop_signals = *new StopSignalHandler();
   CLI::App app{
       "embedserve: gRPC sentence-embedding server (embedserve.v1.EmbeddingService, "
       "grpc.health.v1, reflection; Prometheus /metrics). Flags override the config file."};
@@ -140,17 +213,11 @@ int Run(int argc, char** argv) {
   spdlog::set_level(spdlog::level::from_str(config.logging.level));
   spdlog::set_pattern("[%Y-%m-%d %H:%M:%S.%e] [%^%l%$] %v");
 
-  // SIGINT/SIGTERM are taken by sigwait on this thread: block them before any thread
-  // (gRPC, batcher) starts so that every thread inherits the mask.
-  sigset_t signals;
-  sigemptyset(&signals);
-  sigaddset(&signals, SIGINT);
-  sigaddset(&signals, SIGTERM);
-  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
-
   spdlog::info("embedserve {} starting: config {}", EMBEDSERVE_VERSION_STRING,
                f.config_path.empty() ? "(defaults)" : f.config_path);
-  auto server = EmbedServer::Start(config, [&config] { return LoadServingModel(config); });
+  auto server = EmbedServer::Start(
+      config, [&config] { return LoadServingModel(config); }, /*clock=*/nullptr,
+      [&stop_signals] { return stop_signals.TurnServing(); });
   if (!server.ok()) {
     spdlog::error("{}", std::string(server.status().message()));
     return 1;
@@ -168,10 +235,9 @@ int Run(int argc, char** argv) {
                                          " (/v1/embeddings, /embed, /similarity, /tokenize)")
                           : std::string());
 
-  int signal_number = 0;
-  sigwait(&signals, &signal_number);
-  spdlog::info("received {}: NOT_SERVING, answering accepted calls (grace {} ms)",
-               signal_number == SIGINT ? "SIGINT" : "SIGTERM", config.server.shutdown_grace_ms);
+  const char* signal_name = stop_signals.Wait();
+  spdlog::info("received {}: NOT_SERVING, answering accepted calls (grace {} ms)", signal_name,
+               config.server.shutdown_grace_ms);
   (*server)->Shutdown(config.server.shutdown_grace_ms * 1000);
   spdlog::info("stopped");
   return 0;

@@ -1,14 +1,16 @@
 // embedserve.v1.EmbeddingService on the gRPC callback API: the gRPC front door of the
 // EmbeddingPipeline (src/pipeline/). It decodes the wire format, calls the pipeline and
 // encodes what the pipeline's callback receives; no RPC thread ever waits on the model.
-// Embed, EmbedStream, Similarity and Tokenize take raw bytes and parse them here, so
-// that a text with invalid UTF-8 gets INVALID_ARGUMENT naming the field and index
-// (protobuf's own parser would reject the whole message with a bare error).
+// Every method takes raw bytes and parses them here, so that a text with invalid UTF-8
+// gets INVALID_ARGUMENT naming the field and index, and a malformed body
+// INVALID_ARGUMENT saying so (protobuf's own parser would reject the whole message with
+// a bare error).
 // Thread-safe: gRPC calls the handlers from any of its threads; SetServing() may be
 // called from any thread.
 #ifndef EMBEDSERVE_SERVER_EMBEDDING_SERVICE_H_
 #define EMBEDSERVE_SERVER_EMBEDDING_SERVICE_H_
 
+#include <chrono>
 #include <cstdint>
 #include <map>
 #include <memory>
@@ -27,7 +29,7 @@ using EmbeddingServiceBase = v1::EmbeddingService::WithRawCallbackMethod_Embed<
     v1::EmbeddingService::WithRawCallbackMethod_EmbedStream<
         v1::EmbeddingService::WithRawCallbackMethod_Similarity<
             v1::EmbeddingService::WithRawCallbackMethod_Tokenize<
-                v1::EmbeddingService::WithCallbackMethod_GetModelInfo<
+                v1::EmbeddingService::WithRawCallbackMethod_GetModelInfo<
                     v1::EmbeddingService::Service>>>>>;
 
 class EmbeddingService final : public EmbeddingServiceBase {
@@ -44,6 +46,10 @@ class EmbeddingService final : public EmbeddingServiceBase {
     int max_stream_backlog = 1024;
     int64_t max_stream_backlog_bytes = 2 << 20;
     int64_t max_stream_sequences = 2048;  // the server sets half of the batch queue
+    // Largest reply, serialized (server.max_message_bytes). A larger one is refused
+    // with RESOURCE_EXHAUSTED (on EmbedStream: that message's error; the stream goes
+    // on); Embed refuses before computing when the vectors alone would not fit.
+    int64_t max_message_bytes = int64_t{64} << 20;
     // Reported by GetModelInfo (the batcher's settings as configured).
     v1::BatchingInfo batching_info;
     // Reported by GetModelInfo.versions, e.g. {"embedserve", "0.1.0"}.
@@ -66,6 +72,13 @@ class EmbeddingService final : public EmbeddingServiceBase {
   // answers what it has read, then ends UNAVAILABLE).
   void SetServing(bool serving);
 
+  // Blocks until every call of this service has ended (its reply sent, or its client
+  // gone) and none has arrived for `quiet`, or until `deadline`; true when none is left.
+  // Calls that arrive meanwhile are counted too (while not serving they end at once,
+  // UNAVAILABLE).
+  bool WaitForCalls(std::chrono::steady_clock::time_point deadline,
+                    std::chrono::microseconds quiet);
+
   // RPCs (gRPC callback API; requests and responses are the serialized messages of
   // embedding.proto).
   grpc::ServerUnaryReactor* Embed(grpc::CallbackServerContext* context,
@@ -80,11 +93,12 @@ class EmbeddingService final : public EmbeddingServiceBase {
                                      const grpc::ByteBuffer* request,
                                      grpc::ByteBuffer* response) override;
   grpc::ServerUnaryReactor* GetModelInfo(grpc::CallbackServerContext* context,
-                                         const v1::GetModelInfoRequest* request,
-                                         v1::ModelInfo* response) override;
+                                         const grpc::ByteBuffer* request,
+                                         grpc::ByteBuffer* response) override;
 
   // Implementation details below.
-  struct Streams;  // open EmbedStream calls
+  struct Streams;    // open EmbedStream calls
+  struct LiveCalls;  // calls not yet done, for WaitForCalls
 
  private:
   EmbeddingService(const Options& options, EmbeddingPipeline* pipeline, ServerMetrics* metrics);
@@ -93,6 +107,7 @@ class EmbeddingService final : public EmbeddingServiceBase {
   EmbeddingPipeline* const pipeline_;
   ServerMetrics* const metrics_;
   std::unique_ptr<Streams> streams_;
+  std::unique_ptr<LiveCalls> live_;
 };
 
 }  // namespace embedserve

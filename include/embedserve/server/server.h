@@ -38,6 +38,11 @@ struct ServingModel {
 // NOT_SERVING meanwhile).
 using ModelFactory = std::function<absl::StatusOr<ServingModel>()>;
 
+// Asked once, after loading and warm-up, just before the server turns SERVING: false
+// calls the start off (Start releases the ports and returns CANCELLED). The binary's
+// SIGTERM handling uses it to tell "nothing accepted yet" from "serving".
+using ServeGate = std::function<bool()>;
+
 class EmbedServer {
  public:
   // Binds config.server.host:port (port 0 = a free one), the HTTP and metrics ports, answers
@@ -47,9 +52,11 @@ class EmbedServer {
   // used fails the start before anything listens (docs/security.md). Fails (and releases
   // the ports) on an invalid config, a bind failure or a model load failure. `clock` (null: the real clock; else it must outlive the server) is the
   // time line of deadlines, queue delays and per-stage timings (tests pass a FakeClock).
+  // `serve_gate` (may be empty): see ServeGate.
   static absl::StatusOr<std::unique_ptr<EmbedServer>> Start(const ServerConfig& config,
                                                             ModelFactory load_model,
-                                                            Clock* clock = nullptr);
+                                                            Clock* clock = nullptr,
+                                                            ServeGate serve_gate = {});
 
   ~EmbedServer();  // Shutdown(0) if not done yet
   EmbedServer(const EmbedServer&) = delete;
@@ -65,9 +72,12 @@ class EmbedServer {
   // The one-line startup summary ("Loaded ... on cpu, FP32, 384 dims, batching on ...").
   std::string Summary() const;
 
-  // Health NOT_SERVING, refuse new calls (UNAVAILABLE), answer every accepted call
-  // within `grace_us` (after that they are cancelled), stop the batcher and the HTTP
-  // server. Idempotent; blocks until done.
+  // Health NOT_SERVING (for server.shutdown_delay_ms while still serving), then refuse
+  // new calls (UNAVAILABLE; health Check still answers NOT_SERVING), answer every
+  // accepted call within `grace_us` (after that they are cancelled), stop gRPC, the
+  // batcher and the HTTP server. Returns as soon as the accepted calls are answered:
+  // idle connections and health Watch streams do not hold it. Idempotent; blocks until
+  // done.
   void Shutdown(int64_t grace_us);
 
   // Blocks until Shutdown() has finished.

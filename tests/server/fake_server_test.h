@@ -1,0 +1,55 @@
+// A gtest fixture for the server tests: an in-process EmbedServer on free ports over the
+// FakeBackend (whose rows say which tokens made them) and the tiny-bert tokenizer, with a
+// channel and a stub to it. Test-only; one test thread.
+#ifndef EMBEDSERVE_TESTS_SERVER_FAKE_SERVER_TEST_H_
+#define EMBEDSERVE_TESTS_SERVER_FAKE_SERVER_TEST_H_
+
+#include <grpcpp/grpcpp.h>
+#include <gtest/gtest.h>
+
+#include <memory>
+#include <utility>
+
+#include "embedserve/server/server.h"
+#include "embedserve/tokenizer/tokenizer.h"
+#include "embedserve/v1/embedding.grpc.pb.h"
+#include "server/server_test_util.h"
+#include "test_util/fake_backend.h"
+
+namespace embedserve {
+namespace testing {
+
+class FakeServerTest : public ::testing::Test {
+ protected:
+  // Starts `config` over a FakeBackend made with `backend_options`; backend_, server_,
+  // channel_ and stub_ are set when it returns without a fatal failure.
+  void StartFakeServer(const ServerConfig& config, const FakeBackend::Options& backend_options) {
+    auto tokenizer = Tokenizer::FromModelDir(TinyBertDir());
+    ASSERT_TRUE(tokenizer.ok()) << tokenizer.status();
+    auto backend = std::make_unique<FakeBackend>(backend_options);
+    backend_ = backend.get();
+    auto server = StartServer(config, ServingModel(*std::move(tokenizer), std::move(backend)));
+    ASSERT_TRUE(server.ok()) << server.status();
+    server_ = *std::move(server);
+    channel_ = grpc::CreateChannel(server_->address(), grpc::InsecureChannelCredentials());
+    stub_ = v1::EmbeddingService::NewStub(channel_);
+  }
+
+  // Releases calls held at the backend's gate and stops the server (1 s grace). The
+  // server owns the backend: a test that destroyed server_ has destroyed backend_ too.
+  void TearDown() override {
+    if (server_ == nullptr) return;
+    backend_->OpenGate();
+    server_->Shutdown(1'000'000);
+  }
+
+  FakeBackend* backend_ = nullptr;
+  std::unique_ptr<EmbedServer> server_;
+  std::shared_ptr<grpc::Channel> channel_;
+  std::unique_ptr<v1::EmbeddingService::Stub> stub_;
+};
+
+}  // namespace testing
+}  // namespace embedserve
+
+#endif  // EMBEDSERVE_TESTS_SERVER_FAKE_SERVER_TEST_H_

@@ -37,6 +37,8 @@ PACKAGES=(
   python3 python3-grpcio python3-protobuf python3-yaml python3-matplotlib python3-venv
   # misc tools used by scripts
   curl jq
+  # a compiler cache for scripts/test.sh's four builds
+  ccache
   # the load balancer in front of local replicas (scripts/cluster/, docs/deploy.md)
   nginx
 )

@@ -14,6 +14,13 @@ cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 JOBS=${JOBS:-$(nproc)}
 FUZZ_SECONDS=${EMBEDSERVE_FUZZ_SECONDS:-30}
+# ccache (scripts/setup.sh installs it) keeps the four builds' objects between runs and
+# clones: paths relative to the clone, so another clone of the same commit reuses them.
+if command -v ccache >/dev/null; then
+  export CMAKE_CXX_COMPILER_LAUNCHER=${CMAKE_CXX_COMPILER_LAUNCHER:-ccache}
+  export CMAKE_C_COMPILER_LAUNCHER=${CMAKE_C_COMPILER_LAUNCHER:-ccache}
+  export CCACHE_BASEDIR=${CCACHE_BASEDIR:-$ROOT} CCACHE_NOHASHDIR=${CCACHE_NOHASHDIR:-1}
+fi
 
 scripts/setup.sh || { echo "test.sh: setup failed"; exit 1; }
 

@@ -145,8 +145,9 @@ class ReplicasBehindNginxTest(unittest.TestCase):
 
     def test_large_requests_and_replies_pass_through(self):
         # Requests over 1 MB (nginx's default client_max_body_size, 413 above it) through
-        # both proxies: 256 texts of ~5 KB (truncated by the server).
-        texts = [f"text {i} " + "several words in a long text " * 170 for i in range(256)]
+        # both proxies: 128 texts of ~10 KB, truncated by the server to 256 tokens each, so
+        # within batching.max_request_tokens (32,768).
+        texts = [f"text {i} " + "several words in a long text " * 340 for i in range(128)]
         with cluster.Cluster(ARGS.binary, 1, model=os.path.join(ARGS.data, "tiny-bert")) as c:
             body = json.dumps({"inputs": texts}).encode()
             self.assertGreater(len(body), 1024 * 1024)

@@ -201,7 +201,7 @@ TEST_F(HostileClientTest, MalformedGetModelInfoIsInvalidArgument) {
   done.WaitForNotification();
   EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
   EXPECT_THAT(status.error_message(), HasSubstr("not a valid embedserve.v1.GetModelInfoRequest"));
-  EXPECT_EQ(Counter(*server_, "embedserve_requests_total{method=\"GetModelInfo\",code=\"INVALID_ARGUMENT\"}"), 1);
+  EXPECT_EQ(Counter(*server_, "embedserve_requests_total{code=\"INVALID_ARGUMENT\",method=\"GetModelInfo\"}"), 1);
 }
 
 // Item 11: a reply over server.max_message_bytes is refused with RESOURCE_EXHAUSTED and
@@ -226,8 +226,8 @@ TEST_F(HostileClientTest, ReplyOverMaxMessageBytesIsRefusedAndCountedSo) {
   s = stub_->Embed(&ctx, request, &response);
   EXPECT_EQ(s.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
   EXPECT_THAT(s.error_message(), HasSubstr("server.max_message_bytes (4096)"));
-  EXPECT_EQ(Counter(*server_, "embedserve_requests_total{method=\"Embed\",code=\"RESOURCE_EXHAUSTED\"}"), 2);
-  EXPECT_LE(Counter(*server_, "embedserve_requests_total{method=\"Embed\",code=\"OK\"}"), 0);
+  EXPECT_EQ(Counter(*server_, "embedserve_requests_total{code=\"RESOURCE_EXHAUSTED\",method=\"Embed\"}"), 2);
+  EXPECT_LE(Counter(*server_, "embedserve_requests_total{code=\"OK\",method=\"Embed\"}"), 0);
   EXPECT_TRUE(Embed({"fits"}).ok());
 
   grpc::ClientContext stream_ctx;
@@ -258,7 +258,7 @@ TEST_F(HostileClientTest, ReplyOverMaxMessageBytesIsRefusedAndCountedSo) {
   }
   EXPECT_EQ(got['1'].error().code(), 0);
   EXPECT_EQ(got['1'].embeddings_size(), 1);
-  EXPECT_EQ(Counter(*server_, "embedserve_requests_total{method=\"EmbedStream\",code=\"RESOURCE_EXHAUSTED\"}"), 2);
+  EXPECT_EQ(Counter(*server_, "embedserve_requests_total{code=\"RESOURCE_EXHAUSTED\",method=\"EmbedStream\"}"), 2);
 }
 
 // Items 7 and 14: while the accepted calls drain (server.shutdown_delay_ms 0), a new call

@@ -226,6 +226,8 @@ def main():
         L += ["## Where a forward's GPU time goes", "",
               "`raw/forward_profile.log`: torch.profiler kernel tables of the same encoder written",
               "in torch ops (scripts/device/forward_variants.py --profile), 1,024 x 16, fp16.", ""]
+    if os.path.exists(os.path.join(out, "bounds.md")):
+        L += ["What bounds each miss, in numbers: [bounds.md](bounds.md) (written by hand from", "this run).", ""]
     open(os.path.join(out, "README.md"), "w").write("\n".join(L) + "\n")
     raw = os.path.join(out, "raw")
     if os.path.abspath(raw) != os.path.abspath(run):

@@ -282,6 +282,9 @@ class StreamSession final : public Session,
         static_cast<http::status>(status), version_);
     res->set(http::field::server, "embedserve");
     res->set(http::field::content_type, content_type);
+    // RFC 9110 15.5.2: a 401 names the scheme the client must use (an API key as a
+    // bearer token; x-api-key is accepted too, docs/security.md).
+    if (status == 401) res->set(http::field::www_authenticate, "Bearer realm=\"embedserve\"");
     res->keep_alive(keep_alive && keep_alive_);
     res->body() = std::move(body);
     res->prepare_payload();

@@ -341,11 +341,13 @@ TEST_F(HttpServerTest, ApiKeyGuardsEveryRouteWith401ButHealthAndMetrics) {
   EXPECT_EQ(r.status, 401);
   EXPECT_EQ(json::parse(r.body)["error"]["type"], "authentication_error");
   EXPECT_THAT(r.body, HasSubstr("missing API key"));
+  EXPECT_THAT(r.head, HasSubstr("\r\nWWW-Authenticate: Bearer realm=\"embedserve\"\r\n"));
   r = c.Request("POST", "/v1/embeddings", R"({"input": "x"})", "Authorization: Bearer wrong\r\n");
   EXPECT_EQ(r.status, 401);
   EXPECT_THAT(r.body, Not(HasSubstr("wrong")));  // the presented value is never echoed
   r = c.Request("POST", "/v1/embeddings", R"({"input": "x"})", "Authorization: Bearer sekret\r\n");
   EXPECT_EQ(r.status, 200) << r.body;
+  EXPECT_THAT(r.head, Not(HasSubstr("WWW-Authenticate")));
   r = c.Request("POST", "/v1/embeddings", R"({"input": "x"})", "authorization: bearer other-key\r\n");
   EXPECT_EQ(r.status, 200) << r.body;
   r = c.Request("POST", "/v1/embeddings", R"({"input": "x"})", "X-API-Key: sekret\r\n");
@@ -378,7 +380,9 @@ TEST_F(HttpServerTest, NotExemptHealthAndMetricsNeedTheKeyToo) {
   EXPECT_EQ(c.Request("GET", "/metrics", "", "x-api-key: sekret\r\n").status, 200);
   RawClient m((*server)->port(1));
   EXPECT_EQ(m.Request("GET", "/metrics").status, 401);
-  EXPECT_EQ(m.Request("GET", "/healthz").status, 401);
+  RawResponse denied = m.Request("GET", "/healthz");
+  EXPECT_EQ(denied.status, 401);
+  EXPECT_THAT(denied.head, HasSubstr("\r\nWWW-Authenticate: Bearer realm=\"embedserve\"\r\n"));
   EXPECT_EQ(m.Request("GET", "/metrics", "", "x-api-key: sekret\r\n").status, 200);
   (*server)->Stop();
 }

@@ -17,6 +17,7 @@
 #include <torch/torch.h>
 
 #include "benchmark/benchmark.h"
+#include "embedserve/model/cpu_environment.h"
 #include "cpu_attention.h"
 
 namespace {
@@ -116,4 +117,12 @@ BENCHMARK(BM_Attention)->Apply(Args)->UseRealTime()->Unit(benchmark::kMillisecon
 
 }  // namespace
 
-BENCHMARK_MAIN();
+// With the OpenBLAS kernels the server would run (cpu_environment.h).
+int main(int argc, char** argv) {
+  embedserve::ReexecWithCpuEnvironment(argv, embedserve::CpuEnvironmentOptions());
+  benchmark::Initialize(&argc, argv);
+  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
+  benchmark::RunSpecifiedBenchmarks();
+  benchmark::Shutdown();
+  return 0;
+}

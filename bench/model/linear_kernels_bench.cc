@@ -14,6 +14,7 @@
 #include <torch/torch.h>
 
 #include "benchmark/benchmark.h"
+#include "embedserve/model/cpu_environment.h"
 
 #if defined(__x86_64__)
 #include <immintrin.h>
@@ -123,4 +124,12 @@ BENCHMARK(BM_FmaPeakAvx512)->UseRealTime()->MeasureProcessCPUTime();
 
 }  // namespace
 
-BENCHMARK_MAIN();
+// With the OpenBLAS kernels the server would run (cpu_environment.h).
+int main(int argc, char** argv) {
+  embedserve::ReexecWithCpuEnvironment(argv, embedserve::CpuEnvironmentOptions());
+  benchmark::Initialize(&argc, argv);
+  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
+  benchmark::RunSpecifiedBenchmarks();
+  benchmark::Shutdown();
+  return 0;
+}

@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "benchmark/benchmark.h"
+#include "embedserve/model/cpu_environment.h"
 #include "embedserve/model/model_loader.h"
 #include "synthetic_model.h"
 
@@ -144,6 +145,8 @@ void Register() {
 }  // namespace embedserve
 
 int main(int argc, char** argv) {
+  // With the OpenBLAS kernels the server would run (cpu_environment.h).
+  embedserve::ReexecWithCpuEnvironment(argv, embedserve::CpuEnvironmentOptions());
   benchmark::Initialize(&argc, argv);
   embedserve::Register();
   benchmark::RunSpecifiedBenchmarks();

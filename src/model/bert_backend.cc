@@ -28,6 +28,7 @@
 #include "cpu_int8_linear.h"
 #endif
 #include "embedserve/common/status_macros.h"
+#include "embedserve/model/cpu_environment.h"
 #include "spdlog/spdlog.h"
 
 namespace embedserve {
@@ -266,7 +267,11 @@ absl::StatusOr<std::unique_ptr<BertBackend>> BertBackend::Create(const ModelFold
   if (b->device_.is_cpu()) {
     absl::StrAppend(&info.runtime, " (cpu, ", b->num_threads_, " threads, ",
                     b->cpu_linear_ == CpuLinearKernel::kOneDnn ? "onednn" : "aten",
-                    " linear)");
+                    " linear");
+    if (const std::string blas = OpenBlasCoreName(); !blas.empty()) {
+      absl::StrAppend(&info.runtime, ", OpenBLAS ", blas);
+    }
+    absl::StrAppend(&info.runtime, ")");
   }
   if (b->device_.is_cuda() && b->dtype_ == torch::kFloat) {
     // Per process in LibTorch ("high" lets fp32 matmuls use TF32 tensor cores).

@@ -123,6 +123,20 @@ class ServerE2ETest(unittest.TestCase):
     def test_startup_log_line(self):
         self.assertRegex(self.server.log(), r"Loaded .* on cpu, FP32, 32 dims")
 
+    def test_runs_with_openblas_vector_kernels_and_passive_openmp(self):
+        # The server sets both for itself (cpu_environment.h) and runs itself again.
+        with open(f"/proc/{self.server.proc.pid}/environ", "rb") as f:
+            env = dict(kv.split(b"=", 1) for kv in f.read().split(b"\0") if b"=" in kv)
+        self.assertEqual(env.get(b"OMP_WAIT_POLICY"), b"PASSIVE")
+        m = re.search(r"OpenBLAS (\w+)\)", self.server.log())
+        if "libtorch 1.13" in self.server.log():  # Debian's LibTorch runs on OpenBLAS
+            self.assertIsNotNone(m, self.server.log())
+        with open("/proc/cpuinfo") as f:
+            avx2 = " avx2 " in f.read()
+        if m and avx2:  # never OpenBLAS's generic kernels on an AVX2 CPU
+            self.assertIn(m.group(1).lower(), {"haswell", "skylakex", "cooperlake",
+                                               "sapphirerapids", "zen", "excavator"})
+
     def test_embed_matches_sentence_transformers(self):
         texts = [g["text"] for g in self.golden]
         r = self.stub.Embed(pb.EmbedRequest(texts=texts, id="golden"), timeout=30)

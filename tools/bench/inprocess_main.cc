@@ -23,6 +23,7 @@
 #include "embedserve/client/result_writer.h"
 #include "embedserve/client/sentence_generator.h"
 #include "embedserve/config/server_config.h"
+#include "embedserve/model/cpu_environment.h"
 #include "embedserve/model/embedding_matrix.h"
 #include "embedserve/model/model_loader.h"
 
@@ -44,6 +45,9 @@ int64_t Us(Clock::duration d) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  // With the OpenBLAS kernels the server would run (cpu_environment.h); OpenMP as the
+  // caller set it (in-process figures are the model's, not the server's).
+  embedserve::ReexecWithCpuEnvironment(argv, embedserve::CpuEnvironmentOptions());
   CLI::App app{"embedserve-bench-inprocess: Similarity/Embed work without gRPC, for the "
                "over-gRPC efficiency figure"};
   std::string config_path, batch_sizes = "32", method = "similarity", sentence_length = "short",

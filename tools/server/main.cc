@@ -23,6 +23,7 @@
 #include "embedserve/common/status_macros.h"
 #include "embedserve/config/server_config.h"
 #include "embedserve/model/backend_pool.h"
+#include "embedserve/model/cpu_environment.h"
 #include "embedserve/model/model_loader.h"
 #include "embedserve/model/model_options.h"
 #include "embedserve/server/server.h"
@@ -246,16 +247,17 @@ int Run(int argc, char** argv) {
 }  // namespace
 }  // namespace embedserve
 
+// The CPU math libraries read their settings once, as they load, before main
+// (cpu_environment.h): the server sets what is unset and runs itself again, once.
 // LibTorch's OpenMP threads (libgomp) spin while they wait unless OMP_WAIT_POLICY says
-// otherwise, and libgomp reads it once, as it loads, before main. Spinning threads take
-// the cores from gRPC's threads, from refusing calls under overload and from whatever
-// else runs on the machine: on the shared 2-core machine the overload test's capacity
-// was ~4 heavy calls/s spinning and ~53/s passive (tiny-bert). So the server runs passive
-// unless its caller chose a policy: it sets the variable and runs itself again, once.
+// otherwise; spinning threads take the cores from gRPC's threads, from refusing calls
+// under overload and from whatever else runs on the machine (on the shared 2-core
+// machine the overload test's capacity was ~4 heavy calls/s spinning and ~53/s passive,
+// tiny-bert), so the server runs passive unless its caller chose a policy. And an
+// OpenBLAS that does not know the CPU gets the AVX2/AVX-512 kernels named.
 int main(int argc, char** argv) {
-  if (std::getenv("OMP_WAIT_POLICY") == nullptr &&
-      setenv("OMP_WAIT_POLICY", "PASSIVE", 1) == 0) {
-    execv("/proc/self/exe", argv);  // returns only when it failed: run as we are
-  }
+  embedserve::CpuEnvironmentOptions env;
+  env.passive_omp = true;
+  embedserve::ReexecWithCpuEnvironment(argv, env);
   return embedserve::Run(argc, argv);
 }

@@ -1,0 +1,611 @@
+#!/usr/bin/python3
+"""Issue 12's acceptance measurements against the real `embedserve` binary and model.
+
+Three scenarios, each on a fresh server started from an experiment file (default
+experiments/minilm_batching.yaml, the real all-MiniLM-L6-v2, fp32 on this CPU), with the
+client on the same machine (it needs little CPU: every load is a few hundred calls/s):
+
+  overload  capacity of Similarity batch 32 (closed loop, 4 callers); 80% of it open loop
+            (admitted p99, RSS); 10x of it open loop for --overload-s (admitted throughput
+            against capacity, rejection latency, admitted p99, RSS); then how long until a
+            lone batch-1 call is answered at its unloaded latency again.
+  hostile   a batch-1 neighbour calls every 50 ms while, at once: 10 compression bombs,
+            64 EmbedStreams that write and never read, 4 slow /metrics clients, 64 idle
+            TCP connections, calls with 60 KiB of metadata and malformed bodies (phase
+            "resources"); then one request of 128 texts x 256 tokens beside it ("item 4").
+            Peak RSS, RSS after, and the neighbour's p50/p99 in each phase.
+  sigterm   --runs times: 64 clients calling Embed in loops, SIGTERM once all are
+            flowing; every call's status, the exit code and the time from SIGTERM to exit
+            against the longest call in flight when it came.
+
+Prints one JSON object per scenario and writes them to --out (JSON Lines).
+  /usr/bin/python3 bench/hostile/acceptance.py --binary build/tools/server/embedserve \
+      --stubs build/tests/e2e/py --model models/all-MiniLM-L6-v2 --out results/hostile.jsonl
+"""
+import argparse
+import json
+import os
+import re
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+ARGS = None
+grpc = pb = pb_grpc = None
+
+
+def load_stubs(stubs_dir):
+    sys.path.insert(0, stubs_dir)
+    global grpc, pb, pb_grpc
+    import grpc as grpc_module
+    from embedserve.v1 import embedding_pb2, embedding_pb2_grpc
+    grpc, pb, pb_grpc = grpc_module, embedding_pb2, embedding_pb2_grpc
+
+
+def pct(values, q):
+    """The q-th percentile (nearest rank) of `values`; None when empty."""
+    if not values:
+        return None
+    s = sorted(values)
+    return s[min(len(s) - 1, max(0, int(round(q / 100.0 * len(s) + 0.5)) - 1))]
+
+
+def ms(x):
+    return None if x is None else round(1000.0 * x, 3)
+
+
+def rss_mb(pid, field="VmRSS"):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024.0
+    return None
+
+
+class Server:
+    """embedserve from the experiment file, on free ports; its log kept."""
+
+    def __init__(self, extra_args=()):
+        self.proc = subprocess.Popen(
+            [ARGS.binary, "--config", ARGS.config, "--model", ARGS.model, "--port", "0",
+             "--metrics-port", "0", "--http-port", "-1", *extra_args],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        self.lines, self.port, self.metrics_port = [], None, None
+        self.listening = threading.Event()
+        threading.Thread(target=self._read, daemon=True).start()
+        if not self.listening.wait(180):
+            self.proc.kill()
+            raise RuntimeError("server did not start:\n" + "".join(self.lines))
+        self.channel = grpc.insecure_channel(f"127.0.0.1:{self.port}")
+        self.stub = pb_grpc.EmbeddingServiceStub(self.channel)
+        deadline = time.time() + 180
+        while True:  # SERVING: a call succeeds
+            try:
+                self.stub.Embed(pb.EmbedRequest(texts=["warm up"]), timeout=10)
+                break
+            except grpc.RpcError:
+                if time.time() > deadline:
+                    raise
+                time.sleep(0.1)
+
+    def _read(self):
+        for line in self.proc.stdout:
+            self.lines.append(line)
+            m = re.search(r"listening on [^ ]*:(\d+) ", line)
+            if m:
+                self.port = int(m.group(1))
+                mm = re.search(r"metrics on http://[^ ]*:(\d+)/metrics", line)
+                self.metrics_port = int(mm.group(1)) if mm else None
+                self.listening.set()
+
+    def stop(self):
+        self.channel.close()
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+class RssSampler:
+    """VmRSS of `pid` every 50 ms on a thread, tagged with the phase set by the caller."""
+
+    def __init__(self, pid):
+        self.pid, self.phase, self.samples = pid, "start", []
+        self.stop_flag = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self):
+        while not self.stop_flag.wait(0.05):
+            try:
+                self.samples.append((self.phase, rss_mb(self.pid)))
+            except (OSError, TypeError):
+                return
+
+    def of(self, phase):
+        return [r for p, r in self.samples if p == phase and r is not None]
+
+    def summary(self, phase):
+        v = self.of(phase)
+        return {"mean_mb": round(statistics.mean(v), 1), "max_mb": round(max(v), 1)} if v else {}
+
+    def stop(self):
+        self.stop_flag.set()
+        self.thread.join()
+
+
+def sentences():
+    with open(os.path.join(ROOT, "bench/data/english_sentences.txt")) as f:
+        return [line.strip() for line in f if line.strip()]
+
+
+def similarity_requests(n_requests, pairs):
+    s = sentences()
+    reqs = []
+    for r in range(n_requests):
+        req = pb.SimilarityRequest()
+        for i in range(pairs):
+            p = req.pairs.add()
+            p.text_a = s[(r * pairs * 2 + 2 * i) % len(s)]
+            p.text_b = s[(r * pairs * 2 + 2 * i + 1) % len(s)]
+        reqs.append(req)
+    return reqs
+
+
+def probe_request(i=0):
+    s = sentences()
+    req = pb.SimilarityRequest()
+    p = req.pairs.add()
+    p.text_a, p.text_b = s[(2 * i) % len(s)], s[(2 * i + 1) % len(s)]
+    return req
+
+
+def unloaded_latency(stub, n=60):
+    lat = []
+    for i in range(n):
+        t0 = time.perf_counter()
+        stub.Similarity(probe_request(i), timeout=30)
+        lat.append(time.perf_counter() - t0)
+    lat = lat[10:]
+    return {"p50_ms": ms(pct(lat, 50)), "p99_ms": ms(pct(lat, 99)), "n": len(lat)}, lat
+
+
+def closed_loop(stub, reqs, callers, warmup_s, measure_s):
+    done, lock = [], threading.Lock()
+    t0 = time.monotonic()
+    start, until = t0 + warmup_s, t0 + warmup_s + measure_s
+
+    def caller(k):
+        i = k
+        while time.monotonic() < until:
+            a = time.monotonic()
+            stub.Similarity(reqs[i % len(reqs)], timeout=120)
+            b = time.monotonic()
+            with lock:
+                done.append((a, b))
+            i += callers
+
+    threads = [threading.Thread(target=caller, args=(k,)) for k in range(callers)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    ok = [b - a for a, b in done if start <= b <= until]
+    return len(ok) / measure_s, ok
+
+
+def open_loop(stub, reqs, rate, seconds, timeout_s=60):
+    """Sends at `rate` calls/s (evenly spaced) for `seconds`; returns the records
+    (send time, latency s, status name) once every call has ended."""
+    records, lock = [], threading.Lock()
+    outstanding = [0]
+    cv = threading.Condition(lock)
+    interval = 1.0 / rate
+    t0 = time.monotonic()
+    n = int(rate * seconds)
+    for i in range(n):
+        when = t0 + i * interval
+        delay = when - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+        sent = time.monotonic()
+        fut = stub.Similarity.future(reqs[i % len(reqs)], timeout=timeout_s)
+        with lock:
+            outstanding[0] += 1
+
+        def done(f, sent=sent):
+            end = time.monotonic()
+            code = f.code().name if f.code() is not None else "OK"
+            with cv:
+                records.append((sent - t0, end - sent, code))
+                outstanding[0] -= 1
+                cv.notify_all()
+        fut.add_done_callback(done)
+    send_end = time.monotonic()
+    with cv:
+        cv.wait_for(lambda: outstanding[0] == 0, timeout=timeout_s + 30)
+    return records, send_end
+
+
+def summarize(records, seconds):
+    ok = [lat for _, lat, c in records if c == "OK"]
+    rej = [lat for _, lat, c in records if c == "RESOURCE_EXHAUSTED"]
+    codes = {}
+    for _, _, c in records:
+        codes[c] = codes.get(c, 0) + 1
+    return {
+        "offered": len(records), "codes": codes,
+        "admitted_per_s": round(len(ok) / seconds, 3),
+        "admitted_p50_ms": ms(pct(ok, 50)), "admitted_p99_ms": ms(pct(ok, 99)),
+        "rejected_p50_ms": ms(pct(rej, 50)), "rejected_p99_ms": ms(pct(rej, 99)),
+        "rejected_max_ms": ms(max(rej) if rej else None),
+    }
+
+
+def scenario_overload():
+    server = Server()
+    rss = RssSampler(server.proc.pid)
+    try:
+        stub = server.stub
+        rss.phase = "unloaded"
+        unloaded, unloaded_lat = unloaded_latency(stub)
+        reqs = similarity_requests(64, 32)
+        rss.phase = "capacity"
+        capacity, cap_lat = closed_loop(stub, reqs, 4, 3.0, ARGS.capacity_s)
+        print(f"overload: unloaded {unloaded}, capacity {capacity:.2f} calls/s of 32 pairs",
+              file=sys.stderr)
+        rss.phase = "load80"
+        rec80, _ = open_loop(stub, reqs, 0.8 * capacity, ARGS.load80_s)
+        at80 = summarize(rec80, ARGS.load80_s)
+        print(f"overload: 80% {at80}", file=sys.stderr)
+        rss.phase = "overload"
+        recx, send_end = open_loop_with_recovery(stub, reqs, ARGS.factor * capacity,
+                                                 ARGS.overload_s, unloaded)
+        over = summarize(recx["records"], ARGS.overload_s)
+        over["admitted_share_of_capacity"] = round(over["admitted_per_s"] / capacity, 4)
+        result = {
+            "scenario": "overload", "unloaded_batch1": unloaded,
+            "capacity_calls_per_s": round(capacity, 3),
+            "capacity_pairs_per_s": round(32 * capacity, 1),
+            "capacity_p99_ms": ms(pct(cap_lat, 99)),
+            "load80": at80, "overload_factor": ARGS.factor, "overload_s": ARGS.overload_s,
+            "overload": over,
+            "rss_load80": rss.summary("load80"), "rss_overload": rss.summary("overload"),
+            "recovery": recx["recovery"],
+        }
+        return result
+    finally:
+        rss.stop()
+        server.stop()
+
+
+def open_loop_with_recovery(stub, reqs, rate, seconds, unloaded):
+    """The overload, then batch-1 probes every 100 ms from the moment sending stops:
+    the time until one is answered within 2x the unloaded p99 (+ 2 ms)."""
+    out = {}
+
+    def overload():
+        out["records"], out["send_end"] = open_loop(stub, reqs, rate, seconds)
+    t = threading.Thread(target=overload)
+    t.start()
+    time.sleep(seconds)
+    while "send_end" not in out and t.is_alive():
+        time.sleep(0.01)
+    # Sending has ended (or is about to); probe until a probe is fast again.
+    bound_s = 2 * unloaded["p99_ms"] / 1000.0 + 0.002
+    start = time.monotonic()
+    probes = []
+    recovered_at = None
+    while time.monotonic() - start < 60:
+        t0 = time.perf_counter()
+        try:
+            stub.Similarity(probe_request(len(probes)), timeout=30)
+            code = "OK"
+        except grpc.RpcError as e:
+            code = e.code().name
+        lat = time.perf_counter() - t0
+        probes.append((round(time.monotonic() - start, 3), ms(lat), code))
+        if code == "OK" and lat <= bound_s:
+            recovered_at = time.monotonic() - start
+            break
+        time.sleep(0.1)
+    t.join()
+    out["recovery"] = {"bound_ms": ms(bound_s), "recovered_after_s":
+                       None if recovered_at is None else round(recovered_at, 3),
+                       "probes": probes[:20]}
+    return out, out["send_end"]
+
+
+class Neighbour:
+    """A batch-1 Similarity call every 50 ms on its own channel; latencies by phase."""
+
+    def __init__(self, port):
+        self.channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+        self.stub = pb_grpc.EmbeddingServiceStub(self.channel)
+        self.phase, self.lat, self.codes = "idle", {}, {}
+        self.stop_flag = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self):
+        i = 0
+        while not self.stop_flag.wait(0.05):
+            phase = self.phase
+            t0 = time.perf_counter()
+            try:
+                self.stub.Similarity(probe_request(i), timeout=60)
+                code = "OK"
+            except grpc.RpcError as e:
+                code = e.code().name
+            self.lat.setdefault(phase, []).append(time.perf_counter() - t0)
+            self.codes.setdefault(phase, {}).setdefault(code, 0)
+            self.codes[phase][code] += 1
+            i += 1
+
+    def summary(self, phase):
+        v = self.lat.get(phase, [])
+        return {"n": len(v), "p50_ms": ms(pct(v, 50)), "p99_ms": ms(pct(v, 99)),
+                "max_ms": ms(max(v) if v else None), "codes": self.codes.get(phase, {})}
+
+    def stop(self):
+        self.stop_flag.set()
+        self.thread.join()
+        self.channel.close()
+
+
+def scenario_hostile():
+    server = Server()
+    pid = server.proc.pid
+    rss = RssSampler(pid)
+    threads, sockets, channels = [], [], []
+    stop = threading.Event()
+    results = {"scenario": "hostile"}
+    try:
+        rss.phase = "idle"
+        time.sleep(1.0)
+        idle_rss = rss_mb(pid)
+        unloaded, _ = unloaded_latency(server.stub)
+        # The longest batch the config allows, alone: max_batch_tokens of 128-token texts.
+        long_text = " ".join(["word"] * 126)
+        big = pb.EmbedRequest(texts=[long_text] * 64)
+        t0 = time.perf_counter()
+        server.stub.Embed(big, timeout=120)
+        max_batch_s = time.perf_counter() - t0
+        neighbour = Neighbour(server.port)
+        time.sleep(1.0)
+        neighbour.phase = rss.phase = "resources"
+        codes, lock = {}, threading.Lock()
+
+        def count(kind, code):
+            with lock:
+                codes.setdefault(kind, {}).setdefault(code, 0)
+                codes[kind][code] += 1
+
+        # 10 compression bombs (96 MiB of one letter, ~100 KB of gzip each).
+        bomb = pb.EmbedRequest(texts=["a" * (96 << 20)])
+
+        def bomber(k):
+            ch = grpc.insecure_channel(f"127.0.0.1:{server.port}",
+                                       options=[("grpc.max_send_message_length", -1)])
+            channels.append(ch)
+            try:
+                pb_grpc.EmbeddingServiceStub(ch).Embed(bomb, timeout=60,
+                                                       compression=grpc.Compression.Gzip)
+                count("bomb", "OK")
+            except grpc.RpcError as e:
+                count("bomb", e.code().name)
+
+        # 64 EmbedStreams that write 16-text messages and never read a reply.
+        s = sentences()
+
+        def stream_requests(k):
+            i = 0
+            while not stop.is_set():
+                yield pb.EmbedRequest(id=f"{k}-{i}",
+                                      texts=[s[(k * 997 + i * 16 + j) % len(s)] for j in range(16)])
+                i += 1
+
+        def non_reader(k):
+            ch = grpc.insecure_channel(f"127.0.0.1:{server.port}")
+            channels.append(ch)
+            call = pb_grpc.EmbeddingServiceStub(ch).EmbedStream(stream_requests(k), timeout=600)
+            stop.wait()
+            call.cancel()
+            count("stream", "ended")
+
+        # Slow /metrics clients: a header byte every second.
+        def slow_metrics():
+            try:
+                c = socket.create_connection(("127.0.0.1", server.metrics_port), timeout=5)
+                sockets.append(c)
+                c.sendall(b"GET /metrics HTTP/1.1\r\nHo")
+                while not stop.wait(1.0):
+                    c.sendall(b"s")
+            except OSError:
+                pass
+
+        # 64 idle TCP connections to the gRPC port.
+        for _ in range(64):
+            try:
+                sockets.append(socket.create_connection(("127.0.0.1", server.port), timeout=5))
+            except OSError:
+                count("idle_tcp", "refused")
+
+        # Calls with 60 KiB of metadata, and malformed bodies, in a loop.
+        def odd_calls():
+            ch = grpc.insecure_channel(f"127.0.0.1:{server.port}")
+            channels.append(ch)
+            stub = pb_grpc.EmbeddingServiceStub(ch)
+            raw = ch.unary_unary("/embedserve.v1.EmbeddingService/Embed",
+                                 request_serializer=None, response_deserializer=None)
+            while not stop.wait(0.2):
+                try:
+                    stub.Embed(pb.EmbedRequest(texts=["meta"]), timeout=10,
+                               metadata=[("x-big", "m" * (60 << 10))])
+                    count("metadata_60k", "OK")
+                except grpc.RpcError as e:
+                    count("metadata_60k", e.code().name)
+                try:
+                    raw(b"\xff\xff\xff\xff\x0f garbage", timeout=10)
+                    count("malformed", "OK")
+                except grpc.RpcError as e:
+                    count("malformed", e.code().name)
+
+        for k in range(10):
+            threads.append(threading.Thread(target=bomber, args=(k,)))
+        for k in range(64):
+            threads.append(threading.Thread(target=non_reader, args=(k,)))
+        for _ in range(4):
+            threads.append(threading.Thread(target=slow_metrics))
+        threads.append(threading.Thread(target=odd_calls))
+        t_attack = time.monotonic()
+        for t in threads:
+            t.daemon = True
+            t.start()
+        time.sleep(ARGS.hostile_s)
+        results["rss_resources"] = rss.summary("resources")
+        results["neighbour_resources"] = neighbour.summary("resources")
+        # Item 4: the largest request batching.max_request_tokens (32768) admits, 128
+        # texts x 256 tokens, beside the neighbour.
+        neighbour.phase = rss.phase = "item4"
+        hol_text = " ".join(["token"] * 254)
+        t0 = time.perf_counter()
+        try:
+            server.stub.Embed(pb.EmbedRequest(texts=[hol_text] * 128), timeout=600)
+            count("item4", "OK")
+        except grpc.RpcError as e:
+            count("item4", e.code().name)
+        results["item4_s"] = round(time.perf_counter() - t0, 3)
+        results["neighbour_item4"] = neighbour.summary("item4")
+        results["rss_item4"] = rss.summary("item4")
+        stop.set()
+        neighbour.phase = rss.phase = "after"
+        for c in sockets:
+            c.close()
+        for t in threads:
+            t.join(30)
+        for ch in channels:
+            ch.close()
+        time.sleep(5.0)
+        results["attack_s"] = round(time.monotonic() - t_attack, 1)
+        neighbour.stop()
+        results.update({
+            "idle_rss_mb": round(idle_rss, 1),
+            "peak_rss_mb": round(rss_mb(pid, "VmHWM"), 1),
+            "rss_after_mb": round(rss_mb(pid), 1),
+            "unloaded_batch1": unloaded,
+            "max_batch_ms": ms(max_batch_s),
+            "neighbour_after": neighbour.summary("after"),
+            "attack_codes": codes,
+            "server_alive": server.proc.poll() is None,
+        })
+        return results
+    finally:
+        stop.set()
+        rss.stop()
+        server.stop()
+
+
+def scenario_sigterm():
+    runs = []
+    for run in range(ARGS.runs):
+        server = Server()
+        codes, lock = {}, threading.Lock()
+        inflight = {}
+        sigterm_at = [None]
+        started = threading.Barrier(65)
+        texts = sentences()
+
+        def client(i):
+            with grpc.insecure_channel(f"127.0.0.1:{server.port}") as ch:
+                s = pb_grpc.EmbeddingServiceStub(ch)
+                s.Embed(pb.EmbedRequest(texts=["warm"]), timeout=60)
+                started.wait(60)
+                k = 0
+                while True:
+                    req = pb.EmbedRequest(texts=[texts[(i * 31 + k + j) % len(texts)]
+                                                 for j in range(4)])
+                    t0 = time.monotonic()
+                    with lock:
+                        inflight[i] = t0
+                    try:
+                        s.Embed(req, timeout=60)
+                        code = "OK"
+                    except grpc.RpcError as e:
+                        code = e.code().name
+                    with lock:
+                        inflight.pop(i, None)
+                        codes[code] = codes.get(code, 0) + 1
+                    k += 1
+                    if code != "OK":
+                        return
+
+        threads = [threading.Thread(target=client, args=(i,)) for i in range(64)]
+        for t in threads:
+            t.start()
+        started.wait(60)
+        deadline = time.time() + 60
+        while sum(codes.values()) < 128 and time.time() < deadline:
+            time.sleep(0.01)
+        with lock:
+            now = time.monotonic()
+            oldest = min(inflight.values()) if inflight else now
+            sigterm_at[0] = now
+            server.proc.send_signal(signal.SIGTERM)
+        rc = server.proc.wait(60)
+        exit_s = time.monotonic() - sigterm_at[0]
+        for t in threads:
+            t.join(60)
+        server.channel.close()
+        runs.append({"run": run, "exit_code": rc, "exit_s": round(exit_s, 3),
+                     "oldest_in_flight_s": round(now - oldest, 3), "codes": dict(codes)})
+        print(f"sigterm run {run}: {runs[-1]}", file=sys.stderr)
+    lost = sum(r["codes"].get(c, 0) for r in runs for c in r["codes"]
+               if c not in ("OK", "UNAVAILABLE"))
+    return {"scenario": "sigterm", "runs": runs, "clients": 64,
+            "exit_codes": sorted({r["exit_code"] for r in runs}),
+            "not_ok_or_unavailable": lost,
+            "exit_s_max": max(r["exit_s"] for r in runs),
+            "exit_s_median": statistics.median(r["exit_s"] for r in runs)}
+
+
+def main():
+    global ARGS
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--binary", default=os.path.join(ROOT, "build/tools/server/embedserve"))
+    p.add_argument("--stubs", default=os.path.join(ROOT, "build/tests/e2e/py"))
+    p.add_argument("--config", default=os.path.join(ROOT, "experiments/minilm_batching.yaml"))
+    p.add_argument("--model", default=os.path.join(ROOT, "models/all-MiniLM-L6-v2"))
+    p.add_argument("--scenarios", default="overload,hostile,sigterm")
+    p.add_argument("--capacity-s", type=float, default=15.0)
+    p.add_argument("--load80-s", type=float, default=30.0)
+    p.add_argument("--overload-s", type=float, default=60.0)
+    p.add_argument("--factor", type=float, default=10.0)
+    p.add_argument("--hostile-s", type=float, default=20.0)
+    p.add_argument("--runs", type=int, default=20)
+    p.add_argument("--out", default=None, help="JSON Lines file to append results to")
+    ARGS = p.parse_args()
+    load_stubs(ARGS.stubs)
+    for name in ARGS.scenarios.split(","):
+        result = {"overload": scenario_overload, "hostile": scenario_hostile,
+                  "sigterm": scenario_sigterm}[name]()
+        result["loadavg_after"] = open("/proc/loadavg").read().split()[:3]
+        line = json.dumps(result)
+        print(line, flush=True)
+        if ARGS.out:
+            os.makedirs(os.path.dirname(os.path.abspath(ARGS.out)), exist_ok=True)
+            with open(ARGS.out, "a") as f:
+                f.write(line + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,93 @@
+// What an embedserve process sets in its environment for the CPU math libraries
+// (cpu_environment.h).
+#include "embedserve/model/cpu_environment.h"
+
+#include <cstdlib>
+#include <optional>
+#include <string>
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+
+namespace embedserve {
+namespace {
+
+using ::testing::Contains;
+using ::testing::IsEmpty;
+using ::testing::Key;
+using ::testing::Not;
+using ::testing::Pair;
+
+// Sets (or unsets, for nullopt) one variable for the test's scope.
+class ScopedEnv {
+ public:
+  ScopedEnv(const char* name, std::optional<std::string> value) : name_(name) {
+    if (const char* old = std::getenv(name)) old_ = old;
+    if (value) {
+      setenv(name, value->c_str(), 1);
+    } else {
+      unsetenv(name);
+    }
+  }
+  ~ScopedEnv() {
+    if (old_) {
+      setenv(name_, old_->c_str(), 1);
+    } else {
+      unsetenv(name_);
+    }
+  }
+
+ private:
+  const char* name_;
+  std::optional<std::string> old_;
+};
+
+TEST(BetterOpenBlasCoreTest, OverridesOnlyAGenericPick) {
+  // OpenBLAS 0.3.21 on a CPU model it does not know picks its generic kernels.
+  EXPECT_EQ(BetterOpenBlasCore("Prescott", true, true), "SkylakeX");
+  EXPECT_EQ(BetterOpenBlasCore("Prescott", true, false), "Haswell");
+  EXPECT_EQ(BetterOpenBlasCore("Nehalem", true, false), "Haswell");
+  EXPECT_EQ(BetterOpenBlasCore("Sandybridge", true, true), "SkylakeX");
+  // A CPU without AVX2 keeps what OpenBLAS chose.
+  EXPECT_EQ(BetterOpenBlasCore("Prescott", false, false), "");
+  // A vector core, whatever its case, is OpenBLAS's informed choice: left alone.
+  for (const char* core : {"Haswell", "SkylakeX", "Cooperlake", "SAPPHIRERAPIDS", "Zen"}) {
+    EXPECT_EQ(BetterOpenBlasCore(core, true, true), "") << core;
+  }
+  EXPECT_EQ(BetterOpenBlasCore("", true, true), "");  // no OpenBLAS
+}
+
+TEST(CpuEnvironmentTest, PassiveOpenMpOnlyWhenAskedAndUnset) {
+  CpuEnvironmentOptions options;
+  options.openblas_core = false;
+  {
+    ScopedEnv unset("OMP_WAIT_POLICY", std::nullopt);
+    EXPECT_THAT(CpuEnvironmentToSet(options), IsEmpty());
+    options.passive_omp = true;
+    EXPECT_THAT(CpuEnvironmentToSet(options), Contains(Pair("OMP_WAIT_POLICY", "PASSIVE")));
+  }
+  ScopedEnv chosen("OMP_WAIT_POLICY", "ACTIVE");  // the caller's choice stands
+  EXPECT_THAT(CpuEnvironmentToSet(options), IsEmpty());
+}
+
+TEST(CpuEnvironmentTest, OpenBlasCoreFollowsWhatThisProcessLoaded) {
+  CpuEnvironmentOptions options;
+  ScopedEnv unset("OPENBLAS_CORETYPE", std::nullopt);
+  const std::string core = OpenBlasCoreName();  // as loaded, before the variable matters
+  const std::string better = BetterOpenBlasCore(
+      core, __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"),
+      __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
+          __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512dq"));
+  if (better.empty()) {
+    EXPECT_THAT(CpuEnvironmentToSet(options), Not(Contains(Key("OPENBLAS_CORETYPE"))))
+        << "OpenBLAS core " << core;
+  } else {
+    EXPECT_THAT(CpuEnvironmentToSet(options), Contains(Pair("OPENBLAS_CORETYPE", better)))
+        << "OpenBLAS core " << core;
+  }
+  ScopedEnv chosen("OPENBLAS_CORETYPE", "Haswell");  // the caller's choice stands
+  EXPECT_THAT(CpuEnvironmentToSet(options), Not(Contains(Key("OPENBLAS_CORETYPE"))));
+}
+
+}  // namespace
+}  // namespace embedserve

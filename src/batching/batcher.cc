@@ -1,6 +1,8 @@
 #include "embedserve/batching/batcher.h"
 
+#include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <thread>
 #include <utility>
 
@@ -58,6 +60,7 @@ absl::Status Batcher::Options::Validate() const {
   ES_RETURN_IF_ERROR(AtLeast("max_batch_tokens", max_batch_tokens, 1));
   ES_RETURN_IF_ERROR(AtLeast("max_queue_delay_us", max_queue_delay_us, 0));
   ES_RETURN_IF_ERROR(AtLeast("max_queue_sequences", max_queue_sequences, 1));
+  ES_RETURN_IF_ERROR(AtLeast("max_queue_wait_us", max_queue_wait_us, 0));
   ES_RETURN_IF_ERROR(AtLeast("max_request_tokens", max_request_tokens, 0));
   ES_RETURN_IF_ERROR(AtLeast("workers", num_workers, 0));
   ES_RETURN_IF_ERROR(AtLeast("length_bucketing_max_age_us", length_bucketing_max_age_us, 0));
@@ -100,7 +103,8 @@ Batcher::Batcher(const Options& options, Backend* backend, BatchObserver* observ
       observer_(observer),
       clock_(clock),
       dimension_(backend->Info().dimension),
-      scheduler_(std::make_unique<BatchScheduler>(options)) {}
+      scheduler_(std::make_unique<BatchScheduler>(options)),
+      admit_limit_(options.max_queue_sequences) {}
 
 Batcher::~Batcher() { Shutdown(); }
 
@@ -113,7 +117,9 @@ absl::Status Batcher::Submit(BatchRequest&& request) {
     MutexLock lock(&mu_);
     if (stopping_) {
       status = absl::UnavailableError("batcher is shutting down; request not accepted");
-    } else {
+    } else if (status = CheckWaitBound(scheduler_->queued_sequences(),
+                                       static_cast<int64_t>(state->sequences.size()));
+               status.ok()) {
       status = scheduler_->Enqueue(state, clock_->NowMicros());  // releases `state` iff OK
       if (status.ok()) {
         PublishDepthLocked();
@@ -171,10 +177,36 @@ void Batcher::PublishDepthLocked() {
 
 absl::Status Batcher::CheckRoom(int64_t sequences) const {
   const int32_t queued = queued_hint_.load(std::memory_order_relaxed);
-  if (sequences <= int64_t{options_.max_queue_sequences} - queued) return absl::OkStatus();
   // More than the queue can ever hold is Submit's permanent INVALID_ARGUMENT, not this.
   if (sequences > options_.max_queue_sequences) return absl::OkStatus();
-  return BatchScheduler::QueueFullError(queued, options_.max_queue_sequences, sequences);
+  if (sequences > int64_t{options_.max_queue_sequences} - queued) {
+    return BatchScheduler::QueueFullError(queued, options_.max_queue_sequences, sequences);
+  }
+  return CheckWaitBound(queued, sequences);
+}
+
+absl::Status Batcher::CheckWaitBound(int32_t queued, int64_t needed) const {
+  if (options_.max_queue_wait_us <= 0 || queued == 0) return absl::OkStatus();
+  const int32_t limit = admit_limit_.load(std::memory_order_relaxed);
+  if (needed <= int64_t{limit} - queued) return absl::OkStatus();
+  return absl::ResourceExhaustedError(absl::StrCat(
+      "batch queue is full: ", queued, " sequences queued, about ",
+      options_.max_queue_wait_us / 1000, " ms of work at the recent rate (",
+      "batching.max_queue_wait_ms bounds it to ", limit,
+      " sequences now), the request needs ", needed, "; retry later"));
+}
+
+void Batcher::UpdateAdmitLimitLocked(int32_t sequences, int64_t backend_us) {
+  if (options_.max_queue_wait_us <= 0 || sequences <= 0 || backend_us <= 0) return;
+  recent_sequences_ = kRateDecay * recent_sequences_ + sequences;
+  recent_backend_us_ = kRateDecay * recent_backend_us_ + static_cast<double>(backend_us);
+  const double workers = std::max<int32_t>(1, options_.num_workers);
+  const double per_wait =
+      recent_sequences_ / recent_backend_us_ * workers * static_cast<double>(options_.max_queue_wait_us);
+  const double floor = 2.0 * options_.max_batch_size * workers;
+  const double limit =
+      std::min<double>(options_.max_queue_sequences, std::max(floor, per_wait));
+  admit_limit_.store(static_cast<int32_t>(std::llround(limit)), std::memory_order_relaxed);
 }
 
 int64_t Batcher::LiveRequests() const {
@@ -292,6 +324,7 @@ int32_t Batcher::RunBatch(int32_t worker, Batch* batch, int64_t form_us) {
     scheduler_->CompleteBatch(batch, status, stats.backend_us, &ready);  // may drop queued rows
     scheduler_->TakeFreed(&freed);
     PublishDepthLocked();
+    if (status.ok()) UpdateAdmitLimitLocked(stats.sequences, stats.backend_us);
   }
   const int32_t answered = RunCompletions(&ready);
   freed.clear();  // frees outside the lock

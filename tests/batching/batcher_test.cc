@@ -484,3 +484,94 @@ TEST(BatcherTest, RefusedSubmitLeavesTheRequestWithTheCaller) {
 
 }  // namespace
 }  // namespace embedserve
+
+namespace embedserve {
+namespace {
+
+// A backend whose every call takes `us_per_sequence` per sequence on a fake clock.
+class TimedBackend : public Backend {
+ public:
+  TimedBackend(FakeClock* clock, int64_t us_per_sequence)
+      : clock_(clock), us_per_sequence_(us_per_sequence) {}
+  const BackendInfo& Info() const override { return inner_.Info(); }
+  absl::StatusOr<EmbeddingMatrix> Embed(absl::Span<const TokenIds* const> sequences) override {
+    clock_->Advance(us_per_sequence_ * static_cast<int64_t>(sequences.size()));
+    return inner_.Embed(sequences);
+  }
+
+ private:
+  FakeClock* const clock_;
+  const int64_t us_per_sequence_;
+  FakeBackend inner_;
+};
+
+std::vector<TokenIds> Sequences(int n) { return std::vector<TokenIds>(static_cast<size_t>(n), TokenIds{1, 2}); }
+
+TEST(BatcherTest, QueueWaitBoundAdmitsWhatTheRecentRateRunsInThatTime) {
+  FakeClock clock;
+  TimedBackend backend(&clock, /*us_per_sequence=*/1000);  // 1,000 sequences/s
+  Batcher::Options o;
+  o.max_batch_size = 4;
+  o.max_queue_sequences = 1000;
+  o.max_queue_wait_us = 100'000;  // 100 ms: 100 sequences at that rate
+  o.num_workers = 0;
+  auto batcher = Batcher::Create(o, &backend, nullptr, &clock);
+  ASSERT_TRUE(batcher.ok());
+  StatusBox box;
+  // No batch has run yet: only the count bounds the queue.
+  ASSERT_TRUE((*batcher)->Submit(BoxedRequest(Sequences(300), &box)).ok());
+  while ((*batcher)->QueueDepth() > 0) ASSERT_TRUE((*batcher)->Step().ok());
+  ASSERT_EQ(box.count(), 1);
+  // Now 100 sequences fit, in any split, and the 101st does not.
+  for (int i = 0; i < 10; ++i) {
+    ASSERT_TRUE((*batcher)->Submit(BoxedRequest(Sequences(10), &box)).ok()) << i;
+  }
+  EXPECT_TRUE((*batcher)->CheckRoom(0).ok());
+  const absl::Status refused = (*batcher)->Submit(BoxedRequest(Sequences(1), &box));
+  EXPECT_EQ(refused.code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_THAT(refused.message(), HasSubstr("batch queue is full"));
+  EXPECT_THAT(refused.message(), HasSubstr("batching.max_queue_wait_ms"));
+  // The lock-free check refuses in the same words, before a caller tokenizes.
+  const absl::Status checked = (*batcher)->CheckRoom(1);
+  EXPECT_EQ(checked.code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_EQ(checked.message(), refused.message());
+  // Room again once a batch has left the queue.
+  ASSERT_TRUE((*batcher)->Step().ok());
+  EXPECT_TRUE((*batcher)->CheckRoom(4).ok());
+  EXPECT_TRUE((*batcher)->Submit(BoxedRequest(Sequences(4), &box)).ok());
+  while ((*batcher)->QueueDepth() > 0) ASSERT_TRUE((*batcher)->Step().ok());
+  // An empty queue takes a request larger than the time bound (never refused forever).
+  EXPECT_TRUE((*batcher)->Submit(BoxedRequest(Sequences(500), &box)).ok());
+  (*batcher)->Shutdown();
+  EXPECT_EQ(box.count(), 13);
+}
+
+TEST(BatcherTest, QueueWaitBoundFollowsTheRateAndKeepsTwoBatches) {
+  FakeClock clock;
+  TimedBackend slow(&clock, /*us_per_sequence=*/100'000);  // 10 sequences/s
+  Batcher::Options o;
+  o.max_batch_size = 4;
+  o.max_queue_sequences = 1000;
+  o.max_queue_wait_us = 100'000;  // 1 sequence at that rate: the floor, 2 batches, binds
+  o.num_workers = 0;
+  auto batcher = Batcher::Create(o, &slow, nullptr, &clock);
+  ASSERT_TRUE(batcher.ok());
+  StatusBox box;
+  ASSERT_TRUE((*batcher)->Submit(BoxedRequest(Sequences(4), &box)).ok());
+  ASSERT_TRUE((*batcher)->Step().ok());
+  ASSERT_TRUE((*batcher)->Submit(BoxedRequest(Sequences(8), &box)).ok());
+  EXPECT_EQ((*batcher)->Submit(BoxedRequest(Sequences(1), &box)).code(),
+            absl::StatusCode::kResourceExhausted);
+  // Off: only the count.
+  o.max_queue_wait_us = 0;
+  auto unbounded = Batcher::Create(o, &slow, nullptr, &clock);
+  ASSERT_TRUE(unbounded.ok());
+  ASSERT_TRUE((*unbounded)->Submit(BoxedRequest(Sequences(4), &box)).ok());
+  ASSERT_TRUE((*unbounded)->Step().ok());
+  EXPECT_TRUE((*unbounded)->Submit(BoxedRequest(Sequences(900), &box)).ok());
+  (*unbounded)->Shutdown();
+  (*batcher)->Shutdown();
+}
+
+}  // namespace
+}  // namespace embedserve

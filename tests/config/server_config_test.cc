@@ -59,6 +59,7 @@ batching:
   max_batch_tokens: 4096
   max_queue_delay_us: 250
   max_queue_sequences: 100
+  max_queue_wait_ms: 250
   max_request_tokens: 5000
   workers: 3
   idle_spin_us: 0
@@ -94,6 +95,7 @@ benchmark:
   EXPECT_EQ(config->batching.max_batch_tokens, 4096);
   EXPECT_EQ(config->batching.max_queue_delay_us, 250);
   EXPECT_EQ(config->batching.max_queue_sequences, 100);
+  EXPECT_EQ(config->batching.max_queue_wait_ms, 250);
   EXPECT_EQ(config->batching.max_request_tokens, 5000);
   EXPECT_EQ(config->batching.workers, 3);
   EXPECT_EQ(config->batching.idle_spin_us, 0);
@@ -194,6 +196,10 @@ TEST(ServerConfigTest, OutOfRangeNamesFileLineFieldAndRange) {
   EXPECT_THAT(config.status().message(),
               AllOf(HasSubstr("test.yaml:4:"), HasSubstr("batching.max_batch_size"),
                     HasSubstr("[1, 65536]"), HasSubstr("was 0")));
+  config = Parse("batching:\n  max_queue_wait_ms: -5\n");
+  ASSERT_FALSE(config.ok());
+  EXPECT_THAT(config.status().message(),
+              AllOf(HasSubstr("batching.max_queue_wait_ms"), HasSubstr("was -5")));
   config = Parse("batching:\n  max_request_tokens: -1\n");
   ASSERT_FALSE(config.ok());
   EXPECT_THAT(config.status().message(),

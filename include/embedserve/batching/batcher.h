@@ -125,6 +125,16 @@ class Batcher {
     // Queue bound, in sequences; a request that does not fit now fails at once with
     // RESOURCE_EXHAUSTED.
     int32_t max_queue_sequences = 4096;
+    // Queue bound in time: the queue admits at most the sequences the workers ran in this
+    // long at the rate of recent batches (sequences per microsecond of backend time,
+    // weighted toward the last ~10 batches, times the workers), never fewer than
+    // 2 x max_batch_size x workers nor more than max_queue_sequences. A request that does
+    // not fit while anything is queued gets RESOURCE_EXHAUSTED, as from a full queue.
+    // Bounds the wait of admitted requests under overload where max_queue_sequences is
+    // seconds of work (a CPU runs 4096 MiniLM sequences in ~10 s; a GPU in ~15 ms, where
+    // max_queue_sequences binds first). Until a batch has run: max_queue_sequences.
+    // 0: off.
+    int64_t max_queue_wait_us = 0;
     // Most tokens in one request (the sum of its sequences' lengths); more is
     // INVALID_ARGUMENT (split the request). Bounds the work one call can put in front of
     // others. 0: no bound.
@@ -263,6 +273,18 @@ class Batcher {
   // The queue's depth, stored under mu_ after each change; read without it by CheckRoom.
   std::atomic<int32_t> queued_hint_{0};
   void PublishDepthLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // max_queue_wait_us: sequences and backend microseconds of recent batches, each
+  // decayed by kRateDecay per batch, and the admission bound they give (written under
+  // mu_, read without it by CheckRoom).
+  static constexpr double kRateDecay = 0.9;
+  double recent_sequences_ ABSL_GUARDED_BY(mu_) = 0;
+  double recent_backend_us_ ABSL_GUARDED_BY(mu_) = 0;
+  std::atomic<int32_t> admit_limit_;
+  void UpdateAdmitLimitLocked(int32_t sequences, int64_t backend_us)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // RESOURCE_EXHAUSTED when `needed` more sequences would pass the time bound with
+  // `queued` queued, else OK.
+  absl::Status CheckWaitBound(int32_t queued, int64_t needed) const;
 
   Mutex shutdown_mu_;  // serialises Shutdown calls
   bool shut_down_ ABSL_GUARDED_BY(shutdown_mu_) = false;

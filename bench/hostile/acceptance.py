@@ -5,7 +5,8 @@ Three scenarios, each on a fresh server started from an experiment file (default
 experiments/minilm_batching.yaml, the real all-MiniLM-L6-v2, fp32 on this CPU), with the
 client on the same machine (it needs little CPU: every load is a few hundred calls/s):
 
-  overload  capacity of Similarity batch 32 (closed loop, 8 callers); 80% of it open loop
+  overload  capacity of Similarity batch 32 (closed loop, 8 callers, only the count bounding
+            the queue); 80% of it open loop
             (admitted p99, RSS); 10x of it open loop for --overload-s (admitted throughput
             against capacity, rejection latency, admitted p99, RSS); then how long until a
             lone batch-1 call is answered at its unloaded latency again.
@@ -31,8 +32,11 @@ import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
+
+import yaml
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 ARGS = None
@@ -70,10 +74,17 @@ def rss_mb(pid, field="VmRSS"):
 class Server:
     """embedserve from the experiment file, on free ports; its log kept."""
 
-    def __init__(self, extra_args=()):
+    def __init__(self, batching=None):
+        """`batching`: keys that replace the experiment's batching: section."""
+        with open(ARGS.config) as f:
+            config = yaml.safe_load(f)
+        config.setdefault("batching", {}).update(batching or {})
+        self.config = tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False)
+        yaml.safe_dump(config, self.config)
+        self.config.close()
         self.proc = subprocess.Popen(
-            [ARGS.binary, "--config", ARGS.config, "--model", ARGS.model, "--port", "0",
-             "--metrics-port", "0", "--http-port", "-1", *extra_args],
+            [ARGS.binary, "--config", self.config.name, "--model", ARGS.model, "--port", "0",
+             "--metrics-port", "0", "--http-port", "-1"],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         self.lines, self.port, self.metrics_port = [], None, None
         self.listening = threading.Event()
@@ -112,6 +123,7 @@ class Server:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+        os.unlink(self.config.name)
 
 
 class RssSampler:
@@ -276,15 +288,20 @@ def wait_quiet(max_busy=0.10, window_s=3.0, give_up_s=600):
 
 
 def scenario_overload():
+    reqs = similarity_requests(64, 32)
+    # Capacity: what the server answers with its worker never idle, i.e. a closed loop of
+    # 8 callers (512 texts) with only the count bounding the queue.
+    server = Server({"max_queue_wait_ms": 0})
+    try:
+        capacity, cap_lat = closed_loop(server.stub, reqs, 8, 3.0, ARGS.capacity_s)
+    finally:
+        server.stop()
     server = Server()
     rss = RssSampler(server.proc.pid)
     try:
         stub = server.stub
         rss.phase = "unloaded"
         unloaded, unloaded_lat = unloaded_latency(stub)
-        reqs = similarity_requests(64, 32)
-        rss.phase = "capacity"
-        capacity, cap_lat = closed_loop(stub, reqs, 8, 3.0, ARGS.capacity_s)
         print(f"overload: unloaded {unloaded}, capacity {capacity:.2f} calls/s of 32 pairs",
               file=sys.stderr)
         rss.phase = "load80"
@@ -304,6 +321,8 @@ def scenario_overload():
             "load80": at80, "overload_factor": ARGS.factor, "overload_s": ARGS.overload_s,
             "overload": over,
             "rss_load80": rss.summary("load80"), "rss_overload": rss.summary("overload"),
+            "rss_overload_first_10s_mb": round(statistics.mean(rss.of("overload")[:200]), 1),
+            "rss_overload_last_10s_mb": round(statistics.mean(rss.of("overload")[-200:]), 1),
             "recovery": recx["recovery"],
         }
         return result

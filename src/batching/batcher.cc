@@ -109,6 +109,11 @@ Batcher::Batcher(const Options& options, Backend* backend, BatchObserver* observ
 Batcher::~Batcher() { Shutdown(); }
 
 absl::Status Batcher::Submit(BatchRequest&& request) {
+  if (request.queue_percent < 1 || request.queue_percent > 100) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "BatchRequest.queue_percent must be in [1, 100]; was ", request.queue_percent));
+  }
+  const int32_t request_percent = request.queue_percent;
   ES_ASSIGN_OR_RETURN(std::unique_ptr<batching_internal::RequestState> state,
                       BatchScheduler::Prepare(options_, dimension_, request));
   absl::Status status;
@@ -117,8 +122,9 @@ absl::Status Batcher::Submit(BatchRequest&& request) {
     MutexLock lock(&mu_);
     if (stopping_) {
       status = absl::UnavailableError("batcher is shutting down; request not accepted");
-    } else if (status = CheckWaitBound(scheduler_->queued_sequences(),
-                                       static_cast<int64_t>(state->sequences.size()));
+    } else if (status = CheckAdmission(scheduler_->queued_sequences(),
+                                       static_cast<int64_t>(state->sequences.size()),
+                                       request_percent);
                status.ok()) {
       status = scheduler_->Enqueue(state, clock_->NowMicros());  // releases `state` iff OK
       if (status.ok()) {
@@ -175,14 +181,34 @@ void Batcher::PublishDepthLocked() {
   queued_hint_.store(scheduler_->queued_sequences(), std::memory_order_relaxed);
 }
 
-absl::Status Batcher::CheckRoom(int64_t sequences) const {
+absl::Status Batcher::CheckRoom(int64_t sequences, int32_t queue_percent) const {
   const int32_t queued = queued_hint_.load(std::memory_order_relaxed);
   // More than the queue can ever hold is Submit's permanent INVALID_ARGUMENT, not this.
   if (sequences > options_.max_queue_sequences) return absl::OkStatus();
   if (sequences > int64_t{options_.max_queue_sequences} - queued) {
     return BatchScheduler::QueueFullError(queued, options_.max_queue_sequences, sequences);
   }
-  return CheckWaitBound(queued, sequences);
+  return CheckAdmission(queued, sequences, queue_percent);
+}
+
+absl::Status Batcher::CheckAdmission(int32_t queued, int64_t needed,
+                                     int32_t queue_percent) const {
+  ES_RETURN_IF_ERROR(CheckWaitBound(queued, needed));
+  return CheckShare(queued, needed, queue_percent);
+}
+
+absl::Status Batcher::CheckShare(int32_t queued, int64_t needed, int32_t queue_percent) const {
+  if (queue_percent >= 100 || queued == 0) return absl::OkStatus();
+  int64_t bound = options_.max_queue_sequences;
+  if (options_.max_queue_wait_us > 0) {
+    bound = std::min<int64_t>(bound, admit_limit_.load(std::memory_order_relaxed));
+  }
+  const int64_t share = std::max<int64_t>(1, bound * queue_percent / 100);
+  if (needed <= share - queued) return absl::OkStatus();
+  return absl::ResourceExhaustedError(absl::StrCat(
+      "batch queue is full for bulk requests: ", queued, " sequences queued, and this "
+      "request may fill ", queue_percent, "% of the queue's bound of ", bound,
+      " (the rest is kept for other callers); it needs ", needed, "; retry later"));
 }
 
 absl::Status Batcher::CheckWaitBound(int32_t queued, int64_t needed) const {
@@ -196,8 +222,16 @@ absl::Status Batcher::CheckWaitBound(int32_t queued, int64_t needed) const {
       " sequences now), the request needs ", needed, "; retry later"));
 }
 
-void Batcher::UpdateAdmitLimitLocked(int32_t sequences, int64_t backend_us) {
+void Batcher::UpdateAdmitLimitLocked(const BatchStats& batch) {
+  const int32_t sequences = batch.sequences;
+  const int64_t backend_us = batch.backend_us;
   if (options_.max_queue_wait_us <= 0 || sequences <= 0 || backend_us <= 0) return;
+  // Only batches at least half full (in sequences or tokens) say how fast a full queue
+  // drains: a lone request's batch costs more per sequence than a full one.
+  if (2 * int64_t{sequences} < options_.max_batch_size &&
+      2 * batch.tokens < options_.max_batch_tokens) {
+    return;
+  }
   recent_sequences_ = kRateDecay * recent_sequences_ + sequences;
   recent_backend_us_ = kRateDecay * recent_backend_us_ + static_cast<double>(backend_us);
   const double workers = std::max<int32_t>(1, options_.num_workers);
@@ -324,7 +358,7 @@ int32_t Batcher::RunBatch(int32_t worker, Batch* batch, int64_t form_us) {
     scheduler_->CompleteBatch(batch, status, stats.backend_us, &ready);  // may drop queued rows
     scheduler_->TakeFreed(&freed);
     PublishDepthLocked();
-    if (status.ok()) UpdateAdmitLimitLocked(stats.sequences, stats.backend_us);
+    if (status.ok()) UpdateAdmitLimitLocked(stats);
   }
   const int32_t answered = RunCompletions(&ready);
   freed.clear();  // frees outside the lock

@@ -119,6 +119,7 @@ absl::Status ServerSection::Validate() const {
       CheckRange("server.max_texts_per_request", max_texts_per_request, 1, 1000000));
   ES_RETURN_IF_ERROR(
       CheckRange("server.max_stream_backlog", max_stream_backlog, 1, 1000000));
+  ES_RETURN_IF_ERROR(CheckRange("server.stream_queue_percent", stream_queue_percent, 1, 100));
   ES_RETURN_IF_ERROR(CheckRange<int64_t>("server.max_stream_backlog_bytes",
                                          max_stream_backlog_bytes, 1024, int64_t{1} << 34));
   ES_RETURN_IF_ERROR(CheckRange<int64_t>("server.shutdown_grace_ms", shutdown_grace_ms,
@@ -174,6 +175,7 @@ absl::Status ModelSection::Validate() const {
   }
   ES_RETURN_IF_ERROR(CheckRange<int64_t>("model.max_seq_length", max_seq_length, 0, 8192));
   ES_RETURN_IF_ERROR(CheckRange("model.threads", threads, 0, 4096));
+  ES_RETURN_IF_ERROR(CheckRange("model.cpu_nice", cpu_nice, 0, 19));
   ES_RETURN_IF_ERROR(CheckOneOf("model.backend", backend, {"libtorch"}));
   return absl::OkStatus();
 }
@@ -444,6 +446,7 @@ class Parser {
         {"threads", [&](const YAML::Node& n, const std::string& k) { return Int(n, k, &s->threads); }},
         {"max_texts_per_request", [&](const YAML::Node& n, const std::string& k) { return Int(n, k, &s->max_texts_per_request); }},
         {"max_stream_backlog", [&](const YAML::Node& n, const std::string& k) { return Int(n, k, &s->max_stream_backlog); }},
+        {"stream_queue_percent", [&](const YAML::Node& n, const std::string& k) { return Int(n, k, &s->stream_queue_percent); }},
         {"max_stream_backlog_bytes", [&](const YAML::Node& n, const std::string& k) { return Int(n, k, &s->max_stream_backlog_bytes); }},
         {"shutdown_grace_ms", [&](const YAML::Node& n, const std::string& k) { return Int(n, k, &s->shutdown_grace_ms); }},
         {"shutdown_delay_ms", [&](const YAML::Node& n, const std::string& k) { return Int(n, k, &s->shutdown_delay_ms); }},
@@ -483,6 +486,7 @@ class Parser {
         {"threads", [&](const YAML::Node& n, const std::string& k) { return Int(n, k, &m->threads); }},
         {"cuda_graphs", [&](const YAML::Node& n, const std::string& k) { return Bool(n, k, &m->cuda_graphs); }},
         {"tf32", [&](const YAML::Node& n, const std::string& k) { return Bool(n, k, &m->tf32); }},
+        {"cpu_nice", [&](const YAML::Node& n, const std::string& k) { return Int(n, k, &m->cpu_nice); }},
         {"backend", [&](const YAML::Node& n, const std::string& k) { return String(n, k, &m->backend); }},
     });
   }
@@ -629,6 +633,7 @@ std::string ServerConfigToYaml(const ServerConfig& c) {
   absl::StrAppend(&y, "  threads: ", c.server.threads, "\n");
   absl::StrAppend(&y, "  max_texts_per_request: ", c.server.max_texts_per_request, "\n");
   absl::StrAppend(&y, "  max_stream_backlog: ", c.server.max_stream_backlog, "\n");
+  absl::StrAppend(&y, "  stream_queue_percent: ", c.server.stream_queue_percent, "\n");
   absl::StrAppend(&y, "  max_stream_backlog_bytes: ", c.server.max_stream_backlog_bytes, "\n");
   absl::StrAppend(&y, "  shutdown_grace_ms: ", c.server.shutdown_grace_ms, "\n");
   absl::StrAppend(&y, "  shutdown_delay_ms: ", c.server.shutdown_delay_ms, "\n");
@@ -658,6 +663,7 @@ std::string ServerConfigToYaml(const ServerConfig& c) {
   absl::StrAppend(&y, "  threads: ", c.model.threads, "\n");
   absl::StrAppend(&y, "  cuda_graphs: ", c.model.cuda_graphs ? "true" : "false", "\n");
   absl::StrAppend(&y, "  tf32: ", c.model.tf32 ? "true" : "false", "\n");
+  absl::StrAppend(&y, "  cpu_nice: ", c.model.cpu_nice, "\n");
   absl::StrAppend(&y, "  backend: ", Quote(c.model.backend), "\n");
   absl::StrAppend(&y, "batching:\n");
   absl::StrAppend(&y, "  enabled: ", c.batching.enabled ? "true" : "false", "\n");

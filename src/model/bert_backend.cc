@@ -1,8 +1,14 @@
 #include "bert_backend.h"
 
+#include <sys/resource.h>
+#include <sys/syscall.h>
 #include <torch/version.h>
+#include <unistd.h>
+
+#include <ATen/Parallel.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <chrono>
 #include <cstdlib>
 #include <cstring>
@@ -83,6 +89,25 @@ absl::StatusOr<torch::Device> ResolveDevice(const std::string& requested) {
 
 // Copies a safetensors tensor into a new fp32 CPU tensor (the mapping may be unaligned,
 // so no from_blob on it).
+// Adds `nice` to the niceness of the calling thread and of the OpenMP team it runs
+// parallel regions with (libgomp keeps one team per calling thread), once per thread.
+// Errors are ignored: a thread that cannot be lowered runs as it was.
+void LowerTeamPriority(int nice) {
+  thread_local bool done = false;
+  if (done) return;
+  done = true;
+  auto lower_this_thread = [nice] {
+    const id_t tid = static_cast<id_t>(syscall(SYS_gettid));
+    errno = 0;
+    const int current = getpriority(PRIO_PROCESS, tid);
+    if (errno == 0) setpriority(PRIO_PROCESS, tid, std::min(19, current + nice));
+  };
+  // One chunk per thread of the team (grain 1 over [0, threads)); the caller is the
+  // team's thread 0, or runs the loop inline when the team has one thread.
+  at::parallel_for(0, at::get_num_threads(), 1,
+                   [&](int64_t, int64_t) { lower_this_thread(); });
+}
+
 torch::Tensor ToFloatTensor(const SafetensorsFile& file, const SafetensorsTensor& t) {
   torch::ScalarType src = torch::kFloat;
   if (t.dtype == SafetensorsDtype::kF16) src = torch::kHalf;
@@ -236,6 +261,7 @@ absl::StatusOr<std::unique_ptr<BertBackend>> BertBackend::Create(const ModelFold
   }
 
   b->num_threads_ = options.num_threads > 0 ? options.num_threads : UsableCpuCount();
+  b->cpu_nice_ = options.cpu_nice;
   b->head_dim_ = c.hidden_size / c.num_attention_heads;
   b->attention_scale_ = 1.0 / std::sqrt(static_cast<double>(b->head_dim_));
   const char* kernel = std::getenv("EMBEDSERVE_CPU_LINEAR");
@@ -716,6 +742,7 @@ absl::StatusOr<EmbeddingMatrix> BertBackend::Embed(absl::Span<const TokenIds* co
     if (device_.is_cpu() && at::get_num_threads() != num_threads_) {
       at::set_num_threads(num_threads_);
     }
+    if (device_.is_cpu() && cpu_nice_ > 0) LowerTeamPriority(cpu_nice_);
     c10::InferenceMode inference_mode;
     result.values.resize(static_cast<size_t>(batch * result.dim));
     if (GraphSlot* slot = FindGraph(batch, longest)) {

@@ -124,6 +124,7 @@ class BertBackend : public Backend {
   torch::ScalarType dtype_ = torch::kFloat;           // matmul weights and inputs
   torch::ScalarType residual_dtype_ = torch::kFloat;  // embeddings, residual, LayerNorm
   int num_threads_ = 1;
+  int cpu_nice_ = 0;  // ModelOptions::cpu_nice
   bool int8_ = false;  // model.precision int8 (CPU)
   CpuLinearKernel cpu_linear_ = CpuLinearKernel::kAten;
   int64_t head_dim_ = 0;

@@ -50,6 +50,10 @@ double CgroupCpuQuota() {
 }  // namespace
 
 absl::Status ModelOptions::Validate() const {
+  if (cpu_nice < 0 || cpu_nice > 19) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("model.cpu_nice must be in [0, 19]; was ", cpu_nice));
+  }
   if (path.empty()) {
     return absl::InvalidArgumentError("model.path must name a model folder; was ''");
   }

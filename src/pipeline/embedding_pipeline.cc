@@ -152,15 +152,16 @@ absl::Status EmbeddingPipeline::Admit(const std::string& list_name, size_t count
   return absl::OkStatus();
 }
 
-absl::Status EmbeddingPipeline::AdmitToQueue(const std::string& list_name, size_t count,
+absl::Status EmbeddingPipeline::AdmitToQueue(const std::string& list_name,
+                                             int32_t queue_percent, size_t count,
                                              size_t sequences) const {
   ES_RETURN_IF_ERROR(Admit(list_name, count));
-  return runtime()->batcher->CheckRoom(static_cast<int64_t>(sequences));
+  return runtime()->batcher->CheckRoom(static_cast<int64_t>(sequences), queue_percent);
 }
 
-bool EmbeddingPipeline::QueueHasRoom(int64_t sequences) const {
+bool EmbeddingPipeline::QueueHasRoom(int64_t sequences, int32_t queue_percent) const {
   const Runtime* rt = runtime();
-  return rt != nullptr && rt->batcher->CheckRoom(sequences).ok();
+  return rt != nullptr && rt->batcher->CheckRoom(sequences, queue_percent).ok();
 }
 
 namespace {
@@ -190,7 +191,9 @@ void EmbeddingPipeline::Embed(absl::Span<const absl::string_view> texts,
                               const RequestOptions& options, CallControl control,
                               EmbedCallback done) {
   const int64_t start_us = clock_->NowMicros();
-  if (absl::Status s = AdmitToQueue(options.list_name, texts.size(), texts.size()); !s.ok()) {
+  if (absl::Status s = AdmitToQueue(options.list_name, options.queue_percent, texts.size(),
+                                    texts.size());
+      !s.ok()) {
     return EmbedFailed(control, texts.size(), std::move(s), done);
   }
   const Runtime& rt = *runtime();
@@ -210,7 +213,8 @@ void EmbeddingPipeline::EmbedTokens(std::vector<TokenIds> sequences,
                                     const RequestOptions& options, CallControl control,
                                     EmbedCallback done) {
   const int64_t start_us = clock_->NowMicros();
-  if (absl::Status s = AdmitToQueue(options.list_name, sequences.size(), sequences.size());
+  if (absl::Status s = AdmitToQueue(options.list_name, options.queue_percent, sequences.size(),
+                                       sequences.size());
       !s.ok()) {
     return EmbedFailed(control, sequences.size(), std::move(s), done);
   }
@@ -291,6 +295,7 @@ void EmbeddingPipeline::Queue(std::vector<TokenIds> sequences, const RequestOpti
   batch.sequences = std::move(sequences);
   batch.deadline_us = control.deadline_us;
   batch.is_cancelled = std::move(control.is_cancelled);
+  batch.queue_percent = options.queue_percent;
   batch.done = [this, call, normalize, finish](absl::StatusOr<EmbeddingMatrix> result,
                                                const RequestTimings& timings) {
     if (metrics_ != nullptr) metrics_->OnQueueAndInference(timings.queue_us, timings.inference_us);
@@ -329,7 +334,7 @@ void EmbeddingPipeline::Similarity(
     done(std::move(r));
   };
   // Distinct texts are known only once read: at least one.
-  if (absl::Status s = AdmitToQueue("pairs", pairs.size(), 1); !s.ok()) {
+  if (absl::Status s = AdmitToQueue("pairs", options.queue_percent, pairs.size(), 1); !s.ok()) {
     return fail(std::move(s), 0);
   }
   const Runtime& rt = *runtime();
@@ -369,6 +374,7 @@ void EmbeddingPipeline::Similarity(
   call->tokens = tokens;
   batch.deadline_us = control.deadline_us;
   batch.is_cancelled = std::move(control.is_cancelled);
+  batch.queue_percent = options.queue_percent;
   const bool log = options_.log_requests;
   batch.done = [this, call, pair_rows, log, id = control.id](
                    absl::StatusOr<EmbeddingMatrix> result, const RequestTimings& timings) {

@@ -38,6 +38,9 @@ struct RequestOptions {
   bool truncate = true;           // false: a text over max_seq_length is INVALID_ARGUMENT
   // How errors name the request's list ("texts" -> "texts[3]: invalid UTF-8 ...").
   std::string list_name = "texts";
+  // BatchRequest::queue_percent: the share of the batch queue this request may fill when
+  // it is admitted (EmbedStream: server.stream_queue_percent).
+  int32_t queue_percent = 100;
 };
 
 // The call around one request: when it must end and whether its caller is gone.
@@ -147,7 +150,7 @@ class EmbeddingPipeline {
                   const RequestOptions& options, CallControl control, SimilarityCallback done);
   // Lock-free and cheap: whether the batch queue had room for `sequences` more at its
   // last change (false while no model is attached). For flow control of streams.
-  bool QueueHasRoom(int64_t sequences) const;
+  bool QueueHasRoom(int64_t sequences, int32_t queue_percent = 100) const;
 
   // Tokenizes only (no queue): returns at once.
   TokenizeResult Tokenize(absl::Span<const absl::string_view> texts,
@@ -163,7 +166,7 @@ class EmbeddingPipeline {
   absl::Status Admit(const std::string& list_name, size_t count) const;
   // Admit, then RESOURCE_EXHAUSTED when the batch queue has no room for `sequences`
   // now: under overload a request is refused before it is tokenized.
-  absl::Status AdmitToQueue(const std::string& list_name, size_t count,
+  absl::Status AdmitToQueue(const std::string& list_name, int32_t queue_percent, size_t count,
                             size_t sequences) const;
   // Embed and EmbedTokens past their checks: usage, deadline, queue, normalise.
   void Queue(std::vector<TokenIds> sequences, const RequestOptions& options,

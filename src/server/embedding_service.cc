@@ -450,6 +450,7 @@ class EmbedStreamReactor final
     }
     RequestOptions options = OptionsOf(request, "texts");
     if (request.has_normalize()) options.normalize = request.normalize();
+    options.queue_percent = options_.stream_queue_percent;
     pipeline_->Embed(TextsOf(request.texts()), options,
                      ControlOf(context_, clock_, request.id()),
                      [this, id = request.id(), start_us, texts](EmbedResult r) {
@@ -516,7 +517,8 @@ class EmbedStreamReactor final
     if (unsent_bytes_ >= options_.max_stream_backlog_bytes) return false;
     if (pending_sequences_ == 0) return true;  // an answer will not come to resume it
     return pending_sequences_ < options_.max_stream_sequences &&
-           pipeline_->QueueHasRoom(pipeline_->options().max_texts_per_request);
+           pipeline_->QueueHasRoom(pipeline_->options().max_texts_per_request,
+                                   options_.stream_queue_percent);
   }
 
   void MaybeResumeReadLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
@@ -582,6 +584,10 @@ absl::Status EmbeddingService::Options::Validate() const {
   if (max_stream_sequences < 1) {
     return absl::InvalidArgumentError(absl::StrCat(
         "EmbeddingService max_stream_sequences must be >= 1; was ", max_stream_sequences));
+  }
+  if (stream_queue_percent < 1 || stream_queue_percent > 100) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "server.stream_queue_percent must be in [1, 100]; was ", stream_queue_percent));
   }
   if (max_message_bytes < 1) {
     return absl::InvalidArgumentError(absl::StrCat(

@@ -93,6 +93,7 @@ class EmbedServer::Impl {
     so.max_stream_backlog = config_.server.max_stream_backlog;
     so.max_stream_backlog_bytes = config_.server.max_stream_backlog_bytes;
     so.max_stream_sequences = std::max(1, config_.batching.max_queue_sequences / 2);
+    so.stream_queue_percent = config_.server.stream_queue_percent;
     so.max_message_bytes = config_.server.max_message_bytes;
     so.versions = {{"embedserve", EMBEDSERVE_VERSION_STRING},
                    {"grpc", grpc::Version()}};

@@ -575,3 +575,43 @@ TEST(BatcherTest, QueueWaitBoundFollowsTheRateAndKeepsTwoBatches) {
 
 }  // namespace
 }  // namespace embedserve
+
+namespace embedserve {
+namespace {
+
+TEST(BatcherTest, BulkRequestsFillOnlyTheirShareOfTheQueue) {
+  FakeBackend backend;
+  Batcher::Options o;
+  o.max_batch_size = 2;
+  o.max_queue_sequences = 10;
+  o.num_workers = 0;
+  auto batcher = Batcher::Create(o, &backend, nullptr);
+  ASSERT_TRUE(batcher.ok());
+  StatusBox box;
+  auto bulk = [&](int n) {
+    BatchRequest r = BoxedRequest(Sequences(n), &box);
+    r.queue_percent = 50;
+    return r;
+  };
+  ASSERT_TRUE((*batcher)->Submit(bulk(5)).ok());  // half of 10
+  const absl::Status refused = (*batcher)->Submit(bulk(1));
+  EXPECT_EQ(refused.code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_THAT(refused.message(), HasSubstr("batch queue is full for bulk requests"));
+  EXPECT_EQ((*batcher)->CheckRoom(1, 50).code(), absl::StatusCode::kResourceExhausted);
+  // The other half is there for everyone else.
+  EXPECT_TRUE((*batcher)->CheckRoom(5).ok());
+  EXPECT_TRUE((*batcher)->Submit(BoxedRequest(Sequences(5), &box)).ok());
+  EXPECT_EQ((*batcher)->Submit(BoxedRequest(Sequences(1), &box)).code(),
+            absl::StatusCode::kResourceExhausted);
+  while ((*batcher)->QueueDepth() > 0) ASSERT_TRUE((*batcher)->Step().ok());
+  // An empty queue takes a bulk request over its share; out-of-range shares are refused.
+  EXPECT_TRUE((*batcher)->Submit(bulk(8)).ok());
+  BatchRequest bad = BoxedRequest(Sequences(1), &box);
+  bad.queue_percent = 0;
+  EXPECT_EQ((*batcher)->Submit(std::move(bad)).code(), absl::StatusCode::kInvalidArgument);
+  (*batcher)->Shutdown();
+  EXPECT_EQ(box.count(), 3);
+}
+
+}  // namespace
+}  // namespace embedserve

@@ -6,12 +6,15 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <map>
 #include <memory>
+#include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
 
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include "embedserve/model/embedding_matrix.h"
@@ -493,6 +496,65 @@ TEST(BertBackendTest, UnusableDeviceOrPrecisionIsAnErrorNamingTheAlternative) {
     ASSERT_FALSE(mps.ok());
     EXPECT_THAT(std::string(mps.status().message()), testing::HasSubstr("use cpu"));
   }
+}
+
+}  // namespace
+}  // namespace embedserve
+
+namespace embedserve {
+namespace {
+
+// The nice value of task `tid` of this process (field 19 of /proc/self/task/TID/stat).
+int NiceOf(const std::string& tid) {
+  std::ifstream in("/proc/self/task/" + tid + "/stat");
+  std::string stat((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  std::istringstream rest(stat.substr(stat.rfind(')') + 2));  // after "pid (comm) "
+  std::string field;
+  for (int i = 3; i <= 19; ++i) rest >> field;  // fields 3..19: state .. nice
+  return std::stoi(field);
+}
+
+TEST(BertBackendTest, CpuNiceLowersTheCallingThreadAndItsOpenMpTeam) {
+  ModelOptions options;
+  options.path = kTinyBert;
+  options.device = "cpu";
+  options.num_threads = 2;
+  options.cpu_nice = 3;
+  auto model = LoadModel(options);
+  ASSERT_TRUE(model.ok()) << model.status();
+  const TokenIds ids = model->tokenizer->Encode("a short text", 64)->ids;
+  const TokenIds* one[] = {&ids};
+  const int before = NiceOf(std::to_string(syscall(SYS_gettid)));
+  const int lowered_nice = std::min(19, before + 3);
+  int caller_nice = 0, lowered = 0;
+  std::thread worker([&] {  // as a batcher worker: its own OpenMP team
+    ASSERT_TRUE(model->backend->Embed(one).ok());
+    ASSERT_TRUE(model->backend->Embed(one).ok());  // once per thread, not per call
+    const std::string self = std::to_string(syscall(SYS_gettid));
+    caller_nice = NiceOf(self);
+    // Its team's other thread (2 threads), alive while this thread is.
+    for (const auto& task : std::filesystem::directory_iterator("/proc/self/task")) {
+      const std::string tid = task.path().filename();
+      if (tid != self && NiceOf(tid) == lowered_nice) ++lowered;
+    }
+  });
+  worker.join();
+  EXPECT_EQ(caller_nice, lowered_nice);
+  EXPECT_EQ(lowered, 1);
+  EXPECT_EQ(NiceOf(std::to_string(syscall(SYS_gettid))), before);  // this thread is not
+  // 0 (the default) leaves threads alone.
+  options.cpu_nice = 0;
+  auto plain = LoadModel(options);
+  ASSERT_TRUE(plain.ok());
+  int plain_nice = -1;
+  std::thread other([&] {
+    ASSERT_TRUE(plain->backend->Embed(one).ok());
+    plain_nice = NiceOf(std::to_string(syscall(SYS_gettid)));
+  });
+  other.join();
+  EXPECT_EQ(plain_nice, before);
+  options.cpu_nice = 20;
+  EXPECT_THAT(LoadModel(options).status().message(), ::testing::HasSubstr("model.cpu_nice"));
 }
 
 }  // namespace

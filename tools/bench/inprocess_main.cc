@@ -100,6 +100,7 @@ int main(int argc, char** argv) {
   options.max_seq_length = config->model.max_seq_length;
   options.cuda_graphs = config->model.cuda_graphs;
   options.tf32 = config->model.tf32;
+  options.cpu_nice = config->model.cpu_nice;
   auto model = embedserve::LoadModel(options);
   if (!model.ok()) return Fail(model.status());
   const embedserve::BackendInfo& info = model->backend->Info();

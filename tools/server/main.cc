@@ -132,6 +132,7 @@ absl::StatusOr<ServingModel> LoadServingModel(const ServerConfig& config) {
   options.max_seq_length = config.model.max_seq_length;
   options.cuda_graphs = config.model.cuda_graphs;
   options.tf32 = config.model.tf32;
+  options.cpu_nice = config.model.cpu_nice;
   if (devices.size() == 1) {
     options.device = devices[0];
     spdlog::info("loading {} on {} ({})", path, options.device, options.precision);

@@ -51,6 +51,11 @@ struct BatchRequest {
   // from Step). Whatever it references must outlive the Batcher or its Shutdown: the
   // destructor answers what is still queued.
   BatchDoneCallback done;
+  // The share of the queue's bound (max_queue_sequences, and max_queue_wait_us's bound
+  // when on), in percent, that may be filled when this request is admitted: 100 for
+  // interactive calls; less for bulk traffic (EmbedStream), which then leaves the rest
+  // to other callers however fast it writes. 1..100.
+  int32_t queue_percent = 100;
 };
 
 // What one batch did, for metrics. Handed to BatchObserver::OnBatch.
@@ -126,8 +131,9 @@ class Batcher {
     // RESOURCE_EXHAUSTED.
     int32_t max_queue_sequences = 4096;
     // Queue bound in time: the queue admits at most the sequences the workers ran in this
-    // long at the rate of recent batches (sequences per microsecond of backend time,
-    // weighted toward the last ~10 batches, times the workers), never fewer than
+    // long at the rate of recent batches that were at least half full (sequences per
+    // microsecond of backend time, weighted toward the last ~10 such batches, times the
+    // workers: how fast a full queue drains), never fewer than
     // 2 x max_batch_size x workers nor more than max_queue_sequences. A request that does
     // not fit while anything is queued gets RESOURCE_EXHAUSTED, as from a full queue.
     // Bounds the wait of admitted requests under overload where max_queue_sequences is
@@ -226,7 +232,8 @@ class Batcher {
   // too full for `sequences` more at its last change, else OK (Submit still decides;
   // also for more sequences than the queue can ever hold, which Submit refuses).
   // Lets a caller refuse under overload before it spends work on a request (tokenizing).
-  absl::Status CheckRoom(int64_t sequences) const;
+  // `queue_percent` as BatchRequest's.
+  absl::Status CheckRoom(int64_t sequences, int32_t queue_percent = 100) const;
 
   const Options& options() const { return options_; }
 
@@ -280,11 +287,13 @@ class Batcher {
   double recent_sequences_ ABSL_GUARDED_BY(mu_) = 0;
   double recent_backend_us_ ABSL_GUARDED_BY(mu_) = 0;
   std::atomic<int32_t> admit_limit_;
-  void UpdateAdmitLimitLocked(int32_t sequences, int64_t backend_us)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // RESOURCE_EXHAUSTED when `needed` more sequences would pass the time bound with
-  // `queued` queued, else OK.
+  void UpdateAdmitLimitLocked(const BatchStats& batch) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // RESOURCE_EXHAUSTED when `needed` more sequences would pass the time bound, or the
+  // share `queue_percent` of the queue's bound, with `queued` queued, else OK. Nothing
+  // is refused by these into an empty queue.
   absl::Status CheckWaitBound(int32_t queued, int64_t needed) const;
+  absl::Status CheckShare(int32_t queued, int64_t needed, int32_t queue_percent) const;
+  absl::Status CheckAdmission(int32_t queued, int64_t needed, int32_t queue_percent) const;
 
   Mutex shutdown_mu_;  // serialises Shutdown calls
   bool shut_down_ ABSL_GUARDED_BY(shutdown_mu_) = false;

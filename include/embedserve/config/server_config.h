@@ -52,6 +52,7 @@ struct ServerSection {
   int64_t http_header_timeout_ms = 10000;  // first byte to end of headers, else dropped
   int64_t http_idle_timeout_ms = 60000;    // keep-alive connection idle between requests
   int64_t max_message_bytes = 64 << 20;  // largest request/response message
+  int stream_queue_percent = 50;  // share of the batch queue EmbedStream messages may fill
   int threads = 0;                    // most threads gRPC may use; 0 = gRPC's default
   int max_texts_per_request = 256;    // texts (or pairs) per Embed/Similarity/Tokenize
   int max_stream_backlog = 1024;      // EmbedStream messages in work or unsent before
@@ -87,6 +88,7 @@ struct ModelSection {
   int threads = 0;                 // intra-op CPU threads; 0 = LibTorch's default
   bool cuda_graphs = true;         // replay CUDA graphs for small batches (CUDA only)
   bool tf32 = false;               // fp32 on CUDA: matmuls on TF32 tensor cores (opt-in)
+  int cpu_nice = 0;                // CPU: niceness added to the model's threads (0..19)
   std::string backend = "libtorch";  // the only backend today
 
   // The device of each model instance, in load order: `devices` (or {device}), each

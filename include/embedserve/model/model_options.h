@@ -37,6 +37,13 @@ struct ModelOptions {
   // holds this setting per process, so it applies to every fp32 CUDA matmul of the
   // process; the last backend loaded sets it. Ignored for other precisions and devices.
   bool tf32 = false;
+  // CPU: the niceness added to each thread that runs the model (the batcher worker that
+  // calls Embed and its OpenMP team), set on the first batch each worker runs: 0..19. The
+  // server's RPC threads then take a core from a forward in progress as soon as they
+  // wake, so refusing a call under overload, answering a health probe or reading the
+  // next request does not wait for the model's threads to yield. The model still gets
+  // every cycle nothing else wants. Ignored on GPUs.
+  int cpu_nice = 0;
 
   // Checks each field on its own (the folder is checked by LoadModel). Messages name the
   // field, the rule and the value, e.g.

@@ -46,6 +46,11 @@ class EmbeddingService final : public EmbeddingServiceBase {
     int max_stream_backlog = 1024;
     int64_t max_stream_backlog_bytes = 2 << 20;
     int64_t max_stream_sequences = 2048;  // the server sets half of the batch queue
+    // The share of the batch queue's bound, in percent, that EmbedStream messages may
+    // fill (BatchRequest::queue_percent); the rest stays free for unary calls and HTTP,
+    // so streams that write as fast as the queue drains do not lock others out. A stream
+    // reads its next message only while the queue has room within this share.
+    int32_t stream_queue_percent = 50;
     // Largest reply, serialized (server.max_message_bytes). A larger one is refused
     // with RESOURCE_EXHAUSTED (on EmbedStream: that message's error; the stream goes
     // on); Embed refuses before computing when the vectors alone would not fit.

@@ -271,23 +271,35 @@ __device__ __forceinline__ float Act(float v) {
   return 0.5f * v * (1.f + tanhf(inner));
 }
 
-// Grid-stride over 8-element vectors; width % 8 == 0, so a vector never crosses a row.
+// Each block takes kUnroll * kThreads consecutive 8-element vectors, each thread
+// kUnroll of them, all loads issued before the math (more bytes in flight per thread:
+// with one vector per thread in a grid-stride loop this ran 10% slower than at::gelu,
+// 38.8 vs 35.2 us for 16,384 x 1,536 fp16 on an H200). width % 8 == 0, so a vector
+// never crosses a row.
+constexpr int kUnroll = 4;
 template <typename T, Activation kAct>
 __global__ void __launch_bounds__(kThreads)
     BiasActVec(T* x, const T* bias, int64_t vectors, int width) {
-  const int64_t stride = static_cast<int64_t>(gridDim.x) * kThreads;
-  for (int64_t i = static_cast<int64_t>(blockIdx.x) * kThreads + threadIdx.x; i < vectors; i += stride) {
-    float v[8];
-    Load8(x + i * 8, v);
+  const int64_t first = static_cast<int64_t>(blockIdx.x) * kThreads * kUnroll + threadIdx.x;
+  float v[kUnroll][8];
+#pragma unroll
+  for (int u = 0; u < kUnroll; ++u) {
+    const int64_t i = first + static_cast<int64_t>(u) * kThreads;
+    if (i < vectors) Load8(x + i * 8, v[u]);
+  }
+#pragma unroll
+  for (int u = 0; u < kUnroll; ++u) {
+    const int64_t i = first + static_cast<int64_t>(u) * kThreads;
+    if (i >= vectors) continue;
     if (bias != nullptr) {
       float b[8];
       Load8(bias + (i * 8) % width, b);
 #pragma unroll
-      for (int j = 0; j < 8; ++j) v[j] += b[j];
+      for (int j = 0; j < 8; ++j) v[u][j] += b[j];
     }
 #pragma unroll
-    for (int j = 0; j < 8; ++j) v[j] = Act<kAct>(v[j]);
-    Store8(x + i * 8, v);
+    for (int j = 0; j < 8; ++j) v[u][j] = Act<kAct>(v[u][j]);
+    Store8(x + i * 8, v[u]);
   }
 }
 
@@ -317,7 +329,10 @@ cudaError_t BiasActTyped(void* x, const void* bias, int64_t rows, int64_t width,
   const int64_t n = rows * width;
   if (width % 8 == 0 && Aligned16(x) && (bias == nullptr || Aligned16(bias))) {
     const int64_t vectors = n / 8;
-    BiasActVec<T, kAct><<<GridFor(vectors), kThreads, 0, stream>>>(xt, bt, vectors, static_cast<int>(width));
+    const int64_t blocks = (vectors + kThreads * kUnroll - 1) / (kThreads * kUnroll);
+    if (blocks > 0x7fffffffLL) return cudaErrorInvalidValue;  // grid.x limit (> 8e12 elements)
+    BiasActVec<T, kAct><<<static_cast<unsigned>(blocks), kThreads, 0, stream>>>(
+        xt, bt, vectors, static_cast<int>(width));
   } else {
     BiasActScalar<T, kAct><<<GridFor(n), kThreads, 0, stream>>>(xt, bt, n, static_cast<int>(width));
   }

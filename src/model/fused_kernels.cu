@@ -272,10 +272,12 @@ __device__ __forceinline__ float Act(float v) {
 }
 
 // Each block takes kUnroll * kThreads consecutive 8-element vectors, each thread
-// kUnroll of them, all loads issued before the math (more bytes in flight per thread:
-// with one vector per thread in a grid-stride loop this ran 10% slower than at::gelu,
-// 38.8 vs 35.2 us for 16,384 x 1,536 fp16 on an H200). width % 8 == 0, so a vector
-// never crosses a row.
+// kUnroll of them, all loads issued before the math (more bytes in flight per thread).
+// On an H200, 16,384 x 1,536 fp16: a grid-stride loop of one vector per thread ran 38.8
+// us against at::gelu's 35.2 (commit 3c46b86); this form 36.8 against 35.7 (d7d68b5),
+// i.e. memory-bound at ~2.8 TB/s like ATen's: no faster, which is why fp16/bf16 take
+// cuBLASLt's GEMM epilogue instead (docs/gpu.md). width % 8 == 0, so a vector never
+// crosses a row.
 constexpr int kUnroll = 4;
 template <typename T, Activation kAct>
 __global__ void __launch_bounds__(kThreads)

@@ -16,6 +16,11 @@
 # Logs and JSON to $OUT.
 # Device call: carry [".device/debs"] (and the model as docs/gpu.md says), command
 #   scripts/device/fused_ab.sh
+# The device tool sends the session's main checkout; from another worktree, pack the
+# commit (git archive -o <main>/.device/wt14/src.tar HEAD), carry [".device/debs",
+# ".device/wt14"] and run: mkdir -p /tmp/es && tar -xf .device/wt14/src.tar -C /tmp/es &&
+# ln -sfn $PWD/.device /tmp/es/.device && ln -sfn $PWD/models /tmp/es/models &&
+# cd /tmp/es && SKIP_CTEST=1 scripts/device/fused_ab.sh  (how commit d7d68b5 ran).
 # Env: BUILD_DIR (build-gpu), REPS (BM_Embed repetitions, 5), SKIP_BUILD=1, SKIP_CTEST=1.
 set -uo pipefail
 cd "$(dirname "$0")/../.."

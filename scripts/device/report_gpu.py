@@ -228,6 +228,9 @@ def main():
               "in torch ops (scripts/device/forward_variants.py --profile), 1,024 x 16, fp16.", ""]
     if os.path.exists(os.path.join(out, "bounds.md")):
         L += ["What bounds each miss, in numbers: [bounds.md](bounds.md) (written by hand from", "this run).", ""]
+    if os.path.exists(os.path.join(out, "fused.md")):
+        L += ["The fused CUDA kernels (residual + bias + LayerNorm, bias + GELU in the GEMM epilogue),",
+              "measured before and after in a later run: [fused.md](fused.md).", ""]
     open(os.path.join(out, "README.md"), "w").write("\n".join(L) + "\n")
     raw = os.path.join(out, "raw")
     if os.path.abspath(raw) != os.path.abspath(run):

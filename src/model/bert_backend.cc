@@ -29,7 +29,11 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
 #include "cpu_attention.h"
+#if defined(EMBEDSERVE_CUDA_KERNELS)  // set by src/model/CMakeLists.txt for CUDA LibTorch
+#include "fused_ops.h"
+#endif
 #if EMBEDSERVE_INT8
 #include "cpu_int8_linear.h"
 #endif
@@ -181,6 +185,38 @@ torch::Tensor EfficientAttention(const torch::Tensor&, const torch::Tensor&,
 // choice (cuDNN) on an H100 at 16, 32 and 64 tokens; cuDNN won at 128 (docs/gpu.md).
 constexpr int64_t kEfficientAttentionMaxTokens = 64;
 
+// EMBEDSERVE_FUSED_KERNELS (CUDA only; bert_backend.h's FusedPath): unset, "1" or "on"
+// is the default set below; "0" or "off" the ATen-op path; otherwise a comma-separated
+// list of "ln" (fused residual + bias + LayerNorm), "gelu" (own bias + GELU kernel) and
+// "gelu_lt" (cuBLASLt's bias + GELU epilogue). For A/B runs of one build.
+constexpr char kFusedKernelsEnv[] = "EMBEDSERVE_FUSED_KERNELS";
+constexpr char kFusedKernelsDefault[] = "ln,gelu_lt";
+
+absl::Status ParseFusedKernels(absl::string_view spec, bool* layer_norm, bool* gelu_kernel,
+                               bool* gelu_lt) {
+  *layer_norm = *gelu_kernel = *gelu_lt = false;
+  if (spec.empty() || spec == "1" || spec == "on") spec = kFusedKernelsDefault;
+  if (spec == "0" || spec == "off") return absl::OkStatus();
+  for (absl::string_view token : absl::StrSplit(spec, ',')) {
+    if (token == "ln") {
+      *layer_norm = true;
+    } else if (token == "gelu") {
+      *gelu_kernel = true;
+    } else if (token == "gelu_lt") {
+      *gelu_lt = true;
+    } else {
+      return absl::InvalidArgumentError(absl::StrCat(
+          kFusedKernelsEnv, "='", spec,
+          "': expected 0, off, 1, on or a comma-separated list of ln, gelu, gelu_lt"));
+    }
+  }
+  if (*gelu_kernel && *gelu_lt) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(kFusedKernelsEnv, "='", spec, "': gelu and gelu_lt exclude each other"));
+  }
+  return absl::OkStatus();
+}
+
 // The padded buckets CUDA graphs are captured for (bert_backend.h).
 // Up to 64 sequences: a Similarity request of 32 pairs has up to 64 texts.
 constexpr int64_t kGraphBatches[] = {1, 2, 4, 8, 16, 32, 64};
@@ -303,6 +339,38 @@ absl::StatusOr<std::unique_ptr<BertBackend>> BertBackend::Create(const ModelFold
     // Per process in LibTorch ("high" lets fp32 matmuls use TF32 tensor cores).
     at::globalContext().setFloat32MatmulPrecision(options.tf32 ? "high" : "highest");
     if (options.tf32) absl::StrAppend(&info.runtime, " (TF32 matmuls)");
+  }
+  if (b->device_.is_cuda()) {
+    const char* env = std::getenv(kFusedKernelsEnv);
+    bool layer_norm = false, gelu_kernel = false, gelu_lt = false;
+    ES_RETURN_IF_ERROR(ParseFusedKernels(env == nullptr ? "" : env, &layer_norm, &gelu_kernel,
+                                         &gelu_lt));
+#if defined(EMBEDSERVE_CUDA_KERNELS)
+    using Act = FusedPath::Activation;
+    const bool erf_gelu = c.hidden_act == "gelu";
+    const bool tanh_gelu = c.hidden_act == "gelu_new" || c.hidden_act == "gelu_pytorch_tanh";
+    b->fused_.layer_norm = layer_norm;
+    if (gelu_lt) {
+      // cuBLASLt's GELU epilogue is the tanh form: exact for tanh-GELU and ReLU models; for
+      // erf-GELU ones only in fp16/bf16 (its fidelity: docs/gpu.md), fp32 keeps the erf.
+      b->fused_.activation = (erf_gelu && b->dtype_ == torch::kFloat) ? Act::kKernel
+                                                                       : Act::kLtEpilogue;
+    } else if (gelu_kernel && (erf_gelu || tanh_gelu)) {
+      b->fused_.activation = Act::kKernel;
+    }
+    if (b->fused_.activation == Act::kKernel && !(erf_gelu || tanh_gelu)) {
+      b->fused_.activation = Act::kAten;  // ReLU: no kernel of ours
+    }
+    std::vector<std::string> used;
+    if (b->fused_.layer_norm) used.push_back("residual+bias+LayerNorm");
+    if (b->fused_.activation == Act::kKernel) used.push_back("bias+GELU kernel");
+    if (b->fused_.activation == Act::kLtEpilogue) used.push_back("cuBLASLt bias+activation epilogue");
+    if (!used.empty()) absl::StrAppend(&info.runtime, " (fused: ", absl::StrJoin(used, ", "), ")");
+#else
+    (void)layer_norm;
+    (void)gelu_kernel;
+    (void)gelu_lt;
+#endif
   }
   if (options.cuda_graphs && b->device_.is_cuda()) {
     const auto start = std::chrono::steady_clock::now();
@@ -518,13 +586,67 @@ torch::Tensor BertBackend::PaddedSelfAttention(const PackedBatch& in, torch::Ten
   return ctx;
 }
 
+torch::Tensor BertBackend::Embeddings(const PackedBatch& in) const {
+  const int64_t h = config_.hidden_size;
+  const double eps = config_.layer_norm_eps;
+  // Token type 0 everywhere, as sentence-transformers passes no type ids (pos_type_emb_
+  // holds position + type-0 rows). Embed checked every id against the vocabulary, and
+  // positions are below max_seq_length, so the fused kernel's unchecked gathers stay in
+  // the tables.
+#if defined(EMBEDSERVE_CUDA_KERNELS)
+  if (fused_.layer_norm) {
+    return FusedGatherAddLayerNorm(word_emb_, in.ids, pos_type_emb_, in.positions, emb_ln_w_,
+                                   emb_ln_b_, eps);
+  }
+#endif
+  torch::Tensor x = word_emb_.index_select(0, in.ids).add_(pos_type_emb_.index_select(0, in.positions));
+  return at::layer_norm(x, {h}, emb_ln_w_, emb_ln_b_, eps);
+}
+
+torch::Tensor BertBackend::ProjectAddNorm(const torch::Tensor& x, const torch::Tensor& w,
+                                          const torch::Tensor& b,
+                                          const std::shared_ptr<const Int8Linear>& int8,
+                                          const torch::Tensor& residual,
+                                          const torch::Tensor& ln_w,
+                                          const torch::Tensor& ln_b) const {
+  const double eps = config_.layer_norm_eps;
+#if defined(EMBEDSERVE_CUDA_KERNELS)
+  if (fused_.layer_norm) {
+    // One pass instead of three (bias epilogue write, residual add, LayerNorm): the GEMM
+    // writes y, the kernel reads y and the residual and writes the result over y.
+    torch::Tensor y = at::mm(x, w.t());
+    return FusedAddLayerNorm(y, residual, b, ln_w, ln_b, eps, /*out=*/y);
+  }
+#endif
+  torch::Tensor y = Linear(x, w, b, int8).to(residual_dtype_);
+  return at::layer_norm(y.add_(residual), {config_.hidden_size}, ln_w, ln_b, eps);
+}
+
+torch::Tensor BertBackend::FfnIn(const torch::Tensor& x, const Layer& layer) const {
+  const bool relu = config_.hidden_act == "relu";
+  const bool gelu_tanh =
+      config_.hidden_act == "gelu_new" || config_.hidden_act == "gelu_pytorch_tanh";
+#if defined(EMBEDSERVE_CUDA_KERNELS)
+  using Act = FusedPath::Activation;
+  if (fused_.activation == Act::kLtEpilogue) {
+    // addmm with the activation in cuBLASLt's epilogue (use_gelu false means ReLU).
+    return at::_addmm_activation(layer.ffn_in_b, x, layer.ffn_in_w.t(), 1, 1,
+                                 /*use_gelu=*/!relu);
+  }
+  if (fused_.activation == Act::kKernel) {
+    torch::Tensor y = at::mm(x, layer.ffn_in_w.t());
+    return FusedBiasGelu_(y, layer.ffn_in_b, gelu_tanh);
+  }
+#endif
+  torch::Tensor inter = Linear(x, layer.ffn_in_w, layer.ffn_in_b, layer.ffn_in_q);
+  if (relu) return at::relu(inter);
+  return at::gelu(inter, gelu_tanh ? "tanh" : "none");
+}
+
 torch::Tensor BertBackend::Forward(const PackedBatch& in) const {
   const int64_t batch = in.batch, len = in.longest;
-  const int64_t h = config_.hidden_size, heads = config_.num_attention_heads;
-  const double eps = config_.layer_norm_eps;
-  // Embeddings (token type 0 everywhere, as sentence-transformers passes no type ids).
-  torch::Tensor x = word_emb_.index_select(0, in.ids).add_(pos_type_emb_.index_select(0, in.positions));
-  x = at::layer_norm(x, {h}, emb_ln_w_, emb_ln_b_, eps);
+  const int64_t heads = config_.num_attention_heads;
+  torch::Tensor x = Embeddings(in);
   // CPU: attention straight on the packed rows (cpu_attention.h), so no padding mask.
   const bool packed_attention = device_.is_cpu();
   // Else an additive mask [B, 1, 1, L]: 0 for tokens, the dtype's lowest value for
@@ -546,8 +668,6 @@ torch::Tensor BertBackend::Forward(const PackedBatch& in) const {
     bias = (1 - in.mask.to(residual_dtype_)).mul_(lowest).view({batch, 1, 1, len});
 #endif
   }
-  const bool gelu_tanh =
-      config_.hidden_act == "gelu_new" || config_.hidden_act == "gelu_pytorch_tanh";
   for (const Layer& layer : layers_) {
     torch::Tensor qkv = Linear(x.to(dtype_), layer.qkv_w, layer.qkv_b, layer.qkv_q);  // [T, 3H]
     torch::Tensor ctx;
@@ -556,16 +676,11 @@ torch::Tensor BertBackend::Forward(const PackedBatch& in) const {
     } else {
       ctx = PaddedSelfAttention(in, qkv, bias);
     }
-    torch::Tensor attn = Linear(ctx, layer.attn_out_w, layer.attn_out_b, layer.attn_out_q).to(residual_dtype_);
-    x = at::layer_norm(attn.add_(x), {h}, layer.ln1_w, layer.ln1_b, eps);
-    torch::Tensor inter = Linear(x.to(dtype_), layer.ffn_in_w, layer.ffn_in_b, layer.ffn_in_q);
-    if (config_.hidden_act == "relu") {
-      inter = at::relu(inter);
-    } else {
-      inter = at::gelu(inter, gelu_tanh ? "tanh" : "none");
-    }
-    torch::Tensor out = Linear(inter, layer.ffn_out_w, layer.ffn_out_b, layer.ffn_out_q).to(residual_dtype_);
-    x = at::layer_norm(out.add_(x), {h}, layer.ln2_w, layer.ln2_b, eps);
+    x = ProjectAddNorm(ctx, layer.attn_out_w, layer.attn_out_b, layer.attn_out_q, x, layer.ln1_w,
+                       layer.ln1_b);
+    torch::Tensor inter = FfnIn(x.to(dtype_), layer);
+    x = ProjectAddNorm(inter, layer.ffn_out_w, layer.ffn_out_b, layer.ffn_out_q, x, layer.ln2_w,
+                       layer.ln2_b);
   }
   return x;
 }

@@ -79,8 +79,34 @@ class BertBackend : public Backend {
     torch::Tensor mask;        // [batch, longest] 1 for tokens, 0 for padding
   };
 
+  // Which fused CUDA kernels Forward uses (EMBEDSERVE_FUSED_KERNELS, read by Create;
+  // only on a CUDA device of a build with the kernels, fused_ops.h). All off = the
+  // ATen-op path every other device runs.
+  struct FusedPath {
+    // Residual add + the projection's bias + LayerNorm in one kernel after a bias-free
+    // GEMM (attention output and FFN output), and the embeddings' two row gathers + add
+    // + LayerNorm in one kernel.
+    bool layer_norm = false;
+    // The FFN-in bias + activation: kAten (addmm with a bias epilogue, then at::gelu or
+    // at::relu), kKernel (bias-free GEMM, then one bias + GELU kernel, erf or tanh as the
+    // model says; ReLU models stay on kAten), kLtEpilogue (at::_addmm_activation: cuBLASLt's
+    // bias + GELU or ReLU epilogue inside the GEMM; its GELU is the tanh form, so for an
+    // erf-GELU model it is used only in fp16/bf16, and fp32 takes kKernel).
+    enum class Activation { kAten, kKernel, kLtEpilogue } activation = Activation::kAten;
+  };
+
   BertBackend() = default;
   absl::Status LoadWeights(const SafetensorsFile& file);
+  // The embeddings (word + position + token type 0) and their LayerNorm: [total, H].
+  torch::Tensor Embeddings(const PackedBatch& in) const;
+  // LayerNorm(y + bias + residual) with the layer's LayerNorm weights, where y = x W^T
+  // without the bias (fused_.layer_norm) or the ATen way (y = x W^T + b, add, layer_norm).
+  torch::Tensor ProjectAddNorm(const torch::Tensor& x, const torch::Tensor& w,
+                               const torch::Tensor& b, const std::shared_ptr<const Int8Linear>& int8,
+                               const torch::Tensor& residual, const torch::Tensor& ln_w,
+                               const torch::Tensor& ln_b) const;
+  // act(x W^T + b) of the FFN's first layer, as fused_.activation says.
+  torch::Tensor FfnIn(const torch::Tensor& x, const Layer& layer) const;
   // x W^T + b, or through `int8` when set (model.precision int8).
   torch::Tensor Linear(const torch::Tensor& x, const torch::Tensor& w, const torch::Tensor& b,
                        const std::shared_ptr<const Int8Linear>& int8) const;
@@ -127,6 +153,7 @@ class BertBackend : public Backend {
   int cpu_nice_ = 0;  // ModelOptions::cpu_nice
   bool int8_ = false;  // model.precision int8 (CPU)
   CpuLinearKernel cpu_linear_ = CpuLinearKernel::kAten;
+  FusedPath fused_;
   int64_t head_dim_ = 0;
   double attention_scale_ = 1.0;
   torch::Tensor word_emb_;       // [V, H]

@@ -1,0 +1,383 @@
+// Fused residual add + bias + LayerNorm, and bias + GELU, for the CUDA forward
+// (fused_kernels.h says what and why). Memory-bound kernels: each element is read once
+// and written once, in 16-byte accesses where the width allows.
+#include "fused_kernels.h"
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+#include <cstdint>
+
+namespace embedserve {
+namespace cuda_kernels {
+namespace {
+
+constexpr int kThreads = 128;  // per block, for every kernel here
+
+// ---- 8-element loads and stores, converted to and from fp32 -------------------------
+// 8 halves or bf16s are one 16-byte access; 8 floats are two.
+__device__ __forceinline__ void Load8(const __half* p, float (&f)[8]) {
+  const uint4 u = *reinterpret_cast<const uint4*>(p);
+  const __half2* h = reinterpret_cast<const __half2*>(&u);
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    const float2 t = __half22float2(h[i]);
+    f[2 * i] = t.x;
+    f[2 * i + 1] = t.y;
+  }
+}
+__device__ __forceinline__ void Load8(const __nv_bfloat16* p, float (&f)[8]) {
+  const uint4 u = *reinterpret_cast<const uint4*>(p);
+  const __nv_bfloat162* h = reinterpret_cast<const __nv_bfloat162*>(&u);
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    const float2 t = __bfloat1622float2(h[i]);
+    f[2 * i] = t.x;
+    f[2 * i + 1] = t.y;
+  }
+}
+__device__ __forceinline__ void Load8(const float* p, float (&f)[8]) {
+  const float4 a = reinterpret_cast<const float4*>(p)[0];
+  const float4 b = reinterpret_cast<const float4*>(p)[1];
+  f[0] = a.x; f[1] = a.y; f[2] = a.z; f[3] = a.w;
+  f[4] = b.x; f[5] = b.y; f[6] = b.z; f[7] = b.w;
+}
+__device__ __forceinline__ void Store8(__half* p, const float (&f)[8]) {
+  uint4 u;
+  __half2* h = reinterpret_cast<__half2*>(&u);
+#pragma unroll
+  for (int i = 0; i < 4; ++i) h[i] = __floats2half2_rn(f[2 * i], f[2 * i + 1]);
+  *reinterpret_cast<uint4*>(p) = u;
+}
+__device__ __forceinline__ void Store8(__nv_bfloat16* p, const float (&f)[8]) {
+  uint4 u;
+  __nv_bfloat162* h = reinterpret_cast<__nv_bfloat162*>(&u);
+#pragma unroll
+  for (int i = 0; i < 4; ++i) h[i] = __floats2bfloat162_rn(f[2 * i], f[2 * i + 1]);
+  *reinterpret_cast<uint4*>(p) = u;
+}
+__device__ __forceinline__ void Store8(float* p, const float (&f)[8]) {
+  reinterpret_cast<float4*>(p)[0] = make_float4(f[0], f[1], f[2], f[3]);
+  reinterpret_cast<float4*>(p)[1] = make_float4(f[4], f[5], f[6], f[7]);
+}
+
+__device__ __forceinline__ float ToFloat(__half v) { return __half2float(v); }
+__device__ __forceinline__ float ToFloat(__nv_bfloat16 v) { return __bfloat162float(v); }
+__device__ __forceinline__ float ToFloat(float v) { return v; }
+template <typename T> __device__ __forceinline__ T FromFloat(float v);
+template <> __device__ __forceinline__ __half FromFloat<__half>(float v) { return __float2half_rn(v); }
+template <> __device__ __forceinline__ __nv_bfloat16 FromFloat<__nv_bfloat16>(float v) {
+  return __float2bfloat16_rn(v);
+}
+template <> __device__ __forceinline__ float FromFloat<float>(float v) { return v; }
+
+// Sum over each aligned group of kLanes lanes of a warp (every lane of the warp takes
+// part, so the full mask is right).
+template <int kLanes>
+__device__ __forceinline__ float GroupSum(float v) {
+#pragma unroll
+  for (int offset = kLanes / 2; offset > 0; offset /= 2) v += __shfl_xor_sync(0xffffffffu, v, offset);
+  return v;
+}
+
+template <typename T>
+struct LnParams {
+  T* out;
+  const T* x;
+  const int64_t* x_index;
+  const T* residual;
+  const int64_t* residual_index;
+  const T* bias;
+  const T* gamma;
+  const T* beta;
+  int64_t rows;
+  int width;
+  float eps;
+};
+
+// One row per group of kLanes threads; lane l holds 8-element vectors l, l + kLanes, ...
+// (kIters of them, in registers), so the row is read once from memory. Rows past the end
+// still run the shuffles (with zeros) and skip loads and stores.
+template <typename T, int kLanes, int kIters>
+__global__ void __launch_bounds__(kThreads) AddLayerNormVec(LnParams<T> p) {
+  constexpr int kRowsPerBlock = kThreads / kLanes;
+  const int lane = threadIdx.x % kLanes;
+  const int64_t row = static_cast<int64_t>(blockIdx.x) * kRowsPerBlock + threadIdx.x / kLanes;
+  const bool active = row < p.rows;
+  float v[kIters][8];
+  float sum = 0.f;
+  if (active) {
+    const T* xr = p.x + (p.x_index != nullptr ? p.x_index[row] : row) * p.width;
+    const T* rr = nullptr;
+    if (p.residual != nullptr) {
+      rr = p.residual + (p.residual_index != nullptr ? p.residual_index[row] : row) * p.width;
+    }
+#pragma unroll
+    for (int i = 0; i < kIters; ++i) {
+      const int c = (lane + i * kLanes) * 8;
+      if (c < p.width) {
+        Load8(xr + c, v[i]);
+        if (rr != nullptr) {
+          float t[8];
+          Load8(rr + c, t);
+#pragma unroll
+          for (int j = 0; j < 8; ++j) v[i][j] += t[j];
+        }
+        if (p.bias != nullptr) {
+          float t[8];
+          Load8(p.bias + c, t);
+#pragma unroll
+          for (int j = 0; j < 8; ++j) v[i][j] += t[j];
+        }
+#pragma unroll
+        for (int j = 0; j < 8; ++j) sum += v[i][j];
+      } else {
+#pragma unroll
+        for (int j = 0; j < 8; ++j) v[i][j] = 0.f;
+      }
+    }
+  } else {
+#pragma unroll
+    for (int i = 0; i < kIters; ++i) {
+#pragma unroll
+      for (int j = 0; j < 8; ++j) v[i][j] = 0.f;
+    }
+  }
+  const float inv_width = 1.f / static_cast<float>(p.width);
+  const float mean = GroupSum<kLanes>(sum) * inv_width;
+  // Variance from the deviations (two passes over registers: no cancellation).
+  float sq = 0.f;
+#pragma unroll
+  for (int i = 0; i < kIters; ++i) {
+    const int c = (lane + i * kLanes) * 8;
+    if (active && c < p.width) {
+#pragma unroll
+      for (int j = 0; j < 8; ++j) {
+        const float d = v[i][j] - mean;
+        sq += d * d;
+      }
+    }
+  }
+  const float rstd = rsqrtf(GroupSum<kLanes>(sq) * inv_width + p.eps);
+  if (!active) return;
+  T* orow = p.out + row * p.width;
+#pragma unroll
+  for (int i = 0; i < kIters; ++i) {
+    const int c = (lane + i * kLanes) * 8;
+    if (c < p.width) {
+      float g[8], b[8], o[8];
+      Load8(p.gamma + c, g);
+      Load8(p.beta + c, b);
+#pragma unroll
+      for (int j = 0; j < 8; ++j) o[j] = (v[i][j] - mean) * rstd * g[j] + b[j];
+      Store8(orow + c, o);
+    }
+  }
+}
+
+// Any width, any alignment: one warp per row, scalar accesses, the inputs read three
+// times (sum, squared deviations, output). Each lane touches the same columns in every
+// pass, so out may alias x or residual here too.
+template <typename T>
+__global__ void __launch_bounds__(kThreads) AddLayerNormScalar(LnParams<T> p) {
+  constexpr int kRowsPerBlock = kThreads / 32;
+  const int lane = threadIdx.x % 32;
+  const int64_t row = static_cast<int64_t>(blockIdx.x) * kRowsPerBlock + threadIdx.x / 32;
+  if (row >= p.rows) return;  // whole warps leave together: the shuffles below stay full
+  const T* xr = p.x + (p.x_index != nullptr ? p.x_index[row] : row) * p.width;
+  const T* rr = nullptr;
+  if (p.residual != nullptr) {
+    rr = p.residual + (p.residual_index != nullptr ? p.residual_index[row] : row) * p.width;
+  }
+  auto value = [&](int c) {
+    float v = ToFloat(xr[c]);
+    if (rr != nullptr) v += ToFloat(rr[c]);
+    if (p.bias != nullptr) v += ToFloat(p.bias[c]);
+    return v;
+  };
+  float sum = 0.f;
+  for (int c = lane; c < p.width; c += 32) sum += value(c);
+  const float inv_width = 1.f / static_cast<float>(p.width);
+  const float mean = GroupSum<32>(sum) * inv_width;
+  float sq = 0.f;
+  for (int c = lane; c < p.width; c += 32) {
+    const float d = value(c) - mean;
+    sq += d * d;
+  }
+  const float rstd = rsqrtf(GroupSum<32>(sq) * inv_width + p.eps);
+  T* orow = p.out + row * p.width;
+  for (int c = lane; c < p.width; c += 32) {
+    const float o = (value(c) - mean) * rstd * ToFloat(p.gamma[c]) + ToFloat(p.beta[c]);
+    orow[c] = FromFloat<T>(o);
+  }
+}
+
+bool Aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15u) == 0; }
+
+template <typename T, int kLanes, int kIters>
+cudaError_t LaunchVec(const LnParams<T>& p, cudaStream_t stream) {
+  constexpr int kRowsPerBlock = kThreads / kLanes;
+  const int64_t blocks = (p.rows + kRowsPerBlock - 1) / kRowsPerBlock;
+  AddLayerNormVec<T, kLanes, kIters><<<static_cast<unsigned>(blocks), kThreads, 0, stream>>>(p);
+  return cudaGetLastError();
+}
+
+template <typename T>
+cudaError_t AddLayerNormTyped(const AddLayerNormArgs& a, cudaStream_t stream) {
+  LnParams<T> p;
+  p.out = static_cast<T*>(a.out);
+  p.x = static_cast<const T*>(a.x);
+  p.x_index = a.x_index;
+  p.residual = static_cast<const T*>(a.residual);
+  p.residual_index = a.residual_index;
+  p.bias = static_cast<const T*>(a.bias);
+  p.gamma = static_cast<const T*>(a.gamma);
+  p.beta = static_cast<const T*>(a.beta);
+  p.rows = a.rows;
+  p.width = static_cast<int>(a.width);
+  p.eps = a.eps;
+  const int64_t nvec = a.width / 8;
+  const bool vec = a.width % 8 == 0 && a.width <= 4096 && Aligned16(a.out) && Aligned16(a.x) &&
+                   (a.residual == nullptr || Aligned16(a.residual)) &&
+                   (a.bias == nullptr || Aligned16(a.bias)) && Aligned16(a.gamma) &&
+                   Aligned16(a.beta);
+  if (vec) {
+    // The fewest lanes per row that keep each lane at <= 4 vectors (more rows per warp
+    // for narrow rows: hidden 384 is 48 vectors, 16 lanes x 3, every lane busy).
+    if (nvec <= 8) return LaunchVec<T, 8, 1>(p, stream);
+    if (nvec <= 16) return LaunchVec<T, 8, 2>(p, stream);
+    if (nvec <= 24) return LaunchVec<T, 8, 3>(p, stream);
+    if (nvec <= 32) return LaunchVec<T, 16, 2>(p, stream);
+    if (nvec <= 48) return LaunchVec<T, 16, 3>(p, stream);
+    if (nvec <= 64) return LaunchVec<T, 16, 4>(p, stream);
+    if (nvec <= 96) return LaunchVec<T, 32, 3>(p, stream);
+    if (nvec <= 128) return LaunchVec<T, 32, 4>(p, stream);
+    if (nvec <= 256) return LaunchVec<T, 32, 8>(p, stream);
+    return LaunchVec<T, 32, 16>(p, stream);  // nvec <= 512 (width <= 4,096)
+  }
+  constexpr int kRowsPerBlock = kThreads / 32;
+  const int64_t blocks = (a.rows + kRowsPerBlock - 1) / kRowsPerBlock;
+  AddLayerNormScalar<T><<<static_cast<unsigned>(blocks), kThreads, 0, stream>>>(p);
+  return cudaGetLastError();
+}
+
+// ---- bias + activation ----------------------------------------------------------------
+
+template <Activation kAct>
+__device__ __forceinline__ float Act(float v) {
+  if (kAct == Activation::kGeluErf) return 0.5f * v * (1.f + erff(v * 0.70710678118654752f));
+  // 0.5 v (1 + tanh(sqrt(2/pi) (v + 0.044715 v^3)))
+  const float inner = 0.79788456080286536f * (v + 0.044715f * v * v * v);
+  return 0.5f * v * (1.f + tanhf(inner));
+}
+
+// Each block takes kUnroll * kThreads consecutive 8-element vectors, each thread
+// kUnroll of them, all loads issued before the math (more bytes in flight per thread).
+// On an H200, 16,384 x 1,536 fp16: a grid-stride loop of one vector per thread ran 38.8
+// us against at::gelu's 35.2 (commit 3c46b86); this form 36.8 against 35.7 (d7d68b5),
+// i.e. memory-bound at ~2.8 TB/s like ATen's: no faster, which is why fp16/bf16 take
+// cuBLASLt's GEMM epilogue instead (docs/gpu.md). width % 8 == 0, so a vector never
+// crosses a row.
+constexpr int kUnroll = 4;
+template <typename T, Activation kAct>
+__global__ void __launch_bounds__(kThreads)
+    BiasActVec(T* x, const T* bias, int64_t vectors, int width) {
+  const int64_t first = static_cast<int64_t>(blockIdx.x) * kThreads * kUnroll + threadIdx.x;
+  float v[kUnroll][8];
+#pragma unroll
+  for (int u = 0; u < kUnroll; ++u) {
+    const int64_t i = first + static_cast<int64_t>(u) * kThreads;
+    if (i < vectors) Load8(x + i * 8, v[u]);
+  }
+#pragma unroll
+  for (int u = 0; u < kUnroll; ++u) {
+    const int64_t i = first + static_cast<int64_t>(u) * kThreads;
+    if (i >= vectors) continue;
+    if (bias != nullptr) {
+      float b[8];
+      Load8(bias + (i * 8) % width, b);
+#pragma unroll
+      for (int j = 0; j < 8; ++j) v[u][j] += b[j];
+    }
+#pragma unroll
+    for (int j = 0; j < 8; ++j) v[u][j] = Act<kAct>(v[u][j]);
+    Store8(x + i * 8, v[u]);
+  }
+}
+
+template <typename T, Activation kAct>
+__global__ void __launch_bounds__(kThreads)
+    BiasActScalar(T* x, const T* bias, int64_t n, int width) {
+  const int64_t stride = static_cast<int64_t>(gridDim.x) * kThreads;
+  for (int64_t i = static_cast<int64_t>(blockIdx.x) * kThreads + threadIdx.x; i < n; i += stride) {
+    float v = ToFloat(x[i]);
+    if (bias != nullptr) v += ToFloat(bias[i % width]);
+    x[i] = FromFloat<T>(Act<kAct>(v));
+  }
+}
+
+// Enough blocks to fill the card several times over; the grid-stride loop takes the rest.
+unsigned GridFor(int64_t items) {
+  const int64_t blocks = (items + kThreads - 1) / kThreads;
+  constexpr int64_t kMaxBlocks = 132 * 16;  // a cap: 16 blocks of 128 per SM of an H100/H200
+  return static_cast<unsigned>(blocks < kMaxBlocks ? blocks : kMaxBlocks);
+}
+
+template <typename T, Activation kAct>
+cudaError_t BiasActTyped(void* x, const void* bias, int64_t rows, int64_t width,
+                         cudaStream_t stream) {
+  T* xt = static_cast<T*>(x);
+  const T* bt = static_cast<const T*>(bias);
+  const int64_t n = rows * width;
+  if (width % 8 == 0 && Aligned16(x) && (bias == nullptr || Aligned16(bias))) {
+    const int64_t vectors = n / 8;
+    const int64_t blocks = (vectors + kThreads * kUnroll - 1) / (kThreads * kUnroll);
+    if (blocks > 0x7fffffffLL) return cudaErrorInvalidValue;  // grid.x limit (> 8e12 elements)
+    BiasActVec<T, kAct><<<static_cast<unsigned>(blocks), kThreads, 0, stream>>>(
+        xt, bt, vectors, static_cast<int>(width));
+  } else {
+    BiasActScalar<T, kAct><<<GridFor(n), kThreads, 0, stream>>>(xt, bt, n, static_cast<int>(width));
+  }
+  return cudaGetLastError();
+}
+
+template <typename T>
+cudaError_t BiasActDispatch(void* x, const void* bias, int64_t rows, int64_t width,
+                            Activation act, cudaStream_t stream) {
+  if (act == Activation::kGeluErf) return BiasActTyped<T, Activation::kGeluErf>(x, bias, rows, width, stream);
+  return BiasActTyped<T, Activation::kGeluTanh>(x, bias, rows, width, stream);
+}
+
+}  // namespace
+
+cudaError_t AddLayerNorm(const AddLayerNormArgs& a, cudaStream_t stream) {
+  if (a.rows < 0 || a.width < 0 || a.width > (int64_t{1} << 30)) return cudaErrorInvalidValue;
+  if (a.rows == 0) return cudaSuccess;
+  if (a.width == 0 || a.out == nullptr || a.x == nullptr || a.gamma == nullptr || a.beta == nullptr) {
+    return cudaErrorInvalidValue;
+  }
+  // Every launch puts >= 4 rows in a block; grid.x is at most 2^31 - 1 blocks.
+  if (a.rows / 4 >= 0x7fffffffLL) return cudaErrorInvalidValue;
+  switch (a.dtype) {
+    case Dtype::kFloat32: return AddLayerNormTyped<float>(a, stream);
+    case Dtype::kFloat16: return AddLayerNormTyped<__half>(a, stream);
+    case Dtype::kBFloat16: return AddLayerNormTyped<__nv_bfloat16>(a, stream);
+  }
+  return cudaErrorInvalidValue;
+}
+
+cudaError_t BiasActivation(Dtype dtype, void* x, const void* bias, int64_t rows, int64_t width,
+                           Activation act, cudaStream_t stream) {
+  if (rows < 0 || width < 0 || width > (int64_t{1} << 30)) return cudaErrorInvalidValue;
+  if (rows == 0 || width == 0) return cudaSuccess;
+  if (x == nullptr) return cudaErrorInvalidValue;
+  switch (dtype) {
+    case Dtype::kFloat32: return BiasActDispatch<float>(x, bias, rows, width, act, stream);
+    case Dtype::kFloat16: return BiasActDispatch<__half>(x, bias, rows, width, act, stream);
+    case Dtype::kBFloat16: return BiasActDispatch<__nv_bfloat16>(x, bias, rows, width, act, stream);
+  }
+  return cudaErrorInvalidValue;
+}
+
+}  // namespace cuda_kernels
+}  // namespace embedserve

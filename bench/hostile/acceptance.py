@@ -15,9 +15,10 @@ client on the same machine (it needs little CPU: every load is a few hundred cal
             TCP connections, calls with 60 KiB of metadata and malformed bodies (phase
             "resources"); then one request of 128 texts x 256 tokens beside it ("item 4").
             Peak RSS, RSS after, and the neighbour's p50/p99 in each phase.
-  sigterm   --runs times: 64 clients calling Embed in loops, SIGTERM once all are
-            flowing; every call's status, the exit code and the time from SIGTERM to exit
-            against the longest call in flight when it came.
+  sigterm   --runs times: 64 clients calling Embed in loops (backing off 10 ms on a full
+            queue), SIGTERM once all are flowing; every call's status, the exit code, the
+            time from SIGTERM to exit and to the last call answered OK after it (the
+            accepted work's time).
 
 Prints one JSON object per scenario and writes them to --out (JSON Lines).
   /usr/bin/python3 bench/hostile/acceptance.py --binary build/tools/server/embedserve \
@@ -27,6 +28,7 @@ import argparse
 import json
 import os
 import re
+import resource
 import signal
 import socket
 import statistics
@@ -63,6 +65,16 @@ def ms(x):
     return None if x is None else round(1000.0 * x, 3)
 
 
+def cpu_s(pid=None):
+    """CPU seconds (user + system) used so far by this process (pid None) or `pid`."""
+    if pid is None:
+        r = resource.getrusage(resource.RUSAGE_SELF)
+        return r.ru_utime + r.ru_stime
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def rss_mb(pid, field="VmRSS"):
     with open(f"/proc/{pid}/status") as f:
         for line in f:
@@ -75,9 +87,14 @@ class Server:
     """embedserve from the experiment file, on free ports; its log kept."""
 
     def __init__(self, batching=None):
-        """`batching`: keys that replace the experiment's batching: section."""
+        """`batching`: keys that replace those of the experiment's batching: section;
+        --set SECTION.KEY=VALUE (repeatable) replaces others for every server."""
         with open(ARGS.config) as f:
             config = yaml.safe_load(f)
+        for item in ARGS.set:
+            key, value = item.split("=", 1)
+            section, name = key.split(".", 1)
+            config.setdefault(section, {})[name] = yaml.safe_load(value)
         config.setdefault("batching", {}).update(batching or {})
         self.config = tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False)
         yaml.safe_dump(config, self.config)
@@ -293,7 +310,11 @@ def scenario_overload():
     # 8 callers (512 texts) with only the count bounding the queue.
     server = Server({"max_queue_wait_ms": 0})
     try:
+        c0, s0, t0 = cpu_s(), cpu_s(server.proc.pid), time.monotonic()
         capacity, cap_lat = closed_loop(server.stub, reqs, 8, 3.0, ARGS.capacity_s)
+        wall = time.monotonic() - t0
+        cap_cpu = {"client_cpu_pct": round(100 * (cpu_s() - c0) / wall, 1),
+                   "server_cpu_pct": round(100 * (cpu_s(server.proc.pid) - s0) / wall, 1)}
     finally:
         server.stop()
     server = Server()
@@ -305,19 +326,27 @@ def scenario_overload():
         print(f"overload: unloaded {unloaded}, capacity {capacity:.2f} calls/s of 32 pairs",
               file=sys.stderr)
         rss.phase = "load80"
+        c0, s0, t0 = cpu_s(), cpu_s(server.proc.pid), time.monotonic()
         rec80, _ = open_loop(stub, reqs, 0.8 * capacity, ARGS.load80_s)
         at80 = summarize(rec80, ARGS.load80_s)
+        wall = time.monotonic() - t0
+        at80["client_cpu_pct"] = round(100 * (cpu_s() - c0) / wall, 1)
+        at80["server_cpu_pct"] = round(100 * (cpu_s(server.proc.pid) - s0) / wall, 1)
         print(f"overload: 80% {at80}", file=sys.stderr)
         rss.phase = "overload"
+        c0, s0, t0 = cpu_s(), cpu_s(server.proc.pid), time.monotonic()
         recx, send_end = open_loop_with_recovery(stub, reqs, ARGS.factor * capacity,
                                                  ARGS.overload_s, unloaded)
         over = summarize(recx["records"], ARGS.overload_s)
+        wall = time.monotonic() - t0
+        over["client_cpu_pct"] = round(100 * (cpu_s() - c0) / wall, 1)
+        over["server_cpu_pct"] = round(100 * (cpu_s(server.proc.pid) - s0) / wall, 1)
         over["admitted_share_of_capacity"] = round(over["admitted_per_s"] / capacity, 4)
         result = {
             "scenario": "overload", "unloaded_batch1": unloaded,
             "capacity_calls_per_s": round(capacity, 3),
             "capacity_pairs_per_s": round(32 * capacity, 1),
-            "capacity_p99_ms": ms(pct(cap_lat, 99)),
+            "capacity_p99_ms": ms(pct(cap_lat, 99)), "capacity_cpu": cap_cpu,
             "load80": at80, "overload_factor": ARGS.factor, "overload_s": ARGS.overload_s,
             "overload": over,
             "rss_load80": rss.summary("load80"), "rss_overload": rss.summary("overload"),
@@ -369,40 +398,70 @@ def open_loop_with_recovery(stub, reqs, rate, seconds, unloaded):
 
 
 class Neighbour:
-    """A batch-1 Similarity call every 50 ms on its own channel; latencies by phase."""
+    """A batch-1 Similarity call every 50 ms from its own process (the attackers' Python
+    threads would otherwise delay it in this one); latencies by the phase set here."""
 
     def __init__(self, port):
-        self.channel = grpc.insecure_channel(f"127.0.0.1:{port}")
-        self.stub = pb_grpc.EmbeddingServiceStub(self.channel)
-        self.phase, self.lat, self.codes = "idle", {}, {}
-        self.stop_flag = threading.Event()
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
+        self.dir = tempfile.mkdtemp(prefix="neighbour-")
+        self.phase_file = os.path.join(self.dir, "phase")
+        self.out_file = os.path.join(self.dir, "out.jsonl")
+        self.phase = "idle"
+        self.proc = subprocess.Popen(
+            [sys.executable, os.path.abspath(__file__), "--stubs", ARGS.stubs,
+             "--neighbour-port", str(port), "--neighbour-dir", self.dir])
 
-    def _run(self):
-        i = 0
-        while not self.stop_flag.wait(0.05):
-            phase = self.phase
+    @property
+    def phase(self):
+        return self._phase
+
+    @phase.setter
+    def phase(self, value):
+        self._phase = value
+        tmp = self.phase_file + ".tmp"
+        with open(tmp, "w") as f:
+            f.write(value)
+        os.replace(tmp, self.phase_file)
+
+    def summary(self, phase):
+        v, codes = [], {}
+        if os.path.exists(self.out_file):
+            with open(self.out_file) as f:
+                for line in f:
+                    p, lat, code = json.loads(line)
+                    if p == phase:
+                        v.append(lat)
+                        codes[code] = codes.get(code, 0) + 1
+        return {"n": len(v), "p50_ms": ms(pct(v, 50)), "p99_ms": ms(pct(v, 99)),
+                "max_ms": ms(max(v) if v else None), "codes": codes}
+
+    def stop(self):
+        self.phase = "stop"
+        self.proc.wait(120)
+
+
+def run_neighbour(port, folder):
+    """The neighbour process: calls until the phase file says stop."""
+    channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+    stub = pb_grpc.EmbeddingServiceStub(channel)
+    phase_file = os.path.join(folder, "phase")
+    i = 0
+    with open(os.path.join(folder, "out.jsonl"), "a") as out:
+        while True:
+            with open(phase_file) as f:
+                phase = f.read()
+            if phase == "stop":
+                break
             t0 = time.perf_counter()
             try:
-                self.stub.Similarity(probe_request(i), timeout=60)
+                stub.Similarity(probe_request(i), timeout=60)
                 code = "OK"
             except grpc.RpcError as e:
                 code = e.code().name
-            self.lat.setdefault(phase, []).append(time.perf_counter() - t0)
-            self.codes.setdefault(phase, {}).setdefault(code, 0)
-            self.codes[phase][code] += 1
+            out.write(json.dumps([phase, time.perf_counter() - t0, code]) + "\n")
+            out.flush()
             i += 1
-
-    def summary(self, phase):
-        v = self.lat.get(phase, [])
-        return {"n": len(v), "p50_ms": ms(pct(v, 50)), "p99_ms": ms(pct(v, 99)),
-                "max_ms": ms(max(v) if v else None), "codes": self.codes.get(phase, {})}
-
-    def stop(self):
-        self.stop_flag.set()
-        self.thread.join()
-        self.channel.close()
+            time.sleep(0.05)
+    channel.close()
 
 
 def scenario_hostile():
@@ -568,6 +627,7 @@ def scenario_sigterm():
         codes, lock = {}, threading.Lock()
         inflight = {}
         sigterm_at = [None]
+        last_ok = [0.0]  # when the last call answered OK after SIGTERM came
         started = threading.Barrier(65)
         texts = sentences()
 
@@ -591,6 +651,8 @@ def scenario_sigterm():
                     with lock:
                         inflight.pop(i, None)
                         codes[code] = codes.get(code, 0) + 1
+                        if code == "OK" and sigterm_at[0] is not None:
+                            last_ok[0] = max(last_ok[0], time.monotonic())
                     k += 1
                     if code == "RESOURCE_EXHAUSTED":  # a full queue: back off, call again
                         time.sleep(0.01)
@@ -615,7 +677,9 @@ def scenario_sigterm():
         for t in threads:
             t.join(60)
         server.channel.close()
+        drained_s = max(0.0, last_ok[0] - sigterm_at[0])
         runs.append({"run": run, "exit_code": rc, "exit_s": round(exit_s, 3),
+                     "last_ok_after_sigterm_s": round(drained_s, 3),
                      "oldest_in_flight_s": round(now - oldest, 3), "codes": dict(codes)})
         print(f"sigterm run {run}: {runs[-1]}", file=sys.stderr)
     lost = sum(r["codes"].get(c, 0) for r in runs for c in r["codes"]
@@ -624,6 +688,8 @@ def scenario_sigterm():
             "exit_codes": sorted({r["exit_code"] for r in runs}),
             "not_ok_or_unavailable": lost,
             "exit_s_max": max(r["exit_s"] for r in runs),
+            "exit_past_last_answer_s_max": max(r["exit_s"] - r["last_ok_after_sigterm_s"]
+                                               for r in runs),
             "exit_s_median": statistics.median(r["exit_s"] for r in runs)}
 
 
@@ -643,8 +709,14 @@ def main():
     p.add_argument("--hostile-s", type=float, default=20.0)
     p.add_argument("--runs", type=int, default=20)
     p.add_argument("--out", default=None, help="JSON Lines file to append results to")
+    p.add_argument("--set", action="append", default=[],
+                   help="SECTION.KEY=VALUE over the experiment file, e.g. model.cpu_nice=5")
+    p.add_argument("--neighbour-port", type=int, help=argparse.SUPPRESS)
+    p.add_argument("--neighbour-dir", help=argparse.SUPPRESS)
     ARGS = p.parse_args()
     load_stubs(ARGS.stubs)
+    if ARGS.neighbour_port:
+        return run_neighbour(ARGS.neighbour_port, ARGS.neighbour_dir)
     for name in ARGS.scenarios.split(","):
         busy_before = wait_quiet()
         result = {"overload": scenario_overload, "hostile": scenario_hostile,

@@ -246,15 +246,21 @@ int Run(int argc, char** argv) {
 }  // namespace
 }  // namespace embedserve
 
-// LibTorch's OpenMP threads (libgomp) spin while they wait unless OMP_WAIT_POLICY says
-// otherwise, and libgomp reads it once, as it loads, before main. Spinning threads take
-// the cores from gRPC's threads, from refusing calls under overload and from whatever
-// else runs on the machine: on the shared 2-core machine the overload test's capacity
-// was ~4 heavy calls/s spinning and ~53/s passive (tiny-bert). So the server runs passive
-// unless its caller chose a policy: it sets the variable and runs itself again, once.
+// LibTorch's OpenMP threads (libgomp) wait for the next parallel region by spinning for
+// a while (libgomp's default: ~300,000 rounds, ~9 ms on the 2-vCPU Xeon) and then
+// sleeping; libgomp reads its settings once, as it loads, before main. Spinning long
+// takes the cores from gRPC's threads and from refusing calls under overload (issue 12:
+// the overload test's capacity on a shared 2-core machine was ~4 heavy calls/s with
+// OMP_WAIT_POLICY=ACTIVE, ~53/s PASSIVE); sleeping at once (PASSIVE) makes every one of
+// a forward's ~30 parallel regions wake a thread through the hypervisor (~0.15 ms
+// each: batch-1 fp32 forward 6-9 ms passive, 2-3 ms spinning, docs/results/cpu-peers).
+// So unless the caller chose (OMP_WAIT_POLICY or GOMP_SPINCOUNT set), the server spins
+// for GOMP_SPINCOUNT=10000 rounds (~0.5 ms, longer than the gaps inside one forward,
+// short against the gaps between requests) and then sleeps: it sets the variable and runs
+// itself again, once.
 int main(int argc, char** argv) {
-  if (std::getenv("OMP_WAIT_POLICY") == nullptr &&
-      setenv("OMP_WAIT_POLICY", "PASSIVE", 1) == 0) {
+  if (std::getenv("OMP_WAIT_POLICY") == nullptr && std::getenv("GOMP_SPINCOUNT") == nullptr &&
+      setenv("GOMP_SPINCOUNT", "10000", 1) == 0) {
     execv("/proc/self/exe", argv);  // returns only when it failed: run as we are
   }
   return embedserve::Run(argc, argv);

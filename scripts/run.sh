@@ -9,17 +9,16 @@
 #   CONFIG defaults to experiments/minilm_batching.yaml. Flags override the file, e.g.
 #   scripts/run.sh experiments/minilm_baseline.yaml --port 6000 --model /path/to/all-MiniLM-L6-v2
 # Env: JOBS (parallel build jobs, default nproc), BUILD_DIR (default build),
-#      OMP_WAIT_POLICY (default PASSIVE here).
+#      OMP_WAIT_POLICY / GOMP_SPINCOUNT (default: the server's, see below).
 # Relative paths in configs (model.path, model.fallback_path) are resolved from the
 # repository root, where this script runs the server.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 JOBS=${JOBS:-$(nproc)}
 B=${BUILD_DIR:-build}
-# LibTorch's OpenMP threads spin while they wait by default, which costs a lot when the
-# cores are shared with gRPC threads and clients (docs/model.md: fp32 batch 32 went from
-# 338 to 419 sentences/s on 2 cores). libgomp reads this at start-up; a caller's value wins.
-export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-PASSIVE}
+# OpenMP's wait policy: the server picks one when the caller sets none (brief spinning,
+# GOMP_SPINCOUNT=10000; tools/server/main.cc); set OMP_WAIT_POLICY or GOMP_SPINCOUNT to
+# override it.
 
 config=experiments/minilm_batching.yaml
 if [ $# -gt 0 ] && [[ "$1" != -* ]]; then

@@ -2,6 +2,8 @@
 // The CPU kernel choice behind the encoder (docs/model.md): GF/s of the minilm-l6 linear
 // layers (M = 512 rows = 32 x 16 tokens) through at::linear (OpenBLAS sgemm for fp32,
 // oneDNN for bf16) and at::mkldnn_linear (with and without converting the activations),
+// Fp32Linear (src/model/cpu_fp32_linear.h: oneDNN's matmul on weights reordered once,
+// what the fp32 encoder runs; kernel 3, fp32 only, in builds with oneDNN's headers),
 // and the FMA ceiling of the core (independent FMA chains, 256- and 512-bit). The
 // "GF/cpu-s" counter divides by the process CPU time, which stays meaningful when other
 // work shares the cores; "GF/s" uses wall time.
@@ -15,6 +17,9 @@
 
 #include "benchmark/benchmark.h"
 #include "embedserve/model/cpu_environment.h"
+#if EMBEDSERVE_BENCH_FP32_LINEAR
+#include "cpu_fp32_linear.h"
+#endif
 
 #if defined(__x86_64__)
 #include <immintrin.h>
@@ -33,7 +38,7 @@ void SetThreads() {
   at::set_num_threads(t != nullptr && std::atoi(t) > 0 ? std::atoi(t) : 1);
 }
 
-enum Kernel { kAten = 0, kMkldnnConvert = 1, kMkldnnPure = 2 };
+enum Kernel { kAten = 0, kMkldnnConvert = 1, kMkldnnPure = 2, kPrepacked = 3 };
 
 void BM_Linear(benchmark::State& state) {
   SetThreads();
@@ -45,8 +50,24 @@ void BM_Linear(benchmark::State& state) {
   torch::Tensor w = (torch::randn({n, k}) * 0.02).to(dtype);
   torch::Tensor b = torch::randn({n}).to(dtype);
   torch::Tensor xm = x.to_mkldnn();
+#if EMBEDSERVE_BENCH_FP32_LINEAR
+  namespace im = embedserve::internal_model;
+  std::unique_ptr<im::Fp32Linear> prepacked;
+  if (kernel == kPrepacked) {
+    auto l = im::Fp32Linear::Create(w, b, im::LinearEpilogue::kBias);
+    if (!l.ok()) return state.SkipWithError(std::string(l.status().message()).c_str());
+    prepacked = *std::move(l);
+  }
+#else
+  if (kernel == kPrepacked) return state.SkipWithError("built without oneDNN's headers");
+#endif
   auto run = [&] {
     switch (kernel) {
+#if EMBEDSERVE_BENCH_FP32_LINEAR
+      case kPrepacked: return prepacked->Forward(x);
+#else
+      case kPrepacked: break;
+#endif
       case kAten: return at::linear(x, w, b);
       case kMkldnnConvert: return at::mkldnn_linear(x.to_mkldnn(), w, b).to_dense();
       case kMkldnnPure: return at::mkldnn_linear(xm, w, b);
@@ -60,13 +81,16 @@ void BM_Linear(benchmark::State& state) {
   state.counters["GF/s"] = benchmark::Counter(2.0 * m * n * k / 1e9,
                                               benchmark::Counter::kIsIterationInvariantRate);
   state.counters["GF/cpu-s"] = flop / 1e9 / (ProcessCpuSeconds() - cpu0);
-  static const char* kNames[] = {"aten::linear", "mkldnn_linear+convert", "mkldnn_linear"};
+  static const char* kNames[] = {"aten::linear", "mkldnn_linear+convert", "mkldnn_linear",
+                                 "Fp32Linear (prepacked oneDNN)"};
   state.SetLabel(std::string(kNames[kernel]) + (dtype == torch::kFloat ? " fp32" : " bf16"));
 }
 BENCHMARK(BM_Linear)
     ->ArgNames({"kernel", "bits", "n", "k"})
     ->ArgsProduct({{kAten, kMkldnnConvert, kMkldnnPure}, {32, 16}, {1152, 384, 1536}, {384}})
     ->ArgsProduct({{kAten, kMkldnnConvert, kMkldnnPure}, {32, 16}, {384}, {1536}})
+    ->ArgsProduct({{kPrepacked}, {32}, {1152, 384, 1536}, {384}})
+    ->ArgsProduct({{kPrepacked}, {32}, {384}, {1536}})
     ->UseRealTime()
     ->MeasureProcessCPUTime();
 

@@ -20,6 +20,10 @@
 # gemm.json, onnx/onnx_fidelity.json, inprocess/*.json, served/*/bench.json, run.log.
 # Then: .venv-peers/bin/python bench/peers/report.py OUT --out docs/results/cpu-peers
 # Usage: bench/peers/run.sh [--duration-s S] [--out DIR] [--skip-served]
+# Env: EMBEDSERVE_AB=1 adds embedserve fp32 and int8 on the older CPU path
+# (EMBEDSERVE_CPU_LINEAR=aten: at::linear and separate ops) to each round, as
+# embedserve_fp32_aten / embedserve_int8_aten: the before/after of the fused path;
+# EMBEDSERVE_BF16=0 leaves embedserve bf16 out (a shorter run).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 ROOT=$(pwd)
@@ -34,7 +38,13 @@ while [ $# -gt 0 ]; do
     *) echo "run.sh: unknown argument $1" >&2; exit 2 ;;
   esac
 done
-export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-PASSIVE}
+# libgomp's wait policy, as the embedserve binary picks it when the caller sets none
+# (tools/server/main.cc): spin GOMP_SPINCOUNT=10000 rounds (~0.5 ms), then sleep. It
+# reaches every system here (sentence-transformers' torch uses OpenMP too; ONNX Runtime
+# has its own thread pool). A caller's OMP_WAIT_POLICY or GOMP_SPINCOUNT wins.
+if [ -z "${OMP_WAIT_POLICY:-}" ] && [ -z "${GOMP_SPINCOUNT:-}" ]; then
+  export GOMP_SPINCOUNT=10000
+fi
 mkdir -p "$OUT"/inprocess "$OUT"/served "$OUT"/versions
 exec > >(tee -a "$OUT/run.log") 2>&1
 step() { echo "=== $* ($(date -u +%T))"; }
@@ -51,6 +61,7 @@ step "machine"
   lscpu | grep -E 'Model name|^CPU\(s\)|Thread|Flags' | sed -E 's/(Flags:).*/\1 '"$(grep -o 'avx[^ ]*' /proc/cpuinfo | sort -u | tr '\n' ' ')"'/'
   free -g | head -2
   echo "commit $(git rev-parse HEAD)$(git diff --quiet HEAD || echo ' (with uncommitted changes)')"
+  echo "env: $(env | grep -E '^(OMP|GOMP|OPENBLAS|EMBEDSERVE)_' | sort | tr '\n' ' ')"
   date -u
 } >"$OUT/machine.txt"
 cat "$OUT/machine.txt"
@@ -65,13 +76,23 @@ FP32_ONNX=$OUT/onnx/$($PY -c "import json,sys; r=json.load(open(sys.argv[1])); p
 
 step "GEMM ceiling (linear_kernels_bench, 2 threads)"
 EMBEDSERVE_BENCH_THREADS=2 build/bench/model/linear_kernels_bench \
-  --benchmark_filter='BM_Linear/kernel:0/bits:32/n:1536/k:384|BM_Fma' \
+  --benchmark_filter='BM_Linear/kernel:[023]/bits:32/n:1536/k:384|BM_Fma' \
   --benchmark_format=json --benchmark_out="$OUT/gemm.json" --benchmark_out_format=json \
   --benchmark_min_time=1 | tail -8
 
+# OpenBLAS 0.3.21 (Debian 12) does not recognise some newer x86 CPUs (Emerald Rapids) and
+# then runs generic SSE kernels: the same sgemm with its AVX-512 kernels forced, for the
+# record (the encoder's fp32 GEMMs run through oneDNN, Fp32Linear: kernel 3 above).
+if lscpu | grep -q avx512f; then
+  OPENBLAS_CORETYPE=SkylakeX EMBEDSERVE_BENCH_THREADS=2 build/bench/model/linear_kernels_bench \
+    --benchmark_filter='BM_Linear/kernel:0/bits:32/n:1536/k:384' \
+    --benchmark_format=json --benchmark_out="$OUT/gemm_openblas_skylakex.json" \
+    --benchmark_out_format=json --benchmark_min_time=1 | tail -2
+fi
+
 BATCHES=1,8,32,128
 bf16=0
-if lscpu | grep -q avx512bw; then bf16=1; fi
+if lscpu | grep -q avx512bw && [ "${EMBEDSERVE_BF16:-1}" != 0 ]; then bf16=1; fi
 int8=0
 if lscpu | grep -qE 'avx512_vnni|avx_vnni'; then int8=1; fi
 for round in A B A2; do
@@ -90,6 +111,16 @@ for round in A B A2; do
       --precision int8 --method embed --batch-sizes $BATCHES --duration-s "$DURATION" \
       --warmup-s 2 --pairs-file "$OUT/pairs.jsonl" \
       --out-dir "$OUT/inprocess/embedserve_int8_$round" 2>&1 | grep inprocess
+  fi
+  if [ "${EMBEDSERVE_AB:-0}" = 1 ]; then  # the same binary on its older CPU path (before/after)
+    for p in fp32 int8; do
+      if [ $p = int8 ] && [ $int8 = 0 ]; then continue; fi
+      EMBEDSERVE_CPU_LINEAR=aten build/tools/bench/embedserve-bench-inprocess \
+        --config experiments/minilm_batching.yaml --precision $p --method embed \
+        --batch-sizes $BATCHES --duration-s "$DURATION" --warmup-s 2 \
+        --pairs-file "$OUT/pairs.jsonl" \
+        --out-dir "$OUT/inprocess/embedserve_${p}_aten_$round" 2>&1 | grep inprocess
+    done
   fi
   $PY bench/peers/inprocess.py --system st --name st_fp32 --pairs "$OUT/pairs.jsonl" \
     --batch-sizes $BATCHES --duration-s "$DURATION" --out "$OUT/inprocess/st_fp32_$round.json"

@@ -31,10 +31,12 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "cpu_attention.h"
+#include "cpu_fused.h"
 #if defined(EMBEDSERVE_CUDA_KERNELS)  // set by src/model/CMakeLists.txt for CUDA LibTorch
 #include "fused_ops.h"
 #endif
 #if EMBEDSERVE_INT8
+#include "cpu_fp32_linear.h"
 #include "cpu_int8_linear.h"
 #endif
 #include "embedserve/common/status_macros.h"
@@ -300,9 +302,15 @@ absl::StatusOr<std::unique_ptr<BertBackend>> BertBackend::Create(const ModelFold
   b->cpu_nice_ = options.cpu_nice;
   b->head_dim_ = c.hidden_size / c.num_attention_heads;
   b->attention_scale_ = 1.0 / std::sqrt(static_cast<double>(b->head_dim_));
+  // fp32 and int8 on the CPU run ForwardCpuFused where this build has oneDNN's headers;
+  // EMBEDSERVE_CPU_LINEAR=aten (at::linear and separate ops, as before it) or =onednn
+  // (at::mkldnn_linear) choose the older paths, for A/B measurements.
   const char* kernel = std::getenv("EMBEDSERVE_CPU_LINEAR");
   if (kernel != nullptr && std::strcmp(kernel, "onednn") == 0) {
     b->cpu_linear_ = CpuLinearKernel::kOneDnn;
+  } else if (EMBEDSERVE_INT8 && b->device_.is_cpu() && b->dtype_ == torch::kFloat &&
+             !(kernel != nullptr && std::strcmp(kernel, "aten") == 0)) {
+    b->cpu_linear_ = CpuLinearKernel::kFused;
   }
 
   const std::string weights_path = folder.path + "/model.safetensors";
@@ -328,7 +336,9 @@ absl::StatusOr<std::unique_ptr<BertBackend>> BertBackend::Create(const ModelFold
   info.runtime = absl::StrCat("libtorch ", TORCH_VERSION);
   if (b->device_.is_cpu()) {
     absl::StrAppend(&info.runtime, " (cpu, ", b->num_threads_, " threads, ",
-                    b->cpu_linear_ == CpuLinearKernel::kOneDnn ? "onednn" : "aten",
+                    b->cpu_linear_ == CpuLinearKernel::kOneDnn  ? "onednn"
+                    : b->cpu_linear_ == CpuLinearKernel::kFused ? "fused"
+                                                                : "aten",
                     " linear");
     if (const std::string blas = OpenBlasCoreName(); !blas.empty()) {
       absl::StrAppend(&info.runtime, ", OpenBLAS ", blas);
@@ -454,16 +464,45 @@ absl::Status BertBackend::LoadWeights(const SafetensorsFile& file) {
     for (RawLayer& r : raw) {
       Layer layer;
 #if EMBEDSERVE_INT8
+      // kFused: the activation and the residual adds run in the linear layers' epilogues.
+      const bool fused = cpu_linear_ == CpuLinearKernel::kFused;
+      const LinearEpilogue act = !fused ? LinearEpilogue::kBias
+                                 : config_.hidden_act == "relu" ? LinearEpilogue::kBiasRelu
+                                 : (config_.hidden_act == "gelu_new" ||
+                                    config_.hidden_act == "gelu_pytorch_tanh")
+                                     ? LinearEpilogue::kBiasGeluTanh
+                                     : LinearEpilogue::kBiasGelu;
+      const LinearEpilogue add = fused ? LinearEpilogue::kBiasAddInto : LinearEpilogue::kBias;
       if (int8_) {
-        auto int8 = [](const torch::Tensor& w, const torch::Tensor& bias) {
-          auto l = Int8Linear::Create(w, bias);
+        auto int8 = [](const torch::Tensor& w, const torch::Tensor& bias, LinearEpilogue e) {
+          auto l = Int8Linear::Create(w, bias, e);
           if (!l.ok()) throw std::runtime_error(std::string(l.status().message()));
           return std::shared_ptr<const Int8Linear>(*std::move(l));
         };
-        layer.qkv_q = int8(torch::cat({r.q_w, r.k_w, r.v_w}, 0), torch::cat({r.q_b, r.k_b, r.v_b}, 0));
-        layer.attn_out_q = int8(r.o_w, r.o_b);
-        layer.ffn_in_q = int8(r.i_w, r.i_b);
-        layer.ffn_out_q = int8(r.f_w, r.f_b);
+        layer.qkv_q = int8(torch::cat({r.q_w, r.k_w, r.v_w}, 0),
+                           torch::cat({r.q_b, r.k_b, r.v_b}, 0), LinearEpilogue::kBias);
+        layer.attn_out_q = int8(r.o_w, r.o_b, add);
+        layer.ffn_in_q = int8(r.i_w, r.i_b, act);
+        layer.ffn_out_q = int8(r.f_w, r.f_b, add);
+        layer.ln1_w = conv_res(r.ln1_w);
+        layer.ln1_b = conv_res(r.ln1_b);
+        layer.ln2_w = conv_res(r.ln2_w);
+        layer.ln2_b = conv_res(r.ln2_b);
+        layers_.push_back(std::move(layer));
+        r = RawLayer();
+        continue;
+      }
+      if (fused) {
+        auto fp32 = [](const torch::Tensor& w, const torch::Tensor& bias, LinearEpilogue e) {
+          auto l = Fp32Linear::Create(w, bias, e);
+          if (!l.ok()) throw std::runtime_error(std::string(l.status().message()));
+          return std::shared_ptr<const Fp32Linear>(*std::move(l));
+        };
+        layer.qkv_f = fp32(torch::cat({r.q_w, r.k_w, r.v_w}, 0),
+                           torch::cat({r.q_b, r.k_b, r.v_b}, 0), LinearEpilogue::kBias);
+        layer.attn_out_f = fp32(r.o_w, r.o_b, add);
+        layer.ffn_in_f = fp32(r.i_w, r.i_b, act);
+        layer.ffn_out_f = fp32(r.f_w, r.f_b, add);
         layer.ln1_w = conv_res(r.ln1_w);
         layer.ln1_b = conv_res(r.ln1_b);
         layer.ln2_w = conv_res(r.ln2_w);
@@ -643,7 +682,38 @@ torch::Tensor BertBackend::FfnIn(const torch::Tensor& x, const Layer& layer) con
   return at::gelu(inter, gelu_tanh ? "tanh" : "none");
 }
 
+torch::Tensor BertBackend::ForwardCpuFused(const PackedBatch& in) const {
+#if EMBEDSERVE_INT8
+  const int64_t heads = config_.num_attention_heads;
+  const double eps = config_.layer_norm_eps;
+  torch::Tensor x = EmbedLayerNormCpu(word_emb_, pos_type_emb_, in.ids, in.positions, emb_ln_w_,
+                                      emb_ln_b_, eps);
+  // One of the pair is set (int8 or fp32); `residual` only for the kBiasAddInto layers.
+  auto linear = [](const std::shared_ptr<const Int8Linear>& q,
+                   const std::shared_ptr<const Fp32Linear>& f, const torch::Tensor& input,
+                   torch::Tensor residual = {}) {
+    return q != nullptr ? q->Forward(input, std::move(residual))
+                        : f->Forward(input, std::move(residual));
+  };
+  for (const Layer& layer : layers_) {
+    const torch::Tensor qkv = linear(layer.qkv_q, layer.qkv_f, x);  // [T, 3H]
+    const torch::Tensor ctx =
+        PackedSelfAttentionCpu(qkv, in.offsets, in.lengths, heads, attention_scale_);
+    linear(layer.attn_out_q, layer.attn_out_f, ctx, x);  // x += ctx W^T + b
+    LayerNormInPlaceCpu(x, layer.ln1_w, layer.ln1_b, eps);
+    const torch::Tensor inter = linear(layer.ffn_in_q, layer.ffn_in_f, x);  // act(x W^T + b)
+    linear(layer.ffn_out_q, layer.ffn_out_f, inter, x);  // x += inter W^T + b
+    LayerNormInPlaceCpu(x, layer.ln2_w, layer.ln2_b, eps);
+  }
+  return x;
+#else
+  (void)in;
+  throw std::logic_error("ForwardCpuFused needs a build with oneDNN's headers");
+#endif
+}
+
 torch::Tensor BertBackend::Forward(const PackedBatch& in) const {
+  if (cpu_linear_ == CpuLinearKernel::kFused && device_.is_cpu()) return ForwardCpuFused(in);
   const int64_t batch = in.batch, len = in.longest;
   const int64_t heads = config_.num_attention_heads;
   torch::Tensor x = Embeddings(in);

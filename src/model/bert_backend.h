@@ -31,11 +31,14 @@ bool CpuHasNativeBf16();
 bool HasInt8Linear();
 
 class Int8Linear;
+class Fp32Linear;
 
 // How the CPU linear layers run (see docs/model.md for the measurements).
 enum class CpuLinearKernel {
   kAten,    // at::linear: OpenBLAS sgemm for fp32, oneDNN (mkldnn_matmul) for bf16
   kOneDnn,  // at::mkldnn_linear on mkldnn-layout activations (converted per call)
+  kFused,   // fp32 and int8: Fp32Linear / Int8Linear (prepacked weights, fused epilogues)
+            // and the kernels of cpu_fused.h (ForwardCpuFused); bf16 runs as kAten
 };
 
 class BertBackend : public Backend {
@@ -62,6 +65,9 @@ class BertBackend : public Backend {
     torch::Tensor ln2_w, ln2_b;
     // model.precision int8: the four linear layers (their fp32 weights are dropped).
     std::shared_ptr<const Int8Linear> qkv_q, attn_out_q, ffn_in_q, ffn_out_q;
+    // CpuLinearKernel::kFused, fp32: the four linear layers (their torch weights are
+    // dropped). ffn_in applies the activation, attn_out and ffn_out add into the residual.
+    std::shared_ptr<const Fp32Linear> qkv_f, attn_out_f, ffn_in_f, ffn_out_f;
   };
 
   // A batch with its tokens packed back to back (no padding): the linear layers,
@@ -114,6 +120,11 @@ class BertBackend : public Backend {
   PackedBatch Pack(absl::Span<const TokenIds* const> sequences, int64_t longest) const;
   // Returns the last hidden state of every packed token, [total, H] in residual_dtype_.
   torch::Tensor Forward(const PackedBatch& in) const;
+  // Forward on the CPU with CpuLinearKernel::kFused (fp32 or int8): per layer the fused
+  // QKV projection, the packed attention, the output projection adding into the residual
+  // stream in place, an in-place LayerNorm, the FFN's first projection with its
+  // activation, the second adding into the residual, LayerNorm: 7 calls, no other ops.
+  torch::Tensor ForwardCpuFused(const PackedBatch& in) const;
   // Self-attention of one layer on a GPU: scatters the packed qkv [total, 3H] to
   // [B, heads, L, d] with padding, runs SDPA / the memory-efficient kernel (2.x) or
   // matmul + softmax (1.13) under the additive padding `bias` (undefined when uniform),

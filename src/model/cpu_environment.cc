@@ -37,8 +37,9 @@ std::string BetterOpenBlasCore(const std::string& current, bool cpu_avx2_fma, bo
 std::vector<std::pair<std::string, std::string>> CpuEnvironmentToSet(
     const CpuEnvironmentOptions& options) {
   std::vector<std::pair<std::string, std::string>> set;
-  if (options.passive_omp && std::getenv("OMP_WAIT_POLICY") == nullptr) {
-    set.emplace_back("OMP_WAIT_POLICY", "PASSIVE");
+  if (options.brief_omp_spin && std::getenv("OMP_WAIT_POLICY") == nullptr &&
+      std::getenv("GOMP_SPINCOUNT") == nullptr) {
+    set.emplace_back("GOMP_SPINCOUNT", "10000");
   }
   if (options.openblas_core && std::getenv("OPENBLAS_CORETYPE") == nullptr) {
     const std::string better =

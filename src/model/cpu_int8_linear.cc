@@ -53,50 +53,82 @@ ES_INLINE void QuantizeRowBody(const float* x, int64_t k, uint8_t* q, float* par
   }
 }
 
-// out[c] = acc[c] * scale * ws[c] + (lo * wsum[c] + bias[c]).
+// The epilogue of one output value v = acc * scale * ws + (lo * wsum + bias); `prev` is
+// what `out` held (the residual, for kBiasAddInto).
+template <LinearEpilogue kEpilogue>
+ES_INLINE cv::VF Finish(cv::VF v, cv::VF prev) {
+  if constexpr (kEpilogue == LinearEpilogue::kBiasGelu) return cv::GeluErf(v);
+  if constexpr (kEpilogue == LinearEpilogue::kBiasGeluTanh) return cv::GeluTanh(v);
+  if constexpr (kEpilogue == LinearEpilogue::kBiasRelu) return cv::Relu(v);
+  if constexpr (kEpilogue == LinearEpilogue::kBiasAddInto) return v + prev;
+  (void)prev;
+  return v;
+}
+
+// out[c] = epilogue(acc[c] * scale * ws[c] + (lo * wsum[c] + bias[c])).
+template <LinearEpilogue kEpilogue>
 ES_INLINE void DequantizeRowBody(const int32_t* acc, int64_t n, const float* params,
                                  const float* ws, const float* wsum, const float* bias,
                                  float* out) {
   const float scale = params[0], lo = params[1];
+  constexpr bool kReads = kEpilogue == LinearEpilogue::kBiasAddInto;
   int64_t c = 0;
   for (; c + cv::kLanes <= n; c += cv::kLanes) {
     cv::VI a;
     std::memcpy(&a, acc + c, sizeof a);
-    cv::Store(out + c, __builtin_convertvector(a, cv::VF) * (cv::Load(ws + c) * scale) +
-                           (cv::Load(wsum + c) * lo + cv::Load(bias + c)));
+    const cv::VF v = __builtin_convertvector(a, cv::VF) * (cv::Load(ws + c) * scale) +
+                     (cv::Load(wsum + c) * lo + cv::Load(bias + c));
+    cv::Store(out + c, Finish<kEpilogue>(v, kReads ? cv::Load(out + c) : cv::VF{}));
   }
-  for (; c < n; ++c) out[c] = static_cast<float>(acc[c]) * scale * ws[c] + lo * wsum[c] + bias[c];
-}
-
-#ifdef ES_X86_DISPATCH
-ES_TARGET_AVX512 void QuantizeRowAvx512(const float* x, int64_t k, uint8_t* q, float* p) {
-  QuantizeRowBody(x, k, q, p);
-}
-ES_TARGET_AVX2 void QuantizeRowAvx2(const float* x, int64_t k, uint8_t* q, float* p) {
-  QuantizeRowBody(x, k, q, p);
-}
-ES_TARGET_AVX512 void DequantizeRowAvx512(const int32_t* a, int64_t n, const float* p,
-                                          const float* ws, const float* wsum, const float* b,
-                                          float* o) {
-  DequantizeRowBody(a, n, p, ws, wsum, b, o);
-}
-ES_TARGET_AVX2 void DequantizeRowAvx2(const int32_t* a, int64_t n, const float* p,
-                                      const float* ws, const float* wsum, const float* b,
-                                      float* o) {
-  DequantizeRowBody(a, n, p, ws, wsum, b, o);
-}
-#endif
-void QuantizeRowBase(const float* x, int64_t k, uint8_t* q, float* p) {
-  QuantizeRowBody(x, k, q, p);
-}
-void DequantizeRowBase(const int32_t* a, int64_t n, const float* p, const float* ws,
-                       const float* wsum, const float* b, float* o) {
-  DequantizeRowBody(a, n, p, ws, wsum, b, o);
+  if (c < n) {  // the last n % 16 columns through one zero-padded vector
+    cv::VF v = {}, prev = {};
+    for (int64_t i = 0; c + i < n; ++i) {
+      v[i] = static_cast<float>(acc[c + i]) * scale * ws[c + i] + lo * wsum[c + i] + bias[c + i];
+      if (kReads) prev[i] = out[c + i];
+    }
+    const cv::VF r = Finish<kEpilogue>(v, prev);
+    for (int64_t i = 0; c + i < n; ++i) out[c + i] = r[i];
+  }
 }
 
 using QuantizeRowFn = void (*)(const float*, int64_t, uint8_t*, float*);
 using DequantizeRowFn = void (*)(const int32_t*, int64_t, const float*, const float*,
                                  const float*, const float*, float*);
+
+// One copy of each row kernel per instruction set, and for the dequantize one per
+// epilogue, each picked once for this CPU.
+#define ES_INT8_VARIANT(SUFFIX, ATTRIBUTE)                                                     \
+  ATTRIBUTE void QuantizeRow##SUFFIX(const float* x, int64_t k, uint8_t* q, float* p) {        \
+    QuantizeRowBody(x, k, q, p);                                                               \
+  }                                                                                            \
+  template <LinearEpilogue kEpilogue>                                                          \
+  ATTRIBUTE void DequantizeRow##SUFFIX(const int32_t* a, int64_t n, const float* p,            \
+                                       const float* ws, const float* wsum, const float* b,     \
+                                       float* o) {                                             \
+    DequantizeRowBody<kEpilogue>(a, n, p, ws, wsum, b, o);                                     \
+  }                                                                                            \
+  DequantizeRowFn PickDequantize##SUFFIX(LinearEpilogue e) {                                   \
+    switch (e) {                                                                               \
+      case LinearEpilogue::kBiasGelu:                                                          \
+        return DequantizeRow##SUFFIX<LinearEpilogue::kBiasGelu>;                               \
+      case LinearEpilogue::kBiasGeluTanh:                                                      \
+        return DequantizeRow##SUFFIX<LinearEpilogue::kBiasGeluTanh>;                           \
+      case LinearEpilogue::kBiasRelu:                                                          \
+        return DequantizeRow##SUFFIX<LinearEpilogue::kBiasRelu>;                               \
+      case LinearEpilogue::kBiasAddInto:                                                       \
+        return DequantizeRow##SUFFIX<LinearEpilogue::kBiasAddInto>;                            \
+      case LinearEpilogue::kBias:                                                              \
+        break;                                                                                 \
+    }                                                                                          \
+    return DequantizeRow##SUFFIX<LinearEpilogue::kBias>;                                       \
+  }
+
+ES_INT8_VARIANT(Base, )
+#ifdef ES_X86_DISPATCH
+ES_INT8_VARIANT(Avx2, ES_TARGET_AVX2)
+ES_INT8_VARIANT(Avx512, ES_TARGET_AVX512)
+#endif
+
 QuantizeRowFn PickQuantize() {
 #ifdef ES_X86_DISPATCH
   if (cv::CpuHasAvx512()) return QuantizeRowAvx512;
@@ -104,12 +136,12 @@ QuantizeRowFn PickQuantize() {
 #endif
   return QuantizeRowBase;
 }
-DequantizeRowFn PickDequantize() {
+DequantizeRowFn PickDequantize(LinearEpilogue e) {
 #ifdef ES_X86_DISPATCH
-  if (cv::CpuHasAvx512()) return DequantizeRowAvx512;
-  if (cv::CpuHasAvx2()) return DequantizeRowAvx2;
+  if (cv::CpuHasAvx512()) return PickDequantizeAvx512(e);
+  if (cv::CpuHasAvx2()) return PickDequantizeAvx2(e);
 #endif
-  return DequantizeRowBase;
+  return PickDequantizeBase(e);
 }
 
 const dnnl::engine& Engine() {
@@ -123,6 +155,7 @@ struct Int8Linear::Impl {
   dnnl::matmul::primitive_desc pd;
   dnnl::matmul matmul;
   dnnl::memory weights;  // s8, in the layout the primitive wants
+  DequantizeRowFn dequantize = nullptr;  // for this CPU and the epilogue
 };
 
 Int8Linear::~Int8Linear() = default;
@@ -137,7 +170,8 @@ bool CpuHasInt8Dot() {
 }
 
 absl::StatusOr<std::unique_ptr<Int8Linear>> Int8Linear::Create(const torch::Tensor& weight,
-                                                               const torch::Tensor& bias) {
+                                                               const torch::Tensor& bias,
+                                                               LinearEpilogue epilogue) {
   if (!CpuHasInt8Dot()) {
     return absl::InvalidArgumentError(
         "Int8Linear: this cpu has no VNNI (avx512_vnni or avx_vnni)");
@@ -153,6 +187,7 @@ absl::StatusOr<std::unique_ptr<Int8Linear>> Int8Linear::Create(const torch::Tens
   std::unique_ptr<Int8Linear> l(new Int8Linear());
   l->n_ = n;
   l->k_ = k;
+  l->epilogue_ = epilogue;
   l->bias_ = bias.defined() ? bias.to(torch::kFloat).contiguous() : torch::zeros({n});
   const torch::Tensor w = weight.contiguous();
   const float levels = 127.0f;
@@ -186,6 +221,7 @@ absl::StatusOr<std::unique_ptr<Int8Linear>> Int8Linear::Create(const torch::Tens
     auto impl = std::make_unique<Impl>();
     impl->pd = dnnl::matmul::primitive_desc(dnnl::matmul::desc(src_md, wei_md, dst_md), engine);
     impl->matmul = dnnl::matmul(impl->pd);
+    impl->dequantize = PickDequantize(epilogue);
     dnnl::memory::desc user_md({k, n}, dt::s8, dnnl::memory::dims{1, k});
     dnnl::memory user(user_md, engine, wq.data_ptr());
     impl->weights = dnnl::memory(impl->pd.weights_desc(), engine);
@@ -200,13 +236,24 @@ absl::StatusOr<std::unique_ptr<Int8Linear>> Int8Linear::Create(const torch::Tens
   return l;
 }
 
-torch::Tensor Int8Linear::Forward(const torch::Tensor& input) const {
+torch::Tensor Int8Linear::Forward(const torch::Tensor& input, torch::Tensor residual) const {
   const torch::Tensor x = input.contiguous();
   const int64_t m = x.size(0), k = k_, n = n_;
+  torch::Tensor out;
+  if (epilogue_ == LinearEpilogue::kBiasAddInto) {
+    TORCH_CHECK(residual.defined() && residual.device().is_cpu() &&
+                    residual.scalar_type() == torch::kFloat && residual.is_contiguous() &&
+                    residual.dim() == 2 && residual.size(0) == m && residual.size(1) == n,
+                "Int8Linear: kBiasAddInto needs a contiguous fp32 CPU residual [", m, ", ", n,
+                "]");
+    out = residual;
+  } else {
+    out = torch::empty({m, n}, torch::kFloat);
+  }
   // Each row as lo + scale * q with q in 0..255 (asymmetric: GELU outputs, say, span
   // [-0.17, max], which a symmetric code would spend half its levels on).
   static const QuantizeRowFn quantize = PickQuantize();
-  static const DequantizeRowFn dequantize = PickDequantize();
+  const DequantizeRowFn dequantize = impl_->dequantize;
   torch::Tensor xq = torch::empty({m, k}, torch::kByte);
   torch::Tensor row_params = torch::empty({m, 2}, torch::kFloat);  // scale, lo
   const float* xs = x.data_ptr<float>();
@@ -224,7 +271,6 @@ torch::Tensor Int8Linear::Forward(const torch::Tensor& input) const {
                                  {DNNL_ARG_WEIGHTS, impl_->weights},
                                  {DNNL_ARG_DST, dst}});
   stream.wait();
-  torch::Tensor out = torch::empty({m, n}, torch::kFloat);
   const int32_t* a = acc.data_ptr<int32_t>();
   const float* ws = weight_scale_.data_ptr<float>();
   const float* wsum = weight_sum_.data_ptr<float>();

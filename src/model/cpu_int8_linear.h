@@ -4,7 +4,8 @@
 // call, per row (per token, asymmetric u8: min + scale * q); the u8 x s8 -> s32 product
 // runs in oneDNN's matmul (VNNI kernels: CPUs without VNNI are refused), then each
 // output is rescaled by its row's and column's scales, the row minimum times the
-// weights' row sum added back, and the fp32 bias added.
+// weights' row sum added back, the fp32 bias added, and the epilogue (GELU / ReLU, or the
+// add into the residual, cpu_fused.h) applied in that same pass over the int32 output.
 // Per-token scales keep the outliers of one token from costing the others precision
 // (dynamic per-tensor quantization, as ONNX Runtime's, shares one scale per call).
 // Thread-safe: Forward may run on several threads at once.
@@ -16,6 +17,7 @@
 #include <torch/torch.h>
 
 #include "absl/status/statusor.h"
+#include "cpu_fused.h"
 
 namespace embedserve {
 namespace internal_model {
@@ -27,12 +29,15 @@ class Int8Linear {
  public:
   // `weight` [N, K] and `bias` [N] (may be undefined), fp32 on the CPU. INVALID_ARGUMENT
   // for other shapes; INTERNAL when oneDNN has no int8 matmul for this CPU.
-  static absl::StatusOr<std::unique_ptr<Int8Linear>> Create(const torch::Tensor& weight,
-                                                            const torch::Tensor& bias);
+  static absl::StatusOr<std::unique_ptr<Int8Linear>> Create(
+      const torch::Tensor& weight, const torch::Tensor& bias,
+      LinearEpilogue epilogue = LinearEpilogue::kBias);
   ~Int8Linear();
 
-  // x: [M, K] fp32 (any M >= 1) -> [M, N] fp32.
-  torch::Tensor Forward(const torch::Tensor& x) const;
+  // x: [M, K] fp32 (any M >= 1) -> [M, N] fp32: the epilogue applied to x W^T + b.
+  // kBiasAddInto: `residual` (contiguous fp32 [M, N]) is updated in place and returned;
+  // the other epilogues ignore it.
+  torch::Tensor Forward(const torch::Tensor& x, torch::Tensor residual = {}) const;
 
   int64_t in_features() const { return k_; }
   int64_t out_features() const { return n_; }
@@ -42,6 +47,7 @@ class Int8Linear {
   Int8Linear() = default;
 
   int64_t n_ = 0, k_ = 0;
+  LinearEpilogue epilogue_ = LinearEpilogue::kBias;
   torch::Tensor weight_scale_;  // [N] fp32
   torch::Tensor weight_sum_;    // [N] fp32: sum over K of the dequantized weights
   torch::Tensor bias_;          // [N] fp32 (zeros without a bias)

@@ -116,6 +116,39 @@ ES_INLINE VF ExpNonPositive(VF x) {
   return y * BitCast<VF>(bits);
 }
 
+// GELU with the exact erf form, 0.5 x (1 + erf(x / sqrt 2)), as at::gelu(x, "none").
+// erf from Abramowitz & Stegun 7.1.26 (absolute error <= 1.5e-7): for z >= 0,
+// erf(z) = 1 - P(t) e^(-z^2), t = 1 / (1 + 0.3275911 z). 1 + erf(z) is formed as
+// 2 - P e^(-z^2) for z >= 0 and P e^(-z^2) for z < 0, so large negative inputs keep
+// their (tiny) relative precision instead of cancelling to 0.
+ES_INLINE VF GeluErf(VF x) {
+  const VF z = x * 0.70710678118654752f;
+  const VF a = z < 0.0f ? -z : z;
+  const VF t = 1.0f / (a * 0.3275911f + 1.0f);
+  VF p = VF{} + 1.061405429f;
+  p = p * t - 1.453152027f;
+  p = p * t + 1.421413741f;
+  p = p * t - 0.284496736f;
+  p = p * t + 0.254829592f;
+  p = p * t;
+  const VF tail = p * ExpNonPositive(-(a * a));  // 1 - erf(|z|)
+  const VF one_plus_erf = z < 0.0f ? tail : 2.0f - tail;
+  return 0.5f * x * one_plus_erf;
+}
+
+// GELU's tanh form, 0.5 x (1 + tanh(u)), u = sqrt(2/pi) (x + 0.044715 x^3), as
+// at::gelu(x, "tanh"): 0.5 (1 + tanh(u)) = 1 / (1 + e^(-2u)), computed with
+// e = e^(-2|u|) <= 1 as 1 / (1 + e) for u >= 0 and e / (1 + e) for u < 0.
+ES_INLINE VF GeluTanh(VF x) {
+  const VF u = 0.7978845608028654f * (x + 0.044715f * x * x * x);
+  const VF au = u < 0.0f ? -u : u;
+  const VF e = ExpNonPositive(-2.0f * au);
+  const VF num = u < 0.0f ? e : VF{} + 1.0f;
+  return x * num / (1.0f + e);
+}
+
+ES_INLINE VF Relu(VF x) { return x > 0.0f ? x : VF{}; }
+
 }  // namespace cpu_vector
 }  // namespace internal_model
 }  // namespace embedserve

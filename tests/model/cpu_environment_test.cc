@@ -57,16 +57,19 @@ TEST(BetterOpenBlasCoreTest, OverridesOnlyAGenericPick) {
   EXPECT_EQ(BetterOpenBlasCore("", true, true), "");  // no OpenBLAS
 }
 
-TEST(CpuEnvironmentTest, PassiveOpenMpOnlyWhenAskedAndUnset) {
+TEST(CpuEnvironmentTest, BriefOpenMpSpinOnlyWhenAskedAndNothingChosen) {
   CpuEnvironmentOptions options;
   options.openblas_core = false;
+  ScopedEnv no_spin("GOMP_SPINCOUNT", std::nullopt);
   {
-    ScopedEnv unset("OMP_WAIT_POLICY", std::nullopt);
+    ScopedEnv no_policy("OMP_WAIT_POLICY", std::nullopt);
     EXPECT_THAT(CpuEnvironmentToSet(options), IsEmpty());
-    options.passive_omp = true;
-    EXPECT_THAT(CpuEnvironmentToSet(options), Contains(Pair("OMP_WAIT_POLICY", "PASSIVE")));
+    options.brief_omp_spin = true;
+    EXPECT_THAT(CpuEnvironmentToSet(options), Contains(Pair("GOMP_SPINCOUNT", "10000")));
+    ScopedEnv spin("GOMP_SPINCOUNT", "500");  // the caller's choice stands
+    EXPECT_THAT(CpuEnvironmentToSet(options), IsEmpty());
   }
-  ScopedEnv chosen("OMP_WAIT_POLICY", "ACTIVE");  // the caller's choice stands
+  ScopedEnv chosen("OMP_WAIT_POLICY", "PASSIVE");  // so does a policy
   EXPECT_THAT(CpuEnvironmentToSet(options), IsEmpty());
 }
 

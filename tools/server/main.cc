@@ -285,15 +285,20 @@ int Run(int argc, char** argv) {
 
 // The CPU math libraries read their settings once, as they load, before main
 // (cpu_environment.h): the server sets what is unset and runs itself again, once.
-// LibTorch's OpenMP threads (libgomp) spin while they wait unless OMP_WAIT_POLICY says
-// otherwise; spinning threads take the cores from gRPC's threads, from refusing calls
-// under overload and from whatever else runs on the machine (on the shared 2-core
-// machine the overload test's capacity was ~4 heavy calls/s spinning and ~53/s passive,
-// tiny-bert), so the server runs passive unless its caller chose a policy. And an
+// LibTorch's OpenMP threads (libgomp) wait for the next parallel region by spinning for
+// a while (libgomp's default: ~300,000 rounds, ~9 ms on the 2-vCPU Xeon) and then
+// sleeping. Spinning long takes the cores from gRPC's threads and from refusing calls
+// under overload (issue 12: the overload test's capacity on a shared 2-core machine was
+// ~4 heavy calls/s with OMP_WAIT_POLICY=ACTIVE, ~53/s PASSIVE); sleeping at once
+// (PASSIVE) makes every one of a forward's ~30 parallel regions wake a thread through the
+// hypervisor (~0.15 ms each: batch-1 fp32 forward 6-9 ms passive, 2-3 ms spinning,
+// docs/results/cpu-peers). So unless the caller chose (OMP_WAIT_POLICY or GOMP_SPINCOUNT
+// set), the server spins for GOMP_SPINCOUNT=10000 rounds (~0.5 ms, longer than the gaps
+// inside one forward, short against the gaps between requests) and then sleeps. And an
 // OpenBLAS that does not know the CPU gets the AVX2/AVX-512 kernels named.
 int main(int argc, char** argv) {
   embedserve::CpuEnvironmentOptions env;
-  env.passive_omp = true;
+  env.brief_omp_spin = true;
   embedserve::ReexecWithCpuEnvironment(argv, env);
   return embedserve::Run(argc, argv);
 }

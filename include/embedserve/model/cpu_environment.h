@@ -11,9 +11,11 @@
 namespace embedserve {
 
 struct CpuEnvironmentOptions {
-  // OMP_WAIT_POLICY=PASSIVE: LibTorch's OpenMP threads sleep when they wait instead of
-  // spinning (the server: the cores stay free for gRPC's threads and for refusing calls).
-  bool passive_omp = false;
+  // GOMP_SPINCOUNT=10000 when neither it nor OMP_WAIT_POLICY is set: LibTorch's OpenMP
+  // threads spin ~0.5 ms between parallel regions (the gaps inside one forward), then
+  // sleep, instead of libgomp's ~9 ms default spin (the server: the cores stay free for
+  // gRPC's threads and for refusing calls between batches).
+  bool brief_omp_spin = false;
   // OPENBLAS_CORETYPE: OpenBLAS picks its kernels by CPU model, and an OpenBLAS older than
   // the CPU (Debian 12's 0.3.21 on Intel Emerald Rapids or AMD Zen 5) falls back to its
   // generic SSE3 kernels ("Prescott"), ~5x below the AVX-512 ones for the model's fp32

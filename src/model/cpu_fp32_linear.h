@@ -1,0 +1,56 @@
+// A linear layer on the CPU in fp32 through oneDNN's matmul with the weights reordered
+// once, at load, into the layout the kernel wants, and the epilogue (bias, GELU / ReLU,
+// or the residual add) done by the matmul as it stores its output (cpu_fused.h).
+// Why not at::linear: LibTorch 1.13 sends it to OpenBLAS's sgemm, which copies (packs)
+// the whole weight matrix on every call: at a few dozen rows that copy costs as much as
+// the product (perf on the batch-1 forward: 31% of the time in sgemm_incopy, 29% in the
+// kernel), and the bias, GELU and residual add then run as separate ops. Also OpenBLAS
+// 0.3.21 (Debian 12) does not know newer Xeons (Emerald Rapids) and runs its generic
+// SSE kernels there, at about a fifth of the AVX-512 rate; oneDNN picks its kernels by
+// CPU feature. Built only with oneDNN's headers (libdnnl-dev), as Int8Linear.
+// Thread-safe: Forward may run on several threads at once.
+#ifndef EMBEDSERVE_SRC_MODEL_CPU_FP32_LINEAR_H_
+#define EMBEDSERVE_SRC_MODEL_CPU_FP32_LINEAR_H_
+
+#include <torch/torch.h>
+
+#include <memory>
+
+#include "absl/status/statusor.h"
+#include "cpu_fused.h"
+
+namespace embedserve {
+namespace internal_model {
+
+class Fp32Linear {
+ public:
+  // `weight` [N, K] and `bias` [N] (may be undefined), fp32 on the CPU. INVALID_ARGUMENT
+  // for other shapes; INTERNAL when oneDNN has no fp32 matmul with this epilogue here.
+  static absl::StatusOr<std::unique_ptr<Fp32Linear>> Create(const torch::Tensor& weight,
+                                                            const torch::Tensor& bias,
+                                                            LinearEpilogue epilogue);
+  ~Fp32Linear();
+
+  // x: [M, K] fp32 (any M >= 0). Returns [M, N] fp32: the epilogue applied to x W^T + b.
+  // kBiasAddInto: `residual` (contiguous fp32 [M, N]) is updated in place and returned;
+  // the other epilogues ignore it.
+  torch::Tensor Forward(const torch::Tensor& x, torch::Tensor residual = {}) const;
+
+  int64_t in_features() const { return k_; }
+  int64_t out_features() const { return n_; }
+  LinearEpilogue epilogue() const { return epilogue_; }
+
+ private:
+  struct Impl;  // oneDNN objects (cpu_fp32_linear.cc)
+  Fp32Linear() = default;
+
+  int64_t n_ = 0, k_ = 0;
+  LinearEpilogue epilogue_ = LinearEpilogue::kBias;
+  torch::Tensor bias_;  // [N] fp32 (zeros without a bias)
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace internal_model
+}  // namespace embedserve
+
+#endif  // EMBEDSERVE_SRC_MODEL_CPU_FP32_LINEAR_H_

@@ -1,0 +1,219 @@
+#include "cpu_fused.h"
+
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+#include <cmath>
+
+#include "cpu_vector.h"
+
+namespace embedserve {
+namespace internal_model {
+namespace {
+
+using namespace cpu_vector;  // NOLINT: the kernel vocabulary of cpu_vector.h
+
+// Rows per task so that a task has about this many floats: below it a call runs on the
+// calling thread (a fork/join costs more than a LayerNorm of a few dozen rows).
+constexpr int64_t kFloatsPerTask = 32768;
+
+int64_t RowGrain(int64_t n) { return std::max<int64_t>(1, kFloatsPerTask / std::max<int64_t>(1, n)); }
+
+// Loads the first `count` (< kLanes) floats of p, zeros after.
+ES_INLINE VF LoadPartial(const float* p, int64_t count) {
+  VF v = {};
+  for (int64_t i = 0; i < count; ++i) v[i] = p[i];
+  return v;
+}
+ES_INLINE void StorePartial(float* p, VF v, int64_t count) {
+  for (int64_t i = 0; i < count; ++i) p[i] = v[i];
+}
+
+// y = LayerNorm(x) * g + b over one row of n floats; x and y may alias.
+ES_INLINE void LayerNormRowBody(const float* x, int64_t n, const float* g, const float* b,
+                                float eps, float* y) {
+  const int64_t full = n / kLanes * kLanes, rest = n - full;
+  VF s = {};
+  for (int64_t c = 0; c < full; c += kLanes) s += Load(x + c);
+  if (rest) s += LoadPartial(x + full, rest);
+  const float mean = HorizontalSum(s) / static_cast<float>(n);
+  VF q = {};
+  for (int64_t c = 0; c < full; c += kLanes) {
+    const VF d = Load(x + c) - mean;
+    q += d * d;
+  }
+  if (rest) {
+    VF d = LoadPartial(x + full, rest) - mean;
+    for (int64_t i = rest; i < kLanes; ++i) d[i] = 0.0f;
+    q += d * d;
+  }
+  const float rstd = 1.0f / std::sqrt(HorizontalSum(q) / static_cast<float>(n) + eps);
+  for (int64_t c = 0; c < full; c += kLanes) {
+    Store(y + c, (Load(x + c) - mean) * rstd * Load(g + c) + Load(b + c));
+  }
+  if (rest) {
+    StorePartial(y + full,
+                 (LoadPartial(x + full, rest) - mean) * rstd * LoadPartial(g + full, rest) +
+                     LoadPartial(b + full, rest),
+                 rest);
+  }
+}
+
+ES_INLINE void LayerNormRowsBody(float* x, int64_t begin, int64_t end, int64_t n,
+                                 const float* g, const float* b, float eps) {
+  for (int64_t r = begin; r < end; ++r) LayerNormRowBody(x + r * n, n, g, b, eps, x + r * n);
+}
+
+ES_INLINE void EmbedRowsBody(const float* word, const float* pos, const int64_t* ids,
+                             const int64_t* positions, int64_t begin, int64_t end, int64_t n,
+                             const float* g, const float* b, float eps, float* out) {
+  for (int64_t r = begin; r < end; ++r) {
+    const float* w = word + ids[r] * n;
+    const float* p = pos + positions[r] * n;
+    float* y = out + r * n;
+    const int64_t full = n / kLanes * kLanes;
+    for (int64_t c = 0; c < full; c += kLanes) Store(y + c, Load(w + c) + Load(p + c));
+    for (int64_t c = full; c < n; ++c) y[c] = w[c] + p[c];
+    LayerNormRowBody(y, n, g, b, eps, y);
+  }
+}
+
+ES_INLINE void GeluBody(float* x, int64_t count, bool tanh) {
+  const int64_t full = count / kLanes * kLanes, rest = count - full;
+  if (tanh) {
+    for (int64_t c = 0; c < full; c += kLanes) Store(x + c, GeluTanh(Load(x + c)));
+    if (rest) StorePartial(x + full, GeluTanh(LoadPartial(x + full, rest)), rest);
+  } else {
+    for (int64_t c = 0; c < full; c += kLanes) Store(x + c, GeluErf(Load(x + c)));
+    if (rest) StorePartial(x + full, GeluErf(LoadPartial(x + full, rest)), rest);
+  }
+}
+
+using LayerNormRowsFn = void (*)(float*, int64_t, int64_t, int64_t, const float*, const float*,
+                                 float);
+using EmbedRowsFn = void (*)(const float*, const float*, const int64_t*, const int64_t*, int64_t,
+                             int64_t, int64_t, const float*, const float*, float, float*);
+using GeluFn = void (*)(float*, int64_t, bool);
+
+#define ES_FUSED_VARIANT(SUFFIX, ATTRIBUTE)                                                  \
+  ATTRIBUTE void LayerNormRows##SUFFIX(float* x, int64_t begin, int64_t end, int64_t n,      \
+                                       const float* g, const float* b, float eps) {          \
+    LayerNormRowsBody(x, begin, end, n, g, b, eps);                                          \
+  }                                                                                          \
+  ATTRIBUTE void EmbedRows##SUFFIX(const float* word, const float* pos, const int64_t* ids,  \
+                                   const int64_t* positions, int64_t begin, int64_t end,     \
+                                   int64_t n, const float* g, const float* b, float eps,     \
+                                   float* out) {                                             \
+    EmbedRowsBody(word, pos, ids, positions, begin, end, n, g, b, eps, out);                 \
+  }                                                                                          \
+  ATTRIBUTE void Gelu##SUFFIX(float* x, int64_t count, bool tanh) { GeluBody(x, count, tanh); }
+
+ES_FUSED_VARIANT(Baseline, )
+#ifdef ES_X86_DISPATCH
+ES_FUSED_VARIANT(Avx2, ES_TARGET_AVX2)
+ES_FUSED_VARIANT(Avx512, ES_TARGET_AVX512)
+#endif
+
+struct FusedKernels {
+  LayerNormRowsFn layer_norm = LayerNormRowsBaseline;
+  EmbedRowsFn embed = EmbedRowsBaseline;
+  GeluFn gelu = GeluBaseline;
+};
+
+const FusedKernels& Kernels() {
+  static const FusedKernels kernels = [] {
+    FusedKernels k;
+#ifdef ES_X86_DISPATCH
+    if (CpuHasAvx512()) {
+      k = {LayerNormRowsAvx512, EmbedRowsAvx512, GeluAvx512};
+    } else if (CpuHasAvx2()) {
+      k = {LayerNormRowsAvx2, EmbedRowsAvx2, GeluAvx2};
+    }
+#endif
+    return k;
+  }();
+  return kernels;
+}
+
+void CheckVector(const torch::Tensor& t, int64_t n, const char* what) {
+  TORCH_CHECK(t.device().is_cpu() && t.scalar_type() == torch::kFloat && t.is_contiguous() &&
+                  t.dim() == 1 && t.size(0) == n,
+              what, " must be a contiguous fp32 CPU vector of ", n, " elements");
+}
+
+}  // namespace
+
+void LayerNormInPlaceCpu(torch::Tensor& x, const torch::Tensor& gamma, const torch::Tensor& beta,
+                         double eps) {
+  TORCH_CHECK(x.device().is_cpu() && x.scalar_type() == torch::kFloat && x.is_contiguous() &&
+                  x.dim() == 2,
+              "LayerNormInPlaceCpu: x must be a contiguous fp32 CPU matrix");
+  const int64_t rows = x.size(0), n = x.size(1);
+  CheckVector(gamma, n, "LayerNormInPlaceCpu: gamma");
+  CheckVector(beta, n, "LayerNormInPlaceCpu: beta");
+  if (rows == 0 || n == 0) return;
+  float* px = x.data_ptr<float>();
+  const float* g = gamma.data_ptr<float>();
+  const float* b = beta.data_ptr<float>();
+  const LayerNormRowsFn fn = Kernels().layer_norm;
+  const float feps = static_cast<float>(eps);
+  at::parallel_for(0, rows, RowGrain(n), [&](int64_t begin, int64_t end) {
+    fn(px, begin, end, n, g, b, feps);
+  });
+}
+
+torch::Tensor EmbedLayerNormCpu(const torch::Tensor& word, const torch::Tensor& pos,
+                                const torch::Tensor& ids, const torch::Tensor& positions,
+                                const torch::Tensor& gamma, const torch::Tensor& beta,
+                                double eps) {
+  auto matrix = [](const torch::Tensor& t) {
+    return t.device().is_cpu() && t.scalar_type() == torch::kFloat && t.is_contiguous() &&
+           t.dim() == 2;
+  };
+  TORCH_CHECK(matrix(word) && matrix(pos) && word.size(1) == pos.size(1),
+              "EmbedLayerNormCpu: word and pos must be contiguous fp32 CPU matrices of one width");
+  auto index = [](const torch::Tensor& t) {
+    return t.device().is_cpu() && t.scalar_type() == torch::kLong && t.is_contiguous() &&
+           t.dim() == 1;
+  };
+  TORCH_CHECK(index(ids) && index(positions) && ids.numel() == positions.numel(),
+              "EmbedLayerNormCpu: ids and positions must be int64 CPU vectors of one size");
+  const int64_t rows = ids.numel(), n = word.size(1);
+  CheckVector(gamma, n, "EmbedLayerNormCpu: gamma");
+  CheckVector(beta, n, "EmbedLayerNormCpu: beta");
+  const int64_t* pi = ids.data_ptr<int64_t>();
+  const int64_t* pp = positions.data_ptr<int64_t>();
+  for (int64_t r = 0; r < rows; ++r) {
+    TORCH_CHECK(pi[r] >= 0 && pi[r] < word.size(0), "EmbedLayerNormCpu: id ", pi[r],
+                " of row ", r, " is outside [0, ", word.size(0), ")");
+    TORCH_CHECK(pp[r] >= 0 && pp[r] < pos.size(0), "EmbedLayerNormCpu: position ", pp[r],
+                " of row ", r, " is outside [0, ", pos.size(0), ")");
+  }
+  torch::Tensor out = torch::empty({rows, n}, word.options());
+  if (rows == 0 || n == 0) return out;
+  const EmbedRowsFn fn = Kernels().embed;
+  const float* w = word.data_ptr<float>();
+  const float* p = pos.data_ptr<float>();
+  const float* g = gamma.data_ptr<float>();
+  const float* b = beta.data_ptr<float>();
+  float* o = out.data_ptr<float>();
+  const float feps = static_cast<float>(eps);
+  at::parallel_for(0, rows, RowGrain(n), [&](int64_t begin, int64_t end) {
+    fn(w, p, pi, pp, begin, end, n, g, b, feps, o);
+  });
+  return out;
+}
+
+void GeluInPlaceCpu(torch::Tensor& x, bool tanh) {
+  TORCH_CHECK(x.device().is_cpu() && x.scalar_type() == torch::kFloat && x.is_contiguous(),
+              "GeluInPlaceCpu: x must be a contiguous fp32 CPU tensor");
+  const int64_t count = x.numel();
+  float* p = x.data_ptr<float>();
+  const GeluFn fn = Kernels().gelu;
+  at::parallel_for(0, count, kFloatsPerTask, [&](int64_t begin, int64_t end) {
+    fn(p + begin, end - begin, tanh);
+  });
+}
+
+}  // namespace internal_model
+}  // namespace embedserve

@@ -245,12 +245,19 @@ class StreamSession final : public Session,
     r.content_type = std::string(req[http::field::content_type]);
     r.body = std::move(req.body());
     awaiting_handler_ = true;
-    auto self = shared_from_this();
+    // The responder hands its reference to the session over to the write it posts: the
+    // pipeline may destroy its copies of the responder on another thread after the
+    // answer, even after this server is gone, and must not hold the session (and its
+    // timers, which belong to the io_context) until then. Called once (HttpResponder).
+    auto session = std::make_shared<std::shared_ptr<StreamSession>>(shared_from_this());
     handler_->Handle(
         r, cancelled_,
-        HttpResponder([self](int status, std::string type, std::function<std::string()> make) {
-          net::post(self->stream_.get_executor(), [self, status, type = std::move(type),
-                                                   make = std::move(make)]() mutable {
+        HttpResponder([session](int status, std::string type, std::function<std::string()> make) {
+          std::shared_ptr<StreamSession> self = std::move(*session);
+          if (self == nullptr) return;  // answered already
+          auto executor = self->stream_.get_executor();
+          net::post(executor, [self = std::move(self), status, type = std::move(type),
+                               make = std::move(make)]() mutable {
             self->awaiting_handler_ = false;
             self->Write(status, type, make(), !self->closing_);
           });

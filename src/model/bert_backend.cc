@@ -15,6 +15,7 @@
 #include <limits>
 #include <mutex>
 #include <stdexcept>
+#include <type_traits>
 #include <utility>
 
 #if defined(EMBEDSERVE_CUDA_GRAPHS)  // set by src/model/CMakeLists.txt for CUDA LibTorch
@@ -473,36 +474,28 @@ absl::Status BertBackend::LoadWeights(const SafetensorsFile& file) {
                                      ? LinearEpilogue::kBiasGeluTanh
                                      : LinearEpilogue::kBiasGelu;
       const LinearEpilogue add = fused ? LinearEpilogue::kBiasAddInto : LinearEpilogue::kBias;
-      if (int8_) {
-        auto int8 = [](const torch::Tensor& w, const torch::Tensor& bias, LinearEpilogue e) {
-          auto l = Int8Linear::Create(w, bias, e);
+      if (int8_ || fused) {
+        // The layer's four linear layers as prepacked oneDNN kernels (int8 or fp32).
+        auto make = [&](auto* out, const torch::Tensor& w, const torch::Tensor& bias,
+                        LinearEpilogue e) {
+          using L = std::remove_const_t<typename std::remove_reference_t<decltype(*out)>::element_type>;
+          auto l = L::Create(w, bias, e);
           if (!l.ok()) throw std::runtime_error(std::string(l.status().message()));
-          return std::shared_ptr<const Int8Linear>(*std::move(l));
+          *out = std::shared_ptr<const L>(*std::move(l));
         };
-        layer.qkv_q = int8(torch::cat({r.q_w, r.k_w, r.v_w}, 0),
-                           torch::cat({r.q_b, r.k_b, r.v_b}, 0), LinearEpilogue::kBias);
-        layer.attn_out_q = int8(r.o_w, r.o_b, add);
-        layer.ffn_in_q = int8(r.i_w, r.i_b, act);
-        layer.ffn_out_q = int8(r.f_w, r.f_b, add);
-        layer.ln1_w = conv_res(r.ln1_w);
-        layer.ln1_b = conv_res(r.ln1_b);
-        layer.ln2_w = conv_res(r.ln2_w);
-        layer.ln2_b = conv_res(r.ln2_b);
-        layers_.push_back(std::move(layer));
-        r = RawLayer();
-        continue;
-      }
-      if (fused) {
-        auto fp32 = [](const torch::Tensor& w, const torch::Tensor& bias, LinearEpilogue e) {
-          auto l = Fp32Linear::Create(w, bias, e);
-          if (!l.ok()) throw std::runtime_error(std::string(l.status().message()));
-          return std::shared_ptr<const Fp32Linear>(*std::move(l));
-        };
-        layer.qkv_f = fp32(torch::cat({r.q_w, r.k_w, r.v_w}, 0),
-                           torch::cat({r.q_b, r.k_b, r.v_b}, 0), LinearEpilogue::kBias);
-        layer.attn_out_f = fp32(r.o_w, r.o_b, add);
-        layer.ffn_in_f = fp32(r.i_w, r.i_b, act);
-        layer.ffn_out_f = fp32(r.f_w, r.f_b, add);
+        const torch::Tensor qkv_w = torch::cat({r.q_w, r.k_w, r.v_w}, 0);
+        const torch::Tensor qkv_b = torch::cat({r.q_b, r.k_b, r.v_b}, 0);
+        if (int8_) {
+          make(&layer.qkv_q, qkv_w, qkv_b, LinearEpilogue::kBias);
+          make(&layer.attn_out_q, r.o_w, r.o_b, add);
+          make(&layer.ffn_in_q, r.i_w, r.i_b, act);
+          make(&layer.ffn_out_q, r.f_w, r.f_b, add);
+        } else {
+          make(&layer.qkv_f, qkv_w, qkv_b, LinearEpilogue::kBias);
+          make(&layer.attn_out_f, r.o_w, r.o_b, add);
+          make(&layer.ffn_in_f, r.i_w, r.i_b, act);
+          make(&layer.ffn_out_f, r.f_w, r.f_b, add);
+        }
         layer.ln1_w = conv_res(r.ln1_w);
         layer.ln1_b = conv_res(r.ln1_b);
         layer.ln2_w = conv_res(r.ln2_w);

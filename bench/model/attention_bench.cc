@@ -17,7 +17,6 @@
 #include <torch/torch.h>
 
 #include "benchmark/benchmark.h"
-#include "embedserve/model/cpu_environment.h"
 #include "cpu_attention.h"
 
 namespace {
@@ -117,12 +116,4 @@ BENCHMARK(BM_Attention)->Apply(Args)->UseRealTime()->Unit(benchmark::kMillisecon
 
 }  // namespace
 
-// With the OpenBLAS kernels the server would run (cpu_environment.h).
-int main(int argc, char** argv) {
-  embedserve::ReexecWithCpuEnvironment(argv, embedserve::CpuEnvironmentOptions());
-  benchmark::Initialize(&argc, argv);
-  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
-  benchmark::RunSpecifiedBenchmarks();
-  benchmark::Shutdown();
-  return 0;
-}
+// main(): cpu_bench_main.cc.

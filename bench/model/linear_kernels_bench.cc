@@ -16,7 +16,6 @@
 #include <torch/torch.h>
 
 #include "benchmark/benchmark.h"
-#include "embedserve/model/cpu_environment.h"
 #if EMBEDSERVE_BENCH_FP32_LINEAR
 #include "cpu_fp32_linear.h"
 #endif
@@ -148,12 +147,4 @@ BENCHMARK(BM_FmaPeakAvx512)->UseRealTime()->MeasureProcessCPUTime();
 
 }  // namespace
 
-// With the OpenBLAS kernels the server would run (cpu_environment.h).
-int main(int argc, char** argv) {
-  embedserve::ReexecWithCpuEnvironment(argv, embedserve::CpuEnvironmentOptions());
-  benchmark::Initialize(&argc, argv);
-  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
-  benchmark::RunSpecifiedBenchmarks();
-  benchmark::Shutdown();
-  return 0;
-}
+// main(): cpu_bench_main.cc.

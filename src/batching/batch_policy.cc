@@ -59,6 +59,7 @@ void DecideBatch(const Batcher::Options& options, const BatchQueue& queue, int64
   d.longest = 0;
   d.full = false;
   d.wait_us = 0;
+  d.passed_over = BatchQueue::kNone;
   if (queue.empty()) {
     d.action = BatchDecision::Action::kIdle;
     return;
@@ -93,94 +94,125 @@ void DecideBatch(const Batcher::Options& options, const BatchQueue& queue, int64
   };
   const bool group = options.count_padding && options.length_bucketing_max_age_us > 0;
 
-  // 1. Requests take turns (round-robin), oldest request first: the oldest item always
-  // (it fits alone: Submit checks); then, while grouping, only requests whose items are
-  // past the grouping age bound (a run's items share one enqueue time, and runs are in
-  // age order, so these are a prefix of the runs), else every request. The turns stop at
-  // the first item that does not fit, so nothing overtakes it.
   auto eligible = [&](ItemId item) {
     return !group || now_us - queue.item(item).enqueue_us >= options.length_bucketing_max_age_us;
   };
-  const BatchQueue::RunId head_run = queue.item(head).run;
-  const bool head_run_eligible = eligible(head);
+  // Fills the batch from `cursors` (each a run's first queued item): the first run, then
+  // the others with the fewest items queued first (then the oldest), each giving its
+  // items while `more_of(run)` lets it give more than the first. The filling stops at
+  // the first item that does not fit, so nothing overtakes it.
   std::vector<ItemId>& cursors = d.cursors;
   cursors.clear();
-  cursors.push_back(head);
-  BatchQueue::RunId run = queue.NextRun(head_run);  // ends at the first run left out
-  if (head_run_eligible) {
-    for (; run != BatchQueue::kNone && static_cast<int64_t>(cursors.size()) < max_size;
-         run = queue.NextRun(run)) {
-      if (!eligible(queue.run(run).first)) break;
-      cursors.push_back(queue.run(run).first);
-    }
-  }
   bool stopped = false;    // an item did not fit
-  bool exhausted = false;  // every item the turns may take is taken
-  while (!stopped && !exhausted) {
-    exhausted = true;
-    for (ItemId& c : cursors) {
-      if (c == kNone) continue;
-      const BatchQueue::Item& it = queue.item(c);
-      if (!fits(it.length)) {
-        stopped = true;
-        break;
-      }
-      take(c);
-      const ItemId next = queue.Next(c);
-      const bool more = next != kNone && queue.item(next).run == it.run &&
-                        (it.run != head_run || head_run_eligible);
-      c = more ? next : kNone;
-      if (more) exhausted = false;
+  bool exhausted = false;  // every item the filling may take is taken
+  auto fill = [&](auto more_of) {
+    if (cursors.size() > 2) {
+      std::stable_sort(cursors.begin() + 1, cursors.end(), [&](ItemId a, ItemId b) {
+        return queue.run(queue.item(a).run).count < queue.run(queue.item(b).run).count;
+      });
     }
-    // Requests with nothing more to give leave the turns: O(batch + requests) in all.
-    cursors.erase(std::remove(cursors.begin(), cursors.end(), kNone), cursors.end());
-  }
-  // When exhausted, the turns took a prefix of the age list; `id` is the item after it.
-  ItemId id = kNone;
-  const ItemId head_next = queue.Next(head);
-  if (!head_run_eligible && head_next != kNone && queue.item(head_next).run == head_run) {
-    id = head_next;
-  } else if (run != BatchQueue::kNone) {
-    id = queue.run(run).first;
-  }
+    exhausted = true;
+    for (const ItemId first : cursors) {
+      const BatchQueue::RunId run = queue.item(first).run;
+      for (ItemId id = first; id != kNone && queue.item(id).run == run; id = queue.Next(id)) {
+        if (!fits(queue.item(id).length)) {
+          stopped = true;
+          exhausted = false;
+          return;
+        }
+        take(id);
+        if (!more_of(run)) break;
+      }
+    }
+  };
 
-  // 2. Similar lengths: from the batch's longest item's bucket, greedily add the
-  // candidate that adds the least padding: a shorter one wastes (longest - length), a
-  // longer one ((length - longest) * count).
-  if (group && !stopped && exhausted && id != kNone) {
-    const uint64_t taken_below = queue.item(id).seq;  // step 1 took a prefix of the ages
-    const int32_t b0 = BatchQueue::BucketOf(static_cast<int32_t>(d.longest));
-    BucketCursor lower(queue, b0, -1, taken_below);
-    BucketCursor upper(queue, b0 + 1, +1, taken_below);
-    constexpr int64_t kInf = std::numeric_limits<int64_t>::max();
-    while (static_cast<int64_t>(d.items.size()) < max_size) {
-      const int64_t n = static_cast<int64_t>(d.items.size());
-      int64_t lower_cost = kInf, upper_cost = kInf;
-      int64_t lower_len = 0, upper_len = 0;
-      if (lower.id() != kNone) {
-        lower_len = queue.item(lower.id()).length;
-        lower_cost = lower_len <= d.longest ? d.longest - lower_len : (lower_len - d.longest) * n;
+  // 0. Newcomers go ahead of a started request, once. When the oldest item's request
+  // has already had items in a batch (it is larger than a batch) and was not passed over
+  // since, the requests that have had no batch yet form this one: the oldest of them
+  // leads, those past the grouping age bound follow it, and the started request leads
+  // the batch after. So a small request behind a large one waits for the batch in
+  // flight only, in a batch of its own size rather than one padded to the large one's
+  // length, and the large one still gets every other batch.
+  const BatchQueue::RunId head_run = queue.item(head).run;
+  const BatchQueue::Run& lead = queue.run(head_run);
+  if (lead.started && !lead.passed_over) {
+    int64_t visited = 0;  // at most max_batch_size runs: O(batch) under the lock
+    for (BatchQueue::RunId run = queue.NextRun(head_run);
+         run != BatchQueue::kNone && visited < max_size; run = queue.NextRun(run), ++visited) {
+      const BatchQueue::Run& r = queue.run(run);
+      if (r.started) continue;
+      if (!cursors.empty() && !eligible(r.first)) break;  // runs are in age order
+      cursors.push_back(r.first);
+    }
+  }
+  if (!cursors.empty()) {
+    d.passed_over = head_run;
+    fill([](BatchQueue::RunId) { return true; });
+  } else {
+    // 1. The oldest request first: the oldest item always (it fits alone: Submit
+    // checks), and its other items unless it is within the grouping age bound (then step
+    // 2 picks among them by length); then the other requests, fewest items first: while
+    // grouping only those past the grouping age bound (a run's items share one enqueue
+    // time, and runs are in age order, so these are a prefix of the runs), else all.
+    // Equal requests so run first come, first served, and a small one passes larger
+    // ones queued before it.
+    const bool head_run_eligible = eligible(head);
+    cursors.push_back(head);
+    BatchQueue::RunId run = queue.NextRun(head_run);  // ends at the first run left out
+    if (head_run_eligible) {
+      for (; run != BatchQueue::kNone && static_cast<int64_t>(cursors.size()) < max_size;
+           run = queue.NextRun(run)) {
+        if (!eligible(queue.run(run).first)) break;
+        cursors.push_back(queue.run(run).first);
       }
-      if (upper.id() != kNone) {
-        upper_len = queue.item(upper.id()).length;
-        upper_cost = (upper_len - d.longest) * n;
-      }
-      if (lower_cost == kInf && upper_cost == kInf) break;
-      if (lower_cost <= upper_cost) {
-        if (!fits(lower_len)) {
-          if (lower_len <= d.longest) break;  // nothing at all fits any more
-          lower.Advance();                    // a longer one in the same bucket
-          continue;
+    }
+    fill([&](BatchQueue::RunId r) { return r != head_run || head_run_eligible; });
+    // When exhausted, the filling took a prefix of the age list; `id` is the item after it.
+    ItemId id = kNone;
+    const ItemId head_next = queue.Next(head);
+    if (!head_run_eligible && head_next != kNone && queue.item(head_next).run == head_run) {
+      id = head_next;
+    } else if (run != BatchQueue::kNone) {
+      id = queue.run(run).first;
+    }
+    // 2. Similar lengths: from the batch's longest item's bucket, greedily add the
+    // candidate that adds the least padding: a shorter one wastes (longest - length), a
+    // longer one ((length - longest) * count).
+    if (group && !stopped && exhausted && id != kNone) {
+      const uint64_t taken_below = queue.item(id).seq;  // step 1 took a prefix of the ages
+      const int32_t b0 = BatchQueue::BucketOf(static_cast<int32_t>(d.longest));
+      BucketCursor lower(queue, b0, -1, taken_below);
+      BucketCursor upper(queue, b0 + 1, +1, taken_below);
+      constexpr int64_t kInf = std::numeric_limits<int64_t>::max();
+      while (static_cast<int64_t>(d.items.size()) < max_size) {
+        const int64_t n = static_cast<int64_t>(d.items.size());
+        int64_t lower_cost = kInf, upper_cost = kInf;
+        int64_t lower_len = 0, upper_len = 0;
+        if (lower.id() != kNone) {
+          lower_len = queue.item(lower.id()).length;
+          lower_cost = lower_len <= d.longest ? d.longest - lower_len : (lower_len - d.longest) * n;
         }
-        take(lower.id());
-        lower.Advance();
-      } else {
-        if (!fits(upper_len)) {
-          upper.Stop();  // longer ones would not fit either
-          continue;
+        if (upper.id() != kNone) {
+          upper_len = queue.item(upper.id()).length;
+          upper_cost = (upper_len - d.longest) * n;
         }
-        take(upper.id());
-        upper.Advance();
+        if (lower_cost == kInf && upper_cost == kInf) break;
+        if (lower_cost <= upper_cost) {
+          if (!fits(lower_len)) {
+            if (lower_len <= d.longest) break;  // nothing at all fits any more
+            lower.Advance();                    // a longer one in the same bucket
+            continue;
+          }
+          take(lower.id());
+          lower.Advance();
+        } else {
+          if (!fits(upper_len)) {
+            upper.Stop();  // longer ones would not fit either
+            continue;
+          }
+          take(upper.id());
+          upper.Advance();
+        }
       }
     }
   }

@@ -26,19 +26,29 @@ struct BatchDecision {
   int64_t longest = 0;  // longest item
   // A limit (max_batch_size or max_batch_tokens) left queued items out.
   bool full = false;
+  // A newcomers' batch (below) goes ahead of this run; whoever takes the batch marks it
+  // (BatchQueue::MarkPassedOver). kNone otherwise.
+  BatchQueue::RunId passed_over = BatchQueue::kNone;
 
   // Implementation details below: scratch reused from decision to decision.
-  std::vector<BatchQueue::ItemId> cursors;  // per request taking turns: its next item
+  std::vector<BatchQueue::ItemId> cursors;  // per request in the batch: its first item
 };
 
 // Decides what a free worker does now. With options.enabled:
-//  - the batch always holds the oldest item; then the requests whose items are older
-//    than length_bucketing_max_age_us (every request without count_padding, or with a
-//    max age of 0) take turns, oldest request first, one item each per turn, so a large
-//    request shares each batch with those queued behind it; then items picked by
-//    similarity of length (least added padding first). Items are added while the batch
-//    stays within max_batch_size and max_batch_tokens (longest*count if count_padding,
-//    else the sum); the turns stop at the first item that does not fit.
+//  - newcomers first, once: when the oldest item's request has had items in a batch
+//    already and was not passed over since, the requests that have had none (up to
+//    max_batch_size runs looked at) form this batch instead, the oldest of them
+//    leading, the others (fewest items first) once past length_bucketing_max_age_us
+//    while grouping; the started request is `passed_over` and leads the next batch.
+//    Else:
+//  - the batch always holds the oldest item, and the rest of its request (unless that is
+//    within length_bucketing_max_age_us while grouping); then the requests whose items
+//    are older than length_bucketing_max_age_us (every request without count_padding,
+//    or with a max age of 0), those with the fewest items queued first (ties: oldest
+//    first), each whole as far as it fits; then items picked by similarity of length
+//    (least added padding first). Items are added while the batch stays within
+//    max_batch_size and max_batch_tokens (longest*count if count_padding, else the
+//    sum); the filling stops at the first item that does not fit.
 //  - send when the batch is full (queued items were left out by a limit), when the
 //    oldest item has waited >= max_queue_delay_us, or when `flush` (shutting down);
 //    else wait until the oldest item's delay is up.

@@ -61,6 +61,8 @@ BatchQueue::ItemId BatchQueue::Push(RequestState* request, int32_t row, int32_t 
     run.request = request;
     run.first = id;
     run.count = 1;
+    run.started = false;
+    run.passed_over = false;
     run.prev = newest_run_;
     run.next = kNone;
     if (newest_run_ != kNone) {
@@ -84,6 +86,8 @@ void BatchQueue::Remove(ItemId id) {
   Run& run = runs_[static_cast<std::size_t>(it.run)];
   if (--run.count > 0) {
     if (run.first == id) run.first = it.next;
+    run.started = true;
+    run.passed_over = false;
   } else {
     if (run.prev != kNone) {
       runs_[static_cast<std::size_t>(run.prev)].next = run.next;

@@ -43,6 +43,11 @@ class BatchQueue {
     RequestState* request = nullptr;
     ItemId first = kNone;
     int32_t count = 0;  // items still queued
+    // Some of its items have left the queue (taken into a batch) and some remain.
+    bool started = false;
+    // A batch of requests that had none went ahead of it (MarkPassedOver) since its
+    // items were last taken; the policy lets that happen once in a row.
+    bool passed_over = false;
     // Implementation details below: intrusive links.
     RunId prev = kNone, next = kNone;
   };
@@ -59,8 +64,11 @@ class BatchQueue {
   // Appends an item (the newest); it extends the newest run when that run's request is
   // `request`. Requires size() < capacity() and length >= 1.
   ItemId Push(RequestState* request, int32_t row, int32_t length, int64_t enqueue_us);
-  // Unlinks a queued item; its id may be reused by a later Push.
+  // Unlinks a queued item; its id may be reused by a later Push. Its run, if items
+  // remain, is then `started` and no longer `passed_over`.
   void Remove(ItemId id);
+  // Records that a batch went ahead of run `id` (see Run::passed_over).
+  void MarkPassedOver(RunId id) { runs_[static_cast<std::size_t>(id)].passed_over = true; }
 
   const Item& item(ItemId id) const { return items_[static_cast<std::size_t>(id)]; }
   // Oldest first; kNone at the end.

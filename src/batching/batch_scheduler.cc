@@ -249,6 +249,7 @@ void BatchScheduler::TakeBatch(const BatchDecision& decision, int64_t now_us, Ba
       ++batch->requests;
     }
   }
+  if (decision.passed_over != BatchQueue::kNone) queue_.MarkPassedOver(decision.passed_over);
 }
 
 absl::Status BatchScheduler::ScatterRows(const Batch& batch, const EmbeddingMatrix& result,

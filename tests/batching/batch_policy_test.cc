@@ -302,12 +302,15 @@ TEST(BatchPolicyTest, NeverStarvesAnOldItem) {
     ++batches;
     ++now;
   }
-  EXPECT_EQ(batches, 3);  // 8 short ones ahead of it: two batches, then it leads the third
+  // The first batch takes 4 of the 8 short ones ahead of it; their request has then
+  // started, so the second is the newcomers' (batch_policy.h), which it leads as the
+  // oldest of them. (Without that rule, the oldest-first rule would serve it third.)
+  EXPECT_EQ(batches, 2);
 }
 
-TEST(BatchPolicyTest, RequestsTakeTurnsInABatch) {
-  // Three requests (3, 2 and 1 items) in plain FIFO mode: one item of each per turn,
-  // oldest request first.
+TEST(BatchPolicyTest, OldestRequestFirstThenTheFewestItems) {
+  // Three requests (3, 2 and 1 items) in plain FIFO mode: the oldest whole, then the one
+  // with the fewest items.
   BatchQueue q(16);
   PushAll(&q, {5, 5, 5}, kT0, /*owner=*/1);
   PushAll(&q, {6, 6}, kT0, /*owner=*/2);
@@ -317,19 +320,20 @@ TEST(BatchPolicyTest, RequestsTakeTurnsInABatch) {
   BatchDecision d;
   DecideBatch(o, q, kT0, false, &d);
   EXPECT_EQ(d.action, Action::kSend);
-  EXPECT_THAT(Lengths(q, d), ElementsAre(5, 6, 7, 5));
-  EXPECT_THAT(Rows(q, d), ElementsAre(0, 0, 0, 1));
+  EXPECT_THAT(Lengths(q, d), ElementsAre(5, 5, 5, 7));
+  EXPECT_THAT(Rows(q, d), ElementsAre(0, 1, 2, 0));
   EXPECT_TRUE(d.full);
   for (auto id : d.items) q.Remove(id);
   DecideBatch(o, q, kT0, false, &d);
-  EXPECT_THAT(Lengths(q, d), ElementsAre(5, 6));
-  EXPECT_THAT(Rows(q, d), ElementsAre(2, 1));
+  EXPECT_THAT(Lengths(q, d), ElementsAre(6, 6));
+  EXPECT_THAT(Rows(q, d), ElementsAre(0, 1));
   EXPECT_FALSE(d.full);
 }
 
-// Head of line: a small request queued behind a large one rides in the next batch, in
-// every counting mode; when grouping, once it has waited length_bucketing_max_age_us.
-TEST(BatchPolicyTest, SmallRequestBehindALargeOneGoesInTheNextBatch) {
+// Head of line: a small request queued behind a large one waits for one batch of it
+// and then runs on its own, in every counting mode; when grouping, once it has waited
+// length_bucketing_max_age_us.
+TEST(BatchPolicyTest, SmallRequestBehindALargeOneWaitsForOneBatchOfIt) {
   struct Mode {
     bool count_padding;
     int64_t max_age_us;
@@ -349,22 +353,92 @@ TEST(BatchPolicyTest, SmallRequestBehindALargeOneGoesInTheNextBatch) {
     BatchDecision d;
     DecideBatch(o, q, m.now_us, false, &d);
     ASSERT_EQ(d.action, Action::kSend);
-    EXPECT_EQ(static_cast<int>(d.items.size()), 32);  // 2 small + 30 large
-    int small = 0;
-    for (auto id : d.items) small += q.item(id).request == Owner(2) ? 1 : 0;
-    EXPECT_EQ(small, 2);
-    EXPECT_EQ(q.item(d.items[0]).request, Owner(1));  // the oldest item still leads
-    EXPECT_LE(m.count_padding ? d.longest * static_cast<int64_t>(d.items.size()) : d.tokens,
-              o.max_batch_tokens);
+    ASSERT_EQ(static_cast<int>(d.items.size()), 32);
+    for (auto id : d.items) EXPECT_EQ(q.item(id).request, Owner(1));
+    for (auto id : d.items) q.Remove(id);
+    DecideBatch(o, q, m.now_us, false, &d);
+    ASSERT_EQ(d.action, Action::kSend);
+    EXPECT_THAT(Lengths(q, d), ElementsAre(8, 9));
+    EXPECT_EQ(d.passed_over, q.OldestRun());
   }
 }
 
-TEST(BatchPolicyTest, TurnsStopAtTheFirstItemThatDoesNotFit) {
-  // Request 2's item does not fit after request 1's first: the batch is sent as it is
-  // (request 1's second item does not overtake it).
+// Item 4 of the hostile-client issue: once a large request has had a batch, a small
+// request queued behind it runs in a batch of its own (not padded to the large one's
+// length) right after the batch in flight; the large one leads the batch after that, so
+// newcomers cannot starve it either.
+TEST(BatchPolicyTest, NewcomersGoAheadOfAStartedRequestOnce) {
+  BatchQueue q(512);
+  PushAll(&q, std::vector<int32_t>(100, 256), kT0, /*owner=*/1);  // 100 texts x 256 tokens
+  Batcher::Options o;
+  o.count_padding = true;
+  o.length_bucketing_max_age_us = 10'000;
+  o.max_batch_size = 64;
+  o.max_batch_tokens = 8192;
+  BatchDecision d;
+  DecideBatch(o, q, kT0 + 20'000, false, &d);
+  ASSERT_EQ(d.action, Action::kSend);
+  EXPECT_EQ(static_cast<int>(d.items.size()), 32);  // 32 x 256 = the token budget
+  EXPECT_EQ(d.passed_over, BatchQueue::kNone);
+  for (auto id : d.items) q.Remove(id);  // the large request has started
+  const BatchQueue::RunId large = q.OldestRun();
+  EXPECT_TRUE(q.run(large).started);
+
+  // A one-pair call arrives while that batch runs; the worker frees 30 ms later.
+  q.Push(Owner(2), 0, 14, kT0 + 25'000);
+  q.Push(Owner(2), 1, 15, kT0 + 25'000);
+  DecideBatch(o, q, kT0 + 55'000, false, &d);
+  ASSERT_EQ(d.action, Action::kSend);
+  EXPECT_THAT(Lengths(q, d), ElementsAre(14, 15));
+  EXPECT_EQ(d.longest, 15);
+  EXPECT_EQ(d.passed_over, large);
+  for (auto id : d.items) q.Remove(id);
+  q.MarkPassedOver(large);
+
+  // Another newcomer is queued (not yet past the grouping age, so it does not take
+  // turns), but the large request was passed over: it leads now.
+  q.Push(Owner(3), 0, 12, kT0 + 70'000);
+  DecideBatch(o, q, kT0 + 75'000, false, &d);
+  ASSERT_EQ(d.action, Action::kSend);
+  EXPECT_EQ(d.passed_over, BatchQueue::kNone);
+  EXPECT_EQ(static_cast<int>(d.items.size()), 32);
+  for (auto id : d.items) EXPECT_EQ(q.item(id).request, Owner(1));
+  for (auto id : d.items) q.Remove(id);
+  EXPECT_FALSE(q.run(large).passed_over);  // taken again: newcomers may pass it once more
+
+  DecideBatch(o, q, kT0 + 80'000, false, &d);
+  EXPECT_THAT(Lengths(q, d), ElementsAre(12));
+  EXPECT_EQ(d.passed_over, large);
+}
+
+// The batch that goes ahead holds only requests that have had no batch: the oldest of
+// them first, then the fewest items first; a request that has started waits even when
+// it is not the oldest.
+TEST(BatchPolicyTest, NewcomersGoAheadOldestFirstThenFewestItems) {
+  BatchQueue q(64);
+  PushAll(&q, {8, 8, 8, 8, 8}, kT0, /*owner=*/1);
+  PushAll(&q, {9, 9, 9}, kT0, /*owner=*/2);
+  Batcher::Options o = Fifo();
+  o.max_batch_size = 4;
+  BatchDecision d;
+  DecideBatch(o, q, kT0, false, &d);
+  EXPECT_THAT(Lengths(q, d), ElementsAre(8, 8, 8, 8));
+  for (auto id : d.items) q.Remove(id);  // request 1 has started, request 2 has not
+  PushAll(&q, {5, 5}, kT0 + 1, /*owner=*/3);
+  PushAll(&q, {6}, kT0 + 1, /*owner=*/4);
+  DecideBatch(o, q, kT0 + 1, false, &d);
+  EXPECT_THAT(Lengths(q, d), ElementsAre(9, 9, 9, 6));
+  EXPECT_EQ(d.passed_over, q.OldestRun());
+  EXPECT_TRUE(d.full);  // items were left out: send at once
+}
+
+TEST(BatchPolicyTest, FillingStopsAtTheFirstItemThatDoesNotFit) {
+  // Request 2's item does not fit after request 1's: the batch is sent as it is
+  // (request 3's, as small as request 2 but younger, does not overtake it).
   BatchQueue q(16);
-  PushAll(&q, {40, 40}, kT0, /*owner=*/1);
+  PushAll(&q, {40}, kT0, /*owner=*/1);
   PushAll(&q, {70}, kT0, /*owner=*/2);
+  PushAll(&q, {10}, kT0, /*owner=*/3);
   Batcher::Options o = Fifo();
   o.count_padding = false;
   o.max_batch_tokens = 100;

@@ -268,9 +268,11 @@ TEST_F(BatchSchedulerTest, SmallRequestWaitsAtMostOneBatchOfALargeOne) {
     // for the next (the batch the large request has in flight on a real worker).
     ASSERT_TRUE(batcher_->Submit(Request({Seq(2, 0, 5)}, &small)).ok());
     clock_.Advance(o.length_bucketing_max_age_us);
-    EXPECT_EQ(Step().sequences, 8);
+    // It goes ahead of the started large request, in a batch of its own.
+    EXPECT_EQ(Step().sequences, 1);
     ExpectRows(small, {Seq(2, 0, 5)}, 4);
     EXPECT_EQ(big.calls, 0);
+    EXPECT_EQ(Step().sequences, 8);  // then the large request leads again
     RunUntilIdle();
     ExpectRows(big, large, 4);
     EXPECT_EQ(batcher_->LiveRequests(), 0);
@@ -395,13 +397,14 @@ TEST_F(BatchSchedulerTest, SplitRequestFailsOnceWhenOneOfItsBatchesFails) {
   seqs[5] = {1, 666, 2};  // in the second batch
   ASSERT_TRUE(batcher_->Submit(Request(seqs, &a)).ok());
   ASSERT_TRUE(batcher_->Submit(Request({Seq(2, 0, 3)}, &after)).ok());
-  EXPECT_EQ(Step().sequences, 4);  // a0, after, a1, a2: the requests take turns
+  EXPECT_EQ(Step().sequences, 4);  // a0..a3: the oldest request first
   EXPECT_EQ(a.calls, 0);
+  EXPECT_EQ(Step().sequences, 1);  // `after` goes ahead of the started request
   ExpectRows(after, {Seq(2, 0, 3)}, 4);
-  EXPECT_EQ(Step().sequences, 4);
+  EXPECT_EQ(Step().sequences, 4);  // a4..a7: a5 fails
   ASSERT_EQ(a.calls, 1);
   EXPECT_EQ(a.result->status().code(), absl::StatusCode::kInternal);
-  EXPECT_EQ(batcher_->QueueDepth(), 0);  // its last 5 dropped
+  EXPECT_EQ(batcher_->QueueDepth(), 0);  // its last 4 dropped
   RunUntilIdle();
   EXPECT_EQ(a.calls, 1);
   EXPECT_EQ(after.calls, 1);

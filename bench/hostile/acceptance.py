@@ -13,8 +13,12 @@ client on the same machine (it needs little CPU: every load is a few hundred cal
   hostile   a batch-1 neighbour calls every 50 ms while, at once: 10 compression bombs,
             64 EmbedStreams that write and never read, 4 slow /metrics clients, 64 idle
             TCP connections, calls with 60 KiB of metadata and malformed bodies (phase
-            "resources"); then one request of 128 texts x 256 tokens beside it ("item 4").
-            Peak RSS, RSS after, and the neighbour's p50/p99 in each phase.
+            "resources"), from an attacker process at nice --attacker-nice (19: its own
+            CPU, such as compressing the bombs, does not compete with the server's and
+            the neighbour's, as from another machine); then one request of 128 texts x
+            256 tokens beside it ("item 4"), against the longest batch the config allows
+            (64 x 128 and 32 x 256 tokens, each alone). Peak RSS, RSS after, and the
+            neighbour's p50/p99 in each phase.
   sigterm   --runs times: 64 clients calling Embed in loops (backing off 10 ms on a full
             queue), SIGTERM once all are flowing; every call's status, the exit code, the
             time from SIGTERM to exit and to the last call answered OK after it (the
@@ -464,127 +468,146 @@ def run_neighbour(port, folder):
     channel.close()
 
 
+def run_attacks(port, metrics_port, seconds):
+    """The attacker process: every attack at once for `seconds`, then a JSON object of
+    the answers each kind got on stdout. Its own process, so that --attacker-nice can
+    keep its CPU (compressing 10 x 96 MiB bombs takes seconds of it) from competing with
+    the server and the neighbour: an attacker on another machine costs them none."""
+    threads, sockets, channels = [], [], []
+    stop = threading.Event()
+    codes, lock = {}, threading.Lock()
+
+    def count(kind, code):
+        with lock:
+            codes.setdefault(kind, {}).setdefault(code, 0)
+            codes[kind][code] += 1
+
+    # 10 compression bombs (96 MiB of one letter, ~100 KB of gzip each).
+    bomb = pb.EmbedRequest(texts=["a" * (96 << 20)])
+
+    def bomber(k):
+        ch = grpc.insecure_channel(f"127.0.0.1:{port}",
+                                   options=[("grpc.max_send_message_length", -1)])
+        channels.append(ch)
+        try:
+            pb_grpc.EmbeddingServiceStub(ch).Embed(bomb, timeout=60,
+                                                   compression=grpc.Compression.Gzip)
+            count("bomb", "OK")
+        except grpc.RpcError as e:
+            count("bomb", e.code().name)
+
+    # 64 EmbedStreams that write 16-text messages and never read a reply.
+    s = sentences()
+
+    def stream_requests(k):
+        i = 0
+        while not stop.is_set():
+            yield pb.EmbedRequest(id=f"{k}-{i}",
+                                  texts=[s[(k * 997 + i * 16 + j) % len(s)] for j in range(16)])
+            i += 1
+
+    def non_reader(k):
+        ch = grpc.insecure_channel(f"127.0.0.1:{port}")
+        channels.append(ch)
+        call = pb_grpc.EmbeddingServiceStub(ch).EmbedStream(stream_requests(k), timeout=600)
+        stop.wait()
+        call.cancel()
+        count("stream", "ended")
+
+    # Slow /metrics clients: a header byte every second.
+    def slow_metrics():
+        try:
+            c = socket.create_connection(("127.0.0.1", metrics_port), timeout=5)
+            sockets.append(c)
+            c.sendall(b"GET /metrics HTTP/1.1\r\nHo")
+            while not stop.wait(1.0):
+                c.sendall(b"s")
+        except OSError:
+            pass
+
+    # 64 idle TCP connections to the gRPC port.
+    for _ in range(64):
+        try:
+            sockets.append(socket.create_connection(("127.0.0.1", port), timeout=5))
+        except OSError:
+            count("idle_tcp", "refused")
+
+    # Calls with 60 KiB of metadata, and malformed bodies, in a loop.
+    def odd_calls():
+        ch = grpc.insecure_channel(f"127.0.0.1:{port}")
+        channels.append(ch)
+        stub = pb_grpc.EmbeddingServiceStub(ch)
+        raw = ch.unary_unary("/embedserve.v1.EmbeddingService/Embed",
+                             request_serializer=None, response_deserializer=None)
+        while not stop.wait(0.2):
+            try:
+                stub.Embed(pb.EmbedRequest(texts=["meta"]), timeout=10,
+                           metadata=[("x-big", "m" * (60 << 10))])
+                count("metadata_60k", "OK")
+            except grpc.RpcError as e:
+                count("metadata_60k", e.code().name)
+            try:
+                raw(b"\xff\xff\xff\xff\x0f garbage", timeout=10)
+                count("malformed", "OK")
+            except grpc.RpcError as e:
+                count("malformed", e.code().name)
+
+    for k in range(10):
+        threads.append(threading.Thread(target=bomber, args=(k,)))
+    for k in range(64):
+        threads.append(threading.Thread(target=non_reader, args=(k,)))
+    for _ in range(4):
+        threads.append(threading.Thread(target=slow_metrics))
+    threads.append(threading.Thread(target=odd_calls))
+    for t in threads:
+        t.daemon = True
+        t.start()
+    time.sleep(seconds)
+    stop.set()
+    for c in sockets:
+        c.close()
+    for t in threads:
+        t.join(30)
+    for ch in channels:
+        ch.close()
+    print(json.dumps(codes), flush=True)
+
+
 def scenario_hostile():
     server = Server()
     pid = server.proc.pid
     rss = RssSampler(pid)
-    threads, sockets, channels = [], [], []
-    stop = threading.Event()
-    results = {"scenario": "hostile"}
+    results = {"scenario": "hostile", "attacker_nice": ARGS.attacker_nice}
     try:
         rss.phase = "idle"
         time.sleep(1.0)
         idle_rss = rss_mb(pid)
         unloaded, _ = unloaded_latency(server.stub)
-        # The longest batch the config allows, alone: max_batch_tokens of 128-token texts.
-        long_text = " ".join(["word"] * 126)
-        big = pb.EmbedRequest(texts=[long_text] * 64)
-        t0 = time.perf_counter()
-        server.stub.Embed(big, timeout=120)
-        max_batch_s = time.perf_counter() - t0
+        # The longest batch the config allows, alone, in the two shapes max_batch_tokens
+        # (8192) allows at its extremes: 64 texts x 128 tokens (max_batch_size) and 32 x
+        # 256 (the longest texts; attention costs more per token there).
+        max_batch = {}
+        for n, words in ((64, 126), (32, 254)):
+            req = pb.EmbedRequest(texts=[" ".join(["word"] * words)] * n)
+            t0 = time.perf_counter()
+            server.stub.Embed(req, timeout=120)
+            max_batch[f"{n}x{words + 2}"] = ms(time.perf_counter() - t0)
         neighbour = Neighbour(server.port)
         time.sleep(1.0)
         neighbour.phase = rss.phase = "resources"
-        codes, lock = {}, threading.Lock()
-
-        def count(kind, code):
-            with lock:
-                codes.setdefault(kind, {}).setdefault(code, 0)
-                codes[kind][code] += 1
-
-        # 10 compression bombs (96 MiB of one letter, ~100 KB of gzip each).
-        bomb = pb.EmbedRequest(texts=["a" * (96 << 20)])
-
-        def bomber(k):
-            ch = grpc.insecure_channel(f"127.0.0.1:{server.port}",
-                                       options=[("grpc.max_send_message_length", -1)])
-            channels.append(ch)
-            try:
-                pb_grpc.EmbeddingServiceStub(ch).Embed(bomb, timeout=60,
-                                                       compression=grpc.Compression.Gzip)
-                count("bomb", "OK")
-            except grpc.RpcError as e:
-                count("bomb", e.code().name)
-
-        # 64 EmbedStreams that write 16-text messages and never read a reply.
-        s = sentences()
-
-        def stream_requests(k):
-            i = 0
-            while not stop.is_set():
-                yield pb.EmbedRequest(id=f"{k}-{i}",
-                                      texts=[s[(k * 997 + i * 16 + j) % len(s)] for j in range(16)])
-                i += 1
-
-        def non_reader(k):
-            ch = grpc.insecure_channel(f"127.0.0.1:{server.port}")
-            channels.append(ch)
-            call = pb_grpc.EmbeddingServiceStub(ch).EmbedStream(stream_requests(k), timeout=600)
-            stop.wait()
-            call.cancel()
-            count("stream", "ended")
-
-        # Slow /metrics clients: a header byte every second.
-        def slow_metrics():
-            try:
-                c = socket.create_connection(("127.0.0.1", server.metrics_port), timeout=5)
-                sockets.append(c)
-                c.sendall(b"GET /metrics HTTP/1.1\r\nHo")
-                while not stop.wait(1.0):
-                    c.sendall(b"s")
-            except OSError:
-                pass
-
-        # 64 idle TCP connections to the gRPC port.
-        for _ in range(64):
-            try:
-                sockets.append(socket.create_connection(("127.0.0.1", server.port), timeout=5))
-            except OSError:
-                count("idle_tcp", "refused")
-
-        # Calls with 60 KiB of metadata, and malformed bodies, in a loop.
-        def odd_calls():
-            ch = grpc.insecure_channel(f"127.0.0.1:{server.port}")
-            channels.append(ch)
-            stub = pb_grpc.EmbeddingServiceStub(ch)
-            raw = ch.unary_unary("/embedserve.v1.EmbeddingService/Embed",
-                                 request_serializer=None, response_deserializer=None)
-            while not stop.wait(0.2):
-                try:
-                    stub.Embed(pb.EmbedRequest(texts=["meta"]), timeout=10,
-                               metadata=[("x-big", "m" * (60 << 10))])
-                    count("metadata_60k", "OK")
-                except grpc.RpcError as e:
-                    count("metadata_60k", e.code().name)
-                try:
-                    raw(b"\xff\xff\xff\xff\x0f garbage", timeout=10)
-                    count("malformed", "OK")
-                except grpc.RpcError as e:
-                    count("malformed", e.code().name)
-
-        for k in range(10):
-            threads.append(threading.Thread(target=bomber, args=(k,)))
-        for k in range(64):
-            threads.append(threading.Thread(target=non_reader, args=(k,)))
-        for _ in range(4):
-            threads.append(threading.Thread(target=slow_metrics))
-        threads.append(threading.Thread(target=odd_calls))
         t_attack = time.monotonic()
-        for t in threads:
-            t.daemon = True
-            t.start()
-        time.sleep(ARGS.hostile_s)
+        attacker = subprocess.run(
+            ["nice", "-n", str(ARGS.attacker_nice), sys.executable, os.path.abspath(__file__),
+             "--stubs", ARGS.stubs, "--attack-port", str(server.port),
+             "--attack-metrics-port", str(server.metrics_port),
+             "--hostile-s", str(ARGS.hostile_s)],
+            capture_output=True, text=True, timeout=ARGS.hostile_s + 300)
+        codes = json.loads(attacker.stdout.strip().splitlines()[-1]) if attacker.stdout.strip() else {
+            "attacker_failed": attacker.stderr[-2000:]}
+        results["attack_s"] = round(time.monotonic() - t_attack, 1)
         results["rss_resources"] = rss.summary("resources")
         results["neighbour_resources"] = neighbour.summary("resources")
-        stop.set()
         neighbour.phase = rss.phase = "ending"
-        for c in sockets:
-            c.close()
-        for t in threads:
-            t.join(30)
-        for ch in channels:
-            ch.close()
-        results["attack_s"] = round(time.monotonic() - t_attack, 1)
         time.sleep(3.0)
         # Item 4: the largest request batching.max_request_tokens (32768) admits, 128
         # texts x 256 tokens, beside the neighbour (into an idle queue: the time bound
@@ -594,9 +617,9 @@ def scenario_hostile():
         t0 = time.perf_counter()
         try:
             server.stub.Embed(pb.EmbedRequest(texts=[hol_text] * 128), timeout=600)
-            count("item4", "OK")
+            codes["item4"] = {"OK": 1}
         except grpc.RpcError as e:
-            count("item4", e.code().name)
+            codes["item4"] = {e.code().name: 1}
         results["item4_s"] = round(time.perf_counter() - t0, 3)
         results["neighbour_item4"] = neighbour.summary("item4")
         results["rss_item4"] = rss.summary("item4")
@@ -608,14 +631,14 @@ def scenario_hostile():
             "peak_rss_mb": round(rss_mb(pid, "VmHWM"), 1),
             "rss_after_mb": round(rss_mb(pid), 1),
             "unloaded_batch1": unloaded,
-            "max_batch_ms": ms(max_batch_s),
+            "max_batch_ms": max(max_batch.values()),
+            "max_batch_shapes_ms": max_batch,
             "neighbour_after": neighbour.summary("after"),
             "attack_codes": codes,
             "server_alive": server.proc.poll() is None,
         })
         return results
     finally:
-        stop.set()
         rss.stop()
         server.stop()
 
@@ -711,12 +734,20 @@ def main():
     p.add_argument("--out", default=None, help="JSON Lines file to append results to")
     p.add_argument("--set", action="append", default=[],
                    help="SECTION.KEY=VALUE over the experiment file, e.g. model.cpu_nice=5")
+    p.add_argument("--attacker-nice", type=int, default=19,
+                   help="nice value of the hostile scenario's attacker process (0: compete "
+                        "with the server and the neighbour for the cores, as a client on "
+                        "this machine would)")
+    p.add_argument("--attack-port", type=int, help=argparse.SUPPRESS)
+    p.add_argument("--attack-metrics-port", type=int, help=argparse.SUPPRESS)
     p.add_argument("--neighbour-port", type=int, help=argparse.SUPPRESS)
     p.add_argument("--neighbour-dir", help=argparse.SUPPRESS)
     ARGS = p.parse_args()
     load_stubs(ARGS.stubs)
     if ARGS.neighbour_port:
         return run_neighbour(ARGS.neighbour_port, ARGS.neighbour_dir)
+    if ARGS.attack_port:
+        return run_attacks(ARGS.attack_port, ARGS.attack_metrics_port, ARGS.hostile_s)
     for name in ARGS.scenarios.split(","):
         busy_before = wait_quiet()
         result = {"overload": scenario_overload, "hostile": scenario_hostile,

@@ -58,7 +58,9 @@ def hostile(r):
     rows = [
         ("attacks at once", "10 compression bombs, 64 EmbedStreams that never read, 4 slow "
          "/metrics clients, 64 idle TCP connections, 60 KiB metadata and malformed calls "
-         f"every 200 ms; {r['attack_s']} s; answers {r['attack_codes']}", ""),
+         f"every 200 ms; {r['attack_s']} s; answers {r['attack_codes']}"
+         + (f"; attacker process at nice {r['attacker_nice']}" if "attacker_nice" in r
+            else "; attackers in the harness's process (nice 0)"), ""),
         ("peak RSS <= 600 MB", f"{r['peak_rss_mb']} MB (idle {r['idle_rss_mb']} MB)",
          verdict(r["peak_rss_mb"] <= 600)),
         ("back within idle + 100 MB after", f"{r['rss_after_mb']} MB "
@@ -70,7 +72,9 @@ def hostile(r):
          verdict((nr["p99_ms"] or 1e9) <= 3 * un["p99_ms"] and list(nr["codes"]) == ["OK"])),
         ("item 4 (128 texts x 256 tokens) alone beside the neighbour",
          f"{r['item4_s']} s; neighbour p50 {n4['p50_ms']} / p99 {n4['p99_ms']} ms, "
-         f"{n4['codes']}; one maximal batch (64 x 128 tokens) {r['max_batch_ms']} ms",
+         f"{n4['codes']}; one maximal batch "
+         + (" / ".join(f"{k} tokens {v} ms" for k, v in r["max_batch_shapes_ms"].items())
+            if "max_batch_shapes_ms" in r else f"(64 x 128 tokens) {r['max_batch_ms']} ms"),
          verdict((n4["p99_ms"] or 1e9) <= r["max_batch_ms"])),
         ("neighbour after", f"p50 {na['p50_ms']} / p99 {na['p99_ms']} ms, {na['codes']}", ""),
         ("server alive", str(r["server_alive"]), verdict(r["server_alive"])),

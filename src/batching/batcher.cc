@@ -237,7 +237,7 @@ void Batcher::UpdateAdmitLimitLocked(const BatchStats& batch) {
   const double workers = std::max<int32_t>(1, options_.num_workers);
   const double per_wait =
       recent_sequences_ / recent_backend_us_ * workers * static_cast<double>(options_.max_queue_wait_us);
-  const double floor = 2.0 * options_.max_batch_size * workers;
+  const double floor = 1.0 * options_.max_batch_size * workers;  // a full next batch
   const double limit =
       std::min<double>(options_.max_queue_sequences, std::max(floor, per_wait));
   admit_limit_.store(static_cast<int32_t>(std::llround(limit)), std::memory_order_relaxed);

@@ -546,20 +546,20 @@ TEST(BatcherTest, QueueWaitBoundAdmitsWhatTheRecentRateRunsInThatTime) {
   EXPECT_EQ(box.count(), 13);
 }
 
-TEST(BatcherTest, QueueWaitBoundFollowsTheRateAndKeepsTwoBatches) {
+TEST(BatcherTest, QueueWaitBoundFollowsTheRateAndKeepsOneBatch) {
   FakeClock clock;
   TimedBackend slow(&clock, /*us_per_sequence=*/100'000);  // 10 sequences/s
   Batcher::Options o;
   o.max_batch_size = 4;
   o.max_queue_sequences = 1000;
-  o.max_queue_wait_us = 100'000;  // 1 sequence at that rate: the floor, 2 batches, binds
+  o.max_queue_wait_us = 100'000;  // 1 sequence at that rate: the floor, one batch, binds
   o.num_workers = 0;
   auto batcher = Batcher::Create(o, &slow, nullptr, &clock);
   ASSERT_TRUE(batcher.ok());
   StatusBox box;
   ASSERT_TRUE((*batcher)->Submit(BoxedRequest(Sequences(4), &box)).ok());
   ASSERT_TRUE((*batcher)->Step().ok());
-  ASSERT_TRUE((*batcher)->Submit(BoxedRequest(Sequences(8), &box)).ok());
+  ASSERT_TRUE((*batcher)->Submit(BoxedRequest(Sequences(4), &box)).ok());
   EXPECT_EQ((*batcher)->Submit(BoxedRequest(Sequences(1), &box)).code(),
             absl::StatusCode::kResourceExhausted);
   // Off: only the count.

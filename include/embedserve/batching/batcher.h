@@ -134,7 +134,8 @@ class Batcher {
     // long at the rate of recent batches that were at least half full (sequences per
     // microsecond of backend time, weighted toward the last ~10 such batches, times the
     // workers: how fast a full queue drains), never fewer than
-    // 2 x max_batch_size x workers nor more than max_queue_sequences. A request that does
+    // max_batch_size x workers (each worker's next batch can be full) nor more than
+    // max_queue_sequences. A request that does
     // not fit while anything is queued gets RESOURCE_EXHAUSTED, as from a full queue.
     // Bounds the wait of admitted requests under overload where max_queue_sequences is
     // seconds of work (a CPU runs 4096 MiniLM sequences in ~10 s; a GPU in ~15 ms, where

@@ -152,6 +152,7 @@ void BatchScheduler::Fail(RequestState* r, const absl::Status& status,
       id = next;
     }
     r->first_queued = BatchQueue::kNone;
+    if (r->started) started_queued_ -= r->queued;
     r->queued = 0;
     UnlinkQueued(r);
   }
@@ -241,6 +242,11 @@ void BatchScheduler::TakeBatch(const BatchDecision& decision, int64_t now_us, Ba
     }
     queue_.Remove(id);
     ++r->in_flight;
+    if (!r->started) {
+      r->started = true;
+      started_queued_ += r->queued;
+    }
+    --started_queued_;
     if (--r->queued == 0) UnlinkQueued(r);
     if (r->last_taken_batch != batch->id) {
       r->last_taken_batch = batch->id;

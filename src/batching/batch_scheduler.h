@@ -35,6 +35,7 @@ struct RequestState {
   int32_t in_flight = 0;  // rows in batches being run
   int32_t pending = 0;    // rows without a result yet
   bool finished = false;  // `done` has been handed out
+  bool started = false;   // some of its rows have been taken into a batch
   uint64_t last_checked = 0;          // check round, to poll each request once a round
   uint64_t last_taken_batch = 0;      // batch ids, to count each batch once
   uint64_t last_completed_batch = 0;
@@ -149,6 +150,10 @@ class BatchScheduler {
   }
 
   int32_t queued_sequences() const { return queue_.size(); }
+  // Queued sequences of requests that have had no batch yet: the work a new request can
+  // wait behind (a started request's remaining rows go every other batch at most, as
+  // newcomers pass it: batch_policy.h). What the time bound and the share check admit by.
+  int32_t unstarted_sequences() const { return queue_.size() - started_queued_; }
   bool queue_empty() const { return queue_.empty(); }
   // Requests accepted and not yet freed (answered and with no rows in flight).
   int64_t live_requests() const { return live_requests_; }
@@ -172,6 +177,7 @@ class BatchScheduler {
   uint64_t check_round_ = 0;
   int64_t last_full_check_us_ = 0;
   int64_t live_requests_ = 0;
+  int32_t started_queued_ = 0;  // queued rows of started requests
 };
 
 }  // namespace batching_internal

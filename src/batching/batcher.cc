@@ -122,7 +122,7 @@ absl::Status Batcher::Submit(BatchRequest&& request) {
     MutexLock lock(&mu_);
     if (stopping_) {
       status = absl::UnavailableError("batcher is shutting down; request not accepted");
-    } else if (status = CheckAdmission(scheduler_->queued_sequences(),
+    } else if (status = CheckAdmission(scheduler_->unstarted_sequences(),
                                        static_cast<int64_t>(state->sequences.size()),
                                        request_percent);
                status.ok()) {
@@ -179,6 +179,7 @@ int64_t Batcher::QueueDepth() const {
 
 void Batcher::PublishDepthLocked() {
   queued_hint_.store(scheduler_->queued_sequences(), std::memory_order_relaxed);
+  unstarted_hint_.store(scheduler_->unstarted_sequences(), std::memory_order_relaxed);
 }
 
 absl::Status Batcher::CheckRoom(int64_t sequences, int32_t queue_percent) const {
@@ -188,7 +189,8 @@ absl::Status Batcher::CheckRoom(int64_t sequences, int32_t queue_percent) const 
   if (sequences > int64_t{options_.max_queue_sequences} - queued) {
     return BatchScheduler::QueueFullError(queued, options_.max_queue_sequences, sequences);
   }
-  return CheckAdmission(queued, sequences, queue_percent);
+  return CheckAdmission(unstarted_hint_.load(std::memory_order_relaxed), sequences,
+                        queue_percent);
 }
 
 absl::Status Batcher::CheckAdmission(int32_t queued, int64_t needed,
@@ -216,7 +218,7 @@ absl::Status Batcher::CheckWaitBound(int32_t queued, int64_t needed) const {
   const int32_t limit = admit_limit_.load(std::memory_order_relaxed);
   if (needed <= int64_t{limit} - queued) return absl::OkStatus();
   return absl::ResourceExhaustedError(absl::StrCat(
-      "batch queue is full: ", queued, " sequences queued, about ",
+      "batch queue is full: ", queued, " sequences queued ahead, about ",
       options_.max_queue_wait_us / 1000, " ms of work at the recent rate (",
       "batching.max_queue_wait_ms bounds it to ", limit,
       " sequences now), the request needs ", needed, "; retry later"));

@@ -573,6 +573,36 @@ TEST(BatcherTest, QueueWaitBoundFollowsTheRateAndKeepsOneBatch) {
   (*batcher)->Shutdown();
 }
 
+// A request larger than a batch, once started, is work that newcomers pass (every other
+// batch), so the time bound admits by the sequences of requests not yet started: a
+// one-text call is not refused behind it.
+TEST(BatcherTest, QueueWaitBoundCountsOnlyRequestsNotYetStarted) {
+  FakeClock clock;
+  TimedBackend slow(&clock, /*us_per_sequence=*/100'000);
+  Batcher::Options o;
+  o.max_batch_size = 4;
+  o.max_queue_sequences = 1000;
+  o.max_queue_wait_us = 100'000;  // the floor binds: 4 sequences
+  o.num_workers = 0;
+  auto batcher = Batcher::Create(o, &slow, nullptr, &clock);
+  ASSERT_TRUE(batcher.ok());
+  StatusBox box;
+  ASSERT_TRUE((*batcher)->Submit(BoxedRequest(Sequences(4), &box)).ok());
+  ASSERT_TRUE((*batcher)->Step().ok());  // a full batch: the rate, and the bound, are known
+  ASSERT_TRUE((*batcher)->Submit(BoxedRequest(Sequences(12), &box)).ok());  // queue empty
+  EXPECT_EQ((*batcher)->CheckRoom(1).code(), absl::StatusCode::kResourceExhausted);
+  ASSERT_TRUE((*batcher)->Step().ok());  // it has started: 8 of its sequences remain
+  EXPECT_EQ((*batcher)->QueueDepth(), 8);
+  EXPECT_TRUE((*batcher)->CheckRoom(1).ok());
+  ASSERT_TRUE((*batcher)->Submit(BoxedRequest(Sequences(1), &box)).ok());
+  EXPECT_TRUE((*batcher)->CheckRoom(3).ok());
+  absl::Status refused = (*batcher)->Submit(BoxedRequest(Sequences(4), &box));
+  EXPECT_EQ(refused.code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_THAT(refused.message(), HasSubstr("1 sequences queued ahead"));
+  EXPECT_EQ((*batcher)->CheckRoom(4).code(), absl::StatusCode::kResourceExhausted);
+  (*batcher)->Shutdown();
+}
+
 }  // namespace
 }  // namespace embedserve
 

@@ -195,6 +195,8 @@ absl::Status BatchingSection::Validate() const {
   ES_RETURN_IF_ERROR(CheckRange("batching.workers", workers, 1, 256));
   ES_RETURN_IF_ERROR(CheckRange<int64_t>("batching.idle_spin_us", idle_spin_us, 0,
                                          10 * 1000));  // Batcher::Options::kMaxIdleSpinUs
+  ES_RETURN_IF_ERROR(CheckRange("batching.completion_threads", completion_threads, 0,
+                                 64));  // Batcher::Options::kMaxCompletionThreads
   return absl::OkStatus();
 }
 
@@ -504,6 +506,7 @@ class Parser {
         {"max_request_tokens", [&](const YAML::Node& n, const std::string& k) { return Int(n, k, &b->max_request_tokens); }},
         {"workers", [&](const YAML::Node& n, const std::string& k) { return Int(n, k, &b->workers); }},
         {"idle_spin_us", [&](const YAML::Node& n, const std::string& k) { return Int(n, k, &b->idle_spin_us); }},
+        {"completion_threads", [&](const YAML::Node& n, const std::string& k) { return Int(n, k, &b->completion_threads); }},
     });
   }
 
@@ -675,6 +678,7 @@ std::string ServerConfigToYaml(const ServerConfig& c) {
   absl::StrAppend(&y, "  max_request_tokens: ", c.batching.max_request_tokens, "\n");
   absl::StrAppend(&y, "  workers: ", c.batching.workers, "\n");
   absl::StrAppend(&y, "  idle_spin_us: ", c.batching.idle_spin_us, "\n");
+  absl::StrAppend(&y, "  completion_threads: ", c.batching.completion_threads, "\n");
   absl::StrAppend(&y, "logging:\n");
   absl::StrAppend(&y, "  level: ", Quote(c.logging.level), "\n");
   absl::StrAppend(&y, "  log_requests: ", c.logging.log_requests ? "true" : "false", "\n");

@@ -112,6 +112,9 @@ struct BatchingSection {
   int workers = 1;                   // batches run at once (forward passes in parallel)
   int64_t idle_spin_us = 50;         // an idle worker polls this long before sleeping
                                      // (lower wake-up latency; 0 = sleep at once)
+  int completion_threads = 0;        // threads that answer a finished batch's requests
+                                     // (>= 16 of them) so the worker goes back to the
+                                     // model; 0 = the worker answers (Batcher::Options)
 
   absl::Status Validate() const;
 };

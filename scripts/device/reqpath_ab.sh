@@ -15,8 +15,9 @@ OUT=${OUT:-$(pwd)/device-out}; mkdir -p "$OUT"
 B=${BUILD_DIR:-build-gpu}
 DURATION=${DURATION:-4}
 WARMUP=1
-# A round: NAME:COMPLETION_THREADS:POINT[+POINT...], a point BATCH/CONCURRENCY/CHANNELS.
-ROUNDS=${ROUNDS:-"A1:0:1/1/1+1/256/1+32/128/1 B1:4:1/1/8+1/256/8+32/128/8 A2:0:1/1/1+1/256/1+32/128/1 B2:4:1/1/8+1/256/8+32/128/8 C:0:1/256/8+1/256/16 D:8:1/256/16"}
+# A round: NAME:COMPLETION_THREADS:GRAPH_MAX_BATCH:POINT[+POINT...], a point
+# BATCH/CONCURRENCY/CHANNELS. The default: the old settings (A) and the new (B) in turn.
+ROUNDS=${ROUNDS:-"A1:0:64:1/1/1+1/256/1+32/128/1 B1:8:1024:1/1/16+1/256/16+32/128/16 A2:0:64:1/1/1+1/256/1+32/128/1 B2:8:1024:1/1/16+1/256/16+32/128/16"}
 SKIP_TESTS=1 BUILD_DIR=$B scripts/device/build_and_test.sh >"$OUT/build.log" 2>&1 ||
   { tail -30 "$OUT/build.log"; exit 1; }
 # shellcheck source=env.sh
@@ -29,16 +30,17 @@ model=models/minilm-l6-synthetic
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 sampler=scripts/device/threads_cpu.py
 for round in $ROUNDS; do
-  IFS=: read -r name completion points <<<"$round"
+  IFS=: read -r name completion graph_max points <<<"$round"
   config=/tmp/reqpath_$name.yaml
   { cat experiments/minilm_gpu_fp16.yaml; } >"$config"
   # completion_threads goes under batching: (the file's last batching key is workers).
   sed -i "s/^  workers: \(.*\)$/  workers: \1\n  completion_threads: $completion/" "$config"
+  sed -i "s/^  precision: fp16$/  precision: fp16\n  cuda_graph_max_batch: $graph_max/" "$config"
   port=$(free_port)
   "$B/tools/server/embedserve" --config "$config" --model $model \
-    --port "$port" --http-port -1 --metrics-port -1 --log-level warn >"$OUT/server_$name.log" 2>&1 &
+    --port "$port" --http-port -1 --metrics-port -1 --log-level info >"$OUT/server_$name.log" 2>&1 &
   spid=$!
-  echo "=== round $name: batching.completion_threads=$completion"
+  echo "=== round $name: batching.completion_threads=$completion model.cuda_graph_max_batch=$graph_max"
   for point in ${points//+/ }; do
     IFS=/ read -r batch conc channels <<<"$point"
     "$B/tools/bench/embedserve-bench" --target "127.0.0.1:$port" --wait-ready 180 \
@@ -59,5 +61,9 @@ for round in $ROUNDS; do
     wait $s1 $s2
     grep -v "waiting\|wrote" "$OUT/bench_tmp.log" | sed "s/^/[$name ch$channels] /"
   done
+  grep -i "captured" "$OUT/server_$name.log" | head -2
   kill -TERM $spid; wait $spid
 done
+# At most 8 files come back: the logs and results in one archive.
+tar -czf "$OUT/reqpath_raw.tgz" -C "$OUT" --exclude reqpath_raw.tgz . 2>/dev/null
+find "$OUT" -mindepth 1 ! -name reqpath_raw.tgz ! -name run.log -delete

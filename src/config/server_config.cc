@@ -176,6 +176,7 @@ absl::Status ModelSection::Validate() const {
   ES_RETURN_IF_ERROR(CheckRange<int64_t>("model.max_seq_length", max_seq_length, 0, 8192));
   ES_RETURN_IF_ERROR(CheckRange("model.threads", threads, 0, 4096));
   ES_RETURN_IF_ERROR(CheckRange("model.cpu_nice", cpu_nice, 0, 19));
+  ES_RETURN_IF_ERROR(CheckRange("model.cuda_graph_max_batch", cuda_graph_max_batch, 64, 1024));
   ES_RETURN_IF_ERROR(CheckOneOf("model.backend", backend, {"libtorch"}));
   return absl::OkStatus();
 }
@@ -487,6 +488,7 @@ class Parser {
         {"max_seq_length", [&](const YAML::Node& n, const std::string& k) { return Int(n, k, &m->max_seq_length); }},
         {"threads", [&](const YAML::Node& n, const std::string& k) { return Int(n, k, &m->threads); }},
         {"cuda_graphs", [&](const YAML::Node& n, const std::string& k) { return Bool(n, k, &m->cuda_graphs); }},
+        {"cuda_graph_max_batch", [&](const YAML::Node& n, const std::string& k) { return Int(n, k, &m->cuda_graph_max_batch); }},
         {"tf32", [&](const YAML::Node& n, const std::string& k) { return Bool(n, k, &m->tf32); }},
         {"cpu_nice", [&](const YAML::Node& n, const std::string& k) { return Int(n, k, &m->cpu_nice); }},
         {"backend", [&](const YAML::Node& n, const std::string& k) { return String(n, k, &m->backend); }},
@@ -665,6 +667,7 @@ std::string ServerConfigToYaml(const ServerConfig& c) {
   absl::StrAppend(&y, "  max_seq_length: ", c.model.max_seq_length, "\n");
   absl::StrAppend(&y, "  threads: ", c.model.threads, "\n");
   absl::StrAppend(&y, "  cuda_graphs: ", c.model.cuda_graphs ? "true" : "false", "\n");
+  absl::StrAppend(&y, "  cuda_graph_max_batch: ", c.model.cuda_graph_max_batch, "\n");
   absl::StrAppend(&y, "  tf32: ", c.model.tf32 ? "true" : "false", "\n");
   absl::StrAppend(&y, "  cpu_nice: ", c.model.cpu_nice, "\n");
   absl::StrAppend(&y, "  backend: ", Quote(c.model.backend), "\n");

@@ -87,6 +87,7 @@ struct ModelSection {
   int64_t max_seq_length = 0;      // 0 = the folder's sentence_bert_config.json value
   int threads = 0;                 // intra-op CPU threads; 0 = LibTorch's default
   bool cuda_graphs = true;         // replay CUDA graphs for small batches (CUDA only)
+  int cuda_graph_max_batch = 64;   // largest graph bucket in sequences (64..1024)
   bool tf32 = false;               // fp32 on CUDA: matmuls on TF32 tensor cores (opt-in)
   int cpu_nice = 0;                // CPU: niceness added to the model's threads (0..19)
   std::string backend = "libtorch";  // the only backend today

@@ -228,6 +228,9 @@ def main():
               "in torch ops (scripts/device/forward_variants.py --profile), 1,024 x 16, fp16.", ""]
     if os.path.exists(os.path.join(out, "bounds.md")):
         L += ["What bounds each miss, in numbers: [bounds.md](bounds.md) (written by hand from", "this run).", ""]
+    if os.path.exists(os.path.join(out, "reqpath.md")):
+        L += ["The request path at batch 1 (what bounded c256, the changes, A/B/A/B in one run:",
+              "32.9k/31.7k -> 54.4k/55.3k pairs/s): [reqpath.md](reqpath.md).", ""]
     if os.path.exists(os.path.join(out, "fused.md")):
         L += ["The fused CUDA kernels (residual + bias + LayerNorm, bias + GELU in the GEMM epilogue),",
               "measured before and after in a later run: [fused.md](fused.md).", ""]

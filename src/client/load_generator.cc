@@ -25,11 +25,20 @@ namespace v1 = ::embedserve::v1;
 using Clock = std::chrono::steady_clock;
 
 struct LoadGenerator::Impl {
-  std::shared_ptr<grpc::Channel> channel;
+  std::shared_ptr<grpc::Channel> channel;  // the first of `channels`
   std::unique_ptr<v1::EmbeddingService::Stub> stub;
+  // Every channel (one HTTP/2 connection each) and its stub; calls go round-robin.
+  std::vector<std::shared_ptr<grpc::Channel>> channels;
+  std::vector<std::unique_ptr<v1::EmbeddingService::Stub>> stubs;
 };
 
 namespace {
+
+std::vector<v1::EmbeddingService::Stub*> StubsOf(const LoadGenerator::Impl& impl) {
+  std::vector<v1::EmbeddingService::Stub*> stubs;
+  for (const auto& s : impl.stubs) stubs.push_back(s.get());
+  return stubs;
+}
 
 double CpuSeconds() {
   struct rusage usage {};
@@ -76,10 +85,10 @@ class PointRunner {
   using AsyncMethod = void (v1::EmbeddingService::StubInterface::async_interface::*)(
       grpc::ClientContext*, const Request*, Response*, std::function<void(grpc::Status)>);
 
-  PointRunner(v1::EmbeddingService::Stub* stub, AsyncMethod method,
+  PointRunner(std::vector<v1::EmbeddingService::Stub*> stubs, AsyncMethod method,
               std::vector<Request> pool, std::vector<int32_t> items, int64_t timeout_ms,
               RunState* state)
-      : stub_(stub),
+      : stubs_(std::move(stubs)),
         method_(method),
         pool_(std::move(pool)),
         items_(std::move(items)),
@@ -89,13 +98,15 @@ class PointRunner {
   // Sends one request; `scheduled` is when it was due (the latency origin). The
   // caller has already counted it in state_->outstanding.
   void Issue(Clock::time_point scheduled) {
-    size_t index = next_.fetch_add(1, std::memory_order_relaxed) % pool_.size();
+    const uint64_t n = next_.fetch_add(1, std::memory_order_relaxed);
+    const size_t index = n % pool_.size();
+    v1::EmbeddingService::Stub* stub = stubs_[n % stubs_.size()];
     auto* call = new Call;
     call->scheduled = scheduled;
     call->items = items_[index];
     call->context.set_deadline(std::chrono::system_clock::now() +
                                std::chrono::milliseconds(timeout_ms_));
-    (stub_->async()->*method_)(&call->context, &pool_[index], &call->response,
+    (stub->async()->*method_)(&call->context, &pool_[index], &call->response,
                                [this, call](grpc::Status status) {
                                  OnDone(call, status);
                                });
@@ -158,7 +169,7 @@ class PointRunner {
     if (reissue) Issue(Clock::now());
   }
 
-  v1::EmbeddingService::Stub* stub_;
+  std::vector<v1::EmbeddingService::Stub*> stubs_;  // not owned; one per channel
   AsyncMethod method_;
   std::vector<Request> pool_;
   std::vector<int32_t> items_;
@@ -298,6 +309,10 @@ absl::Status LoadGenerator::Options::Validate() const {
   if (target.empty()) {
     return absl::InvalidArgumentError("target must be host:port; was empty");
   }
+  if (channels < 1 || channels > kMaxChannels) {
+    return absl::InvalidArgumentError(absl::StrCat("channels must be in [1, ", kMaxChannels,
+                                                   "]; was ", channels));
+  }
   return absl::OkStatus();
 }
 
@@ -307,18 +322,43 @@ absl::StatusOr<std::unique_ptr<LoadGenerator>> LoadGenerator::Create(
   grpc::ChannelArguments args;
   args.SetMaxReceiveMessageSize(256 << 20);
   args.SetMaxSendMessageSize(256 << 20);
-  return CreateWithChannel(
-      grpc::CreateCustomChannel(options.target, grpc::InsecureChannelCredentials(), args));
+  // A private subchannel pool per channel: without it gRPC shares one connection among
+  // channels of equal target and arguments, and every call would still go through one
+  // HTTP/2 connection (one transport, whose reads and writes run one at a time).
+  args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
+  std::vector<std::shared_ptr<grpc::Channel>> channels;
+  for (int32_t i = 0; i < options.channels; ++i) {
+    channels.push_back(
+        grpc::CreateCustomChannel(options.target, grpc::InsecureChannelCredentials(), args));
+  }
+  return CreateWithChannels(std::move(channels));
 }
 
 absl::StatusOr<std::unique_ptr<LoadGenerator>> LoadGenerator::CreateWithChannel(
     std::shared_ptr<grpc::Channel> channel) {
-  if (channel == nullptr) return absl::InvalidArgumentError("channel must not be null");
+  std::vector<std::shared_ptr<grpc::Channel>> channels;
+  channels.push_back(std::move(channel));
+  return CreateWithChannels(std::move(channels));
+}
+
+absl::StatusOr<std::unique_ptr<LoadGenerator>> LoadGenerator::CreateWithChannels(
+    std::vector<std::shared_ptr<grpc::Channel>> channels) {
+  if (channels.empty()) return absl::InvalidArgumentError("no channel given");
   auto impl = std::make_unique<Impl>();
-  impl->stub = v1::EmbeddingService::NewStub(channel);
-  impl->channel = std::move(channel);
+  for (std::shared_ptr<grpc::Channel>& channel : channels) {
+    if (channel == nullptr) return absl::InvalidArgumentError("channel must not be null");
+    impl->stubs.push_back(v1::EmbeddingService::NewStub(channel));
+  }
+  impl->channels = std::move(channels);
+  impl->channel = impl->channels.front();
+  impl->stub = v1::EmbeddingService::NewStub(impl->channel);
   return std::unique_ptr<LoadGenerator>(new LoadGenerator(std::move(impl)));
 }
+
+int32_t LoadGenerator::channels() const {
+  return static_cast<int32_t>(impl_->channels.size());
+}
+
 
 LoadGenerator::LoadGenerator(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 LoadGenerator::~LoadGenerator() = default;
@@ -432,7 +472,7 @@ absl::StatusOr<PointResult> LoadGenerator::RunPoint(const BenchmarkPlan& plan,
     }
     std::vector<int32_t> items(pool.size(), point.batch_size);
     PointRunner<v1::SimilarityRequest, v1::SimilarityResponse> runner(
-        impl_->stub.get(),
+        StubsOf(*impl_),
         &v1::EmbeddingService::StubInterface::async_interface::Similarity, std::move(pool),
         std::move(items), plan.timeout_ms, &state);
     return Drive(runner, state, plan, point, plan.method);
@@ -447,7 +487,7 @@ absl::StatusOr<PointResult> LoadGenerator::RunPoint(const BenchmarkPlan& plan,
   }
   std::vector<int32_t> items(pool.size(), point.batch_size);
   PointRunner<v1::EmbedRequest, v1::EmbedResponse> runner(
-      impl_->stub.get(), &v1::EmbeddingService::StubInterface::async_interface::Embed,
+      StubsOf(*impl_), &v1::EmbeddingService::StubInterface::async_interface::Embed,
       std::move(pool), std::move(items), plan.timeout_ms, &state);
   return Drive(runner, state, plan, point, plan.method);
 }

@@ -176,6 +176,7 @@ absl::Status ModelSection::Validate() const {
   ES_RETURN_IF_ERROR(CheckRange<int64_t>("model.max_seq_length", max_seq_length, 0, 8192));
   ES_RETURN_IF_ERROR(CheckRange("model.threads", threads, 0, 4096));
   ES_RETURN_IF_ERROR(CheckRange("model.cpu_nice", cpu_nice, 0, 19));
+  ES_RETURN_IF_ERROR(CheckRange("model.cuda_graph_max_batch", cuda_graph_max_batch, 64, 1024));
   ES_RETURN_IF_ERROR(CheckOneOf("model.backend", backend, {"libtorch"}));
   return absl::OkStatus();
 }
@@ -195,6 +196,8 @@ absl::Status BatchingSection::Validate() const {
   ES_RETURN_IF_ERROR(CheckRange("batching.workers", workers, 1, 256));
   ES_RETURN_IF_ERROR(CheckRange<int64_t>("batching.idle_spin_us", idle_spin_us, 0,
                                          10 * 1000));  // Batcher::Options::kMaxIdleSpinUs
+  ES_RETURN_IF_ERROR(CheckRange("batching.completion_threads", completion_threads, 0,
+                                 64));  // Batcher::Options::kMaxCompletionThreads
   return absl::OkStatus();
 }
 
@@ -485,6 +488,7 @@ class Parser {
         {"max_seq_length", [&](const YAML::Node& n, const std::string& k) { return Int(n, k, &m->max_seq_length); }},
         {"threads", [&](const YAML::Node& n, const std::string& k) { return Int(n, k, &m->threads); }},
         {"cuda_graphs", [&](const YAML::Node& n, const std::string& k) { return Bool(n, k, &m->cuda_graphs); }},
+        {"cuda_graph_max_batch", [&](const YAML::Node& n, const std::string& k) { return Int(n, k, &m->cuda_graph_max_batch); }},
         {"tf32", [&](const YAML::Node& n, const std::string& k) { return Bool(n, k, &m->tf32); }},
         {"cpu_nice", [&](const YAML::Node& n, const std::string& k) { return Int(n, k, &m->cpu_nice); }},
         {"backend", [&](const YAML::Node& n, const std::string& k) { return String(n, k, &m->backend); }},
@@ -504,6 +508,7 @@ class Parser {
         {"max_request_tokens", [&](const YAML::Node& n, const std::string& k) { return Int(n, k, &b->max_request_tokens); }},
         {"workers", [&](const YAML::Node& n, const std::string& k) { return Int(n, k, &b->workers); }},
         {"idle_spin_us", [&](const YAML::Node& n, const std::string& k) { return Int(n, k, &b->idle_spin_us); }},
+        {"completion_threads", [&](const YAML::Node& n, const std::string& k) { return Int(n, k, &b->completion_threads); }},
     });
   }
 
@@ -662,6 +667,7 @@ std::string ServerConfigToYaml(const ServerConfig& c) {
   absl::StrAppend(&y, "  max_seq_length: ", c.model.max_seq_length, "\n");
   absl::StrAppend(&y, "  threads: ", c.model.threads, "\n");
   absl::StrAppend(&y, "  cuda_graphs: ", c.model.cuda_graphs ? "true" : "false", "\n");
+  absl::StrAppend(&y, "  cuda_graph_max_batch: ", c.model.cuda_graph_max_batch, "\n");
   absl::StrAppend(&y, "  tf32: ", c.model.tf32 ? "true" : "false", "\n");
   absl::StrAppend(&y, "  cpu_nice: ", c.model.cpu_nice, "\n");
   absl::StrAppend(&y, "  backend: ", Quote(c.model.backend), "\n");
@@ -675,6 +681,7 @@ std::string ServerConfigToYaml(const ServerConfig& c) {
   absl::StrAppend(&y, "  max_request_tokens: ", c.batching.max_request_tokens, "\n");
   absl::StrAppend(&y, "  workers: ", c.batching.workers, "\n");
   absl::StrAppend(&y, "  idle_spin_us: ", c.batching.idle_spin_us, "\n");
+  absl::StrAppend(&y, "  completion_threads: ", c.batching.completion_threads, "\n");
   absl::StrAppend(&y, "logging:\n");
   absl::StrAppend(&y, "  level: ", Quote(c.logging.level), "\n");
   absl::StrAppend(&y, "  log_requests: ", c.logging.log_requests ? "true" : "false", "\n");

@@ -17,6 +17,7 @@ Batcher::Options ToBatcherOptions(const ServerConfig& config, bool backend_pads_
   // instances_per_device) has that many batches in flight.
   o.num_workers = b.workers * static_cast<int32_t>(config.model.InstanceDevices().size());
   o.idle_spin_us = b.idle_spin_us;
+  o.completion_threads = b.completion_threads;
   return o;
 }
 

@@ -221,8 +221,10 @@ absl::Status ParseFusedKernels(absl::string_view spec, bool* layer_norm, bool* g
 }
 
 // The padded buckets CUDA graphs are captured for (bert_backend.h).
-// Up to 64 sequences: a Similarity request of 32 pairs has up to 64 texts.
-constexpr int64_t kGraphBatches[] = {1, 2, 4, 8, 16, 32, 64};
+// Up to 64 sequences: a Similarity request of 32 pairs has up to 64 texts. Past 64
+// (ModelOptions::cuda_graph_max_batch), only buckets of at most kLargeGraphTokens tokens.
+constexpr int64_t kGraphBatches[] = {1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024};
+constexpr int64_t kSmallGraphBatch = 64;
 constexpr int64_t kGraphTokens[] = {16, 32, 64, 128};
 
 }  // namespace
@@ -301,6 +303,7 @@ absl::StatusOr<std::unique_ptr<BertBackend>> BertBackend::Create(const ModelFold
 
   b->num_threads_ = options.num_threads > 0 ? options.num_threads : UsableCpuCount();
   b->cpu_nice_ = options.cpu_nice;
+  b->graph_max_batch_ = options.cuda_graph_max_batch;
   b->head_dim_ = c.hidden_size / c.num_attention_heads;
   b->attention_scale_ = 1.0 / std::sqrt(static_cast<double>(b->head_dim_));
   // fp32 and int8 on the CPU run ForwardCpuFused where this build has oneDNN's headers;
@@ -851,8 +854,10 @@ void BertBackend::CaptureGraphs() {
   c10::cuda::CUDAStream side = c10::cuda::getStreamFromPool(false, device_.index());
   const auto long_pinned = torch::TensorOptions().dtype(torch::kLong).pinned_memory(true);
   for (int64_t b : kGraphBatches) {
+    if (b > graph_max_batch_) break;
     for (int64_t tokens : kGraphTokens) {
       const int64_t len = std::min(tokens, info_.max_seq_length);
+      if (b > kSmallGraphBatch && b * len > ModelOptions::kLargeGraphTokens) break;
       if (!graphs_.empty() && graphs_.back()->batch == b && graphs_.back()->longest == len) {
         continue;  // max_seq_length below this bucket: the last one already covers it
       }

@@ -137,7 +137,8 @@ class BertBackend : public Backend {
   // CUDA graphs (options.cuda_graphs, a CUDA device and a LibTorch built with CUDA):
   // a small forward is bound by its ~100 kernel launches (about 1 ms on an H100 at
   // batch 1, docs/gpu.md), so Create captures Forward + pooling once per padded bucket
-  // (batch 1, 2, 4, ..., 64 x tokens 16, 32, 64, 128) and Embed replays the smallest
+  // (batch 1, 2, 4, ..., 64 x tokens 16, 32, 64, 128; up to 1,024 sequences with
+  // ModelOptions::cuda_graph_max_batch) and Embed replays the smallest
   // bucket that holds a batch. A bucket runs every sequence padded to its length, with
   // the padding masked out of attention and pooling, and filler sequences dropped. The
   // graphs share one memory pool, so replays take turns (graph_mu_).
@@ -162,6 +163,7 @@ class BertBackend : public Backend {
   torch::ScalarType residual_dtype_ = torch::kFloat;  // embeddings, residual, LayerNorm
   int num_threads_ = 1;
   int cpu_nice_ = 0;  // ModelOptions::cpu_nice
+  int64_t graph_max_batch_ = 64;  // ModelOptions::cuda_graph_max_batch
   bool int8_ = false;  // model.precision int8 (CPU)
   CpuLinearKernel cpu_linear_ = CpuLinearKernel::kAten;
   FusedPath fused_;

@@ -50,6 +50,10 @@ double CgroupCpuQuota() {
 }  // namespace
 
 absl::Status ModelOptions::Validate() const {
+  if (cuda_graph_max_batch < 64 || cuda_graph_max_batch > 1024) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "model.cuda_graph_max_batch must be in [64, 1024]; was ", cuda_graph_max_batch));
+  }
   if (cpu_nice < 0 || cpu_nice > 19) {
     return absl::InvalidArgumentError(
         absl::StrCat("model.cpu_nice must be in [0, 19]; was ", cpu_nice));

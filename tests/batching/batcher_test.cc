@@ -6,6 +6,8 @@
 #include "embedserve/batching/batcher.h"
 
 #include <atomic>
+#include <chrono>
+#include <condition_variable>
 #include <cstdint>
 #include <memory>
 #include <mutex>
@@ -49,6 +51,13 @@ TEST(BatcherOptionsTest, ValidateNamesFieldRuleAndValue) {
   o.length_bucketing_max_age_us = -2;
   EXPECT_EQ(o.Validate().message(), "batching.length_bucketing_max_age_us must be >= 0; was -2");
   EXPECT_EQ(o.Validate().code(), absl::StatusCode::kInvalidArgument);
+  o = Batcher::Options();
+  o.completion_threads = -1;
+  EXPECT_EQ(o.Validate().message(), "batching.completion_threads must be in [0, 64]; was -1");
+  o.completion_threads = Batcher::Options::kMaxCompletionThreads + 1;
+  EXPECT_EQ(o.Validate().message(), "batching.completion_threads must be in [0, 64]; was 65");
+  o.completion_threads = 4;
+  EXPECT_TRUE(o.Validate().ok());
   o = Batcher::Options();
   o.idle_spin_us = -1;
   EXPECT_EQ(o.Validate().message(), "batching.idle_spin_us must be >= 0; was -1");
@@ -281,6 +290,62 @@ TEST(BatcherTest, ShutdownPastGraceFailsQueuedWithUnavailableAndFinishesInFlight
   std::lock_guard<std::mutex> l(in_flight.mu);
   ASSERT_EQ(in_flight.codes.size(), 1u);
   EXPECT_EQ(in_flight.codes[0], absl::StatusCode::kOk);
+}
+
+// completion_threads: the answers of a batch of kMinHandOff requests run on the pool, so
+// while one of them is still running (held here) the worker answers the next request;
+// a lone request's answer runs on the worker. Shutdown waits for the held answer.
+TEST(BatcherTest, CompletionThreadsAnswerALargeBatchWhileTheWorkerGoesOn) {
+  FakeBackend backend;
+  Batcher::Options o;
+  o.completion_threads = 1;
+  o.max_batch_size = 64;
+  auto batcher = Batcher::Create(o, &backend, nullptr);
+  ASSERT_TRUE(batcher.ok());
+  std::mutex mu;
+  std::condition_variable cv;
+  bool release = false;  // guarded by mu: the held answers may return
+  int held = 0;          // guarded by mu: answers of the large batch begun
+  StatusBox first, large, next;
+  backend.CloseGate();
+  ASSERT_TRUE((*batcher)->Submit(BoxedRequest({{1, 2}}, &first)).ok());
+  backend.WaitForWaitingCalls(1);  // the worker runs `first` alone
+  constexpr int kLarge = Batcher::Options::kMinHandOff;
+  for (int i = 0; i < kLarge; ++i) {
+    BatchRequest r = BoxedRequest({{3, 4, i}}, &large);
+    r.done = [&, box = std::move(r.done)](absl::StatusOr<EmbeddingMatrix> m,
+                                          const RequestTimings& t) {
+      {
+        std::unique_lock<std::mutex> l(mu);
+        ++held;
+        cv.notify_all();
+        cv.wait(l, [&] { return release; });
+      }
+      box(std::move(m), t);
+    };
+    ASSERT_TRUE((*batcher)->Submit(std::move(r)).ok());
+  }
+  backend.OpenGate();  // `first`, then the 16 queued requests as one batch
+  {
+    std::unique_lock<std::mutex> l(mu);
+    ASSERT_TRUE(cv.wait_for(l, std::chrono::seconds(30), [&] { return held > 0; }))
+        << "the large batch was never answered";
+  }
+  // One pool thread holds the large batch's answers; the worker must still be free.
+  ASSERT_TRUE((*batcher)->Submit(BoxedRequest({{5, 6}}, &next)).ok());
+  const auto limit = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+  while (next.count() == 0 && std::chrono::steady_clock::now() < limit) std::this_thread::yield();
+  EXPECT_EQ(next.count(), 1) << "the worker did not answer while the pool held a batch";
+  EXPECT_EQ(large.count(), 0);
+  {
+    std::lock_guard<std::mutex> l(mu);
+    release = true;
+  }
+  cv.notify_all();
+  (*batcher)->Shutdown();
+  EXPECT_EQ(first.count(), 1);
+  EXPECT_EQ(large.count(), kLarge);  // every held answer ran before Shutdown returned
+  EXPECT_EQ(next.count(), 1);
 }
 
 TEST(BatcherTest, ShutdownWithinGraceFinishesQueuedWork) {

@@ -6,6 +6,9 @@
 #include <atomic>
 #include <chrono>
 #include <memory>
+#include <mutex>
+#include <set>
+#include <string>
 #include <thread>
 
 #include "embedserve/v1/embedding.grpc.pb.h"
@@ -35,8 +38,15 @@ class FakeService final : public v1::EmbeddingService::Service {
   std::atomic<int> in_flight{0};
   std::atomic<int> max_in_flight{0};
 
-  grpc::Status Similarity(grpc::ServerContext*, const v1::SimilarityRequest* request,
+  std::mutex peers_mu;
+  std::set<std::string> peers;  // guarded by peers_mu: each Similarity caller's address
+
+  grpc::Status Similarity(grpc::ServerContext* context, const v1::SimilarityRequest* request,
                           v1::SimilarityResponse* response) override {
+    {
+      std::lock_guard<std::mutex> lock(peers_mu);
+      peers.insert(context->peer());  // "ipv4:127.0.0.1:PORT": one per connection
+    }
     return Handle(request->pairs_size(), [&](int n) {
       for (int i = 0; i < n; ++i) response->add_scores(0.5f);
       Fill(n, response->mutable_usage(), response->mutable_timings());
@@ -276,9 +286,33 @@ TEST(LoadGeneratorNoServerTest, FailuresAreCountedNotHidden) {
   EXPECT_THAT(std::string(ready.message()), ::testing::HasSubstr("not SERVING"));
 }
 
+// --channels: the calls go over that many connections (distinct client addresses at the
+// server), and every one is answered and counted.
+TEST_F(LoadGeneratorTest, ChannelsSpreadCallsOverTheirOwnConnections) {
+  LoadGenerator::Options options;
+  options.target = "127.0.0.1:" + std::to_string(port_);
+  options.channels = 4;
+  auto gen = LoadGenerator::Create(options);
+  ASSERT_TRUE(gen.ok()) << gen.status();
+  EXPECT_EQ((*gen)->channels(), 4);
+  EXPECT_EQ(generator_->channels(), 1);
+  auto r = (*gen)->RunPoint(RequestPlan(40), GridPoint{1, 4, 0}, data_);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->requests_ok, 40);
+  EXPECT_EQ(r->requests_failed, 0);
+  std::lock_guard<std::mutex> lock(service_.peers_mu);
+  EXPECT_EQ(service_.peers.size(), 4u);
+}
+
 TEST(LoadGeneratorNoServerTest, RejectsBadInput) {
   auto gen = LoadGenerator::Create(LoadGenerator::Options{""});
   EXPECT_EQ(gen.status().code(), absl::StatusCode::kInvalidArgument);
+  for (int32_t channels : {0, LoadGenerator::kMaxChannels + 1}) {
+    LoadGenerator::Options bad{"127.0.0.1:1"};
+    bad.channels = channels;
+    EXPECT_THAT(LoadGenerator::Create(bad).status().message(),
+                ::testing::HasSubstr("channels must be in [1, 256]"));
+  }
   auto ok = LoadGenerator::Create(LoadGenerator::Options{"127.0.0.1:1"});
   ASSERT_TRUE(ok.ok());
   BenchmarkPlan plan;

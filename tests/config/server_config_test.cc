@@ -214,6 +214,16 @@ TEST(ServerConfigTest, OutOfRangeNamesFileLineFieldAndRange) {
   EXPECT_THAT(config.status().message(),
               AllOf(HasSubstr("test.yaml:2:"), HasSubstr("batching.idle_spin_us"),
                     HasSubstr("[0, 10000]"), HasSubstr("was 20000")));
+  config = Parse("batching:\n  completion_threads: 65\n");
+  ASSERT_FALSE(config.ok());
+  EXPECT_THAT(config.status().message(),
+              AllOf(HasSubstr("batching.completion_threads"), HasSubstr("[0, 64]"),
+                    HasSubstr("was 65")));
+  config = Parse("model:\n  cuda_graph_max_batch: 32\n");
+  ASSERT_FALSE(config.ok());
+  EXPECT_THAT(config.status().message(),
+              AllOf(HasSubstr("model.cuda_graph_max_batch"), HasSubstr("[64, 1024]"),
+                    HasSubstr("was 32")));
   config = Parse("server:\n  port: 70000\n");
   ASSERT_FALSE(config.ok());
   EXPECT_THAT(config.status().message(),
@@ -299,8 +309,8 @@ TEST(ServerConfigTest, PrintedConfigParsesBackToTheSame) {
   auto config = Parse(R"(
 server: {port: 7, metrics_port: 8, host: "::1"}
 model: {name: "a \"quoted\" name", devices: [cpu, cpu], instances_per_device: 2, quantized: true,
-        cuda_graphs: false, tf32: true}
-batching: {timeout_ms: 3, workers: 2}
+        cuda_graphs: false, cuda_graph_max_batch: 512, tf32: true}
+batching: {timeout_ms: 3, workers: 2, completion_threads: 6}
 benchmark: {batch_sizes: [4, 16], duration_s: 2.5}
 )");
   ASSERT_TRUE(config.ok()) << config.status();
@@ -313,6 +323,8 @@ benchmark: {batch_sizes: [4, 16], duration_s: 2.5}
   EXPECT_EQ(again->batching.max_queue_delay_us, 3000);
   EXPECT_TRUE(again->model.quantized);
   EXPECT_FALSE(again->model.cuda_graphs);
+  EXPECT_EQ(again->model.cuda_graph_max_batch, 512);
+  EXPECT_EQ(again->batching.completion_threads, 6);
   EXPECT_TRUE(again->model.tf32);
   EXPECT_EQ(again->model.devices, (std::vector<std::string>{"cpu", "cpu"}));
   EXPECT_EQ(again->model.instances_per_device, 2);

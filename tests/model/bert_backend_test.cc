@@ -152,12 +152,14 @@ TEST(BertBackendTest, CudaBf16MatchesReference) {
 // CPU's vectors.
 // A backend for `path` (a tiny-bert copy), or abort: the tests below need it.
 std::unique_ptr<Backend> MustLoadBackend(const std::string& path, const std::string& device,
-                                         const std::string& precision, bool cuda_graphs = true) {
+                                         const std::string& precision, bool cuda_graphs = true,
+                                         int cuda_graph_max_batch = 64) {
   ModelOptions options;
   options.path = path;
   options.device = device;
   options.precision = precision;
   options.cuda_graphs = cuda_graphs;
+  options.cuda_graph_max_batch = cuda_graph_max_batch;
   auto b = LoadBackend(options);
   EXPECT_TRUE(b.ok()) << b.status();
   if (!b.ok()) std::abort();
@@ -282,6 +284,38 @@ TEST(BertBackendTest, CudaGraphsMatchTheEagerPath) {
           }
         }
       }
+    }
+  }
+}
+
+// model.cuda_graph_max_batch 1024: the large buckets (128 to 1,024 sequences, at most
+// ModelOptions::kLargeGraphTokens tokens) give what the eager path gives too, and a
+// batch past the largest bucket's tokens runs eagerly.
+TEST(BertBackendTest, LargeCudaGraphBucketsMatchTheEagerPath) {
+  if (!HasDevice("cuda:0")) GTEST_SKIP() << "no CUDA device visible to this LibTorch";
+  const TinyBertWithPooling folder("mean");
+  auto small = MustLoadBackend(folder.path(), "cuda:0", "fp16", true);
+  auto large = MustLoadBackend(folder.path(), "cuda:0", "fp16", true, 1024);
+  auto eager = MustLoadBackend(folder.path(), "cuda:0", "fp16", false);
+  EXPECT_GT(large->Info().cuda_graphs, small->Info().cuda_graphs);
+  EXPECT_THAT(large->Info().runtime, testing::HasSubstr("batches up to 1024 x 32 tokens"));
+  const std::vector<std::pair<int, int>> shapes = {
+      {65, 16}, {100, 20}, {128, 128}, {129, 9}, {300, 60}, {513, 32}, {1024, 32}, {600, 64}};
+  uint64_t x = 23;
+  for (const auto& [count, longest] : shapes) {
+    std::vector<TokenIds> seqs;
+    for (int i = 0; i < count; ++i) {
+      const int len = i == 0 ? longest : 2 + static_cast<int>(NextRandom(&x) % (longest - 1));
+      seqs.push_back(RandomSequence(len, &x));
+    }
+    const std::vector<const TokenIds*> ptrs = Pointers(seqs);
+    auto want = eager->Embed(ptrs);
+    auto got = large->Embed(ptrs);
+    ASSERT_TRUE(want.ok() && got.ok());
+    ASSERT_EQ(got->rows, count);
+    for (int64_t r = 0; r < want->rows; ++r) {
+      EXPECT_GE(Cosine(got->Row(r), want->Row(r), want->dim), 0.9999)
+          << "batch of " << count << " up to " << longest << " tokens, row " << r;
     }
   }
 }

@@ -99,6 +99,7 @@ int main(int argc, char** argv) {
   options.num_threads = config->model.threads;
   options.max_seq_length = config->model.max_seq_length;
   options.cuda_graphs = config->model.cuda_graphs;
+  options.cuda_graph_max_batch = config->model.cuda_graph_max_batch;
   options.tf32 = config->model.tf32;
   options.cpu_nice = config->model.cpu_nice;
   auto model = embedserve::LoadModel(options);

@@ -96,7 +96,7 @@ int main(int argc, char** argv) {
       sentence_length, pairs_file, vocab, out_dir, csv_path, json_path, experiment;
   double duration_s = 0, warmup_s = 0, wait_ready_s = 0;
   int64_t requests = 0, timeout_ms = 0;
-  int32_t max_outstanding = 0, pool_requests = 0;
+  int32_t max_outstanding = 0, pool_requests = 0, channels = 1;
   uint64_t seed = 0;
   std::vector<std::string> infos, extra_grids;
   bool print_plan = false;
@@ -141,6 +141,11 @@ int main(int argc, char** argv) {
                                 "distinct prebuilt requests per point (default 64)");
   app.add_option("--vocab", vocab,
                  "vocab.txt: also draw whole words from it (default: built-in list)");
+  app.add_option("--channels", channels,
+                 "gRPC channels (HTTP/2 connections) the calls are spread over, round-robin "
+                 "(default 1; small calls at high concurrency need several, see "
+                 "docs/benchmarking.md)")
+      ->check(CLI::Range(1, embedserve::client::LoadGenerator::kMaxChannels));
   app.add_option("--wait-ready", wait_ready_s,
                  "wait up to this many seconds for health SERVING first (0: don't)");
   app.add_option("--out-dir", out_dir, "write OUT_DIR/bench.csv and OUT_DIR/bench.json");
@@ -270,6 +275,7 @@ int main(int argc, char** argv) {
 
   embedserve::client::LoadGenerator::Options lg_options;
   lg_options.target = target;
+  lg_options.channels = channels;
   auto generator = embedserve::client::LoadGenerator::Create(lg_options);
   if (!generator.ok()) return Fail(generator.status(), kExitBadInput);
   if (wait_ready_s > 0) {
@@ -299,6 +305,7 @@ int main(int argc, char** argv) {
   info["sentence_tokens"] = plan.sentence_tokens == 0 ? "short"
                                                       : absl::StrCat(plan.sentence_tokens);
   info["seed"] = absl::StrCat(plan.seed);
+  info["channels"] = absl::StrCat(channels);
   info["pairs_file"] = plan.pairs_file;
   info["data_pairs"] = absl::StrCat(data.size());
   info["command"] = absl::StrJoin(std::vector<std::string>(argv, argv + argc), " ");

@@ -132,6 +132,7 @@ absl::StatusOr<ServingModel> LoadServingModel(const ServerConfig& config) {
   options.num_threads = config.model.threads;
   options.max_seq_length = config.model.max_seq_length;
   options.cuda_graphs = config.model.cuda_graphs;
+  options.cuda_graph_max_batch = config.model.cuda_graph_max_batch;
   options.tf32 = config.model.tf32;
   options.cpu_nice = config.model.cpu_nice;
   if (devices.size() == 1) {

@@ -170,6 +170,17 @@ class Batcher {
     // decision's wait. 0: block at once. At most kMaxIdleSpinUs. See docs/batching.md.
     int64_t idle_spin_us = 50;
     static constexpr int64_t kMaxIdleSpinUs = 10'000;
+    // Threads that run the answers (`done`s) of a finished batch, so that its worker goes
+    // back to the model at once. The server's `done` serializes the reply and sends it
+    // (gRPC's Finish writes to the socket on the calling thread), some microseconds each:
+    // for a batch of hundreds of one-pair requests that is milliseconds during which the
+    // worker would start no batch. A batch with at least kMinHandOff answers is split
+    // into up to this many equal parts, one per thread; a smaller one is answered on the
+    // worker, so a lone request pays no thread wake-up. 0: the worker answers every
+    // batch itself. Ignored with num_workers = 0 (Step answers on its caller).
+    int32_t completion_threads = 0;
+    static constexpr int32_t kMinHandOff = 16;
+    static constexpr int32_t kMaxCompletionThreads = 64;
 
     // INVALID_ARGUMENT naming the field, the rule and the value, e.g.
     // "batching.max_batch_size must be >= 1; was 0".
@@ -301,6 +312,11 @@ class Batcher {
   absl::Status CheckWaitBound(int32_t queued, int64_t needed) const;
   absl::Status CheckShare(int32_t queued, int64_t needed, int32_t queue_percent) const;
   absl::Status CheckAdmission(int32_t queued, int64_t needed, int32_t queue_percent) const;
+
+  // Runs handed-off answers (Options::completion_threads); null when off. Shutdown
+  // drains and joins it after the workers.
+  class CompletionPool;
+  std::unique_ptr<CompletionPool> completions_;
 
   Mutex shutdown_mu_;  // serialises Shutdown calls
   bool shut_down_ ABSL_GUARDED_BY(shutdown_mu_) = false;

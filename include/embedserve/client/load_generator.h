@@ -28,9 +28,15 @@ namespace client {
 
 class LoadGenerator {
  public:
+  static constexpr int32_t kMaxChannels = 256;
+
   struct Options {
     // host:port of the server (any gRPC target string).
     std::string target = "127.0.0.1:50051";
+    // gRPC channels, each with its own HTTP/2 connection; calls go round-robin over
+    // them. One connection is one transport on each side, whose reads and writes run one
+    // at a time: small calls at high concurrency need several (docs/benchmarking.md).
+    int32_t channels = 1;
 
     absl::Status Validate() const;
   };
@@ -41,6 +47,12 @@ class LoadGenerator {
   // Over an existing channel, e.g. an in-process server's InProcessChannel (tests).
   static absl::StatusOr<std::unique_ptr<LoadGenerator>> CreateWithChannel(
       std::shared_ptr<grpc::Channel> channel);
+  // Over several channels (calls round-robin); INVALID_ARGUMENT for none or a null one.
+  static absl::StatusOr<std::unique_ptr<LoadGenerator>> CreateWithChannels(
+      std::vector<std::shared_ptr<grpc::Channel>> channels);
+
+  // How many channels the calls are spread over.
+  int32_t channels() const;
 
   ~LoadGenerator();
   LoadGenerator(const LoadGenerator&) = delete;

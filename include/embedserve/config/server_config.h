@@ -87,6 +87,7 @@ struct ModelSection {
   int64_t max_seq_length = 0;      // 0 = the folder's sentence_bert_config.json value
   int threads = 0;                 // intra-op CPU threads; 0 = LibTorch's default
   bool cuda_graphs = true;         // replay CUDA graphs for small batches (CUDA only)
+  int cuda_graph_max_batch = 64;   // largest graph bucket in sequences (64..1024)
   bool tf32 = false;               // fp32 on CUDA: matmuls on TF32 tensor cores (opt-in)
   int cpu_nice = 0;                // CPU: niceness added to the model's threads (0..19)
   std::string backend = "libtorch";  // the only backend today
@@ -112,6 +113,9 @@ struct BatchingSection {
   int workers = 1;                   // batches run at once (forward passes in parallel)
   int64_t idle_spin_us = 50;         // an idle worker polls this long before sleeping
                                      // (lower wake-up latency; 0 = sleep at once)
+  int completion_threads = 0;        // threads that answer a finished batch's requests
+                                     // (>= 16 of them) so the worker goes back to the
+                                     // model; 0 = the worker answers (Batcher::Options)
 
   absl::Status Validate() const;
 };

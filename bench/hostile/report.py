@@ -26,7 +26,9 @@ def overload(r):
         ("capacity (Similarity, 32 pairs, closed loop of 8)",
          f"{r['capacity_calls_per_s']} calls/s = {r['capacity_pairs_per_s']} pairs/s "
          f"(CPU: server {r['capacity_cpu']['server_cpu_pct']}%, client "
-         f"{r['capacity_cpu']['client_cpu_pct']}% of one core)", ""),
+         f"{r['capacity_cpu']['client_cpu_pct']}% of one core)"
+         + (f"; median of windows {r['capacity_windows_calls_per_s']} calls/s"
+            if "capacity_windows_calls_per_s" in r else ""), ""),
         ("unloaded batch-1 p50 / p99", f"{r['unloaded_batch1']['p50_ms']} / "
          f"{r['unloaded_batch1']['p99_ms']} ms", ""),
         ("80% load: admitted p50 / p99", f"{l80['admitted_p50_ms']} / {l80['admitted_p99_ms']} ms "

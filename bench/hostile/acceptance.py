@@ -106,7 +106,8 @@ class Server:
         self.proc = subprocess.Popen(
             [ARGS.binary, "--config", self.config.name, "--model", ARGS.model, "--port", "0",
              "--metrics-port", "0", "--http-port", "-1"],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            preexec_fn=lambda: os.setpriority(os.PRIO_PROCESS, 0, 0))  # not --client-nice
         self.lines, self.port, self.metrics_port = [], None, None
         self.listening = threading.Event()
         threading.Thread(target=self._read, daemon=True).start()
@@ -604,11 +605,12 @@ def scenario_hostile():
         neighbour.phase = rss.phase = "resources"
         t_attack = time.monotonic()
         attacker = subprocess.run(
-            ["nice", "-n", str(ARGS.attacker_nice), sys.executable, os.path.abspath(__file__),
+            [sys.executable, os.path.abspath(__file__),
              "--stubs", ARGS.stubs, "--attack-port", str(server.port),
              "--attack-metrics-port", str(server.metrics_port),
              "--hostile-s", str(ARGS.hostile_s)],
-            capture_output=True, text=True, timeout=ARGS.hostile_s + 300)
+            capture_output=True, text=True, timeout=ARGS.hostile_s + 300,
+            preexec_fn=lambda: os.setpriority(os.PRIO_PROCESS, 0, ARGS.attacker_nice))
         codes = json.loads(attacker.stdout.strip().splitlines()[-1]) if attacker.stdout.strip() else {
             "attacker_failed": attacker.stderr[-2000:]}
         results["attack_s"] = round(time.monotonic() - t_attack, 1)
@@ -745,12 +747,18 @@ def main():
                    help="nice value of the hostile scenario's attacker process (0: compete "
                         "with the server and the neighbour for the cores, as a client on "
                         "this machine would)")
+    p.add_argument("--client-nice", type=int, default=0,
+                   help="nice value of the load clients (this process and the neighbour's; "
+                        "the server always runs at 0). Below 0 (root only) the clients get "
+                        "the cores first when they need them, as on a machine of their own")
     p.add_argument("--attack-port", type=int, help=argparse.SUPPRESS)
     p.add_argument("--attack-metrics-port", type=int, help=argparse.SUPPRESS)
     p.add_argument("--neighbour-port", type=int, help=argparse.SUPPRESS)
     p.add_argument("--neighbour-dir", help=argparse.SUPPRESS)
     ARGS = p.parse_args()
     load_stubs(ARGS.stubs)
+    if ARGS.client_nice and not (ARGS.neighbour_port or ARGS.attack_port):
+        os.setpriority(os.PRIO_PROCESS, 0, ARGS.client_nice)  # inherited by the neighbour
     if ARGS.neighbour_port:
         return run_neighbour(ARGS.neighbour_port, ARGS.neighbour_dir)
     if ARGS.attack_port:
@@ -760,6 +768,7 @@ def main():
         result = {"overload": scenario_overload, "hostile": scenario_hostile,
                   "sigterm": scenario_sigterm}[name]()
         result["cpu_busy_before"] = busy_before
+        result["client_nice"] = ARGS.client_nice
         result["loadavg_after"] = open("/proc/loadavg").read().split()[:3]
         line = json.dumps(result)
         print(line, flush=True)

@@ -116,7 +116,8 @@ def main():
     for r in results:
         rows = {"overload": overload, "hostile": hostile, "sigterm": sigterm}[r["scenario"]](r)
         print(f"\n#### {r['scenario']} (machine busy before: {100 * r['cpu_busy_before']:.1f}%, "
-              f"load average after: {' '.join(r['loadavg_after'])})\n")
+              f"load average after: {' '.join(r['loadavg_after'])}"
+              f"{'; clients at nice ' + str(r['client_nice']) if r.get('client_nice') else ''})\n")
         print("| target | measured | |\n|---|---|---|")
         for name, value, v in rows:
             print(f"| {name} | {value} | {v} |")

@@ -6,6 +6,7 @@
 #ifndef EMBEDSERVE_BATCHING_BATCH_SCHEDULER_H_
 #define EMBEDSERVE_BATCHING_BATCH_SCHEDULER_H_
 
+#include <algorithm>
 #include <cstdint>
 #include <memory>
 #include <vector>
@@ -150,10 +151,16 @@ class BatchScheduler {
   }
 
   int32_t queued_sequences() const { return queue_.size(); }
-  // Queued sequences of requests that have had no batch yet: the work a new request can
-  // wait behind (a started request's remaining rows go every other batch at most, as
-  // newcomers pass it: batch_policy.h). What the time bound and the share check admit by.
-  int32_t unstarted_sequences() const { return queue_.size() - started_queued_; }
+  // The queued sequences a new request waits behind, which the time bound and the share
+  // check admit by: all of them but the first batch per worker of started requests' rows
+  // (newcomers pass a started request every other batch, batch_policy.h, so that much of
+  // it is in service like the batch in flight; the rest still counts, so the bound holds
+  // when every request is larger than a batch).
+  int32_t counted_sequences() const {
+    const int64_t per_worker = static_cast<int64_t>(options_.max_batch_size) *
+                               std::max<int32_t>(1, options_.num_workers);
+    return queue_.size() - static_cast<int32_t>(std::min<int64_t>(started_queued_, per_worker));
+  }
   bool queue_empty() const { return queue_.empty(); }
   // Requests accepted and not yet freed (answered and with no rows in flight).
   int64_t live_requests() const { return live_requests_; }

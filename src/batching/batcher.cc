@@ -205,7 +205,7 @@ absl::Status Batcher::Submit(BatchRequest&& request) {
     MutexLock lock(&mu_);
     if (stopping_) {
       status = absl::UnavailableError("batcher is shutting down; request not accepted");
-    } else if (status = CheckAdmission(scheduler_->unstarted_sequences(),
+    } else if (status = CheckAdmission(scheduler_->counted_sequences(),
                                        static_cast<int64_t>(state->sequences.size()),
                                        request_percent);
                status.ok()) {
@@ -262,7 +262,7 @@ int64_t Batcher::QueueDepth() const {
 
 void Batcher::PublishDepthLocked() {
   queued_hint_.store(scheduler_->queued_sequences(), std::memory_order_relaxed);
-  unstarted_hint_.store(scheduler_->unstarted_sequences(), std::memory_order_relaxed);
+  counted_hint_.store(scheduler_->counted_sequences(), std::memory_order_relaxed);
 }
 
 absl::Status Batcher::CheckRoom(int64_t sequences, int32_t queue_percent) const {
@@ -272,7 +272,7 @@ absl::Status Batcher::CheckRoom(int64_t sequences, int32_t queue_percent) const 
   if (sequences > int64_t{options_.max_queue_sequences} - queued) {
     return BatchScheduler::QueueFullError(queued, options_.max_queue_sequences, sequences);
   }
-  return CheckAdmission(unstarted_hint_.load(std::memory_order_relaxed), sequences,
+  return CheckAdmission(counted_hint_.load(std::memory_order_relaxed), sequences,
                         queue_percent);
 }
 

@@ -638,10 +638,10 @@ TEST(BatcherTest, QueueWaitBoundFollowsTheRateAndKeepsOneBatch) {
   (*batcher)->Shutdown();
 }
 
-// A request larger than a batch, once started, is work that newcomers pass (every other
-// batch), so the time bound admits by the sequences of requests not yet started: a
-// one-text call is not refused behind it.
-TEST(BatcherTest, QueueWaitBoundCountsOnlyRequestsNotYetStarted) {
+// A request larger than a batch, once started, is work that newcomers pass every other
+// batch, so the time bound does not count its next batch's worth: a one-text call is not
+// refused behind it. What it has beyond that batch still counts.
+TEST(BatcherTest, QueueWaitBoundLeavesOutOneBatchOfAStartedRequest) {
   FakeClock clock;
   TimedBackend slow(&clock, /*us_per_sequence=*/100'000);
   Batcher::Options o;
@@ -658,6 +658,10 @@ TEST(BatcherTest, QueueWaitBoundCountsOnlyRequestsNotYetStarted) {
   EXPECT_EQ((*batcher)->CheckRoom(1).code(), absl::StatusCode::kResourceExhausted);
   ASSERT_TRUE((*batcher)->Step().ok());  // it has started: 8 of its sequences remain
   EXPECT_EQ((*batcher)->QueueDepth(), 8);
+  // One batch (4) of them is left out; the other 4 fill the bound.
+  EXPECT_EQ((*batcher)->CheckRoom(1).code(), absl::StatusCode::kResourceExhausted);
+  ASSERT_TRUE((*batcher)->Step().ok());
+  EXPECT_EQ((*batcher)->QueueDepth(), 4);
   EXPECT_TRUE((*batcher)->CheckRoom(1).ok());
   ASSERT_TRUE((*batcher)->Submit(BoxedRequest(Sequences(1), &box)).ok());
   EXPECT_TRUE((*batcher)->CheckRoom(3).ok());

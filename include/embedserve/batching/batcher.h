@@ -52,8 +52,8 @@ struct BatchRequest {
   // destructor answers what is still queued.
   BatchDoneCallback done;
   // The share of the queue's bound (max_queue_sequences, and max_queue_wait_us's bound
-  // when on), in percent, that requests not yet started may fill when this one is
-  // admitted: 100 for
+  // when on, over the sequences it counts), in percent, that may be filled when this
+  // one is admitted: 100 for
   // interactive calls; less for bulk traffic (EmbedStream), which then leaves the rest
   // to other callers however fast it writes. 1..100.
   int32_t queue_percent = 100;
@@ -136,10 +136,10 @@ class Batcher {
     // microsecond of backend time, weighted toward the last ~10 such batches, times the
     // workers: how fast a full queue drains), never fewer than
     // max_batch_size x workers (each worker's next batch can be full) nor more than
-    // max_queue_sequences. It counts the queued sequences of requests that have had no
-    // batch yet (a started request's rest is work newcomers pass, batch_policy.h): a
-    // request that does not fit while such sequences are queued gets RESOURCE_EXHAUSTED,
-    // as from a full queue.
+    // max_queue_sequences. It counts the queued sequences but the first batch per worker
+    // of requests already started (work newcomers pass every other batch,
+    // batch_policy.h): a request that does not fit while counted sequences are queued
+    // gets RESOURCE_EXHAUSTED, as from a full queue.
     // Bounds the wait of admitted requests under overload where max_queue_sequences is
     // seconds of work (a CPU runs 4096 MiniLM sequences in ~10 s; a GPU in ~15 ms, where
     // max_queue_sequences binds first). Until a batch has run: max_queue_sequences.
@@ -292,11 +292,11 @@ class Batcher {
   int32_t spinning_workers_ ABSL_GUARDED_BY(mu_) = 0;  // polling wake_seq_: 0 or 1
   // Bumped under mu_ (by SignalWorkLocked, Shutdown) while a worker polls; read without it.
   std::atomic<uint64_t> wake_seq_{0};
-  // The queue's depth, and its sequences of requests that have had no batch yet (what
-  // the time bound and the share admit by), stored under mu_ after each change; read
+  // The queue's depth, and the part of it the time bound and the share admit by
+  // (BatchScheduler::counted_sequences), stored under mu_ after each change; read
   // without it by CheckRoom.
   std::atomic<int32_t> queued_hint_{0};
-  std::atomic<int32_t> unstarted_hint_{0};
+  std::atomic<int32_t> counted_hint_{0};
   void PublishDepthLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // max_queue_wait_us: sequences and backend microseconds of recent batches, each
   // decayed by kRateDecay per batch, and the admission bound they give (written under

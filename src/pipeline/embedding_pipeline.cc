@@ -333,34 +333,38 @@ void EmbeddingPipeline::Similarity(
     }
     done(std::move(r));
   };
-  // Distinct texts are known only once read: at least one.
-  if (absl::Status s = AdmitToQueue("pairs", options.queue_percent, pairs.size(), 1); !s.ok()) {
-    return fail(std::move(s), 0);
-  }
+  if (absl::Status s = Admit("pairs", pairs.size()); !s.ok()) return fail(std::move(s), 0);
   const Runtime& rt = *runtime();
-  // Each distinct text is embedded once.
+  // Each distinct text is embedded once: rows are assigned (a hash of each text) before
+  // anything is tokenized, so the queue's room is checked for the real count and a
+  // refused request costs no tokenization.
   absl::flat_hash_map<absl::string_view, int32_t> row_of;
+  std::vector<std::pair<absl::string_view, std::pair<size_t, bool>>> distinct;  // text, (pair, is_b)
   auto pair_rows = std::make_shared<std::vector<std::pair<int32_t, int32_t>>>();
   pair_rows->reserve(pairs.size());
-  BatchRequest batch;
-  int64_t tokens = 0;
-  auto row_for = [&](absl::string_view text, const std::string& name) -> absl::StatusOr<int32_t> {
-    auto it = row_of.find(text);
-    if (it != row_of.end()) return it->second;
-    ES_ASSIGN_OR_RETURN(TokenIds ids, EncodeOne(*rt.tokenizer, rt.model.max_seq_length, text,
-                                                options.truncate, name));
-    tokens += static_cast<int64_t>(ids.size());
-    const auto row = static_cast<int32_t>(batch.sequences.size());
-    batch.sequences.push_back(std::move(ids));
-    row_of.emplace(text, row);
-    return row;
+  auto row_for = [&](absl::string_view text, size_t pair, bool is_b) {
+    const auto [it, added] = row_of.emplace(text, static_cast<int32_t>(distinct.size()));
+    if (added) distinct.push_back({text, {pair, is_b}});
+    return it->second;
   };
   for (size_t i = 0; i < pairs.size(); ++i) {
-    auto a = row_for(pairs[i].first, absl::StrCat("pairs[", i, "].text_a"));
-    if (!a.ok()) return fail(a.status(), 0);
-    auto b = row_for(pairs[i].second, absl::StrCat("pairs[", i, "].text_b"));
-    if (!b.ok()) return fail(b.status(), 0);
-    pair_rows->emplace_back(*a, *b);
+    const int32_t a = row_for(pairs[i].first, i, false);
+    pair_rows->emplace_back(a, row_for(pairs[i].second, i, true));
+  }
+  if (absl::Status s = rt.batcher->CheckRoom(static_cast<int64_t>(distinct.size()),
+                                             options.queue_percent);
+      !s.ok()) {
+    return fail(std::move(s), 0);
+  }
+  BatchRequest batch;
+  batch.sequences.reserve(distinct.size());
+  int64_t tokens = 0;
+  for (const auto& [text, where] : distinct) {
+    auto ids = EncodeOne(*rt.tokenizer, rt.model.max_seq_length, text, options.truncate,
+                         absl::StrCat("pairs[", where.first, "].", where.second ? "text_b" : "text_a"));
+    if (!ids.ok()) return fail(ids.status(), 0);
+    tokens += static_cast<int64_t>(ids->size());
+    batch.sequences.push_back(*std::move(ids));
   }
   const int64_t tokenize_us = clock_->NowMicros() - start_us;
   if (absl::Status s = PrepareToQueue(metrics_, *clock_, tokenize_us, tokens, control);

@@ -285,6 +285,30 @@ TEST_F(PipelineTest, FullQueueRefusesBeforeTokenizing) {
   EXPECT_TRUE(held.queued.Get().status.ok());
 }
 
+// A Similarity call is checked against the queue's room for its distinct texts before
+// any is tokenized (the bad bytes would be INVALID_ARGUMENT if they were read); a pair of
+// one text repeated needs one row and still fits.
+TEST_F(PipelineTest, SimilarityFullQueueRefusesBeforeTokenizing) {
+  HeldQueue held;
+  HoldQueue(2, &held);  // 1 of 2 queued
+  const std::string bad = "ok \xff";
+  const std::vector<std::pair<absl::string_view, absl::string_view>> two = {{"fine", bad}};
+  absl::Status refused;
+  pipeline_->Similarity(two, RequestOptions(), CallControl(),
+                        [&](SimilarityResult r) { refused = r.status; });
+  EXPECT_EQ(refused.code(), absl::StatusCode::kResourceExhausted) << refused;
+  EXPECT_THAT(refused.message(), HasSubstr("batching.max_queue_sequences=2"));
+  const std::vector<std::pair<absl::string_view, absl::string_view>> same = {{bad, bad}};
+  absl::Status invalid;
+  pipeline_->Similarity(same, RequestOptions(), CallControl(),
+                        [&](SimilarityResult r) { invalid = r.status; });
+  EXPECT_EQ(invalid.code(), absl::StatusCode::kInvalidArgument) << invalid;
+  EXPECT_THAT(invalid.message(), HasSubstr("pairs[0].text_a"));
+  backend_->OpenGate();
+  EXPECT_TRUE(held.running.Get().status.ok());
+  EXPECT_TRUE(held.queued.Get().status.ok());
+}
+
 TEST_F(PipelineTest, SimilarityEmbedsEachDistinctTextOnce) {
   const std::vector<std::pair<absl::string_view, absl::string_view>> pairs = {
       {"a cat sat", "a dog ran"}, {"a cat sat", "a cat sat"}};

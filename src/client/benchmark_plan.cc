@@ -144,6 +144,8 @@ absl::Status ApplyBenchmarkSection(const YAML::Node& bench, ExperimentFile* file
       ES_ASSIGN_OR_RETURN(plan.seed, ScalarFromYaml<uint64_t>(v, field, "an integer"));
     } else if (key == "timeout_ms") {
       ES_ASSIGN_OR_RETURN(plan.timeout_ms, ScalarFromYaml<int64_t>(v, field, "an integer"));
+    } else if (key == "backoff_ms") {
+      ES_ASSIGN_OR_RETURN(plan.backoff_ms, ScalarFromYaml<int64_t>(v, field, "an integer"));
     } else if (key == "pairs_file") {
       ES_ASSIGN_OR_RETURN(plan.pairs_file, ScalarFromYaml<std::string>(v, field, "a path"));
     } else if (key == "pool_requests") {
@@ -213,6 +215,10 @@ absl::Status BenchmarkPlan::Validate() const {
   if (timeout_ms < 1) {
     return absl::InvalidArgumentError(
         absl::StrCat("benchmark.timeout_ms must be >= 1; was ", timeout_ms));
+  }
+  if (backoff_ms < 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("benchmark.backoff_ms must be >= 0; was ", backoff_ms));
   }
   if (pool_requests < 1) {
     return absl::InvalidArgumentError(

@@ -6,6 +6,7 @@
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
+#include <deque>
 #include <iterator>
 #include <mutex>
 #include <thread>
@@ -87,13 +88,28 @@ class PointRunner {
 
   PointRunner(std::vector<v1::EmbeddingService::Stub*> stubs, AsyncMethod method,
               std::vector<Request> pool, std::vector<int32_t> items, int64_t timeout_ms,
-              RunState* state)
+              int64_t backoff_ms, RunState* state)
       : stubs_(std::move(stubs)),
         method_(method),
         pool_(std::move(pool)),
         items_(std::move(items)),
         timeout_ms_(timeout_ms),
-        state_(state) {}
+        backoff_(std::chrono::milliseconds(backoff_ms)),
+        state_(state) {
+    if (backoff_ms > 0) delayer_ = std::thread([this] { RunDelayed(); });
+  }
+  PointRunner(const PointRunner&) = delete;
+  PointRunner& operator=(const PointRunner&) = delete;
+  // Runs after Drive has seen every call end, so nothing is delayed any more.
+  ~PointRunner() {
+    if (!delayer_.joinable()) return;
+    {
+      std::lock_guard<std::mutex> lock(delay_mu_);
+      stop_ = true;
+    }
+    delay_cv_.notify_all();
+    delayer_.join();
+  }
 
   // Sends one request; `scheduled` is when it was due (the latency origin). The
   // caller has already counted it in state_->outstanding.
@@ -166,7 +182,39 @@ class PointRunner {
       if (notify) state_->cv.notify_all();
     }
     delete call;
-    if (reissue) Issue(Clock::now());
+    if (!reissue) return;
+    const grpc::StatusCode code = status.error_code();
+    if (backoff_.count() > 0 && (code == grpc::StatusCode::RESOURCE_EXHAUSTED ||
+                                 code == grpc::StatusCode::UNAVAILABLE)) {
+      {
+        std::lock_guard<std::mutex> lock(delay_mu_);
+        delayed_.push_back(now + backoff_);  // one backoff for all: due times in order
+      }
+      delay_cv_.notify_one();
+      return;
+    }
+    Issue(Clock::now());
+  }
+
+  // The backoff thread: issues each delayed request when it is due (its latency origin).
+  void RunDelayed() {
+    std::unique_lock<std::mutex> lock(delay_mu_);
+    while (true) {
+      if (stop_) return;
+      if (delayed_.empty()) {
+        delay_cv_.wait(lock);
+        continue;
+      }
+      const Clock::time_point due = delayed_.front();
+      if (Clock::now() < due) {
+        delay_cv_.wait_until(lock, due);
+        continue;
+      }
+      delayed_.pop_front();
+      lock.unlock();
+      Issue(due);
+      lock.lock();
+    }
   }
 
   std::vector<v1::EmbeddingService::Stub*> stubs_;  // not owned; one per channel
@@ -174,7 +222,13 @@ class PointRunner {
   std::vector<Request> pool_;
   std::vector<int32_t> items_;
   int64_t timeout_ms_;
+  Clock::duration backoff_;
   RunState* state_;
+  std::mutex delay_mu_;
+  std::condition_variable delay_cv_;
+  std::deque<Clock::time_point> delayed_;  // guarded by delay_mu_
+  bool stop_ = false;                      // guarded by delay_mu_
+  std::thread delayer_;
   std::atomic<uint64_t> next_{0};
 };
 
@@ -474,7 +528,7 @@ absl::StatusOr<PointResult> LoadGenerator::RunPoint(const BenchmarkPlan& plan,
     PointRunner<v1::SimilarityRequest, v1::SimilarityResponse> runner(
         StubsOf(*impl_),
         &v1::EmbeddingService::StubInterface::async_interface::Similarity, std::move(pool),
-        std::move(items), plan.timeout_ms, &state);
+        std::move(items), plan.timeout_ms, plan.backoff_ms, &state);
     return Drive(runner, state, plan, point, plan.method);
   }
   std::vector<v1::EmbedRequest> pool(plan.pool_requests);
@@ -488,7 +542,7 @@ absl::StatusOr<PointResult> LoadGenerator::RunPoint(const BenchmarkPlan& plan,
   std::vector<int32_t> items(pool.size(), point.batch_size);
   PointRunner<v1::EmbedRequest, v1::EmbedResponse> runner(
       StubsOf(*impl_), &v1::EmbeddingService::StubInterface::async_interface::Embed,
-      std::move(pool), std::move(items), plan.timeout_ms, &state);
+      std::move(pool), std::move(items), plan.timeout_ms, plan.backoff_ms, &state);
   return Drive(runner, state, plan, point, plan.method);
 }
 

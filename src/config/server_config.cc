@@ -539,7 +539,8 @@ class Parser {
         {"method", [&](const YAML::Node& n, const std::string& k) { return String(n, k, &b->method); }},
         {"extra_grids", opaque}, {"rates_rps", opaque}, {"max_outstanding", opaque},
         {"requests", opaque}, {"sentence_length", opaque}, {"seed", opaque},
-        {"timeout_ms", opaque}, {"pairs_file", opaque}, {"pool_requests", opaque},
+        {"timeout_ms", opaque}, {"backoff_ms", opaque}, {"pairs_file", opaque},
+        {"pool_requests", opaque},
     });
   }
 

@@ -32,6 +32,7 @@ benchmark:
   sentence_length: 128
   seed: 9
   timeout_ms: 1000
+  backoff_ms: 25
   extra_grids:
     - {batch_sizes: [1], concurrencies: [4, 32, 256]}
 )");
@@ -48,6 +49,7 @@ benchmark:
   EXPECT_EQ(p.sentence_tokens, 128);
   EXPECT_EQ(p.seed, 9u);
   EXPECT_EQ(p.timeout_ms, 1000);
+  EXPECT_EQ(p.backoff_ms, 25);
   EXPECT_TRUE(file->warnings.empty());
   std::vector<GridPoint> points = p.Points();
   // 10 from the main grid, then (1,32) and (1,256): (1,4) was already swept.
@@ -119,6 +121,7 @@ TEST(BenchmarkPlanTest, BadValuesNameFieldAndValue) {
       {"benchmark:\n  rates_rps: [0]\n", "benchmark.rates_rps values must be > 0; was 0"},
       {"benchmark:\n  extra_grids: [{batch_sizes: [1]}]\n", "benchmark.extra_grids[0]"},
       {"benchmark:\n  timeout_ms: 0\n", "benchmark.timeout_ms must be >= 1; was 0"},
+      {"benchmark:\n  backoff_ms: -1\n", "benchmark.backoff_ms must be >= 0; was -1"},
       {"server:\n  port: 1\n", "has no benchmark: section"},
       {"benchmark: [1, 2\n", "not valid YAML"},
       {"- 1\n- 2\n", "top level must be a map"},

@@ -40,12 +40,14 @@ class FakeService final : public v1::EmbeddingService::Service {
 
   std::mutex peers_mu;
   std::set<std::string> peers;  // guarded by peers_mu: each Similarity caller's address
+  std::vector<std::chrono::steady_clock::time_point> arrivals;  // guarded by peers_mu
 
   grpc::Status Similarity(grpc::ServerContext* context, const v1::SimilarityRequest* request,
                           v1::SimilarityResponse* response) override {
     {
       std::lock_guard<std::mutex> lock(peers_mu);
       peers.insert(context->peer());  // "ipv4:127.0.0.1:PORT": one per connection
+      arrivals.push_back(std::chrono::steady_clock::now());
     }
     return Handle(request->pairs_size(), [&](int n) {
       for (int i = 0; i < n; ++i) response->add_scores(0.5f);
@@ -195,6 +197,24 @@ TEST_F(LoadGeneratorTest, CountsErrorsByStatusCode) {
   ASSERT_EQ(r->errors.size(), 1u);
   EXPECT_EQ(r->errors.at("RESOURCE_EXHAUSTED"), 20);
   EXPECT_EQ(r->latency.count, 80);  // latency of successful requests only
+}
+
+// A closed-loop caller refused with RESOURCE_EXHAUSTED waits backoff_ms before its next
+// request: with one caller and every call refused, arrivals are at least that far apart.
+TEST_F(LoadGeneratorTest, ClosedLoopBacksOffAfterAFullQueue) {
+  service_.fail_every = 1;
+  service_.delay_ms = 0;
+  BenchmarkPlan plan = RequestPlan(6);
+  plan.backoff_ms = 40;
+  auto r = generator_->RunPoint(plan, GridPoint{1, 1, 0}, data_);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->errors.at("RESOURCE_EXHAUSTED"), 6);
+  std::lock_guard<std::mutex> lock(service_.peers_mu);
+  ASSERT_EQ(service_.arrivals.size(), 6u);
+  for (size_t i = 1; i < service_.arrivals.size(); ++i) {
+    EXPECT_GE(service_.arrivals[i] - service_.arrivals[i - 1], std::chrono::milliseconds(40))
+        << i;
+  }
 }
 
 TEST_F(LoadGeneratorTest, EmbedSendsBatchSizeTexts) {

@@ -95,7 +95,7 @@ int main(int argc, char** argv) {
   std::string config_path, target, method, batch_sizes, concurrencies, rates,
       sentence_length, pairs_file, vocab, out_dir, csv_path, json_path, experiment;
   double duration_s = 0, warmup_s = 0, wait_ready_s = 0;
-  int64_t requests = 0, timeout_ms = 0;
+  int64_t requests = 0, timeout_ms = 0, backoff_ms = 0;
   int32_t max_outstanding = 0, pool_requests = 0, channels = 1;
   uint64_t seed = 0;
   std::vector<std::string> infos, extra_grids;
@@ -131,6 +131,10 @@ int main(int argc, char** argv) {
   auto* o_seed = app.add_option("--seed", seed, "generator seed (default 42)");
   auto* o_timeout = app.add_option("--timeout-ms", timeout_ms,
                                    "per-request deadline (default 30000)");
+  auto* o_backoff = app.add_option(
+      "--backoff-ms", backoff_ms,
+      "closed loop: wait after RESOURCE_EXHAUSTED/UNAVAILABLE before the next request "
+      "(default 10; 0 = at once)");
   auto* o_pairs = app.add_option("--pairs-file", pairs_file,
                                  "TSV or JSON Lines file of pairs instead of generated ones");
   std::string write_pairs;
@@ -223,6 +227,7 @@ int main(int argc, char** argv) {
   }
   if (*o_seed) plan.seed = seed;
   if (*o_timeout) plan.timeout_ms = timeout_ms;
+  if (*o_backoff) plan.backoff_ms = backoff_ms;
   if (*o_pairs) plan.pairs_file = pairs_file;
   if (*o_pool) plan.pool_requests = pool_requests;
   if (absl::Status s = plan.Validate(); !s.ok()) return Fail(s, kExitBadInput);

@@ -137,7 +137,7 @@ struct BenchmarkSection {
   double warmup_s = 2.0;                         // unmeasured seconds before each point
   std::string method = "embed";                  // embed or similarity
   // Further keys that embedserve-bench reads (extra_grids, rates_rps, max_outstanding,
-  // requests, sentence_length, seed, timeout_ms, pairs_file, pool_requests), kept as
+  // requests, sentence_length, seed, timeout_ms, backoff_ms, pairs_file, pool_requests), kept as
   // flow-style YAML text in file order; the launcher checks their values.
   std::vector<std::pair<std::string, std::string>> launcher_options;
 

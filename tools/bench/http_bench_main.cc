@@ -4,7 +4,9 @@
 // holds one keep-alive connection and sends --batch generated sentences per request.
 //   embedserve-http-bench --target 127.0.0.1:8080 --batch 32 --concurrency 4 --duration-s 10
 // Prints one line: requests answered inside the measured window, texts/s, p50/p99 latency
-// (ms), errors. Counted as embedserve-bench counts (answers arriving in the window).
+// (ms), refusals (429/503: the queue is full; the caller waits --backoff-ms before its
+// next request, as clients that retry with backoff do) and other errors. Counted as
+// embedserve-bench counts (answers arriving in the window). Exit 1 on other errors.
 #include <CLI/CLI.hpp>
 
 #include <algorithm>
@@ -30,7 +32,7 @@ namespace http = boost::beast::http;
 int main(int argc, char** argv) {
   CLI::App app{"embedserve-http-bench: closed-loop load on the HTTP API"};
   std::string target = "127.0.0.1:8080", path = "/embed";
-  int batch = 1, concurrency = 1, fixed_tokens = 0, pool = 64;
+  int batch = 1, concurrency = 1, fixed_tokens = 0, pool = 64, backoff_ms = 10;
   double duration_s = 10, warmup_s = 2;
   app.add_option("--target", target, "host:port of server.http_port");
   app.add_option("--path", path, "/embed (TEI) or /v1/embeddings (OpenAI)");
@@ -39,6 +41,9 @@ int main(int argc, char** argv) {
   app.add_option("--duration-s", duration_s, "seconds measured");
   app.add_option("--warmup-s", warmup_s, "seconds of unmeasured load first");
   app.add_option("--fixed-tokens", fixed_tokens, "0: short realistic sentences (as embedserve-bench's default)");
+  app.add_option("--backoff-ms", backoff_ms,
+                 "wait after a 429/503 before the next request (10; 0 = at once)")
+      ->check(CLI::NonNegativeNumber);
   CLI11_PARSE(app, argc, argv);
 
   embedserve::client::SentenceGenerator::Options go;
@@ -66,6 +71,7 @@ int main(int argc, char** argv) {
   std::mutex mu;
   std::vector<double> latencies_ms;
   std::atomic<int64_t> errors{0};
+  std::atomic<int64_t> refused{0};
   std::vector<std::thread> threads;
   for (int t = 0; t < concurrency; ++t) {
     threads.emplace_back([&, t] {
@@ -92,6 +98,11 @@ int main(int argc, char** argv) {
         http::response<http::string_body> res;
         if (!ec) http::read(stream, buffer, res, ec);
         const auto t1 = Clock::now();
+        if (!ec && (res.result_int() == 429 || res.result_int() == 503)) {
+          ++refused;
+          std::this_thread::sleep_for(std::chrono::milliseconds(backoff_ms));
+          continue;
+        }
         if (ec || res.result_int() != 200) {
           ++errors;
           if (ec) return;
@@ -116,8 +127,9 @@ int main(int argc, char** argv) {
   };
   const double texts_per_s = static_cast<double>(latencies_ms.size()) * batch / duration_s;
   std::printf("path=%s batch=%d concurrency=%d requests=%zu texts_per_s=%.1f p50_ms=%.3f "
-              "p99_ms=%.3f errors=%lld\n",
+              "p99_ms=%.3f refused=%lld errors=%lld\n",
               path.c_str(), batch, concurrency, latencies_ms.size(), texts_per_s, pct(0.5),
-              pct(0.99), static_cast<long long>(errors.load()));
+              pct(0.99), static_cast<long long>(refused.load()),
+              static_cast<long long>(errors.load()));
   return errors.load() == 0 ? 0 : 1;
 }

@@ -48,6 +48,9 @@ fi
 mkdir -p "$OUT"/inprocess "$OUT"/served "$OUT"/versions
 exec > >(tee -a "$OUT/run.log") 2>&1
 step() { echo "=== $* ($(date -u +%T))"; }
+# A failed step (set -e) must not leave a server behind holding the cores (and the
+# caller's lock file): every background child is stopped on exit.
+trap 'kill $(jobs -p) 2>/dev/null || true' EXIT
 
 step "setup"
 bench/peers/setup.sh

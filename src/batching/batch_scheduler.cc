@@ -152,7 +152,7 @@ void BatchScheduler::Fail(RequestState* r, const absl::Status& status,
       id = next;
     }
     r->first_queued = BatchQueue::kNone;
-    if (r->started) started_queued_ -= r->queued;
+    if (r->queued < static_cast<int32_t>(r->sequences.size())) started_queued_ -= r->queued;
     r->queued = 0;
     UnlinkQueued(r);
   }
@@ -242,9 +242,8 @@ void BatchScheduler::TakeBatch(const BatchDecision& decision, int64_t now_us, Ba
     }
     queue_.Remove(id);
     ++r->in_flight;
-    if (!r->started) {
-      r->started = true;
-      started_queued_ += r->queued;
+    if (r->queued == static_cast<int32_t>(r->sequences.size())) {
+      started_queued_ += r->queued;  // its first row taken: it has started
     }
     --started_queued_;
     if (--r->queued == 0) UnlinkQueued(r);

@@ -36,7 +36,6 @@ struct RequestState {
   int32_t in_flight = 0;  // rows in batches being run
   int32_t pending = 0;    // rows without a result yet
   bool finished = false;  // `done` has been handed out
-  bool started = false;   // some of its rows have been taken into a batch
   uint64_t last_checked = 0;          // check round, to poll each request once a round
   uint64_t last_taken_batch = 0;      // batch ids, to count each batch once
   uint64_t last_completed_batch = 0;
@@ -184,7 +183,9 @@ class BatchScheduler {
   uint64_t check_round_ = 0;
   int64_t last_full_check_us_ = 0;
   int64_t live_requests_ = 0;
-  int32_t started_queued_ = 0;  // queued rows of started requests
+  // Queued rows of started requests: those with fewer rows queued than they have (rows
+  // leave the queue only into a batch, or all at once when the request ends).
+  int32_t started_queued_ = 0;
 };
 
 }  // namespace batching_internal

@@ -338,13 +338,18 @@ void EmbeddingPipeline::Similarity(
   // Each distinct text is embedded once: rows are assigned (a hash of each text) before
   // anything is tokenized, so the queue's room is checked for the real count and a
   // refused request costs no tokenization.
+  struct FirstUse {
+    absl::string_view text;
+    size_t pair;
+    bool is_b;
+  };
   absl::flat_hash_map<absl::string_view, int32_t> row_of;
-  std::vector<std::pair<absl::string_view, std::pair<size_t, bool>>> distinct;  // text, (pair, is_b)
+  std::vector<FirstUse> distinct;  // row -> where its text first appears
   auto pair_rows = std::make_shared<std::vector<std::pair<int32_t, int32_t>>>();
   pair_rows->reserve(pairs.size());
   auto row_for = [&](absl::string_view text, size_t pair, bool is_b) {
     const auto [it, added] = row_of.emplace(text, static_cast<int32_t>(distinct.size()));
-    if (added) distinct.push_back({text, {pair, is_b}});
+    if (added) distinct.push_back({text, pair, is_b});
     return it->second;
   };
   for (size_t i = 0; i < pairs.size(); ++i) {
@@ -359,9 +364,9 @@ void EmbeddingPipeline::Similarity(
   BatchRequest batch;
   batch.sequences.reserve(distinct.size());
   int64_t tokens = 0;
-  for (const auto& [text, where] : distinct) {
-    auto ids = EncodeOne(*rt.tokenizer, rt.model.max_seq_length, text, options.truncate,
-                         absl::StrCat("pairs[", where.first, "].", where.second ? "text_b" : "text_a"));
+  for (const FirstUse& use : distinct) {
+    auto ids = EncodeOne(*rt.tokenizer, rt.model.max_seq_length, use.text, options.truncate,
+                         absl::StrCat("pairs[", use.pair, "].", use.is_b ? "text_b" : "text_a"));
     if (!ids.ok()) return fail(ids.status(), 0);
     tokens += static_cast<int64_t>(ids->size());
     batch.sequences.push_back(*std::move(ids));

@@ -188,6 +188,16 @@ std::vector<const TokenIds*> Pointers(const std::vector<TokenIds>& seqs) {
   return ptrs;
 }
 
+// `count` random sequences, the first `longest` tokens long, the others 2..longest.
+std::vector<TokenIds> RandomBatch(int count, int longest, uint64_t* state) {
+  std::vector<TokenIds> seqs;
+  for (int i = 0; i < count; ++i) {
+    const int len = i == 0 ? longest : 2 + static_cast<int>(NextRandom(state) % (longest - 1));
+    seqs.push_back(RandomSequence(len, state));
+  }
+  return seqs;
+}
+
 // A copy of tiny-bert whose 1_Pooling/config.json asks for `mode` (mean, cls, max);
 // removed by the destructor.
 class TinyBertWithPooling {
@@ -261,11 +271,7 @@ TEST(BertBackendTest, CudaGraphsMatchTheEagerPath) {
           {65, 10}, {3, 129}};
       uint64_t x = 11;
       for (const auto& [count, longest] : shapes) {
-        std::vector<TokenIds> seqs;
-        for (int i = 0; i < count; ++i) {
-          const int len = i == 0 ? longest : 2 + static_cast<int>(NextRandom(&x) % (longest - 1));
-          seqs.push_back(RandomSequence(len, &x));
-        }
+        const std::vector<TokenIds> seqs = RandomBatch(count, longest, &x);
         const std::vector<const TokenIds*> ptrs = Pointers(seqs);
         auto want = eager->Embed(ptrs);
         auto got = graphs->Embed(ptrs);
@@ -303,11 +309,7 @@ TEST(BertBackendTest, LargeCudaGraphBucketsMatchTheEagerPath) {
       {65, 16}, {100, 20}, {128, 128}, {129, 9}, {300, 60}, {513, 32}, {1024, 32}, {600, 64}};
   uint64_t x = 23;
   for (const auto& [count, longest] : shapes) {
-    std::vector<TokenIds> seqs;
-    for (int i = 0; i < count; ++i) {
-      const int len = i == 0 ? longest : 2 + static_cast<int>(NextRandom(&x) % (longest - 1));
-      seqs.push_back(RandomSequence(len, &x));
-    }
+    const std::vector<TokenIds> seqs = RandomBatch(count, longest, &x);
     const std::vector<const TokenIds*> ptrs = Pointers(seqs);
     auto want = eager->Embed(ptrs);
     auto got = large->Embed(ptrs);

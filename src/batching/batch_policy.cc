@@ -227,5 +227,46 @@ void DecideBatch(const Batcher::Options& options, const BatchQueue& queue, int64
   }
 }
 
+void DecideExpressBatch(const Batcher::Options& options, const BatchQueue& queue,
+                        BatchDecision* decision) {
+  BatchDecision& d = *decision;
+  d.items.clear();
+  d.tokens = 0;
+  d.longest = 0;
+  d.full = false;
+  d.wait_us = 0;
+  d.passed_over = BatchQueue::kNone;
+  const int64_t max_tokens = options.express_max_tokens;
+  auto cost = [&](int64_t n, int64_t tokens, int64_t longest) {
+    return options.count_padding ? longest * n : tokens;
+  };
+  int32_t looked = 0;
+  for (BatchQueue::RunId run = queue.OldestRun(); run != BatchQueue::kNone && looked < kExpressRunsLooked;
+       run = queue.NextRun(run), ++looked) {
+    const BatchQueue::Run& r = queue.run(run);
+    if (r.started || r.count > max_tokens || r.count > options.max_batch_size) continue;
+    // The request's size, alone and added to the batch; items of a run are contiguous.
+    int64_t tokens = 0, longest = 0;
+    ItemId id = r.first;
+    for (int32_t i = 0; i < r.count && tokens <= max_tokens; ++i, id = queue.Next(id)) {
+      const int64_t length = queue.item(id).length;
+      tokens += length;
+      longest = std::max(longest, length);
+    }
+    if (cost(r.count, tokens, longest) > max_tokens) continue;  // not small: another lane's
+    const int64_t n = static_cast<int64_t>(d.items.size()) + r.count;
+    if (n > options.max_batch_size ||
+        cost(n, d.tokens + tokens, std::max(d.longest, longest)) > max_tokens) {
+      d.full = true;
+      break;
+    }
+    id = r.first;
+    for (int32_t i = 0; i < r.count; ++i, id = queue.Next(id)) d.items.push_back(id);
+    d.tokens += tokens;
+    d.longest = std::max(d.longest, longest);
+  }
+  d.action = d.items.empty() ? BatchDecision::Action::kIdle : BatchDecision::Action::kSend;
+}
+
 }  // namespace batching_internal
 }  // namespace embedserve

@@ -57,6 +57,17 @@ struct BatchDecision {
 void DecideBatch(const Batcher::Options& options, const BatchQueue& queue, int64_t now_us,
                  bool flush, BatchDecision* decision);
 
+// The express lane's batch (Options::express_max_tokens): the requests that have had no
+// batch and hold at most express_max_tokens tokens and max_batch_size sequences, whole,
+// oldest first, while the batch
+// stays within max_batch_size and express_max_tokens (longest*count if count_padding,
+// else the sum); a request that does not fit ends the filling. Looks at the
+// kExpressRunsLooked oldest requests at most (O(that) under the lock). kSend when the
+// batch holds any, else kIdle; never marks anything passed over.
+constexpr int32_t kExpressRunsLooked = 256;
+void DecideExpressBatch(const Batcher::Options& options, const BatchQueue& queue,
+                        BatchDecision* decision);
+
 }  // namespace batching_internal
 }  // namespace embedserve
 

@@ -64,11 +64,12 @@ absl::StatusOr<std::unique_ptr<RequestState>> BatchScheduler::Prepare(
   return state;
 }
 
-absl::Status BatchScheduler::RunBackend(Backend* backend, const Clock& clock,
-                                       int64_t dimension, Batch* batch, BatchStats* stats) {
+absl::Status BatchScheduler::RunBackend(Backend* backend, const Backend::CallOptions& call,
+                                       const Clock& clock, int64_t dimension, Batch* batch,
+                                       BatchStats* stats) {
   const int64_t t0 = clock.NowMicros();
   absl::StatusOr<EmbeddingMatrix> result =
-      backend->Embed(absl::MakeConstSpan(batch->inputs.data(), batch->inputs.size()));
+      backend->EmbedWith(absl::MakeConstSpan(batch->inputs.data(), batch->inputs.size()), call);
   const int64_t t1 = clock.NowMicros();
   absl::Status status = result.ok() ? ScatterRows(*batch, *result, dimension) : result.status();
   stats->sequences = static_cast<int32_t>(batch->size());
@@ -200,19 +201,34 @@ void BatchScheduler::DecideDroppingEnded(
   }
   while (true) {
     Decide(now_us, flush, decision);
-    if (decision->action == BatchDecision::Action::kIdle) return;
-    // Poll each request the batch would hold, once. Failing one removes all its items,
-    // which invalidates the decision: decide again (each round drops >= 1 request).
-    const uint64_t round = ++check_round_;
-    bool any_dropped = false;
-    for (const BatchQueue::ItemId id : decision->items) {
-      RequestState* r = queue_.item(id).request;
-      if (r == nullptr || r->last_checked == round) continue;  // r == nullptr: removed
-      r->last_checked = round;
-      if (DropIfEnded(r, now_us, ready, dropped)) any_dropped = true;
-    }
-    if (!any_dropped) return;
+    if (!DropEndedInDecision(now_us, *decision, ready, dropped)) return;
   }
+}
+
+void BatchScheduler::DecideExpressDroppingEnded(
+    int64_t now_us, BatchDecision* decision, std::vector<Completion>* ready,
+    std::vector<std::pair<absl::StatusCode, int32_t>>* dropped) {
+  while (true) {
+    DecideExpressBatch(options_, queue_, decision);
+    if (!DropEndedInDecision(now_us, *decision, ready, dropped)) return;
+  }
+}
+
+bool BatchScheduler::DropEndedInDecision(
+    int64_t now_us, const BatchDecision& decision, std::vector<Completion>* ready,
+    std::vector<std::pair<absl::StatusCode, int32_t>>* dropped) {
+  if (decision.action == BatchDecision::Action::kIdle) return false;
+  // Poll each request the batch would hold, once. Failing one removes all its items,
+  // which invalidates the decision: the caller decides again (each round drops >= 1).
+  const uint64_t round = ++check_round_;
+  bool any_dropped = false;
+  for (const BatchQueue::ItemId id : decision.items) {
+    RequestState* r = queue_.item(id).request;
+    if (r == nullptr || r->last_checked == round) continue;  // r == nullptr: removed
+    r->last_checked = round;
+    if (DropIfEnded(r, now_us, ready, dropped)) any_dropped = true;
+  }
+  return any_dropped;
 }
 
 void BatchScheduler::TakeBatch(const BatchDecision& decision, int64_t now_us, Batch* batch) {

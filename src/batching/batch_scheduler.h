@@ -117,6 +117,12 @@ class BatchScheduler {
                            std::vector<Completion>* ready,
                            std::vector<std::pair<absl::StatusCode, int32_t>>* dropped);
 
+  // The express lane's turn (DecideExpressBatch), dropping ended requests among those
+  // its batch would hold as DecideDroppingEnded does.
+  void DecideExpressDroppingEnded(int64_t now_us, BatchDecision* decision,
+                                  std::vector<Completion>* ready,
+                                  std::vector<std::pair<absl::StatusCode, int32_t>>* dropped);
+
   // Moves decision.items (a kSend decision on the current queue) into `batch`.
   void TakeBatch(const BatchDecision& decision, int64_t now_us, Batch* batch);
 
@@ -126,12 +132,13 @@ class BatchScheduler {
   static absl::Status ScatterRows(const Batch& batch, const EmbeddingMatrix& result,
                                   int64_t dimension);
 
-  // The unlocked middle of a worker turn: runs `batch` through `backend` and scatters the
-  // rows (safe WITHOUT the lock, as ScatterRows). Returns the batch's status (the
-  // backend's, or a wrong shape's INTERNAL) and fills `*stats` (all but worker, form_us
-  // and complete_us; the queue_us span stays valid until `batch` is reused).
-  static absl::Status RunBackend(Backend* backend, const Clock& clock, int64_t dimension,
-                                 Batch* batch, BatchStats* stats);
+  // The unlocked middle of a worker turn: runs `batch` through `backend` with `call` and
+  // scatters the rows (safe WITHOUT the lock, as ScatterRows). Returns the batch's status
+  // (the backend's, or a wrong shape's INTERNAL) and fills `*stats` (all but worker,
+  // form_us and complete_us; the queue_us span stays valid until `batch` is reused).
+  static absl::Status RunBackend(Backend* backend, const Backend::CallOptions& call,
+                                 const Clock& clock, int64_t dimension, Batch* batch,
+                                 BatchStats* stats);
 
   // Records the end of `batch` (status: the backend's, or ScatterRows' error): requests
   // whose rows are now all done, or that this batch failed, are appended to `ready`.
@@ -168,6 +175,11 @@ class BatchScheduler {
  private:
   // Ends `request` with `status`: removes its queued rows, hands out its `done`.
   void Fail(RequestState* request, const absl::Status& status, std::vector<Completion>* ready);
+  // Ends the requests of `decision`'s batch whose deadline passed or that were
+  // cancelled; returns true if any was (the decision is then stale).
+  bool DropEndedInDecision(int64_t now_us, const BatchDecision& decision,
+                           std::vector<Completion>* ready,
+                           std::vector<std::pair<absl::StatusCode, int32_t>>* dropped);
   // Ends `request` if its deadline passed or it was cancelled; returns true if it did.
   bool DropIfEnded(RequestState* request, int64_t now_us, std::vector<Completion>* ready,
                    std::vector<std::pair<absl::StatusCode, int32_t>>* dropped);

@@ -116,6 +116,7 @@ struct Batcher::Turn {
   bool exit = false;        // stopping and nothing queued: the worker ends
   int64_t depth = 0;        // queued sequences after the decision
   bool wake_other = false;  // work left for another worker
+  bool wake_express = false;  // work left while every worker is busy: the express lane
   bool drained = false;     // stopping and the queue is now empty
 
   explicit Turn(size_t max_batch) {
@@ -151,6 +152,22 @@ absl::Status Batcher::Options::Validate() const {
     return absl::InvalidArgumentError(absl::StrCat("batching.idle_spin_us must be <= ",
                                                    kMaxIdleSpinUs, "; was ", idle_spin_us));
   }
+  ES_RETURN_IF_ERROR(AtLeast("express_max_tokens", express_max_tokens, 0));
+  if (express_max_tokens > max_batch_tokens) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "batching.express_max_tokens must be <= batching.max_batch_tokens (", max_batch_tokens,
+        "); was ", express_max_tokens));
+  }
+  if (express_max_tokens > 0 && (!enabled || num_workers < 1)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "batching.express_max_tokens needs batching on and worker threads; was ",
+        express_max_tokens, " with ", enabled ? "" : "batching off and ", num_workers,
+        " workers"));
+  }
+  if (express_cpu_threads < 0 || express_cpu_threads > kMaxWorkers) {
+    return absl::InvalidArgumentError(absl::StrCat("batching.express_cpu_threads must be in [0, ",
+                                                   kMaxWorkers, "]; was ", express_cpu_threads));
+  }
   return absl::OkStatus();
 }
 
@@ -177,6 +194,12 @@ absl::StatusOr<std::unique_ptr<Batcher>> Batcher::Create(const Options& options,
       b->WorkerLoop(w);
     });
   }
+  if (options.express_max_tokens > 0) {
+    batcher->express_ = std::thread([b = batcher.get()] {
+      NameThread("es-express", 0);
+      b->ExpressLoop();
+    });
+  }
   return batcher;
 }
 
@@ -199,8 +222,16 @@ absl::Status Batcher::Submit(BatchRequest&& request) {
   const int32_t request_percent = request.queue_percent;
   ES_ASSIGN_OR_RETURN(std::unique_ptr<batching_internal::RequestState> state,
                       BatchScheduler::Prepare(options_, dimension_, request));
+  bool small = false;
+  if (options_.express_max_tokens > 0 &&
+      static_cast<int64_t>(state->sequences.size()) <= options_.express_max_tokens) {
+    int64_t tokens = 0;
+    for (const TokenIds& s : state->sequences) tokens += static_cast<int64_t>(s.size());
+    small = tokens <= options_.express_max_tokens;
+  }
   absl::Status status;
   bool wake = false;
+  bool wake_express = false;
   {
     MutexLock lock(&mu_);
     if (stopping_) {
@@ -213,6 +244,7 @@ absl::Status Batcher::Submit(BatchRequest&& request) {
       if (status.ok()) {
         PublishDepthLocked();
         wake = SignalWorkLocked();
+        wake_express = small && busy_workers_ >= options_.num_workers;
       }
     }
   }
@@ -221,6 +253,7 @@ absl::Status Batcher::Submit(BatchRequest&& request) {
     return status;
   }
   if (wake) work_cv_.NotifyOne();
+  if (wake_express) express_cv_.NotifyOne();
   return absl::OkStatus();
 }
 
@@ -337,7 +370,10 @@ void Batcher::DecideLocked(Turn* turn, int64_t now) {
   scheduler_->DecideDroppingEnded(now, stopping_, &turn->decision, &turn->ready,
                                   observer_ ? &turn->dropped : nullptr);
   turn->send = turn->decision.action == BatchAction::kSend;
-  if (turn->send) scheduler_->TakeBatch(turn->decision, now, &turn->batch);
+  if (turn->send) {
+    scheduler_->TakeBatch(turn->decision, now, &turn->batch);
+    ++busy_workers_;
+  }
   turn->exit = !turn->send && stopping_ && scheduler_->queue_empty();
 }
 
@@ -346,11 +382,14 @@ void Batcher::EndDecisionLocked(Turn* turn) {
   PublishDepthLocked();
   turn->depth = scheduler_->queued_sequences();
   turn->wake_other = turn->send && turn->depth > 0 && SignalWorkLocked();
+  turn->wake_express = options_.express_max_tokens > 0 && turn->depth > 0 &&
+                       busy_workers_ >= options_.num_workers;
   turn->drained = stopping_ && turn->depth == 0;
 }
 
 int32_t Batcher::FinishTurn(int32_t worker, Turn* turn, int64_t form_us) {
   if (turn->wake_other) work_cv_.NotifyOne();
+  if (turn->wake_express) express_cv_.NotifyOne();
   if (turn->drained) drained_cv_.NotifyAll();
   int32_t answered = RunCompletions(&turn->ready);
   turn->freed.clear();  // frees outside the lock
@@ -428,11 +467,39 @@ void Batcher::WorkerLoop(int32_t worker) {
   }
 }
 
+void Batcher::ExpressLoop() {
+  const int32_t worker = options_.num_workers;
+  Turn turn(static_cast<size_t>(options_.max_batch_size));
+  while (true) {
+    int64_t form_start = 0;
+    {
+      MutexLock lock(&mu_);
+      while (true) {
+        // Shutting down: the workers drain the queue without waiting for anything.
+        if (stopping_) return;
+        if (busy_workers_ >= options_.num_workers) {
+          form_start = clock_->NowMicros();
+          scheduler_->DecideExpressDroppingEnded(form_start, &turn.decision, &turn.ready,
+                                                 observer_ ? &turn.dropped : nullptr);
+          turn.send = turn.decision.action == BatchAction::kSend;
+          if (turn.send) scheduler_->TakeBatch(turn.decision, form_start, &turn.batch);
+          if (turn.send || !turn.ready.empty()) break;
+        }
+        express_cv_.Wait(&mu_);
+      }
+      EndDecisionLocked(&turn);
+    }
+    FinishTurn(worker, &turn, turn.send ? clock_->NowMicros() - form_start : 0);
+  }
+}
+
 int32_t Batcher::RunBatch(int32_t worker, Batch* batch, int64_t form_us) {
   BatchStats stats;
   const int64_t t0 = clock_->NowMicros();
+  Backend::CallOptions call;
+  if (is_express(worker)) call.cpu_threads = options_.express_cpu_threads;
   const absl::Status status =
-      BatchScheduler::RunBackend(backend_, *clock_, dimension_, batch, &stats);
+      BatchScheduler::RunBackend(backend_, call, *clock_, dimension_, batch, &stats);
   stats.worker = worker;
   stats.form_us = form_us;
   const int64_t t1 = t0 + stats.backend_us;  // the backend's end: scatter counts as completion
@@ -443,7 +510,10 @@ int32_t Batcher::RunBatch(int32_t worker, Batch* batch, int64_t form_us) {
     scheduler_->CompleteBatch(batch, status, stats.backend_us, &ready);  // may drop queued rows
     scheduler_->TakeFreed(&freed);
     PublishDepthLocked();
-    if (status.ok()) UpdateAdmitLimitLocked(stats);
+    if (!is_express(worker)) {
+      --busy_workers_;
+      if (status.ok()) UpdateAdmitLimitLocked(stats);
+    }
   }
   int32_t answered = 0;
   if (completions_ != nullptr && ready.size() >= static_cast<size_t>(Options::kMinHandOff)) {
@@ -486,6 +556,7 @@ void Batcher::Shutdown(int64_t grace_us) {
     wake_seq_.fetch_add(1, std::memory_order_release);  // a polling worker looks again
   }
   work_cv_.NotifyAll();
+  express_cv_.NotifyAll();  // the express lane ends after its batch in flight
   {
     MutexLock lock(&mu_);
     const int64_t deadline = clock_->NowMicros() + (grace_us > 0 ? grace_us : 0);
@@ -509,6 +580,7 @@ void Batcher::Shutdown(int64_t grace_us) {
   }
   for (std::thread& t : workers_) t.join();
   workers_.clear();
+  if (express_.joinable()) express_.join();
   completions_.reset();  // runs what the workers handed off, then joins its threads
   shut_down_ = true;
 }

@@ -198,6 +198,9 @@ absl::Status BatchingSection::Validate() const {
                                          10 * 1000));  // Batcher::Options::kMaxIdleSpinUs
   ES_RETURN_IF_ERROR(CheckRange("batching.completion_threads", completion_threads, 0,
                                  64));  // Batcher::Options::kMaxCompletionThreads
+  ES_RETURN_IF_ERROR(CheckRange<int64_t>("batching.express_max_tokens", express_max_tokens, 0,
+                                         max_batch_tokens));
+  ES_RETURN_IF_ERROR(CheckRange("batching.express_cpu_threads", express_cpu_threads, 0, 256));
   return absl::OkStatus();
 }
 
@@ -509,6 +512,8 @@ class Parser {
         {"workers", [&](const YAML::Node& n, const std::string& k) { return Int(n, k, &b->workers); }},
         {"idle_spin_us", [&](const YAML::Node& n, const std::string& k) { return Int(n, k, &b->idle_spin_us); }},
         {"completion_threads", [&](const YAML::Node& n, const std::string& k) { return Int(n, k, &b->completion_threads); }},
+        {"express_max_tokens", [&](const YAML::Node& n, const std::string& k) { return Int(n, k, &b->express_max_tokens); }},
+        {"express_cpu_threads", [&](const YAML::Node& n, const std::string& k) { return Int(n, k, &b->express_cpu_threads); }},
     });
   }
 
@@ -683,6 +688,8 @@ std::string ServerConfigToYaml(const ServerConfig& c) {
   absl::StrAppend(&y, "  workers: ", c.batching.workers, "\n");
   absl::StrAppend(&y, "  idle_spin_us: ", c.batching.idle_spin_us, "\n");
   absl::StrAppend(&y, "  completion_threads: ", c.batching.completion_threads, "\n");
+  absl::StrAppend(&y, "  express_max_tokens: ", c.batching.express_max_tokens, "\n");
+  absl::StrAppend(&y, "  express_cpu_threads: ", c.batching.express_cpu_threads, "\n");
   absl::StrAppend(&y, "logging:\n");
   absl::StrAppend(&y, "  level: ", Quote(c.logging.level), "\n");
   absl::StrAppend(&y, "  log_requests: ", c.logging.log_requests ? "true" : "false", "\n");

@@ -18,6 +18,8 @@ Batcher::Options ToBatcherOptions(const ServerConfig& config, bool backend_pads_
   o.num_workers = b.workers * static_cast<int32_t>(config.model.InstanceDevices().size());
   o.idle_spin_us = b.idle_spin_us;
   o.completion_threads = b.completion_threads;
+  o.express_max_tokens = b.enabled ? b.express_max_tokens : 0;  // one lane without batching
+  o.express_cpu_threads = b.express_cpu_threads;
   return o;
 }
 

@@ -59,7 +59,8 @@ BackendPool::BackendPool(std::vector<std::unique_ptr<Backend>> instances)
   info_.device = devices;
 }
 
-absl::StatusOr<EmbeddingMatrix> BackendPool::Embed(absl::Span<const TokenIds* const> sequences) {
+absl::StatusOr<EmbeddingMatrix> BackendPool::EmbedWith(absl::Span<const TokenIds* const> sequences,
+                                                       const CallOptions& call) {
   int instance;
   {
     MutexLock lock(&mu_);
@@ -68,7 +69,7 @@ absl::StatusOr<EmbeddingMatrix> BackendPool::Embed(absl::Span<const TokenIds* co
     free_.pop_front();
   }
   batches_[instance].fetch_add(1, std::memory_order_relaxed);
-  absl::StatusOr<EmbeddingMatrix> result = instances_[instance]->Embed(sequences);
+  absl::StatusOr<EmbeddingMatrix> result = instances_[instance]->EmbedWith(sequences, call);
   {
     MutexLock lock(&mu_);
     free_.push_back(instance);

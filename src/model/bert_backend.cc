@@ -892,7 +892,8 @@ void BertBackend::CaptureGraphs() {
 #endif
 }
 
-absl::StatusOr<EmbeddingMatrix> BertBackend::Embed(absl::Span<const TokenIds* const> sequences) {
+absl::StatusOr<EmbeddingMatrix> BertBackend::EmbedWith(absl::Span<const TokenIds* const> sequences,
+                                                       const CallOptions& call) {
   EmbeddingMatrix result;
   result.dim = config_.hidden_size;
   if (sequences.empty()) return result;
@@ -920,11 +921,10 @@ absl::StatusOr<EmbeddingMatrix> BertBackend::Embed(absl::Span<const TokenIds* co
   const int64_t batch = static_cast<int64_t>(sequences.size());
   result.rows = batch;
   absl::Status status = CatchTorch("embedding a batch", [&] {
-    // The intra-op thread count is per calling thread with OpenMP: set it here, on the
-    // batcher worker that runs the batch.
-    if (device_.is_cpu() && at::get_num_threads() != num_threads_) {
-      at::set_num_threads(num_threads_);
-    }
+    // The intra-op thread count is per calling thread with OpenMP (oneDNN's too): set
+    // it here, on the batcher worker that runs the batch.
+    const int threads = call.cpu_threads > 0 ? call.cpu_threads : num_threads_;
+    if (device_.is_cpu() && at::get_num_threads() != threads) at::set_num_threads(threads);
     if (device_.is_cpu() && cpu_nice_ > 0) LowerTeamPriority(cpu_nice_);
     c10::InferenceMode inference_mode;
     result.values.resize(static_cast<size_t>(batch * result.dim));

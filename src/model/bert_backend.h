@@ -48,7 +48,12 @@ class BertBackend : public Backend {
                                                              const ModelOptions& options);
 
   const BackendInfo& Info() const override { return info_; }
-  absl::StatusOr<EmbeddingMatrix> Embed(absl::Span<const TokenIds* const> sequences) override;
+  absl::StatusOr<EmbeddingMatrix> Embed(absl::Span<const TokenIds* const> sequences) override {
+    return EmbedWith(sequences, CallOptions{});
+  }
+  // Honours call.cpu_threads on the CPU.
+  absl::StatusOr<EmbeddingMatrix> EmbedWith(absl::Span<const TokenIds* const> sequences,
+                                            const CallOptions& call) override;
 
   BertBackend(const BertBackend&) = delete;
   BertBackend& operator=(const BertBackend&) = delete;

@@ -339,7 +339,11 @@ class EmbedServer::Impl {
             ? absl::StrCat("batching on (max ", b.max_batch_size, " seqs, ",
                            b.max_batch_tokens, " tokens, ",
                            static_cast<double>(b.max_queue_delay_us) / 1000.0, " ms, ",
-                           workers, workers == 1 ? " worker)" : " workers)")
+                           workers, workers == 1 ? " worker" : " workers",
+                           b.express_max_tokens > 0
+                               ? absl::StrCat(", express lane <= ", b.express_max_tokens,
+                                              " tokens)")
+                               : ")")
             : absl::StrCat("batching off (one request per forward, ", workers,
                            workers == 1 ? " worker)" : " workers)");
     const std::string& name =

@@ -504,6 +504,50 @@ TEST(BatchPolicyTest, QueueReusesFreedSlotsWithoutGrowing) {
   }
 }
 
+// The express lane's batch: whole requests of at most express_max_tokens that have had
+// no batch, oldest first, within its token budget (padding counted) and max_batch_size;
+// larger and started requests are left to the workers.
+TEST(BatchPolicyTest, ExpressBatchHoldsSmallUnstartedRequestsOldestFirst) {
+  BatchQueue q(64);
+  Batcher::Options o;
+  o.count_padding = true;
+  o.max_batch_size = 3;
+  o.express_max_tokens = 40;
+  BatchDecision d;
+  DecideExpressBatch(o, q, &d);
+  EXPECT_EQ(d.action, Action::kIdle);
+
+  PushAll(&q, {30, 30, 30}, kT0, /*owner=*/1);   // 90 tokens: not small
+  PushAll(&q, {5, 5, 5, 5}, kT0, /*owner=*/2);   // 4 x 5 = 20 tokens, but 4 > 3 per batch
+  DecideExpressBatch(o, q, &d);
+  EXPECT_EQ(d.action, Action::kIdle);  // a request that cannot fit alone is not taken
+
+  PushAll(&q, {12, 14}, kT0 + 1, /*owner=*/3);  // 2 x 14 = 28
+  PushAll(&q, {6}, kT0 + 2, /*owner=*/4);       // with 3: 3 x 14 = 42 > 40: ends the filling
+  PushAll(&q, {3}, kT0 + 3, /*owner=*/5);
+  DecideExpressBatch(o, q, &d);
+  ASSERT_EQ(d.action, Action::kSend);
+  EXPECT_THAT(Lengths(q, d), ElementsAre(12, 14));
+  EXPECT_EQ(d.tokens, 26);
+  EXPECT_EQ(d.longest, 14);
+  EXPECT_TRUE(d.full);
+  EXPECT_EQ(d.passed_over, BatchQueue::kNone);
+
+  // Counting the sum instead: 12 + 14 + 6 + 3 = 35 fits 40, but max_batch_size is 3.
+  o.count_padding = false;
+  DecideExpressBatch(o, q, &d);
+  EXPECT_THAT(Lengths(q, d), ElementsAre(12, 14, 6));
+  EXPECT_TRUE(d.full);
+
+  // A started request is the workers' even when small.
+  for (auto id : d.items) {
+    if (q.item(id).request == Owner(3) && q.item(id).length == 12) q.Remove(id);
+  }
+  DecideExpressBatch(o, q, &d);
+  EXPECT_THAT(Lengths(q, d), ElementsAre(6, 3));
+  EXPECT_FALSE(d.full);
+}
+
 }  // namespace
 }  // namespace batching_internal
 }  // namespace embedserve

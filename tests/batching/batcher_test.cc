@@ -68,6 +68,19 @@ TEST(BatcherOptionsTest, ValidateNamesFieldRuleAndValue) {
   EXPECT_TRUE(o.Validate().ok());
   o.idle_spin_us = Batcher::Options::kMaxIdleSpinUs;
   EXPECT_TRUE(o.Validate().ok());
+  o = Batcher::Options();
+  o.express_max_tokens = o.max_batch_tokens + 1;
+  EXPECT_EQ(o.Validate().message(),
+            "batching.express_max_tokens must be <= batching.max_batch_tokens (8192); was 8193");
+  o.express_max_tokens = 256;
+  EXPECT_TRUE(o.Validate().ok());
+  o.num_workers = 0;  // nothing for the lane to run beside
+  EXPECT_EQ(o.Validate().message(),
+            "batching.express_max_tokens needs batching on and worker threads; was 256 with 0 "
+            "workers");
+  o.num_workers = 1;
+  o.express_cpu_threads = -1;
+  EXPECT_EQ(o.Validate().message(), "batching.express_cpu_threads must be in [0, 256]; was -1");
 }
 
 TEST(BatcherTest, CreateRejectsBadArguments) {
@@ -429,6 +442,70 @@ TEST(BatcherTest, WorkersRunBatchesConcurrently) {
   backend.OpenGate();
   (*batcher)->Shutdown();
   EXPECT_EQ(box.count(), 3);
+}
+
+// The express lane: while the one worker is held in a batch, a small request runs at once
+// beside it, on the lane's thread count; a large one waits for the worker; with the worker
+// free, a small one goes to the worker. The gate holds every call, so each step is seen
+// as calls waiting at once (a lane that did not run beside the worker hangs here).
+TEST(BatcherTest, ExpressLaneRunsSmallRequestsBesideABusyWorker) {
+  FakeBackend backend;
+  Batcher::Options o;
+  o.num_workers = 1;
+  o.express_max_tokens = 4;
+  o.express_cpu_threads = 1;
+  o.idle_spin_us = 0;
+  auto batcher = Batcher::Create(o, &backend, nullptr);
+  ASSERT_TRUE(batcher.ok());
+  StatusBox box;
+  backend.CloseGate();
+  // The worker is free: it takes a small request itself.
+  ASSERT_TRUE((*batcher)->Submit(BoxedRequest({{1, 2}}, &box)).ok());
+  backend.WaitForWaitingCalls(1);
+  // It is busy now: a large request (5 tokens) waits, a small one (2 x 2 tokens) runs on
+  // the express lane at once.
+  ASSERT_TRUE((*batcher)->Submit(BoxedRequest({{3, 3, 3, 3, 3}}, &box)).ok());
+  ASSERT_TRUE((*batcher)->Submit(BoxedRequest({{4, 4}, {5, 5}}, &box)).ok());
+  backend.WaitForWaitingCalls(2);
+  EXPECT_EQ((*batcher)->QueueDepth(), 1);  // the large one
+  backend.OpenGate();
+  (*batcher)->Shutdown();
+  EXPECT_EQ(box.count(), 3);
+  const std::vector<std::vector<TokenIds>> calls = backend.calls();
+  const std::vector<int32_t> threads = backend.cpu_threads();
+  ASSERT_EQ(calls.size(), 3u);
+  EXPECT_EQ(calls[0], (std::vector<TokenIds>{{1, 2}}));
+  EXPECT_EQ(threads[0], 0);  // the worker: the backend's own setting
+  EXPECT_EQ(calls[1], (std::vector<TokenIds>{{4, 4}, {5, 5}}));
+  EXPECT_EQ(threads[1], 1);  // the lane
+  EXPECT_EQ(calls[2], (std::vector<TokenIds>{{3, 3, 3, 3, 3}}));
+  EXPECT_EQ(threads[2], 0);
+}
+
+// A small request already queued when the last free worker takes a batch that leaves it
+// out (the batch is full) reaches the express lane without another Submit.
+TEST(BatcherTest, ExpressLaneTakesSmallWorkLeftQueuedByTheLastWorker) {
+  FakeBackend backend;
+  Batcher::Options o;
+  o.num_workers = 1;
+  o.max_batch_size = 2;
+  o.express_max_tokens = 2;
+  o.idle_spin_us = 0;
+  o.max_queue_delay_us = 1'000'000'000;  // the worker waits for a full batch
+  auto batcher = Batcher::Create(o, &backend, nullptr);
+  ASSERT_TRUE(batcher.ok());
+  StatusBox box;
+  backend.CloseGate();
+  // Queued while the worker waits for a batch to fill (the lane only runs beside a busy
+  // worker, so it leaves them): one request of 2 rows fills a batch; a small one
+  // follows it, and stays queued when the worker takes the full batch.
+  ASSERT_TRUE((*batcher)->Submit(BoxedRequest({{7}, {8}}, &box)).ok());
+  ASSERT_TRUE((*batcher)->Submit(BoxedRequest({{9}}, &box)).ok());
+  backend.WaitForWaitingCalls(2);  // the worker's batch and the lane's, at once
+  backend.OpenGate();
+  (*batcher)->Shutdown();
+  EXPECT_EQ(box.count(), 2);
+  EXPECT_EQ(backend.cpu_threads(), (std::vector<int32_t>{0, 1}));
 }
 
 // A worker that has just finished polls (idle_spin_us) instead of blocking; a Submit that

@@ -219,6 +219,11 @@ TEST(ServerConfigTest, OutOfRangeNamesFileLineFieldAndRange) {
   EXPECT_THAT(config.status().message(),
               AllOf(HasSubstr("batching.completion_threads"), HasSubstr("[0, 64]"),
                     HasSubstr("was 65")));
+  config = Parse("batching:\n  max_batch_tokens: 512\n  express_max_tokens: 513\n");
+  ASSERT_FALSE(config.ok());
+  EXPECT_THAT(config.status().message(),
+              AllOf(HasSubstr("batching.express_max_tokens"), HasSubstr("[0, 512]"),
+                    HasSubstr("was 513")));
   config = Parse("model:\n  cuda_graph_max_batch: 32\n");
   ASSERT_FALSE(config.ok());
   EXPECT_THAT(config.status().message(),
@@ -310,7 +315,8 @@ TEST(ServerConfigTest, PrintedConfigParsesBackToTheSame) {
 server: {port: 7, metrics_port: 8, host: "::1"}
 model: {name: "a \"quoted\" name", devices: [cpu, cpu], instances_per_device: 2, quantized: true,
         cuda_graphs: false, cuda_graph_max_batch: 512, tf32: true}
-batching: {timeout_ms: 3, workers: 2, completion_threads: 6}
+batching: {timeout_ms: 3, workers: 2, completion_threads: 6, express_max_tokens: 96,
+           express_cpu_threads: 2}
 benchmark: {batch_sizes: [4, 16], duration_s: 2.5}
 )");
   ASSERT_TRUE(config.ok()) << config.status();
@@ -325,6 +331,8 @@ benchmark: {batch_sizes: [4, 16], duration_s: 2.5}
   EXPECT_FALSE(again->model.cuda_graphs);
   EXPECT_EQ(again->model.cuda_graph_max_batch, 512);
   EXPECT_EQ(again->batching.completion_threads, 6);
+  EXPECT_EQ(again->batching.express_max_tokens, 96);
+  EXPECT_EQ(again->batching.express_cpu_threads, 2);
   EXPECT_TRUE(again->model.tf32);
   EXPECT_EQ(again->model.devices, (std::vector<std::string>{"cpu", "cpu"}));
   EXPECT_EQ(again->model.instances_per_device, 2);

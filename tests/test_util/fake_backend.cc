@@ -29,10 +29,12 @@ std::vector<float> FakeBackend::Encode(const TokenIds& ids, int64_t dimension) {
   return row;
 }
 
-absl::StatusOr<EmbeddingMatrix> FakeBackend::Embed(absl::Span<const TokenIds* const> sequences) {
+absl::StatusOr<EmbeddingMatrix> FakeBackend::EmbedWith(absl::Span<const TokenIds* const> sequences,
+                                                       const CallOptions& call) {
   {
     std::unique_lock<std::mutex> lock(mu_);
     batch_sizes_.push_back(static_cast<int32_t>(sequences.size()));
+    cpu_threads_.push_back(call.cpu_threads);
     if (options_.record_calls) {
       std::vector<TokenIds> copy;
       copy.reserve(sequences.size());
@@ -94,6 +96,11 @@ std::vector<std::vector<TokenIds>> FakeBackend::calls() const {
 std::vector<int32_t> FakeBackend::batch_sizes() const {
   std::lock_guard<std::mutex> lock(mu_);
   return batch_sizes_;
+}
+
+std::vector<int32_t> FakeBackend::cpu_threads() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return cpu_threads_;
 }
 
 }  // namespace testing

@@ -36,7 +36,11 @@ class FakeBackend : public Backend {
   FakeBackend() : FakeBackend(Options()) {}
 
   const BackendInfo& Info() const override { return info_; }
-  absl::StatusOr<EmbeddingMatrix> Embed(absl::Span<const TokenIds* const> sequences) override;
+  absl::StatusOr<EmbeddingMatrix> Embed(absl::Span<const TokenIds* const> sequences) override {
+    return EmbedWith(sequences, CallOptions{});
+  }
+  absl::StatusOr<EmbeddingMatrix> EmbedWith(absl::Span<const TokenIds* const> sequences,
+                                            const CallOptions& call) override;
 
   // The row Embed gives `ids`: {size, ids.front(), ids.back(), sum of ids mod 1000003,
   // 0, 0, ...}, truncated to `dimension`. All exact in float for ids < 2^24.
@@ -53,6 +57,8 @@ class FakeBackend : public Backend {
   std::vector<std::vector<TokenIds>> calls() const;
   // Each call's batch size, in call order.
   std::vector<int32_t> batch_sizes() const;
+  // Each call's CallOptions::cpu_threads, in call order.
+  std::vector<int32_t> cpu_threads() const;
 
  private:
   const Options options_;
@@ -64,6 +70,7 @@ class FakeBackend : public Backend {
   int waiting_ ABSL_GUARDED_BY(mu_) = 0;
   std::vector<std::vector<TokenIds>> calls_ ABSL_GUARDED_BY(mu_);
   std::vector<int32_t> batch_sizes_ ABSL_GUARDED_BY(mu_);
+  std::vector<int32_t> cpu_threads_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace testing

@@ -61,7 +61,8 @@ struct BatchRequest {
 
 // What one batch did, for metrics. Handed to BatchObserver::OnBatch.
 struct BatchStats {
-  int32_t worker = 0;         // index of the worker that ran it, 0..num_workers-1
+  int32_t worker = 0;         // the worker that ran it, 0..num_workers-1; the express lane's
+                              // batches: num_workers
   int32_t sequences = 0;      // items in the batch
   int32_t requests = 0;       // distinct requests with items in the batch
   int64_t tokens = 0;         // real tokens: sum of the sequences' lengths
@@ -181,6 +182,22 @@ class Batcher {
     int32_t completion_threads = 0;
     static constexpr int32_t kMinHandOff = 16;
     static constexpr int32_t kMaxCompletionThreads = 64;
+    // The express lane: when > 0, one more worker thread that runs small requests while
+    // every worker is running a batch, so that a short interactive call waits for its own
+    // forward rather than for a bulk batch in flight and then its own (on a 2-core CPU a
+    // batch of 64 texts takes ~0.1-1 s; one pair ~10 ms). It takes whole requests of at
+    // most this many tokens that have had no batch yet, oldest first, into batches of at
+    // most this many tokens (counted as max_batch_tokens is) and max_batch_size
+    // sequences, and runs them at once, beside the batch in flight, with
+    // express_cpu_threads intra-op threads. Its batches do not inform the rate of
+    // max_queue_wait_us. It helps where the workers leave cores to share (a CPU); with
+    // model copies behind a BackendPool it waits for a free copy like any worker.
+    // Requires num_workers >= 1. 0: off. At most max_batch_tokens.
+    int64_t express_max_tokens = 0;
+    // Backend::CallOptions::cpu_threads of the express lane's batches: 1 keeps its
+    // forward free of barriers with threads the batch in flight preempts. 0: the
+    // backend's own setting.
+    int32_t express_cpu_threads = 1;
 
     // INVALID_ARGUMENT naming the field, the rule and the value, e.g.
     // "batching.max_batch_size must be >= 1; was 0".
@@ -273,8 +290,14 @@ class Batcher {
   // have passed, takes mu_ again. Returns true if wake_seq_ moved.
   bool SpinForWork(uint64_t seen, int64_t spin_us) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Runs one taken batch through the backend and answers what it completes; returns the
-  // number of `done`s run.
+  // number of `done`s run. The express lane's worker index is num_workers.
   int32_t RunBatch(int32_t worker, batching_internal::Batch* batch, int64_t form_us);
+  // The express lane's thread (Options::express_max_tokens): waits until every worker is
+  // running a batch and a small request is queued, runs it, and again.
+  void ExpressLoop();
+  bool is_express(int32_t worker) const {
+    return options_.express_max_tokens > 0 && worker == options_.num_workers;
+  }
 
   const Options options_;
   Backend* const backend_;
@@ -290,6 +313,9 @@ class Batcher {
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   int32_t idle_workers_ ABSL_GUARDED_BY(mu_) = 0;      // blocked on work_cv_
   int32_t spinning_workers_ ABSL_GUARDED_BY(mu_) = 0;  // polling wake_seq_: 0 or 1
+  // Workers (not the express lane) between taking a batch and completing it.
+  int32_t busy_workers_ ABSL_GUARDED_BY(mu_) = 0;
+  CondVar express_cv_;  // the express lane waits here for busy workers and small work
   // Bumped under mu_ (by SignalWorkLocked, Shutdown) while a worker polls; read without it.
   std::atomic<uint64_t> wake_seq_{0};
   // The queue's depth, and the part of it the time bound and the share admit by
@@ -321,6 +347,7 @@ class Batcher {
   Mutex shutdown_mu_;  // serialises Shutdown calls
   bool shut_down_ ABSL_GUARDED_BY(shutdown_mu_) = false;
   std::vector<std::thread> workers_;  // written by Create, joined by Shutdown
+  std::thread express_;               // likewise; not started when the lane is off
 };
 
 }  // namespace embedserve

@@ -116,6 +116,10 @@ struct BatchingSection {
   int completion_threads = 0;        // threads that answer a finished batch's requests
                                      // (>= 16 of them) so the worker goes back to the
                                      // model; 0 = the worker answers (Batcher::Options)
+  int64_t express_max_tokens = 0;    // the express lane: requests of at most this many
+                                     // tokens run beside a busy worker's batch; 0 = off
+                                     // (also off with batching off)
+  int express_cpu_threads = 1;       // its intra-op threads on a CPU (0 = model.threads)
 
   absl::Status Validate() const;
 };

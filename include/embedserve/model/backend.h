@@ -45,6 +45,19 @@ class Backend {
   // a failure affects only this call. Thread-safe.
   virtual absl::StatusOr<EmbeddingMatrix> Embed(
       absl::Span<const TokenIds* const> sequences) = 0;
+
+  // What one caller asks of a call, beyond its inputs.
+  struct CallOptions {
+    // CPU: intra-op threads for this call (the batcher's express lane runs on one, beside
+    // a batch in flight on all of them); 0: the backend's own setting. Ignored elsewhere.
+    int32_t cpu_threads = 0;
+  };
+  // Embed with `call`; a backend without per-call settings ignores them.
+  virtual absl::StatusOr<EmbeddingMatrix> EmbedWith(absl::Span<const TokenIds* const> sequences,
+                                                    const CallOptions& call) {
+    (void)call;
+    return Embed(sequences);
+  }
 };
 
 }  // namespace embedserve

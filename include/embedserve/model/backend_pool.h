@@ -37,7 +37,11 @@ class BackendPool : public Backend {
 
   // Waits until an instance is free, runs the batch on it (the one idle longest) and
   // returns its result; the instance's errors are returned as they are.
-  absl::StatusOr<EmbeddingMatrix> Embed(absl::Span<const TokenIds* const> sequences) override;
+  absl::StatusOr<EmbeddingMatrix> Embed(absl::Span<const TokenIds* const> sequences) override {
+    return EmbedWith(sequences, CallOptions{});
+  }
+  absl::StatusOr<EmbeddingMatrix> EmbedWith(absl::Span<const TokenIds* const> sequences,
+                                            const CallOptions& call) override;
 
   int num_instances() const { return static_cast<int>(instances_.size()); }
   // Batches each instance has run, by instance index.

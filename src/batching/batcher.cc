@@ -497,7 +497,10 @@ int32_t Batcher::RunBatch(int32_t worker, Batch* batch, int64_t form_us) {
   BatchStats stats;
   const int64_t t0 = clock_->NowMicros();
   Backend::CallOptions call;
-  if (is_express(worker)) call.cpu_threads = options_.express_cpu_threads;
+  if (is_express(worker)) {
+    call.cpu_threads = options_.express_cpu_threads;
+    call.cpu_nice = 0;
+  }
   const absl::Status status =
       BatchScheduler::RunBackend(backend_, call, *clock_, dimension_, batch, &stats);
   stats.worker = worker;

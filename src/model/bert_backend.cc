@@ -925,7 +925,8 @@ absl::StatusOr<EmbeddingMatrix> BertBackend::EmbedWith(absl::Span<const TokenIds
     // it here, on the batcher worker that runs the batch.
     const int threads = call.cpu_threads > 0 ? call.cpu_threads : num_threads_;
     if (device_.is_cpu() && at::get_num_threads() != threads) at::set_num_threads(threads);
-    if (device_.is_cpu() && cpu_nice_ > 0) LowerTeamPriority(cpu_nice_);
+    const int nice = call.cpu_nice >= 0 ? call.cpu_nice : cpu_nice_;
+    if (device_.is_cpu() && nice > 0) LowerTeamPriority(nice);
     c10::InferenceMode inference_mode;
     result.values.resize(static_cast<size_t>(batch * result.dim));
     if (GraphSlot* slot = FindGraph(batch, longest)) {

@@ -51,7 +51,7 @@ class BertBackend : public Backend {
   absl::StatusOr<EmbeddingMatrix> Embed(absl::Span<const TokenIds* const> sequences) override {
     return EmbedWith(sequences, CallOptions{});
   }
-  // Honours call.cpu_threads on the CPU.
+  // Honours call.cpu_threads and call.cpu_nice on the CPU.
   absl::StatusOr<EmbeddingMatrix> EmbedWith(absl::Span<const TokenIds* const> sequences,
                                             const CallOptions& call) override;
 

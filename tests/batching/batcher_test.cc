@@ -472,14 +472,16 @@ TEST(BatcherTest, ExpressLaneRunsSmallRequestsBesideABusyWorker) {
   (*batcher)->Shutdown();
   EXPECT_EQ(box.count(), 3);
   const std::vector<std::vector<TokenIds>> calls = backend.calls();
-  const std::vector<int32_t> threads = backend.cpu_threads();
+  // (cpu_threads, cpu_nice): the workers' calls leave both to the backend (0, -1); the
+  // lane's run on express_cpu_threads at the process's own priority (1, 0).
+  const std::vector<std::pair<int32_t, int32_t>> call = backend.call_options();
   ASSERT_EQ(calls.size(), 3u);
   EXPECT_EQ(calls[0], (std::vector<TokenIds>{{1, 2}}));
-  EXPECT_EQ(threads[0], 0);  // the worker: the backend's own setting
+  EXPECT_EQ(call[0], std::make_pair(0, -1));
   EXPECT_EQ(calls[1], (std::vector<TokenIds>{{4, 4}, {5, 5}}));
-  EXPECT_EQ(threads[1], 1);  // the lane
+  EXPECT_EQ(call[1], std::make_pair(1, 0));
   EXPECT_EQ(calls[2], (std::vector<TokenIds>{{3, 3, 3, 3, 3}}));
-  EXPECT_EQ(threads[2], 0);
+  EXPECT_EQ(call[2], std::make_pair(0, -1));
 }
 
 // A small request already queued when the last free worker takes a batch that leaves it
@@ -505,7 +507,8 @@ TEST(BatcherTest, ExpressLaneTakesSmallWorkLeftQueuedByTheLastWorker) {
   backend.OpenGate();
   (*batcher)->Shutdown();
   EXPECT_EQ(box.count(), 2);
-  EXPECT_EQ(backend.cpu_threads(), (std::vector<int32_t>{0, 1}));
+  EXPECT_EQ(backend.call_options(),
+            (std::vector<std::pair<int32_t, int32_t>>{{0, -1}, {1, 0}}));
 }
 
 // A worker that has just finished polls (idle_spin_us) instead of blocking; a Submit that

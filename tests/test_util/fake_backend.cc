@@ -34,7 +34,7 @@ absl::StatusOr<EmbeddingMatrix> FakeBackend::EmbedWith(absl::Span<const TokenIds
   {
     std::unique_lock<std::mutex> lock(mu_);
     batch_sizes_.push_back(static_cast<int32_t>(sequences.size()));
-    cpu_threads_.push_back(call.cpu_threads);
+    call_options_.emplace_back(call.cpu_threads, call.cpu_nice);
     if (options_.record_calls) {
       std::vector<TokenIds> copy;
       copy.reserve(sequences.size());
@@ -98,9 +98,9 @@ std::vector<int32_t> FakeBackend::batch_sizes() const {
   return batch_sizes_;
 }
 
-std::vector<int32_t> FakeBackend::cpu_threads() const {
+std::vector<std::pair<int32_t, int32_t>> FakeBackend::call_options() const {
   std::lock_guard<std::mutex> lock(mu_);
-  return cpu_threads_;
+  return call_options_;
 }
 
 }  // namespace testing

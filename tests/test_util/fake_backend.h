@@ -9,6 +9,7 @@
 #include <condition_variable>
 #include <cstdint>
 #include <mutex>
+#include <utility>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
@@ -57,8 +58,8 @@ class FakeBackend : public Backend {
   std::vector<std::vector<TokenIds>> calls() const;
   // Each call's batch size, in call order.
   std::vector<int32_t> batch_sizes() const;
-  // Each call's CallOptions::cpu_threads, in call order.
-  std::vector<int32_t> cpu_threads() const;
+  // Each call's CallOptions (cpu_threads, cpu_nice), in call order.
+  std::vector<std::pair<int32_t, int32_t>> call_options() const;
 
  private:
   const Options options_;
@@ -70,7 +71,7 @@ class FakeBackend : public Backend {
   int waiting_ ABSL_GUARDED_BY(mu_) = 0;
   std::vector<std::vector<TokenIds>> calls_ ABSL_GUARDED_BY(mu_);
   std::vector<int32_t> batch_sizes_ ABSL_GUARDED_BY(mu_);
-  std::vector<int32_t> cpu_threads_ ABSL_GUARDED_BY(mu_);
+  std::vector<std::pair<int32_t, int32_t>> call_options_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace testing

@@ -196,7 +196,8 @@ class Batcher {
     int64_t express_max_tokens = 0;
     // Backend::CallOptions::cpu_threads of the express lane's batches: 1 keeps its
     // forward free of barriers with threads the batch in flight preempts. 0: the
-    // backend's own setting.
+    // backend's own setting. Its calls also ask for cpu_nice 0: with model.cpu_nice > 0
+    // the lane's thread gets a core before the workers' threads.
     int32_t express_cpu_threads = 1;
 
     // INVALID_ARGUMENT naming the field, the rule and the value, e.g.

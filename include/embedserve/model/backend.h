@@ -51,6 +51,10 @@ class Backend {
     // CPU: intra-op threads for this call (the batcher's express lane runs on one, beside
     // a batch in flight on all of them); 0: the backend's own setting. Ignored elsewhere.
     int32_t cpu_threads = 0;
+    // CPU: the niceness added to the threads that run this call (ModelOptions::cpu_nice),
+    // or -1 for the backend's own setting. The express lane asks for 0, so that with
+    // model.cpu_nice > 0 its forward gets a core first. Ignored elsewhere.
+    int32_t cpu_nice = -1;
   };
   // Embed with `call`; a backend without per-call settings ignores them.
   virtual absl::StatusOr<EmbeddingMatrix> EmbedWith(absl::Span<const TokenIds* const> sequences,

@@ -453,16 +453,22 @@ class Neighbour:
         os.replace(tmp, self.phase_file)
 
     def summary(self, phase):
-        v, codes = [], {}
+        v, codes, slow = [], {}, []
         if os.path.exists(self.out_file):
             with open(self.out_file) as f:
                 for line in f:
-                    p, lat, code = json.loads(line)
+                    p, lat, code, server = json.loads(line)
                     if p == phase:
                         v.append(lat)
                         codes[code] = codes.get(code, 0) + 1
+                        if server:
+                            slow.append((lat, server))
+        # The slowest calls with the server's own times (queue, inference, total in us):
+        # a wait inside the server or outside it (gRPC, the client, the scheduler).
+        slow.sort(key=lambda x: -x[0])
         return {"n": len(v), "p50_ms": ms(pct(v, 50)), "p99_ms": ms(pct(v, 99)),
-                "max_ms": ms(max(v) if v else None), "codes": codes}
+                "max_ms": ms(max(v) if v else None), "codes": codes,
+                "slowest": [[ms(lat)] + server for lat, server in slow[:5]]}
 
     def stop(self):
         self.phase = "stop"
@@ -482,12 +488,14 @@ def run_neighbour(port, folder):
             if phase == "stop":
                 break
             t0 = time.perf_counter()
+            server = None
             try:
-                stub.Similarity(probe_request(i), timeout=60)
+                t = stub.Similarity(probe_request(i), timeout=60).timings
                 code = "OK"
+                server = [t.queue_us, t.inference_us, t.total_us]
             except grpc.RpcError as e:
                 code = e.code().name
-            out.write(json.dumps([phase, time.perf_counter() - t0, code]) + "\n")
+            out.write(json.dumps([phase, time.perf_counter() - t0, code, server]) + "\n")
             out.flush()
             i += 1
             time.sleep(0.05)

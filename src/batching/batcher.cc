@@ -366,7 +366,25 @@ int64_t Batcher::LiveRequests() const {
   return scheduler_->live_requests();
 }
 
+void Batcher::HandOffSmallLocked(Turn* turn, int64_t now) {
+  if (options_.express_max_tokens <= 0 || express_running_ || stopping_) return;
+  scheduler_->DecideExpressDroppingEnded(now, &turn->decision, &turn->ready,
+                                         observer_ ? &turn->dropped : nullptr);
+  // Only small requests queued: the worker runs them itself, on all its threads.
+  if (turn->decision.action != BatchAction::kSend ||
+      scheduler_->queued_sequences() <= static_cast<int32_t>(turn->decision.items.size())) {
+    return;
+  }
+  if (express_handoff_ == nullptr) express_handoff_ = std::make_unique<Batch>();
+  scheduler_->TakeBatch(turn->decision, now, express_handoff_.get());
+  express_handoff_ready_ = true;
+  express_running_ = true;
+  // Under the lock: the worker may go on to wait (kWait) before it ends its turn.
+  express_cv_.NotifyOne();
+}
+
 void Batcher::DecideLocked(Turn* turn, int64_t now) {
+  HandOffSmallLocked(turn, now);
   scheduler_->DecideDroppingEnded(now, stopping_, &turn->decision, &turn->ready,
                                   observer_ ? &turn->dropped : nullptr);
   turn->send = turn->decision.action == BatchAction::kSend;
@@ -475,14 +493,23 @@ void Batcher::ExpressLoop() {
     {
       MutexLock lock(&mu_);
       while (true) {
+        form_start = clock_->NowMicros();
+        if (express_handoff_ready_) {  // taken by a worker: run it, even when stopping
+          std::swap(turn.batch, *express_handoff_);
+          express_handoff_ready_ = false;
+          turn.send = true;
+          break;
+        }
         // Shutting down: the workers drain the queue without waiting for anything.
         if (stopping_) return;
-        if (busy_workers_ >= options_.num_workers) {
-          form_start = clock_->NowMicros();
+        if (busy_workers_ >= options_.num_workers && !express_running_) {
           scheduler_->DecideExpressDroppingEnded(form_start, &turn.decision, &turn.ready,
                                                  observer_ ? &turn.dropped : nullptr);
           turn.send = turn.decision.action == BatchAction::kSend;
-          if (turn.send) scheduler_->TakeBatch(turn.decision, form_start, &turn.batch);
+          if (turn.send) {
+            scheduler_->TakeBatch(turn.decision, form_start, &turn.batch);
+            express_running_ = true;
+          }
           if (turn.send || !turn.ready.empty()) break;
         }
         express_cv_.Wait(&mu_);
@@ -513,7 +540,9 @@ int32_t Batcher::RunBatch(int32_t worker, Batch* batch, int64_t form_us) {
     scheduler_->CompleteBatch(batch, status, stats.backend_us, &ready);  // may drop queued rows
     scheduler_->TakeFreed(&freed);
     PublishDepthLocked();
-    if (!is_express(worker)) {
+    if (is_express(worker)) {
+      express_running_ = false;
+    } else {
       --busy_workers_;
       if (status.ok()) UpdateAdmitLimitLocked(stats);
     }

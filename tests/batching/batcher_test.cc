@@ -484,31 +484,51 @@ TEST(BatcherTest, ExpressLaneRunsSmallRequestsBesideABusyWorker) {
   EXPECT_EQ(call[2], std::make_pair(0, -1));
 }
 
-// A small request already queued when the last free worker takes a batch that leaves it
-// out (the batch is full) reaches the express lane without another Submit.
-TEST(BatcherTest, ExpressLaneTakesSmallWorkLeftQueuedByTheLastWorker) {
+// A worker about to form a batch that holds a small request and other work hands the
+// small one to the idle lane instead, so that it does not ride in (and wait for) the
+// larger batch. The worker here waits for a full batch (a long max_queue_delay) that
+// never comes, so only the lane can have run the small request; Shutdown flushes the
+// large one.
+TEST(BatcherTest, WorkerHandsSmallRequestsQueuedWithLargerOnesToTheLane) {
   FakeBackend backend;
   Batcher::Options o;
   o.num_workers = 1;
-  o.max_batch_size = 2;
   o.express_max_tokens = 2;
   o.idle_spin_us = 0;
-  o.max_queue_delay_us = 1'000'000'000;  // the worker waits for a full batch
+  o.max_queue_delay_us = 1'000'000'000;
   auto batcher = Batcher::Create(o, &backend, nullptr);
   ASSERT_TRUE(batcher.ok());
   StatusBox box;
   backend.CloseGate();
-  // Queued while the worker waits for a batch to fill (the lane only runs beside a busy
-  // worker, so it leaves them): one request of 2 rows fills a batch; a small one
-  // follows it, and stays queued when the worker takes the full batch.
-  ASSERT_TRUE((*batcher)->Submit(BoxedRequest({{7}, {8}}, &box)).ok());
-  ASSERT_TRUE((*batcher)->Submit(BoxedRequest({{9}}, &box)).ok());
-  backend.WaitForWaitingCalls(2);  // the worker's batch and the lane's, at once
+  ASSERT_TRUE((*batcher)->Submit(BoxedRequest({{7, 7, 7}}, &box)).ok());  // large: 3 tokens
+  ASSERT_TRUE((*batcher)->Submit(BoxedRequest({{9}}, &box)).ok());        // small
+  backend.WaitForWaitingCalls(1);
+  EXPECT_EQ(backend.calls(), (std::vector<std::vector<TokenIds>>{{{9}}}));
+  EXPECT_EQ(backend.call_options(), (std::vector<std::pair<int32_t, int32_t>>{{1, 0}}));
+  EXPECT_EQ((*batcher)->QueueDepth(), 1);
   backend.OpenGate();
   (*batcher)->Shutdown();
   EXPECT_EQ(box.count(), 2);
-  EXPECT_EQ(backend.call_options(),
-            (std::vector<std::pair<int32_t, int32_t>>{{0, -1}, {1, 0}}));
+  EXPECT_EQ(backend.calls(), (std::vector<std::vector<TokenIds>>{{{9}}, {{7, 7, 7}}}));
+}
+
+// With only small requests queued a free worker runs them itself, on all its threads.
+TEST(BatcherTest, WorkerRunsSmallRequestsItselfWhenNothingElseIsQueued) {
+  FakeBackend backend;
+  Batcher::Options o;
+  o.num_workers = 1;
+  o.express_max_tokens = 2;
+  o.idle_spin_us = 0;
+  o.max_queue_delay_us = 1'000'000'000;
+  auto batcher = Batcher::Create(o, &backend, nullptr);
+  ASSERT_TRUE(batcher.ok());
+  StatusBox box;
+  ASSERT_TRUE((*batcher)->Submit(BoxedRequest({{1}}, &box)).ok());
+  ASSERT_TRUE((*batcher)->Submit(BoxedRequest({{2}}, &box)).ok());
+  (*batcher)->Shutdown();  // flushes the worker's waiting batch
+  EXPECT_EQ(box.count(), 2);
+  EXPECT_EQ(backend.calls(), (std::vector<std::vector<TokenIds>>{{{1}, {2}}}));
+  EXPECT_EQ(backend.call_options(), (std::vector<std::pair<int32_t, int32_t>>{{0, -1}}));
 }
 
 // A worker that has just finished polls (idle_spin_us) instead of blocking; a Submit that

@@ -317,6 +317,15 @@ class Batcher {
   // Workers (not the express lane) between taking a batch and completing it.
   int32_t busy_workers_ ABSL_GUARDED_BY(mu_) = 0;
   CondVar express_cv_;  // the express lane waits here for busy workers and small work
+  // The express lane has a batch: taken by itself or handed to it, until completed.
+  bool express_running_ ABSL_GUARDED_BY(mu_) = false;
+  // A batch of small requests a worker took out of the queue for the lane (so that they
+  // do not ride in the worker's larger batch); the lane runs it next, even if stopping.
+  std::unique_ptr<batching_internal::Batch> express_handoff_ ABSL_GUARDED_BY(mu_);
+  bool express_handoff_ready_ ABSL_GUARDED_BY(mu_) = false;
+  // Under mu_, from a worker's turn: when the lane is idle and small requests are queued
+  // with other work, takes them into express_handoff_ and wakes the lane.
+  void HandOffSmallLocked(Turn* turn, int64_t now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Bumped under mu_ (by SignalWorkLocked, Shutdown) while a worker polls; read without it.
   std::atomic<uint64_t> wake_seq_{0};
   // The queue's depth, and the part of it the time bound and the share admit by

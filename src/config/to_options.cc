@@ -2,13 +2,13 @@
 
 namespace embedserve {
 
-Batcher::Options ToBatcherOptions(const ServerConfig& config, bool backend_pads_inputs) {
+Batcher::Options ToBatcherOptions(const ServerConfig& config, const BackendInfo& info) {
   const BatchingSection& b = config.batching;
   Batcher::Options o;
   o.enabled = b.enabled;
   o.max_batch_size = b.max_batch_size;
   o.max_batch_tokens = b.max_batch_tokens;
-  o.count_padding = backend_pads_inputs;
+  o.count_padding = info.pads_inputs;
   o.max_queue_delay_us = b.max_queue_delay_us;
   o.max_queue_sequences = b.max_queue_sequences;
   o.max_queue_wait_us = b.max_queue_wait_ms * 1000;
@@ -18,7 +18,7 @@ Batcher::Options ToBatcherOptions(const ServerConfig& config, bool backend_pads_
   o.num_workers = b.workers * static_cast<int32_t>(config.model.InstanceDevices().size());
   o.idle_spin_us = b.idle_spin_us;
   o.completion_threads = b.completion_threads;
-  o.express_max_tokens = b.enabled ? b.express_max_tokens : 0;  // one lane without batching
+  o.express_max_tokens = b.enabled && info.device == "cpu" ? b.express_max_tokens : 0;
   o.express_cpu_threads = b.express_cpu_threads;
   return o;
 }

@@ -13,9 +13,12 @@
 
 namespace embedserve {
 
-// batching.* (workers: per model instance, times model.InstanceDevices()) ;
-// `backend_pads_inputs` is Backend::Info().pads_inputs (sets count_padding).
-Batcher::Options ToBatcherOptions(const ServerConfig& config, bool backend_pads_inputs);
+// batching.* (workers: per model instance, times model.InstanceDevices()). From the
+// loaded backend's `info`: count_padding (pads_inputs), and whether the express lane
+// applies: only to one model copy on the CPU ("cpu"), where it shares the cores with the
+// batch in flight; on a GPU or with several copies it would queue for the device as a
+// worker does, so express_max_tokens is 0 there.
+Batcher::Options ToBatcherOptions(const ServerConfig& config, const BackendInfo& info);
 // server.max_texts_per_request, model.max_seq_length, model.name, logging.log_requests.
 EmbeddingPipeline::Options ToPipelineOptions(const ServerConfig& config);
 // server.host, server.http_* (timeouts, body limit, threads); the TLS PEM bytes from

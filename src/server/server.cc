@@ -103,7 +103,7 @@ class EmbedServer::Impl {
     bi.set_max_batch_tokens(config_.batching.max_batch_tokens);
     bi.set_max_queue_delay_us(config_.batching.max_queue_delay_us);
     bi.set_max_queue_sequences(config_.batching.max_queue_sequences);
-    bi.set_workers(ToBatcherOptions(config_, true).num_workers);  // all model instances
+    bi.set_workers(ToBatcherOptions(config_, BackendInfo()).num_workers);  // all instances
     ES_ASSIGN_OR_RETURN(service_, EmbeddingService::Create(so, pipeline_.get(), metrics_.get()));
 
     // gRPC: the service, health (NOT_SERVING until warmed up) and reflection.
@@ -182,7 +182,7 @@ class EmbedServer::Impl {
       return absl::InvalidArgumentError("the model factory returned no tokenizer or backend");
     }
     const BackendInfo& info = model_.backend->Info();
-    const Batcher::Options bo = ToBatcherOptions(config_, info.pads_inputs);
+    const Batcher::Options bo = ToBatcherOptions(config_, info);
     const int64_t seq_len = config_.model.max_seq_length > 0 ? config_.model.max_seq_length
                                                              : info.max_seq_length;
     if (bo.max_batch_tokens < seq_len) {
@@ -333,15 +333,16 @@ class EmbedServer::Impl {
 
   std::string MakeSummary(const BackendInfo& info, int64_t seq_len) const {
     const auto& b = config_.batching;
-    const int32_t workers = ToBatcherOptions(config_, info.pads_inputs).num_workers;
+    const Batcher::Options bo = ToBatcherOptions(config_, info);
+    const int32_t workers = bo.num_workers;
     std::string batching =
         b.enabled
             ? absl::StrCat("batching on (max ", b.max_batch_size, " seqs, ",
                            b.max_batch_tokens, " tokens, ",
                            static_cast<double>(b.max_queue_delay_us) / 1000.0, " ms, ",
                            workers, workers == 1 ? " worker" : " workers",
-                           b.express_max_tokens > 0
-                               ? absl::StrCat(", express lane <= ", b.express_max_tokens,
+                           bo.express_max_tokens > 0
+                               ? absl::StrCat(", express lane <= ", bo.express_max_tokens,
                                               " tokens)")
                                : ")")
             : absl::StrCat("batching off (one request per forward, ", workers,

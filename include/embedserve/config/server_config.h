@@ -118,7 +118,8 @@ struct BatchingSection {
                                      // model; 0 = the worker answers (Batcher::Options)
   int64_t express_max_tokens = 0;    // the express lane: requests of at most this many
                                      // tokens run beside a busy worker's batch; 0 = off
-                                     // (also off with batching off)
+                                     // (also off with batching off, on a GPU and with
+                                     // several model copies: ToBatcherOptions)
   int express_cpu_threads = 1;       // its intra-op threads on a CPU (0 = model.threads)
 
   absl::Status Validate() const;

@@ -435,7 +435,7 @@ class Neighbour:
         self.dir = tempfile.mkdtemp(prefix="neighbour-")
         self.phase_file = os.path.join(self.dir, "phase")
         self.out_file = os.path.join(self.dir, "out.jsonl")
-        self.phase = "idle"
+        self.phase = "warmup"  # its first call connects
         self.proc = subprocess.Popen(
             [sys.executable, os.path.abspath(__file__), "--stubs", ARGS.stubs,
              "--neighbour-port", str(port), "--neighbour-dir", self.dir])
@@ -628,6 +628,12 @@ def scenario_hostile():
             max_batch[f"{n}x{words + 2}"] = ms(time.perf_counter() - t0)
         neighbour = Neighbour(server.port)
         time.sleep(1.0)
+        # The neighbour unloaded, at its own cadence and from its own process: the
+        # reference for its latency under attack (a call every 50 ms wakes the server's
+        # threads each time, which back-to-back calls do not).
+        neighbour.phase = "idle"
+        time.sleep(ARGS.neighbour_idle_s)
+        results["neighbour_idle"] = neighbour.summary("idle")
         neighbour.phase = rss.phase = "resources"
         t_attack = time.monotonic()
         attacker = subprocess.run(
@@ -765,6 +771,8 @@ def main():
     p.add_argument("--overload-s", type=float, default=60.0)
     p.add_argument("--factor", type=float, default=10.0)
     p.add_argument("--hostile-s", type=float, default=20.0)
+    p.add_argument("--neighbour-idle-s", type=float, default=10.0,
+                   help="hostile: the neighbour's unloaded phase (its reference p99)")
     p.add_argument("--runs", type=int, default=20)
     p.add_argument("--out", default=None, help="JSON Lines file to append results to")
     p.add_argument("--set", action="append", default=[],

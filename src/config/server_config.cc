@@ -494,6 +494,7 @@ class Parser {
         {"cuda_graph_max_batch", [&](const YAML::Node& n, const std::string& k) { return Int(n, k, &m->cuda_graph_max_batch); }},
         {"tf32", [&](const YAML::Node& n, const std::string& k) { return Bool(n, k, &m->tf32); }},
         {"cpu_nice", [&](const YAML::Node& n, const std::string& k) { return Int(n, k, &m->cpu_nice); }},
+        {"cpu_pin_threads", [&](const YAML::Node& n, const std::string& k) { return Bool(n, k, &m->cpu_pin_threads); }},
         {"backend", [&](const YAML::Node& n, const std::string& k) { return String(n, k, &m->backend); }},
     });
   }
@@ -676,6 +677,7 @@ std::string ServerConfigToYaml(const ServerConfig& c) {
   absl::StrAppend(&y, "  cuda_graph_max_batch: ", c.model.cuda_graph_max_batch, "\n");
   absl::StrAppend(&y, "  tf32: ", c.model.tf32 ? "true" : "false", "\n");
   absl::StrAppend(&y, "  cpu_nice: ", c.model.cpu_nice, "\n");
+  absl::StrAppend(&y, "  cpu_pin_threads: ", c.model.cpu_pin_threads ? "true" : "false", "\n");
   absl::StrAppend(&y, "  backend: ", Quote(c.model.backend), "\n");
   absl::StrAppend(&y, "batching:\n");
   absl::StrAppend(&y, "  enabled: ", c.batching.enabled ? "true" : "false", "\n");

@@ -1,5 +1,6 @@
 #include "bert_backend.h"
 
+#include <sched.h>
 #include <sys/resource.h>
 #include <sys/syscall.h>
 #include <torch/version.h>
@@ -113,6 +114,36 @@ void LowerTeamPriority(int nice) {
   // team's thread 0, or runs the loop inline when the team has one thread.
   at::parallel_for(0, at::get_num_threads(), 1,
                    [&](int64_t, int64_t) { lower_this_thread(); });
+}
+
+// Pins thread i of the calling thread's OpenMP team (itself: 0) to the i-th CPU of its
+// affinity set, once per calling thread (ModelOptions::cpu_pin_threads says why).
+// Errors are ignored: a thread that cannot be pinned runs as it was.
+void PinTeamToCpus() {
+  thread_local bool done = false;
+  if (done) return;
+  done = true;
+  for (const char* name : {"OMP_PROC_BIND", "OMP_PLACES", "GOMP_CPU_AFFINITY"}) {
+    if (std::getenv(name) != nullptr) return;
+  }
+  cpu_set_t allowed;
+  CPU_ZERO(&allowed);
+  if (sched_getaffinity(0, sizeof(allowed), &allowed) != 0) return;
+  std::vector<int> cpus;
+  for (int c = 0; c < CPU_SETSIZE; ++c) {
+    if (CPU_ISSET(c, &allowed)) cpus.push_back(c);
+  }
+  const int64_t team = at::get_num_threads();
+  if (team < 2 || cpus.size() < 2) return;
+  // One chunk per thread of the team (grain 1 over [0, team)), as LowerTeamPriority.
+  at::parallel_for(0, team, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) {
+      cpu_set_t one;
+      CPU_ZERO(&one);
+      CPU_SET(cpus[static_cast<size_t>(i) % cpus.size()], &one);
+      sched_setaffinity(0, sizeof(one), &one);  // 0: the calling thread
+    }
+  });
 }
 
 torch::Tensor ToFloatTensor(const SafetensorsFile& file, const SafetensorsTensor& t) {
@@ -303,6 +334,7 @@ absl::StatusOr<std::unique_ptr<BertBackend>> BertBackend::Create(const ModelFold
 
   b->num_threads_ = options.num_threads > 0 ? options.num_threads : UsableCpuCount();
   b->cpu_nice_ = options.cpu_nice;
+  b->cpu_pin_threads_ = options.cpu_pin_threads;
   b->graph_max_batch_ = options.cuda_graph_max_batch;
   b->head_dim_ = c.hidden_size / c.num_attention_heads;
   b->attention_scale_ = 1.0 / std::sqrt(static_cast<double>(b->head_dim_));
@@ -927,6 +959,7 @@ absl::StatusOr<EmbeddingMatrix> BertBackend::EmbedWith(absl::Span<const TokenIds
     if (device_.is_cpu() && at::get_num_threads() != threads) at::set_num_threads(threads);
     const int nice = call.cpu_nice >= 0 ? call.cpu_nice : cpu_nice_;
     if (device_.is_cpu() && nice > 0) LowerTeamPriority(nice);
+    if (device_.is_cpu() && cpu_pin_threads_ && threads > 1) PinTeamToCpus();
     c10::InferenceMode inference_mode;
     result.values.resize(static_cast<size_t>(batch * result.dim));
     if (GraphSlot* slot = FindGraph(batch, longest)) {

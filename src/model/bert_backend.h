@@ -168,6 +168,7 @@ class BertBackend : public Backend {
   torch::ScalarType residual_dtype_ = torch::kFloat;  // embeddings, residual, LayerNorm
   int num_threads_ = 1;
   int cpu_nice_ = 0;  // ModelOptions::cpu_nice
+  bool cpu_pin_threads_ = true;  // ModelOptions::cpu_pin_threads
   int64_t graph_max_batch_ = 64;  // ModelOptions::cuda_graph_max_batch
   bool int8_ = false;  // model.precision int8 (CPU)
   CpuLinearKernel cpu_linear_ = CpuLinearKernel::kAten;

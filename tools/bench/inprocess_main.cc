@@ -102,6 +102,7 @@ int main(int argc, char** argv) {
   options.cuda_graph_max_batch = config->model.cuda_graph_max_batch;
   options.tf32 = config->model.tf32;
   options.cpu_nice = config->model.cpu_nice;
+  options.cpu_pin_threads = config->model.cpu_pin_threads;
   auto model = embedserve::LoadModel(options);
   if (!model.ok()) return Fail(model.status());
   const embedserve::BackendInfo& info = model->backend->Info();

@@ -135,6 +135,7 @@ absl::StatusOr<ServingModel> LoadServingModel(const ServerConfig& config) {
   options.cuda_graph_max_batch = config.model.cuda_graph_max_batch;
   options.tf32 = config.model.tf32;
   options.cpu_nice = config.model.cpu_nice;
+  options.cpu_pin_threads = config.model.cpu_pin_threads;
   if (devices.size() == 1) {
     options.device = devices[0];
     spdlog::info("loading {} on {} ({})", path, options.device, options.precision);

@@ -90,6 +90,7 @@ struct ModelSection {
   int cuda_graph_max_batch = 64;   // largest graph bucket in sequences (64..1024)
   bool tf32 = false;               // fp32 on CUDA: matmuls on TF32 tensor cores (opt-in)
   int cpu_nice = 0;                // CPU: niceness added to the model's threads (0..19)
+  bool cpu_pin_threads = true;     // CPU: each OpenMP team thread on its own CPU
   std::string backend = "libtorch";  // the only backend today
 
   // The device of each model instance, in load order: `devices` (or {device}), each

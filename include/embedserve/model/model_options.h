@@ -51,6 +51,15 @@ struct ModelOptions {
   // next request does not wait for the model's threads to yield. The model still gets
   // every cycle nothing else wants. Ignored on GPUs.
   int cpu_nice = 0;
+  // CPU: pin each thread of a worker's OpenMP team to its own CPU (thread i to the i-th
+  // CPU this process may use), on the first batch each worker runs with more than one
+  // thread. Without it, a request after an idle gap longer than the team's spin finds
+  // the team asleep, Linux wakes its threads on the waker's CPU, and they share one core,
+  // switching at every barrier, until the load balancer moves one: on the 2-vCPU machine
+  // a one-pair forward took 13-14 ms instead of 2-3 ms at 20 requests/s
+  // (docs/results/hostile/). Skipped when OMP_PROC_BIND, OMP_PLACES or GOMP_CPU_AFFINITY
+  // is set (OpenMP's own binding then applies). Ignored on GPUs.
+  bool cpu_pin_threads = true;
 
   // Checks each field on its own (the folder is checked by LoadModel). Messages name the
   // field, the rule and the value, e.g.

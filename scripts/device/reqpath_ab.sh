@@ -33,9 +33,12 @@ for round in $ROUNDS; do
   IFS=: read -r name completion graph_max points <<<"$round"
   config=/tmp/reqpath_$name.yaml
   { cat experiments/minilm_gpu_fp16.yaml; } >"$config"
-  # completion_threads goes under batching: (the file's last batching key is workers).
-  sed -i "s/^  workers: \(.*\)$/  workers: \1\n  completion_threads: $completion/" "$config"
-  sed -i "s/^  precision: fp16$/  precision: fp16\n  cuda_graph_max_batch: $graph_max/" "$config"
+  # The experiment sets both keys (since 05e2b29): replace their values; a file without
+  # them would leave the round unchanged, so fail instead.
+  grep -q "^  completion_threads: " "$config" && grep -q "^  cuda_graph_max_batch: " "$config" ||
+    { echo "reqpath_ab.sh: $config lacks completion_threads or cuda_graph_max_batch" >&2; exit 1; }
+  sed -i -e "s/^  completion_threads: .*/  completion_threads: $completion/" \
+    -e "s/^  cuda_graph_max_batch: .*/  cuda_graph_max_batch: $graph_max/" "$config"
   port=$(free_port)
   "$B/tools/server/embedserve" --config "$config" --model $model \
     --port "$port" --http-port -1 --metrics-port -1 --log-level info >"$OUT/server_$name.log" 2>&1 &

@@ -76,6 +76,7 @@ struct RunState {
   int64_t prompt_tokens = 0;
   std::map<std::string, int64_t> errors;
   LatencyRecorder recorder;
+  LatencyRecorder refused;  // RESOURCE_EXHAUSTED and UNAVAILABLE: latency only
 };
 
 // Runs one point for one RPC type. Request/Response: the proto pair; Call: the async
@@ -156,6 +157,10 @@ class PointRunner {
         } else {
           ++state_->requests_failed;
           ++state_->errors[StatusCodeName(static_cast<int>(status.error_code()))];
+          if (status.error_code() == grpc::StatusCode::RESOURCE_EXHAUSTED ||
+              status.error_code() == grpc::StatusCode::UNAVAILABLE) {
+            state_->refused.Add(MicrosBetween(call->scheduled, now), 0, 0, 0, 0);
+          }
         }
         state_->last_recorded = now;
         ++count;
@@ -338,6 +343,7 @@ PointResult Drive(PointRunner<Request, Response>& runner, RunState& state,
                                    : result.requests_per_s;
   }
   result.latency = state.recorder.Summarize();
+  result.refused_latency = state.refused.Summarize();
   result.stages = state.recorder.Stages();
   if (state.items_ok > 0) {
     result.tokens_per_item =

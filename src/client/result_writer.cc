@@ -47,6 +47,10 @@ nlohmann::json PointToJson(const PointResult& r) {
   j["latency_ms"] = {{"count", r.latency.count}, {"avg", r.latency.avg_ms},
                      {"p50", r.latency.p50_ms},  {"p95", r.latency.p95_ms},
                      {"p99", r.latency.p99_ms},  {"max", r.latency.max_ms}};
+  j["refused_latency_ms"] = {{"count", r.refused_latency.count},
+                             {"p50", r.refused_latency.p50_ms},
+                             {"p99", r.refused_latency.p99_ms},
+                             {"max", r.refused_latency.max_ms}};
   j["server_us"] = {{"samples", r.stages.samples},
                     {"tokenize", r.stages.tokenize_us},
                     {"queue", r.stages.queue_us},

@@ -197,6 +197,8 @@ TEST_F(LoadGeneratorTest, CountsErrorsByStatusCode) {
   ASSERT_EQ(r->errors.size(), 1u);
   EXPECT_EQ(r->errors.at("RESOURCE_EXHAUSTED"), 20);
   EXPECT_EQ(r->latency.count, 80);  // latency of successful requests only
+  EXPECT_EQ(r->refused_latency.count, 20);
+  EXPECT_GE(r->refused_latency.p50_ms, 1.0);  // each waited delay_ms (1) before its answer
 }
 
 // A closed-loop caller refused with RESOURCE_EXHAUSTED waits backoff_ms before its next
@@ -209,6 +211,8 @@ TEST_F(LoadGeneratorTest, ClosedLoopBacksOffAfterAFullQueue) {
   auto r = generator_->RunPoint(plan, GridPoint{1, 1, 0}, data_);
   ASSERT_TRUE(r.ok()) << r.status();
   EXPECT_EQ(r->errors.at("RESOURCE_EXHAUSTED"), 6);
+  EXPECT_EQ(r->refused_latency.count, 6);  // refusals' latency, apart from the answers'
+  EXPECT_EQ(r->latency.count, 0);
   std::lock_guard<std::mutex> lock(service_.peers_mu);
   ASSERT_EQ(service_.arrivals.size(), 6u);
   for (size_t i = 1; i < service_.arrivals.size(); ++i) {

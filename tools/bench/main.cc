@@ -77,9 +77,14 @@ std::string ProgressLine(size_t index, size_t total, const PointResult& r,
       r.latency.p99_ms, r.latency.max_ms, r.stages.tokenize_us, r.stages.queue_us,
       r.stages.inference_us, r.stages.rest_us, r.tokens_per_item, r.requests_ok, errors,
       r.client_cpu_pct,
-      r.not_sent > 0 ? absl::StrFormat(" | NOT SENT %d (could not inject at the rate)",
+      (r.refused_latency.count > 0
+           ? absl::StrFormat(" | refused ms p50 %.2f p99 %.2f max %.2f",
+                             r.refused_latency.p50_ms, r.refused_latency.p99_ms,
+                             r.refused_latency.max_ms)
+           : "") +
+          (r.not_sent > 0 ? absl::StrFormat(" | NOT SENT %d (could not inject at the rate)",
                                        r.not_sent)
-                     : "") +
+                          : "")) +
          (plan.requests == 0 && r.measured_s > plan.duration_s * 1.001
               ? absl::StrFormat(" | window extended to %.1f s: requests are slower than "
                                 "duration_s",

@@ -32,6 +32,9 @@ struct PointResult {
   // Latency of successful requests, client-observed (open loop: from the scheduled
   // send time, so a late sender does not hide queueing).
   LatencySummary latency;
+  // Latency of the refused requests (RESOURCE_EXHAUSTED, UNAVAILABLE) inside the
+  // window, measured as `latency` is: how fast an overloaded server says no.
+  LatencySummary refused_latency;
   // Server-side stage means from the responses' Timings, and the rest.
   StageMeans stages;
   // Mean Usage.prompt_tokens per item: the sentence lengths the server saw.

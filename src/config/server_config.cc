@@ -495,6 +495,7 @@ class Parser {
         {"tf32", [&](const YAML::Node& n, const std::string& k) { return Bool(n, k, &m->tf32); }},
         {"cpu_nice", [&](const YAML::Node& n, const std::string& k) { return Int(n, k, &m->cpu_nice); }},
         {"cpu_pin_threads", [&](const YAML::Node& n, const std::string& k) { return Bool(n, k, &m->cpu_pin_threads); }},
+        {"cpu_sched_idle", [&](const YAML::Node& n, const std::string& k) { return Bool(n, k, &m->cpu_sched_idle); }},
         {"backend", [&](const YAML::Node& n, const std::string& k) { return String(n, k, &m->backend); }},
     });
   }
@@ -678,6 +679,7 @@ std::string ServerConfigToYaml(const ServerConfig& c) {
   absl::StrAppend(&y, "  tf32: ", c.model.tf32 ? "true" : "false", "\n");
   absl::StrAppend(&y, "  cpu_nice: ", c.model.cpu_nice, "\n");
   absl::StrAppend(&y, "  cpu_pin_threads: ", c.model.cpu_pin_threads ? "true" : "false", "\n");
+  absl::StrAppend(&y, "  cpu_sched_idle: ", c.model.cpu_sched_idle ? "true" : "false", "\n");
   absl::StrAppend(&y, "  backend: ", Quote(c.model.backend), "\n");
   absl::StrAppend(&y, "batching:\n");
   absl::StrAppend(&y, "  enabled: ", c.batching.enabled ? "true" : "false", "\n");

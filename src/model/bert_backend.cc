@@ -116,6 +116,21 @@ void LowerTeamPriority(int nice) {
                    [&](int64_t, int64_t) { lower_this_thread(); });
 }
 
+// Puts the calling thread and its OpenMP team under SCHED_IDLE, once per calling thread
+// (ModelOptions::cpu_sched_idle says why). Errors are ignored.
+void IdleTeamPriority() {
+  thread_local bool done = false;
+  if (done) return;
+  done = true;
+  auto idle_this_thread = [] {
+    sched_param param{};
+    param.sched_priority = 0;
+    sched_setscheduler(0, SCHED_IDLE, &param);  // 0: the calling thread (Linux)
+  };
+  at::parallel_for(0, at::get_num_threads(), 1,
+                   [&](int64_t, int64_t) { idle_this_thread(); });
+}
+
 // Pins thread i of the calling thread's OpenMP team (itself: 0) to the i-th CPU of its
 // affinity set, once per calling thread (ModelOptions::cpu_pin_threads says why).
 // Errors are ignored: a thread that cannot be pinned runs as it was.
@@ -335,6 +350,7 @@ absl::StatusOr<std::unique_ptr<BertBackend>> BertBackend::Create(const ModelFold
   b->num_threads_ = options.num_threads > 0 ? options.num_threads : UsableCpuCount();
   b->cpu_nice_ = options.cpu_nice;
   b->cpu_pin_threads_ = options.cpu_pin_threads;
+  b->cpu_sched_idle_ = options.cpu_sched_idle;
   b->graph_max_batch_ = options.cuda_graph_max_batch;
   b->head_dim_ = c.hidden_size / c.num_attention_heads;
   b->attention_scale_ = 1.0 / std::sqrt(static_cast<double>(b->head_dim_));
@@ -959,6 +975,7 @@ absl::StatusOr<EmbeddingMatrix> BertBackend::EmbedWith(absl::Span<const TokenIds
     if (device_.is_cpu() && at::get_num_threads() != threads) at::set_num_threads(threads);
     const int nice = call.cpu_nice >= 0 ? call.cpu_nice : cpu_nice_;
     if (device_.is_cpu() && nice > 0) LowerTeamPriority(nice);
+    if (device_.is_cpu() && cpu_sched_idle_ && call.cpu_nice < 0) IdleTeamPriority();
     if (device_.is_cpu() && cpu_pin_threads_ && threads > 1) PinTeamToCpus();
     c10::InferenceMode inference_mode;
     result.values.resize(static_cast<size_t>(batch * result.dim));

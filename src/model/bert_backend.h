@@ -169,6 +169,7 @@ class BertBackend : public Backend {
   int num_threads_ = 1;
   int cpu_nice_ = 0;  // ModelOptions::cpu_nice
   bool cpu_pin_threads_ = true;  // ModelOptions::cpu_pin_threads
+  bool cpu_sched_idle_ = false;  // ModelOptions::cpu_sched_idle
   int64_t graph_max_batch_ = 64;  // ModelOptions::cuda_graph_max_batch
   bool int8_ = false;  // model.precision int8 (CPU)
   CpuLinearKernel cpu_linear_ = CpuLinearKernel::kAten;

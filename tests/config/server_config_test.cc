@@ -314,7 +314,8 @@ TEST(ServerConfigTest, PrintedConfigParsesBackToTheSame) {
   auto config = Parse(R"(
 server: {port: 7, metrics_port: 8, host: "::1"}
 model: {name: "a \"quoted\" name", devices: [cpu, cpu], instances_per_device: 2, quantized: true,
-        cuda_graphs: false, cuda_graph_max_batch: 512, tf32: true, cpu_pin_threads: false}
+        cuda_graphs: false, cuda_graph_max_batch: 512, tf32: true, cpu_pin_threads: false,
+        cpu_sched_idle: true}
 batching: {timeout_ms: 3, workers: 2, completion_threads: 6, express_max_tokens: 96,
            express_cpu_threads: 2}
 benchmark: {batch_sizes: [4, 16], duration_s: 2.5}
@@ -335,6 +336,7 @@ benchmark: {batch_sizes: [4, 16], duration_s: 2.5}
   EXPECT_EQ(again->batching.express_cpu_threads, 2);
   EXPECT_TRUE(again->model.tf32);
   EXPECT_FALSE(again->model.cpu_pin_threads);
+  EXPECT_TRUE(again->model.cpu_sched_idle);
   EXPECT_EQ(again->model.devices, (std::vector<std::string>{"cpu", "cpu"}));
   EXPECT_EQ(again->model.instances_per_device, 2);
   EXPECT_DOUBLE_EQ(again->benchmark.duration_s, 2.5);

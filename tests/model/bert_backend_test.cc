@@ -14,6 +14,7 @@
 #include <thread>
 #include <vector>
 
+#include <sched.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -591,6 +592,57 @@ TEST(BertBackendTest, CpuNiceLowersTheCallingThreadAndItsOpenMpTeam) {
   EXPECT_EQ(plain_nice, before);
   options.cpu_nice = 20;
   EXPECT_THAT(LoadModel(options).status().message(), ::testing::HasSubstr("model.cpu_nice"));
+}
+
+// cpu_sched_idle and cpu_pin_threads act on a worker's thread and its OpenMP team, once
+// per thread; a call that asks for the process's own priority (the express lane: one
+// thread, cpu_nice 0) is left alone.
+TEST(BertBackendTest, CpuSchedIdleAndPinningApplyToTheWorkersTeamOnly) {
+  ModelOptions options;
+  options.path = kTinyBert;
+  options.device = "cpu";
+  options.num_threads = 2;
+  options.cpu_sched_idle = true;
+  options.cpu_pin_threads = true;
+  auto model = LoadModel(options);
+  ASSERT_TRUE(model.ok()) << model.status();
+  const TokenIds ids = model->tokenizer->Encode("a short text", 64)->ids;
+  const TokenIds* one[] = {&ids};
+  cpu_set_t allowed;
+  ASSERT_EQ(sched_getaffinity(0, sizeof(allowed), &allowed), 0);
+  const int cpus = CPU_COUNT(&allowed);
+  int worker_policy = -1, worker_cpus = 0, idle_others = 0;
+  std::thread worker([&] {  // as a batcher worker
+    ASSERT_TRUE(model->backend->Embed(one).ok());
+    const pid_t self = static_cast<pid_t>(syscall(SYS_gettid));
+    worker_policy = sched_getscheduler(0);
+    cpu_set_t mine;
+    ASSERT_EQ(sched_getaffinity(0, sizeof(mine), &mine), 0);
+    worker_cpus = CPU_COUNT(&mine);
+    for (const auto& task : std::filesystem::directory_iterator("/proc/self/task")) {
+      const pid_t tid = static_cast<pid_t>(std::stoi(task.path().filename().string()));
+      if (tid != self && sched_getscheduler(tid) == SCHED_IDLE) ++idle_others;
+    }
+  });
+  worker.join();
+  EXPECT_EQ(worker_policy, SCHED_IDLE);
+  EXPECT_EQ(idle_others, 1);  // its team's other thread
+  EXPECT_EQ(worker_cpus, cpus >= 2 ? 1 : cpus);
+  int lane_policy = -1, lane_cpus = 0;
+  std::thread lane([&] {  // as the express lane
+    Backend::CallOptions call;
+    call.cpu_threads = 1;
+    call.cpu_nice = 0;
+    ASSERT_TRUE(model->backend->EmbedWith(one, call).ok());
+    lane_policy = sched_getscheduler(0);
+    cpu_set_t mine;
+    ASSERT_EQ(sched_getaffinity(0, sizeof(mine), &mine), 0);
+    lane_cpus = CPU_COUNT(&mine);
+  });
+  lane.join();
+  EXPECT_EQ(lane_policy, SCHED_OTHER);
+  EXPECT_EQ(lane_cpus, cpus);
+  EXPECT_EQ(sched_getscheduler(0), SCHED_OTHER);  // this thread never ran a batch
 }
 
 }  // namespace

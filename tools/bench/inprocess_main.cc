@@ -103,6 +103,7 @@ int main(int argc, char** argv) {
   options.tf32 = config->model.tf32;
   options.cpu_nice = config->model.cpu_nice;
   options.cpu_pin_threads = config->model.cpu_pin_threads;
+  options.cpu_sched_idle = config->model.cpu_sched_idle;
   auto model = embedserve::LoadModel(options);
   if (!model.ok()) return Fail(model.status());
   const embedserve::BackendInfo& info = model->backend->Info();

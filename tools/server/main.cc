@@ -136,6 +136,7 @@ absl::StatusOr<ServingModel> LoadServingModel(const ServerConfig& config) {
   options.tf32 = config.model.tf32;
   options.cpu_nice = config.model.cpu_nice;
   options.cpu_pin_threads = config.model.cpu_pin_threads;
+  options.cpu_sched_idle = config.model.cpu_sched_idle;
   if (devices.size() == 1) {
     options.device = devices[0];
     spdlog::info("loading {} on {} ({})", path, options.device, options.precision);

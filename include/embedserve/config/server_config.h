@@ -91,6 +91,7 @@ struct ModelSection {
   bool tf32 = false;               // fp32 on CUDA: matmuls on TF32 tensor cores (opt-in)
   int cpu_nice = 0;                // CPU: niceness added to the model's threads (0..19)
   bool cpu_pin_threads = true;     // CPU: each OpenMP team thread on its own CPU
+  bool cpu_sched_idle = false;     // CPU: the model's threads under SCHED_IDLE
   std::string backend = "libtorch";  // the only backend today
 
   // The device of each model instance, in load order: `devices` (or {device}), each

@@ -52,8 +52,9 @@ class Backend {
     // a batch in flight on all of them); 0: the backend's own setting. Ignored elsewhere.
     int32_t cpu_threads = 0;
     // CPU: the niceness added to the threads that run this call (ModelOptions::cpu_nice),
-    // or -1 for the backend's own setting. The express lane asks for 0, so that with
-    // model.cpu_nice > 0 its forward gets a core first. Ignored elsewhere.
+    // or -1 for the backend's own settings (cpu_nice and cpu_sched_idle). 0: the
+    // process's own priority, neither: the express lane asks for it, so that its forward
+    // gets a core before the workers'. Ignored elsewhere.
     int32_t cpu_nice = -1;
   };
   // Embed with `call`; a backend without per-call settings ignores them.

@@ -63,8 +63,8 @@ struct ModelOptions {
   // CPU: run each thread of a worker's OpenMP team under SCHED_IDLE (on the first batch
   // the worker runs), so that every other runnable thread of the machine (the server's
   // RPC threads, the batcher's express lane) preempts it at once: refusing a call under
-  // overload then does not wait for a model thread's time slice (Linux's EEVDF lets a
-  // running thread finish its slice, which model.cpu_nice does not change). The model
+  // overload then does not wait for a model thread's time slice (model.cpu_nice 10 or 19
+  // moved that wait by 0.5 ms at most on Linux 6.18; SCHED_IDLE did). The model
   // gets every cycle nothing else wants, so a busy neighbour process starves it.
   // Refusals' p99 at 10x overload on the 2-vCPU machine: 5.7 -> 4.3-4.6 ms
   // (docs/results/hostile/). Ignored on GPUs.

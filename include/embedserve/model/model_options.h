@@ -65,7 +65,8 @@ struct ModelOptions {
   // RPC threads, the batcher's express lane) preempts it at once: refusing a call under
   // overload then does not wait for a model thread's time slice (model.cpu_nice 10 or 19
   // moved that wait by 0.5 ms at most on Linux 6.18; SCHED_IDLE did). The model
-  // gets every cycle nothing else wants, so a busy neighbour process starves it.
+  // gets every cycle nothing else wants, so any other process, even at nice 19, starves
+  // it (and the small requests a worker runs): for a machine that runs nothing else.
   // Refusals' p99 at 10x overload on the 2-vCPU machine: 5.7 -> 4.3-4.6 ms
   // (docs/results/hostile/). Ignored on GPUs.
   bool cpu_sched_idle = false;

@@ -49,17 +49,22 @@ class BucketCursor {
   ItemId id_ = kNone;
 };
 
+// Empties `d` for a new decision (keeping its vectors' capacity).
+void ClearDecision(BatchDecision* d) {
+  d->items.clear();
+  d->tokens = 0;
+  d->longest = 0;
+  d->full = false;
+  d->wait_us = 0;
+  d->passed_over = BatchQueue::kNone;
+}
+
 }  // namespace
 
 void DecideBatch(const Batcher::Options& options, const BatchQueue& queue, int64_t now_us,
                  bool flush, BatchDecision* decision) {
   BatchDecision& d = *decision;
-  d.items.clear();
-  d.tokens = 0;
-  d.longest = 0;
-  d.full = false;
-  d.wait_us = 0;
-  d.passed_over = BatchQueue::kNone;
+  ClearDecision(&d);
   if (queue.empty()) {
     d.action = BatchDecision::Action::kIdle;
     return;
@@ -230,12 +235,7 @@ void DecideBatch(const Batcher::Options& options, const BatchQueue& queue, int64
 void DecideExpressBatch(const Batcher::Options& options, const BatchQueue& queue,
                         BatchDecision* decision) {
   BatchDecision& d = *decision;
-  d.items.clear();
-  d.tokens = 0;
-  d.longest = 0;
-  d.full = false;
-  d.wait_us = 0;
-  d.passed_over = BatchQueue::kNone;
+  ClearDecision(&d);
   const int64_t max_tokens = options.express_max_tokens;
   auto cost = [&](int64_t n, int64_t tokens, int64_t longest) {
     return options.count_padding ? longest * n : tokens;

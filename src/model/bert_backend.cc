@@ -97,23 +97,28 @@ absl::StatusOr<torch::Device> ResolveDevice(const std::string& requested) {
 
 // Copies a safetensors tensor into a new fp32 CPU tensor (the mapping may be unaligned,
 // so no from_blob on it).
-// Adds `nice` to the niceness of the calling thread and of the OpenMP team it runs
-// parallel regions with (libgomp keeps one team per calling thread), once per thread.
-// Errors are ignored: a thread that cannot be lowered runs as it was.
+// Runs `f(i)` on thread i of the calling thread's OpenMP team (libgomp keeps one team
+// per calling thread; the caller is thread 0 and runs it inline for a team of one): one
+// chunk per thread, grain 1 over [0, threads).
+template <typename F>
+void OnEachTeamThread(F f) {
+  at::parallel_for(0, at::get_num_threads(), 1, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) f(i);
+  });
+}
+
+// Adds `nice` to the niceness of the calling thread and of its OpenMP team, once per
+// thread. Errors are ignored: a thread that cannot be lowered runs as it was.
 void LowerTeamPriority(int nice) {
   thread_local bool done = false;
   if (done) return;
   done = true;
-  auto lower_this_thread = [nice] {
+  OnEachTeamThread([nice](int64_t) {
     const id_t tid = static_cast<id_t>(syscall(SYS_gettid));
     errno = 0;
     const int current = getpriority(PRIO_PROCESS, tid);
     if (errno == 0) setpriority(PRIO_PROCESS, tid, std::min(19, current + nice));
-  };
-  // One chunk per thread of the team (grain 1 over [0, threads)); the caller is the
-  // team's thread 0, or runs the loop inline when the team has one thread.
-  at::parallel_for(0, at::get_num_threads(), 1,
-                   [&](int64_t, int64_t) { lower_this_thread(); });
+  });
 }
 
 // Puts the calling thread and its OpenMP team under SCHED_IDLE, once per calling thread
@@ -122,13 +127,11 @@ void IdleTeamPriority() {
   thread_local bool done = false;
   if (done) return;
   done = true;
-  auto idle_this_thread = [] {
+  OnEachTeamThread([](int64_t) {
     sched_param param{};
     param.sched_priority = 0;
     sched_setscheduler(0, SCHED_IDLE, &param);  // 0: the calling thread (Linux)
-  };
-  at::parallel_for(0, at::get_num_threads(), 1,
-                   [&](int64_t, int64_t) { idle_this_thread(); });
+  });
 }
 
 // Pins thread i of the calling thread's OpenMP team (itself: 0) to the i-th CPU of its
@@ -148,16 +151,12 @@ void PinTeamToCpus() {
   for (int c = 0; c < CPU_SETSIZE; ++c) {
     if (CPU_ISSET(c, &allowed)) cpus.push_back(c);
   }
-  const int64_t team = at::get_num_threads();
-  if (team < 2 || cpus.size() < 2) return;
-  // One chunk per thread of the team (grain 1 over [0, team)), as LowerTeamPriority.
-  at::parallel_for(0, team, 1, [&](int64_t begin, int64_t end) {
-    for (int64_t i = begin; i < end; ++i) {
-      cpu_set_t one;
-      CPU_ZERO(&one);
-      CPU_SET(cpus[static_cast<size_t>(i) % cpus.size()], &one);
-      sched_setaffinity(0, sizeof(one), &one);  // 0: the calling thread
-    }
+  if (at::get_num_threads() < 2 || cpus.size() < 2) return;
+  OnEachTeamThread([&](int64_t i) {
+    cpu_set_t one;
+    CPU_ZERO(&one);
+    CPU_SET(cpus[static_cast<size_t>(i) % cpus.size()], &one);
+    sched_setaffinity(0, sizeof(one), &one);  // 0: the calling thread
   });
 }
 

@@ -232,6 +232,13 @@ void DecideBatch(const Batcher::Options& options, const BatchQueue& queue, int64
   }
 }
 
+bool FitsExpressLane(const Batcher::Options& options, int64_t count, int64_t tokens,
+                     int64_t longest) {
+  const int64_t cost = options.count_padding ? longest * count : tokens;
+  return options.express_max_tokens > 0 && count <= options.max_batch_size &&
+         cost <= options.express_max_tokens;
+}
+
 void DecideExpressBatch(const Batcher::Options& options, const BatchQueue& queue,
                         BatchDecision* decision) {
   BatchDecision& d = *decision;
@@ -244,7 +251,7 @@ void DecideExpressBatch(const Batcher::Options& options, const BatchQueue& queue
   for (BatchQueue::RunId run = queue.OldestRun(); run != BatchQueue::kNone && looked < kExpressRunsLooked;
        run = queue.NextRun(run), ++looked) {
     const BatchQueue::Run& r = queue.run(run);
-    if (r.started || r.count > max_tokens || r.count > options.max_batch_size) continue;
+    if (r.started || r.count > max_tokens) continue;  // each item holds >= 1 token
     // The request's size, alone and added to the batch; items of a run are contiguous.
     int64_t tokens = 0, longest = 0;
     ItemId id = r.first;
@@ -253,7 +260,7 @@ void DecideExpressBatch(const Batcher::Options& options, const BatchQueue& queue
       tokens += length;
       longest = std::max(longest, length);
     }
-    if (cost(r.count, tokens, longest) > max_tokens) continue;  // not small: another lane's
+    if (!FitsExpressLane(options, r.count, tokens, longest)) continue;  // the workers' work
     const int64_t n = static_cast<int64_t>(d.items.size()) + r.count;
     if (n > options.max_batch_size ||
         cost(n, d.tokens + tokens, std::max(d.longest, longest)) > max_tokens) {

@@ -65,6 +65,11 @@ void DecideBatch(const Batcher::Options& options, const BatchQueue& queue, int64
 // kExpressRunsLooked oldest requests at most (O(that) under the lock). kSend when the
 // batch holds any, else kIdle; never marks anything passed over.
 constexpr int32_t kExpressRunsLooked = 256;
+// Whether a request of `count` sequences, `tokens` in all and the longest `longest`, is
+// one the express lane takes: express_max_tokens > 0, count <= max_batch_size and its
+// tokens (longest*count if count_padding, else the sum) <= express_max_tokens.
+bool FitsExpressLane(const Batcher::Options& options, int64_t count, int64_t tokens,
+                     int64_t longest);
 void DecideExpressBatch(const Batcher::Options& options, const BatchQueue& queue,
                         BatchDecision* decision);
 

@@ -222,12 +222,16 @@ absl::Status Batcher::Submit(BatchRequest&& request) {
   const int32_t request_percent = request.queue_percent;
   ES_ASSIGN_OR_RETURN(std::unique_ptr<batching_internal::RequestState> state,
                       BatchScheduler::Prepare(options_, dimension_, request));
+  // Only a request the lane would take wakes it (each sequence holds >= 1 token).
+  const int64_t count = static_cast<int64_t>(state->sequences.size());
   bool small = false;
-  if (options_.express_max_tokens > 0 &&
-      static_cast<int64_t>(state->sequences.size()) <= options_.express_max_tokens) {
-    int64_t tokens = 0;
-    for (const TokenIds& s : state->sequences) tokens += static_cast<int64_t>(s.size());
-    small = tokens <= options_.express_max_tokens;
+  if (options_.express_max_tokens > 0 && count <= options_.express_max_tokens) {
+    int64_t tokens = 0, longest = 0;
+    for (const TokenIds& s : state->sequences) {
+      tokens += static_cast<int64_t>(s.size());
+      longest = std::max(longest, static_cast<int64_t>(s.size()));
+    }
+    small = batching_internal::FitsExpressLane(options_, count, tokens, longest);
   }
   absl::Status status;
   bool wake = false;

@@ -139,6 +139,14 @@ def main():
                              f"{fmt(float(kv['texts_per_s']) / 2)} | {float(kv['p50_ms']):.2f} | "
                              f"{float(kv['p99_ms']):.2f} | {kv['errors']} |")
         lines.append("")
+    share = os.path.join(run, "served_share", "summary.txt")
+    if os.path.exists(share):
+        rows = [l.rstrip("\n") for l in open(share) if l.startswith("|") or l.startswith("median")]
+        lines += ["## Served against in process, alternating rounds (bench/peers/served_share.sh)", "",
+                  "Similarity batch 32, pairs/s: in process (embedserve-bench-inprocess, 32 pairs per "
+                  "call), over gRPC (embedserve-bench, concurrency 4) and HTTP (64 texts per call, "
+                  "concurrency 4); each share is the served figure over the mean of the in-process "
+                  "runs just before and after it.", ""] + rows + [""]
     with open(os.path.join(out, "README.md"), "w") as f:
         f.write("\n".join(lines) + "\n")
     print("\n".join(lines))

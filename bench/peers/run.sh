@@ -16,6 +16,8 @@
 #   served over HTTP (embedserve-http-bench, OpenAI shape; a Similarity of N pairs sent
 #     as an embeddings request of 2N texts): infinity-emb (torch engine, its own
 #     batching) and embedserve's /v1/embeddings, at the same three points
+#   served against in process, Similarity batch 32 (served_share.sh): 4 alternating
+#     rounds, so the served share of the in-process rate is not read across minutes of drift
 # Writes OUT/ (default results/cpu-peers/<UTC time>): machine.txt, versions/, pairs.jsonl,
 # gemm.json, onnx/onnx_fidelity.json, inprocess/*.json, served/*/bench.json, run.log.
 # Then: .venv-peers/bin/python bench/peers/report.py OUT --out docs/results/cpu-peers
@@ -191,5 +193,7 @@ if [ $SERVED = 1 ]; then
   pid=$!
   wait_http "$hport" && http_sweep embedserve_http "$hport" /v1/embeddings
   kill -TERM $pid; wait $pid || true
+  step "served against in process, alternating (served_share.sh)"
+  bench/peers/served_share.sh --rounds 4 --duration-s "$DURATION" --out "$OUT/served_share"
 fi
 step "done: $OUT"

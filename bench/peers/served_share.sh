@@ -25,6 +25,10 @@ while [ $# -gt 0 ]; do
     *) echo "served_share.sh: unknown argument $1" >&2; exit 2 ;;
   esac
 done
+# libgomp's wait policy as bench/peers/run.sh and the server binary pick it.
+if [ -z "${OMP_WAIT_POLICY:-}" ] && [ -z "${GOMP_SPINCOUNT:-}" ]; then
+  export GOMP_SPINCOUNT=10000
+fi
 mkdir -p "$OUT"
 B=build/tools/bench
 "$B/embedserve-bench" --batch-sizes 128 --concurrencies 1 --write-pairs "$OUT/pairs.jsonl" >/dev/null

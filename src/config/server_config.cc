@@ -124,6 +124,10 @@ absl::Status ServerSection::Validate() const {
                                          max_stream_backlog_bytes, 1024, int64_t{1} << 34));
   ES_RETURN_IF_ERROR(CheckRange<int64_t>("server.shutdown_grace_ms", shutdown_grace_ms,
                                          0, 3600 * 1000));
+  if (cpu_slice_us != 0) {
+    ES_RETURN_IF_ERROR(CheckRange("server.cpu_slice_us (0: the kernel's)", cpu_slice_us, 100,
+                                  100000));
+  }
   ES_RETURN_IF_ERROR(CheckRange<int64_t>("server.shutdown_delay_ms", shutdown_delay_ms,
                                          0, 3600 * 1000));
   ES_RETURN_IF_ERROR(tls.Validate());
@@ -456,6 +460,7 @@ class Parser {
         {"max_stream_backlog_bytes", [&](const YAML::Node& n, const std::string& k) { return Int(n, k, &s->max_stream_backlog_bytes); }},
         {"shutdown_grace_ms", [&](const YAML::Node& n, const std::string& k) { return Int(n, k, &s->shutdown_grace_ms); }},
         {"shutdown_delay_ms", [&](const YAML::Node& n, const std::string& k) { return Int(n, k, &s->shutdown_delay_ms); }},
+        {"cpu_slice_us", [&](const YAML::Node& n, const std::string& k) { return Int(n, k, &s->cpu_slice_us); }},
         {"warmup", [&](const YAML::Node& n, const std::string& k) { return Bool(n, k, &s->warmup); }},
         {"tls", [&](const YAML::Node& n, const std::string& k) { return Tls(n, k, &s->tls); }},
         {"auth", [&](const YAML::Node& n, const std::string& k) { return Auth(n, k, &s->auth); }},
@@ -650,6 +655,7 @@ std::string ServerConfigToYaml(const ServerConfig& c) {
   absl::StrAppend(&y, "  max_stream_backlog_bytes: ", c.server.max_stream_backlog_bytes, "\n");
   absl::StrAppend(&y, "  shutdown_grace_ms: ", c.server.shutdown_grace_ms, "\n");
   absl::StrAppend(&y, "  shutdown_delay_ms: ", c.server.shutdown_delay_ms, "\n");
+  absl::StrAppend(&y, "  cpu_slice_us: ", c.server.cpu_slice_us, "\n");
   absl::StrAppend(&y, "  warmup: ", c.server.warmup ? "true" : "false", "\n");
   // File and variable names only: the keys themselves are never printed.
   absl::StrAppend(&y, "  tls:\n");

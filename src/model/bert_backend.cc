@@ -94,9 +94,6 @@ absl::StatusOr<torch::Device> ResolveDevice(const std::string& requested) {
   return torch::Device(torch::kCUDA, static_cast<c10::DeviceIndex>(index));
 }
 
-
-// Copies a safetensors tensor into a new fp32 CPU tensor (the mapping may be unaligned,
-// so no from_blob on it).
 // Runs `f(i)` on thread i of the calling thread's OpenMP team (libgomp keeps one team
 // per calling thread; the caller is thread 0 and runs it inline for a team of one): one
 // chunk per thread, grain 1 over [0, threads).
@@ -160,6 +157,8 @@ void PinTeamToCpus() {
   });
 }
 
+// Copies a safetensors tensor into a new fp32 CPU tensor (the mapping may be unaligned,
+// so no from_blob on it).
 torch::Tensor ToFloatTensor(const SafetensorsFile& file, const SafetensorsTensor& t) {
   torch::ScalarType src = torch::kFloat;
   if (t.dtype == SafetensorsDtype::kF16) src = torch::kHalf;

@@ -1,15 +1,71 @@
 #include "embedserve/model/cpu_environment.h"
 
 #include <dlfcn.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <cctype>
+#include <cerrno>
 #include <cstdlib>
 
 #include "absl/container/flat_hash_set.h"
+#include "absl/strings/str_cat.h"
 #include "cpu_vector.h"
 
 namespace embedserve {
+namespace {
+
+// struct sched_attr of <linux/sched/types.h> (glibc 2.36 has no wrapper for the calls).
+struct SchedAttr {
+  uint32_t size;
+  uint32_t sched_policy;
+  uint64_t sched_flags;
+  int32_t sched_nice;
+  uint32_t sched_priority;
+  uint64_t sched_runtime;  // SCHED_OTHER (Linux >= 6.12): the slice, in ns
+  uint64_t sched_deadline;
+  uint64_t sched_period;
+};
+
+bool GetSchedAttr(SchedAttr* attr) {
+  *attr = SchedAttr{};
+  return syscall(SYS_sched_getattr, 0, attr, sizeof(*attr), 0) == 0;
+}
+
+}  // namespace
+
+absl::Status SetThreadSchedSlice(int64_t us) {
+  if (us != 0 && (us < 100 || us > 100000)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("scheduler slice must be 0 (the kernel's) or 100..100000 us; was ", us));
+  }
+  SchedAttr attr;
+  if (!GetSchedAttr(&attr)) {
+    return absl::UnimplementedError("sched_getattr failed: this kernel reports no slice");
+  }
+  if (attr.sched_policy != 0) {  // SCHED_OTHER: a slice means nothing to the others
+    return absl::FailedPreconditionError(
+        absl::StrCat("the thread runs under scheduling policy ", attr.sched_policy,
+                     ", not SCHED_OTHER; its slice is left alone"));
+  }
+  attr.size = sizeof(attr);
+  attr.sched_flags = 0;
+  attr.sched_runtime = static_cast<uint64_t>(us) * 1000;
+  if (syscall(SYS_sched_setattr, 0, &attr, 0) != 0) {
+    return absl::UnimplementedError(absl::StrCat("sched_setattr failed (errno ", errno, ")"));
+  }
+  if (us != 0 && ThreadSchedSliceUs() != us) {
+    return absl::UnimplementedError(
+        "this kernel keeps its own slice (custom slices need Linux 6.12 or later)");
+  }
+  return absl::OkStatus();
+}
+
+int64_t ThreadSchedSliceUs() {
+  SchedAttr attr;
+  if (!GetSchedAttr(&attr) || attr.sched_runtime == 0) return -1;
+  return static_cast<int64_t>(attr.sched_runtime / 1000);
+}
 
 std::string OpenBlasCoreName() {
   using CoreNameFn = char* (*)();

@@ -45,6 +45,7 @@ server:
   max_stream_backlog_bytes: 65536
   shutdown_grace_ms: 500
   shutdown_delay_ms: 250
+  cpu_slice_us: 500
   warmup: false
 model:
   name: sentence-transformers/all-MiniLM-L6-v2
@@ -83,6 +84,7 @@ benchmark:
   EXPECT_EQ(config->server.max_stream_backlog_bytes, 65536);
   EXPECT_EQ(config->server.shutdown_grace_ms, 500);
   EXPECT_EQ(config->server.shutdown_delay_ms, 250);
+  EXPECT_EQ(config->server.cpu_slice_us, 500);
   EXPECT_FALSE(config->server.warmup);
   EXPECT_EQ(config->model.name, "sentence-transformers/all-MiniLM-L6-v2");
   EXPECT_EQ(config->model.path, "/models/x");
@@ -209,6 +211,12 @@ TEST(ServerConfigTest, OutOfRangeNamesFileLineFieldAndRange) {
   EXPECT_THAT(config.status().message(),
               AllOf(HasSubstr("server.max_stream_backlog_bytes"), HasSubstr("[1024, "),
                     HasSubstr("was 10")));
+  config = Parse("server:\n  cpu_slice_us: 50\n");
+  ASSERT_FALSE(config.ok());
+  EXPECT_THAT(config.status().message(),
+              AllOf(HasSubstr("server.cpu_slice_us"), HasSubstr("[100, 100000]"),
+                    HasSubstr("was 50")));
+  EXPECT_TRUE(Parse("server:\n  cpu_slice_us: 0\n").ok()) << "0: the kernel's own slice";
   config = Parse("batching:\n  idle_spin_us: 20000\n");
   ASSERT_FALSE(config.ok());
   EXPECT_THAT(config.status().message(),

@@ -5,6 +5,7 @@
 #include <cstdlib>
 #include <optional>
 #include <string>
+#include <thread>
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -90,6 +91,37 @@ TEST(CpuEnvironmentTest, OpenBlasCoreFollowsWhatThisProcessLoaded) {
   }
   ScopedEnv chosen("OPENBLAS_CORETYPE", "Haswell");  // the caller's choice stands
   EXPECT_THAT(CpuEnvironmentToSet(options), Not(Contains(Key("OPENBLAS_CORETYPE"))));
+}
+
+TEST(SchedSliceTest, RefusesSlicesOutsideTheKernelsRange) {
+  EXPECT_EQ(SetThreadSchedSlice(99).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(SetThreadSchedSlice(100001).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(SetThreadSchedSlice(-1).code(), absl::StatusCode::kInvalidArgument);
+}
+
+// On a thread of its own, so the test binary's main thread keeps its slice; the
+// assertions run on the test's thread.
+TEST(SchedSliceTest, SetsTheCallersSliceWhichNewThreadsInheritAndZeroRestores) {
+  absl::Status set, reset;
+  int64_t before = 0, after_set = 0, child = 0, after_reset = 0;
+  std::thread([&] {
+    before = ThreadSchedSliceUs();
+    set = SetThreadSchedSlice(250);
+    after_set = ThreadSchedSliceUs();
+    std::thread([&child] { child = ThreadSchedSliceUs(); }).join();
+    reset = SetThreadSchedSlice(0);
+    after_reset = ThreadSchedSliceUs();
+  }).join();
+  if (absl::IsUnimplemented(set)) {
+    EXPECT_NE(after_set, 250) << "an older kernel: the call changed nothing, and says so";
+    GTEST_SKIP() << "no custom slices here: " << set;
+  }
+  ASSERT_TRUE(set.ok()) << set;
+  EXPECT_EQ(after_set, 250);
+  EXPECT_EQ(child, 250) << "a thread created afterwards inherits the slice";
+  ASSERT_TRUE(reset.ok()) << reset;
+  EXPECT_EQ(after_reset, before) << "0 gives the kernel's default back";
+  EXPECT_NE(before, 250);
 }
 
 }  // namespace

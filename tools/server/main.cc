@@ -254,6 +254,17 @@ int Run(int argc, char** argv) {
 
   spdlog::info("embedserve {} starting: config {}", EMBEDSERVE_VERSION_STRING,
                f.config_path.empty() ? "(defaults)" : f.config_path);
+  // Before any server thread exists: gRPC's, HTTP's and the batcher's threads, and the
+  // model's OpenMP teams, inherit the slice from this one.
+  if (config.server.cpu_slice_us != 0) {
+    if (absl::Status s = SetThreadSchedSlice(config.server.cpu_slice_us); s.ok()) {
+      spdlog::info("scheduler slice {} us for the server's threads (server.cpu_slice_us)",
+                   config.server.cpu_slice_us);
+    } else {
+      spdlog::info("server.cpu_slice_us {} not applied: {}", config.server.cpu_slice_us,
+                   std::string(s.message()));
+    }
+  }
   auto server = EmbedServer::Start(
       config, [&config] { return LoadServingModel(config); }, /*clock=*/nullptr,
       [&stop_signals] { return stop_signals.TurnServing(); });

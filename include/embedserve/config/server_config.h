@@ -63,6 +63,9 @@ struct ServerSection {
   int64_t shutdown_delay_ms = 0;      // on SIGTERM: keep serving this long with health
                                       // NOT_SERVING first, so load balancers and
                                       // Kubernetes probes see it before calls are refused
+  int cpu_slice_us = 100;  // the scheduler slice of every server thread (Linux >= 6.12):
+                           // a woken gRPC/HTTP thread takes a CPU from busy model threads
+                           // at once instead of at their next tick; 0 = the kernel's
   bool warmup = true;                 // run one batch through the model before SERVING
   TlsSection tls;                     // TLS / mTLS (server.tls.*)
   AuthSection auth;                   // API keys (server.auth.*)

@@ -4,9 +4,12 @@
 #ifndef EMBEDSERVE_MODEL_CPU_ENVIRONMENT_H_
 #define EMBEDSERVE_MODEL_CPU_ENVIRONMENT_H_
 
+#include <cstdint>
 #include <string>
 #include <utility>
 #include <vector>
+
+#include "absl/status/status.h"
 
 namespace embedserve {
 
@@ -42,6 +45,19 @@ std::string OpenBlasCoreName();
 // features, or "" to leave OpenBLAS's own choice. Only a generic pick (no AVX2 kernels)
 // is overridden. Pure, for tests.
 std::string BetterOpenBlasCore(const std::string& current, bool cpu_avx2_fma, bool cpu_avx512);
+
+// The scheduler slice of the calling thread, in microseconds (Linux's EEVDF: how long a
+// thread may run before a woken one with an earlier deadline takes its CPU; with a
+// slice shorter than the running thread's, a woken thread preempts at once instead of
+// at the running one's next tick). Threads the caller creates afterwards inherit it.
+// `us` 0 returns the thread to the kernel's default; otherwise 100..100000. Linux 6.12
+// and later honour it; older kernels accept and ignore it: then Unimplemented, and the
+// thread runs as before.
+absl::Status SetThreadSchedSlice(int64_t us);
+
+// The calling thread's slice in microseconds as the kernel reports it (its default one
+// unless set), or -1 where the kernel reports none.
+int64_t ThreadSchedSliceUs();
 
 }  // namespace embedserve
 

@@ -11,11 +11,14 @@ Run by ctest (tests/e2e/CMakeLists.txt):
       --stubs BUILD/tests/e2e/py --data tests/data
 """
 import argparse
+import ctypes
 import json
 import math
 import os
 import re
+import platform
 import signal
+import struct
 import subprocess
 import sys
 import tempfile
@@ -137,6 +140,30 @@ class ServerE2ETest(unittest.TestCase):
         if m and avx2:  # never OpenBLAS's generic kernels on an AVX2 CPU
             self.assertIn(m.group(1).lower(), {"haswell", "skylakex", "cooperlake",
                                                "sapphirerapids", "zen", "excavator"})
+
+    def test_server_threads_run_with_the_configured_scheduler_slice(self):
+        # server.cpu_slice_us (default 100) is set on the main thread before the server's
+        # threads exist, so gRPC's threads and the batcher's inherit it.
+        if "not applied" in self.server.log():  # a kernel without custom slices (< 6.12)
+            self.skipTest(re.search(r"server.cpu_slice_us .*", self.server.log()).group(0))
+        self.assertIn("scheduler slice 100 us", self.server.log())
+        sched_getattr = {"x86_64": 315, "aarch64": 275}.get(platform.machine())
+        if sched_getattr is None:
+            self.skipTest(f"sched_getattr's number on {platform.machine()} is not listed")
+        libc = ctypes.CDLL(None, use_errno=True)
+        checked = {}
+        for tid in os.listdir(f"/proc/{self.server.proc.pid}/task"):
+            with open(f"/proc/{self.server.proc.pid}/task/{tid}/comm") as f:
+                name = f.read().strip()
+            if not (name.startswith("es-batch") or "grpc" in name or name == "nexting_thread"):
+                continue
+            attr = ctypes.create_string_buffer(48)  # struct sched_attr (Linux)
+            self.assertEqual(libc.syscall(sched_getattr, int(tid), attr, 48, 0), 0,
+                             os.strerror(ctypes.get_errno()))
+            checked[f"{name}/{tid}"] = struct.unpack_from("Q", attr, 24)[0]  # sched_runtime
+        self.assertTrue(any(k.startswith("es-batch") for k in checked), checked)
+        self.assertTrue(any(not k.startswith("es-batch") for k in checked), checked)
+        self.assertEqual(set(checked.values()), {100_000}, checked)
 
     def test_embed_matches_sentence_transformers(self):
         texts = [g["text"] for g in self.golden]

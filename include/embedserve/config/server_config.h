@@ -111,7 +111,7 @@ struct BatchingSection {
   int64_t max_batch_tokens = 8192;   // most tokens per forward
   int64_t max_queue_delay_us = 0;    // wait this long for a batch to fill (seed: timeout_ms)
   int max_queue_sequences = 4096;    // queued sequences before RESOURCE_EXHAUSTED
-  int64_t max_queue_wait_ms = 150;   // queued work, in time at the recent rate, before
+  int64_t max_queue_wait_ms = 250;   // queued work, in time at the recent rate, before
                                      // RESOURCE_EXHAUSTED; 0 = off (Batcher::Options)
   int64_t max_request_tokens = 32768;  // tokens in one request (sum over its texts); more
                                        // is INVALID_ARGUMENT; 0 = no bound

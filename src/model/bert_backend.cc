@@ -239,6 +239,9 @@ constexpr int64_t kEfficientAttentionMaxTokens = 64;
 // "gelu_lt" (cuBLASLt's bias + GELU epilogue). For A/B runs of one build.
 constexpr char kFusedKernelsEnv[] = "EMBEDSERVE_FUSED_KERNELS";
 constexpr char kFusedKernelsDefault[] = "ln,gelu_lt";
+// EMBEDSERVE_GRAPH_PADDING (CUDA graphs only): which buckets are replayed, for A/B runs
+// of one build (ParseGraphPaddingLimit); unset: DefaultGraphPaddingLimit.
+constexpr char kGraphPaddingEnv[] = "EMBEDSERVE_GRAPH_PADDING";
 
 absl::Status ParseFusedKernels(absl::string_view spec, bool* layer_norm, bool* gelu_kernel,
                                bool* gelu_lt) {
@@ -434,6 +437,11 @@ absl::StatusOr<std::unique_ptr<BertBackend>> BertBackend::Create(const ModelFold
 #endif
   }
   if (options.cuda_graphs && b->device_.is_cuda()) {
+    const char* padding = std::getenv(kGraphPaddingEnv);
+    ES_ASSIGN_OR_RETURN(b->graph_padding_,
+                        ParseGraphPaddingLimit(padding == nullptr ? "" : padding,
+                                               DefaultGraphPaddingLimit(options.precision,
+                                                                        options.tf32)));
     const auto start = std::chrono::steady_clock::now();
     const int64_t free_before = b->FreeDeviceBytes();
     ES_RETURN_IF_ERROR(CatchTorch("capturing CUDA graphs (model.cuda_graphs: false turns "
@@ -445,11 +453,13 @@ absl::StatusOr<std::unique_ptr<BertBackend>> BertBackend::Create(const ModelFold
       absl::StrAppend(&info.runtime, " (", b->graphs_.size(), " CUDA graphs for batches up to ",
                       largest.batch, " x ", largest.longest, " tokens)");
       spdlog::info("captured {} CUDA graphs (batch <= {}, tokens <= {}) in {} ms; they hold {} MiB "
-                   "of device memory",
+                   "of device memory; a bucket is replayed when it has at most {} token slots "
+                   "or at most {}x the batch's tokens",
                    b->graphs_.size(), largest.batch, largest.longest,
                    std::chrono::duration_cast<std::chrono::milliseconds>(
                        std::chrono::steady_clock::now() - start).count(),
-                   (free_before - b->FreeDeviceBytes()) >> 20);
+                   (free_before - b->FreeDeviceBytes()) >> 20, b->graph_padding_.free_tokens,
+                   b->graph_padding_.max_padding_ratio);
     }
   }
   return b;
@@ -830,9 +840,15 @@ int64_t BertBackend::FreeDeviceBytes() const {
   return 0;
 }
 
-BertBackend::GraphSlot* BertBackend::FindGraph(int64_t batch, int64_t longest) const {
+BertBackend::GraphSlot* BertBackend::FindGraph(int64_t batch, int64_t longest,
+                                               int64_t tokens) const {
+  // graphs_ is ordered by batch, then tokens, so the first bucket that holds the batch
+  // has the fewest slots of all that do: if its padding does not pay, no other's does.
   for (const auto& slot : graphs_) {
-    if (slot->batch >= batch && slot->longest >= longest) return slot.get();
+    if (slot->batch >= batch && slot->longest >= longest) {
+      return GraphReplayPays(slot->batch, slot->longest, tokens, graph_padding_) ? slot.get()
+                                                                                 : nullptr;
+    }
   }
   return nullptr;
 }
@@ -944,7 +960,7 @@ absl::StatusOr<EmbeddingMatrix> BertBackend::EmbedWith(absl::Span<const TokenIds
   EmbeddingMatrix result;
   result.dim = config_.hidden_size;
   if (sequences.empty()) return result;
-  int64_t longest = 0;
+  int64_t longest = 0, tokens = 0;
   for (size_t i = 0; i < sequences.size(); ++i) {
     const TokenIds* seq = sequences[i];
     if (seq == nullptr || seq->empty()) {
@@ -964,6 +980,7 @@ absl::StatusOr<EmbeddingMatrix> BertBackend::EmbedWith(absl::Span<const TokenIds
       }
     }
     longest = std::max<int64_t>(longest, static_cast<int64_t>(seq->size()));
+    tokens += static_cast<int64_t>(seq->size());
   }
   const int64_t batch = static_cast<int64_t>(sequences.size());
   result.rows = batch;
@@ -978,7 +995,7 @@ absl::StatusOr<EmbeddingMatrix> BertBackend::EmbedWith(absl::Span<const TokenIds
     if (device_.is_cpu() && cpu_pin_threads_ && threads > 1) PinTeamToCpus();
     c10::InferenceMode inference_mode;
     result.values.resize(static_cast<size_t>(batch * result.dim));
-    if (GraphSlot* slot = FindGraph(batch, longest)) {
+    if (GraphSlot* slot = FindGraph(batch, longest, tokens)) {
       // One replay at a time, output copied before the next: the graphs share one
       // memory pool, so a replay may overwrite another graph's intermediates and output.
       std::lock_guard<std::mutex> lock(graph_mu_);

@@ -17,7 +17,7 @@ DURATION=${DURATION:-4}
 WARMUP=1
 # A round: NAME:COMPLETION_THREADS:GRAPH_MAX_BATCH:POINT[+POINT...][:VAR=VALUE], a point
 # BATCH/CONCURRENCY/CHANNELS; the optional VAR=VALUE (no colon or space in it, e.g.
-# EMBEDSERVE_GRAPH_PADDING=any) is set in the server's environment. The default: the old
+# EMBEDSERVE_GRAPH_MAX_SLOTS=32768) is set in the server's environment. The default: the old
 # settings (A) and the new (B) in turn.
 ROUNDS=${ROUNDS:-"A1:0:64:1/1/1+1/256/1+32/128/1 B1:8:1024:1/1/16+1/256/16+32/128/16 A2:0:64:1/1/1+1/256/1+32/128/1 B2:8:1024:1/1/16+1/256/16+32/128/16"}
 SKIP_TESTS=1 BUILD_DIR=$B scripts/device/build_and_test.sh >"$OUT/build.log" 2>&1 ||

@@ -239,9 +239,9 @@ constexpr int64_t kEfficientAttentionMaxTokens = 64;
 // "gelu_lt" (cuBLASLt's bias + GELU epilogue). For A/B runs of one build.
 constexpr char kFusedKernelsEnv[] = "EMBEDSERVE_FUSED_KERNELS";
 constexpr char kFusedKernelsDefault[] = "ln,gelu_lt";
-// EMBEDSERVE_GRAPH_PADDING (CUDA graphs only): which buckets are replayed, for A/B runs
-// of one build (ParseGraphPaddingLimit); unset: DefaultGraphPaddingLimit.
-constexpr char kGraphPaddingEnv[] = "EMBEDSERVE_GRAPH_PADDING";
+// EMBEDSERVE_GRAPH_MAX_SLOTS (CUDA graphs only): the largest bucket captured, in token
+// slots, for A/B runs of one build (graph_buckets.h); unset: GraphMaxSlots's.
+constexpr char kGraphMaxSlotsEnv[] = "EMBEDSERVE_GRAPH_MAX_SLOTS";
 
 absl::Status ParseFusedKernels(absl::string_view spec, bool* layer_norm, bool* gelu_kernel,
                                bool* gelu_lt) {
@@ -268,11 +268,11 @@ absl::Status ParseFusedKernels(absl::string_view spec, bool* layer_norm, bool* g
   return absl::OkStatus();
 }
 
-// The padded buckets CUDA graphs are captured for (bert_backend.h).
-// Up to 64 sequences: a Similarity request of 32 pairs has up to 64 texts. Past 64
-// (ModelOptions::cuda_graph_max_batch), only buckets of at most kLargeGraphTokens tokens.
+// The padded buckets CUDA graphs may be captured for (bert_backend.h), those of at most
+// ModelOptions::cuda_graph_max_batch sequences and graph_max_slots_ token slots
+// (graph_buckets.h). Up to 64 sequences by default: a Similarity request of 32 pairs has
+// up to 64 texts.
 constexpr int64_t kGraphBatches[] = {1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024};
-constexpr int64_t kSmallGraphBatch = 64;
 constexpr int64_t kGraphTokens[] = {16, 32, 64, 128};
 
 }  // namespace
@@ -437,11 +437,10 @@ absl::StatusOr<std::unique_ptr<BertBackend>> BertBackend::Create(const ModelFold
 #endif
   }
   if (options.cuda_graphs && b->device_.is_cuda()) {
-    const char* padding = std::getenv(kGraphPaddingEnv);
-    ES_ASSIGN_OR_RETURN(b->graph_padding_,
-                        ParseGraphPaddingLimit(padding == nullptr ? "" : padding,
-                                               DefaultGraphPaddingLimit(options.precision,
-                                                                        options.tf32)));
+    const char* max_slots = std::getenv(kGraphMaxSlotsEnv);
+    ES_ASSIGN_OR_RETURN(b->graph_max_slots_,
+                        ParseGraphMaxSlots(max_slots == nullptr ? "" : max_slots,
+                                           GraphMaxSlots(options.precision, options.tf32)));
     const auto start = std::chrono::steady_clock::now();
     const int64_t free_before = b->FreeDeviceBytes();
     ES_RETURN_IF_ERROR(CatchTorch("capturing CUDA graphs (model.cuda_graphs: false turns "
@@ -452,14 +451,12 @@ absl::StatusOr<std::unique_ptr<BertBackend>> BertBackend::Create(const ModelFold
       const GraphSlot& largest = *b->graphs_.back();
       absl::StrAppend(&info.runtime, " (", b->graphs_.size(), " CUDA graphs for batches up to ",
                       largest.batch, " x ", largest.longest, " tokens)");
-      spdlog::info("captured {} CUDA graphs (batch <= {}, tokens <= {}) in {} ms; they hold {} MiB "
-                   "of device memory; a bucket is replayed when it has at most {} token slots "
-                   "or at most {}x the batch's tokens",
-                   b->graphs_.size(), largest.batch, largest.longest,
+      spdlog::info("captured {} CUDA graphs (batch <= {}, tokens <= {}, token slots <= {}) in {} "
+                   "ms; they hold {} MiB of device memory",
+                   b->graphs_.size(), largest.batch, largest.longest, b->graph_max_slots_,
                    std::chrono::duration_cast<std::chrono::milliseconds>(
                        std::chrono::steady_clock::now() - start).count(),
-                   (free_before - b->FreeDeviceBytes()) >> 20, b->graph_padding_.free_tokens,
-                   b->graph_padding_.max_padding_ratio);
+                   (free_before - b->FreeDeviceBytes()) >> 20);
     }
   }
   return b;
@@ -840,15 +837,9 @@ int64_t BertBackend::FreeDeviceBytes() const {
   return 0;
 }
 
-BertBackend::GraphSlot* BertBackend::FindGraph(int64_t batch, int64_t longest,
-                                               int64_t tokens) const {
-  // graphs_ is ordered by batch, then tokens, so the first bucket that holds the batch
-  // has the fewest slots of all that do: if its padding does not pay, no other's does.
+BertBackend::GraphSlot* BertBackend::FindGraph(int64_t batch, int64_t longest) const {
   for (const auto& slot : graphs_) {
-    if (slot->batch >= batch && slot->longest >= longest) {
-      return GraphReplayPays(slot->batch, slot->longest, tokens, graph_padding_) ? slot.get()
-                                                                                 : nullptr;
-    }
+    if (slot->batch >= batch && slot->longest >= longest) return slot.get();
   }
   return nullptr;
 }
@@ -917,10 +908,9 @@ void BertBackend::CaptureGraphs() {
   c10::cuda::CUDAStream side = c10::cuda::getStreamFromPool(false, device_.index());
   const auto long_pinned = torch::TensorOptions().dtype(torch::kLong).pinned_memory(true);
   for (int64_t b : kGraphBatches) {
-    if (b > graph_max_batch_) break;
     for (int64_t tokens : kGraphTokens) {
       const int64_t len = std::min(tokens, info_.max_seq_length);
-      if (b > kSmallGraphBatch && b * len > ModelOptions::kLargeGraphTokens) break;
+      if (!CaptureGraphBucket(b, len, graph_max_batch_, graph_max_slots_)) break;
       if (!graphs_.empty() && graphs_.back()->batch == b && graphs_.back()->longest == len) {
         continue;  // max_seq_length below this bucket: the last one already covers it
       }
@@ -960,7 +950,7 @@ absl::StatusOr<EmbeddingMatrix> BertBackend::EmbedWith(absl::Span<const TokenIds
   EmbeddingMatrix result;
   result.dim = config_.hidden_size;
   if (sequences.empty()) return result;
-  int64_t longest = 0, tokens = 0;
+  int64_t longest = 0;
   for (size_t i = 0; i < sequences.size(); ++i) {
     const TokenIds* seq = sequences[i];
     if (seq == nullptr || seq->empty()) {
@@ -980,7 +970,6 @@ absl::StatusOr<EmbeddingMatrix> BertBackend::EmbedWith(absl::Span<const TokenIds
       }
     }
     longest = std::max<int64_t>(longest, static_cast<int64_t>(seq->size()));
-    tokens += static_cast<int64_t>(seq->size());
   }
   const int64_t batch = static_cast<int64_t>(sequences.size());
   result.rows = batch;
@@ -995,7 +984,7 @@ absl::StatusOr<EmbeddingMatrix> BertBackend::EmbedWith(absl::Span<const TokenIds
     if (device_.is_cpu() && cpu_pin_threads_ && threads > 1) PinTeamToCpus();
     c10::InferenceMode inference_mode;
     result.values.resize(static_cast<size_t>(batch * result.dim));
-    if (GraphSlot* slot = FindGraph(batch, longest, tokens)) {
+    if (GraphSlot* slot = FindGraph(batch, longest)) {
       // One replay at a time, output copied before the next: the graphs share one
       // memory pool, so a replay may overwrite another graph's intermediates and output.
       std::lock_guard<std::mutex> lock(graph_mu_);

@@ -1,16 +1,17 @@
-// Command: graph_padding_bench PRECISION [REPS]   (PRECISION: fp16, bf16, fp32, tf32)
+// Command: graph_buckets_bench PRECISION [REPS]   (PRECISION: fp16, bf16, fp32, tf32)
 //   Env: EMBEDSERVE_BENCH_DEVICE (default cuda:0), EMBEDSERVE_BENCH_MODEL (model folder;
 //        default: a synthetic minilm-l6 written to a temp folder, seed 42).
-// The measurements behind DefaultGraphPaddingLimit (src/model/graph_padding.h): when a
-// CUDA graph bucket is cheaper than the eager packed forward. Three backends of one
-// precision, all with model.cuda_graph_max_batch 1024: "graph" replays the first bucket
-// that holds a batch whatever its padding (EMBEDSERVE_GRAPH_PADDING=any), "eager" has no
-// graphs, "rule" uses the built-in limit. One process per precision: TF32 is a per-process
-// LibTorch setting. Each time is the median of REPS (default 9) closed-loop Embed calls
+// The measurements behind GraphMaxSlots (src/model/graph_buckets.h): when a CUDA graph
+// bucket is cheaper than the eager packed forward. Three backends of one precision, all
+// with model.cuda_graph_max_batch 1024: "graph" has every bucket up to 32,768 token slots
+// (EMBEDSERVE_GRAPH_MAX_SLOTS=32768) and replays the first that holds a batch, "eager" has
+// no graphs, "rule" the buckets of the precision's slot limit. One process per precision:
+// TF32 is a per-process LibTorch setting. Each time is the median of REPS (default 9) closed-loop Embed calls
 // (host packing, copies and the device sync included, as the server sees them), the
 // three backends taking turns. Prints one line per batch:
 //   part n tokens longest bucket slots slots/tokens graph_ms eager_ms rule_ms
-// part "full": every bucket with all its slots real (its cost per slot against eager's);
+// The bucket column is the "graph" backend's. Part "full": every bucket with all its
+// slots real (its cost per slot against eager's);
 // "short": n texts with embedserve-bench's short-sentence lengths (SentenceGenerator,
 // mean ~14 tokens); "mixed": lengths uniform in 5..120.
 #include <unistd.h>
@@ -26,14 +27,14 @@
 
 #include "embedserve/client/sentence_generator.h"
 #include "embedserve/model/model_loader.h"
-#include "graph_padding.h"
+#include "graph_buckets.h"
 #include "synthetic_model.h"
 
 namespace embedserve {
 namespace {
 
-// bert_backend.cc's buckets (kGraphBatches x kGraphTokens, past 64 sequences only those
-// of at most ModelOptions::kLargeGraphTokens tokens), in its order.
+// bert_backend.cc's buckets (kGraphBatches x kGraphTokens) of at most 32,768 token slots,
+// in its order: the "graph" backend's.
 struct Bucket {
   int64_t batch, longest;
 };
@@ -41,7 +42,7 @@ std::vector<Bucket> Buckets() {
   std::vector<Bucket> out;
   for (int64_t b : {1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024}) {
     for (int64_t len : {16, 32, 64, 128}) {
-      if (b > 64 && b * len > ModelOptions::kLargeGraphTokens) break;
+      if (!internal_model::CaptureGraphBucket(b, len, 1024, 32768)) break;
       out.push_back({b, len});
     }
   }
@@ -56,7 +57,7 @@ const Bucket* FirstBucket(const std::vector<Bucket>& buckets, int64_t n, int64_t
 }
 
 std::unique_ptr<Backend> Load(const std::string& model, const std::string& precision,
-                              bool graphs, const char* padding) {
+                              bool graphs, const char* max_slots) {
   ModelOptions options;
   options.path = model;
   const char* device = std::getenv("EMBEDSERVE_BENCH_DEVICE");
@@ -65,13 +66,13 @@ std::unique_ptr<Backend> Load(const std::string& model, const std::string& preci
   options.tf32 = precision == "tf32";
   options.cuda_graphs = graphs;
   options.cuda_graph_max_batch = 1024;
-  if (padding != nullptr) {
-    setenv("EMBEDSERVE_GRAPH_PADDING", padding, 1);
+  if (max_slots != nullptr) {
+    setenv("EMBEDSERVE_GRAPH_MAX_SLOTS", max_slots, 1);
   } else {
-    unsetenv("EMBEDSERVE_GRAPH_PADDING");
+    unsetenv("EMBEDSERVE_GRAPH_MAX_SLOTS");
   }
   auto backend = LoadBackend(options);
-  unsetenv("EMBEDSERVE_GRAPH_PADDING");
+  unsetenv("EMBEDSERVE_GRAPH_MAX_SLOTS");
   if (!backend.ok()) {
     std::fprintf(stderr, "cannot load %s: %s\n", precision.c_str(),
                  backend.status().ToString().c_str());
@@ -105,7 +106,7 @@ double Median(std::vector<double> v) {
 int main(int argc, char** argv) {
   using namespace embedserve;
   if (argc < 2) {
-    std::fprintf(stderr, "usage: graph_padding_bench fp16|bf16|fp32|tf32 [REPS]\n");
+    std::fprintf(stderr, "usage: graph_buckets_bench fp16|bf16|fp32|tf32 [REPS]\n");
     return 2;
   }
   const std::string precision = argv[1];
@@ -115,7 +116,7 @@ int main(int argc, char** argv) {
     model = m;
   } else {
     model = (std::filesystem::temp_directory_path() /
-             ("embedserve_graph_padding_" + std::to_string(::getpid())))
+             ("embedserve_graph_buckets_" + std::to_string(::getpid())))
                 .string();
     SyntheticModelOptions options;  // minilm-l6, seed 42
     options.overwrite = true;
@@ -124,14 +125,13 @@ int main(int argc, char** argv) {
       return 1;
     }
   }
-  std::unique_ptr<Backend> backends[3] = {Load(model, precision, true, "any"),
+  std::unique_ptr<Backend> backends[3] = {Load(model, precision, true, "32768"),
                                           Load(model, precision, false, nullptr),
                                           Load(model, precision, true, nullptr)};
-  const internal_model::GraphPaddingLimit limit = internal_model::DefaultGraphPaddingLimit(
+  const int64_t max_slots = internal_model::GraphMaxSlots(
       precision == "tf32" ? "fp32" : precision, precision == "tf32");
-  std::printf("# %s %s; rule: free %lld slots, ratio %.2f\n", precision.c_str(),
-              backends[2]->Info().runtime.c_str(), static_cast<long long>(limit.free_tokens),
-              limit.max_padding_ratio);
+  std::printf("# %s %s; rule: buckets of at most %lld slots\n", precision.c_str(),
+              backends[2]->Info().runtime.c_str(), static_cast<long long>(max_slots));
   std::printf("%-5s %5s %6s %4s %9s %6s %6s %8s %8s %8s\n", "part", "n", "tokens", "max",
               "bucket", "slots", "ratio", "graph_ms", "eager_ms", "rule_ms");
   const std::vector<Bucket> buckets = Buckets();

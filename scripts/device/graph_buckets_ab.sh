@@ -1,34 +1,36 @@
 #!/usr/bin/env bash
-# Runs ON THE GPU MACHINE (issue 14, CUDA graph padding): whether the limit on a graph
-# bucket's padding (src/model/graph_padding.h) beats replaying the first bucket that holds
-# a batch. One build, the rule switched per server by EMBEDSERVE_GRAPH_PADDING ("any" =
-# the old choice; unset = the built-in limit; "FREE,RATIO" = other constants), on the
-# synthetic minilm-l6 folder (the shapes of all-MiniLM-L6-v2). In order, each step only
-# while time is left in a 10-minute call:
+# Runs ON THE GPU MACHINE (issue 14, CUDA graph buckets): whether capturing only buckets
+# of at most the precision's token slots (src/model/graph_buckets.h) beats capturing every
+# bucket up to 32,768 slots and replaying the first that holds a batch. One build, the
+# limit switched per process by EMBEDSERVE_GRAPH_MAX_SLOTS (OLD: 32768; NEW: unset, the
+# built-in limit; ALT: $ALT), on the synthetic minilm-l6 folder (the shapes of
+# all-MiniLM-L6-v2). In order, each step only while time is left in a 10-minute call:
 #   1. build (build_and_test.sh, SKIP_TESTS=1)
-#   2. graph_padding_bench fp16: graph / eager / rule ms per batch shape
+#   2. graph_buckets_bench for BENCH_FIRST (fp16): graph / eager / rule ms per batch shape
 #   3. served Similarity over gRPC, experiments/minilm_gpu_fp16.yaml (graph buckets up to
-#      1,024): rounds of reqpath_ab.sh in turn, OLD (any), NEW (built-in), ALT (ALT env)
+#      1,024 sequences): rounds of reqpath_ab.sh in turn (ROUND_SET)
 #   4. embedserve-bench-inprocess, Embed 64 and 256 texts, fp32 and fp16, OLD and NEW
-#   5. graph_padding_test, bert_backend_test's CUDA graph cases
-#   6. graph_padding_bench fp32 and tf32
+#   5. graph_buckets_test, bert_backend_test's CUDA graph cases
+#   6. graph_buckets_bench for BENCH_LAST (fp32 tf32)
 # Device call (the snapshot unpacked by hand, as from_snapshot.sh does):
 #   carry [".device/debs", "<folder with src.tar and src.rev>"]; in the snapshot:
-#   scripts/device/graph_padding_ab.sh
-# Env: DURATION (measured seconds per served point, 4), ALT (EMBEDSERVE_GRAPH_PADDING of
-#      the ALT rounds, 16384,3), POINTS (reqpath_ab.sh points), ROUND_SET (round names).
+#   scripts/device/graph_buckets_ab.sh
+# Env: DURATION (measured seconds per served point, 4), ALT (16384), POINTS (reqpath_ab.sh
+#      points), ROUND_SET (OLD1 NEW1 OLD2 NEW2), BENCH_FIRST, BENCH_LAST.
 # Everything comes back as $OUT/run.log, $OUT/bench_*.txt and $OUT/raw.tgz.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 export PYTHONUNBUFFERED=1
 OUT=${OUT:-$(pwd)/device-out}; mkdir -p "$OUT"
-RAW=/tmp/graph_padding_raw; rm -rf "$RAW"; mkdir -p "$RAW"
+RAW=/tmp/graph_buckets_raw; rm -rf "$RAW"; mkdir -p "$RAW"
 B=build-gpu
 START=$(date +%s)
 DURATION=${DURATION:-4}
-ALT=${ALT:-16384,3}
+ALT=${ALT:-16384}
 POINTS=${POINTS:-32/16/1+32/64/1+32/128/1+1/256/16+1/1/1}
-ROUND_SET=${ROUND_SET:-OLD1 NEW1 ALT1 OLD2 NEW2 ALT2}
+ROUND_SET=${ROUND_SET:-OLD1 NEW1 OLD2 NEW2}
+BENCH_FIRST=${BENCH_FIRST-fp16}
+BENCH_LAST=${BENCH_LAST-fp32 tf32}
 step() { echo "=== $* ($(date -u +%T), +$(( $(date +%s) - START )) s)"; }
 left() { [ $(( $(date +%s) - START )) -lt "$1" ]; }
 pack() { tar -czf "$OUT/raw.tgz" -C "$RAW" .; }
@@ -48,20 +50,20 @@ model=models/minilm-l6-synthetic
   "$B/tools/make_model/embedserve-make-model" --out $model --preset minilm-l6 --seed 42 >/dev/null
 
 bench() {  # bench PRECISION
-  step "graph_padding_bench $1"
-  EMBEDSERVE_BENCH_MODEL=$model "$B/bench/model/graph_padding_bench" "$1" 9 \
+  step "graph_buckets_bench $1"
+  EMBEDSERVE_BENCH_MODEL=$model "$B/bench/model/graph_buckets_bench" "$1" 9 \
     2>"$RAW/bench_$1.err" | tee "$OUT/bench_$1.txt"
 }
-bench fp16
+for p in $BENCH_FIRST; do bench $p; done
 
 if left 250; then
   step "3. served A/B (DURATION $DURATION s per point)"
   rounds=""
   for r in $ROUND_SET; do
     case $r in
-      OLD*) rounds+=" $r:8:1024:$POINTS:EMBEDSERVE_GRAPH_PADDING=any" ;;
+      OLD*) rounds+=" $r:8:1024:$POINTS:EMBEDSERVE_GRAPH_MAX_SLOTS=32768" ;;
       NEW*) rounds+=" $r:8:1024:$POINTS" ;;
-      ALT*) rounds+=" $r:8:1024:$POINTS:EMBEDSERVE_GRAPH_PADDING=$ALT" ;;
+      ALT*) rounds+=" $r:8:1024:$POINTS:EMBEDSERVE_GRAPH_MAX_SLOTS=$ALT" ;;
     esac
   done
   mkdir -p "$RAW/served"
@@ -69,12 +71,12 @@ if left 250; then
   pack
 fi
 
-if left 470; then
+if left 450; then
   step "4. in process"
   mkdir -p "$RAW/inprocess"
   for p in fp32 fp16; do
     for rule in OLD NEW; do
-      env_rule=""; [ $rule = OLD ] && env_rule=EMBEDSERVE_GRAPH_PADDING=any
+      env_rule=""; [ $rule = OLD ] && env_rule=EMBEDSERVE_GRAPH_MAX_SLOTS=32768
       env $env_rule "$B/tools/bench/embedserve-bench-inprocess" \
         --config experiments/minilm_gpu_fp16.yaml --model $model --precision $p \
         --method embed --batch-sizes 64,256 --duration-s 2 --warmup-s 1 \
@@ -84,15 +86,16 @@ if left 470; then
   pack
 fi
 
-if left 480; then
+if left 500; then
   step "5. tests"
-  "$B/tests/model/graph_padding_test" 2>&1 | tail -3
+  "$B/tests/model/graph_buckets_test" 2>&1 | tail -3
   "$B/tests/model/bert_backend_test" --gtest_filter='*CudaGraph*' --gtest_color=no \
     >"$RAW/bert_backend_cuda_graphs.log" 2>&1
   grep -E "^\[ +(OK|FAILED|SKIPPED|PASSED) +\]" "$RAW/bert_backend_cuda_graphs.log"
 fi
 
-if left 530; then bench fp32; fi
-if left 555; then bench tf32; fi
+for p in $BENCH_LAST; do
+  if left 530; then bench $p; fi
+done
 step "done"
 pack

@@ -238,6 +238,9 @@ constexpr int64_t kEfficientAttentionMaxTokens = 64;
 // "gelu_lt" (cuBLASLt's bias + GELU epilogue). For A/B runs of one build.
 constexpr char kFusedKernelsEnv[] = "EMBEDSERVE_FUSED_KERNELS";
 constexpr char kFusedKernelsDefault[] = "ln,gelu_lt";
+// EMBEDSERVE_GRAPH_MAX_SLOTS (CUDA graphs only): the largest bucket captured, in token
+// slots, for A/B runs of one build (graph_buckets.h); unset: GraphMaxSlots's.
+constexpr char kGraphMaxSlotsEnv[] = "EMBEDSERVE_GRAPH_MAX_SLOTS";
 
 absl::Status ParseFusedKernels(absl::string_view spec, bool* layer_norm, bool* gelu_kernel,
                                bool* gelu_lt) {
@@ -264,11 +267,11 @@ absl::Status ParseFusedKernels(absl::string_view spec, bool* layer_norm, bool* g
   return absl::OkStatus();
 }
 
-// The padded buckets CUDA graphs are captured for (bert_backend.h).
-// Up to 64 sequences: a Similarity request of 32 pairs has up to 64 texts. Past 64
-// (ModelOptions::cuda_graph_max_batch), only buckets of at most kLargeGraphTokens tokens.
+// The padded buckets CUDA graphs may be captured for (bert_backend.h), those of at most
+// ModelOptions::cuda_graph_max_batch sequences and graph_max_slots_ token slots
+// (graph_buckets.h). Up to 64 sequences by default: a Similarity request of 32 pairs has
+// up to 64 texts.
 constexpr int64_t kGraphBatches[] = {1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024};
-constexpr int64_t kSmallGraphBatch = 64;
 constexpr int64_t kGraphTokens[] = {16, 32, 64, 128};
 
 }  // namespace
@@ -433,6 +436,10 @@ absl::StatusOr<std::unique_ptr<BertBackend>> BertBackend::Create(const ModelFold
 #endif
   }
   if (options.cuda_graphs && b->device_.is_cuda()) {
+    const char* max_slots = std::getenv(kGraphMaxSlotsEnv);
+    ES_ASSIGN_OR_RETURN(b->graph_max_slots_,
+                        ParseGraphMaxSlots(max_slots == nullptr ? "" : max_slots,
+                                           GraphMaxSlots(options.precision, options.tf32)));
     const auto start = std::chrono::steady_clock::now();
     const int64_t free_before = b->FreeDeviceBytes();
     ES_RETURN_IF_ERROR(CatchTorch("capturing CUDA graphs (model.cuda_graphs: false turns "
@@ -443,9 +450,9 @@ absl::StatusOr<std::unique_ptr<BertBackend>> BertBackend::Create(const ModelFold
       const GraphSlot& largest = *b->graphs_.back();
       absl::StrAppend(&info.runtime, " (", b->graphs_.size(), " CUDA graphs for batches up to ",
                       largest.batch, " x ", largest.longest, " tokens)");
-      spdlog::info("captured {} CUDA graphs (batch <= {}, tokens <= {}) in {} ms; they hold {} MiB "
-                   "of device memory",
-                   b->graphs_.size(), largest.batch, largest.longest,
+      spdlog::info("captured {} CUDA graphs (batch <= {}, tokens <= {}, token slots <= {}) in {} "
+                   "ms; they hold {} MiB of device memory",
+                   b->graphs_.size(), largest.batch, largest.longest, b->graph_max_slots_,
                    std::chrono::duration_cast<std::chrono::milliseconds>(
                        std::chrono::steady_clock::now() - start).count(),
                    (free_before - b->FreeDeviceBytes()) >> 20);
@@ -900,10 +907,9 @@ void BertBackend::CaptureGraphs() {
   c10::cuda::CUDAStream side = c10::cuda::getStreamFromPool(false, device_.index());
   const auto long_pinned = torch::TensorOptions().dtype(torch::kLong).pinned_memory(true);
   for (int64_t b : kGraphBatches) {
-    if (b > graph_max_batch_) break;
     for (int64_t tokens : kGraphTokens) {
       const int64_t len = std::min(tokens, info_.max_seq_length);
-      if (b > kSmallGraphBatch && b * len > ModelOptions::kLargeGraphTokens) break;
+      if (!CaptureGraphBucket(b, len, graph_max_batch_, graph_max_slots_)) break;
       if (!graphs_.empty() && graphs_.back()->batch == b && graphs_.back()->longest == len) {
         continue;  // max_seq_length below this bucket: the last one already covers it
       }

@@ -17,6 +17,7 @@
 #include "embedserve/model/model_folder.h"
 #include "embedserve/model/model_options.h"
 #include "embedserve/model/safetensors.h"
+#include "graph_buckets.h"
 
 namespace embedserve {
 namespace internal_model {
@@ -143,10 +144,11 @@ class BertBackend : public Backend {
   // a small forward is bound by its ~100 kernel launches (about 1 ms on an H100 at
   // batch 1, docs/gpu.md), so Create captures Forward + pooling once per padded bucket
   // (batch 1, 2, 4, ..., 64 x tokens 16, 32, 64, 128; up to 1,024 sequences with
-  // ModelOptions::cuda_graph_max_batch) and Embed replays the smallest
-  // bucket that holds a batch. A bucket runs every sequence padded to its length, with
-  // the padding masked out of attention and pooling, and filler sequences dropped. The
-  // graphs share one memory pool, so replays take turns (graph_mu_).
+  // ModelOptions::cuda_graph_max_batch; only buckets of at most graph_max_slots_ token
+  // slots, past which the eager forward is faster: graph_buckets.h) and Embed replays the
+  // smallest bucket that holds a batch. A bucket runs every sequence padded to its
+  // length, with the padding masked out of attention and pooling, and filler sequences
+  // dropped. The graphs share one memory pool, so replays take turns (graph_mu_).
   struct GraphSlot;  // one captured bucket (bert_backend.cc)
   // Fills graphs_ (nothing without CUDA graph support); LibTorch errors throw.
   void CaptureGraphs();
@@ -171,6 +173,7 @@ class BertBackend : public Backend {
   bool cpu_pin_threads_ = true;  // ModelOptions::cpu_pin_threads
   bool cpu_sched_idle_ = false;  // ModelOptions::cpu_sched_idle
   int64_t graph_max_batch_ = 64;  // ModelOptions::cuda_graph_max_batch
+  int64_t graph_max_slots_ = 0;    // largest bucket captured, batch x longest (graph_buckets.h)
   bool int8_ = false;  // model.precision int8 (CPU)
   CpuLinearKernel cpu_linear_ = CpuLinearKernel::kAten;
   FusedPath fused_;

@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <iterator>
@@ -152,16 +153,21 @@ TEST(BertBackendTest, CudaBf16MatchesReference) {
 // SDPA's own choice above; no mask when no sequence is padded. Each path must give the
 // CPU's vectors.
 // A backend for `path` (a tiny-bert copy), or abort: the tests below need it.
+// `graph_max_slots`, when set, is EMBEDSERVE_GRAPH_MAX_SLOTS while it loads: the largest
+// bucket captured in token slots, instead of the precision's (src/model/graph_buckets.h).
 std::unique_ptr<Backend> MustLoadBackend(const std::string& path, const std::string& device,
                                          const std::string& precision, bool cuda_graphs = true,
-                                         int cuda_graph_max_batch = 64) {
+                                         int cuda_graph_max_batch = 64,
+                                         const char* graph_max_slots = nullptr) {
   ModelOptions options;
   options.path = path;
   options.device = device;
   options.precision = precision;
   options.cuda_graphs = cuda_graphs;
   options.cuda_graph_max_batch = cuda_graph_max_batch;
+  if (graph_max_slots != nullptr) setenv("EMBEDSERVE_GRAPH_MAX_SLOTS", graph_max_slots, 1);
   auto b = LoadBackend(options);
+  if (graph_max_slots != nullptr) unsetenv("EMBEDSERVE_GRAPH_MAX_SLOTS");
   EXPECT_TRUE(b.ok()) << b.status();
   if (!b.ok()) std::abort();
   return *std::move(b);
@@ -254,12 +260,13 @@ TEST(BertBackendTest, CudaAttentionPathsMatchCpu) {
 
 // CUDA graphs (model.cuda_graphs, on by default on CUDA): every bucket's replay must give
 // what the eager path gives, for each pooling, with padding and filler rows dropped.
+// All 28 buckets of up to 64 x 128 are captured here, fp32 too (8,192 slots).
 TEST(BertBackendTest, CudaGraphsMatchTheEagerPath) {
   if (!HasDevice("cuda:0")) GTEST_SKIP() << "no CUDA device visible to this LibTorch";
   for (const std::string mode : {"mean", "cls", "max"}) {
     const TinyBertWithPooling folder(mode);
     for (const std::string precision : {"fp32", "fp16"}) {
-      auto graphs = MustLoadBackend(folder.path(), "cuda:0", precision, true);
+      auto graphs = MustLoadBackend(folder.path(), "cuda:0", precision, true, 64, "8192");
       auto eager = MustLoadBackend(folder.path(), "cuda:0", precision, false);
       ASSERT_GT(graphs->Info().cuda_graphs, 0) << "no graph captured";
       EXPECT_EQ(eager->Info().cuda_graphs, 0);
@@ -295,14 +302,14 @@ TEST(BertBackendTest, CudaGraphsMatchTheEagerPath) {
   }
 }
 
-// model.cuda_graph_max_batch 1024: the large buckets (128 to 1,024 sequences, at most
-// ModelOptions::kLargeGraphTokens tokens) give what the eager path gives too, and a
-// batch past the largest bucket's tokens runs eagerly.
+// model.cuda_graph_max_batch 1024: the large buckets (128 to 1,024 sequences, here all of
+// at most 32,768 token slots) give what the eager path gives too, and a batch past the
+// largest bucket's tokens runs eagerly.
 TEST(BertBackendTest, LargeCudaGraphBucketsMatchTheEagerPath) {
   if (!HasDevice("cuda:0")) GTEST_SKIP() << "no CUDA device visible to this LibTorch";
   const TinyBertWithPooling folder("mean");
   auto small = MustLoadBackend(folder.path(), "cuda:0", "fp16", true);
-  auto large = MustLoadBackend(folder.path(), "cuda:0", "fp16", true, 1024);
+  auto large = MustLoadBackend(folder.path(), "cuda:0", "fp16", true, 1024, "32768");
   auto eager = MustLoadBackend(folder.path(), "cuda:0", "fp16", false);
   EXPECT_GT(large->Info().cuda_graphs, small->Info().cuda_graphs);
   EXPECT_THAT(large->Info().runtime, testing::HasSubstr("batches up to 1024 x 32 tokens"));
@@ -319,6 +326,41 @@ TEST(BertBackendTest, LargeCudaGraphBucketsMatchTheEagerPath) {
     for (int64_t r = 0; r < want->rows; ++r) {
       EXPECT_GE(Cosine(got->Row(r), want->Row(r), want->dim), 0.9999)
           << "batch of " << count << " up to " << longest << " tokens, row " << r;
+    }
+  }
+}
+
+// By default only buckets of at most the precision's token slots are captured
+// (graph_buckets.h: fp16 8,192, fp32 1,024), so a batch whose smallest bucket is larger
+// runs the eager forward, and gives its vectors.
+TEST(BertBackendTest, CudaGraphBucketsStopAtThePrecisionsSlotLimit) {
+  if (!HasDevice("cuda:0")) GTEST_SKIP() << "no CUDA device visible to this LibTorch";
+  const TinyBertWithPooling folder("mean");
+  auto fp16 = MustLoadBackend(folder.path(), "cuda:0", "fp16", true, 1024);
+  auto fp32 = MustLoadBackend(folder.path(), "cuda:0", "fp32", true);
+  auto eager = MustLoadBackend(folder.path(), "cuda:0", "fp16", false);
+  // fp16: the 28 buckets of up to 64 x 128, then 128 x 16..64, 256 x 16..32, 512 x 16.
+  EXPECT_EQ(fp16->Info().cuda_graphs, 34);
+  EXPECT_THAT(fp16->Info().runtime, testing::HasSubstr("batches up to 512 x 16 tokens"));
+  // fp32: 1, 2, 4, 8 x 16..128; 16 x 16..64; 32 x 16..32; 64 x 16.
+  EXPECT_EQ(fp32->Info().cuda_graphs, 22);
+  EXPECT_THAT(fp32->Info().runtime, testing::HasSubstr("batches up to 64 x 16 tokens"));
+  // 300 texts, one of 60 tokens and the others of 2..20: the 512 x 64 bucket would hold
+  // them, but is not captured.
+  uint64_t x = 31;
+  std::vector<TokenIds> seqs = {RandomSequence(60, &x)};
+  for (int i = 1; i < 300; ++i) {
+    seqs.push_back(RandomSequence(2 + static_cast<int>(NextRandom(&x) % 19), &x));
+  }
+  const std::vector<const TokenIds*> ptrs = Pointers(seqs);
+  auto want = eager->Embed(ptrs);
+  auto got = fp16->Embed(ptrs);
+  ASSERT_TRUE(want.ok() && got.ok());
+  ASSERT_EQ(got->rows, want->rows);
+  for (int64_t r = 0; r < want->rows; ++r) {
+    // The same eager forward: only the mean pooling's atomic adds may reorder.
+    for (int64_t k = 0; k < want->dim; ++k) {
+      ASSERT_NEAR(got->Row(r)[k], want->Row(r)[k], 1e-6) << "row " << r << ", component " << k;
     }
   }
 }

@@ -30,15 +30,17 @@ struct ModelOptions {
   int64_t max_seq_length = 0;
   // On a CUDA device: capture CUDA graphs at load for batches of up to 64 sequences of
   // up to 128 tokens and replay them for such batches (a small forward is bound by
-  // kernel launches). Ignored on other devices and by LibTorch builds without CUDA.
+  // kernel launches). Only buckets of at most a number of token slots (batch x tokens)
+  // that depends on the precision are captured: 8,192 in fp16 and bf16, 4,096 with TF32,
+  // 1,024 in fp32; past it the eager forward was faster (docs/gpu.md). Ignored on other
+  // devices and by LibTorch builds without CUDA.
   bool cuda_graphs = true;
   // The largest graph bucket in sequences: 64 (the buckets above), or up to 1,024, which
-  // adds buckets of 128, 256, 512 and 1,024 sequences of 16 to 128 tokens, those of at
-  // most kLargeGraphTokens tokens (a batch of hundreds of short texts, e.g. one-pair
-  // Similarity calls at high concurrency, is also bound by launches when run eagerly:
-  // docs/gpu.md). More buckets take longer to capture at load.
+  // adds buckets of 128, 256, 512 and 1,024 sequences of 16 to 128 tokens within the
+  // slot limit (in fp16 128 x 16..64, 256 x 16..32, 512 x 16: a batch of a hundred short
+  // texts, e.g. one-pair Similarity calls at high concurrency, is also bound by launches
+  // when run eagerly). More buckets take longer to capture at load.
   int cuda_graph_max_batch = 64;
-  static constexpr int64_t kLargeGraphTokens = 32768;
   // fp32 on a CUDA device: run the matrix products on TF32 tensor cores (10-bit
   // mantissa inputs, fp32 accumulation; docs/gpu.md has its speed and fidelity). LibTorch
   // holds this setting per process, so it applies to every fp32 CUDA matmul of the

@@ -20,6 +20,7 @@
 #include "absl/strings/str_replace.h"
 #include "absl/strings/str_split.h"
 #include "embedserve/common/status_macros.h"
+#include "embedserve/model/cpu_environment.h"  // the scheduler slice's range
 
 namespace embedserve {
 namespace {
@@ -125,8 +126,8 @@ absl::Status ServerSection::Validate() const {
   ES_RETURN_IF_ERROR(CheckRange<int64_t>("server.shutdown_grace_ms", shutdown_grace_ms,
                                          0, 3600 * 1000));
   if (cpu_slice_us != 0) {
-    ES_RETURN_IF_ERROR(CheckRange("server.cpu_slice_us (0: the kernel's)", cpu_slice_us, 100,
-                                  100000));
+    ES_RETURN_IF_ERROR(CheckRange<int64_t>("server.cpu_slice_us (0: the kernel's)",
+                                           cpu_slice_us, kMinSchedSliceUs, kMaxSchedSliceUs));
   }
   ES_RETURN_IF_ERROR(CheckRange<int64_t>("server.shutdown_delay_ms", shutdown_delay_ms,
                                          0, 3600 * 1000));

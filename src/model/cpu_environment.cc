@@ -35,9 +35,10 @@ bool GetSchedAttr(SchedAttr* attr) {
 }  // namespace
 
 absl::Status SetThreadSchedSlice(int64_t us) {
-  if (us != 0 && (us < 100 || us > 100000)) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("scheduler slice must be 0 (the kernel's) or 100..100000 us; was ", us));
+  if (us != 0 && (us < kMinSchedSliceUs || us > kMaxSchedSliceUs)) {
+    return absl::InvalidArgumentError(absl::StrCat("scheduler slice must be 0 (the kernel's) or ",
+                                                   kMinSchedSliceUs, "..", kMaxSchedSliceUs,
+                                                   " us; was ", us));
   }
   SchedAttr attr;
   if (!GetSchedAttr(&attr)) {

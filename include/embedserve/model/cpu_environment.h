@@ -50,9 +50,11 @@ std::string BetterOpenBlasCore(const std::string& current, bool cpu_avx2_fma, bo
 // thread may run before a woken one with an earlier deadline takes its CPU; with a
 // slice shorter than the running thread's, a woken thread preempts at once instead of
 // at the running one's next tick). Threads the caller creates afterwards inherit it.
-// `us` 0 returns the thread to the kernel's default; otherwise 100..100000. Linux 6.12
-// and later honour it; older kernels accept and ignore it: then Unimplemented, and the
-// thread runs as before.
+// `us` 0 returns the thread to the kernel's default; otherwise kMinSchedSliceUs..
+// kMaxSchedSliceUs, the range Linux clamps a slice to. Linux 6.12 and later honour it;
+// older kernels accept and ignore it: then Unimplemented, and the thread runs as before.
+inline constexpr int64_t kMinSchedSliceUs = 100;
+inline constexpr int64_t kMaxSchedSliceUs = 100000;
 absl::Status SetThreadSchedSlice(int64_t us);
 
 // The calling thread's slice in microseconds as the kernel reports it (its default one

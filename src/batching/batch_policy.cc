@@ -57,6 +57,7 @@ void ClearDecision(BatchDecision* d) {
   d->full = false;
   d->wait_us = 0;
   d->passed_over = BatchQueue::kNone;
+  d->passed_bulk = false;
 }
 
 }  // namespace
@@ -251,7 +252,10 @@ void DecideExpressBatch(const Batcher::Options& options, const BatchQueue& queue
   for (BatchQueue::RunId run = queue.OldestRun(); run != BatchQueue::kNone && looked < kExpressRunsLooked;
        run = queue.NextRun(run), ++looked) {
     const BatchQueue::Run& r = queue.run(run);
-    if (r.started || r.count > max_tokens) continue;  // each item holds >= 1 token
+    if (r.started || r.count > max_tokens) {  // each item holds >= 1 token
+      d.passed_bulk = true;
+      continue;
+    }
     // The request's size, alone and added to the batch; items of a run are contiguous.
     int64_t tokens = 0, longest = 0;
     ItemId id = r.first;
@@ -260,7 +264,10 @@ void DecideExpressBatch(const Batcher::Options& options, const BatchQueue& queue
       tokens += length;
       longest = std::max(longest, length);
     }
-    if (!FitsExpressLane(options, r.count, tokens, longest)) continue;  // the workers' work
+    if (!FitsExpressLane(options, r.count, tokens, longest)) {  // the workers' work
+      d.passed_bulk = true;
+      continue;
+    }
     const int64_t n = static_cast<int64_t>(d.items.size()) + r.count;
     if (n > options.max_batch_size ||
         cost(n, d.tokens + tokens, std::max(d.longest, longest)) > max_tokens) {

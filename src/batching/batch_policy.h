@@ -29,6 +29,9 @@ struct BatchDecision {
   // A newcomers' batch (below) goes ahead of this run; whoever takes the batch marks it
   // (BatchQueue::MarkPassedOver). kNone otherwise.
   BatchQueue::RunId passed_over = BatchQueue::kNone;
+  // DecideExpressBatch only: it passed a request the lane does not take (started, or
+  // too large), i.e. the queue holds work for the workers beside the lane's batch.
+  bool passed_bulk = false;
 
   // Implementation details below: scratch reused from decision to decision.
   std::vector<BatchQueue::ItemId> cursors;  // per request in the batch: its first item

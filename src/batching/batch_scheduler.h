@@ -36,6 +36,7 @@ struct RequestState {
   int32_t in_flight = 0;  // rows in batches being run
   int32_t pending = 0;    // rows without a result yet
   bool finished = false;  // `done` has been handed out
+  bool fits_express = false;  // the express lane may take it (Batcher::Submit decides)
   uint64_t last_checked = 0;          // check round, to poll each request once a round
   uint64_t last_taken_batch = 0;      // batch ids, to count each batch once
   uint64_t last_completed_batch = 0;
@@ -58,6 +59,9 @@ struct Batch {
   int64_t tokens = 0;
   int64_t longest = 0;
   int32_t requests = 0;
+  // Holds a request the express lane would not take (Batcher: only beside such a batch
+  // does the lane run).
+  bool holds_bulk = false;
   std::vector<RequestState*> owners;     // per item
   std::vector<int32_t> rows;             // per item: row in its owner
   std::vector<const TokenIds*> inputs;   // per item: what Backend::Embed gets

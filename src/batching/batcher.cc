@@ -134,6 +134,7 @@ absl::Status Batcher::Options::Validate() const {
   ES_RETURN_IF_ERROR(AtLeast("max_queue_delay_us", max_queue_delay_us, 0));
   ES_RETURN_IF_ERROR(AtLeast("max_queue_sequences", max_queue_sequences, 1));
   ES_RETURN_IF_ERROR(AtLeast("max_queue_wait_us", max_queue_wait_us, 0));
+  ES_RETURN_IF_ERROR(AtLeast("overload_queue_wait_us", overload_queue_wait_us, 0));
   ES_RETURN_IF_ERROR(AtLeast("max_request_tokens", max_request_tokens, 0));
   ES_RETURN_IF_ERROR(AtLeast("workers", num_workers, 0));
   ES_RETURN_IF_ERROR(AtLeast("length_bucketing_max_age_us", length_bucketing_max_age_us, 0));
@@ -210,7 +211,8 @@ Batcher::Batcher(const Options& options, Backend* backend, BatchObserver* observ
       clock_(clock),
       dimension_(backend->Info().dimension),
       scheduler_(std::make_unique<BatchScheduler>(options)),
-      admit_limit_(options.max_queue_sequences) {}
+      admit_limit_(options.max_queue_sequences),
+      overload_limit_(options.max_queue_sequences) {}
 
 Batcher::~Batcher() { Shutdown(); }
 
@@ -244,11 +246,12 @@ absl::Status Batcher::Submit(BatchRequest&& request) {
                                        static_cast<int64_t>(state->sequences.size()),
                                        request_percent);
                status.ok()) {
+      state->fits_express = small;
       status = scheduler_->Enqueue(state, clock_->NowMicros());  // releases `state` iff OK
       if (status.ok()) {
         PublishDepthLocked();
         wake = SignalWorkLocked();
-        wake_express = small && busy_workers_ >= options_.num_workers;
+        wake_express = small && ExpressMayRunLocked();
       }
     }
   }
@@ -323,7 +326,8 @@ absl::Status Batcher::CheckShare(int32_t queued, int64_t needed, int32_t queue_p
   if (queue_percent >= 100 || queued == 0) return absl::OkStatus();
   int64_t bound = options_.max_queue_sequences;
   if (options_.max_queue_wait_us > 0) {
-    bound = std::min<int64_t>(bound, admit_limit_.load(std::memory_order_relaxed));
+    bool overloaded = false;
+    bound = std::min<int64_t>(bound, WaitLimit(clock_->NowMicros(), &overloaded));
   }
   const int64_t share = std::max<int64_t>(1, bound * queue_percent / 100);
   if (needed <= share - queued) return absl::OkStatus();
@@ -333,15 +337,30 @@ absl::Status Batcher::CheckShare(int32_t queued, int64_t needed, int32_t queue_p
       " (the rest is kept for other callers); it needs ", needed, "; retry later"));
 }
 
+int32_t Batcher::WaitLimit(int64_t now_us, bool* overloaded) const {
+  *overloaded = options_.overload_queue_wait_us > 0 &&
+                options_.overload_queue_wait_us < options_.max_queue_wait_us &&
+                now_us - last_wait_refusal_us_.load(std::memory_order_relaxed) <
+                    Options::kOverloadHoldUs;
+  return (*overloaded ? overload_limit_ : admit_limit_).load(std::memory_order_relaxed);
+}
+
 absl::Status Batcher::CheckWaitBound(int32_t queued, int64_t needed) const {
   if (options_.max_queue_wait_us <= 0 || queued == 0) return absl::OkStatus();
-  const int32_t limit = admit_limit_.load(std::memory_order_relaxed);
+  const int64_t now = clock_->NowMicros();
+  bool overloaded = false;
+  const int32_t limit = WaitLimit(now, &overloaded);
   if (needed <= int64_t{limit} - queued) return absl::OkStatus();
+  last_wait_refusal_us_.store(now, std::memory_order_relaxed);
+  const int64_t wait_us = overloaded ? options_.overload_queue_wait_us : options_.max_queue_wait_us;
   return absl::ResourceExhaustedError(absl::StrCat(
-      "batch queue is full: ", queued, " sequences queued ahead, about ",
-      options_.max_queue_wait_us / 1000, " ms of work at the recent rate (",
-      "batching.max_queue_wait_ms bounds it to ", limit,
-      " sequences now), the request needs ", needed, "; retry later"));
+      "batch queue is full: ", queued, " sequences queued ahead, about ", wait_us / 1000,
+      " ms of work at the recent rate (",
+      overloaded ? "overloaded: it refused calls within the last second, and "
+                   "batching.overload_queue_wait_ms"
+                 : "batching.max_queue_wait_ms",
+      " bounds it to ", limit, " sequences now), the request needs ", needed,
+      "; retry later"));
 }
 
 void Batcher::UpdateAdmitLimitLocked(const BatchStats& batch) {
@@ -357,12 +376,15 @@ void Batcher::UpdateAdmitLimitLocked(const BatchStats& batch) {
   recent_sequences_ = kRateDecay * recent_sequences_ + sequences;
   recent_backend_us_ = kRateDecay * recent_backend_us_ + static_cast<double>(backend_us);
   const double workers = std::max<int32_t>(1, options_.num_workers);
-  const double per_wait =
-      recent_sequences_ / recent_backend_us_ * workers * static_cast<double>(options_.max_queue_wait_us);
+  const double per_us = recent_sequences_ / recent_backend_us_ * workers;
   const double floor = 1.0 * options_.max_batch_size * workers;  // a full next batch
-  const double limit =
-      std::min<double>(options_.max_queue_sequences, std::max(floor, per_wait));
-  admit_limit_.store(static_cast<int32_t>(std::llround(limit)), std::memory_order_relaxed);
+  auto limit = [&](int64_t wait_us) {
+    const double l = std::min<double>(options_.max_queue_sequences,
+                                      std::max(floor, per_us * static_cast<double>(wait_us)));
+    return static_cast<int32_t>(std::llround(l));
+  };
+  admit_limit_.store(limit(options_.max_queue_wait_us), std::memory_order_relaxed);
+  overload_limit_.store(limit(options_.overload_queue_wait_us), std::memory_order_relaxed);
 }
 
 int64_t Batcher::LiveRequests() const {
@@ -370,13 +392,19 @@ int64_t Batcher::LiveRequests() const {
   return scheduler_->live_requests();
 }
 
+bool Batcher::ExpressMayRunLocked() const {
+  return busy_workers_ >= options_.num_workers && bulk_in_flight_ > 0;
+}
+
 void Batcher::HandOffSmallLocked(Turn* turn, int64_t now) {
   if (options_.express_max_tokens <= 0 || express_running_ || stopping_) return;
   scheduler_->DecideExpressDroppingEnded(now, &turn->decision, &turn->ready,
                                          observer_ ? &turn->dropped : nullptr);
-  // Only small requests queued: the worker runs them itself, on all its threads.
+  // Only small requests queued, or more than the lane's batch takes but no bulk request:
+  // the worker runs them itself, on all its threads.
   if (turn->decision.action != BatchAction::kSend ||
-      scheduler_->queued_sequences() <= static_cast<int32_t>(turn->decision.items.size())) {
+      scheduler_->queued_sequences() <= static_cast<int32_t>(turn->decision.items.size()) ||
+      !turn->decision.passed_bulk) {
     return;
   }
   if (express_handoff_ == nullptr) express_handoff_ = std::make_unique<Batch>();
@@ -395,6 +423,16 @@ void Batcher::DecideLocked(Turn* turn, int64_t now) {
   if (turn->send) {
     scheduler_->TakeBatch(turn->decision, now, &turn->batch);
     ++busy_workers_;
+    turn->batch.holds_bulk = false;
+    if (options_.express_max_tokens > 0) {
+      for (const batching_internal::RequestState* owner : turn->batch.owners) {
+        if (!owner->fits_express) {
+          turn->batch.holds_bulk = true;
+          ++bulk_in_flight_;
+          break;
+        }
+      }
+    }
   }
   turn->exit = !turn->send && stopping_ && scheduler_->queue_empty();
 }
@@ -405,7 +443,7 @@ void Batcher::EndDecisionLocked(Turn* turn) {
   turn->depth = scheduler_->queued_sequences();
   turn->wake_other = turn->send && turn->depth > 0 && SignalWorkLocked();
   turn->wake_express = options_.express_max_tokens > 0 && turn->depth > 0 &&
-                       busy_workers_ >= options_.num_workers;
+                       ExpressMayRunLocked();
   turn->drained = stopping_ && turn->depth == 0;
 }
 
@@ -506,7 +544,7 @@ void Batcher::ExpressLoop() {
         }
         // Shutting down: the workers drain the queue without waiting for anything.
         if (stopping_) return;
-        if (busy_workers_ >= options_.num_workers && !express_running_) {
+        if (ExpressMayRunLocked() && !express_running_) {
           scheduler_->DecideExpressDroppingEnded(form_start, &turn.decision, &turn.ready,
                                                  observer_ ? &turn.dropped : nullptr);
           turn.send = turn.decision.action == BatchAction::kSend;
@@ -548,6 +586,7 @@ int32_t Batcher::RunBatch(int32_t worker, Batch* batch, int64_t form_us) {
       express_running_ = false;
     } else {
       --busy_workers_;
+      if (batch->holds_bulk) --bulk_in_flight_;
       if (status.ok()) UpdateAdmitLimitLocked(stats);
     }
   }

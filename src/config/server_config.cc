@@ -196,6 +196,8 @@ absl::Status BatchingSection::Validate() const {
                                 10 * 1000 * 1000));
   ES_RETURN_IF_ERROR(CheckRange<int64_t>("batching.max_queue_wait_ms", max_queue_wait_ms, 0,
                                          600 * 1000));
+  ES_RETURN_IF_ERROR(CheckRange<int64_t>("batching.overload_queue_wait_ms",
+                                         overload_queue_wait_ms, 0, 600 * 1000));
   ES_RETURN_IF_ERROR(CheckRange<int64_t>("batching.max_request_tokens", max_request_tokens, 0,
                                          std::numeric_limits<int32_t>::max()));
   ES_RETURN_IF_ERROR(CheckRange("batching.workers", workers, 1, 256));
@@ -516,6 +518,7 @@ class Parser {
         {"max_queue_delay_us", [&](const YAML::Node& n, const std::string& k) { return DelayUs(n, k, 1.0, &b->max_queue_delay_us); }},
         {"max_queue_sequences", [&](const YAML::Node& n, const std::string& k) { return Int(n, k, &b->max_queue_sequences); }},
         {"max_queue_wait_ms", [&](const YAML::Node& n, const std::string& k) { return Int(n, k, &b->max_queue_wait_ms); }},
+        {"overload_queue_wait_ms", [&](const YAML::Node& n, const std::string& k) { return Int(n, k, &b->overload_queue_wait_ms); }},
         {"max_request_tokens", [&](const YAML::Node& n, const std::string& k) { return Int(n, k, &b->max_request_tokens); }},
         {"workers", [&](const YAML::Node& n, const std::string& k) { return Int(n, k, &b->workers); }},
         {"idle_spin_us", [&](const YAML::Node& n, const std::string& k) { return Int(n, k, &b->idle_spin_us); }},
@@ -695,6 +698,7 @@ std::string ServerConfigToYaml(const ServerConfig& c) {
   absl::StrAppend(&y, "  max_queue_delay_us: ", c.batching.max_queue_delay_us, "\n");
   absl::StrAppend(&y, "  max_queue_sequences: ", c.batching.max_queue_sequences, "\n");
   absl::StrAppend(&y, "  max_queue_wait_ms: ", c.batching.max_queue_wait_ms, "\n");
+  absl::StrAppend(&y, "  overload_queue_wait_ms: ", c.batching.overload_queue_wait_ms, "\n");
   absl::StrAppend(&y, "  max_request_tokens: ", c.batching.max_request_tokens, "\n");
   absl::StrAppend(&y, "  workers: ", c.batching.workers, "\n");
   absl::StrAppend(&y, "  idle_spin_us: ", c.batching.idle_spin_us, "\n");

@@ -12,6 +12,7 @@ Batcher::Options ToBatcherOptions(const ServerConfig& config, const BackendInfo&
   o.max_queue_delay_us = b.max_queue_delay_us;
   o.max_queue_sequences = b.max_queue_sequences;
   o.max_queue_wait_us = b.max_queue_wait_ms * 1000;
+  o.overload_queue_wait_us = b.overload_queue_wait_ms * 1000;
   o.max_request_tokens = b.max_request_tokens;
   // batching.workers per model instance: every instance (model.devices x
   // instances_per_device) has that many batches in flight.

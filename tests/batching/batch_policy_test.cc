@@ -516,11 +516,13 @@ TEST(BatchPolicyTest, ExpressBatchHoldsSmallUnstartedRequestsOldestFirst) {
   BatchDecision d;
   DecideExpressBatch(o, q, &d);
   EXPECT_EQ(d.action, Action::kIdle);
+  EXPECT_FALSE(d.passed_bulk);
 
   PushAll(&q, {30, 30, 30}, kT0, /*owner=*/1);   // 90 tokens: not small
   PushAll(&q, {5, 5, 5, 5}, kT0, /*owner=*/2);   // 4 x 5 = 20 tokens, but 4 > 3 per batch
   DecideExpressBatch(o, q, &d);
   EXPECT_EQ(d.action, Action::kIdle);  // a request that cannot fit alone is not taken
+  EXPECT_TRUE(d.passed_bulk);  // what it passed is the workers' work
 
   PushAll(&q, {12, 14}, kT0 + 1, /*owner=*/3);  // 2 x 14 = 28
   PushAll(&q, {6}, kT0 + 2, /*owner=*/4);       // with 3: 3 x 14 = 42 > 40: ends the filling
@@ -546,6 +548,14 @@ TEST(BatchPolicyTest, ExpressBatchHoldsSmallUnstartedRequestsOldestFirst) {
   DecideExpressBatch(o, q, &d);
   EXPECT_THAT(Lengths(q, d), ElementsAre(6, 3));
   EXPECT_FALSE(d.full);
+
+  // Only small requests queued: nothing passed.
+  BatchQueue small(64);
+  PushAll(&small, {4}, kT0, /*owner=*/1);
+  PushAll(&small, {5}, kT0, /*owner=*/2);
+  DecideExpressBatch(o, small, &d);
+  EXPECT_THAT(Lengths(small, d), ElementsAre(4, 5));
+  EXPECT_FALSE(d.passed_bulk);
 }
 
 }  // namespace

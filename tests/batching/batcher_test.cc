@@ -444,11 +444,11 @@ TEST(BatcherTest, WorkersRunBatchesConcurrently) {
   EXPECT_EQ(box.count(), 3);
 }
 
-// The express lane: while the one worker is held in a batch, a small request runs at once
-// beside it, on the lane's thread count; a large one waits for the worker; with the worker
-// free, a small one goes to the worker. The gate holds every call, so each step is seen
-// as calls waiting at once (a lane that did not run beside the worker hangs here).
-TEST(BatcherTest, ExpressLaneRunsSmallRequestsBesideABusyWorker) {
+// The express lane: while the one worker is held in a batch that holds a large request,
+// a small request runs at once beside it, on the lane's thread count; a large one waits
+// for the worker. The gate holds every call, so each step is seen as calls waiting at
+// once (a lane that did not run beside the worker hangs here).
+TEST(BatcherTest, ExpressLaneRunsSmallRequestsBesideABulkBatch) {
   FakeBackend backend;
   Batcher::Options o;
   o.num_workers = 1;
@@ -459,11 +459,11 @@ TEST(BatcherTest, ExpressLaneRunsSmallRequestsBesideABusyWorker) {
   ASSERT_TRUE(batcher.ok());
   StatusBox box;
   backend.CloseGate();
-  // The worker is free: it takes a small request itself.
-  ASSERT_TRUE((*batcher)->Submit(BoxedRequest({{1, 2}}, &box)).ok());
+  // The worker is free: it takes a large request (5 tokens).
+  ASSERT_TRUE((*batcher)->Submit(BoxedRequest({{1, 1, 1, 1, 1}}, &box)).ok());
   backend.WaitForWaitingCalls(1);
-  // It is busy now: a large request (5 tokens) waits, a small one (2 x 2 tokens) runs on
-  // the express lane at once.
+  // It is busy now: another large request waits, a small one (2 x 2 tokens) runs on the
+  // express lane at once.
   ASSERT_TRUE((*batcher)->Submit(BoxedRequest({{3, 3, 3, 3, 3}}, &box)).ok());
   ASSERT_TRUE((*batcher)->Submit(BoxedRequest({{4, 4}, {5, 5}}, &box)).ok());
   backend.WaitForWaitingCalls(2);
@@ -476,12 +476,38 @@ TEST(BatcherTest, ExpressLaneRunsSmallRequestsBesideABusyWorker) {
   // lane's run on express_cpu_threads at the process's own priority (1, 0).
   const std::vector<std::pair<int32_t, int32_t>> call = backend.call_options();
   ASSERT_EQ(calls.size(), 3u);
-  EXPECT_EQ(calls[0], (std::vector<TokenIds>{{1, 2}}));
+  EXPECT_EQ(calls[0], (std::vector<TokenIds>{{1, 1, 1, 1, 1}}));
   EXPECT_EQ(call[0], std::make_pair(0, -1));
   EXPECT_EQ(calls[1], (std::vector<TokenIds>{{4, 4}, {5, 5}}));
   EXPECT_EQ(call[1], std::make_pair(1, 0));
   EXPECT_EQ(calls[2], (std::vector<TokenIds>{{3, 3, 3, 3, 3}}));
   EXPECT_EQ(call[2], std::make_pair(0, -1));
+}
+
+// Beside a batch of small requests only, the lane stays idle, and a worker hands it
+// nothing while no larger request is queued: small requests wait for the worker, which
+// runs them together on all its threads (two small batches splitting the cores would win
+// nothing; docs/batching.md). Here three small requests arrive while the worker is held
+// in a one-text batch; more than the lane's batch takes (2 tokens) is then queued.
+TEST(BatcherTest, ExpressLaneStaysIdleBesideABatchOfSmallRequests) {
+  FakeBackend backend;
+  Batcher::Options o;
+  o.num_workers = 1;
+  o.express_max_tokens = 2;
+  o.idle_spin_us = 0;
+  auto batcher = Batcher::Create(o, &backend, nullptr);
+  ASSERT_TRUE(batcher.ok());
+  StatusBox box;
+  backend.CloseGate();
+  ASSERT_TRUE((*batcher)->Submit(BoxedRequest({{5}}, &box)).ok());
+  backend.WaitForWaitingCalls(1);
+  for (int32_t id : {1, 2, 3}) ASSERT_TRUE((*batcher)->Submit(BoxedRequest({{id}}, &box)).ok());
+  backend.OpenGate();
+  while (box.count() < 4) std::this_thread::yield();  // answered before any Shutdown flush
+  (*batcher)->Shutdown();
+  EXPECT_EQ(backend.calls(), (std::vector<std::vector<TokenIds>>{{{5}}, {{1}, {2}, {3}}}));
+  EXPECT_EQ(backend.call_options(),
+            (std::vector<std::pair<int32_t, int32_t>>{{0, -1}, {0, -1}}));  // both the worker's
 }
 
 // A worker about to form a batch that holds a small request and other work hands the
@@ -736,6 +762,52 @@ TEST(BatcherTest, QueueWaitBoundFollowsTheRateAndKeepsOneBatch) {
   EXPECT_TRUE((*unbounded)->Submit(BoxedRequest(Sequences(900), &box)).ok());
   (*unbounded)->Shutdown();
   (*batcher)->Shutdown();
+}
+
+// Once a time bound has refused a call, the overload bound (shorter) applies until
+// kOverloadHoldUs pass without a refusal: a burst that fits max_queue_wait_us is taken
+// whole, a sustained overload keeps the shorter queue.
+TEST(BatcherTest, OverloadBoundAppliesForAWhileAfterARefusal) {
+  FakeClock clock;
+  TimedBackend backend(&clock, /*us_per_sequence=*/1000);  // 1,000 sequences/s
+  Batcher::Options o;
+  o.max_batch_size = 4;
+  o.max_queue_sequences = 1000;
+  o.max_queue_wait_us = 100'000;      // 100 sequences at that rate
+  o.overload_queue_wait_us = 40'000;  // 40 sequences
+  o.num_workers = 0;
+  auto batcher = Batcher::Create(o, &backend, nullptr, &clock);
+  ASSERT_TRUE(batcher.ok());
+  StatusBox box;
+  ASSERT_TRUE((*batcher)->Submit(BoxedRequest(Sequences(4), &box)).ok());
+  ASSERT_TRUE((*batcher)->Step().ok());  // the rate is known: 1 sequence per ms
+  // Not overloaded: 100 sequences fit (a burst of more than 40). Requests of one batch
+  // each, so that none is a started request (those count less).
+  for (int i = 0; i < 25; ++i) {
+    ASSERT_TRUE((*batcher)->Submit(BoxedRequest(Sequences(4), &box)).ok()) << i;
+  }
+  const absl::Status first = (*batcher)->Submit(BoxedRequest(Sequences(1), &box));
+  EXPECT_EQ(first.code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_THAT(first.message(), HasSubstr("batching.max_queue_wait_ms bounds it to 100"));
+  // Drain to 36 queued (one batch of 4 at a time: 1 ms each on the fake clock).
+  for (int i = 0; i < 16; ++i) ASSERT_TRUE((*batcher)->Step().ok());
+  ASSERT_EQ((*batcher)->QueueDepth(), 36);
+  // Within a second of that refusal the overload bound holds: 4 more fit, 5 do not.
+  EXPECT_TRUE((*batcher)->CheckRoom(4).ok());
+  const absl::Status overloaded = (*batcher)->Submit(BoxedRequest(Sequences(5), &box));
+  EXPECT_EQ(overloaded.code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_THAT(overloaded.message(),
+              HasSubstr("batching.overload_queue_wait_ms bounds it to 40 sequences"));
+  EXPECT_EQ((*batcher)->CheckRoom(5).code(), absl::StatusCode::kResourceExhausted);
+  // Each refusal renews the hold: just under a second later it still applies (and that
+  // refusal renews it again); a full second after the last refusal, the long bound.
+  clock.Advance(Batcher::Options::kOverloadHoldUs - 1);
+  EXPECT_EQ((*batcher)->CheckRoom(5).code(), absl::StatusCode::kResourceExhausted);
+  clock.Advance(Batcher::Options::kOverloadHoldUs);
+  EXPECT_TRUE((*batcher)->CheckRoom(64).ok());
+  EXPECT_TRUE((*batcher)->Submit(BoxedRequest(Sequences(64), &box)).ok());
+  (*batcher)->Shutdown();
+  EXPECT_EQ(box.count(), 1 + 25 + 1);
 }
 
 // A request larger than a batch, once started, is work that newcomers pass every other

@@ -61,6 +61,7 @@ batching:
   max_queue_delay_us: 250
   max_queue_sequences: 100
   max_queue_wait_ms: 250
+  overload_queue_wait_ms: 80
   max_request_tokens: 5000
   workers: 3
   idle_spin_us: 0
@@ -98,6 +99,7 @@ benchmark:
   EXPECT_EQ(config->batching.max_queue_delay_us, 250);
   EXPECT_EQ(config->batching.max_queue_sequences, 100);
   EXPECT_EQ(config->batching.max_queue_wait_ms, 250);
+  EXPECT_EQ(config->batching.overload_queue_wait_ms, 80);
   EXPECT_EQ(config->batching.max_request_tokens, 5000);
   EXPECT_EQ(config->batching.workers, 3);
   EXPECT_EQ(config->batching.idle_spin_us, 0);
@@ -202,6 +204,10 @@ TEST(ServerConfigTest, OutOfRangeNamesFileLineFieldAndRange) {
   ASSERT_FALSE(config.ok());
   EXPECT_THAT(config.status().message(),
               AllOf(HasSubstr("batching.max_queue_wait_ms"), HasSubstr("was -5")));
+  config = Parse("batching:\n  overload_queue_wait_ms: -1\n");
+  ASSERT_FALSE(config.ok());
+  EXPECT_THAT(config.status().message(),
+              AllOf(HasSubstr("batching.overload_queue_wait_ms"), HasSubstr("was -1")));
   config = Parse("batching:\n  max_request_tokens: -1\n");
   ASSERT_FALSE(config.ok());
   EXPECT_THAT(config.status().message(),

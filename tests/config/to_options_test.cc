@@ -39,5 +39,14 @@ TEST(ToBatcherOptionsTest, WorkersPerCopyAndPaddingFromTheBackend) {
   EXPECT_FALSE(ToBatcherOptions(config, Info("cpu")).count_padding);
 }
 
+TEST(ToBatcherOptionsTest, QueueTimeBoundsInMicroseconds) {
+  ServerConfig config;
+  config.batching.max_queue_wait_ms = 250;
+  config.batching.overload_queue_wait_ms = 80;
+  const Batcher::Options o = ToBatcherOptions(config, Info("cpu"));
+  EXPECT_EQ(o.max_queue_wait_us, 250'000);
+  EXPECT_EQ(o.overload_queue_wait_us, 80'000);
+}
+
 }  // namespace
 }  // namespace embedserve

@@ -146,6 +146,17 @@ class Batcher {
     // max_queue_sequences binds first). Until a batch has run: max_queue_sequences.
     // 0: off.
     int64_t max_queue_wait_us = 0;
+    // The time bound while the queue is overloaded: once max_queue_wait_us (or this) has
+    // refused a request, for kOverloadHoldUs after the latest such refusal the queue
+    // admits only this much work. A burst that fits max_queue_wait_us is taken whole
+    // (e.g. closed-loop callers whose queued calls are ~150 ms of work); a sustained
+    // overload, which fills any bound, keeps the shorter standing queue, so an admitted
+    // request waits this long rather than max_queue_wait_us (CoDel's reasoning: a queue
+    // that never drains adds delay and no throughput once it holds the workers' next
+    // batches). Computed from the same rate, with the same floor of one batch per worker.
+    // 0, or >= max_queue_wait_us: no separate overload bound.
+    int64_t overload_queue_wait_us = 0;
+    static constexpr int64_t kOverloadHoldUs = 1'000'000;
     // Most tokens in one request (the sum of its sequences' lengths); more is
     // INVALID_ARGUMENT (split the request). Bounds the work one call can put in front of
     // others. 0: no bound.
@@ -316,6 +327,12 @@ class Batcher {
   int32_t spinning_workers_ ABSL_GUARDED_BY(mu_) = 0;  // polling wake_seq_: 0 or 1
   // Workers (not the express lane) between taking a batch and completing it.
   int32_t busy_workers_ ABSL_GUARDED_BY(mu_) = 0;
+  // Of those, the ones whose batch holds a request the express lane would not take.
+  int32_t bulk_in_flight_ ABSL_GUARDED_BY(mu_) = 0;
+  // The lane runs only while every worker is busy and one of them runs bulk work: small
+  // requests then need not wait for a long batch; beside a batch of small requests only,
+  // the lane would split the cores between two small batches and win nothing.
+  bool ExpressMayRunLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   CondVar express_cv_;  // the express lane waits here for busy workers and small work
   // The express lane has a batch: taken by itself or handed to it, until completed.
   bool express_running_ ABSL_GUARDED_BY(mu_) = false;
@@ -341,6 +358,14 @@ class Batcher {
   double recent_sequences_ ABSL_GUARDED_BY(mu_) = 0;
   double recent_backend_us_ ABSL_GUARDED_BY(mu_) = 0;
   std::atomic<int32_t> admit_limit_;
+  // overload_queue_wait_us: its bound from the same rate, and the clock reading of the
+  // latest refusal by a time bound (kNoRefusal: none yet); both read without mu_.
+  std::atomic<int32_t> overload_limit_;
+  static constexpr int64_t kNoRefusal = INT64_MIN / 2;
+  mutable std::atomic<int64_t> last_wait_refusal_us_{kNoRefusal};
+  // The time bound that applies at `now_us` (overload_limit_ within kOverloadHoldUs of
+  // the latest refusal, else admit_limit_), and which setting it comes from.
+  int32_t WaitLimit(int64_t now_us, bool* overloaded) const;
   void UpdateAdmitLimitLocked(const BatchStats& batch) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // RESOURCE_EXHAUSTED when `needed` more sequences would pass the time bound, or the
   // share `queue_percent` of the queue's bound, with `queued` queued, else OK. Nothing

@@ -238,6 +238,12 @@ constexpr int64_t kEfficientAttentionMaxTokens = 64;
 // "gelu_lt" (cuBLASLt's bias + GELU epilogue). For A/B runs of one build.
 constexpr char kFusedKernelsEnv[] = "EMBEDSERVE_FUSED_KERNELS";
 constexpr char kFusedKernelsDefault[] = "ln,gelu_lt";
+// EMBEDSERVE_GEMM_TUNE (CUDA fp16/bf16, a build with the fused kernels): "1" or "on" times
+// cuBLASLt's candidate algorithms for each linear layer's shape at load and keeps the
+// fastest (tuned_gemm.h); "0" or "off" (and unset: kGemmTuneDefault) leaves the choice to
+// ATen/cuBLAS per call. For A/B runs of one build.
+constexpr char kGemmTuneEnv[] = "EMBEDSERVE_GEMM_TUNE";
+constexpr bool kGemmTuneDefault = false;
 // EMBEDSERVE_GRAPH_MAX_SLOTS (CUDA graphs only): the largest bucket captured, in token
 // slots, for A/B runs of one build (graph_buckets.h); unset: GraphMaxSlots's.
 constexpr char kGraphMaxSlotsEnv[] = "EMBEDSERVE_GRAPH_MAX_SLOTS";
@@ -429,6 +435,40 @@ absl::StatusOr<std::unique_ptr<BertBackend>> BertBackend::Create(const ModelFold
     if (b->fused_.activation == Act::kKernel) used.push_back("bias+GELU kernel");
     if (b->fused_.activation == Act::kLtEpilogue) used.push_back("cuBLASLt bias+activation epilogue");
     if (!used.empty()) absl::StrAppend(&info.runtime, " (fused: ", absl::StrJoin(used, ", "), ")");
+    const char* tune_env = std::getenv(kGemmTuneEnv);
+    const absl::string_view tune = tune_env == nullptr ? "" : tune_env;
+    if (!tune.empty() && tune != "0" && tune != "off" && tune != "1" && tune != "on") {
+      return absl::InvalidArgumentError(
+          absl::StrCat(kGemmTuneEnv, "='", tune, "': expected 0, off, 1 or on"));
+    }
+    const bool tune_on = tune.empty() ? kGemmTuneDefault : (tune == "1" || tune == "on");
+    if (tune_on && (b->dtype_ == torch::kHalf || b->dtype_ == torch::kBFloat16)) {
+      // The shapes Forward runs through TunedLinear: the QKV projection (bias epilogue),
+      // and with the fused LayerNorm the two bias-free projections before it; the FFN-in
+      // GEMM when its activation is cuBLASLt's epilogue.
+      using Epi = TunedGemm::Epilogue;
+      const int64_t h = c.hidden_size, inter = c.intermediate_size;
+      std::vector<TunedGemm::Shape> shapes = {{3 * h, h, Epi::kBias}};
+      if (b->fused_.layer_norm) {
+        shapes.push_back({h, h, Epi::kNone});
+        shapes.push_back({h, inter, Epi::kNone});
+      }
+      if (b->fused_.activation == Act::kLtEpilogue) {
+        shapes.push_back({inter, h, c.hidden_act == "relu" ? Epi::kBiasRelu : Epi::kBiasGeluTanh});
+      }
+      const auto start = std::chrono::steady_clock::now();
+      ES_RETURN_IF_ERROR(CatchTorch("tuning the GEMMs (EMBEDSERVE_GEMM_TUNE=0 turns it off)", [&] {
+        b->tuned_gemm_ = TunedGemm::Create(shapes, b->dtype_, b->device_, TunedGemm::Options());
+      }));
+      if (b->tuned_gemm_ != nullptr) {
+        absl::StrAppend(&info.runtime, " (tuned cuBLASLt GEMMs)");
+        spdlog::info("tuned {} GEMM shapes x token counts in {} ms",
+                     b->tuned_gemm_->Report().size(),
+                     std::chrono::duration_cast<std::chrono::milliseconds>(
+                         std::chrono::steady_clock::now() - start).count());
+        for (const std::string& line : b->tuned_gemm_->Report()) spdlog::info("{}", line);
+      }
+    }
 #else
     (void)layer_norm;
     (void)gelu_kernel;
@@ -593,6 +633,20 @@ torch::Tensor BertBackend::Linear(const torch::Tensor& x, const torch::Tensor& w
   return at::linear(x, w, b);
 }
 
+torch::Tensor BertBackend::TunedLinear(const torch::Tensor& x, const torch::Tensor& w,
+                                       const torch::Tensor& b,
+                                       TunedGemm::Epilogue epilogue) const {
+#if defined(EMBEDSERVE_CUDA_KERNELS)
+  if (tuned_gemm_ != nullptr) return tuned_gemm_->Run(x, w, b, epilogue);
+#else
+  (void)x;
+  (void)w;
+  (void)b;
+  (void)epilogue;
+#endif
+  return torch::Tensor();
+}
+
 BertBackend::PackedBatch BertBackend::Pack(absl::Span<const TokenIds* const> sequences,
                                            int64_t longest) const {
   PackedBatch in;
@@ -702,7 +756,8 @@ torch::Tensor BertBackend::ProjectAddNorm(const torch::Tensor& x, const torch::T
   if (fused_.layer_norm) {
     // One pass instead of three (bias epilogue write, residual add, LayerNorm): the GEMM
     // writes y, the kernel reads y and the residual and writes the result over y.
-    torch::Tensor y = at::mm(x, w.t());
+    torch::Tensor y = TunedLinear(x, w, b, TunedGemm::Epilogue::kNone);
+    if (!y.defined()) y = at::mm(x, w.t());
     return FusedAddLayerNorm(y, residual, b, ln_w, ln_b, eps, /*out=*/y);
   }
 #endif
@@ -717,6 +772,10 @@ torch::Tensor BertBackend::FfnIn(const torch::Tensor& x, const Layer& layer) con
 #if defined(EMBEDSERVE_CUDA_KERNELS)
   using Act = FusedPath::Activation;
   if (fused_.activation == Act::kLtEpilogue) {
+    torch::Tensor y = TunedLinear(
+        x, layer.ffn_in_w, layer.ffn_in_b,
+        relu ? TunedGemm::Epilogue::kBiasRelu : TunedGemm::Epilogue::kBiasGeluTanh);
+    if (y.defined()) return y;
     // addmm with the activation in cuBLASLt's epilogue (use_gelu false means ReLU).
     return at::_addmm_activation(layer.ffn_in_b, x, layer.ffn_in_w.t(), 1, 1,
                                  /*use_gelu=*/!relu);
@@ -788,7 +847,9 @@ torch::Tensor BertBackend::Forward(const PackedBatch& in) const {
 #endif
   }
   for (const Layer& layer : layers_) {
-    torch::Tensor qkv = Linear(x.to(dtype_), layer.qkv_w, layer.qkv_b, layer.qkv_q);  // [T, 3H]
+    torch::Tensor qkv = TunedLinear(x.to(dtype_), layer.qkv_w, layer.qkv_b,
+                                    TunedGemm::Epilogue::kBias);  // [T, 3H]
+    if (!qkv.defined()) qkv = Linear(x.to(dtype_), layer.qkv_w, layer.qkv_b, layer.qkv_q);
     torch::Tensor ctx;
     if (packed_attention) {
       ctx = PackedSelfAttentionCpu(qkv, in.offsets, in.lengths, heads, attention_scale_);

@@ -35,6 +35,7 @@
 #include "cpu_attention.h"
 #include "cpu_fused.h"
 #if defined(EMBEDSERVE_CUDA_KERNELS)  // set by src/model/CMakeLists.txt for CUDA LibTorch
+#include "fused_kernels.h"
 #include "fused_ops.h"
 #endif
 #if EMBEDSERVE_INT8
@@ -234,10 +235,11 @@ constexpr int64_t kEfficientAttentionMaxTokens = 64;
 
 // EMBEDSERVE_FUSED_KERNELS (CUDA only; bert_backend.h's FusedPath): unset, "1" or "on"
 // is the default set below; "0" or "off" the ATen-op path; otherwise a comma-separated
-// list of "ln" (fused residual + bias + LayerNorm), "gelu" (own bias + GELU kernel) and
-// "gelu_lt" (cuBLASLt's bias + GELU epilogue). For A/B runs of one build.
+// list of "ln" (fused residual + bias + LayerNorm), "gelu" (own bias + GELU kernel),
+// "gelu_lt" (cuBLASLt's bias + GELU epilogue) and "attn" (self-attention on the packed
+// QKV rows, fused_kernels.h's PackedAttention). For A/B runs of one build.
 constexpr char kFusedKernelsEnv[] = "EMBEDSERVE_FUSED_KERNELS";
-constexpr char kFusedKernelsDefault[] = "ln,gelu_lt";
+constexpr char kFusedKernelsDefault[] = "ln,gelu_lt,attn";
 // EMBEDSERVE_GEMM_TUNE (CUDA fp16/bf16, a build with the fused kernels): "1" or "on" times
 // cuBLASLt's candidate algorithms for each linear layer's shape at load and keeps the
 // fastest (tuned_gemm.h); "0" or "off" (and unset: kGemmTuneDefault) leaves the choice to
@@ -249,8 +251,8 @@ constexpr bool kGemmTuneDefault = false;
 constexpr char kGraphMaxSlotsEnv[] = "EMBEDSERVE_GRAPH_MAX_SLOTS";
 
 absl::Status ParseFusedKernels(absl::string_view spec, bool* layer_norm, bool* gelu_kernel,
-                               bool* gelu_lt) {
-  *layer_norm = *gelu_kernel = *gelu_lt = false;
+                               bool* gelu_lt, bool* attention) {
+  *layer_norm = *gelu_kernel = *gelu_lt = *attention = false;
   if (spec.empty() || spec == "1" || spec == "on") spec = kFusedKernelsDefault;
   if (spec == "0" || spec == "off") return absl::OkStatus();
   for (absl::string_view token : absl::StrSplit(spec, ',')) {
@@ -260,10 +262,12 @@ absl::Status ParseFusedKernels(absl::string_view spec, bool* layer_norm, bool* g
       *gelu_kernel = true;
     } else if (token == "gelu_lt") {
       *gelu_lt = true;
+    } else if (token == "attn") {
+      *attention = true;
     } else {
       return absl::InvalidArgumentError(absl::StrCat(
           kFusedKernelsEnv, "='", spec,
-          "': expected 0, off, 1, on or a comma-separated list of ln, gelu, gelu_lt"));
+          "': expected 0, off, 1, on or a comma-separated list of ln, gelu, gelu_lt, attn"));
     }
   }
   if (*gelu_kernel && *gelu_lt) {
@@ -411,14 +415,15 @@ absl::StatusOr<std::unique_ptr<BertBackend>> BertBackend::Create(const ModelFold
   }
   if (b->device_.is_cuda()) {
     const char* env = std::getenv(kFusedKernelsEnv);
-    bool layer_norm = false, gelu_kernel = false, gelu_lt = false;
+    bool layer_norm = false, gelu_kernel = false, gelu_lt = false, attention = false;
     ES_RETURN_IF_ERROR(ParseFusedKernels(env == nullptr ? "" : env, &layer_norm, &gelu_kernel,
-                                         &gelu_lt));
+                                         &gelu_lt, &attention));
 #if defined(EMBEDSERVE_CUDA_KERNELS)
     using Act = FusedPath::Activation;
     const bool erf_gelu = c.hidden_act == "gelu";
     const bool tanh_gelu = c.hidden_act == "gelu_new" || c.hidden_act == "gelu_pytorch_tanh";
     b->fused_.layer_norm = layer_norm;
+    b->fused_.attention = attention;
     if (gelu_lt) {
       // cuBLASLt's GELU epilogue is the tanh form: exact for tanh-GELU and ReLU models; for
       // erf-GELU ones only in fp16/bf16 (its fidelity: docs/gpu.md), fp32 keeps the erf.
@@ -434,6 +439,7 @@ absl::StatusOr<std::unique_ptr<BertBackend>> BertBackend::Create(const ModelFold
     if (b->fused_.layer_norm) used.push_back("residual+bias+LayerNorm");
     if (b->fused_.activation == Act::kKernel) used.push_back("bias+GELU kernel");
     if (b->fused_.activation == Act::kLtEpilogue) used.push_back("cuBLASLt bias+activation epilogue");
+    if (b->fused_.attention) used.push_back("packed attention (<= 64 tokens)");
     if (!used.empty()) absl::StrAppend(&info.runtime, " (fused: ", absl::StrJoin(used, ", "), ")");
     const char* tune_env = std::getenv(kGemmTuneEnv);
     const absl::string_view tune = tune_env == nullptr ? "" : tune_env;
@@ -473,6 +479,7 @@ absl::StatusOr<std::unique_ptr<BertBackend>> BertBackend::Create(const ModelFold
     (void)layer_norm;
     (void)gelu_kernel;
     (void)gelu_lt;
+    (void)attention;
 #endif
   }
   if (options.cuda_graphs && b->device_.is_cuda()) {
@@ -631,6 +638,16 @@ torch::Tensor BertBackend::Linear(const torch::Tensor& x, const torch::Tensor& w
     return at::mkldnn_linear(x.to_mkldnn(), w, b).to_dense();
   }
   return at::linear(x, w, b);
+}
+
+bool BertBackend::FusedAttentionRuns(const PackedBatch& in) const {
+#if defined(EMBEDSERVE_CUDA_KERNELS)
+  return fused_.attention && device_.is_cuda() &&
+         cuda_kernels::PackedAttentionRuns(head_dim_, in.longest);
+#else
+  (void)in;
+  return false;
+#endif
 }
 
 torch::Tensor BertBackend::TunedLinear(const torch::Tensor& x, const torch::Tensor& w,
@@ -830,8 +847,11 @@ torch::Tensor BertBackend::Forward(const PackedBatch& in) const {
   // Else an additive mask [B, 1, 1, L]: 0 for tokens, the dtype's lowest value for
   // padding (as transformers does), so padded keys get exactly zero attention weight.
   // None when no sequence is padded (lets 2.x pick its fused attention kernels).
+  // CUDA with the fused attention kernel (short sequences): attention on the packed rows
+  // as well, so no padding, mask or layout copies either.
+  const bool fused_attention = FusedAttentionRuns(in);
   torch::Tensor bias;
-  if (!in.uniform && !packed_attention) {
+  if (!in.uniform && !packed_attention && !fused_attention) {
     const double lowest = residual_dtype_ == torch::kHalf       ? -65504.0
                           : residual_dtype_ == torch::kBFloat16 ? -3.38e38
                                                                 : -3.4028234663852886e38;
@@ -853,6 +873,10 @@ torch::Tensor BertBackend::Forward(const PackedBatch& in) const {
     torch::Tensor ctx;
     if (packed_attention) {
       ctx = PackedSelfAttentionCpu(qkv, in.offsets, in.lengths, heads, attention_scale_);
+    } else if (fused_attention) {
+#if defined(EMBEDSERVE_CUDA_KERNELS)
+      ctx = FusedPackedAttention(qkv, in.offsets, in.lengths, in.longest, heads, attention_scale_);
+#endif
     } else {
       ctx = PaddedSelfAttention(in, qkv, bias);
     }

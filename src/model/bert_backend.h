@@ -106,6 +106,10 @@ class BertBackend : public Backend {
     // bias + GELU or ReLU epilogue inside the GEMM; its GELU is the tanh form, so for an
     // erf-GELU model it is used only in fp16/bf16, and fp32 takes kKernel).
     enum class Activation { kAten, kKernel, kLtEpilogue } activation = Activation::kAten;
+    // Self-attention of sequences of up to 64 tokens straight on the packed QKV rows
+    // (fused_ops.h's FusedPackedAttention) instead of the padded layout, the mask and
+    // PyTorch's memory-efficient kernel.
+    bool attention = false;
   };
 
   BertBackend() = default;
@@ -120,6 +124,9 @@ class BertBackend : public Backend {
                                const torch::Tensor& ln_b) const;
   // act(x W^T + b) of the FFN's first layer, as fused_.activation says.
   torch::Tensor FfnIn(const torch::Tensor& x, const Layer& layer) const;
+  // Whether Forward runs `in`'s attention through the fused packed kernel (fused_.attention,
+  // a CUDA device, a head size and length it takes).
+  bool FusedAttentionRuns(const PackedBatch& in) const;
   // epilogue(x W^T + b) through tuned_gemm_ when it holds an algorithm for this call,
   // else an undefined tensor (the caller runs its ATen op).
   torch::Tensor TunedLinear(const torch::Tensor& x, const torch::Tensor& w, const torch::Tensor& b,

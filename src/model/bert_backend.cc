@@ -240,12 +240,14 @@ constexpr int64_t kEfficientAttentionMaxTokens = 64;
 // QKV rows, fused_kernels.h's PackedAttention). For A/B runs of one build.
 constexpr char kFusedKernelsEnv[] = "EMBEDSERVE_FUSED_KERNELS";
 constexpr char kFusedKernelsDefault[] = "ln,gelu_lt,attn";
-// EMBEDSERVE_GEMM_TUNE (CUDA fp16/bf16, a build with the fused kernels): "1" or "on" times
-// cuBLASLt's candidate algorithms for each linear layer's shape at load and keeps the
-// fastest (tuned_gemm.h); "0" or "off" (and unset: kGemmTuneDefault) leaves the choice to
-// ATen/cuBLAS per call. For A/B runs of one build.
+// EMBEDSERVE_GEMM_TUNE (CUDA fp16/bf16, a build with the fused kernels): "1" or "on" (and
+// unset: kGemmTuneDefault) times cuBLASLt's candidate algorithms for each linear layer's
+// shape at load and keeps the fastest (tuned_gemm.h); "0" or "off" leaves the choice to
+// ATen/cuBLAS per call. For A/B runs of one build. On by default since the A/B of
+// docs/results/gpu-h200/gemm-attn-20261204 (BM_Embed fp16 1,024 x 16 faster in all four
+// pairs, served batch 32 at c16 +13%).
 constexpr char kGemmTuneEnv[] = "EMBEDSERVE_GEMM_TUNE";
-constexpr bool kGemmTuneDefault = false;
+constexpr bool kGemmTuneDefault = true;
 // EMBEDSERVE_GRAPH_MAX_SLOTS (CUDA graphs only): the largest bucket captured, in token
 // slots, for A/B runs of one build (graph_buckets.h); unset: GraphMaxSlots's.
 constexpr char kGraphMaxSlotsEnv[] = "EMBEDSERVE_GRAPH_MAX_SLOTS";

@@ -6,8 +6,9 @@ attention, LayerNorm, GELU, gathers/copies, host<->device copies, memsets, other
 gaps (span - busy: the GPU idle between kernels, i.e. launch-bound time). A GPU activity
 belongs to the call whose "embed" user scope holds its launch (matched by correlation id).
 Medians over the calls (the first one dropped). Usage:
-  python3 scripts/device/profile_split.py TRACE.json [LABEL]
+  python3 scripts/device/profile_split.py TRACE.json[.gz] [LABEL]
 """
+import gzip
 import json
 import re
 import statistics
@@ -24,10 +25,11 @@ def category(ev):
         return "memcpy " + ("HtoD" if "HtoD" in name else "DtoH" if "DtoH" in name else "DtoD")
     if cat == "gpu_memset":
         return "memset"
-    if re.search(r"nvjet|gemm|xmma|cutlass|cublas", name, re.I):
-        return "gemm"
+    # Attention first: PyTorch's memory-efficient kernel is named fmha_cutlassF_...
     if re.search(r"fmha|attention|efficient", name, re.I):
         return "attention"
+    if re.search(r"nvjet|gemm|xmma|cutlass|cublas", name, re.I):
+        return "gemm"
     if re.search(r"LayerNorm|layer_norm", name):
         return "layernorm"
     if re.search(r"BiasActivation|gelu", name, re.I):
@@ -40,7 +42,7 @@ def category(ev):
 def main():
     path = sys.argv[1]
     label = sys.argv[2] if len(sys.argv) > 2 else path
-    with open(path) as f:
+    with (gzip.open(path, "rt") if path.endswith(".gz") else open(path)) as f:
         trace = json.load(f)
     events = [e for e in trace["traceEvents"] if e.get("ph") == "X"]
     calls = sorted((e for e in events
@@ -115,7 +117,7 @@ def main():
             cnt = f"  ({statistics.median(counts[c]):.0f} launches)" if c in counts else ""
             print(f"{k:40s} {statistics.median(rows[k]):9.1f}{cnt}")
     if gemm_rows:
-        print("GEMMs by shape (sum over the 6 layers per call, median; kernel names):")
+        print("GEMMs by shape (median per GEMM, and x 6 layers; kernel names):")
         for k in GEMM_NAMES:
             if k in gemm_rows:
                 per = statistics.median(gemm_rows[k])

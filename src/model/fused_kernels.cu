@@ -363,54 +363,36 @@ struct AttnParams {
 constexpr int kAttnWarps = kThreads / 32;
 constexpr int kAttnMaxL = static_cast<int>(kPackedAttentionMaxTokens);  // two keys per lane
 
-// Shared memory of one block, in floats: K rows padded by one float (lane j reads row j:
-// the pad puts the lanes in different banks), V and the scaled Q rows unpadded (lanes read
-// consecutive columns of one row), each warp's probabilities. Sized by the batch's longest
-// sequence (dynamic), so short batches fit more blocks per multiprocessor.
-template <int D>
-__host__ __device__ constexpr int64_t AttnSharedFloats(int64_t longest) {
-  return longest * (D + 1) + 2 * longest * D + kAttnWarps * kAttnMaxL;
-}
-
-// Block (blockIdx.x = sequence, blockIdx.y = head). Every Q, K and V row of the block is
-// loaded in one pass before any math (16-byte loads, all in flight together): the first
-// form, which read each query row only when a warp reached it, took 77 us a layer at
-// 1,024 x 16 on an H200 (docs/results/gpu-h200/gemm-attn-20261204), bound by those
-// dependent memory round trips.
+// Block (blockIdx.x = sequence, blockIdx.y = head). Shared: K and V rows with one float
+// of padding (lane j reads row j of K: the pad puts the lanes in different banks), each
+// warp's query row and probabilities.
 template <typename T, int D>
 __global__ void __launch_bounds__(kThreads) PackedAttentionKernel(AttnParams<T> p) {
-  extern __shared__ float smem[];
+  __shared__ float ks[kAttnMaxL][D + 1];
+  __shared__ float vs[kAttnMaxL][D + 1];
+  __shared__ float qs[kAttnWarps][D];
+  __shared__ float ps[kAttnWarps][kAttnMaxL];
   const int64_t b = blockIdx.x;
   const int h = blockIdx.y;
   const int len = static_cast<int>(p.lengths[b]);
   const int64_t row0 = p.offsets != nullptr ? p.offsets[b] : b * p.longest;
   const int rows = p.offsets != nullptr ? len : static_cast<int>(p.longest);
-  const int L = static_cast<int>(p.longest);
-  float* ks = smem;                         // [L][D + 1]
-  float* vs = ks + L * (D + 1);             // [L][D]
-  float* qs = vs + L * D;                   // [L][D], times the scale
-  float* ps = qs + L * D;                   // [kAttnWarps][kAttnMaxL]
   const int64_t hidden = static_cast<int64_t>(p.heads) * D;
   const int64_t stride = 3 * hidden;
   const T* base = p.qkv + row0 * stride + static_cast<int64_t>(h) * D;
   constexpr int kChunks = D / 8;
   for (int i = threadIdx.x; i < len * kChunks; i += kThreads) {
     const int r = i / kChunks, c = (i % kChunks) * 8;
-    const T* row = base + r * stride + c;
-    float q[8], k[8], v[8];
-    Load8(row, q);
-    Load8(row + hidden, k);
-    Load8(row + 2 * hidden, v);
+    float f[8];
+    Load8(base + r * stride + hidden + c, f);
 #pragma unroll
-    for (int j = 0; j < 8; ++j) {
-      qs[r * D + c + j] = q[j] * p.scale;
-      ks[r * (D + 1) + c + j] = k[j];
-      vs[r * D + c + j] = v[j];
-    }
+    for (int j = 0; j < 8; ++j) ks[r][c + j] = f[j];
+    Load8(base + r * stride + 2 * hidden + c, f);
+#pragma unroll
+    for (int j = 0; j < 8; ++j) vs[r][c + j] = f[j];
   }
   __syncthreads();
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  float* pw = ps + warp * kAttnMaxL;
   for (int q = warp; q < rows; q += kAttnWarps) {
     T* out = p.out + (row0 + q) * hidden + static_cast<int64_t>(h) * D;
     if (q >= len) {  // padded layout: a padding row
@@ -418,27 +400,19 @@ __global__ void __launch_bounds__(kThreads) PackedAttentionKernel(AttnParams<T> 
       for (int c = lane; c < D; c += 32) out[c] = FromFloat<T>(0.f);
       continue;
     }
-    const float* qrow = qs + q * D;
+#pragma unroll
+    for (int c = lane; c < D; c += 32) qs[warp][c] = ToFloat(base[q * stride + c]) * p.scale;
+    __syncwarp();
     float s0 = -INFINITY, s1 = -INFINITY;
     if (lane < len) {
-      const float* krow = ks + lane * (D + 1);
-      float a0 = 0.f, a1 = 0.f;
+      s0 = 0.f;
 #pragma unroll
-      for (int c = 0; c < D; c += 2) {
-        a0 += qrow[c] * krow[c];
-        a1 += qrow[c + 1] * krow[c + 1];
-      }
-      s0 = a0 + a1;
+      for (int c = 0; c < D; ++c) s0 += qs[warp][c] * ks[lane][c];
     }
     if (lane + 32 < len) {
-      const float* krow = ks + (lane + 32) * (D + 1);
-      float a0 = 0.f, a1 = 0.f;
+      s1 = 0.f;
 #pragma unroll
-      for (int c = 0; c < D; c += 2) {
-        a0 += qrow[c] * krow[c];
-        a1 += qrow[c + 1] * krow[c + 1];
-      }
-      s1 = a0 + a1;
+      for (int c = 0; c < D; ++c) s1 += qs[warp][c] * ks[lane + 32][c];
     }
     float m = fmaxf(s0, s1);
 #pragma unroll
@@ -446,38 +420,17 @@ __global__ void __launch_bounds__(kThreads) PackedAttentionKernel(AttnParams<T> 
     const float e0 = lane < len ? expf(s0 - m) : 0.f;
     const float e1 = lane + 32 < len ? expf(s1 - m) : 0.f;
     const float inv = 1.f / GroupSum<32>(e0 + e1);
-    pw[lane] = e0 * inv;
-    pw[lane + 32] = e1 * inv;
+    ps[warp][lane] = e0 * inv;
+    ps[warp][lane + 32] = e1 * inv;
     __syncwarp();
 #pragma unroll
     for (int c = lane; c < D; c += 32) {
-      // Four independent sums: the loop is a chain of shared loads and FMAs otherwise.
-      float acc[4] = {0.f, 0.f, 0.f, 0.f};
-      int j = 0;
-      for (; j + 4 <= len; j += 4) {
-#pragma unroll
-        for (int u = 0; u < 4; ++u) acc[u] += pw[j + u] * vs[(j + u) * D + c];
-      }
-      for (; j < len; ++j) acc[0] += pw[j] * vs[j * D + c];
-      out[c] = FromFloat<T>((acc[0] + acc[1]) + (acc[2] + acc[3]));
+      float acc = 0.f;
+      for (int j = 0; j < len; ++j) acc += ps[warp][j] * vs[j][c];
+      out[c] = FromFloat<T>(acc);
     }
-    __syncwarp();  // pw is rewritten by the warp's next row
+    __syncwarp();  // qs and ps are rewritten by the next row
   }
-}
-
-// Past 48 KB of dynamic shared memory (head_dim 64 at 64 tokens: 50 KB) a kernel must
-// opt in once; 64 tokens at head_dim 64 need at most AttnSharedFloats<64>(64) floats.
-template <typename T, int D>
-cudaError_t LaunchAttention(dim3 grid, const AttnParams<T>& p, cudaStream_t stream) {
-  const size_t bytes = sizeof(float) * static_cast<size_t>(AttnSharedFloats<D>(p.longest));
-  if (bytes > 48 * 1024) {
-    static const cudaError_t opt_in = cudaFuncSetAttribute(
-        PackedAttentionKernel<T, D>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-        static_cast<int>(sizeof(float) * AttnSharedFloats<D>(kAttnMaxL)));
-    if (opt_in != cudaSuccess) return opt_in;
-  }
-  PackedAttentionKernel<T, D><<<grid, kThreads, bytes, stream>>>(p);
-  return cudaGetLastError();
 }
 
 template <typename T>
@@ -491,8 +444,12 @@ cudaError_t PackedAttentionTyped(const PackedAttentionArgs& a, cudaStream_t stre
   p.heads = a.heads;
   p.scale = a.scale;
   const dim3 grid(static_cast<unsigned>(a.batch), static_cast<unsigned>(a.heads));
-  if (a.head_dim == 32) return LaunchAttention<T, 32>(grid, p, stream);
-  return LaunchAttention<T, 64>(grid, p, stream);
+  if (a.head_dim == 32) {
+    PackedAttentionKernel<T, 32><<<grid, kThreads, 0, stream>>>(p);
+  } else {
+    PackedAttentionKernel<T, 64><<<grid, kThreads, 0, stream>>>(p);
+  }
+  return cudaGetLastError();
 }
 
 }  // namespace

@@ -240,6 +240,9 @@ constexpr int64_t kEfficientAttentionMaxTokens = 64;
 // QKV rows, fused_kernels.h's PackedAttention). For A/B runs of one build.
 constexpr char kFusedKernelsEnv[] = "EMBEDSERVE_FUSED_KERNELS";
 constexpr char kFusedKernelsDefault[] = "ln,gelu_lt,attn";
+// Eager batches take the packed attention kernel up to this mean length (tokens a
+// sequence); FusedAttentionRuns says why.
+constexpr int64_t kFusedAttentionMaxMeanTokens = 16;
 // EMBEDSERVE_GEMM_TUNE (CUDA fp16/bf16, a build with the fused kernels): "1" or "on" (and
 // unset: kGemmTuneDefault) times cuBLASLt's candidate algorithms for each linear layer's
 // shape at load and keeps the fastest (tuned_gemm.h); "0" or "off" leaves the choice to
@@ -644,8 +647,19 @@ torch::Tensor BertBackend::Linear(const torch::Tensor& x, const torch::Tensor& w
 
 bool BertBackend::FusedAttentionRuns(const PackedBatch& in) const {
 #if defined(EMBEDSERVE_CUDA_KERNELS)
-  return fused_.attention && device_.is_cuda() &&
-         cuda_kernels::PackedAttentionRuns(head_dim_, in.longest);
+  if (!fused_.attention || !device_.is_cuda() ||
+      !cuda_kernels::PackedAttentionRuns(head_dim_, in.longest)) {
+    return false;
+  }
+  // Where it was measured faster (docs/results/gpu-h200/gemm-attn-20261204,
+  // graph_buckets_bench, fp16): padded graph buckets (no offsets; against the masked
+  // memory-efficient kernel, e.g. 128 x 64 holding short texts 0.72 against 0.97 ms) and
+  // eager batches of at most 16 tokens a sequence on average (1,024 x 16: 1.83 against
+  // 2.07 ms; 1,024 short texts, longest 44: 1.89 against 2.90 ms). It lost to the unmasked
+  // kernel on uniform batches of 32 and 64 tokens (1,024 x 32: 3.31 against 2.90 ms;
+  // 512 x 64: 4.18 against 2.46 ms): its blocks run their query rows in turn.
+  if (!in.offsets.defined()) return true;
+  return in.total <= kFusedAttentionMaxMeanTokens * in.batch;
 #else
   (void)in;
   return false;

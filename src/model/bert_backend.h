@@ -125,7 +125,8 @@ class BertBackend : public Backend {
   // act(x W^T + b) of the FFN's first layer, as fused_.activation says.
   torch::Tensor FfnIn(const torch::Tensor& x, const Layer& layer) const;
   // Whether Forward runs `in`'s attention through the fused packed kernel (fused_.attention,
-  // a CUDA device, a head size and length it takes).
+  // a CUDA device, a head size and length it takes, and a batch shape where it measured
+  // faster: padded graph buckets, eager batches of short sequences).
   bool FusedAttentionRuns(const PackedBatch& in) const;
   // epilogue(x W^T + b) through tuned_gemm_ when it holds an algorithm for this call,
   // else an undefined tensor (the caller runs its ATen op).

@@ -15,10 +15,10 @@ OUT=${OUT:-$(pwd)/device-out}; mkdir -p "$OUT"
 B=${BUILD_DIR:-build-gpu}
 DURATION=${DURATION:-4}
 WARMUP=1
-# A round: NAME:COMPLETION_THREADS:GRAPH_MAX_BATCH:POINT[+POINT...][:VAR=VALUE], a point
+# A round: NAME:COMPLETION_THREADS:GRAPH_MAX_BATCH:POINT[+POINT...][:VAR=VALUE...], a point
 # BATCH/CONCURRENCY/CHANNELS; the optional VAR=VALUE (no colon or space in it, e.g.
-# EMBEDSERVE_GRAPH_MAX_SLOTS=32768) is set in the server's environment. The default: the old
-# settings (A) and the new (B) in turn.
+# EMBEDSERVE_GRAPH_MAX_SLOTS=32768; several joined by ':') is set in the server's
+# environment. The default: the old settings (A) and the new (B) in turn.
 ROUNDS=${ROUNDS:-"A1:0:64:1/1/1+1/256/1+32/128/1 B1:8:1024:1/1/16+1/256/16+32/128/16 A2:0:64:1/1/1+1/256/1+32/128/1 B2:8:1024:1/1/16+1/256/16+32/128/16"}
 SKIP_TESTS=1 BUILD_DIR=$B scripts/device/build_and_test.sh >"$OUT/build.log" 2>&1 ||
   { tail -30 "$OUT/build.log"; exit 1; }
@@ -33,6 +33,8 @@ free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",
 sampler=scripts/device/threads_cpu.py
 for round in $ROUNDS; do
   IFS=: read -r name completion graph_max points server_env <<<"$round"
+  env_args=()
+  [ -n "$server_env" ] && IFS=: read -ra env_args <<<"$server_env"
   config=/tmp/reqpath_$name.yaml
   { cat experiments/minilm_gpu_fp16.yaml; } >"$config"
   # The experiment sets both keys (since 05e2b29): replace their values; a file without
@@ -42,7 +44,7 @@ for round in $ROUNDS; do
   sed -i -e "s/^  completion_threads: .*/  completion_threads: $completion/" \
     -e "s/^  cuda_graph_max_batch: .*/  cuda_graph_max_batch: $graph_max/" "$config"
   port=$(free_port)
-  env ${server_env:+"$server_env"} "$B/tools/server/embedserve" --config "$config" --model $model \
+  env "${env_args[@]}" "$B/tools/server/embedserve" --config "$config" --model $model \
     --port "$port" --http-port -1 --metrics-port -1 --log-level info >"$OUT/server_$name.log" 2>&1 &
   spid=$!
   echo "=== round $name: batching.completion_threads=$completion model.cuda_graph_max_batch=$graph_max${server_env:+ env $server_env}"

@@ -35,6 +35,7 @@
 #include "cpu_attention.h"
 #include "cpu_fused.h"
 #if defined(EMBEDSERVE_CUDA_KERNELS)  // set by src/model/CMakeLists.txt for CUDA LibTorch
+#include "fused_kernels.h"
 #include "fused_ops.h"
 #endif
 #if EMBEDSERVE_INT8
@@ -234,17 +235,29 @@ constexpr int64_t kEfficientAttentionMaxTokens = 64;
 
 // EMBEDSERVE_FUSED_KERNELS (CUDA only; bert_backend.h's FusedPath): unset, "1" or "on"
 // is the default set below; "0" or "off" the ATen-op path; otherwise a comma-separated
-// list of "ln" (fused residual + bias + LayerNorm), "gelu" (own bias + GELU kernel) and
-// "gelu_lt" (cuBLASLt's bias + GELU epilogue). For A/B runs of one build.
+// list of "ln" (fused residual + bias + LayerNorm), "gelu" (own bias + GELU kernel),
+// "gelu_lt" (cuBLASLt's bias + GELU epilogue) and "attn" (self-attention on the packed
+// QKV rows, fused_kernels.h's PackedAttention). For A/B runs of one build.
 constexpr char kFusedKernelsEnv[] = "EMBEDSERVE_FUSED_KERNELS";
-constexpr char kFusedKernelsDefault[] = "ln,gelu_lt";
+constexpr char kFusedKernelsDefault[] = "ln,gelu_lt,attn";
+// Eager batches take the packed attention kernel up to this mean length (tokens a
+// sequence); FusedAttentionRuns says why.
+constexpr int64_t kFusedAttentionMaxMeanTokens = 16;
+// EMBEDSERVE_GEMM_TUNE (CUDA fp16/bf16, a build with the fused kernels): "1" or "on" (and
+// unset: kGemmTuneDefault) times cuBLASLt's candidate algorithms for each linear layer's
+// shape at load and keeps the fastest (tuned_gemm.h); "0" or "off" leaves the choice to
+// ATen/cuBLAS per call. For A/B runs of one build. On by default since the A/B of
+// docs/results/gpu-h200/gemm-attn-20261204 (BM_Embed fp16 1,024 x 16 faster in all four
+// pairs, served batch 32 at c16 +13%).
+constexpr char kGemmTuneEnv[] = "EMBEDSERVE_GEMM_TUNE";
+constexpr bool kGemmTuneDefault = true;
 // EMBEDSERVE_GRAPH_MAX_SLOTS (CUDA graphs only): the largest bucket captured, in token
 // slots, for A/B runs of one build (graph_buckets.h); unset: GraphMaxSlots's.
 constexpr char kGraphMaxSlotsEnv[] = "EMBEDSERVE_GRAPH_MAX_SLOTS";
 
 absl::Status ParseFusedKernels(absl::string_view spec, bool* layer_norm, bool* gelu_kernel,
-                               bool* gelu_lt) {
-  *layer_norm = *gelu_kernel = *gelu_lt = false;
+                               bool* gelu_lt, bool* attention) {
+  *layer_norm = *gelu_kernel = *gelu_lt = *attention = false;
   if (spec.empty() || spec == "1" || spec == "on") spec = kFusedKernelsDefault;
   if (spec == "0" || spec == "off") return absl::OkStatus();
   for (absl::string_view token : absl::StrSplit(spec, ',')) {
@@ -254,10 +267,12 @@ absl::Status ParseFusedKernels(absl::string_view spec, bool* layer_norm, bool* g
       *gelu_kernel = true;
     } else if (token == "gelu_lt") {
       *gelu_lt = true;
+    } else if (token == "attn") {
+      *attention = true;
     } else {
       return absl::InvalidArgumentError(absl::StrCat(
           kFusedKernelsEnv, "='", spec,
-          "': expected 0, off, 1, on or a comma-separated list of ln, gelu, gelu_lt"));
+          "': expected 0, off, 1, on or a comma-separated list of ln, gelu, gelu_lt, attn"));
     }
   }
   if (*gelu_kernel && *gelu_lt) {
@@ -405,14 +420,15 @@ absl::StatusOr<std::unique_ptr<BertBackend>> BertBackend::Create(const ModelFold
   }
   if (b->device_.is_cuda()) {
     const char* env = std::getenv(kFusedKernelsEnv);
-    bool layer_norm = false, gelu_kernel = false, gelu_lt = false;
+    bool layer_norm = false, gelu_kernel = false, gelu_lt = false, attention = false;
     ES_RETURN_IF_ERROR(ParseFusedKernels(env == nullptr ? "" : env, &layer_norm, &gelu_kernel,
-                                         &gelu_lt));
+                                         &gelu_lt, &attention));
 #if defined(EMBEDSERVE_CUDA_KERNELS)
     using Act = FusedPath::Activation;
     const bool erf_gelu = c.hidden_act == "gelu";
     const bool tanh_gelu = c.hidden_act == "gelu_new" || c.hidden_act == "gelu_pytorch_tanh";
     b->fused_.layer_norm = layer_norm;
+    b->fused_.attention = attention;
     if (gelu_lt) {
       // cuBLASLt's GELU epilogue is the tanh form: exact for tanh-GELU and ReLU models; for
       // erf-GELU ones only in fp16/bf16 (its fidelity: docs/gpu.md), fp32 keeps the erf.
@@ -428,11 +444,47 @@ absl::StatusOr<std::unique_ptr<BertBackend>> BertBackend::Create(const ModelFold
     if (b->fused_.layer_norm) used.push_back("residual+bias+LayerNorm");
     if (b->fused_.activation == Act::kKernel) used.push_back("bias+GELU kernel");
     if (b->fused_.activation == Act::kLtEpilogue) used.push_back("cuBLASLt bias+activation epilogue");
+    if (b->fused_.attention) used.push_back("packed attention (<= 64 tokens)");
     if (!used.empty()) absl::StrAppend(&info.runtime, " (fused: ", absl::StrJoin(used, ", "), ")");
+    const char* tune_env = std::getenv(kGemmTuneEnv);
+    const absl::string_view tune = tune_env == nullptr ? "" : tune_env;
+    if (!tune.empty() && tune != "0" && tune != "off" && tune != "1" && tune != "on") {
+      return absl::InvalidArgumentError(
+          absl::StrCat(kGemmTuneEnv, "='", tune, "': expected 0, off, 1 or on"));
+    }
+    const bool tune_on = tune.empty() ? kGemmTuneDefault : (tune == "1" || tune == "on");
+    if (tune_on && (b->dtype_ == torch::kHalf || b->dtype_ == torch::kBFloat16)) {
+      // The shapes Forward runs through TunedLinear: the QKV projection (bias epilogue),
+      // and with the fused LayerNorm the two bias-free projections before it; the FFN-in
+      // GEMM when its activation is cuBLASLt's epilogue.
+      using Epi = TunedGemm::Epilogue;
+      const int64_t h = c.hidden_size, inter = c.intermediate_size;
+      std::vector<TunedGemm::Shape> shapes = {{3 * h, h, Epi::kBias}};
+      if (b->fused_.layer_norm) {
+        shapes.push_back({h, h, Epi::kNone});
+        shapes.push_back({h, inter, Epi::kNone});
+      }
+      if (b->fused_.activation == Act::kLtEpilogue) {
+        shapes.push_back({inter, h, c.hidden_act == "relu" ? Epi::kBiasRelu : Epi::kBiasGeluTanh});
+      }
+      const auto start = std::chrono::steady_clock::now();
+      ES_RETURN_IF_ERROR(CatchTorch("tuning the GEMMs (EMBEDSERVE_GEMM_TUNE=0 turns it off)", [&] {
+        b->tuned_gemm_ = TunedGemm::Create(shapes, b->dtype_, b->device_, TunedGemm::Options());
+      }));
+      if (b->tuned_gemm_ != nullptr) {
+        absl::StrAppend(&info.runtime, " (tuned cuBLASLt GEMMs)");
+        spdlog::info("tuned {} GEMM shapes x token counts in {} ms",
+                     b->tuned_gemm_->Report().size(),
+                     std::chrono::duration_cast<std::chrono::milliseconds>(
+                         std::chrono::steady_clock::now() - start).count());
+        for (const std::string& line : b->tuned_gemm_->Report()) spdlog::info("{}", line);
+      }
+    }
 #else
     (void)layer_norm;
     (void)gelu_kernel;
     (void)gelu_lt;
+    (void)attention;
 #endif
   }
   if (options.cuda_graphs && b->device_.is_cuda()) {
@@ -593,6 +645,41 @@ torch::Tensor BertBackend::Linear(const torch::Tensor& x, const torch::Tensor& w
   return at::linear(x, w, b);
 }
 
+bool BertBackend::FusedAttentionRuns(const PackedBatch& in) const {
+#if defined(EMBEDSERVE_CUDA_KERNELS)
+  if (!fused_.attention || !device_.is_cuda() ||
+      !cuda_kernels::PackedAttentionRuns(head_dim_, in.longest)) {
+    return false;
+  }
+  // Where it was measured faster (docs/results/gpu-h200/gemm-attn-20261204,
+  // graph_buckets_bench, fp16): padded graph buckets (no offsets; against the masked
+  // memory-efficient kernel, e.g. 128 x 64 holding short texts 0.72 against 0.97 ms) and
+  // eager batches of at most 16 tokens a sequence on average (1,024 x 16: 1.83 against
+  // 2.07 ms; 1,024 short texts, longest 44: 1.89 against 2.90 ms). It lost to the unmasked
+  // kernel on uniform batches of 32 and 64 tokens (1,024 x 32: 3.31 against 2.90 ms;
+  // 512 x 64: 4.18 against 2.46 ms): its blocks run their query rows in turn.
+  if (!in.offsets.defined()) return true;
+  return in.total <= kFusedAttentionMaxMeanTokens * in.batch;
+#else
+  (void)in;
+  return false;
+#endif
+}
+
+torch::Tensor BertBackend::TunedLinear(const torch::Tensor& x, const torch::Tensor& w,
+                                       const torch::Tensor& b,
+                                       TunedGemm::Epilogue epilogue) const {
+#if defined(EMBEDSERVE_CUDA_KERNELS)
+  if (tuned_gemm_ != nullptr) return tuned_gemm_->Run(x, w, b, epilogue);
+#else
+  (void)x;
+  (void)w;
+  (void)b;
+  (void)epilogue;
+#endif
+  return torch::Tensor();
+}
+
 BertBackend::PackedBatch BertBackend::Pack(absl::Span<const TokenIds* const> sequences,
                                            int64_t longest) const {
   PackedBatch in;
@@ -702,7 +789,8 @@ torch::Tensor BertBackend::ProjectAddNorm(const torch::Tensor& x, const torch::T
   if (fused_.layer_norm) {
     // One pass instead of three (bias epilogue write, residual add, LayerNorm): the GEMM
     // writes y, the kernel reads y and the residual and writes the result over y.
-    torch::Tensor y = at::mm(x, w.t());
+    torch::Tensor y = TunedLinear(x, w, b, TunedGemm::Epilogue::kNone);
+    if (!y.defined()) y = at::mm(x, w.t());
     return FusedAddLayerNorm(y, residual, b, ln_w, ln_b, eps, /*out=*/y);
   }
 #endif
@@ -717,6 +805,10 @@ torch::Tensor BertBackend::FfnIn(const torch::Tensor& x, const Layer& layer) con
 #if defined(EMBEDSERVE_CUDA_KERNELS)
   using Act = FusedPath::Activation;
   if (fused_.activation == Act::kLtEpilogue) {
+    torch::Tensor y = TunedLinear(
+        x, layer.ffn_in_w, layer.ffn_in_b,
+        relu ? TunedGemm::Epilogue::kBiasRelu : TunedGemm::Epilogue::kBiasGeluTanh);
+    if (y.defined()) return y;
     // addmm with the activation in cuBLASLt's epilogue (use_gelu false means ReLU).
     return at::_addmm_activation(layer.ffn_in_b, x, layer.ffn_in_w.t(), 1, 1,
                                  /*use_gelu=*/!relu);
@@ -771,8 +863,11 @@ torch::Tensor BertBackend::Forward(const PackedBatch& in) const {
   // Else an additive mask [B, 1, 1, L]: 0 for tokens, the dtype's lowest value for
   // padding (as transformers does), so padded keys get exactly zero attention weight.
   // None when no sequence is padded (lets 2.x pick its fused attention kernels).
+  // CUDA with the fused attention kernel (short sequences): attention on the packed rows
+  // as well, so no padding, mask or layout copies either.
+  const bool fused_attention = FusedAttentionRuns(in);
   torch::Tensor bias;
-  if (!in.uniform && !packed_attention) {
+  if (!in.uniform && !packed_attention && !fused_attention) {
     const double lowest = residual_dtype_ == torch::kHalf       ? -65504.0
                           : residual_dtype_ == torch::kBFloat16 ? -3.38e38
                                                                 : -3.4028234663852886e38;
@@ -788,10 +883,16 @@ torch::Tensor BertBackend::Forward(const PackedBatch& in) const {
 #endif
   }
   for (const Layer& layer : layers_) {
-    torch::Tensor qkv = Linear(x.to(dtype_), layer.qkv_w, layer.qkv_b, layer.qkv_q);  // [T, 3H]
+    torch::Tensor qkv = TunedLinear(x.to(dtype_), layer.qkv_w, layer.qkv_b,
+                                    TunedGemm::Epilogue::kBias);  // [T, 3H]
+    if (!qkv.defined()) qkv = Linear(x.to(dtype_), layer.qkv_w, layer.qkv_b, layer.qkv_q);
     torch::Tensor ctx;
     if (packed_attention) {
       ctx = PackedSelfAttentionCpu(qkv, in.offsets, in.lengths, heads, attention_scale_);
+    } else if (fused_attention) {
+#if defined(EMBEDSERVE_CUDA_KERNELS)
+      ctx = FusedPackedAttention(qkv, in.offsets, in.lengths, in.longest, heads, attention_scale_);
+#endif
     } else {
       ctx = PaddedSelfAttention(in, qkv, bias);
     }

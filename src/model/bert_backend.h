@@ -18,6 +18,7 @@
 #include "embedserve/model/model_options.h"
 #include "embedserve/model/safetensors.h"
 #include "graph_buckets.h"
+#include "tuned_gemm.h"
 
 namespace embedserve {
 namespace internal_model {
@@ -105,6 +106,10 @@ class BertBackend : public Backend {
     // bias + GELU or ReLU epilogue inside the GEMM; its GELU is the tanh form, so for an
     // erf-GELU model it is used only in fp16/bf16, and fp32 takes kKernel).
     enum class Activation { kAten, kKernel, kLtEpilogue } activation = Activation::kAten;
+    // Self-attention of sequences of up to 64 tokens straight on the packed QKV rows
+    // (fused_ops.h's FusedPackedAttention) instead of the padded layout, the mask and
+    // PyTorch's memory-efficient kernel.
+    bool attention = false;
   };
 
   BertBackend() = default;
@@ -119,6 +124,14 @@ class BertBackend : public Backend {
                                const torch::Tensor& ln_b) const;
   // act(x W^T + b) of the FFN's first layer, as fused_.activation says.
   torch::Tensor FfnIn(const torch::Tensor& x, const Layer& layer) const;
+  // Whether Forward runs `in`'s attention through the fused packed kernel (fused_.attention,
+  // a CUDA device, a head size and length it takes, and a batch shape where it measured
+  // faster: padded graph buckets, eager batches of short sequences).
+  bool FusedAttentionRuns(const PackedBatch& in) const;
+  // epilogue(x W^T + b) through tuned_gemm_ when it holds an algorithm for this call,
+  // else an undefined tensor (the caller runs its ATen op).
+  torch::Tensor TunedLinear(const torch::Tensor& x, const torch::Tensor& w, const torch::Tensor& b,
+                            TunedGemm::Epilogue epilogue) const;
   // x W^T + b, or through `int8` when set (model.precision int8).
   torch::Tensor Linear(const torch::Tensor& x, const torch::Tensor& w, const torch::Tensor& b,
                        const std::shared_ptr<const Int8Linear>& int8) const;
@@ -177,6 +190,10 @@ class BertBackend : public Backend {
   bool int8_ = false;  // model.precision int8 (CPU)
   CpuLinearKernel cpu_linear_ = CpuLinearKernel::kAten;
   FusedPath fused_;
+  // CUDA fp16/bf16: the linear layers' cuBLASLt algorithms, timed at load
+  // (EMBEDSERVE_GEMM_TUNE, tuned_gemm.h); null = ATen's per-call choice. A shared_ptr so
+  // that CPU builds, which never create one, need no TunedGemm destructor.
+  std::shared_ptr<const TunedGemm> tuned_gemm_;
   int64_t head_dim_ = 0;
   double attention_scale_ = 1.0;
   torch::Tensor word_emb_;       // [V, H]

@@ -348,7 +348,129 @@ cudaError_t BiasActDispatch(void* x, const void* bias, int64_t rows, int64_t wid
   return BiasActTyped<T, Activation::kGeluTanh>(x, bias, rows, width, stream);
 }
 
+// ---- self-attention of short packed sequences (fused_kernels.h: PackedAttention) ----
+template <typename T>
+struct AttnParams {
+  T* out;
+  const T* qkv;
+  const int64_t* offsets;
+  const int64_t* lengths;
+  int64_t longest;
+  int heads;
+  float scale;
+};
+
+constexpr int kAttnWarps = kThreads / 32;
+constexpr int kAttnMaxL = static_cast<int>(kPackedAttentionMaxTokens);  // two keys per lane
+
+// Block (blockIdx.x = sequence, blockIdx.y = head). Shared: K and V rows with one float
+// of padding (lane j reads row j of K: the pad puts the lanes in different banks), each
+// warp's query row and probabilities.
+template <typename T, int D>
+__global__ void __launch_bounds__(kThreads) PackedAttentionKernel(AttnParams<T> p) {
+  __shared__ float ks[kAttnMaxL][D + 1];
+  __shared__ float vs[kAttnMaxL][D + 1];
+  __shared__ float qs[kAttnWarps][D];
+  __shared__ float ps[kAttnWarps][kAttnMaxL];
+  const int64_t b = blockIdx.x;
+  const int h = blockIdx.y;
+  const int len = static_cast<int>(p.lengths[b]);
+  const int64_t row0 = p.offsets != nullptr ? p.offsets[b] : b * p.longest;
+  const int rows = p.offsets != nullptr ? len : static_cast<int>(p.longest);
+  const int64_t hidden = static_cast<int64_t>(p.heads) * D;
+  const int64_t stride = 3 * hidden;
+  const T* base = p.qkv + row0 * stride + static_cast<int64_t>(h) * D;
+  constexpr int kChunks = D / 8;
+  for (int i = threadIdx.x; i < len * kChunks; i += kThreads) {
+    const int r = i / kChunks, c = (i % kChunks) * 8;
+    float f[8];
+    Load8(base + r * stride + hidden + c, f);
+#pragma unroll
+    for (int j = 0; j < 8; ++j) ks[r][c + j] = f[j];
+    Load8(base + r * stride + 2 * hidden + c, f);
+#pragma unroll
+    for (int j = 0; j < 8; ++j) vs[r][c + j] = f[j];
+  }
+  __syncthreads();
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  for (int q = warp; q < rows; q += kAttnWarps) {
+    T* out = p.out + (row0 + q) * hidden + static_cast<int64_t>(h) * D;
+    if (q >= len) {  // padded layout: a padding row
+#pragma unroll
+      for (int c = lane; c < D; c += 32) out[c] = FromFloat<T>(0.f);
+      continue;
+    }
+#pragma unroll
+    for (int c = lane; c < D; c += 32) qs[warp][c] = ToFloat(base[q * stride + c]) * p.scale;
+    __syncwarp();
+    float s0 = -INFINITY, s1 = -INFINITY;
+    if (lane < len) {
+      s0 = 0.f;
+#pragma unroll
+      for (int c = 0; c < D; ++c) s0 += qs[warp][c] * ks[lane][c];
+    }
+    if (lane + 32 < len) {
+      s1 = 0.f;
+#pragma unroll
+      for (int c = 0; c < D; ++c) s1 += qs[warp][c] * ks[lane + 32][c];
+    }
+    float m = fmaxf(s0, s1);
+#pragma unroll
+    for (int o = 16; o > 0; o /= 2) m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, o));
+    const float e0 = lane < len ? expf(s0 - m) : 0.f;
+    const float e1 = lane + 32 < len ? expf(s1 - m) : 0.f;
+    const float inv = 1.f / GroupSum<32>(e0 + e1);
+    ps[warp][lane] = e0 * inv;
+    ps[warp][lane + 32] = e1 * inv;
+    __syncwarp();
+#pragma unroll
+    for (int c = lane; c < D; c += 32) {
+      float acc = 0.f;
+      for (int j = 0; j < len; ++j) acc += ps[warp][j] * vs[j][c];
+      out[c] = FromFloat<T>(acc);
+    }
+    __syncwarp();  // qs and ps are rewritten by the next row
+  }
+}
+
+template <typename T>
+cudaError_t PackedAttentionTyped(const PackedAttentionArgs& a, cudaStream_t stream) {
+  AttnParams<T> p;
+  p.out = static_cast<T*>(a.out);
+  p.qkv = static_cast<const T*>(a.qkv);
+  p.offsets = a.offsets;
+  p.lengths = a.lengths;
+  p.longest = a.longest;
+  p.heads = a.heads;
+  p.scale = a.scale;
+  const dim3 grid(static_cast<unsigned>(a.batch), static_cast<unsigned>(a.heads));
+  if (a.head_dim == 32) {
+    PackedAttentionKernel<T, 32><<<grid, kThreads, 0, stream>>>(p);
+  } else {
+    PackedAttentionKernel<T, 64><<<grid, kThreads, 0, stream>>>(p);
+  }
+  return cudaGetLastError();
+}
+
 }  // namespace
+
+cudaError_t PackedAttention(const PackedAttentionArgs& a, cudaStream_t stream) {
+  if (!PackedAttentionRuns(a.head_dim, a.longest) || a.batch < 0 || a.heads < 1 ||
+      a.heads > 65535 || a.batch > 0x7fffffffLL) {
+    return cudaErrorInvalidValue;
+  }
+  if (a.batch == 0) return cudaSuccess;
+  if (a.out == nullptr || a.qkv == nullptr || a.lengths == nullptr || !Aligned16(a.out) ||
+      !Aligned16(a.qkv)) {
+    return cudaErrorInvalidValue;
+  }
+  switch (a.dtype) {
+    case Dtype::kFloat32: return PackedAttentionTyped<float>(a, stream);
+    case Dtype::kFloat16: return PackedAttentionTyped<__half>(a, stream);
+    case Dtype::kBFloat16: return PackedAttentionTyped<__nv_bfloat16>(a, stream);
+  }
+  return cudaErrorInvalidValue;
+}
 
 cudaError_t AddLayerNorm(const AddLayerNormArgs& a, cudaStream_t stream) {
   if (a.rows < 0 || a.width < 0 || a.width > (int64_t{1} << 30)) return cudaErrorInvalidValue;

@@ -140,5 +140,45 @@ torch::Tensor FusedBiasGelu_(torch::Tensor& x, const torch::Tensor& bias, bool t
   return x;
 }
 
+torch::Tensor FusedPackedAttention(const torch::Tensor& qkv, const torch::Tensor& offsets,
+                                   const torch::Tensor& lengths, int64_t longest, int64_t heads,
+                                   double scale) {
+  TORCH_CHECK(qkv.dim() == 2 && heads > 0 && qkv.size(1) % (3 * heads) == 0,
+              "FusedPackedAttention: qkv must be [rows, 3 * heads * head_dim], got ", qkv.sizes(),
+              " with ", heads, " heads");
+  CheckOperand(qkv, qkv, "qkv");
+  const int64_t hidden = qkv.size(1) / 3, head_dim = hidden / heads;
+  TORCH_CHECK(ck::PackedAttentionRuns(head_dim, longest),
+              "FusedPackedAttention: head_dim 32 or 64 and at most ",
+              ck::kPackedAttentionMaxTokens, " tokens, got ", head_dim, " and ", longest);
+  const int64_t batch = lengths.numel();
+  for (const torch::Tensor* t : {&offsets, &lengths}) {
+    if (!t->defined()) continue;
+    TORCH_CHECK(t->scalar_type() == torch::kLong && t->device() == qkv.device() &&
+                    t->dim() == 1 && t->numel() == batch && t->is_contiguous(),
+                "FusedPackedAttention: offsets and lengths must be int64 [batch] on ",
+                qkv.device());
+  }
+  TORCH_CHECK(offsets.defined() || qkv.size(0) == batch * longest,
+              "FusedPackedAttention: the padded layout needs batch x longest rows, got ",
+              qkv.size(0));
+  torch::Tensor out = torch::empty({qkv.size(0), hidden}, qkv.options());
+  const c10::cuda::CUDAGuard guard(qkv.device());
+  ck::PackedAttentionArgs a;
+  a.dtype = KernelDtype(qkv);
+  a.out = out.data_ptr();
+  a.qkv = qkv.data_ptr();
+  a.offsets = offsets.defined() ? offsets.data_ptr<int64_t>() : nullptr;
+  a.lengths = lengths.data_ptr<int64_t>();
+  a.batch = batch;
+  a.longest = longest;
+  a.heads = static_cast<int>(heads);
+  a.head_dim = static_cast<int>(head_dim);
+  a.scale = static_cast<float>(scale);
+  CheckLaunch(ck::PackedAttention(a, c10::cuda::getCurrentCUDAStream(qkv.device().index()).stream()),
+              "FusedPackedAttention");
+  return out;
+}
+
 }  // namespace internal_model
 }  // namespace embedserve

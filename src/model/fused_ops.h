@@ -32,5 +32,14 @@ torch::Tensor FusedGatherAddLayerNorm(const torch::Tensor& table_a, const torch:
 // x: [rows, width] contiguous CUDA; bias: [width] or undefined. Returns x.
 torch::Tensor FusedBiasGelu_(torch::Tensor& x, const torch::Tensor& bias, bool tanh);
 
+// Self-attention straight on the packed QKV projection (fused_kernels.h's PackedAttention):
+// qkv [rows, 3 * heads * head_dim] contiguous CUDA fp32/fp16/bf16; lengths int64 [batch]
+// on its device; offsets int64 [batch] (packed rows), or undefined for the padded layout
+// of `longest` rows a sequence (padding rows come back as zeros). Returns [rows, heads *
+// head_dim] in qkv's dtype. Only for shapes cuda_kernels::PackedAttentionRuns accepts.
+torch::Tensor FusedPackedAttention(const torch::Tensor& qkv, const torch::Tensor& offsets,
+                                   const torch::Tensor& lengths, int64_t longest, int64_t heads,
+                                   double scale);
+
 }  // namespace internal_model
 }  // namespace embedserve

@@ -4,12 +4,15 @@
 // configuration (8..4,096 in multiples of 8, the vectorized kernel; 1, 7, 383 and 4,104,
 // and a misaligned view, the scalar one), rows 0, 1, 3, 33 and 1,000; in place over x and
 // over the residual; the embeddings' gathering form; bias + GELU (erf and tanh) against
-// at::gelu. Outputs are poisoned (NaN) first, inputs are fresh random draws.
+// at::gelu; the packed self-attention against softmax(q k^T) v in fp64, packed and
+// padded. Outputs are poisoned (NaN) first, inputs are fresh random draws.
 // Built in every build; without CUDA kernels (the CPU build) or without a CUDA device,
 // each case is skipped.
 #include <torch/torch.h>
 
+#include <cmath>
 #include <limits>
+#include <utility>
 #include <string>
 #include <vector>
 
@@ -194,6 +197,71 @@ TEST(FusedKernelsCuda, BiasGeluMatchesAtenGelu) {
       }
     }
   }
+}
+
+// softmax(q k^T * scale) v per sequence and head in fp64 on the CPU, from the same
+// (rounded) qkv rows: [rows of the sequences, heads * head_dim] packed back to back.
+torch::Tensor AttentionReference(const torch::Tensor& qkv, const std::vector<int64_t>& offsets,
+                                 const std::vector<int64_t>& lengths, int64_t heads,
+                                 double scale) {
+  const torch::Tensor x = qkv.to(torch::kCPU, torch::kDouble);
+  const int64_t hidden = x.size(1) / 3, d = hidden / heads;
+  torch::Tensor out = torch::zeros({x.size(0), hidden}, x.options());
+  for (size_t i = 0; i < lengths.size(); ++i) {
+    const torch::Tensor rows = x.narrow(0, offsets[i], lengths[i]);
+    for (int64_t h = 0; h < heads; ++h) {
+      const torch::Tensor q = rows.narrow(1, h * d, d), k = rows.narrow(1, hidden + h * d, d),
+                          v = rows.narrow(1, 2 * hidden + h * d, d);
+      out.narrow(0, offsets[i], lengths[i]).narrow(1, h * d, d).copy_(
+          torch::softmax(q.matmul(k.t()) * scale, 1).matmul(v));
+    }
+  }
+  return out;
+}
+
+TEST(FusedKernelsCuda, PackedAttentionMatchesSoftmaxReference) {
+  if (!HaveCuda()) GTEST_SKIP() << "no CUDA device";
+  torch::manual_seed(5);
+  const auto i64 = torch::TensorOptions().dtype(torch::kLong);
+  const std::vector<int64_t> lengths = {16, 1, 5, 33, 64, 16, 2, 31, 32};
+  const int64_t longest = 64;
+  for (torch::ScalarType t : kDtypes) {
+    for (const auto& [heads, d] : std::vector<std::pair<int64_t, int64_t>>{{12, 32}, {4, 64}}) {
+      SCOPED_TRACE(std::string(Name(t)) + " heads " + std::to_string(heads) + " head_dim " +
+                   std::to_string(d));
+      const double scale = 1.0 / std::sqrt(static_cast<double>(d));
+      // Packed: sequences back to back.
+      std::vector<int64_t> offsets;
+      int64_t rows = 0;
+      for (int64_t len : lengths) {
+        offsets.push_back(rows);
+        rows += len;
+      }
+      const torch::Tensor qkv = Rand({rows, 3 * heads * d}, t, 2.0);
+      const torch::Tensor got = FusedPackedAttention(
+          qkv, torch::tensor(offsets, i64).to(torch::kCUDA),
+          torch::tensor(lengths, i64).to(torch::kCUDA), longest, heads, scale);
+      EXPECT_LE(MaxDiff(got, AttentionReference(qkv, offsets, lengths, heads, scale)),
+                Tolerance(t));
+      // Padded: `longest` rows a sequence, rows past its length come back as zeros.
+      std::vector<int64_t> padded_offsets;
+      for (size_t i = 0; i < lengths.size(); ++i) padded_offsets.push_back(i * longest);
+      const int64_t padded_rows = static_cast<int64_t>(lengths.size()) * longest;
+      const torch::Tensor qkv_p = Rand({padded_rows, 3 * heads * d}, t, 2.0);
+      const torch::Tensor got_p = FusedPackedAttention(
+          qkv_p, torch::Tensor(), torch::tensor(lengths, i64).to(torch::kCUDA), longest, heads,
+          scale);
+      EXPECT_LE(MaxDiff(got_p, AttentionReference(qkv_p, padded_offsets, lengths, heads, scale)),
+                Tolerance(t));
+    }
+  }
+  // Shapes the kernel does not take are refused, not run.
+  const torch::Tensor qkv = Rand({130, 3 * 12 * 32}, torch::kHalf);
+  const torch::Tensor lengths1 = torch::tensor(std::vector<int64_t>{65, 65}, i64).to(torch::kCUDA);
+  EXPECT_THROW(FusedPackedAttention(qkv, torch::Tensor(), lengths1, 65, 12, 1.0), c10::Error);
+  const torch::Tensor qkv48 = Rand({16, 3 * 8 * 48}, torch::kHalf);
+  const torch::Tensor lengths2 = torch::tensor(std::vector<int64_t>{16}, i64).to(torch::kCUDA);
+  EXPECT_THROW(FusedPackedAttention(qkv48, torch::Tensor(), lengths2, 16, 8, 1.0), c10::Error);
 }
 
 TEST(FusedKernelsCuda, RejectsBadArguments) {

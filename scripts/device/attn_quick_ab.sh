@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# Runs ON THE GPU MACHINE (issue 14): a short A/B of the packed attention kernel's second
+# form (Q loaded with K and V, shared memory sized by the batch), for a call with little
+# device time left: build, fused_kernels_test, bert_backend_test's CUDA cases, BM_Embed
+# fp16 1,024 x 16 BASE / NEW / BASE / NEW, the Kineto profile of NEW, other shapes and one
+# served pair while time is left (BASE and NEW as in attn_tune_ab.sh).
+# Device call: as attn_tune_ab.sh, then scripts/device/attn_quick_ab.sh.
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+export PYTHONUNBUFFERED=1
+OUT=${OUT:-$(pwd)/device-out}; mkdir -p "$OUT"
+RAW=/tmp/attn_quick_raw; rm -rf "$RAW"; mkdir -p "$RAW"
+B=build-gpu
+START=$(date +%s)
+step() { echo "=== $* ($(date -u +%T), +$(( $(date +%s) - START )) s)"; }
+left() { [ $(( $(date +%s) - START )) -lt "$1" ]; }
+pack() { tar -czf "$OUT/raw.tgz" -C "$RAW" .; }
+BASE="EMBEDSERVE_FUSED_KERNELS=ln,gelu_lt EMBEDSERVE_GEMM_TUNE=0"
+
+step "1. build"
+SKIP_TESTS=1 BUILD_DIR=$B scripts/device/build_and_test.sh >"$RAW/build.log" 2>&1 ||
+  { grep -E "error" "$RAW/build.log" | head -30; tail -30 "$RAW/build.log"; pack; exit 1; }
+# shellcheck source=env.sh
+source scripts/device/env.sh || exit 1
+{ nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv,noheader
+  echo "commit ${EMBEDSERVE_GIT_COMMIT:-unknown}"; date -u; } | tee "$RAW/machine.txt"
+
+step "2. tests"
+"$B/tests/model/fused_kernels_test" --gtest_color=no >"$RAW/fused_kernels_test.log" 2>&1
+echo "fused_kernels_test exit $?"
+grep -E "^\[ +(FAILED|SKIPPED) +\]|Failure|Expected|Which is|PackedAttention" "$RAW/fused_kernels_test.log" | head -20
+timeout 60 "$B/tests/model/bert_backend_test" --gtest_color=no --gtest_filter='*Cuda*' \
+  >"$RAW/bert_backend_cuda.log" 2>&1
+echo "bert_backend_test *Cuda* exit $?"
+grep -E "^\[ +(OK|FAILED|SKIPPED) +\]" "$RAW/bert_backend_cuda.log"
+
+embed() {  # embed TAG ENV FILTER REPS
+  # shellcheck disable=SC2086
+  env $2 EMBEDSERVE_BENCH_DEVICE=cuda "$B/bench/model/model_bench" --benchmark_filter="$3" \
+    --benchmark_repetitions="$4" --benchmark_report_aggregates_only=true \
+    --benchmark_out="$RAW/embed_$1.json" --benchmark_out_format=json >"$RAW/embed_$1.log" 2>&1
+  python3 scripts/device/fused_ab_summary.py embed "$RAW/embed_$1.json" "$1" "${2:-defaults}" |
+    sed 's/ \[(fused.*$//'
+}
+step "3. BM_Embed fp16 1,024 x 16: BASE / NEW / BASE / NEW (median of 5)"
+T='BM_Embed/fp16/batch:1024/tokens:16/'
+embed base1 "$BASE" "$T" 5; embed new1 "" "$T" 5; embed base2 "$BASE" "$T" 5; embed new2 "" "$T" 5
+pack
+
+step "4. forward_profile NEW"
+"$B/bench/model/forward_profile" --precision=fp16 --batch=1024 --tokens=16 --iters=30 \
+  --trace="$RAW/trace_new.json" >"$RAW/forward_profile_new.log" 2>&1
+grep -E "unprofiled" "$RAW/forward_profile_new.log"
+python3 scripts/device/profile_split.py "$RAW/trace_new.json" NEW | tee "$OUT/profile_new.txt" | head -16
+gzip -f "$RAW"/trace_*.json
+pack
+
+if left 200; then
+  step "5. served batch 32 at c64 and c16: BASE / NEW"
+  P=32/64/1+32/16/1
+  ROUNDS="BASE1:8:1024:$P:${BASE// /:} NEW1:8:1024:$P" DURATION=4 BUILD_DIR=$B \
+    OUT="$RAW/served" scripts/device/reqpath_ab.sh 2>&1 | grep -E "^\[.*bench\] 1/1|=== round"
+  pack
+fi
+if left 230; then
+  step "6. other shapes: BASE / NEW (median of 3)"
+  OTHER='BM_Embed/(fp16|bf16)/batch:(32|128)/tokens:(16|128)/|BM_Embed/(bf16|fp32)/batch:1024/tokens:16/'
+  embed other_base "$BASE" "$OTHER" 3
+  embed other_new "" "$OTHER" 3
+fi
+step "done"
+pack

@@ -1,0 +1,125 @@
+#!/usr/bin/env bash
+# Runs ON THE GPU MACHINE (issue 14): the packed attention kernel and the tuned GEMMs
+# against the path before them, one build, switched per process:
+#   BASE: EMBEDSERVE_FUSED_KERNELS=ln,gelu_lt EMBEDSERVE_GEMM_TUNE=0 (main before this work)
+#   ATTN: EMBEDSERVE_FUSED_KERNELS=ln,gelu_lt,attn EMBEDSERVE_GEMM_TUNE=0
+#   NEW:  nothing set: the defaults (ln,gelu_lt,attn and the tuned GEMMs)
+# In order, each step only while time is left in a 10-minute call:
+#   1. build (build_and_test.sh, SKIP_TESTS=1)
+#   2. fused_kernels_test (the attention kernel against softmax(q k^T) v in fp64)
+#   3. BM_Embed fp16 1,024 x 16: BASE / ATTN / NEW, twice, median of $REPS each
+#   4. forward_profile BASE / ATTN / NEW: Kineto traces split by profile_split.py
+#   5. served Similarity batch 32 at c64 and c16 (reqpath_ab.sh): BASE / NEW, twice
+#   6. bert_backend_test's CUDA cases with NEW (graphs against eager, attention paths, CPU)
+#   7. BM_Embed at other shapes and precisions: BASE / NEW (median of 3)
+#   8. graph_buckets_bench fp16: BASE / NEW (graph replay against eager per bucket)
+# Device call: as gemm_tune_ab.sh (the commit as src.tgz, carried with .device/debs,
+# unpacked to /tmp/es), then scripts/device/attn_tune_ab.sh. Env: REPS (5), DURATION (4).
+# Logs to $OUT: run.log (the caller tees), profile_*.txt, raw.tgz.
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+export PYTHONUNBUFFERED=1
+OUT=${OUT:-$(pwd)/device-out}; mkdir -p "$OUT"
+RAW=/tmp/attn_tune_raw; rm -rf "$RAW"; mkdir -p "$RAW"
+B=build-gpu
+REPS=${REPS:-5}
+DURATION=${DURATION:-4}
+START=$(date +%s)
+step() { echo "=== $* ($(date -u +%T), +$(( $(date +%s) - START )) s)"; }
+left() { [ $(( $(date +%s) - START )) -lt "$1" ]; }
+pack() { tar -czf "$OUT/raw.tgz" -C "$RAW" .; }
+BASE_ENV=(EMBEDSERVE_FUSED_KERNELS=ln,gelu_lt EMBEDSERVE_GEMM_TUNE=0)
+ATTN_ENV=(EMBEDSERVE_FUSED_KERNELS=ln,gelu_lt,attn EMBEDSERVE_GEMM_TUNE=0)
+arm_env() {  # arm_env ARM: the environment assignments of BASE, ATTN or NEW
+  case $1 in BASE) echo "${BASE_ENV[@]}" ;; ATTN) echo "${ATTN_ENV[@]}" ;; *) echo "" ;; esac
+}
+
+step "1. build"
+SKIP_TESTS=1 BUILD_DIR=$B scripts/device/build_and_test.sh >"$RAW/build.log" 2>&1 ||
+  { grep -E "error" "$RAW/build.log" | head -30; tail -30 "$RAW/build.log"; pack; exit 1; }
+# shellcheck source=env.sh
+source scripts/device/env.sh || exit 1
+{ nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv,noheader
+  echo "cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2), $(nproc) cores"
+  echo "commit ${EMBEDSERVE_GIT_COMMIT:-unknown}"
+  python3 -c 'import torch; print("torch", torch.__version__)'
+  date -u; } | tee "$RAW/machine.txt"
+
+step "2. fused_kernels_test"
+"$B/tests/model/fused_kernels_test" --gtest_color=no >"$RAW/fused_kernels_test.log" 2>&1
+echo "fused_kernels_test exit $?"
+grep -E "^\[ +(OK|FAILED|SKIPPED) +\]|Failure|Expected|Which is|rror" "$RAW/fused_kernels_test.log" | head -20
+
+# embed TAG ARM FILTER REPS: BM_Embed under the arm's environment; prints the medians.
+embed() {
+  local tag=$1 arm=$2 filter=$3 reps=$4
+  # shellcheck disable=SC2046
+  env $(arm_env "$arm") EMBEDSERVE_BENCH_DEVICE=cuda "$B/bench/model/model_bench" \
+    --benchmark_filter="$filter" --benchmark_repetitions="$reps" \
+    --benchmark_report_aggregates_only=true --benchmark_counters_tabular=true \
+    --benchmark_out="$RAW/embed_$tag.json" --benchmark_out_format=json >"$RAW/embed_$tag.log" 2>&1
+  python3 scripts/device/fused_ab_summary.py embed "$RAW/embed_$tag.json" "$tag" "$arm" |
+    sed 's/ \[(fused.*$//'
+}
+T1024='BM_Embed/fp16/batch:1024/tokens:16/'
+step "3. BM_Embed fp16 1,024 x 16: BASE / ATTN / NEW, twice (median of $REPS each)"
+for round in 1 2; do
+  for arm in BASE ATTN NEW; do embed "${arm,,}$round" $arm "$T1024" "$REPS"; done
+done
+grep -hE "model .* loaded" "$RAW/embed_new1.log" | head -1
+pack
+
+step "4. forward_profile BASE / ATTN / NEW (Kineto, 30 calls each)"
+for arm in BASE ATTN NEW; do
+  tag=${arm,,}
+  # shellcheck disable=SC2046
+  env $(arm_env $arm) "$B/bench/model/forward_profile" --precision=fp16 --batch=1024 \
+    --tokens=16 --iters=30 --trace="$RAW/trace_$tag.json" >"$RAW/forward_profile_$tag.log" 2>&1
+  echo "forward_profile $tag exit $?"
+  grep -E "unprofiled" "$RAW/forward_profile_$tag.log"
+  python3 scripts/device/profile_split.py "$RAW/trace_$tag.json" "$arm" | tee "$OUT/profile_$tag.txt"
+done
+grep -E "gemm [0-9]+ x" "$RAW/forward_profile_new.log" | sed 's/^.*\] //' >"$RAW/tuning.txt"
+gzip -f "$RAW"/trace_*.json
+pack
+
+if left 330; then
+  step "5. served A/B (DURATION $DURATION s per point)"
+  P=32/64/1+32/16/1
+  base=$(arm_env BASE | tr ' ' ':')
+  mkdir -p "$RAW/served"
+  ROUNDS="BASE1:8:1024:$P:$base NEW1:8:1024:$P BASE2:8:1024:$P:$base NEW2:8:1024:$P" \
+    DURATION=$DURATION BUILD_DIR=$B OUT="$RAW/served" scripts/device/reqpath_ab.sh 2>&1 |
+    grep -vE "^\[bench\] waiting|^\[cpu\]"
+  pack
+fi
+
+if left 440; then
+  step "6. bert_backend_test CUDA cases, defaults (NEW)"
+  timeout 60 "$B/tests/model/bert_backend_test" --gtest_color=no --gtest_filter='*Cuda*' \
+    >"$RAW/bert_backend_cuda_new.log" 2>&1
+  echo "exit $?"
+  grep -E "^\[ +(OK|FAILED|SKIPPED) +\]" "$RAW/bert_backend_cuda_new.log"
+fi
+
+if left 460; then
+  step "7. other shapes: BASE / NEW (median of 3)"
+  OTHER='BM_Embed/(fp16|bf16)/batch:(1|32|128)/tokens:(16|128)/|BM_Embed/(bf16|fp32)/batch:1024/tokens:16/'
+  embed other_base BASE "$OTHER" 3
+  embed other_new NEW "$OTHER" 3
+  pack
+fi
+
+if left 540; then
+  step "8. graph_buckets_bench fp16: BASE / NEW"
+  model=models/minilm-l6-synthetic
+  [ -f $model/model.safetensors ] ||
+    "$B/tools/make_model/embedserve-make-model" --out $model --preset minilm-l6 --seed 42 >/dev/null
+  for arm in BASE NEW; do
+    # shellcheck disable=SC2046
+    env $(arm_env $arm) EMBEDSERVE_BENCH_MODEL=$model "$B/bench/model/graph_buckets_bench" fp16 5 \
+      2>"$RAW/graph_buckets_$arm.err" | tee "$RAW/graph_buckets_$arm.txt" | tail -14
+  done
+fi
+step "done"
+pack

@@ -1,0 +1,81 @@
+#!/usr/bin/env bash
+# Runs ON THE GPU MACHINE (issue 14): the merged tree checked in one call: the build, the
+# CUDA tests, BM_Embed fp16 1,024 x 16 with the packed attention kernel and the tuned
+# GEMMs (NEW, the defaults) against neither (BASE), graph_buckets_bench in BASE / ATTN
+# (kernel without tuned GEMMs) / NEW to place the eager mixed-length rows that
+# attn_tune_ab.sh saw slower, and served Similarity (batch 32 at c64/c16, batch 1 at c1
+# and c256) BASE / NEW.
+# Device call (the working tree travels): carry [".device/debs"], command
+#   OUT=$OUT scripts/device/merged_check.sh 2>&1 | tee $OUT/run.log
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+export PYTHONUNBUFFERED=1
+OUT=${OUT:-$(pwd)/device-out}; mkdir -p "$OUT"
+RAW=/tmp/merged_check_raw; rm -rf "$RAW"; mkdir -p "$RAW"
+B=build-gpu
+START=$(date +%s)
+step() { echo "=== $* ($(date -u +%T), +$(( $(date +%s) - START )) s)"; }
+pack() { tar -czf "$OUT/raw.tgz" -C "$RAW" .; }
+arm_env() {
+  case $1 in
+    BASE) echo "EMBEDSERVE_FUSED_KERNELS=ln,gelu_lt EMBEDSERVE_GEMM_TUNE=0" ;;
+    ATTN) echo "EMBEDSERVE_FUSED_KERNELS=ln,gelu_lt,attn EMBEDSERVE_GEMM_TUNE=0" ;;
+    *) echo "" ;;
+  esac
+}
+
+step "1. build"
+SKIP_TESTS=1 BUILD_DIR=$B scripts/device/build_and_test.sh >"$RAW/build.log" 2>&1 ||
+  { grep -E "error" "$RAW/build.log" | head -30; tail -30 "$RAW/build.log"; pack; exit 1; }
+# shellcheck source=env.sh
+source scripts/device/env.sh || exit 1
+{ nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv,noheader
+  echo "cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2), $(nproc) cores"
+  echo "commit ${EMBEDSERVE_GIT_COMMIT:-$(git rev-parse --short HEAD 2>/dev/null || echo unknown)}"
+  date -u; } | tee "$RAW/machine.txt"
+
+step "2. CUDA tests"
+"$B/tests/model/fused_kernels_test" --gtest_color=no >"$RAW/fused_kernels_test.log" 2>&1
+echo "fused_kernels_test exit $?"
+grep -E "^\[ +(FAILED|SKIPPED) +\]|^\[  PASSED" "$RAW/fused_kernels_test.log"
+timeout 90 "$B/tests/model/bert_backend_test" --gtest_color=no --gtest_filter='*Cuda*' \
+  >"$RAW/bert_backend_cuda.log" 2>&1
+echo "bert_backend_test *Cuda* exit $?"
+grep -E "^\[ +(OK|FAILED|SKIPPED) +\]" "$RAW/bert_backend_cuda.log"
+
+embed() {  # embed TAG ARM FILTER REPS
+  # shellcheck disable=SC2046
+  env $(arm_env "$2") EMBEDSERVE_BENCH_DEVICE=cuda "$B/bench/model/model_bench" \
+    --benchmark_filter="$3" --benchmark_repetitions="$4" \
+    --benchmark_report_aggregates_only=true --benchmark_counters_tabular=true \
+    --benchmark_out="$RAW/embed_$1.json" --benchmark_out_format=json >"$RAW/embed_$1.log" 2>&1
+  python3 scripts/device/fused_ab_summary.py embed "$RAW/embed_$1.json" "$1" "$2" |
+    sed 's/ \[(fused.*$//'
+}
+step "3. BM_Embed fp16 1,024 x 16: BASE / NEW, twice (median of 5)"
+T='BM_Embed/fp16/batch:1024/tokens:16/'
+for round in 1 2; do for arm in BASE NEW; do embed "${arm,,}$round" $arm "$T" 5; done; done
+pack
+
+step "4. graph_buckets_bench fp16: BASE / ATTN / NEW"
+model=models/minilm-l6-synthetic
+[ -f $model/model.safetensors ] ||
+  "$B/tools/make_model/embedserve-make-model" --out $model --preset minilm-l6 --seed 42 >/dev/null
+for arm in BASE ATTN NEW; do
+  echo "--- $arm"
+  # shellcheck disable=SC2046
+  env $(arm_env $arm) EMBEDSERVE_BENCH_MODEL=$model "$B/bench/model/graph_buckets_bench" fp16 5 \
+    2>"$RAW/graph_buckets_$arm.err" >"$RAW/graph_buckets_$arm.txt"
+  grep -iE "mixed|eager" "$RAW/graph_buckets_$arm.txt" | head -30
+done
+cp "$RAW"/graph_buckets_*.txt "$OUT/" 2>/dev/null
+pack
+
+step "5. served BASE / NEW (4 s per point)"
+base=$(arm_env BASE | tr ' ' ':')
+P=32/64/1+32/16/1+1/1/1+1/256/16
+mkdir -p "$RAW/served"
+ROUNDS="BASE1:8:1024:$P:$base NEW1:8:1024:$P" DURATION=4 BUILD_DIR=$B OUT="$RAW/served" \
+  scripts/device/reqpath_ab.sh 2>&1 | grep -vE "^\[bench\] waiting|^\[cpu\]"
+step "done"
+pack

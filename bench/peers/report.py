@@ -108,6 +108,18 @@ def main():
             gf = v * tok * FLOP_PER_TOKEN / 1e9
             lines.append(f"| {system} | {fmt(v)} | {gf:.1f} | {100 * gf / peak:.0f}% |")
         lines.append("")
+    gemm_share = os.path.join(run, "gemm_share", "rounds.txt")
+    if os.path.exists(gemm_share):
+        rows = [l.rstrip("\n") for l in open(gemm_share) if l.startswith("|")]
+        shares = [float(r.split("|")[-2].strip().rstrip("%")) for r in rows[2:]]
+        lines += ["### The GEMM share like for like, per round (bench/peers/gemm_share.sh)", "",
+                  "In each in-process round: the ceiling kernel (Fp32Linear n 1536 x k 384, M 512, "
+                  "2 threads, 1 s), embedserve fp32 at batch 32 in process, the ceiling kernel again; "
+                  "the share is embedserve's linear-layer GFLOP/s over the mean of the two ceiling "
+                  "readings around it.", ""] + rows + [""]
+        if shares:
+            lines += [f"median share over {len(shares)} rounds: {statistics.median(shares):.1f}% "
+                      f"(range {min(shares):.1f}-{max(shares):.1f}%)", ""]
     served = {}
     for path in sorted(glob.glob(os.path.join(run, "served", "*", "bench.json"))):
         served[os.path.basename(os.path.dirname(path))] = json.load(open(path))["points"]

@@ -2,10 +2,12 @@
 # One round of the GEMM share, like for like: the ceiling kernel (linear_kernels_bench's
 # kernel 3, Fp32Linear n 1536 x k 384 at M 512, 2 threads, 1 s), embedserve fp32 in
 # process at batch 32 (embedserve-bench-inprocess, Embed of 32 texts per call), the
-# ceiling kernel again. The share is embedserve's linear-layer FLOP rate over the mean of
-# the two ceiling readings just around it, so the VM's drift (up to ~20% between
+# ceiling kernel again. The share is embedserve's linear-layer FLOP rate over the higher
+# of the two ceiling readings just around it, so the VM's drift (up to ~20% between
 # minutes) falls on both sides alike instead of comparing a ceiling read once with an
-# embedserve rate read minutes later. bench/peers/run.sh runs one round per in-process
+# embedserve rate read minutes later; the higher one, because a 1 s reading that another
+# process disturbed (seen: 225 against 449 GF/s a minute apart) would otherwise inflate
+# the share. bench/peers/run.sh runs one round per in-process
 # round; several calls with different --round names make a standalone series.
 # Usage: bench/peers/gemm_share.sh --round NAME --pairs FILE [--duration-s S]
 #          [--config YAML] [--out DIR]
@@ -64,7 +66,7 @@ after = gf(os.path.join(out, f"ceiling_after_{rnd}.json"))
 p = json.load(open(os.path.join(out, f"embedserve_fp32_{rnd}", "inprocess.json")))["points"][0]
 texts, tokens = p["items_per_s"], p["tokens_per_item"]
 model = texts * tokens * FLOP_PER_TOKEN / 1e9
-share = model / ((before + after) / 2)
+share = model / max(before, after)
 path = os.path.join(out, "rounds.txt")
 new = not os.path.exists(path)
 with open(path, "a") as f:

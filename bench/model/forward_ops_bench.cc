@@ -7,7 +7,7 @@
 // BM_ForwardSteps runs the fused CPU forward's sequence of kernels (embeddings + 6
 // layers of QKV, attention, attn-out + residual, LayerNorm, FFN-in + GELU, FFN-out +
 // residual, LayerNorm; then mean pooling as Backend::Embed does) on minilm-l6 shapes with
-// random weights, 32 sequences of 10-18 tokens (448 rows, the peers' ~14-token mean),
+// random weights, 32 sequences of 10-18 tokens (444 rows, the peers' ~14-token mean),
 // and times each step where it runs (caches as in the real forward). Counters per
 // forward: "<step> us", and for each linear shape its GF/s; "linear share" is the
 // fraction of the forward's time spent in the four linear kernels. BM_Linear times one

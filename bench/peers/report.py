@@ -47,6 +47,25 @@ def gemm_ceiling(run):
     return best
 
 
+def gemm_share_rounds(folder):
+    """Per round of gemm_share.sh, in the order run: (round, ceiling before, texts/s,
+    tokens/text, GFLOP/s, ceiling after, share), the share against the higher ceiling."""
+    def gf(path):
+        b = [b for b in json.load(open(path))["benchmarks"] if b.get("run_type") != "aggregate"][0]
+        return b["GF/s"] / 1e9 if b["GF/s"] > 1e6 else b["GF/s"]
+    rows = []
+    paths = glob.glob(os.path.join(folder, "embedserve_fp32_*", "inprocess.json"))
+    for path in sorted(paths, key=os.path.getmtime):
+        rnd = os.path.basename(os.path.dirname(path))[len("embedserve_fp32_"):]
+        before = gf(os.path.join(folder, f"ceiling_before_{rnd}.json"))
+        after = gf(os.path.join(folder, f"ceiling_after_{rnd}.json"))
+        p = json.load(open(path))["points"][0]
+        model = p["items_per_s"] * p["tokens_per_item"] * FLOP_PER_TOKEN / 1e9
+        rows.append((rnd, before, p["items_per_s"], p["tokens_per_item"], model, after,
+                     model / max(before, after)))
+    return rows
+
+
 def fmt(x, digits=0):
     return f"{x:,.{digits}f}"
 
@@ -108,6 +127,22 @@ def main():
             gf = v * tok * FLOP_PER_TOKEN / 1e9
             lines.append(f"| {system} | {fmt(v)} | {gf:.1f} | {100 * gf / peak:.0f}% |")
         lines.append("")
+    gemm_share = os.path.join(run, "gemm_share")
+    share_rows = gemm_share_rounds(gemm_share) if os.path.isdir(gemm_share) else []
+    if share_rows:
+        shares = [r[-1] for r in share_rows]
+        lines += ["### The GEMM share like for like, per round (bench/peers/gemm_share.sh)", "",
+                  "In each in-process round: the ceiling kernel (Fp32Linear n 1536 x k 384, M 512, "
+                  "2 threads, 1 s), embedserve fp32 at batch 32 in process, the ceiling kernel again; "
+                  "the share is embedserve's linear-layer GFLOP/s over the higher of the two ceiling "
+                  "readings around it (a reading another process disturbed cannot inflate it).", "",
+                  "| round | ceiling before GF/s | embedserve fp32 b32 texts/s | tokens/text | GFLOP/s "
+                  "| ceiling after GF/s | share |", "|---|---|---|---|---|---|---|"]
+        for rnd, before, texts, tokens, model, after, share in share_rows:
+            lines.append(f"| {rnd} | {before:.1f} | {fmt(texts, 1)} | {tokens:.2f} | {model:.1f} | "
+                         f"{after:.1f} | {100 * share:.1f}% |")
+        lines += ["", f"median share over {len(shares)} rounds: {100 * statistics.median(shares):.1f}% "
+                  f"(range {100 * min(shares):.1f}-{100 * max(shares):.1f}%)", ""]
     served = {}
     for path in sorted(glob.glob(os.path.join(run, "served", "*", "bench.json"))):
         served[os.path.basename(os.path.dirname(path))] = json.load(open(path))["points"]

@@ -18,8 +18,11 @@
 #     batching) and embedserve's /v1/embeddings, at the same three points
 #   served against in process, Similarity batch 32 (served_share.sh): 4 alternating
 #     rounds, so the served share of the in-process rate is not read across minutes of drift
+#   the GEMM share (gemm_share.sh), once in each in-process round: the ceiling kernel,
+#     embedserve fp32 at batch 32, the ceiling kernel again
 # Writes OUT/ (default results/cpu-peers/<UTC time>): machine.txt, versions/, pairs.jsonl,
-# gemm.json, onnx/onnx_fidelity.json, inprocess/*.json, served/*/bench.json, run.log.
+# gemm.json, gemm_share/rounds.txt, onnx/onnx_fidelity.json, inprocess/*.json,
+# served/*/bench.json, run.log.
 # Then: .venv-peers/bin/python bench/peers/report.py OUT --out docs/results/cpu-peers
 # Usage: bench/peers/run.sh [--duration-s S] [--out DIR] [--skip-served]
 # Env: EMBEDSERVE_AB=1 adds embedserve fp32 and int8 on the older CPU path
@@ -105,6 +108,11 @@ for round in A B A2; do
   build/tools/bench/embedserve-bench-inprocess --config experiments/minilm_batching.yaml \
     --method embed --batch-sizes $BATCHES --duration-s "$DURATION" --warmup-s 2 \
     --pairs-file "$OUT/pairs.jsonl" --out-dir "$OUT/inprocess/embedserve_fp32_$round" 2>&1 | grep inprocess
+  # The GEMM share like for like: the ceiling kernel just before and just after an
+  # embedserve fp32 batch-32 run, in this round (gemm_share.sh; the ceiling above is read
+  # once, minutes away from most of the in-process points).
+  bench/peers/gemm_share.sh --round "$round" --pairs "$OUT/pairs.jsonl" \
+    --duration-s "$DURATION" --out "$OUT/gemm_share"
   if [ $bf16 = 1 ]; then
     build/tools/bench/embedserve-bench-inprocess --config experiments/minilm_batching.yaml \
       --precision bf16 --method embed --batch-sizes $BATCHES --duration-s "$DURATION" \

@@ -3,7 +3,7 @@
 #include <ATen/Parallel.h>
 
 #include <algorithm>
-#include <limits>
+#include <cstring>
 #include <vector>
 
 #include "cpu_vector.h"
@@ -14,110 +14,154 @@ namespace {
 
 using namespace cpu_vector;  // NOLINT: the kernel vocabulary of cpu_vector.h
 
-// Query rows handled together: their dot products share every key load.
+// Query rows per block: one lane each, so softmax over a block's keys is elementwise
+// across vectors (no horizontal max or sum per row).
+constexpr int64_t kQueries = kLanes;
+// Keys scored together: one load of the transposed queries feeds this many FMA chains
+// (enough to cover the FMA latency on two pipes).
+constexpr int64_t kKeys = 8;
+// Query rows handled together in the output loop: each value load feeds this many rows.
 constexpr int64_t kRows = 4;
-static_assert(kRows == 4, "the score and output loops keep one accumulator per row: 4");
-
-int64_t RoundUp(int64_t n) { return (n + kLanes - 1) / kLanes * kLanes; }
+static_assert(kQueries % kRows == 0, "the output loop's row groups tile a query block");
 
 // Scratch floats that AttendItems needs for sequences of at most max_len tokens.
-int64_t ScratchFloats(int64_t max_len, int64_t d) {
-  const int64_t lp = RoundUp(max_len), dp = RoundUp(d);
-  return d * lp + lp * dp + kRows * lp + kRows * d + kRows * dp;
+int64_t ScratchFloats(int64_t max_len, int64_t d) { return d * kQueries + max_len * kQueries; }
+
+// kLanes floats from p, widened from bf16 where T is bf16; `count` < kLanes loads only
+// that many (zeros after).
+ES_INLINE VF LoadWide(const float* p) { return Load(p); }
+ES_INLINE VF LoadWide(const c10::BFloat16* p) {
+  typedef uint16_t VH __attribute__((vector_size(kLanes * sizeof(uint16_t))));
+  typedef uint32_t VU __attribute__((vector_size(kLanes * sizeof(uint32_t))));
+  VH h;
+  std::memcpy(&h, p, sizeof h);
+  return BitCast<VF>(__builtin_convertvector(h, VU) << 16);
+}
+template <typename T>
+ES_INLINE VF LoadWide(const T* p, int64_t count) {
+  if (count == kLanes) return LoadWide(p);
+  VF v = {};
+  for (int64_t i = 0; i < count; ++i) v[i] = Widen(p[i]);
+  return v;
+}
+ES_INLINE void StoreNarrow(float* p, VF v, int64_t count) {
+  if (count == kLanes) return Store(p, v);
+  for (int64_t i = 0; i < count; ++i) p[i] = v[i];
+}
+ES_INLINE void StoreNarrow(c10::BFloat16* p, VF v, int64_t count) {
+  for (int64_t i = 0; i < count; ++i) StoreScalar(v[i], p + i);
+}
+
+// Scores of NK keys (rows k0, k0 + row, ...) against the transposed query block qt
+// [d, kQueries]: st[j] (kQueries lanes, one per query) = q . k_j.
+template <int NK, typename T>
+ES_INLINE void ScoreKeys(const float* __restrict qt, const T* k0, int64_t row, int64_t d,
+                         float* __restrict st) {
+  VF s[NK] = {};
+  for (int64_t c = 0; c < d; ++c) {
+    const VF q = Load(qt + c * kQueries);
+    for (int n = 0; n < NK; ++n) s[n] += Widen(k0[n * row + c]) * q;
+  }
+  for (int n = 0; n < NK; ++n) Store(st + n * kQueries, s[n]);
+}
+
+// Output columns [cb, cb + NC * kLanes) (the last vector `tail` wide) of query rows
+// i0 .. i0 + rows - 1 of the block: sum_j p[j][i] v_j, times inv[i].
+template <int NC, typename T>
+ES_INLINE void WeightValues(const float* __restrict pt, const float* inv, const T* v0,
+                            int64_t row, int64_t len, int64_t i0, int64_t rows, int64_t cb,
+                            int64_t tail, T* out0, int64_t out_row) {
+  VF a[kRows][NC] = {};
+  for (int64_t j = 0; j < len; ++j) {
+    const float* p = pt + j * kQueries + i0;
+    VF v[NC];
+    for (int c = 0; c < NC; ++c) {
+      v[c] = LoadWide(v0 + j * row + cb + c * kLanes, c == NC - 1 ? tail : kLanes);
+    }
+    for (int r = 0; r < kRows; ++r) {
+      for (int c = 0; c < NC; ++c) a[r][c] += p[r] * v[c];
+    }
+  }
+  for (int64_t r = 0; r < rows; ++r) {
+    for (int c = 0; c < NC; ++c) {
+      StoreNarrow(out0 + r * out_row + cb + c * kLanes, a[r][c] * inv[i0 + r],
+                  c == NC - 1 ? tail : kLanes);
+    }
+  }
 }
 
 // Attention for the (sequence, head) items [begin, end) (item = sequence * heads + head).
-// Per item, scratch holds the keys transposed [d, lp] and the values [lp, dp] in fp32
-// (lp, dp: length and head size rounded up to kLanes, padding zero), then per group of
-// kRows query rows their scores [kRows, lp], scaled queries [kRows, d] and output rows
-// [kRows, dp].
+// Per block of up to kQueries query rows: the queries, scaled, transposed into scratch
+// qt [d, kQueries] (one lane per query); the scores of every key of the sequence against
+// them, key-major, in st [len, kQueries]; softmax down each lane (elementwise over the
+// len vectors); then the output rows from the values read in place. Keys and values are
+// never copied, and no key beyond the sequence's length is touched, so no masking.
 template <typename T>
 ES_INLINE void AttendItems(const T* __restrict qkv, T* __restrict ctx,
                            const int64_t* offsets, const int64_t* lengths, int64_t heads,
                            int64_t d, float scale, int64_t begin, int64_t end,
                            float* __restrict scratch) {
-  const int64_t h = heads * d, row = 3 * h, dp = RoundUp(d);
+  const int64_t h = heads * d, row = 3 * h;
+  float* qt = scratch;
+  float* st = qt + d * kQueries;
+  alignas(64) float inv[kQueries];
   for (int64_t item = begin; item < end; ++item) {
     const int64_t seq = item / heads, head = item % heads;
-    const int64_t len = lengths[seq], lp = RoundUp(len);
-    float* kt = scratch;
-    float* v = kt + d * lp;
-    float* p = v + lp * dp;
-    float* q = p + kRows * lp;
-    float* out_rows = q + kRows * d;
-    const T* base = qkv + offsets[seq] * row + head * d;
-    for (int64_t j = 0; j < lp; ++j) {
-      float* vj = v + j * dp;
-      const bool real = j < len;
-      const T* kj = base + j * row + h;
-      const T* vsrc = base + j * row + 2 * h;
-      for (int64_t c = 0; c < d; ++c) kt[c * lp + j] = real ? Widen(kj[c]) : 0.0f;
-      for (int64_t c = 0; c < d; ++c) vj[c] = real ? Widen(vsrc[c]) : 0.0f;
-      for (int64_t c = d; c < dp; ++c) vj[c] = 0.0f;
-    }
-    for (int64_t ib = 0; ib < len; ib += kRows) {
-      const int64_t rows = std::min(kRows, len - ib);
-      for (int64_t r = 0; r < kRows; ++r) {
-        const T* qi = base + (ib + r) * row;
-        for (int64_t c = 0; c < d; ++c) q[r * d + c] = r < rows ? Widen(qi[c]) * scale : 0.0f;
+    const int64_t len = lengths[seq];
+    const T* q0 = qkv + offsets[seq] * row + head * d;
+    const T* k0 = q0 + h;
+    const T* v0 = q0 + 2 * h;
+    T* out0 = ctx + offsets[seq] * h + head * d;
+    for (int64_t qb = 0; qb < len; qb += kQueries) {
+      const int64_t nq = std::min(kQueries, len - qb);
+      for (int64_t i = 0; i < nq; ++i) {
+        const T* qi = q0 + (qb + i) * row;
+        for (int64_t c = 0; c < d; ++c) qt[c * kQueries + i] = Widen(qi[c]) * scale;
       }
-      // Scores p[r][j] = q_r . k_j (scale folded into q), kLanes keys at a time.
-      for (int64_t jb = 0; jb < lp; jb += kLanes) {
-        VF s0 = {}, s1 = {}, s2 = {}, s3 = {};
-        for (int64_t c = 0; c < d; ++c) {
-          const VF k = Load(kt + c * lp + jb);
-          s0 += q[c] * k;
-          s1 += q[d + c] * k;
-          s2 += q[2 * d + c] * k;
-          s3 += q[3 * d + c] * k;
-        }
-        Store(p + jb, s0);
-        Store(p + lp + jb, s1);
-        Store(p + 2 * lp + jb, s2);
-        Store(p + 3 * lp + jb, s3);
+      for (int64_t c = 0; nq < kQueries && c < d; ++c) {  // unused lanes: finite, ignored
+        for (int64_t i = nq; i < kQueries; ++i) qt[c * kQueries + i] = 0.0f;
       }
-      // Softmax of each row over its len real keys (padding gets exactly 0).
-      float inv[kRows];
-      for (int64_t r = 0; r < kRows; ++r) {
-        float* pr = p + r * lp;
-        for (int64_t j = len; j < lp; ++j) pr[j] = -std::numeric_limits<float>::infinity();
-        VF m = Load(pr);
-        for (int64_t jb = kLanes; jb < lp; jb += kLanes) {
-          const VF x = Load(pr + jb);
-          m = m > x ? m : x;
-        }
-        const float mx = HorizontalMax(m);
-        VF sum = {};
-        for (int64_t jb = 0; jb < lp; jb += kLanes) {
-          const VF e = ExpNonPositive(Load(pr + jb) - mx);
-          Store(pr + jb, e);
-          sum += e;
-        }
-        float total = HorizontalSum(sum);
-        for (int64_t j = len; j < lp; ++j) {
-          total -= pr[j];
-          pr[j] = 0.0f;
-        }
-        inv[r] = 1.0f / total;
+      int64_t j = 0;
+      for (; j + kKeys <= len; j += kKeys) {
+        ScoreKeys<kKeys>(qt, k0 + j * row, row, d, st + j * kQueries);
       }
-      // Output rows = sum_j p[r][j] v_j, kLanes columns at a time.
-      for (int64_t cb = 0; cb < dp; cb += kLanes) {
-        VF a0 = {}, a1 = {}, a2 = {}, a3 = {};
-        for (int64_t j = 0; j < len; ++j) {
-          const VF vv = Load(v + j * dp + cb);
-          a0 += p[j] * vv;
-          a1 += p[lp + j] * vv;
-          a2 += p[2 * lp + j] * vv;
-          a3 += p[3 * lp + j] * vv;
-        }
-        Store(out_rows + cb, a0 * inv[0]);
-        Store(out_rows + dp + cb, a1 * inv[1]);
-        Store(out_rows + 2 * dp + cb, a2 * inv[2]);
-        Store(out_rows + 3 * dp + cb, a3 * inv[3]);
+      const T* kj = k0 + j * row;
+      float* sj = st + j * kQueries;
+      switch (len - j) {
+        case 7: ScoreKeys<7>(qt, kj, row, d, sj); break;
+        case 6: ScoreKeys<6>(qt, kj, row, d, sj); break;
+        case 5: ScoreKeys<5>(qt, kj, row, d, sj); break;
+        case 4: ScoreKeys<4>(qt, kj, row, d, sj); break;
+        case 3: ScoreKeys<3>(qt, kj, row, d, sj); break;
+        case 2: ScoreKeys<2>(qt, kj, row, d, sj); break;
+        case 1: ScoreKeys<1>(qt, kj, row, d, sj); break;
+        default: break;
       }
-      for (int64_t r = 0; r < rows; ++r) {
-        T* out = ctx + (offsets[seq] + ib + r) * h + head * d;
-        for (int64_t c = 0; c < d; ++c) StoreScalar(out_rows[r * dp + c], out + c);
+      // Softmax over the keys, per lane: max, e^(s - max), 1 / sum.
+      VF m = Load(st);
+      for (int64_t k = 1; k < len; ++k) {
+        const VF x = Load(st + k * kQueries);
+        m = m > x ? m : x;
+      }
+      VF sum = {};
+      for (int64_t k = 0; k < len; ++k) {
+        const VF e = ExpNonPositive(Load(st + k * kQueries) - m);
+        Store(st + k * kQueries, e);
+        sum += e;
+      }
+      Store(inv, 1.0f / sum);
+      T* out = out0 + qb * h;
+      for (int64_t i0 = 0; i0 < nq; i0 += kRows) {
+        const int64_t rows = std::min(kRows, nq - i0);
+        int64_t cb = 0;
+        for (; cb + 2 * kLanes <= d; cb += 2 * kLanes) {
+          WeightValues<2>(st, inv, v0, row, len, i0, rows, cb, kLanes, out + i0 * h, h);
+        }
+        if (d - cb > kLanes) {
+          WeightValues<2>(st, inv, v0, row, len, i0, rows, cb, d - cb - kLanes, out + i0 * h, h);
+        } else if (cb < d) {
+          WeightValues<1>(st, inv, v0, row, len, i0, rows, cb, d - cb, out + i0 * h, h);
+        }
       }
     }
   }

@@ -326,8 +326,7 @@ absl::Status Batcher::CheckShare(int32_t queued, int64_t needed, int32_t queue_p
   if (queue_percent >= 100 || queued == 0) return absl::OkStatus();
   int64_t bound = options_.max_queue_sequences;
   if (options_.max_queue_wait_us > 0) {
-    bool overloaded = false;
-    bound = std::min<int64_t>(bound, WaitLimit(clock_->NowMicros(), &overloaded));
+    bound = std::min<int64_t>(bound, WaitLimit().limit);
   }
   const int64_t share = std::max<int64_t>(1, bound * queue_percent / 100);
   if (needed <= share - queued) return absl::OkStatus();
@@ -337,21 +336,29 @@ absl::Status Batcher::CheckShare(int32_t queued, int64_t needed, int32_t queue_p
       " (the rest is kept for other callers); it needs ", needed, "; retry later"));
 }
 
-int32_t Batcher::WaitLimit(int64_t now_us, bool* overloaded) const {
-  *overloaded = options_.overload_queue_wait_us > 0 &&
-                options_.overload_queue_wait_us < options_.max_queue_wait_us &&
-                now_us - last_wait_refusal_us_.load(std::memory_order_relaxed) <
-                    Options::kOverloadHoldUs;
-  return (*overloaded ? overload_limit_ : admit_limit_).load(std::memory_order_relaxed);
+bool Batcher::HasOverloadBound() const {
+  return options_.overload_queue_wait_us > 0 &&
+         options_.overload_queue_wait_us < options_.max_queue_wait_us;
+}
+
+Batcher::TimeBound Batcher::WaitLimit() const {
+  // The clock is read only with an overload bound configured: admission checks run on
+  // every call's RPC thread.
+  const bool overloaded =
+      HasOverloadBound() && clock_->NowMicros() - last_wait_refusal_us_.load(
+                                                      std::memory_order_relaxed) <
+                                Options::kOverloadHoldUs;
+  return {(overloaded ? overload_limit_ : admit_limit_).load(std::memory_order_relaxed),
+          overloaded};
 }
 
 absl::Status Batcher::CheckWaitBound(int32_t queued, int64_t needed) const {
   if (options_.max_queue_wait_us <= 0 || queued == 0) return absl::OkStatus();
-  const int64_t now = clock_->NowMicros();
-  bool overloaded = false;
-  const int32_t limit = WaitLimit(now, &overloaded);
+  const auto [limit, overloaded] = WaitLimit();
   if (needed <= int64_t{limit} - queued) return absl::OkStatus();
-  last_wait_refusal_us_.store(now, std::memory_order_relaxed);
+  if (HasOverloadBound()) {
+    last_wait_refusal_us_.store(clock_->NowMicros(), std::memory_order_relaxed);
+  }
   const int64_t wait_us = overloaded ? options_.overload_queue_wait_us : options_.max_queue_wait_us;
   return absl::ResourceExhaustedError(absl::StrCat(
       "batch queue is full: ", queued, " sequences queued ahead, about ", wait_us / 1000,

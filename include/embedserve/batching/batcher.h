@@ -363,9 +363,15 @@ class Batcher {
   std::atomic<int32_t> overload_limit_;
   static constexpr int64_t kNoRefusal = INT64_MIN / 2;
   mutable std::atomic<int64_t> last_wait_refusal_us_{kNoRefusal};
-  // The time bound that applies at `now_us` (overload_limit_ within kOverloadHoldUs of
-  // the latest refusal, else admit_limit_), and which setting it comes from.
-  int32_t WaitLimit(int64_t now_us, bool* overloaded) const;
+  // Options::overload_queue_wait_us is set and shorter than max_queue_wait_us.
+  bool HasOverloadBound() const;
+  // The time bound that applies now: overload_limit_ within kOverloadHoldUs of the latest
+  // refusal (overloaded), else admit_limit_.
+  struct TimeBound {
+    int32_t limit;
+    bool overloaded;
+  };
+  TimeBound WaitLimit() const;
   void UpdateAdmitLimitLocked(const BatchStats& batch) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // RESOURCE_EXHAUSTED when `needed` more sequences would pass the time bound, or the
   // share `queue_percent` of the queue's bound, with `queued` queued, else OK. Nothing

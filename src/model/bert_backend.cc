@@ -883,9 +883,10 @@ torch::Tensor BertBackend::Forward(const PackedBatch& in) const {
 #endif
   }
   for (const Layer& layer : layers_) {
-    torch::Tensor qkv = TunedLinear(x.to(dtype_), layer.qkv_w, layer.qkv_b,
+    const torch::Tensor input = x.to(dtype_);
+    torch::Tensor qkv = TunedLinear(input, layer.qkv_w, layer.qkv_b,
                                     TunedGemm::Epilogue::kBias);  // [T, 3H]
-    if (!qkv.defined()) qkv = Linear(x.to(dtype_), layer.qkv_w, layer.qkv_b, layer.qkv_q);
+    if (!qkv.defined()) qkv = Linear(input, layer.qkv_w, layer.qkv_b, layer.qkv_q);
     torch::Tensor ctx;
     if (packed_attention) {
       ctx = PackedSelfAttentionCpu(qkv, in.offsets, in.lengths, heads, attention_scale_);

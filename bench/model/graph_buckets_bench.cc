@@ -83,15 +83,7 @@ std::unique_ptr<Backend> Load(const std::string& model, const std::string& preci
 
 std::vector<TokenIds> Texts(const std::vector<int32_t>& lengths, uint64_t* x) {
   std::vector<TokenIds> seqs;
-  for (int32_t len : lengths) {
-    TokenIds s = {101};
-    for (int32_t i = 0; i + 2 < len; ++i) {
-      *x = *x * 6364136223846793005ull + 1442695040888963407ull;
-      s.push_back(static_cast<int32_t>(1000 + (*x >> 33) % 29000));
-    }
-    s.push_back(102);
-    seqs.push_back(std::move(s));
-  }
+  for (int32_t len : lengths) seqs.push_back(SyntheticSequence(len, x));
   return seqs;
 }
 
@@ -194,8 +186,7 @@ int main(int argc, char** argv) {
   for (int n : {1, 2, 4, 8, 16, 24, 32, 48, 64, 96, 128, 192, 256}) {
     std::vector<int32_t> lengths;
     for (int i = 0; i < n; ++i) {
-      x = x * 6364136223846793005ull + 1442695040888963407ull;
-      lengths.push_back(static_cast<int32_t>(5 + (x >> 33) % 116));
+      lengths.push_back(static_cast<int32_t>(5 + SyntheticRandom(&x) % 116));
     }
     run("mixed", lengths);
   }

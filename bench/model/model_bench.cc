@@ -89,14 +89,7 @@ void BM_Embed(benchmark::State& state, std::string precision) {
   // Random in-vocabulary word pieces between [CLS] and [SEP]; the same every run.
   std::vector<TokenIds> seqs(batch);
   uint64_t x = 12345;
-  for (TokenIds& s : seqs) {
-    s.push_back(101);
-    for (int64_t i = 0; i < tokens - 2; ++i) {
-      x = x * 6364136223846793005ull + 1442695040888963407ull;
-      s.push_back(static_cast<int32_t>(1000 + (x >> 33) % 29000));
-    }
-    s.push_back(102);
-  }
+  for (TokenIds& s : seqs) s = SyntheticSequence(tokens, &x);
   std::vector<const TokenIds*> ptrs;
   for (const TokenIds& s : seqs) ptrs.push_back(&s);
   for (int i = 0; i < 2; ++i) (void)backend->Embed(ptrs);  // warm-up

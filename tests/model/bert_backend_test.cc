@@ -24,6 +24,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
+#include "synthetic_model.h"
 
 namespace embedserve {
 namespace {
@@ -173,21 +174,6 @@ std::unique_ptr<Backend> MustLoadBackend(const std::string& path, const std::str
   return *std::move(b);
 }
 
-// Advances a 64-bit LCG and returns its high bits.
-uint64_t NextRandom(uint64_t* state) {
-  *state = *state * 6364136223846793005ull + 1442695040888963407ull;
-  return *state >> 33;
-}
-
-// [CLS], len - 2 random word ids, [SEP].
-TokenIds RandomSequence(int len, uint64_t* state) {
-  TokenIds t = {101};
-  for (int i = 0; i < len - 2; ++i) {
-    t.push_back(static_cast<int32_t>(1000 + NextRandom(state) % 29000));
-  }
-  t.push_back(102);
-  return t;
-}
 
 std::vector<const TokenIds*> Pointers(const std::vector<TokenIds>& seqs) {
   std::vector<const TokenIds*> ptrs;
@@ -199,8 +185,8 @@ std::vector<const TokenIds*> Pointers(const std::vector<TokenIds>& seqs) {
 std::vector<TokenIds> RandomBatch(int count, int longest, uint64_t* state) {
   std::vector<TokenIds> seqs;
   for (int i = 0; i < count; ++i) {
-    const int len = i == 0 ? longest : 2 + static_cast<int>(NextRandom(state) % (longest - 1));
-    seqs.push_back(RandomSequence(len, state));
+    const int len = i == 0 ? longest : 2 + static_cast<int>(SyntheticRandom(state) % (longest - 1));
+    seqs.push_back(SyntheticSequence(len, state));
   }
   return seqs;
 }
@@ -239,7 +225,7 @@ TEST(BertBackendTest, CudaAttentionPathsMatchCpu) {
   uint64_t x = 7;
   for (const std::vector<int>& lengths : batches) {
     std::vector<TokenIds> seqs;
-    for (int len : lengths) seqs.push_back(RandomSequence(len, &x));
+    for (int len : lengths) seqs.push_back(SyntheticSequence(len, &x));
     const std::vector<const TokenIds*> ptrs = Pointers(seqs);
     auto want = cpu->Embed(ptrs);
     auto got32 = cuda32->Embed(ptrs);
@@ -348,9 +334,9 @@ TEST(BertBackendTest, CudaGraphBucketsStopAtThePrecisionsSlotLimit) {
   // 300 texts, one of 60 tokens and the others of 2..20: the 512 x 64 bucket would hold
   // them, but is not captured.
   uint64_t x = 31;
-  std::vector<TokenIds> seqs = {RandomSequence(60, &x)};
+  std::vector<TokenIds> seqs = {SyntheticSequence(60, &x)};
   for (int i = 1; i < 300; ++i) {
-    seqs.push_back(RandomSequence(2 + static_cast<int>(NextRandom(&x) % 19), &x));
+    seqs.push_back(SyntheticSequence(2 + static_cast<int>(SyntheticRandom(&x) % 19), &x));
   }
   const std::vector<const TokenIds*> ptrs = Pointers(seqs);
   auto want = eager->Embed(ptrs);

@@ -49,6 +49,28 @@ TEST(SyntheticModelTest, SameSeedSameBytesOtherSeedOtherBytes) {
   EXPECT_NE(*a, *c);
 }
 
+// The benchmarks' and tests' made-up inputs: [CLS], word pieces in [1000, 29000), [SEP],
+// the same for the same state, the state advanced once per word piece.
+TEST(SyntheticModelTest, SyntheticSequencesAreFramedInRangeAndRepeatable) {
+  uint64_t a = 12345, b = 12345;
+  const std::vector<int32_t> first = SyntheticSequence(16, &a);
+  ASSERT_EQ(first.size(), 16u);
+  EXPECT_EQ(first.front(), 101);
+  EXPECT_EQ(first.back(), 102);
+  for (size_t i = 1; i + 1 < first.size(); ++i) {
+    EXPECT_GE(first[i], 1000);
+    EXPECT_LT(first[i], 30000);
+  }
+  EXPECT_EQ(SyntheticSequence(16, &b), first);
+  EXPECT_EQ(a, b);
+  uint64_t c = 12345;
+  for (int i = 0; i < 14; ++i) SyntheticRandom(&c);
+  EXPECT_EQ(c, a);  // 14 draws for 14 word pieces
+  EXPECT_NE(SyntheticSequence(16, &a), first);  // the next one differs
+  EXPECT_EQ(SyntheticSequence(2, &b), (std::vector<int32_t>{101, 102}));
+  EXPECT_EQ(SyntheticSequence(1, &b), (std::vector<int32_t>{101, 102}));
+}
+
 TEST(SyntheticModelTest, GoldenHashOfTinyPreset) {
   // The hash below was computed by this code. It holds on every machine because every
   // step is exactly specified: the PRNG is integer-only (splitmix64 + xoshiro256**),

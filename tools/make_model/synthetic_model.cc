@@ -132,6 +132,20 @@ std::string Json(const nlohmann::json& j) { return j.dump(2) + "\n"; }
 
 }  // namespace
 
+uint64_t SyntheticRandom(uint64_t* state) {
+  *state = *state * 6364136223846793005ull + 1442695040888963407ull;
+  return *state >> 33;
+}
+
+std::vector<int32_t> SyntheticSequence(int64_t length, uint64_t* state) {
+  std::vector<int32_t> ids = {101};
+  for (int64_t i = 0; i < length - 2; ++i) {
+    ids.push_back(static_cast<int32_t>(1000 + SyntheticRandom(state) % 29000));
+  }
+  ids.push_back(102);
+  return ids;
+}
+
 namespace internal_make_model {
 
 double DeterministicLog(double x) {

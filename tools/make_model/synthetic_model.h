@@ -44,6 +44,12 @@ absl::Status WriteSyntheticModel(const SyntheticModelOptions& options,
 // The model.safetensors bytes alone (what WriteSyntheticModel writes).
 absl::StatusOr<std::string> SyntheticSafetensors(const SyntheticModelOptions& options);
 
+// Made-up inputs for benchmarks and tests, the same on every run: SyntheticRandom
+// advances a 64-bit LCG at `*state` and returns its high 31 bits; SyntheticSequence is
+// [CLS] (101), `length` - 2 word pieces in [1000, 29000) drawn from it, [SEP] (102).
+uint64_t SyntheticRandom(uint64_t* state);
+std::vector<int32_t> SyntheticSequence(int64_t length, uint64_t* state);
+
 // Implementation details below (exposed for tests).
 namespace internal_make_model {
 // ln(x) for x > 0 with only +, -, *, / and frexp: bit-identical on every IEEE-754 machine

@@ -14,6 +14,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "batching/batch_scheduler.h"
+#include "batching/refused_demand.h"
 #include "embedserve/common/status_macros.h"
 
 namespace embedserve {
@@ -212,7 +213,12 @@ Batcher::Batcher(const Options& options, Backend* backend, BatchObserver* observ
       dimension_(backend->Info().dimension),
       scheduler_(std::make_unique<BatchScheduler>(options)),
       admit_limit_(options.max_queue_sequences),
-      overload_limit_(options.max_queue_sequences) {}
+      overload_limit_(options.max_queue_sequences) {
+  if (HasOverloadBound()) {
+    refused_ = std::make_unique<batching_internal::RefusedDemand>(Options::kOverloadHoldUs,
+                                                                  kMaxRefusedRequests);
+  }
+}
 
 Batcher::~Batcher() { Shutdown(); }
 
@@ -244,7 +250,7 @@ absl::Status Batcher::Submit(BatchRequest&& request) {
       status = absl::UnavailableError("batcher is shutting down; request not accepted");
     } else if (status = CheckAdmission(scheduler_->counted_sequences(),
                                        static_cast<int64_t>(state->sequences.size()),
-                                       request_percent);
+                                       request_percent, request.demand_key);
                status.ok()) {
       state->fits_express = small;
       status = scheduler_->Enqueue(state, clock_->NowMicros());  // releases `state` iff OK
@@ -259,6 +265,7 @@ absl::Status Batcher::Submit(BatchRequest&& request) {
     BatchScheduler::Unprepare(std::move(state), &request);  // the caller keeps it
     return status;
   }
+  if (refused_ != nullptr) refused_->Admitted(request.demand_key);
   if (wake) work_cv_.NotifyOne();
   if (wake_express) express_cv_.NotifyOne();
   return absl::OkStatus();
@@ -305,20 +312,23 @@ void Batcher::PublishDepthLocked() {
   counted_hint_.store(scheduler_->counted_sequences(), std::memory_order_relaxed);
 }
 
-absl::Status Batcher::CheckRoom(int64_t sequences, int32_t queue_percent) const {
+absl::Status Batcher::CheckRoom(int64_t sequences, int32_t queue_percent,
+                                uint64_t demand_key) const {
   const int32_t queued = queued_hint_.load(std::memory_order_relaxed);
   // More than the queue can ever hold is Submit's permanent INVALID_ARGUMENT, not this.
   if (sequences > options_.max_queue_sequences) return absl::OkStatus();
   if (sequences > int64_t{options_.max_queue_sequences} - queued) {
     return BatchScheduler::QueueFullError(queued, options_.max_queue_sequences, sequences);
   }
-  return CheckAdmission(counted_hint_.load(std::memory_order_relaxed), sequences,
-                        queue_percent);
+  absl::Status status = CheckAdmission(counted_hint_.load(std::memory_order_relaxed), sequences,
+                                       queue_percent, demand_key);
+  if (status.ok() && refused_ != nullptr) refused_->Admitted(demand_key);
+  return status;
 }
 
-absl::Status Batcher::CheckAdmission(int32_t queued, int64_t needed,
-                                     int32_t queue_percent) const {
-  ES_RETURN_IF_ERROR(CheckWaitBound(queued, needed));
+absl::Status Batcher::CheckAdmission(int32_t queued, int64_t needed, int32_t queue_percent,
+                                     uint64_t demand_key) const {
+  ES_RETURN_IF_ERROR(CheckWaitBound(queued, needed, demand_key));
   return CheckShare(queued, needed, queue_percent);
 }
 
@@ -326,7 +336,7 @@ absl::Status Batcher::CheckShare(int32_t queued, int64_t needed, int32_t queue_p
   if (queue_percent >= 100 || queued == 0) return absl::OkStatus();
   int64_t bound = options_.max_queue_sequences;
   if (options_.max_queue_wait_us > 0) {
-    bound = std::min<int64_t>(bound, WaitLimit().limit);
+    bound = std::min<int64_t>(bound, WaitLimit(queued).limit);
   }
   const int64_t share = std::max<int64_t>(1, bound * queue_percent / 100);
   if (needed <= share - queued) return absl::OkStatus();
@@ -341,30 +351,28 @@ bool Batcher::HasOverloadBound() const {
          options_.overload_queue_wait_us < options_.max_queue_wait_us;
 }
 
-Batcher::TimeBound Batcher::WaitLimit() const {
-  // The clock is read only with an overload bound configured: admission checks run on
+Batcher::TimeBound Batcher::WaitLimit(int32_t queued) const {
+  const int32_t admit = admit_limit_.load(std::memory_order_relaxed);
+  // The clock is read only while refused demand is outstanding: admission checks run on
   // every call's RPC thread.
   const bool overloaded =
-      HasOverloadBound() && clock_->NowMicros() - last_wait_refusal_us_.load(
-                                                      std::memory_order_relaxed) <
-                                Options::kOverloadHoldUs;
-  return {(overloaded ? overload_limit_ : admit_limit_).load(std::memory_order_relaxed),
-          overloaded};
+      refused_ != nullptr && !refused_->Empty() &&
+      queued + refused_->Outstanding(clock_->NowMicros()) > int64_t{admit};
+  return {overloaded ? overload_limit_.load(std::memory_order_relaxed) : admit, overloaded};
 }
 
-absl::Status Batcher::CheckWaitBound(int32_t queued, int64_t needed) const {
+absl::Status Batcher::CheckWaitBound(int32_t queued, int64_t needed,
+                                     uint64_t demand_key) const {
   if (options_.max_queue_wait_us <= 0 || queued == 0) return absl::OkStatus();
-  const auto [limit, overloaded] = WaitLimit();
+  const auto [limit, overloaded] = WaitLimit(queued);
   if (needed <= int64_t{limit} - queued) return absl::OkStatus();
-  if (HasOverloadBound()) {
-    last_wait_refusal_us_.store(clock_->NowMicros(), std::memory_order_relaxed);
-  }
+  if (refused_ != nullptr) refused_->Refused(demand_key, needed, clock_->NowMicros());
   const int64_t wait_us = overloaded ? options_.overload_queue_wait_us : options_.max_queue_wait_us;
   return absl::ResourceExhaustedError(absl::StrCat(
       "batch queue is full: ", queued, " sequences queued ahead, about ", wait_us / 1000,
       " ms of work at the recent rate (",
-      overloaded ? "overloaded: it refused calls within the last second, and "
-                   "batching.overload_queue_wait_ms"
+      overloaded ? "overloaded: with the requests refused within the last second it is "
+                   "more than batching.max_queue_wait_ms, and batching.overload_queue_wait_ms"
                  : "batching.max_queue_wait_ms",
       " bounds it to ", limit, " sequences now), the request needs ", needed,
       "; retry later"));

@@ -113,13 +113,17 @@ class PointRunner {
   }
 
   // Sends one request; `scheduled` is when it was due (the latency origin). The
-  // caller has already counted it in state_->outstanding.
-  void Issue(Clock::time_point scheduled) {
+  // caller has already counted it in state_->outstanding. `again`: the pool index of a
+  // refused request to send again as it was (what a client that retries does), else
+  // kNext for the next one.
+  static constexpr size_t kNext = SIZE_MAX;
+  void Issue(Clock::time_point scheduled, size_t again = kNext) {
     const uint64_t n = next_.fetch_add(1, std::memory_order_relaxed);
-    const size_t index = n % pool_.size();
+    const size_t index = again != kNext ? again : n % pool_.size();
     v1::EmbeddingService::Stub* stub = stubs_[n % stubs_.size()];
     auto* call = new Call;
     call->scheduled = scheduled;
+    call->index = index;
     call->items = items_[index];
     call->context.set_deadline(std::chrono::system_clock::now() +
                                std::chrono::milliseconds(timeout_ms_));
@@ -135,6 +139,7 @@ class PointRunner {
     Response response;
     Clock::time_point scheduled;
     int32_t items = 0;
+    size_t index = 0;  // in pool_
   };
 
   void OnDone(Call* call, const grpc::Status& status) {
@@ -186,16 +191,21 @@ class PointRunner {
       // state, so no call may touch it after releasing the lock.
       if (notify) state_->cv.notify_all();
     }
+    const size_t index = call->index;
     delete call;
     if (!reissue) return;
     const grpc::StatusCode code = status.error_code();
-    if (backoff_.count() > 0 && (code == grpc::StatusCode::RESOURCE_EXHAUSTED ||
-                                 code == grpc::StatusCode::UNAVAILABLE)) {
-      {
-        std::lock_guard<std::mutex> lock(delay_mu_);
-        delayed_.push_back(now + backoff_);  // one backoff for all: due times in order
+    if (code == grpc::StatusCode::RESOURCE_EXHAUSTED || code == grpc::StatusCode::UNAVAILABLE) {
+      // A closed-loop caller retries the refused request, after the backoff if any.
+      if (backoff_.count() > 0) {
+        {
+          std::lock_guard<std::mutex> lock(delay_mu_);
+          delayed_.push_back({now + backoff_, index});  // one backoff for all: in due order
+        }
+        delay_cv_.notify_one();
+        return;
       }
-      delay_cv_.notify_one();
+      Issue(Clock::now(), index);
       return;
     }
     Issue(Clock::now());
@@ -210,14 +220,14 @@ class PointRunner {
         delay_cv_.wait(lock);
         continue;
       }
-      const Clock::time_point due = delayed_.front();
-      if (Clock::now() < due) {
-        delay_cv_.wait_until(lock, due);
+      const Delayed next = delayed_.front();
+      if (Clock::now() < next.due) {
+        delay_cv_.wait_until(lock, next.due);
         continue;
       }
       delayed_.pop_front();
       lock.unlock();
-      Issue(due);
+      Issue(next.due, next.index);
       lock.lock();
     }
   }
@@ -231,7 +241,11 @@ class PointRunner {
   RunState* state_;
   std::mutex delay_mu_;
   std::condition_variable delay_cv_;
-  std::deque<Clock::time_point> delayed_;  // guarded by delay_mu_
+  struct Delayed {
+    Clock::time_point due;
+    size_t index;  // the refused request, in pool_
+  };
+  std::deque<Delayed> delayed_;  // guarded by delay_mu_
   bool stop_ = false;                      // guarded by delay_mu_
   std::thread delayer_;
   std::atomic<uint64_t> next_{0};

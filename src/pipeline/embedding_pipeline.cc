@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "absl/container/flat_hash_map.h"
+#include "absl/hash/hash.h"
 #include "absl/strings/str_cat.h"
 #include "embedserve/batching/batcher.h"
 #include "embedserve/batching/clock.h"
@@ -154,9 +155,10 @@ absl::Status EmbeddingPipeline::Admit(const std::string& list_name, size_t count
 
 absl::Status EmbeddingPipeline::AdmitToQueue(const std::string& list_name,
                                              int32_t queue_percent, size_t count,
-                                             size_t sequences) const {
+                                             size_t sequences, uint64_t demand_key) const {
   ES_RETURN_IF_ERROR(Admit(list_name, count));
-  return runtime()->batcher->CheckRoom(static_cast<int64_t>(sequences), queue_percent);
+  return runtime()->batcher->CheckRoom(static_cast<int64_t>(sequences), queue_percent,
+                                       demand_key);
 }
 
 bool EmbeddingPipeline::QueueHasRoom(int64_t sequences, int32_t queue_percent) const {
@@ -165,6 +167,14 @@ bool EmbeddingPipeline::QueueHasRoom(int64_t sequences, int32_t queue_percent) c
 }
 
 namespace {
+
+// BatchRequest::demand_key: the same for a request sent again with the same content
+// (never 0, which means unknown).
+template <typename T>
+uint64_t DemandKey(absl::Span<const T> content) {
+  const uint64_t key = absl::HashOf(content);
+  return key == 0 ? 1 : key;
+}
 
 // Records the tokenize stage and checks the deadline: the step between tokenize and queue.
 absl::Status PrepareToQueue(ServerMetrics* metrics, const Clock& clock, int64_t tokenize_us,
@@ -191,8 +201,9 @@ void EmbeddingPipeline::Embed(absl::Span<const absl::string_view> texts,
                               const RequestOptions& options, CallControl control,
                               EmbedCallback done) {
   const int64_t start_us = clock_->NowMicros();
+  const uint64_t demand_key = DemandKey(texts);
   if (absl::Status s = AdmitToQueue(options.list_name, options.queue_percent, texts.size(),
-                                    texts.size());
+                                    texts.size(), demand_key);
       !s.ok()) {
     return EmbedFailed(control, texts.size(), std::move(s), done);
   }
@@ -205,16 +216,17 @@ void EmbeddingPipeline::Embed(absl::Span<const absl::string_view> texts,
     if (!ids.ok()) return EmbedFailed(control, texts.size(), ids.status(), done);
     sequences.push_back(*std::move(ids));
   }
-  Queue(std::move(sequences), options, std::move(control), std::move(done),
-                        start_us, clock_->NowMicros() - start_us);
+  Queue(std::move(sequences), demand_key, options, std::move(control), std::move(done),
+        start_us, clock_->NowMicros() - start_us);
 }
 
 void EmbeddingPipeline::EmbedTokens(std::vector<TokenIds> sequences,
                                     const RequestOptions& options, CallControl control,
                                     EmbedCallback done) {
   const int64_t start_us = clock_->NowMicros();
+  const uint64_t demand_key = DemandKey(absl::MakeConstSpan(sequences));
   if (absl::Status s = AdmitToQueue(options.list_name, options.queue_percent, sequences.size(),
-                                       sequences.size());
+                                    sequences.size(), demand_key);
       !s.ok()) {
     return EmbedFailed(control, sequences.size(), std::move(s), done);
   }
@@ -248,8 +260,8 @@ void EmbeddingPipeline::EmbedTokens(std::vector<TokenIds> sequences,
       ids.resize(static_cast<size_t>(rt.model.max_seq_length));
     }
   }
-  Queue(std::move(sequences), options, std::move(control), std::move(done),
-                        start_us, clock_->NowMicros() - start_us);
+  Queue(std::move(sequences), demand_key, options, std::move(control), std::move(done),
+        start_us, clock_->NowMicros() - start_us);
 }
 
 void EmbeddingPipeline::EmbedFailed(const CallControl& control, size_t num_texts,
@@ -263,9 +275,9 @@ void EmbeddingPipeline::EmbedFailed(const CallControl& control, size_t num_texts
   done(std::move(r));
 }
 
-void EmbeddingPipeline::Queue(std::vector<TokenIds> sequences, const RequestOptions& options,
-                              CallControl control, EmbedCallback done, int64_t start_us,
-                              int64_t tokenize_us) {
+void EmbeddingPipeline::Queue(std::vector<TokenIds> sequences, uint64_t demand_key,
+                              const RequestOptions& options, CallControl control,
+                              EmbedCallback done, int64_t start_us, int64_t tokenize_us) {
   const Runtime& rt = *runtime();
   auto call = std::make_shared<QueuedCall<EmbedCallback>>();
   call->done = std::move(done);
@@ -293,6 +305,7 @@ void EmbeddingPipeline::Queue(std::vector<TokenIds> sequences, const RequestOpti
   const bool normalize = options.normalize.value_or(rt.model.backend.normalize);
   BatchRequest batch;
   batch.sequences = std::move(sequences);
+  batch.demand_key = demand_key;
   batch.deadline_us = control.deadline_us;
   batch.is_cancelled = std::move(control.is_cancelled);
   batch.queue_percent = options.queue_percent;
@@ -356,12 +369,14 @@ void EmbeddingPipeline::Similarity(
     const int32_t a = row_for(pairs[i].first, i, false);
     pair_rows->emplace_back(a, row_for(pairs[i].second, i, true));
   }
+  const uint64_t demand_key = DemandKey(pairs);
   if (absl::Status s = rt.batcher->CheckRoom(static_cast<int64_t>(distinct.size()),
-                                             options.queue_percent);
+                                             options.queue_percent, demand_key);
       !s.ok()) {
     return fail(std::move(s), 0);
   }
   BatchRequest batch;
+  batch.demand_key = demand_key;
   batch.sequences.reserve(distinct.size());
   int64_t tokens = 0;
   for (const FirstUse& use : distinct) {

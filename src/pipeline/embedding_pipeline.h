@@ -165,11 +165,12 @@ class EmbeddingPipeline {
   // Serving, attached, and 1..max_texts_per_request entries in `list_name`.
   absl::Status Admit(const std::string& list_name, size_t count) const;
   // Admit, then RESOURCE_EXHAUSTED when the batch queue has no room for `sequences`
-  // now: under overload a request is refused before it is tokenized.
+  // now: under overload a request is refused before it is tokenized. `demand_key` as
+  // BatchRequest's (a hash of the request's content).
   absl::Status AdmitToQueue(const std::string& list_name, int32_t queue_percent, size_t count,
-                            size_t sequences) const;
+                            size_t sequences, uint64_t demand_key) const;
   // Embed and EmbedTokens past their checks: usage, deadline, queue, normalise.
-  void Queue(std::vector<TokenIds> sequences, const RequestOptions& options,
+  void Queue(std::vector<TokenIds> sequences, uint64_t demand_key, const RequestOptions& options,
              CallControl control, EmbedCallback done, int64_t start_us, int64_t tokenize_us);
   // Answers an Embed that failed before it was queued (and logs it).
   void EmbedFailed(const CallControl& control, size_t num_texts, absl::Status status,

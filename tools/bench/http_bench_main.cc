@@ -4,8 +4,8 @@
 // holds one keep-alive connection and sends --batch generated sentences per request.
 //   embedserve-http-bench --target 127.0.0.1:8080 --batch 32 --concurrency 4 --duration-s 10
 // Prints one line: requests answered inside the measured window, texts/s, p50/p99 latency
-// (ms), refusals (429/503: the queue is full; the caller waits --backoff-ms before its
-// next request, as clients that retry with backoff do) and other errors. Counted as
+// (ms), refusals (429/503: the queue is full; the caller waits --backoff-ms and sends
+// the same request again, as clients that retry with backoff do) and other errors. Counted as
 // embedserve-bench counts (answers arriving in the window). Exit 1 on other errors.
 #include <CLI/CLI.hpp>
 
@@ -87,7 +87,7 @@ int main(int argc, char** argv) {
       stream.socket().set_option(net::ip::tcp::no_delay(true));
       std::vector<double> mine;
       beast::flat_buffer buffer;
-      for (size_t i = t; Clock::now() < end; i += concurrency) {
+      for (size_t i = t; Clock::now() < end;) {
         http::request<http::string_body> req{http::verb::post, path, 11};
         req.set(http::field::host, host);
         req.set(http::field::content_type, "application/json");
@@ -101,8 +101,9 @@ int main(int argc, char** argv) {
         if (!ec && (res.result_int() == 429 || res.result_int() == 503)) {
           ++refused;
           std::this_thread::sleep_for(std::chrono::milliseconds(backoff_ms));
-          continue;
+          continue;  // the same body again
         }
+        i += concurrency;
         if (ec || res.result_int() != 200) {
           ++errors;
           if (ec) return;

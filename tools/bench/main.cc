@@ -138,7 +138,7 @@ int main(int argc, char** argv) {
                                    "per-request deadline (default 30000)");
   auto* o_backoff = app.add_option(
       "--backoff-ms", backoff_ms,
-      "closed loop: wait after RESOURCE_EXHAUSTED/UNAVAILABLE before the next request "
+      "closed loop: wait after RESOURCE_EXHAUSTED/UNAVAILABLE, then send that request again "
       "(default 10; 0 = at once)");
   auto* o_pairs = app.add_option("--pairs-file", pairs_file,
                                  "TSV or JSON Lines file of pairs instead of generated ones");

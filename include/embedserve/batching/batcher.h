@@ -57,6 +57,9 @@ struct BatchRequest {
   // interactive calls; less for bulk traffic (EmbedStream), which then leaves the rest
   // to other callers however fast it writes. 1..100.
   int32_t queue_percent = 100;
+  // The request's content as a hash (0: unknown), the same when a refused request is
+  // sent again: Options::overload_queue_wait_us counts a retried request's demand once.
+  uint64_t demand_key = 0;
 };
 
 // What one batch did, for metrics. Handed to BatchObserver::OnBatch.
@@ -110,6 +113,7 @@ enum class BatchAction {
 namespace batching_internal {
 class BatchScheduler;
 struct Batch;
+class RefusedDemand;
 }  // namespace batching_internal
 
 class Batcher {
@@ -146,16 +150,20 @@ class Batcher {
     // max_queue_sequences binds first). Until a batch has run: max_queue_sequences.
     // 0: off.
     int64_t max_queue_wait_us = 0;
-    // The time bound while the queue is overloaded: once max_queue_wait_us (or this) has
-    // refused a request, for kOverloadHoldUs after the latest such refusal the queue
-    // admits only this much work. A burst that fits max_queue_wait_us is taken whole
-    // (e.g. closed-loop callers whose queued calls are ~150 ms of work); a sustained
-    // overload, which fills any bound, keeps the shorter standing queue, so an admitted
+    // The time bound while the queue is overloaded: while the sequences queued plus those
+    // of the distinct requests refused within the last kOverloadHoldUs (and not admitted
+    // since) exceed what max_queue_wait_us admits, the queue admits only this much work.
+    // Requests are told apart by BatchRequest::demand_key, so closed-loop callers that
+    // retry a refused request count once each: when all they want fits max_queue_wait_us
+    // (e.g. four callers of 64 texts, ~150-200 ms of work on a 2-core CPU), they are
+    // admitted under it, however often they retried. An open-loop overload keeps offering
+    // new requests, so its refused work keeps the shorter standing queue, and an admitted
     // request waits this long rather than max_queue_wait_us (CoDel's reasoning: a queue
     // that never drains adds delay and no throughput once it holds the workers' next
     // batches). Computed from the same rate, with the same floor of one batch per worker.
     // 0, or >= max_queue_wait_us: no separate overload bound.
     int64_t overload_queue_wait_us = 0;
+    // How long a refused request counts as demand (callers that gave up stop counting).
     static constexpr int64_t kOverloadHoldUs = 1'000'000;
     // Most tokens in one request (the sum of its sequences' lengths); more is
     // INVALID_ARGUMENT (split the request). Bounds the work one call can put in front of
@@ -276,8 +284,9 @@ class Batcher {
   // too full for `sequences` more at its last change, else OK (Submit still decides;
   // also for more sequences than the queue can ever hold, which Submit refuses).
   // Lets a caller refuse under overload before it spends work on a request (tokenizing).
-  // `queue_percent` as BatchRequest's.
-  absl::Status CheckRoom(int64_t sequences, int32_t queue_percent = 100) const;
+  // `queue_percent` and `demand_key` as BatchRequest's.
+  absl::Status CheckRoom(int64_t sequences, int32_t queue_percent = 100,
+                         uint64_t demand_key = 0) const;
 
   const Options& options() const { return options_; }
 
@@ -358,27 +367,30 @@ class Batcher {
   double recent_sequences_ ABSL_GUARDED_BY(mu_) = 0;
   double recent_backend_us_ ABSL_GUARDED_BY(mu_) = 0;
   std::atomic<int32_t> admit_limit_;
-  // overload_queue_wait_us: its bound from the same rate, and the clock reading of the
-  // latest refusal by a time bound (kNoRefusal: none yet); both read without mu_.
+  // overload_queue_wait_us: its bound from the same rate (read without mu_), and the
+  // refused requests' demand that turns it on; null without an overload bound.
   std::atomic<int32_t> overload_limit_;
-  static constexpr int64_t kNoRefusal = INT64_MIN / 2;
-  mutable std::atomic<int64_t> last_wait_refusal_us_{kNoRefusal};
+  std::unique_ptr<batching_internal::RefusedDemand> refused_;
+  static constexpr int32_t kMaxRefusedRequests = 4096;  // past it: unbounded demand
   // Options::overload_queue_wait_us is set and shorter than max_queue_wait_us.
   bool HasOverloadBound() const;
-  // The time bound that applies now: overload_limit_ within kOverloadHoldUs of the latest
-  // refusal (overloaded), else admit_limit_.
+  // The time bound that applies with `queued` counted sequences: overload_limit_ while
+  // they and the refused requests' outstanding demand pass admit_limit_ (overloaded),
+  // else admit_limit_.
   struct TimeBound {
     int32_t limit;
     bool overloaded;
   };
-  TimeBound WaitLimit() const;
+  TimeBound WaitLimit(int32_t queued) const;
   void UpdateAdmitLimitLocked(const BatchStats& batch) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // RESOURCE_EXHAUSTED when `needed` more sequences would pass the time bound, or the
   // share `queue_percent` of the queue's bound, with `queued` queued, else OK. Nothing
   // is refused by these into an empty queue.
-  absl::Status CheckWaitBound(int32_t queued, int64_t needed) const;
+  // A time-bound refusal is recorded against `demand_key` (overload bound only).
+  absl::Status CheckWaitBound(int32_t queued, int64_t needed, uint64_t demand_key) const;
   absl::Status CheckShare(int32_t queued, int64_t needed, int32_t queue_percent) const;
-  absl::Status CheckAdmission(int32_t queued, int64_t needed, int32_t queue_percent) const;
+  absl::Status CheckAdmission(int32_t queued, int64_t needed, int32_t queue_percent,
+                              uint64_t demand_key) const;
 
   // Runs handed-off answers (Options::completion_threads); null when off. Shutdown
   // drains and joins it after the workers.

@@ -65,9 +65,9 @@ struct BenchmarkPlan {
   // Per-request deadline; a request over it counts as a DEADLINE_EXCEEDED error.
   int64_t timeout_ms = 30000;
   // Closed loop: after a RESOURCE_EXHAUSTED or UNAVAILABLE answer a caller waits this
-  // long before its next request, as clients that retry with backoff do (a caller that
-  // resends at once turns a full queue into thousands of refused calls a second, whose
-  // cost on a small machine slows the model). 0: at once.
+  // long and sends the refused request again, as clients that retry with backoff do (a
+  // caller that resends at once turns a full queue into thousands of refused calls a
+  // second, whose cost on a small machine slows the model). 0: at once.
   int64_t backoff_ms = 10;
   // Optional file of pairs (TSV or JSON Lines) used instead of the generator.
   std::string pairs_file;

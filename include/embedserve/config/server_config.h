@@ -113,8 +113,9 @@ struct BatchingSection {
   int max_queue_sequences = 4096;    // queued sequences before RESOURCE_EXHAUSTED
   int64_t max_queue_wait_ms = 250;   // queued work, in time at the recent rate, before
                                      // RESOURCE_EXHAUSTED; 0 = off (Batcher::Options)
-  int64_t overload_queue_wait_ms = 0;  // opt-in: the same bound for 1 s after it refused a
-                                       // call (sustained overload); 0 = max_queue_wait_ms
+  int64_t overload_queue_wait_ms = 100;  // the same bound while the queue and the requests
+                                         // it refused in the last second want more than
+                                         // max_queue_wait_ms; 0 = max_queue_wait_ms
   int64_t max_request_tokens = 32768;  // tokens in one request (sum over its texts); more
                                        // is INVALID_ARGUMENT; 0 = no bound
   int workers = 1;                   // batches run at once (forward passes in parallel)

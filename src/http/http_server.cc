@@ -36,15 +36,27 @@ namespace {
 class Session {
  public:
   virtual ~Session() = default;
-  // From any thread: close now when idle or writing; after the answer when one is pending.
+  // From any thread: close now. An answer still pending is dropped (it would be written
+  // to a closed connection): once Close returns the handler's responder holds nothing of
+  // the session.
   virtual void Close() = 0;
   // A reference that keeps the session alive, or null when it is being destroyed.
   virtual std::shared_ptr<Session> Lock() = 0;
 };
 
+// What the responders of one server share, and may hold after it is gone: a session
+// answered by a handler is reached only through a ReplySlot, under `mu`.
+struct ReplyGate {
+  Mutex mu;
+};
+
 // Open connections, so that Stop can close them and wait for them to go.
 class SessionRegistry {
  public:
+  const std::shared_ptr<ReplyGate>& reply_gate() const { return reply_gate_; }
+  // Waits for responders that are posting an answer: after it, with every session
+  // closed, none can reach the io_context (Stop, before it is destroyed).
+  void WaitForResponders() { MutexLock lock(&reply_gate_->mu); }
   void Add(Session* s) {
     MutexLock lock(&mu_);
     open_.insert(s);
@@ -76,6 +88,7 @@ class SessionRegistry {
   }
 
  private:
+  const std::shared_ptr<ReplyGate> reply_gate_ = std::make_shared<ReplyGate>();
   Mutex mu_;
   CondVar cv_;  // open_ turned empty
   std::unordered_set<Session*> open_ ABSL_GUARDED_BY(mu_);
@@ -114,6 +127,10 @@ class StreamSession final : public Session,
   }
 
   void Close() override {
+    {
+      MutexLock lock(&registry_->reply_gate()->mu);
+      if (auto slot = pending_reply_.lock()) slot->session.reset();
+    }
     net::post(stream_.get_executor(), [self = shared_from_this()] {
       self->closing_ = true;
       self->cancelled_->store(true);
@@ -245,22 +262,33 @@ class StreamSession final : public Session,
     r.content_type = std::string(req[http::field::content_type]);
     r.body = std::move(req.body());
     awaiting_handler_ = true;
-    // The responder hands its reference to the session over to the write it posts: the
-    // pipeline may destroy its copies of the responder on another thread after the
-    // answer, even after this server is gone, and must not hold the session (and its
-    // timers, which belong to the io_context) until then. Called once (HttpResponder).
-    auto session = std::make_shared<std::shared_ptr<StreamSession>>(shared_from_this());
+    // The responder reaches the session through a slot, under the server's reply gate,
+    // and hands its reference over to the write it posts. The pipeline may call it, and
+    // destroy its copies, on another thread after the answer, even after this server is
+    // gone: the session and its executor (which belong to the io_context) must not be
+    // touched then. Close empties the slot; Stop waits at the gate for a responder that
+    // is posting. Called once (HttpResponder).
+    auto slot = std::make_shared<ReplySlot>();
+    std::shared_ptr<ReplyGate> gate = registry_->reply_gate();
+    {
+      MutexLock lock(&gate->mu);
+      slot->session = shared_from_this();
+      pending_reply_ = slot;
+    }
     handler_->Handle(
         r, cancelled_,
-        HttpResponder([session](int status, std::string type, std::function<std::string()> make) {
-          std::shared_ptr<StreamSession> self = std::move(*session);
-          if (self == nullptr) return;  // answered already
-          auto executor = self->stream_.get_executor();
-          net::post(executor, [self = std::move(self), status, type = std::move(type),
-                               make = std::move(make)]() mutable {
-            self->awaiting_handler_ = false;
-            self->Write(status, type, make(), !self->closing_);
-          });
+        HttpResponder([slot, gate = std::move(gate)](int status, std::string type,
+                                                     std::function<std::string()> make) {
+          MutexLock lock(&gate->mu);
+          std::shared_ptr<StreamSession> self = std::move(slot->session);
+          if (self == nullptr) return;  // answered already, or the connection was closed
+          StreamSession* session = self.get();
+          net::post(session->stream_.get_executor(),
+                    [self = std::move(self), status, type = std::move(type),
+                     make = std::move(make)]() mutable {
+                      self->awaiting_handler_ = false;
+                      self->Write(status, type, make(), !self->closing_);
+                    });
         }));
   }
 
@@ -347,6 +375,11 @@ class StreamSession final : public Session,
   unsigned version_ = 11;
   bool keep_alive_ = true;
   bool awaiting_handler_ = false;
+  // The handler's way back to this session while it has a request (under the reply gate).
+  struct ReplySlot {
+    std::shared_ptr<StreamSession> session;
+  };
+  std::weak_ptr<ReplySlot> pending_reply_;
   bool closing_ = false;
   static constexpr size_t kDrainBytes = 4096;
   std::unique_ptr<char[]> drain_;  // Linger's discard buffer; only closing sessions have one
@@ -466,6 +499,7 @@ class HttpServer::Impl {
     if (!registry_.WaitEmpty(std::chrono::milliseconds(2000))) {
       spdlog::warn("HTTP server: connections still open after close; stopping anyway");
     }
+    registry_.WaitForResponders();
     work_.reset();
     ioc_.stop();
     for (auto& t : threads_) t.join();

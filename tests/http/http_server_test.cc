@@ -11,7 +11,9 @@
 
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -327,6 +329,64 @@ TEST_F(HttpServerTest, SlowMetricsClientBlocksNeitherScrapesNorStop) {
   // Stop closes connections without waiting on clients (its own bound is 2 s).
   EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::milliseconds(1500));
   EXPECT_TRUE(slow.WaitClosed());
+}
+
+// Keeps the responder of each request it gets and answers nothing itself.
+class HoldingHandler : public HttpHandler {
+ public:
+  void Handle(const HttpRequest&, std::shared_ptr<const std::atomic<bool>>,
+              HttpResponder respond) override {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      held_.push_back(std::move(respond));
+    }
+    cv_.notify_all();
+  }
+  // The responders of the first `n` requests, once they have come (empty after 10 s).
+  std::vector<HttpResponder> Take(size_t n) {
+    std::unique_lock<std::mutex> lock(mu_);
+    if (!cv_.wait_for(lock, std::chrono::seconds(10), [&] { return held_.size() >= n; })) {
+      return {};
+    }
+    return std::move(held_);
+  }
+
+ private:
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::vector<HttpResponder> held_;
+};
+
+// A handler may answer after the server has closed the connection, even after the server
+// is destroyed (a batcher worker finishing its batch): Stop drops the pending answer
+// rather than waiting for it, and a late answer touches neither the connection nor the
+// server's io_context (ASan checks that under scripts/test.sh).
+TEST(HttpServerStopTest, StopDropsPendingAnswersAndLaterAnswersTouchNothing) {
+  HoldingHandler handler;
+  auto server = HttpServer::Start(HttpServer::Options(), {{0, &handler}});
+  ASSERT_TRUE(server.ok()) << server.status();
+  const std::string request =
+      "POST /embed HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+      "Content-Length: 2\r\n\r\n{}";
+  RawClient answered((*server)->port(0));
+  ASSERT_TRUE(answered.Send(request));
+  std::vector<HttpResponder> first = handler.Take(1);
+  ASSERT_EQ(first.size(), 1u);
+  first[0](200, "application/json", "{}");
+  EXPECT_EQ(answered.Read().status, 200);
+  RawClient pending((*server)->port(0));
+  ASSERT_TRUE(pending.Send(request));
+  std::vector<HttpResponder> second = handler.Take(1);
+  ASSERT_EQ(second.size(), 1u);
+  const auto start = std::chrono::steady_clock::now();
+  (*server)->Stop();
+  // The pending answer does not hold its connection open: Stop does not wait out its
+  // own 2 s bound.
+  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::milliseconds(1500));
+  EXPECT_TRUE(pending.WaitClosed());
+  server->reset();
+  second[0](200, "application/json", "{}");  // the server is gone
+  first[0](200, "application/json", "{}");   // a second answer: ignored
 }
 
 TEST_F(HttpServerTest, ApiKeyGuardsEveryRouteWith401ButHealthAndMetrics) {

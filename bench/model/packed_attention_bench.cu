@@ -140,6 +140,7 @@ ck::PackedAttentionArgs Args(ck::Dtype t, ck::AttentionForm form, const Batch& b
   a.head_dim = d;
   a.scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(d)));
   a.form = form;
+  a.rows = b.rows;
   return a;
 }
 

@@ -8,7 +8,7 @@
 #   2. fused_kernels_test, bert_backend_test's CUDA cases (NEW)
 #   3. BM_Embed fp16 1,024 x 16 BASE / NEW / BASE / NEW (median of $REPS each), then bf16
 #   4. forward_profile BASE / NEW: Kineto traces split by profile_split.py (us per Embed)
-#   5. BM_Embed fp16/bf16 at 32 x 16, 128 x 16, 32 x 128: BASE / NEW (median of 3)
+#   5. BM_Embed fp16/bf16 at 32 x 16, 128 x 16, 32 x 128: BASE / NEW / BASE / NEW
 #   6. served Similarity batch 32 at c64 and c16 (reqpath_ab.sh): BASE1 NEW1 BASE2 NEW2
 #   7. graph_buckets_bench fp16 BASE / NEW (graph replay and eager per batch shape)
 # Device call (the working tree travels): carry [".device/debs"], command
@@ -79,14 +79,15 @@ if want 4 && left 330; then
 fi
 
 if want 5 && left 380; then
-  step "5. other shapes: BASE / NEW (median of 3)"
+  step "5. other shapes: BASE / NEW / BASE / NEW (median of $REPS each)"
   OTHER='BM_Embed/(fp16|bf16)/batch:(32|128)/tokens:16/|BM_Embed/(fp16|bf16)/batch:32/tokens:128/'
-  embed other_base "$BASE_ENV" "$OTHER" 3 BASE
-  embed other_new "" "$OTHER" 3 NEW
+  for round in 1 2; do
+    for arm in BASE NEW; do embed "other_${arm,,}$round" "$(arm_env $arm)" "$OTHER" "$REPS" $arm; done
+  done
   pack
 fi
 
-if want 6 && left 420; then
+if want 6 && left 440; then
   step "6. served batch 32 at c64 and c16: BASE1 NEW1 BASE2 NEW2 ($DURATION s per point)"
   P=32/64/1+32/16/1
   mkdir -p "$RAW/served"
@@ -96,7 +97,7 @@ if want 6 && left 420; then
   pack
 fi
 
-if want 7 && left 500; then
+if want 7 && left 510; then
   step "7. graph_buckets_bench fp16: BASE / NEW"
   model=models/minilm-l6-synthetic
   [ -f $model/model.safetensors ] ||

@@ -242,8 +242,10 @@ constexpr int64_t kEfficientAttentionMaxTokens = 64;
 constexpr char kFusedKernelsEnv[] = "EMBEDSERVE_FUSED_KERNELS";
 constexpr char kFusedKernelsDefault[] = "ln,gelu_lt,attn";
 // Eager batches take the packed attention kernel up to this mean length (tokens a
-// sequence); FusedAttentionRuns says why.
-constexpr int64_t kFusedAttentionMaxMeanTokens = 16;
+// sequence), in its tensor-core form (fp16/bf16) and in its SIMT form (fp32, attn_simt);
+// FusedAttentionRuns says why.
+constexpr int64_t kFusedAttentionMaxMeanTokens = 32;
+constexpr int64_t kFusedAttentionSimtMaxMeanTokens = 16;
 // EMBEDSERVE_GEMM_TUNE (CUDA fp16/bf16, a build with the fused kernels): "1" or "on" (and
 // unset: kGemmTuneDefault) times cuBLASLt's candidate algorithms for each linear layer's
 // shape at load and keeps the fastest (tuned_gemm.h); "0" or "off" leaves the choice to
@@ -660,15 +662,20 @@ bool BertBackend::FusedAttentionRuns(const PackedBatch& in) const {
       !cuda_kernels::PackedAttentionRuns(head_dim_, in.longest)) {
     return false;
   }
-  // Where it was measured faster (docs/results/gpu-h200/gemm-attn-20261204,
-  // graph_buckets_bench, fp16): padded graph buckets (no offsets; against the masked
-  // memory-efficient kernel, e.g. 128 x 64 holding short texts 0.72 against 0.97 ms) and
-  // eager batches of at most 16 tokens a sequence on average (1,024 x 16: 1.83 against
-  // 2.07 ms; 1,024 short texts, longest 44: 1.89 against 2.90 ms). It lost to the unmasked
-  // kernel on uniform batches of 32 and 64 tokens (1,024 x 32: 3.31 against 2.90 ms;
-  // 512 x 64: 4.18 against 2.46 ms): its blocks run their query rows in turn.
+  // Where it was measured faster (graph_buckets_bench, fp16, on an H200): padded graph
+  // buckets (no offsets; against the masked memory-efficient kernel, e.g. 128 x 64 holding
+  // short texts 0.72 against 0.97 ms with the SIMT form) and eager batches of short
+  // sequences. The SIMT form won up to 16 tokens a sequence on average (1,024 x 16: 1.83
+  // against 2.07 ms) and lost to the unmasked kernel on uniform batches of 32 and 64
+  // tokens (1,024 x 32: 3.31 against 2.90 ms): its blocks run their query rows in turn
+  // (docs/results/gpu-h200/gemm-attn-20261204). The tensor-core form, in graph replays of
+  // uniform batches, against PyTorch's kernel in the eager forward: 1,024 x 32 2.38
+  // against 2.91 ms, 512 x 32 1.20 against 1.53, 512 x 64 2.64 against 2.46
+  // (docs/results/gpu-h200/attn-mma-20261204).
   if (!in.offsets.defined()) return true;
-  return in.total <= kFusedAttentionMaxMeanTokens * in.batch;
+  const bool simt = fused_.attention_simt || dtype_ == torch::kFloat;
+  return in.total <= (simt ? kFusedAttentionSimtMaxMeanTokens : kFusedAttentionMaxMeanTokens) *
+                         in.batch;
 #else
   (void)in;
   return false;

@@ -527,21 +527,27 @@ __device__ __forceinline__ uint32_t Word(const uint4& u, int i) {
   return i == 0 ? u.x : i == 1 ? u.y : i == 2 ? u.z : u.w;
 }
 
-// Warp w (blockIdx.x * kAttnWarps + warp) takes query tile w / seq_heads (rows 16 qt ..
-// 16 qt + 15) of (sequence, head) w % seq_heads, head fastest: the warps of a block read
-// neighbouring columns of the same rows. Tiles past a sequence's rows return at once.
+// Warp w (blockIdx.x * kAttnWarps + warp) takes one query tile (rows 16 qt .. 16 qt + 15)
+// of one (sequence, head), head fastest among the (sequence, head) pairs, so that the
+// warps of a block read neighbouring columns of the same rows. tiles_inner: the tiles of
+// a pair are neighbours (qt = w % tiles): they read the same K and V rows, which the
+// block's later warps then find in L1; for batches whose sequences mostly span every
+// tile. Otherwise tile-major (qt = w / seq_heads): the tiles past most sequences' rows
+// form whole blocks that return at once; for short sequences with a long one among them.
+// A tile wholly past a sequence's length only writes its padding rows' zeros.
 // KB: key blocks of 16, enough for the batch's longest sequence.
 template <typename T, int D, int KB>
 __global__ void __launch_bounds__(kThreads) PackedAttentionMmaKernel(AttnParams<T> p,
-                                                                     int64_t seq_heads,
+                                                                     int64_t seq_heads, int tiles,
+                                                                     bool tiles_inner,
                                                                      int64_t warps) {
   using Ops = MmaOps<T>;
   constexpr int kChunks = D / 32;  // 16-byte quadruples of a row per lane
   constexpr int kSteps = D / 16;   // k steps of Q K^T
   const int64_t w = static_cast<int64_t>(blockIdx.x) * kAttnWarps + threadIdx.x / 32;
   if (w >= warps) return;
-  const int qt = static_cast<int>(w / seq_heads);
-  const int64_t sh = w - qt * seq_heads;
+  const int qt = static_cast<int>(tiles_inner ? w % tiles : w / seq_heads);
+  const int64_t sh = tiles_inner ? w / tiles : w - qt * seq_heads;
   const int64_t b = sh / p.heads;
   const int h = static_cast<int>(sh - b * p.heads);
   const int len = static_cast<int>(p.lengths[b]);
@@ -552,8 +558,18 @@ __global__ void __launch_bounds__(kThreads) PackedAttentionMmaKernel(AttnParams<
   const int lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
   const int64_t hidden = static_cast<int64_t>(p.heads) * D;
   const int64_t stride = 3 * hidden;
-  const T* base = p.qkv + row0 * stride + static_cast<int64_t>(h) * D + 8 * t;
   const uint4 zero = make_uint4(0u, 0u, 0u, 0u);
+  T* out = p.out + (row0 + q0) * hidden + static_cast<int64_t>(h) * D + 8 * t;
+  if (q0 >= len) {  // padded layout: padding rows only
+#pragma unroll
+    for (int i = 0; i < 2; ++i) {
+      if (q0 + 8 * i + g >= rows) continue;
+#pragma unroll
+      for (int c = 0; c < kChunks; ++c) Store16(out + (8 * i + g) * hidden + 32 * c, zero);
+    }
+    return;
+  }
+  const T* base = p.qkv + row0 * stride + static_cast<int64_t>(h) * D + 8 * t;
 
   // Every load first (rows past the sequence read as zeros: finite, and masked below).
   // q[i]: query row q0 + 8 i + g; k[kb][i], v[kb][i]: key row 16 kb + 8 i + g.
@@ -672,7 +688,6 @@ __global__ void __launch_bounds__(kThreads) PackedAttentionMmaKernel(AttnParams<
   }
 
   // Rows of the sequence get the context, a padded layout's rows past it zeros.
-  T* out = p.out + (row0 + q0) * hidden + static_cast<int64_t>(h) * D + 8 * t;
 #pragma unroll
   for (int i = 0; i < 2; ++i) {
     const int r = q0 + 8 * i + g;
@@ -697,19 +712,28 @@ bool MmaAttentionRuns() {
          major >= 8;
 }
 
+// rows: qkv's rows (0: not known). The tiles of a (sequence, head) are neighbours
+// (tiles_inner) in the padded layout, where every tile has rows to write, and in a packed
+// batch whose sequences average more tokens than all but the last tile hold.
 template <typename T, int D>
-cudaError_t LaunchMmaAttention(const AttnParams<T>& p, int64_t batch, cudaStream_t stream) {
+cudaError_t LaunchMmaAttention(const AttnParams<T>& p, int64_t batch, int64_t rows,
+                               cudaStream_t stream) {
+  const int tiles = static_cast<int>((p.longest + 15) / 16);
   const int64_t seq_heads = batch * p.heads;
-  const int64_t warps = seq_heads * ((p.longest + 15) / 16);
+  const int64_t warps = seq_heads * tiles;
   const int64_t blocks = (warps + kAttnWarps - 1) / kAttnWarps;
   if (blocks > 0x7fffffffLL) return cudaErrorInvalidValue;
+  const bool tiles_inner = p.offsets == nullptr || rows > batch * 16 * (tiles - 1);
   const dim3 grid(static_cast<unsigned>(blocks));
   if (p.longest <= 16) {
-    PackedAttentionMmaKernel<T, D, 1><<<grid, kThreads, 0, stream>>>(p, seq_heads, warps);
+    PackedAttentionMmaKernel<T, D, 1><<<grid, kThreads, 0, stream>>>(p, seq_heads, tiles,
+                                                                     tiles_inner, warps);
   } else if (p.longest <= 32) {
-    PackedAttentionMmaKernel<T, D, 2><<<grid, kThreads, 0, stream>>>(p, seq_heads, warps);
+    PackedAttentionMmaKernel<T, D, 2><<<grid, kThreads, 0, stream>>>(p, seq_heads, tiles,
+                                                                     tiles_inner, warps);
   } else {
-    PackedAttentionMmaKernel<T, D, 4><<<grid, kThreads, 0, stream>>>(p, seq_heads, warps);
+    PackedAttentionMmaKernel<T, D, 4><<<grid, kThreads, 0, stream>>>(p, seq_heads, tiles,
+                                                                     tiles_inner, warps);
   }
   return cudaGetLastError();
 }
@@ -743,8 +767,8 @@ template <typename T>
 cudaError_t PackedAttentionTyped(const PackedAttentionArgs& a, cudaStream_t stream) {
   if (a.form == AttentionForm::kSimt || !MmaAttentionRuns()) return PackedAttentionSimt<T>(a, stream);
   const AttnParams<T> p = MakeAttnParams<T>(a);
-  if (a.head_dim == 32) return LaunchMmaAttention<T, 32>(p, a.batch, stream);
-  return LaunchMmaAttention<T, 64>(p, a.batch, stream);
+  if (a.head_dim == 32) return LaunchMmaAttention<T, 32>(p, a.batch, a.rows, stream);
+  return LaunchMmaAttention<T, 64>(p, a.batch, a.rows, stream);
 }
 
 }  // namespace

@@ -101,6 +101,9 @@ struct PackedAttentionArgs {
   int head_dim = 0;
   float scale = 1.0f;
   AttentionForm form = AttentionForm::kAuto;
+  // qkv's rows (in the packed layout the batch's tokens); 0 if not known. Picks the
+  // tensor-core form's order of work (fused_kernels.cu: LaunchMmaAttention).
+  int64_t rows = 0;
 };
 // head_dim 32 or 64 and longest <= kPackedAttentionMaxTokens.
 inline bool PackedAttentionRuns(int64_t head_dim, int64_t longest) {

@@ -176,6 +176,7 @@ torch::Tensor FusedPackedAttention(const torch::Tensor& qkv, const torch::Tensor
   a.head_dim = static_cast<int>(head_dim);
   a.scale = static_cast<float>(scale);
   a.form = simt ? ck::AttentionForm::kSimt : ck::AttentionForm::kAuto;
+  a.rows = qkv.size(0);
   CheckLaunch(ck::PackedAttention(a, c10::cuda::getCurrentCUDAStream(qkv.device().index()).stream()),
               "FusedPackedAttention");
   return out;

@@ -77,7 +77,8 @@ cudaError_t BiasActivation(Dtype dtype, void* x, const void* bias, int64_t rows,
 // rounded to `dtype` once.
 // Why: on an H200 at 1,024 x 16 tokens, fp16, PyTorch's kernel took 780 us of a 2.09 ms
 // forward, 130 us a layer, for ~50 MB of traffic; the SIMT form 77 us a layer
-// (docs/results/gpu-h200/gemm-attn-20261204), bound by its blocks' serial query rows.
+// (docs/results/gpu-h200/gemm-attn-20261204), bound by its blocks' serial query rows; the
+// tensor-core form 15.5 us a layer, ~2.9 TB/s (docs/results/gpu-h200/attn-mma-20261204).
 //   qkv:     [rows, 3 * heads * head_dim], 16-byte aligned rows; row r holds q | k | v,
 //            head h at columns h * head_dim of each.
 //   out:     [rows, heads * head_dim], 16-byte aligned.

@@ -1,10 +1,10 @@
 # Sourced ON THE GPU MACHINE by the A/B scripts of this folder (attn_mma_ab.sh,
 # attn_tune_ab.sh, attn_quick_ab.sh, gemm_tune_ab.sh, merged_check.sh,
 # graph_buckets_ab.sh, fused_ab.sh): the prologue they share, after their own
-# `cd "$(dirname "$0")/../.."` to the repository root.
-#   AB_NAME=attn_mma; source scripts/device/ab_lib.sh
+# `cd "$(dirname "$0")/../.."` to the repository root, with the script's short name:
+#   source scripts/device/ab_lib.sh attn_mma
 # Sets, each unless already set: OUT (./device-out), B (BUILD_DIR, else build-gpu), RAW
-# (/tmp/${AB_NAME}_raw, emptied; a RAW set before is only created), START (now, for step
+# (/tmp/NAME_raw, emptied; a RAW set before is only created), START (now, for step
 # and left); exports PYTHONUNBUFFERED=1 (Python's output in the log as it happens).
 # Functions:
 #   step TEXT        a step's header: TEXT, the UTC time, seconds since START
@@ -27,7 +27,7 @@ OUT=${OUT:-$(pwd)/device-out}
 mkdir -p "$OUT"
 B=${B:-${BUILD_DIR:-build-gpu}}
 if [ -z "${RAW:-}" ]; then
-  RAW=/tmp/${AB_NAME:-ab}_raw
+  RAW=/tmp/${1:-ab}_raw
   rm -rf "$RAW"
 fi
 mkdir -p "$RAW"

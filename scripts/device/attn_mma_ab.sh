@@ -17,10 +17,9 @@
 #      default "4 5 6 7").
 # Back in $OUT: run.log, packed_attention_bench.txt, profile_*.txt, raw.tgz.
 set -uo pipefail
-cd "$(dirname "$0")/../.."
-AB_NAME=attn_mma
+cd "$(dirname "$0")/../.." || exit 1
 # shellcheck source=ab_lib.sh
-source scripts/device/ab_lib.sh
+source scripts/device/ab_lib.sh attn_mma
 REPS=${REPS:-5}
 DURATION=${DURATION:-4}
 STEPS=${STEPS:-4 5 6 7}

@@ -6,24 +6,14 @@
 # served pair while time is left (BASE and NEW as in attn_tune_ab.sh).
 # Device call: as attn_tune_ab.sh, then scripts/device/attn_quick_ab.sh.
 set -uo pipefail
-cd "$(dirname "$0")/../.."
-export PYTHONUNBUFFERED=1
-OUT=${OUT:-$(pwd)/device-out}; mkdir -p "$OUT"
-RAW=/tmp/attn_quick_raw; rm -rf "$RAW"; mkdir -p "$RAW"
-B=build-gpu
-START=$(date +%s)
-step() { echo "=== $* ($(date -u +%T), +$(( $(date +%s) - START )) s)"; }
-left() { [ $(( $(date +%s) - START )) -lt "$1" ]; }
-pack() { tar -czf "$OUT/raw.tgz" -C "$RAW" .; }
+cd "$(dirname "$0")/../.." || exit 1
+# shellcheck source=ab_lib.sh
+source scripts/device/ab_lib.sh attn_quick
 BASE="EMBEDSERVE_FUSED_KERNELS=ln,gelu_lt EMBEDSERVE_GEMM_TUNE=0"
 
 step "1. build"
-SKIP_TESTS=1 BUILD_DIR=$B scripts/device/build_and_test.sh >"$RAW/build.log" 2>&1 ||
-  { grep -E "error" "$RAW/build.log" | head -30; tail -30 "$RAW/build.log"; pack; exit 1; }
-# shellcheck source=env.sh
-source scripts/device/env.sh || exit 1
-{ nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv,noheader
-  echo "commit ${EMBEDSERVE_GIT_COMMIT:-unknown}"; date -u; } | tee "$RAW/machine.txt"
+ab_build
+ab_machine
 
 step "2. tests"
 "$B/tests/model/fused_kernels_test" --gtest_color=no >"$RAW/fused_kernels_test.log" 2>&1
@@ -34,14 +24,6 @@ timeout 60 "$B/tests/model/bert_backend_test" --gtest_color=no --gtest_filter='*
 echo "bert_backend_test *Cuda* exit $?"
 grep -E "^\[ +(OK|FAILED|SKIPPED) +\]" "$RAW/bert_backend_cuda.log"
 
-embed() {  # embed TAG ENV FILTER REPS
-  # shellcheck disable=SC2086
-  env $2 EMBEDSERVE_BENCH_DEVICE=cuda "$B/bench/model/model_bench" --benchmark_filter="$3" \
-    --benchmark_repetitions="$4" --benchmark_report_aggregates_only=true \
-    --benchmark_out="$RAW/embed_$1.json" --benchmark_out_format=json >"$RAW/embed_$1.log" 2>&1
-  python3 scripts/device/fused_ab_summary.py embed "$RAW/embed_$1.json" "$1" "${2:-defaults}" |
-    sed 's/ \[(fused.*$//'
-}
 step "3. BM_Embed fp16 1,024 x 16: BASE / NEW / BASE / NEW (median of 5)"
 T='BM_Embed/fp16/batch:1024/tokens:16/'
 embed base1 "$BASE" "$T" 5; embed new1 "" "$T" 5; embed base2 "$BASE" "$T" 5; embed new2 "" "$T" 5

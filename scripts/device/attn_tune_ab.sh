@@ -17,17 +17,11 @@
 # unpacked to /tmp/es), then scripts/device/attn_tune_ab.sh. Env: REPS (5), DURATION (4).
 # Logs to $OUT: run.log (the caller tees), profile_*.txt, raw.tgz.
 set -uo pipefail
-cd "$(dirname "$0")/../.."
-export PYTHONUNBUFFERED=1
-OUT=${OUT:-$(pwd)/device-out}; mkdir -p "$OUT"
-RAW=/tmp/attn_tune_raw; rm -rf "$RAW"; mkdir -p "$RAW"
-B=build-gpu
+cd "$(dirname "$0")/../.." || exit 1
+# shellcheck source=ab_lib.sh
+source scripts/device/ab_lib.sh attn_tune
 REPS=${REPS:-5}
 DURATION=${DURATION:-4}
-START=$(date +%s)
-step() { echo "=== $* ($(date -u +%T), +$(( $(date +%s) - START )) s)"; }
-left() { [ $(( $(date +%s) - START )) -lt "$1" ]; }
-pack() { tar -czf "$OUT/raw.tgz" -C "$RAW" .; }
 BASE_ENV=(EMBEDSERVE_FUSED_KERNELS=ln,gelu_lt EMBEDSERVE_GEMM_TUNE=0)
 ATTN_ENV=(EMBEDSERVE_FUSED_KERNELS=ln,gelu_lt,attn EMBEDSERVE_GEMM_TUNE=0)
 arm_env() {  # arm_env ARM: the environment assignments of BASE, ATTN or NEW
@@ -35,36 +29,18 @@ arm_env() {  # arm_env ARM: the environment assignments of BASE, ATTN or NEW
 }
 
 step "1. build"
-SKIP_TESTS=1 BUILD_DIR=$B scripts/device/build_and_test.sh >"$RAW/build.log" 2>&1 ||
-  { grep -E "error" "$RAW/build.log" | head -30; tail -30 "$RAW/build.log"; pack; exit 1; }
-# shellcheck source=env.sh
-source scripts/device/env.sh || exit 1
-{ nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv,noheader
-  echo "cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2), $(nproc) cores"
-  echo "commit ${EMBEDSERVE_GIT_COMMIT:-unknown}"
-  python3 -c 'import torch; print("torch", torch.__version__)'
-  date -u; } | tee "$RAW/machine.txt"
+ab_build
+ab_machine
 
 step "2. fused_kernels_test"
 "$B/tests/model/fused_kernels_test" --gtest_color=no >"$RAW/fused_kernels_test.log" 2>&1
 echo "fused_kernels_test exit $?"
 grep -E "^\[ +(OK|FAILED|SKIPPED) +\]|Failure|Expected|Which is|rror" "$RAW/fused_kernels_test.log" | head -20
 
-# embed TAG ARM FILTER REPS: BM_Embed under the arm's environment; prints the medians.
-embed() {
-  local tag=$1 arm=$2 filter=$3 reps=$4
-  # shellcheck disable=SC2046
-  env $(arm_env "$arm") EMBEDSERVE_BENCH_DEVICE=cuda "$B/bench/model/model_bench" \
-    --benchmark_filter="$filter" --benchmark_repetitions="$reps" \
-    --benchmark_report_aggregates_only=true --benchmark_counters_tabular=true \
-    --benchmark_out="$RAW/embed_$tag.json" --benchmark_out_format=json >"$RAW/embed_$tag.log" 2>&1
-  python3 scripts/device/fused_ab_summary.py embed "$RAW/embed_$tag.json" "$tag" "$arm" |
-    sed 's/ \[(fused.*$//'
-}
 T1024='BM_Embed/fp16/batch:1024/tokens:16/'
 step "3. BM_Embed fp16 1,024 x 16: BASE / ATTN / NEW, twice (median of $REPS each)"
 for round in 1 2; do
-  for arm in BASE ATTN NEW; do embed "${arm,,}$round" $arm "$T1024" "$REPS"; done
+  for arm in BASE ATTN NEW; do embed "${arm,,}$round" "$(arm_env $arm)" "$T1024" "$REPS" $arm; done
 done
 grep -hE "model .* loaded" "$RAW/embed_new1.log" | head -1
 pack
@@ -105,8 +81,8 @@ fi
 if left 460; then
   step "7. other shapes: BASE / NEW (median of 3)"
   OTHER='BM_Embed/(fp16|bf16)/batch:(1|32|128)/tokens:(16|128)/|BM_Embed/(bf16|fp32)/batch:1024/tokens:16/'
-  embed other_base BASE "$OTHER" 3
-  embed other_new NEW "$OTHER" 3
+  embed other_base "$(arm_env BASE)" "$OTHER" 3 BASE
+  embed other_new "" "$OTHER" 3 NEW
   pack
 fi
 

@@ -23,13 +23,13 @@
 # cd /tmp/es && SKIP_CTEST=1 scripts/device/fused_ab.sh  (how commit d7d68b5 ran).
 # Env: BUILD_DIR (build-gpu), REPS (BM_Embed repetitions, 5), SKIP_BUILD=1, SKIP_CTEST=1.
 set -uo pipefail
-cd "$(dirname "$0")/../.."
-ROOT=$(pwd)
-OUT=${OUT:-$ROOT/device-out}; export OUT
-mkdir -p "$OUT"
-B=${BUILD_DIR:-build-gpu}
+cd "$(dirname "$0")/../.." || exit 1
+OUT=${OUT:-$(pwd)/device-out}; export OUT
+# shellcheck disable=SC2034  # read by ab_lib.sh: logs and JSON straight to $OUT
+RAW=$OUT
+# shellcheck source=ab_lib.sh
+source scripts/device/ab_lib.sh fused
 REPS=${REPS:-5}
-step() { echo "=== $* ($(date -u +%T))"; }
 
 if [ "${SKIP_BUILD:-0}" != 1 ]; then
   step "build (build_and_test.sh)"
@@ -44,21 +44,15 @@ step "fused_kernels_test"
 echo "fused_kernels_test exit $?"
 grep -E "^\[ +(OK|FAILED|SKIPPED) +\]|Failure|Expected|Which is" "$OUT/fused_kernels_test.log" | head -30
 
-# embed TAG FUSED FILTER: BM_Embed under EMBEDSERVE_FUSED_KERNELS=FUSED; prints the medians.
-embed() {
-  local tag=$1 fused=$2 filter=$3
-  EMBEDSERVE_FUSED_KERNELS=$fused EMBEDSERVE_BENCH_DEVICE=cuda "$B/bench/model/model_bench" \
-    --benchmark_filter="$filter" --benchmark_repetitions="$REPS" \
-    --benchmark_report_aggregates_only=true --benchmark_counters_tabular=true \
-    --benchmark_out="$OUT/embed_$tag.json" --benchmark_out_format=json >"$OUT/embed_$tag.log" 2>&1
-  python3 scripts/device/fused_ab_summary.py embed "$OUT/embed_$tag.json" "$tag" "$fused"
-}
+# fused TAG FUSED FILTER [REPS]: BM_Embed under EMBEDSERVE_FUSED_KERNELS=FUSED (ab_lib.sh's
+# embed), $REPS repetitions unless given.
+fused() { embed "$1" "EMBEDSERVE_FUSED_KERNELS=$2" "$3" "${4:-$REPS}" "$2"; }
 T1024='BM_Embed/fp16/batch:1024/tokens:16/'
 step "BM_Embed fp16 1,024 x 16: off / on / off / on (median of $REPS each)"
-embed off1 0 "$T1024"
-embed on1 1 "$T1024"
-embed off2 0 "$T1024"
-embed on2 1 "$T1024"
+fused off1 0 "$T1024"
+fused on1 1 "$T1024"
+fused off2 0 "$T1024"
+fused on2 1 "$T1024"
 
 if [ -f models/all-MiniLM-L6-v2/model.safetensors ]; then
   for f in 1 0 ln,gelu; do
@@ -80,9 +74,9 @@ echo "exit $?"
 python3 scripts/device/fused_ab_summary.py ops "$OUT/fused_kernels_bench.json"
 
 step "variants, fp16 1,024 x 16"
-embed ln ln "$T1024"
-embed ln_gelu ln,gelu "$T1024"
-embed gelult gelu_lt "$T1024"
+fused ln ln "$T1024"
+fused ln_gelu ln,gelu "$T1024"
+fused gelult gelu_lt "$T1024"
 
 step "bert_backend_test CUDA cases (graphs vs eager, attention paths, fixtures), default"
 "$B/tests/model/bert_backend_test" --gtest_color=no --gtest_filter='*Cuda*' \
@@ -92,6 +86,6 @@ grep -E "^\[ +(OK|FAILED) +\]" "$OUT/bert_backend_cuda.log"
 
 step "other shapes and precisions: off / on (median of 3)"
 OTHER='BM_Embed/(fp16|bf16)/batch:(1|32|128)/tokens:(16|128)/|BM_Embed/(bf16|fp32)/batch:1024/tokens:16/'
-REPS=3 embed other_off 0 "$OTHER"
-REPS=3 embed other_on 1 "$OTHER"
+fused other_off 0 "$OTHER" 3
+fused other_on 1 "$OTHER" 3
 step "done"

@@ -21,44 +21,24 @@
 # Env: REPS (5), DURATION (served seconds per point, 4), BUILD_DIR (build-gpu).
 # Logs to $OUT: run.log (the caller tees), profile_*.txt, raw.tgz (JSON, traces, logs).
 set -uo pipefail
-cd "$(dirname "$0")/../.."
-export PYTHONUNBUFFERED=1
-OUT=${OUT:-$(pwd)/device-out}; mkdir -p "$OUT"
-RAW=/tmp/gemm_tune_raw; rm -rf "$RAW"; mkdir -p "$RAW"
-B=${BUILD_DIR:-build-gpu}
+cd "$(dirname "$0")/../.." || exit 1
+# shellcheck source=ab_lib.sh
+source scripts/device/ab_lib.sh gemm_tune
 REPS=${REPS:-5}
 DURATION=${DURATION:-4}
-START=$(date +%s)
-step() { echo "=== $* ($(date -u +%T), +$(( $(date +%s) - START )) s)"; }
-left() { [ $(( $(date +%s) - START )) -lt "$1" ]; }
-pack() { tar -czf "$OUT/raw.tgz" -C "$RAW" .; }
 
 step "1. build"
-SKIP_TESTS=1 BUILD_DIR=$B scripts/device/build_and_test.sh >"$RAW/build.log" 2>&1 ||
-  { grep -E "error" "$RAW/build.log" | head -30; tail -30 "$RAW/build.log"; pack; exit 1; }
-# shellcheck source=env.sh
-source scripts/device/env.sh || exit 1
-{ nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv,noheader
-  echo "cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2), $(nproc) cores"
-  echo "commit ${EMBEDSERVE_GIT_COMMIT:-unknown}"
-  python3 -c 'import torch; print("torch", torch.__version__)'
-  date -u; } | tee "$RAW/machine.txt"
+ab_build
+ab_machine
 
-# embed TAG TUNE FILTER REPS: BM_Embed under EMBEDSERVE_GEMM_TUNE=TUNE; prints the medians.
-embed() {
-  local tag=$1 tune=$2 filter=$3 reps=$4
-  EMBEDSERVE_GEMM_TUNE=$tune EMBEDSERVE_BENCH_DEVICE=cuda "$B/bench/model/model_bench" \
-    --benchmark_filter="$filter" --benchmark_repetitions="$reps" \
-    --benchmark_report_aggregates_only=true --benchmark_counters_tabular=true \
-    --benchmark_out="$RAW/embed_$tag.json" --benchmark_out_format=json >"$RAW/embed_$tag.log" 2>&1
-  python3 scripts/device/fused_ab_summary.py embed "$RAW/embed_$tag.json" "$tag" "tune=$tune"
-}
+# tune VALUE: BM_Embed's environment for EMBEDSERVE_GEMM_TUNE=VALUE (embed's ENV).
+tune() { echo "EMBEDSERVE_GEMM_TUNE=$1"; }
 T1024='BM_Embed/fp16/batch:1024/tokens:16/'
 step "2. BM_Embed fp16 1,024 x 16: OFF / ON / OFF / ON (median of $REPS each)"
-embed off1 0 "$T1024" "$REPS"
-embed on1 1 "$T1024" "$REPS"
-embed off2 0 "$T1024" "$REPS"
-embed on2 1 "$T1024" "$REPS"
+embed off1 "$(tune 0)" "$T1024" "$REPS" tune=0
+embed on1 "$(tune 1)" "$T1024" "$REPS" tune=1
+embed off2 "$(tune 0)" "$T1024" "$REPS" tune=0
+embed on2 "$(tune 1)" "$T1024" "$REPS" tune=1
 grep -hE "tuned .* GEMM|^\[.*gemm " "$RAW/embed_on1.log" | head -3
 pack
 
@@ -109,8 +89,8 @@ fi
 if left 500; then
   step "7. other shapes: OFF / ON (median of 3)"
   OTHER='BM_Embed/(fp16|bf16)/batch:(32|128)/tokens:(16|128)/|BM_Embed/bf16/batch:1024/tokens:16/'
-  embed other_off 0 "$OTHER" 3
-  embed other_on 1 "$OTHER" 3
+  embed other_off "$(tune 0)" "$OTHER" 3 tune=0
+  embed other_on "$(tune 1)" "$OTHER" 3 tune=1
 fi
 step "done"
 pack

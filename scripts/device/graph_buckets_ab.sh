@@ -19,32 +19,19 @@
 #      points), ROUND_SET (OLD1 NEW1 OLD2 NEW2), BENCH_FIRST, BENCH_LAST.
 # Everything comes back as $OUT/run.log, $OUT/bench_*.txt and $OUT/raw.tgz.
 set -uo pipefail
-cd "$(dirname "$0")/../.."
-export PYTHONUNBUFFERED=1
-OUT=${OUT:-$(pwd)/device-out}; mkdir -p "$OUT"
-RAW=/tmp/graph_buckets_raw; rm -rf "$RAW"; mkdir -p "$RAW"
-B=build-gpu
-START=$(date +%s)
+cd "$(dirname "$0")/../.." || exit 1
+# shellcheck source=ab_lib.sh
+source scripts/device/ab_lib.sh graph_buckets
 DURATION=${DURATION:-4}
 ALT=${ALT:-16384}
 POINTS=${POINTS:-32/16/1+32/64/1+32/128/1+1/256/16+1/1/1}
 ROUND_SET=${ROUND_SET:-OLD1 NEW1 OLD2 NEW2}
 BENCH_FIRST=${BENCH_FIRST-fp16}
 BENCH_LAST=${BENCH_LAST-fp32 tf32}
-step() { echo "=== $* ($(date -u +%T), +$(( $(date +%s) - START )) s)"; }
-left() { [ $(( $(date +%s) - START )) -lt "$1" ]; }
-pack() { tar -czf "$OUT/raw.tgz" -C "$RAW" .; }
 
 step "1. build"
-SKIP_TESTS=1 BUILD_DIR=$B scripts/device/build_and_test.sh >"$RAW/build.log" 2>&1 ||
-  { tail -40 "$RAW/build.log"; pack; exit 1; }
-# shellcheck source=env.sh
-source scripts/device/env.sh || exit 1
-{ nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv,noheader
-  echo "cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2), $(nproc) cores"
-  echo "commit ${EMBEDSERVE_GIT_COMMIT:-unknown}"
-  python3 -c 'import torch; print("torch", torch.__version__)'
-  date -u; } | tee "$RAW/machine.txt"
+ab_build
+ab_machine
 model=models/minilm-l6-synthetic
 [ -f $model/model.safetensors ] ||
   "$B/tools/make_model/embedserve-make-model" --out $model --preset minilm-l6 --seed 42 >/dev/null

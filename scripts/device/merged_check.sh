@@ -8,14 +8,9 @@
 # Device call (the working tree travels): carry [".device/debs"], command
 #   OUT=$OUT scripts/device/merged_check.sh 2>&1 | tee $OUT/run.log
 set -uo pipefail
-cd "$(dirname "$0")/../.."
-export PYTHONUNBUFFERED=1
-OUT=${OUT:-$(pwd)/device-out}; mkdir -p "$OUT"
-RAW=/tmp/merged_check_raw; rm -rf "$RAW"; mkdir -p "$RAW"
-B=build-gpu
-START=$(date +%s)
-step() { echo "=== $* ($(date -u +%T), +$(( $(date +%s) - START )) s)"; }
-pack() { tar -czf "$OUT/raw.tgz" -C "$RAW" .; }
+cd "$(dirname "$0")/../.." || exit 1
+# shellcheck source=ab_lib.sh
+source scripts/device/ab_lib.sh merged_check
 arm_env() {
   case $1 in
     BASE) echo "EMBEDSERVE_FUSED_KERNELS=ln,gelu_lt EMBEDSERVE_GEMM_TUNE=0" ;;
@@ -25,14 +20,8 @@ arm_env() {
 }
 
 step "1. build"
-SKIP_TESTS=1 BUILD_DIR=$B scripts/device/build_and_test.sh >"$RAW/build.log" 2>&1 ||
-  { grep -E "error" "$RAW/build.log" | head -30; tail -30 "$RAW/build.log"; pack; exit 1; }
-# shellcheck source=env.sh
-source scripts/device/env.sh || exit 1
-{ nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv,noheader
-  echo "cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2), $(nproc) cores"
-  echo "commit ${EMBEDSERVE_GIT_COMMIT:-$(git rev-parse --short HEAD 2>/dev/null || echo unknown)}"
-  date -u; } | tee "$RAW/machine.txt"
+ab_build
+ab_machine
 
 step "2. CUDA tests"
 "$B/tests/model/fused_kernels_test" --gtest_color=no >"$RAW/fused_kernels_test.log" 2>&1
@@ -43,18 +32,11 @@ timeout 90 "$B/tests/model/bert_backend_test" --gtest_color=no --gtest_filter='*
 echo "bert_backend_test *Cuda* exit $?"
 grep -E "^\[ +(OK|FAILED|SKIPPED) +\]" "$RAW/bert_backend_cuda.log"
 
-embed() {  # embed TAG ARM FILTER REPS
-  # shellcheck disable=SC2046
-  env $(arm_env "$2") EMBEDSERVE_BENCH_DEVICE=cuda "$B/bench/model/model_bench" \
-    --benchmark_filter="$3" --benchmark_repetitions="$4" \
-    --benchmark_report_aggregates_only=true --benchmark_counters_tabular=true \
-    --benchmark_out="$RAW/embed_$1.json" --benchmark_out_format=json >"$RAW/embed_$1.log" 2>&1
-  python3 scripts/device/fused_ab_summary.py embed "$RAW/embed_$1.json" "$1" "$2" |
-    sed 's/ \[(fused.*$//'
-}
 step "3. BM_Embed fp16 1,024 x 16: BASE / NEW, twice (median of 5)"
 T='BM_Embed/fp16/batch:1024/tokens:16/'
-for round in 1 2; do for arm in BASE NEW; do embed "${arm,,}$round" $arm "$T" 5; done; done
+for round in 1 2; do
+  for arm in BASE NEW; do embed "${arm,,}$round" "$(arm_env $arm)" "$T" 5 $arm; done
+done
 pack
 
 step "4. graph_buckets_bench fp16: BASE / ATTN / NEW"

@@ -236,13 +236,16 @@ constexpr int64_t kEfficientAttentionMaxTokens = 64;
 // EMBEDSERVE_FUSED_KERNELS (CUDA only; bert_backend.h's FusedPath): unset, "1" or "on"
 // is the default set below; "0" or "off" the ATen-op path; otherwise a comma-separated
 // list of "ln" (fused residual + bias + LayerNorm), "gelu" (own bias + GELU kernel),
-// "gelu_lt" (cuBLASLt's bias + GELU epilogue) and "attn" (self-attention on the packed
-// QKV rows, fused_kernels.h's PackedAttention). For A/B runs of one build.
+// "gelu_lt" (cuBLASLt's bias + GELU epilogue), "attn" (self-attention on the packed QKV
+// rows, fused_kernels.h's PackedAttention) and "attn_simt" (the same in its SIMT form,
+// also for fp16/bf16). For A/B runs of one build.
 constexpr char kFusedKernelsEnv[] = "EMBEDSERVE_FUSED_KERNELS";
 constexpr char kFusedKernelsDefault[] = "ln,gelu_lt,attn";
 // Eager batches take the packed attention kernel up to this mean length (tokens a
-// sequence); FusedAttentionRuns says why.
-constexpr int64_t kFusedAttentionMaxMeanTokens = 16;
+// sequence), in its tensor-core form (fp16/bf16) and in its SIMT form (fp32, attn_simt);
+// FusedAttentionRuns says why.
+constexpr int64_t kFusedAttentionMaxMeanTokens = 32;
+constexpr int64_t kFusedAttentionSimtMaxMeanTokens = 16;
 // EMBEDSERVE_GEMM_TUNE (CUDA fp16/bf16, a build with the fused kernels): "1" or "on" (and
 // unset: kGemmTuneDefault) times cuBLASLt's candidate algorithms for each linear layer's
 // shape at load and keeps the fastest (tuned_gemm.h); "0" or "off" leaves the choice to
@@ -256,8 +259,8 @@ constexpr bool kGemmTuneDefault = true;
 constexpr char kGraphMaxSlotsEnv[] = "EMBEDSERVE_GRAPH_MAX_SLOTS";
 
 absl::Status ParseFusedKernels(absl::string_view spec, bool* layer_norm, bool* gelu_kernel,
-                               bool* gelu_lt, bool* attention) {
-  *layer_norm = *gelu_kernel = *gelu_lt = *attention = false;
+                               bool* gelu_lt, bool* attention, bool* attention_simt) {
+  *layer_norm = *gelu_kernel = *gelu_lt = *attention = *attention_simt = false;
   if (spec.empty() || spec == "1" || spec == "on") spec = kFusedKernelsDefault;
   if (spec == "0" || spec == "off") return absl::OkStatus();
   for (absl::string_view token : absl::StrSplit(spec, ',')) {
@@ -269,10 +272,13 @@ absl::Status ParseFusedKernels(absl::string_view spec, bool* layer_norm, bool* g
       *gelu_lt = true;
     } else if (token == "attn") {
       *attention = true;
+    } else if (token == "attn_simt") {
+      *attention = *attention_simt = true;
     } else {
       return absl::InvalidArgumentError(absl::StrCat(
           kFusedKernelsEnv, "='", spec,
-          "': expected 0, off, 1, on or a comma-separated list of ln, gelu, gelu_lt, attn"));
+          "': expected 0, off, 1, on or a comma-separated list of ln, gelu, gelu_lt, attn, "
+          "attn_simt"));
     }
   }
   if (*gelu_kernel && *gelu_lt) {
@@ -420,15 +426,17 @@ absl::StatusOr<std::unique_ptr<BertBackend>> BertBackend::Create(const ModelFold
   }
   if (b->device_.is_cuda()) {
     const char* env = std::getenv(kFusedKernelsEnv);
-    bool layer_norm = false, gelu_kernel = false, gelu_lt = false, attention = false;
+    bool layer_norm = false, gelu_kernel = false, gelu_lt = false, attention = false,
+         attention_simt = false;
     ES_RETURN_IF_ERROR(ParseFusedKernels(env == nullptr ? "" : env, &layer_norm, &gelu_kernel,
-                                         &gelu_lt, &attention));
+                                         &gelu_lt, &attention, &attention_simt));
 #if defined(EMBEDSERVE_CUDA_KERNELS)
     using Act = FusedPath::Activation;
     const bool erf_gelu = c.hidden_act == "gelu";
     const bool tanh_gelu = c.hidden_act == "gelu_new" || c.hidden_act == "gelu_pytorch_tanh";
     b->fused_.layer_norm = layer_norm;
     b->fused_.attention = attention;
+    b->fused_.attention_simt = attention_simt;
     if (gelu_lt) {
       // cuBLASLt's GELU epilogue is the tanh form: exact for tanh-GELU and ReLU models; for
       // erf-GELU ones only in fp16/bf16 (its fidelity: docs/gpu.md), fp32 keeps the erf.
@@ -444,7 +452,10 @@ absl::StatusOr<std::unique_ptr<BertBackend>> BertBackend::Create(const ModelFold
     if (b->fused_.layer_norm) used.push_back("residual+bias+LayerNorm");
     if (b->fused_.activation == Act::kKernel) used.push_back("bias+GELU kernel");
     if (b->fused_.activation == Act::kLtEpilogue) used.push_back("cuBLASLt bias+activation epilogue");
-    if (b->fused_.attention) used.push_back("packed attention (<= 64 tokens)");
+    if (b->fused_.attention) {
+      used.push_back(attention_simt ? "packed attention (<= 64 tokens, SIMT form)"
+                                    : "packed attention (<= 64 tokens)");
+    }
     if (!used.empty()) absl::StrAppend(&info.runtime, " (fused: ", absl::StrJoin(used, ", "), ")");
     const char* tune_env = std::getenv(kGemmTuneEnv);
     const absl::string_view tune = tune_env == nullptr ? "" : tune_env;
@@ -651,15 +662,20 @@ bool BertBackend::FusedAttentionRuns(const PackedBatch& in) const {
       !cuda_kernels::PackedAttentionRuns(head_dim_, in.longest)) {
     return false;
   }
-  // Where it was measured faster (docs/results/gpu-h200/gemm-attn-20261204,
-  // graph_buckets_bench, fp16): padded graph buckets (no offsets; against the masked
-  // memory-efficient kernel, e.g. 128 x 64 holding short texts 0.72 against 0.97 ms) and
-  // eager batches of at most 16 tokens a sequence on average (1,024 x 16: 1.83 against
-  // 2.07 ms; 1,024 short texts, longest 44: 1.89 against 2.90 ms). It lost to the unmasked
-  // kernel on uniform batches of 32 and 64 tokens (1,024 x 32: 3.31 against 2.90 ms;
-  // 512 x 64: 4.18 against 2.46 ms): its blocks run their query rows in turn.
+  // Where it was measured faster (graph_buckets_bench, fp16, on an H200): padded graph
+  // buckets (no offsets; against the masked memory-efficient kernel, e.g. 128 x 64 holding
+  // short texts 0.72 against 0.97 ms with the SIMT form) and eager batches of short
+  // sequences. The SIMT form won up to 16 tokens a sequence on average (1,024 x 16: 1.83
+  // against 2.07 ms) and lost to the unmasked kernel on uniform batches of 32 and 64
+  // tokens (1,024 x 32: 3.31 against 2.90 ms): its blocks run their query rows in turn
+  // (docs/results/gpu-h200/gemm-attn-20261204). The tensor-core form, in graph replays of
+  // uniform batches, against PyTorch's kernel in the eager forward: 1,024 x 32 2.38
+  // against 2.91 ms, 512 x 32 1.20 against 1.53, 512 x 64 2.64 against 2.46
+  // (docs/results/gpu-h200/attn-mma-20261204).
   if (!in.offsets.defined()) return true;
-  return in.total <= kFusedAttentionMaxMeanTokens * in.batch;
+  const bool simt = fused_.attention_simt || dtype_ == torch::kFloat;
+  return in.total <= (simt ? kFusedAttentionSimtMaxMeanTokens : kFusedAttentionMaxMeanTokens) *
+                         in.batch;
 #else
   (void)in;
   return false;
@@ -892,7 +908,8 @@ torch::Tensor BertBackend::Forward(const PackedBatch& in) const {
       ctx = PackedSelfAttentionCpu(qkv, in.offsets, in.lengths, heads, attention_scale_);
     } else if (fused_attention) {
 #if defined(EMBEDSERVE_CUDA_KERNELS)
-      ctx = FusedPackedAttention(qkv, in.offsets, in.lengths, in.longest, heads, attention_scale_);
+      ctx = FusedPackedAttention(qkv, in.offsets, in.lengths, in.longest, heads, attention_scale_,
+                                 fused_.attention_simt);
 #endif
     } else {
       ctx = PaddedSelfAttention(in, qkv, bias);

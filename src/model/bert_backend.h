@@ -110,6 +110,8 @@ class BertBackend : public Backend {
     // (fused_ops.h's FusedPackedAttention) instead of the padded layout, the mask and
     // PyTorch's memory-efficient kernel.
     bool attention = false;
+    // That kernel's SIMT form even where its tensor-core form runs (A/B runs).
+    bool attention_simt = false;
   };
 
   BertBackend() = default;

@@ -363,9 +363,9 @@ struct AttnParams {
 constexpr int kAttnWarps = kThreads / 32;
 constexpr int kAttnMaxL = static_cast<int>(kPackedAttentionMaxTokens);  // two keys per lane
 
-// Block (blockIdx.x = sequence, blockIdx.y = head). Shared: K and V rows with one float
-// of padding (lane j reads row j of K: the pad puts the lanes in different banks), each
-// warp's query row and probabilities.
+// The SIMT form. Block (blockIdx.x = sequence, blockIdx.y = head). Shared: K and V rows
+// with one float of padding (lane j reads row j of K: the pad puts the lanes in different
+// banks), each warp's query row and probabilities.
 template <typename T, int D>
 __global__ void __launch_bounds__(kThreads) PackedAttentionKernel(AttnParams<T> p) {
   __shared__ float ks[kAttnMaxL][D + 1];
@@ -433,8 +433,313 @@ __global__ void __launch_bounds__(kThreads) PackedAttentionKernel(AttnParams<T> 
   }
 }
 
+// ---- the tensor-core form (fp16 / bf16, sm_80 and newer) ----
+// One warp per 16 query rows of one (sequence, head), several warps per block, no shared
+// memory and no block barrier: Q, K and V go from the packed QKV rows straight into mma
+// fragments by 16-byte loads, S = Q K^T and the context P V are m16n8k16 products with
+// fp32 accumulators, the softmax runs on the accumulators in fp32.
+//
+// Fragments (PTX ISA, mma.m16n8k16; lane = 4 g + t): A's registers hold rows g and g + 8
+// at k = 2t, 2t + 1 (a0, a1) and k = 2t + 8, 2t + 9 (a2, a3); B's hold column n = g at
+// k = 2t, 2t + 1 (b0) and 2t + 8, 2t + 9 (b1); the accumulator rows g and g + 8 at
+// n = 2t, 2t + 1. A product sums over k, so any one-to-one map of the k slots onto head
+// columns serves, if A and B use the same: lane (g, t) loads columns 8t .. 8t + 7 (and
+// 32 + 8t .. for head_dim 64) of its rows as one 16-byte word quadruple and feeds words
+// (0, 1) to one k step and (2, 3) to the next. For P V the k slots are the keys and V's
+// rows must be read across: movmatrix transposes 8 x 8 blocks of the V words a lane
+// loaded the same way, which permutes the output columns so that lane (g, t) ends with
+// columns 8t .. 8t + 7 of its two rows: one 16-byte store each.
+//
+// Numerics as the fp32 form: scores and softmax in fp32 (products of two fp16 or bf16
+// values are exact in fp32; the sums are fp32), max subtracted. P enters the second
+// product as two 16-bit parts, hi = round(p) and lo = round(p - hi), each multiplied by
+// V with fp32 accumulation: p keeps 22 (fp16) or 16 (bf16) significant bits, against 11
+// or 8 of the output it is rounded to once.
 template <typename T>
-cudaError_t PackedAttentionTyped(const PackedAttentionArgs& a, cudaStream_t stream) {
+struct MmaOps;
+template <>
+struct MmaOps<__half> {
+  static __device__ __forceinline__ void Mma(float (&d)[4], const uint32_t (&a)[4], uint32_t b0,
+                                             uint32_t b1) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+    asm("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0, %1, %2, %3}, "
+        "{%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};\n"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+#endif
+  }
+  // (x, y) rounded to 16 bits each (x in the low half), and the parts they left out.
+  static __device__ __forceinline__ void Split(float x, float y, uint32_t* hi, uint32_t* lo) {
+    const __half2 h = __floats2half2_rn(x, y);
+    const float2 f = __half22float2(h);
+    const __half2 l = __floats2half2_rn(x - f.x, y - f.y);
+    *hi = *reinterpret_cast<const uint32_t*>(&h);
+    *lo = *reinterpret_cast<const uint32_t*>(&l);
+  }
+  static __device__ __forceinline__ uint32_t Pack(float x, float y) {
+    const __half2 h = __floats2half2_rn(x, y);
+    return *reinterpret_cast<const uint32_t*>(&h);
+  }
+};
+template <>
+struct MmaOps<__nv_bfloat16> {
+  static __device__ __forceinline__ void Mma(float (&d)[4], const uint32_t (&a)[4], uint32_t b0,
+                                             uint32_t b1) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+    asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, "
+        "{%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};\n"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+#endif
+  }
+  static __device__ __forceinline__ void Split(float x, float y, uint32_t* hi, uint32_t* lo) {
+    const __nv_bfloat162 h = __floats2bfloat162_rn(x, y);
+    const float2 f = __bfloat1622float2(h);
+    const __nv_bfloat162 l = __floats2bfloat162_rn(x - f.x, y - f.y);
+    *hi = *reinterpret_cast<const uint32_t*>(&h);
+    *lo = *reinterpret_cast<const uint32_t*>(&l);
+  }
+  static __device__ __forceinline__ uint32_t Pack(float x, float y) {
+    const __nv_bfloat162 h = __floats2bfloat162_rn(x, y);
+    return *reinterpret_cast<const uint32_t*>(&h);
+  }
+};
+
+// The 8 x 8 matrix of 16-bit elements whose row g, columns 2t and 2t + 1 lane 4 g + t
+// holds, transposed (the same lane then holds row g, columns 2t, 2t + 1 of the transpose).
+__device__ __forceinline__ uint32_t Transpose8x8(uint32_t x) {
+  uint32_t y = x;
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  asm("movmatrix.sync.aligned.m8n8.trans.b16 %0, %1;\n" : "=r"(y) : "r"(x));
+#endif
+  return y;
+}
+
+// One 16-byte store (the plain struct assignment came out as four 4-byte stores).
+__device__ __forceinline__ void Store16(void* p, const uint4& u) {
+  asm volatile("st.global.v4.b32 [%0], {%1, %2, %3, %4};\n" ::"l"(p), "r"(u.x), "r"(u.y),
+               "r"(u.z), "r"(u.w)
+               : "memory");
+}
+
+// Word i (a compile-time constant after unrolling) of a 16-byte quadruple.
+__device__ __forceinline__ uint32_t Word(const uint4& u, int i) {
+  return i == 0 ? u.x : i == 1 ? u.y : i == 2 ? u.z : u.w;
+}
+
+// Warp w (blockIdx.x * kAttnWarps + warp) takes one query tile (rows 16 qt .. 16 qt + 15)
+// of one (sequence, head), head fastest among the (sequence, head) pairs, so that the
+// warps of a block read neighbouring columns of the same rows. tiles_inner: the tiles of
+// a pair are neighbours (qt = w % tiles): they read the same K and V rows, which the
+// block's later warps then find in L1; for batches whose sequences mostly span every
+// tile. Otherwise tile-major (qt = w / seq_heads): the tiles past most sequences' rows
+// form whole blocks that return at once; for short sequences with a long one among them.
+// A tile wholly past a sequence's length only writes its padding rows' zeros.
+// KB: key blocks of 16, enough for the batch's longest sequence.
+template <typename T, int D, int KB>
+__global__ void __launch_bounds__(kThreads) PackedAttentionMmaKernel(AttnParams<T> p,
+                                                                     int64_t seq_heads, int tiles,
+                                                                     bool tiles_inner,
+                                                                     int64_t warps) {
+  using Ops = MmaOps<T>;
+  constexpr int kChunks = D / 32;  // 16-byte quadruples of a row per lane
+  constexpr int kSteps = D / 16;   // k steps of Q K^T
+  const int64_t w = static_cast<int64_t>(blockIdx.x) * kAttnWarps + threadIdx.x / 32;
+  if (w >= warps) return;
+  const int qt = static_cast<int>(tiles_inner ? w % tiles : w / seq_heads);
+  const int64_t sh = tiles_inner ? w / tiles : w - qt * seq_heads;
+  const int64_t b = sh / p.heads;
+  const int h = static_cast<int>(sh - b * p.heads);
+  const int len = static_cast<int>(p.lengths[b]);
+  const int64_t row0 = p.offsets != nullptr ? p.offsets[b] : b * p.longest;
+  const int rows = p.offsets != nullptr ? len : static_cast<int>(p.longest);
+  const int q0 = qt * 16;
+  if (q0 >= rows) return;
+  const int lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
+  const int64_t hidden = static_cast<int64_t>(p.heads) * D;
+  const int64_t stride = 3 * hidden;
+  const uint4 zero = make_uint4(0u, 0u, 0u, 0u);
+  T* out = p.out + (row0 + q0) * hidden + static_cast<int64_t>(h) * D + 8 * t;
+  if (q0 >= len) {  // padded layout: padding rows only
+#pragma unroll
+    for (int i = 0; i < 2; ++i) {
+      if (q0 + 8 * i + g >= rows) continue;
+#pragma unroll
+      for (int c = 0; c < kChunks; ++c) Store16(out + (8 * i + g) * hidden + 32 * c, zero);
+    }
+    return;
+  }
+  const T* base = p.qkv + row0 * stride + static_cast<int64_t>(h) * D + 8 * t;
+
+  // Every load first (rows past the sequence read as zeros: finite, and masked below).
+  // q[i]: query row q0 + 8 i + g; k[kb][i], v[kb][i]: key row 16 kb + 8 i + g.
+  uint4 q[2][kChunks], k[KB][2][kChunks], v[KB][2][kChunks];
+#pragma unroll
+  for (int i = 0; i < 2; ++i) {
+    const int r = q0 + 8 * i + g;
+#pragma unroll
+    for (int c = 0; c < kChunks; ++c) {
+      q[i][c] = r < len ? *reinterpret_cast<const uint4*>(base + r * stride + 32 * c) : zero;
+    }
+  }
+#pragma unroll
+  for (int kb = 0; kb < KB; ++kb) {
+#pragma unroll
+    for (int i = 0; i < 2; ++i) {
+      const int r = 16 * kb + 8 * i + g;
+      const T* row = base + r * stride + hidden;
+#pragma unroll
+      for (int c = 0; c < kChunks; ++c) {
+        k[kb][i][c] = r < len ? *reinterpret_cast<const uint4*>(row + 32 * c) : zero;
+        v[kb][i][c] = r < len ? *reinterpret_cast<const uint4*>(row + hidden + 32 * c) : zero;
+      }
+    }
+  }
+
+  // S = Q K^T: s[kb][n] holds rows g, g + 8 at keys 16 kb + 8 n + 2t, + 1.
+  float s[KB][2][4];
+#pragma unroll
+  for (int kb = 0; kb < KB; ++kb) {
+#pragma unroll
+    for (int n = 0; n < 2; ++n) {
+#pragma unroll
+      for (int e = 0; e < 4; ++e) s[kb][n][e] = 0.f;
+#pragma unroll
+      for (int step = 0; step < kSteps; ++step) {
+        const int c = step / 2, i0 = 2 * (step % 2);
+        const uint32_t a[4] = {Word(q[0][c], i0), Word(q[1][c], i0), Word(q[0][c], i0 + 1),
+                               Word(q[1][c], i0 + 1)};
+        Ops::Mma(s[kb][n], a, Word(k[kb][n][c], i0), Word(k[kb][n][c], i0 + 1));
+      }
+    }
+  }
+
+  // Softmax per row in fp32: a row's keys lie in the 4 lanes of its group.
+  float m0 = -INFINITY, m1 = -INFINITY;
+#pragma unroll
+  for (int kb = 0; kb < KB; ++kb) {
+#pragma unroll
+    for (int n = 0; n < 2; ++n) {
+#pragma unroll
+      for (int e = 0; e < 2; ++e) {
+        const bool valid = 16 * kb + 8 * n + 2 * t + e < len;
+        s[kb][n][e] = valid ? s[kb][n][e] * p.scale : -INFINITY;
+        s[kb][n][2 + e] = valid ? s[kb][n][2 + e] * p.scale : -INFINITY;
+        m0 = fmaxf(m0, s[kb][n][e]);
+        m1 = fmaxf(m1, s[kb][n][2 + e]);
+      }
+    }
+  }
+#pragma unroll
+  for (int o = 1; o < 4; o *= 2) {
+    m0 = fmaxf(m0, __shfl_xor_sync(0xffffffffu, m0, o));
+    m1 = fmaxf(m1, __shfl_xor_sync(0xffffffffu, m1, o));
+  }
+  float l0 = 0.f, l1 = 0.f;
+#pragma unroll
+  for (int kb = 0; kb < KB; ++kb) {
+#pragma unroll
+    for (int n = 0; n < 2; ++n) {
+#pragma unroll
+      for (int e = 0; e < 2; ++e) {
+        s[kb][n][e] = expf(s[kb][n][e] - m0);
+        s[kb][n][2 + e] = expf(s[kb][n][2 + e] - m1);
+        l0 += s[kb][n][e];
+        l1 += s[kb][n][2 + e];
+      }
+    }
+  }
+  l0 = GroupSum<4>(l0);
+  l1 = GroupSum<4>(l1);
+  const float inv0 = 1.f / l0, inv1 = 1.f / l1;
+
+  // O = P V, P as hi + lo parts. P's A fragment for keys 16 kb .. + 15 is s[kb] as it
+  // stands: a0 = (row g, keys 2t, 2t + 1) = s[kb][0][0..1], a1 = row g + 8, a2 and a3 the
+  // keys 8 + 2t, 9 + 2t of s[kb][1]. V's B fragment for output group (c, i): the
+  // transposed words i of key rows 16 kb + g (b0) and 16 kb + 8 + g (b1); its column
+  // n = g is head column 32 c + 8 (g / 2) + 2 i + g % 2, so accumulator o[c][i] holds
+  // columns 32 c + 8t + 2i, + 1 of rows g and g + 8.
+  float o[kChunks][4][4];
+#pragma unroll
+  for (int c = 0; c < kChunks; ++c) {
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+#pragma unroll
+      for (int e = 0; e < 4; ++e) o[c][i][e] = 0.f;
+    }
+  }
+#pragma unroll
+  for (int kb = 0; kb < KB; ++kb) {
+    uint32_t hi[4], lo[4];
+    Ops::Split(s[kb][0][0] * inv0, s[kb][0][1] * inv0, &hi[0], &lo[0]);
+    Ops::Split(s[kb][0][2] * inv1, s[kb][0][3] * inv1, &hi[1], &lo[1]);
+    Ops::Split(s[kb][1][0] * inv0, s[kb][1][1] * inv0, &hi[2], &lo[2]);
+    Ops::Split(s[kb][1][2] * inv1, s[kb][1][3] * inv1, &hi[3], &lo[3]);
+#pragma unroll
+    for (int c = 0; c < kChunks; ++c) {
+#pragma unroll
+      for (int i = 0; i < 4; ++i) {
+        const uint32_t b0 = Transpose8x8(Word(v[kb][0][c], i));
+        const uint32_t b1 = Transpose8x8(Word(v[kb][1][c], i));
+        Ops::Mma(o[c][i], hi, b0, b1);
+        Ops::Mma(o[c][i], lo, b0, b1);
+      }
+    }
+  }
+
+  // Rows of the sequence get the context, a padded layout's rows past it zeros.
+#pragma unroll
+  for (int i = 0; i < 2; ++i) {
+    const int r = q0 + 8 * i + g;
+    if (r >= rows) continue;
+#pragma unroll
+    for (int c = 0; c < kChunks; ++c) {
+      const uint4 u = make_uint4(Ops::Pack(o[c][0][2 * i], o[c][0][2 * i + 1]),
+                                 Ops::Pack(o[c][1][2 * i], o[c][1][2 * i + 1]),
+                                 Ops::Pack(o[c][2][2 * i], o[c][2][2 * i + 1]),
+                                 Ops::Pack(o[c][3][2 * i], o[c][3][2 * i + 1]));
+      Store16(out + (8 * i + g) * hidden + 32 * c, r < len ? u : zero);
+    }
+  }
+}
+
+// Whether the current device runs the tensor-core form (mma.m16n8k16 with fp16/bf16
+// inputs and movmatrix need sm_80 or newer).
+bool MmaAttentionRuns() {
+  int device = 0, major = 0;
+  return cudaGetDevice(&device) == cudaSuccess &&
+         cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device) == cudaSuccess &&
+         major >= 8;
+}
+
+// rows: qkv's rows (0: not known). The tiles of a (sequence, head) are neighbours
+// (tiles_inner) in the padded layout, where every tile has rows to write, and in a packed
+// batch whose sequences average more tokens than all but the last tile hold.
+template <typename T, int D>
+cudaError_t LaunchMmaAttention(const AttnParams<T>& p, int64_t batch, int64_t rows,
+                               cudaStream_t stream) {
+  const int tiles = static_cast<int>((p.longest + 15) / 16);
+  const int64_t seq_heads = batch * p.heads;
+  const int64_t warps = seq_heads * tiles;
+  const int64_t blocks = (warps + kAttnWarps - 1) / kAttnWarps;
+  if (blocks > 0x7fffffffLL) return cudaErrorInvalidValue;
+  const bool tiles_inner = p.offsets == nullptr || rows > batch * 16 * (tiles - 1);
+  const dim3 grid(static_cast<unsigned>(blocks));
+  if (p.longest <= 16) {
+    PackedAttentionMmaKernel<T, D, 1><<<grid, kThreads, 0, stream>>>(p, seq_heads, tiles,
+                                                                     tiles_inner, warps);
+  } else if (p.longest <= 32) {
+    PackedAttentionMmaKernel<T, D, 2><<<grid, kThreads, 0, stream>>>(p, seq_heads, tiles,
+                                                                     tiles_inner, warps);
+  } else {
+    PackedAttentionMmaKernel<T, D, 4><<<grid, kThreads, 0, stream>>>(p, seq_heads, tiles,
+                                                                     tiles_inner, warps);
+  }
+  return cudaGetLastError();
+}
+
+template <typename T>
+AttnParams<T> MakeAttnParams(const PackedAttentionArgs& a) {
   AttnParams<T> p;
   p.out = static_cast<T*>(a.out);
   p.qkv = static_cast<const T*>(a.qkv);
@@ -443,6 +748,12 @@ cudaError_t PackedAttentionTyped(const PackedAttentionArgs& a, cudaStream_t stre
   p.longest = a.longest;
   p.heads = a.heads;
   p.scale = a.scale;
+  return p;
+}
+
+template <typename T>
+cudaError_t PackedAttentionSimt(const PackedAttentionArgs& a, cudaStream_t stream) {
+  const AttnParams<T> p = MakeAttnParams<T>(a);
   const dim3 grid(static_cast<unsigned>(a.batch), static_cast<unsigned>(a.heads));
   if (a.head_dim == 32) {
     PackedAttentionKernel<T, 32><<<grid, kThreads, 0, stream>>>(p);
@@ -450,6 +761,14 @@ cudaError_t PackedAttentionTyped(const PackedAttentionArgs& a, cudaStream_t stre
     PackedAttentionKernel<T, 64><<<grid, kThreads, 0, stream>>>(p);
   }
   return cudaGetLastError();
+}
+
+template <typename T>
+cudaError_t PackedAttentionTyped(const PackedAttentionArgs& a, cudaStream_t stream) {
+  if (a.form == AttentionForm::kSimt || !MmaAttentionRuns()) return PackedAttentionSimt<T>(a, stream);
+  const AttnParams<T> p = MakeAttnParams<T>(a);
+  if (a.head_dim == 32) return LaunchMmaAttention<T, 32>(p, a.batch, a.rows, stream);
+  return LaunchMmaAttention<T, 64>(p, a.batch, a.rows, stream);
 }
 
 }  // namespace
@@ -465,7 +784,7 @@ cudaError_t PackedAttention(const PackedAttentionArgs& a, cudaStream_t stream) {
     return cudaErrorInvalidValue;
   }
   switch (a.dtype) {
-    case Dtype::kFloat32: return PackedAttentionTyped<float>(a, stream);
+    case Dtype::kFloat32: return PackedAttentionSimt<float>(a, stream);
     case Dtype::kFloat16: return PackedAttentionTyped<__half>(a, stream);
     case Dtype::kBFloat16: return PackedAttentionTyped<__nv_bfloat16>(a, stream);
   }

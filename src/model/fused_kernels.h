@@ -61,14 +61,24 @@ enum class Activation { kGeluErf, kGeluTanh };
 cudaError_t BiasActivation(Dtype dtype, void* x, const void* bias, int64_t rows, int64_t width,
                            Activation act, cudaStream_t stream);
 
-// Self-attention of short sequences straight on the packed QKV projection, one block per
-// (sequence, head): K and V of the sequence's head go to shared memory (fp32), each warp
-// takes query rows, scores all keys (one or two per lane), softmax and V in fp32; the
-// result is rounded to `dtype` once. No padding, no mask, no layout copies: it replaces
-// the scatter to [batch, heads, longest, head_dim], PyTorch's memory-efficient kernel
-// (whose 64-row tiles are mostly empty at 16 tokens) and the gather back.
-// Why: on an H200 at 1,024 x 16 tokens, fp16, that kernel took 780 us of a 2.09 ms
-// forward, 130 us a layer, for ~50 MB of traffic (docs/results/gpu-h200/gemm-attn-20261204).
+// Self-attention of short sequences straight on the packed QKV projection: no padding,
+// no mask, no layout copies. It replaces the scatter to [batch, heads, longest, head_dim],
+// PyTorch's memory-efficient kernel (whose 64-row tiles are mostly empty at 16 tokens) and
+// the gather back. Two forms:
+//   - tensor cores (fp16 and bf16 on sm_80 and newer, the default there): one warp per
+//     16 query rows of a (sequence, head), several per block; Q, K and V loaded straight
+//     into mma fragments, S = Q K^T and P V as m16n8k16 products with fp32 accumulators,
+//     the softmax in fp32 on the accumulators, P fed to the second product as two 16-bit
+//     parts (hi + lo) so that it keeps at least 16 significant bits.
+//   - SIMT (fp32 always; fp16/bf16 on older cards or when asked for): one block per
+//     (sequence, head), K and V in shared memory in fp32, each warp takes query rows,
+//     scores all keys (one or two per lane), softmax and V in fp32.
+// Either way the scores and the softmax (max subtracted) are fp32 and the result is
+// rounded to `dtype` once.
+// Why: on an H200 at 1,024 x 16 tokens, fp16, PyTorch's kernel took 780 us of a 2.09 ms
+// forward, 130 us a layer, for ~50 MB of traffic; the SIMT form 77 us a layer
+// (docs/results/gpu-h200/gemm-attn-20261204), bound by its blocks' serial query rows; the
+// tensor-core form 15.5 us a layer, ~2.9 TB/s (docs/results/gpu-h200/attn-mma-20261204).
 //   qkv:     [rows, 3 * heads * head_dim], 16-byte aligned rows; row r holds q | k | v,
 //            head h at columns h * head_dim of each.
 //   out:     [rows, heads * head_dim], 16-byte aligned.
@@ -78,6 +88,8 @@ cudaError_t BiasActivation(Dtype dtype, void* x, const void* bias, int64_t rows,
 //   lengths: [batch], each in [1, longest] (not checked).
 // scale: the scores' factor (1 / sqrt(head_dim)). Runs when PackedAttentionRuns says so.
 constexpr int64_t kPackedAttentionMaxTokens = 64;
+// kAuto: the tensor-core form where it runs (fp16/bf16, sm_80+), else SIMT; kSimt: SIMT.
+enum class AttentionForm { kAuto, kSimt };
 struct PackedAttentionArgs {
   Dtype dtype = Dtype::kFloat32;
   void* out = nullptr;
@@ -89,6 +101,10 @@ struct PackedAttentionArgs {
   int heads = 0;
   int head_dim = 0;
   float scale = 1.0f;
+  AttentionForm form = AttentionForm::kAuto;
+  // qkv's rows (in the packed layout the batch's tokens); 0 if not known. Picks the
+  // tensor-core form's order of work (fused_kernels.cu: LaunchMmaAttention).
+  int64_t rows = 0;
 };
 // head_dim 32 or 64 and longest <= kPackedAttentionMaxTokens.
 inline bool PackedAttentionRuns(int64_t head_dim, int64_t longest) {

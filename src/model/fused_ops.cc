@@ -142,7 +142,7 @@ torch::Tensor FusedBiasGelu_(torch::Tensor& x, const torch::Tensor& bias, bool t
 
 torch::Tensor FusedPackedAttention(const torch::Tensor& qkv, const torch::Tensor& offsets,
                                    const torch::Tensor& lengths, int64_t longest, int64_t heads,
-                                   double scale) {
+                                   double scale, bool simt) {
   TORCH_CHECK(qkv.dim() == 2 && heads > 0 && qkv.size(1) % (3 * heads) == 0,
               "FusedPackedAttention: qkv must be [rows, 3 * heads * head_dim], got ", qkv.sizes(),
               " with ", heads, " heads");
@@ -175,6 +175,8 @@ torch::Tensor FusedPackedAttention(const torch::Tensor& qkv, const torch::Tensor
   a.heads = static_cast<int>(heads);
   a.head_dim = static_cast<int>(head_dim);
   a.scale = static_cast<float>(scale);
+  a.form = simt ? ck::AttentionForm::kSimt : ck::AttentionForm::kAuto;
+  a.rows = qkv.size(0);
   CheckLaunch(ck::PackedAttention(a, c10::cuda::getCurrentCUDAStream(qkv.device().index()).stream()),
               "FusedPackedAttention");
   return out;

@@ -37,9 +37,10 @@ torch::Tensor FusedBiasGelu_(torch::Tensor& x, const torch::Tensor& bias, bool t
 // on its device; offsets int64 [batch] (packed rows), or undefined for the padded layout
 // of `longest` rows a sequence (padding rows come back as zeros). Returns [rows, heads *
 // head_dim] in qkv's dtype. Only for shapes cuda_kernels::PackedAttentionRuns accepts.
+// simt: the SIMT form even where the tensor-core form runs (for A/B runs and tests).
 torch::Tensor FusedPackedAttention(const torch::Tensor& qkv, const torch::Tensor& offsets,
                                    const torch::Tensor& lengths, int64_t longest, int64_t heads,
-                                   double scale);
+                                   double scale, bool simt = false);
 
 }  // namespace internal_model
 }  // namespace embedserve

@@ -4,12 +4,13 @@
 // configuration (8..4,096 in multiples of 8, the vectorized kernel; 1, 7, 383 and 4,104,
 // and a misaligned view, the scalar one), rows 0, 1, 3, 33 and 1,000; in place over x and
 // over the residual; the embeddings' gathering form; bias + GELU (erf and tanh) against
-// at::gelu; the packed self-attention against softmax(q k^T) v in fp64, packed and
-// padded. Outputs are poisoned (NaN) first, inputs are fresh random draws.
+// at::gelu; the packed self-attention (tensor-core and SIMT forms) against
+// softmax(q k^T) v in fp64, packed and padded, head sizes 32 and 64, lengths 1..64. Outputs are poisoned (NaN) first, inputs are fresh random draws.
 // Built in every build; without CUDA kernels (the CPU build) or without a CUDA device,
 // each case is skipped.
 #include <torch/torch.h>
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
 #include <utility>
@@ -223,36 +224,54 @@ TEST(FusedKernelsCuda, PackedAttentionMatchesSoftmaxReference) {
   if (!HaveCuda()) GTEST_SKIP() << "no CUDA device";
   torch::manual_seed(5);
   const auto i64 = torch::TensorOptions().dtype(torch::kLong);
-  const std::vector<int64_t> lengths = {16, 1, 5, 33, 64, 16, 2, 31, 32};
-  const int64_t longest = 64;
+  // Longest 16, 32, 48 and 64 (the tensor-core form's key-block counts 1, 2 and 4), mixed
+  // lengths in each, and every length of 1..64 in one batch.
+  std::vector<int64_t> all(64);
+  for (int64_t i = 0; i < 64; ++i) all[static_cast<size_t>(i)] = (i * 37) % 64 + 1;
+  const std::vector<std::vector<int64_t>> batches = {
+      {16, 16, 16}, {1, 16, 5, 9, 12, 3}, {17, 32, 1, 20, 31}, {33, 48, 2, 40},
+      {16, 1, 5, 33, 64, 16, 2, 31, 32}, all};
   for (torch::ScalarType t : kDtypes) {
     for (const auto& [heads, d] : std::vector<std::pair<int64_t, int64_t>>{{12, 32}, {4, 64}}) {
-      SCOPED_TRACE(std::string(Name(t)) + " heads " + std::to_string(heads) + " head_dim " +
-                   std::to_string(d));
-      const double scale = 1.0 / std::sqrt(static_cast<double>(d));
-      // Packed: sequences back to back.
-      std::vector<int64_t> offsets;
-      int64_t rows = 0;
-      for (int64_t len : lengths) {
-        offsets.push_back(rows);
-        rows += len;
+      for (bool simt : {false, true}) {
+        for (const std::vector<int64_t>& lengths : batches) {
+          const int64_t longest = *std::max_element(lengths.begin(), lengths.end());
+          SCOPED_TRACE(std::string(Name(t)) + " heads " + std::to_string(heads) + " head_dim " +
+                       std::to_string(d) + (simt ? " simt" : "") + " longest " +
+                       std::to_string(longest) + " sequences " + std::to_string(lengths.size()));
+          const double scale = 1.0 / std::sqrt(static_cast<double>(d));
+          const torch::Tensor lengths_d = torch::tensor(lengths, i64).to(torch::kCUDA);
+          // Packed: sequences back to back.
+          std::vector<int64_t> offsets;
+          int64_t rows = 0;
+          for (int64_t len : lengths) {
+            offsets.push_back(rows);
+            rows += len;
+          }
+          const torch::Tensor qkv = Rand({rows, 3 * heads * d}, t, 2.0);
+          // A NaN block of the output's size freed just before: the caching allocator hands
+          // it to the output, so an element the kernel leaves unwritten shows.
+          Poisoned({rows, heads * d}, t);
+          const torch::Tensor got = FusedPackedAttention(
+              qkv, torch::tensor(offsets, i64).to(torch::kCUDA), lengths_d, longest, heads,
+              scale, simt);
+          EXPECT_LE(MaxDiff(got, AttentionReference(qkv, offsets, lengths, heads, scale)),
+                    Tolerance(t));
+          // Padded: `longest` rows a sequence, rows past its length come back as zeros.
+          std::vector<int64_t> padded_offsets;
+          for (size_t i = 0; i < lengths.size(); ++i) {
+            padded_offsets.push_back(static_cast<int64_t>(i) * longest);
+          }
+          const int64_t padded_rows = static_cast<int64_t>(lengths.size()) * longest;
+          const torch::Tensor qkv_p = Rand({padded_rows, 3 * heads * d}, t, 2.0);
+          Poisoned({padded_rows, heads * d}, t);
+          const torch::Tensor got_p =
+              FusedPackedAttention(qkv_p, torch::Tensor(), lengths_d, longest, heads, scale, simt);
+          EXPECT_LE(
+              MaxDiff(got_p, AttentionReference(qkv_p, padded_offsets, lengths, heads, scale)),
+              Tolerance(t));
+        }
       }
-      const torch::Tensor qkv = Rand({rows, 3 * heads * d}, t, 2.0);
-      const torch::Tensor got = FusedPackedAttention(
-          qkv, torch::tensor(offsets, i64).to(torch::kCUDA),
-          torch::tensor(lengths, i64).to(torch::kCUDA), longest, heads, scale);
-      EXPECT_LE(MaxDiff(got, AttentionReference(qkv, offsets, lengths, heads, scale)),
-                Tolerance(t));
-      // Padded: `longest` rows a sequence, rows past its length come back as zeros.
-      std::vector<int64_t> padded_offsets;
-      for (size_t i = 0; i < lengths.size(); ++i) padded_offsets.push_back(i * longest);
-      const int64_t padded_rows = static_cast<int64_t>(lengths.size()) * longest;
-      const torch::Tensor qkv_p = Rand({padded_rows, 3 * heads * d}, t, 2.0);
-      const torch::Tensor got_p = FusedPackedAttention(
-          qkv_p, torch::Tensor(), torch::tensor(lengths, i64).to(torch::kCUDA), longest, heads,
-          scale);
-      EXPECT_LE(MaxDiff(got_p, AttentionReference(qkv_p, padded_offsets, lengths, heads, scale)),
-                Tolerance(t));
     }
   }
   // Shapes the kernel does not take are refused, not run.

@@ -9,7 +9,7 @@ MANIFEST=$(pwd)/assets/models/all-MiniLM-L6-v2.sha256
 if [ -d "$DEST" ] && (cd "$DEST" && sha256sum --quiet --strict -c "$MANIFEST") 2>/dev/null; then
   echo "unpack_model: $DEST present and matching"; exit 0
 fi
-for f in part-00 part-01 files.tar; do
+for f in part-00 part-01 part-02 files.tar; do
   [ -f ".device/model/$f" ] || { echo "unpack_model: .device/model/$f missing: carry it (pack_model.sh says how)" >&2; exit 1; }
 done
 tmp=$(mktemp -d models.partial.XXXXXX)

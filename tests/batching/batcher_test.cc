@@ -770,54 +770,63 @@ BatchRequest KeyedRequest(int32_t sequences, uint64_t demand_key, StatusBox* box
   return r;
 }
 
+// The overload tests' batcher: 1,000 sequences/s (known after one batch of 4), a long
+// bound of 100 ms (100 sequences) and an overload bound of 40 ms (40), no workers; then
+// 100 sequences queued in requests of one batch each (none a started request, which
+// counts less). Not overloaded: the burst of more than 40 was taken.
+void FullOverloadQueue(FakeClock* clock, TimedBackend* backend, StatusBox* box,
+                       std::unique_ptr<Batcher>* out) {
+  Batcher::Options o;
+  o.max_batch_size = 4;
+  o.max_queue_sequences = 1000;
+  o.max_queue_wait_us = 100'000;
+  o.overload_queue_wait_us = 40'000;
+  o.num_workers = 0;
+  auto batcher = Batcher::Create(o, backend, nullptr, clock);
+  ASSERT_TRUE(batcher.ok());
+  ASSERT_TRUE((*batcher)->Submit(BoxedRequest(Sequences(4), box)).ok());
+  ASSERT_TRUE((*batcher)->Step().ok());
+  for (int i = 0; i < 25; ++i) {
+    ASSERT_TRUE((*batcher)->Submit(BoxedRequest(Sequences(4), box)).ok()) << i;
+  }
+  *out = *std::move(batcher);
+}
+
 // The overload bound applies while the queue and the distinct requests refused within
 // kOverloadHoldUs want more than max_queue_wait_us admits: an open-loop overload, whose
 // refused requests are all new, keeps it on until its refusals are a second old.
 TEST(BatcherTest, OverloadBoundHoldsWhileRefusedDemandPassesTheLongBound) {
   FakeClock clock;
-  TimedBackend backend(&clock, /*us_per_sequence=*/1000);  // 1,000 sequences/s
-  Batcher::Options o;
-  o.max_batch_size = 4;
-  o.max_queue_sequences = 1000;
-  o.max_queue_wait_us = 100'000;      // 100 sequences at that rate
-  o.overload_queue_wait_us = 40'000;  // 40 sequences
-  o.num_workers = 0;
-  auto batcher = Batcher::Create(o, &backend, nullptr, &clock);
-  ASSERT_TRUE(batcher.ok());
+  TimedBackend backend(&clock, /*us_per_sequence=*/1000);
   StatusBox box;
-  ASSERT_TRUE((*batcher)->Submit(BoxedRequest(Sequences(4), &box)).ok());
-  ASSERT_TRUE((*batcher)->Step().ok());  // the rate is known: 1 sequence per ms
-  // Not overloaded: 100 sequences fit (a burst of more than 40). Requests of one batch
-  // each, so that none is a started request (those count less).
-  for (int i = 0; i < 25; ++i) {
-    ASSERT_TRUE((*batcher)->Submit(BoxedRequest(Sequences(4), &box)).ok()) << i;
-  }
-  const absl::Status first = (*batcher)->Submit(KeyedRequest(4, 1, &box));
+  std::unique_ptr<Batcher> batcher;
+  ASSERT_NO_FATAL_FAILURE(FullOverloadQueue(&clock, &backend, &box, &batcher));
+  const absl::Status first = batcher->Submit(KeyedRequest(4, 1, &box));
   EXPECT_EQ(first.code(), absl::StatusCode::kResourceExhausted);
   EXPECT_THAT(first.message(), HasSubstr("batching.max_queue_wait_ms bounds it to 100"));
   // Drain to 36 queued (one batch of 4 at a time on the fake clock). 36 + the 4 refused
   // fit 100: still the long bound, a burst of 60 is taken.
-  for (int i = 0; i < 16; ++i) ASSERT_TRUE((*batcher)->Step().ok());
-  ASSERT_EQ((*batcher)->QueueDepth(), 36);
-  EXPECT_TRUE((*batcher)->CheckRoom(60, 100, 2).ok());
+  for (int i = 0; i < 16; ++i) ASSERT_TRUE(batcher->Step().ok());
+  ASSERT_EQ(batcher->QueueDepth(), 36);
+  EXPECT_TRUE(batcher->CheckRoom(60, 100, 2).ok());
   // Three new requests of 70 refused: 36 + 214 wanted is more than 100, so the overload
   // bound holds: 4 more fit, 5 do not.
   for (uint64_t key = 10; key < 13; ++key) {
-    ASSERT_EQ((*batcher)->CheckRoom(70, 100, key).code(), absl::StatusCode::kResourceExhausted);
+    ASSERT_EQ(batcher->CheckRoom(70, 100, key).code(), absl::StatusCode::kResourceExhausted);
   }
-  EXPECT_TRUE((*batcher)->CheckRoom(4, 100, 21).ok());
-  const absl::Status overloaded = (*batcher)->Submit(KeyedRequest(5, 22, &box));
+  EXPECT_TRUE(batcher->CheckRoom(4, 100, 21).ok());
+  const absl::Status overloaded = batcher->Submit(KeyedRequest(5, 22, &box));
   EXPECT_EQ(overloaded.code(), absl::StatusCode::kResourceExhausted);
   EXPECT_THAT(overloaded.message(),
               HasSubstr("batching.overload_queue_wait_ms bounds it to 40 sequences"));
   // Just under a second after those refusals they still count; a second later nothing
   // is wanted but what is queued: the long bound.
   clock.Advance(Batcher::Options::kOverloadHoldUs - 100);
-  EXPECT_EQ((*batcher)->CheckRoom(5, 100, 23).code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_EQ(batcher->CheckRoom(5, 100, 23).code(), absl::StatusCode::kResourceExhausted);
   clock.Advance(Batcher::Options::kOverloadHoldUs);
-  EXPECT_TRUE((*batcher)->CheckRoom(64).ok());
-  EXPECT_TRUE((*batcher)->Submit(BoxedRequest(Sequences(64), &box)).ok());
-  (*batcher)->Shutdown();
+  EXPECT_TRUE(batcher->CheckRoom(64).ok());
+  EXPECT_TRUE(batcher->Submit(BoxedRequest(Sequences(64), &box)).ok());
+  batcher->Shutdown();
   EXPECT_EQ(box.count(), 1 + 25 + 1);
 }
 
@@ -828,47 +837,36 @@ TEST(BatcherTest, OverloadBoundHoldsWhileRefusedDemandPassesTheLongBound) {
 TEST(BatcherTest, ARetriedRequestCountsOnceAsDemand) {
   FakeClock clock;
   TimedBackend backend(&clock, /*us_per_sequence=*/1000);
-  Batcher::Options o;
-  o.max_batch_size = 4;
-  o.max_queue_sequences = 1000;
-  o.max_queue_wait_us = 100'000;      // 100 sequences
-  o.overload_queue_wait_us = 40'000;  // 40 sequences
-  o.num_workers = 0;
-  auto batcher = Batcher::Create(o, &backend, nullptr, &clock);
-  ASSERT_TRUE(batcher.ok());
   StatusBox box;
-  ASSERT_TRUE((*batcher)->Submit(BoxedRequest(Sequences(4), &box)).ok());
-  ASSERT_TRUE((*batcher)->Step().ok());
-  for (int i = 0; i < 25; ++i) {
-    ASSERT_TRUE((*batcher)->Submit(BoxedRequest(Sequences(4), &box)).ok()) << i;
-  }
+  std::unique_ptr<Batcher> batcher;
+  ASSERT_NO_FATAL_FAILURE(FullOverloadQueue(&clock, &backend, &box, &batcher));
   // Two callers of 30 sequences, each retrying every millisecond while the queue drains
   // from 100 to 44: 100 + 60 wanted, then the overload bound refuses them.
   for (int retry = 0; retry < 15; ++retry) {
     for (uint64_t caller : {7, 8}) {
-      EXPECT_EQ((*batcher)->Submit(KeyedRequest(30, caller, &box)).code(),
+      EXPECT_EQ(batcher->Submit(KeyedRequest(30, caller, &box)).code(),
                 absl::StatusCode::kResourceExhausted)
           << retry << " " << caller;
     }
-    ASSERT_TRUE((*batcher)->Step().ok());
+    ASSERT_TRUE(batcher->Step().ok());
     clock.Advance(1000);
   }
   // At 40 queued the 60 they want fit 100: the long bound, and both get in (under the
   // overload bound 40 + 30 > 40 would keep refusing them).
-  ASSERT_EQ((*batcher)->QueueDepth(), 40);
-  EXPECT_TRUE((*batcher)->Submit(KeyedRequest(30, 7, &box)).ok());
-  EXPECT_TRUE((*batcher)->Submit(KeyedRequest(30, 8, &box)).ok());
+  ASSERT_EQ(batcher->QueueDepth(), 40);
+  EXPECT_TRUE(batcher->Submit(KeyedRequest(30, 7, &box)).ok());
+  EXPECT_TRUE(batcher->Submit(KeyedRequest(30, 8, &box)).ok());
   // Had the retries been new requests, their demand would have kept the overload bound:
   // as three new requests of 70 do now, once the queue is back at 40.
-  for (int i = 0; i < 15; ++i) ASSERT_TRUE((*batcher)->Step().ok());
-  ASSERT_EQ((*batcher)->QueueDepth(), 40);
+  for (int i = 0; i < 15; ++i) ASSERT_TRUE(batcher->Step().ok());
+  ASSERT_EQ(batcher->QueueDepth(), 40);
   for (uint64_t key = 100; key < 103; ++key) {
-    EXPECT_EQ((*batcher)->CheckRoom(70, 100, key).code(), absl::StatusCode::kResourceExhausted);
+    EXPECT_EQ(batcher->CheckRoom(70, 100, key).code(), absl::StatusCode::kResourceExhausted);
   }
-  const absl::Status overloaded = (*batcher)->CheckRoom(30, 100, 9);
+  const absl::Status overloaded = batcher->CheckRoom(30, 100, 9);
   EXPECT_EQ(overloaded.code(), absl::StatusCode::kResourceExhausted);
   EXPECT_THAT(overloaded.message(), HasSubstr("batching.overload_queue_wait_ms"));
-  (*batcher)->Shutdown();
+  batcher->Shutdown();
 }
 
 // A request larger than a batch, once started, is work that newcomers pass every other

@@ -737,7 +737,13 @@ TEST_F(ServiceTest, ShutdownAnswersEveryAcceptedCall) {
   // Every call accepted: each was tokenized (counted just before it is queued).
   EXPECT_TRUE(WaitUntil([&] { return server_->metrics().tokenized_requests() == kCalls; }));
   std::thread stopper([&] { server_->Shutdown(5'000'000); });
-  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  // The drain has begun: a new Embed is refused (UNAVAILABLE) while the accepted calls
+  // wait behind the closed gate. (A probe that came in before that expires in 100 ms.)
+  EXPECT_TRUE(WaitUntil([&] {
+    v1::EmbedResponse probe;
+    return Embed({"probe"}, &probe, std::nullopt, std::nullopt, /*deadline_ms=*/100)
+               .error_code() == grpc::StatusCode::UNAVAILABLE;
+  }));
   backend_->OpenGate();
   stopper.join();
   for (auto& t : threads) t.join();

@@ -1,6 +1,6 @@
 # Sourced ON THE GPU MACHINE by the A/B scripts of this folder (attn_mma_ab.sh,
 # attn_tune_ab.sh, attn_quick_ab.sh, gemm_tune_ab.sh, merged_check.sh,
-# graph_buckets_ab.sh, fused_ab.sh): the prologue they share, after their own
+# graph_buckets_ab.sh, fused_ab.sh, real_model_check.sh): the prologue they share, after their own
 # `cd "$(dirname "$0")/../.."` to the repository root, with the script's short name:
 #   source scripts/device/ab_lib.sh attn_mma
 # Sets, each unless already set: OUT (./device-out), B (BUILD_DIR, else build-gpu), RAW
@@ -22,6 +22,14 @@
 #                    benchmarks FILTER matches, REPS repetitions in one process; JSON and
 #                    log as $RAW/embed_TAG.*; prints each median (fused_ab_summary.py),
 #                    labelled LABEL (default: ENV, or "defaults")
+#   ab_kernel_tests  fused_kernels_test, its log $RAW/fused_kernels_test.log; prints its
+#                    exit code and the result and failure lines
+#   ab_backend_cuda_tests [TAG]
+#                    bert_backend_test's CUDA cases (2 minutes at most), its log
+#                    $RAW/bert_backend_cuda[_TAG].log; prints its exit code and results
+#   ab_synthetic_model
+#                    sets SYNTH_MODEL to the synthetic minilm-l6 folder (seed 42; the
+#                    shapes of all-MiniLM-L6-v2), written first if it is not there
 # shellcheck shell=bash
 OUT=${OUT:-$(pwd)/device-out}
 mkdir -p "$OUT"
@@ -65,4 +73,26 @@ embed() {
     --benchmark_report_aggregates_only=true --benchmark_counters_tabular=true \
     --benchmark_out="$RAW/embed_$tag.json" --benchmark_out_format=json >"$RAW/embed_$tag.log" 2>&1
   python3 scripts/device/fused_ab_summary.py embed "$RAW/embed_$tag.json" "$tag" "$label"
+}
+
+ab_kernel_tests() {
+  "$B/tests/model/fused_kernels_test" --gtest_color=no >"$RAW/fused_kernels_test.log" 2>&1
+  echo "fused_kernels_test exit $?"
+  grep -E "^\[ +(OK|FAILED|SKIPPED) +\]|^\[  PASSED|Failure|Expected|Which is" \
+    "$RAW/fused_kernels_test.log" | head -30
+}
+
+ab_backend_cuda_tests() {
+  local log=$RAW/bert_backend_cuda${1:+_$1}.log
+  timeout 120 "$B/tests/model/bert_backend_test" --gtest_color=no --gtest_filter='*Cuda*' \
+    >"$log" 2>&1
+  echo "bert_backend_test *Cuda* exit $?"
+  grep -E "^\[ +(OK|FAILED|SKIPPED) +\]" "$log"
+}
+
+ab_synthetic_model() {
+  SYNTH_MODEL=models/minilm-l6-synthetic
+  [ -f $SYNTH_MODEL/model.safetensors ] ||
+    "$B/tools/make_model/embedserve-make-model" --out $SYNTH_MODEL --preset minilm-l6 --seed 42 \
+      >/dev/null
 }

@@ -41,13 +41,8 @@ wait "$build_pid" || { cat "$RAW/ab_build.out"; pack; exit 1; }
 ab_machine
 
 step "2. tests"
-"$B/tests/model/fused_kernels_test" --gtest_color=no >"$RAW/fused_kernels_test.log" 2>&1
-echo "fused_kernels_test exit $?"
-grep -E "^\[ +(OK|FAILED|SKIPPED) +\]|Failure|Expected|Which is|rror" "$RAW/fused_kernels_test.log" | head -30
-timeout 120 "$B/tests/model/bert_backend_test" --gtest_color=no --gtest_filter='*Cuda*' \
-  >"$RAW/bert_backend_cuda.log" 2>&1
-echo "bert_backend_test *Cuda* exit $?"
-grep -E "^\[ +(OK|FAILED|SKIPPED) +\]" "$RAW/bert_backend_cuda.log"
+ab_kernel_tests
+ab_backend_cuda_tests
 pack
 
 step "3. BM_Embed 1,024 x 16: BASE / NEW / BASE / NEW (median of $REPS each), fp16 then bf16"
@@ -98,9 +93,8 @@ fi
 
 if want 7 && left 510; then
   step "7. graph_buckets_bench fp16: BASE / NEW"
-  model=models/minilm-l6-synthetic
-  [ -f $model/model.safetensors ] ||
-    "$B/tools/make_model/embedserve-make-model" --out $model --preset minilm-l6 --seed 42 >/dev/null
+  ab_synthetic_model
+  model=$SYNTH_MODEL
   for arm in BASE NEW; do
     # shellcheck disable=SC2046
     env $(arm_env $arm) EMBEDSERVE_BENCH_MODEL=$model "$B/bench/model/graph_buckets_bench" fp16 5 \

@@ -16,13 +16,8 @@ ab_build
 ab_machine
 
 step "2. tests"
-"$B/tests/model/fused_kernels_test" --gtest_color=no >"$RAW/fused_kernels_test.log" 2>&1
-echo "fused_kernels_test exit $?"
-grep -E "^\[ +(FAILED|SKIPPED) +\]|Failure|Expected|Which is|PackedAttention" "$RAW/fused_kernels_test.log" | head -20
-timeout 60 "$B/tests/model/bert_backend_test" --gtest_color=no --gtest_filter='*Cuda*' \
-  >"$RAW/bert_backend_cuda.log" 2>&1
-echo "bert_backend_test *Cuda* exit $?"
-grep -E "^\[ +(OK|FAILED|SKIPPED) +\]" "$RAW/bert_backend_cuda.log"
+ab_kernel_tests
+ab_backend_cuda_tests
 
 step "3. BM_Embed fp16 1,024 x 16: BASE / NEW / BASE / NEW (median of 5)"
 T='BM_Embed/fp16/batch:1024/tokens:16/'

@@ -33,9 +33,7 @@ ab_build
 ab_machine
 
 step "2. fused_kernels_test"
-"$B/tests/model/fused_kernels_test" --gtest_color=no >"$RAW/fused_kernels_test.log" 2>&1
-echo "fused_kernels_test exit $?"
-grep -E "^\[ +(OK|FAILED|SKIPPED) +\]|Failure|Expected|Which is|rror" "$RAW/fused_kernels_test.log" | head -20
+ab_kernel_tests
 
 T1024='BM_Embed/fp16/batch:1024/tokens:16/'
 step "3. BM_Embed fp16 1,024 x 16: BASE / ATTN / NEW, twice (median of $REPS each)"
@@ -72,10 +70,7 @@ fi
 
 if left 440; then
   step "6. bert_backend_test CUDA cases, defaults (NEW)"
-  timeout 60 "$B/tests/model/bert_backend_test" --gtest_color=no --gtest_filter='*Cuda*' \
-    >"$RAW/bert_backend_cuda_new.log" 2>&1
-  echo "exit $?"
-  grep -E "^\[ +(OK|FAILED|SKIPPED) +\]" "$RAW/bert_backend_cuda_new.log"
+  ab_backend_cuda_tests new
 fi
 
 if left 460; then
@@ -88,9 +83,8 @@ fi
 
 if left 540; then
   step "8. graph_buckets_bench fp16: BASE / NEW"
-  model=models/minilm-l6-synthetic
-  [ -f $model/model.safetensors ] ||
-    "$B/tools/make_model/embedserve-make-model" --out $model --preset minilm-l6 --seed 42 >/dev/null
+  ab_synthetic_model
+  model=$SYNTH_MODEL
   for arm in BASE NEW; do
     # shellcheck disable=SC2046
     env $(arm_env $arm) EMBEDSERVE_BENCH_MODEL=$model "$B/bench/model/graph_buckets_bench" fp16 5 \

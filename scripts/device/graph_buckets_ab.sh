@@ -32,9 +32,8 @@ BENCH_LAST=${BENCH_LAST-fp32 tf32}
 step "1. build"
 ab_build
 ab_machine
-model=models/minilm-l6-synthetic
-[ -f $model/model.safetensors ] ||
-  "$B/tools/make_model/embedserve-make-model" --out $model --preset minilm-l6 --seed 42 >/dev/null
+ab_synthetic_model
+model=$SYNTH_MODEL
 
 bench() {  # bench PRECISION
   step "graph_buckets_bench $1"

@@ -24,13 +24,8 @@ ab_build
 ab_machine
 
 step "2. CUDA tests"
-"$B/tests/model/fused_kernels_test" --gtest_color=no >"$RAW/fused_kernels_test.log" 2>&1
-echo "fused_kernels_test exit $?"
-grep -E "^\[ +(FAILED|SKIPPED) +\]|^\[  PASSED" "$RAW/fused_kernels_test.log"
-timeout 90 "$B/tests/model/bert_backend_test" --gtest_color=no --gtest_filter='*Cuda*' \
-  >"$RAW/bert_backend_cuda.log" 2>&1
-echo "bert_backend_test *Cuda* exit $?"
-grep -E "^\[ +(OK|FAILED|SKIPPED) +\]" "$RAW/bert_backend_cuda.log"
+ab_kernel_tests
+ab_backend_cuda_tests
 
 step "3. BM_Embed fp16 1,024 x 16: BASE / NEW, twice (median of 5)"
 T='BM_Embed/fp16/batch:1024/tokens:16/'
@@ -40,9 +35,8 @@ done
 pack
 
 step "4. graph_buckets_bench fp16: BASE / ATTN / NEW"
-model=models/minilm-l6-synthetic
-[ -f $model/model.safetensors ] ||
-  "$B/tools/make_model/embedserve-make-model" --out $model --preset minilm-l6 --seed 42 >/dev/null
+ab_synthetic_model
+model=$SYNTH_MODEL
 for arm in BASE ATTN NEW; do
   echo "--- $arm"
   # shellcheck disable=SC2046

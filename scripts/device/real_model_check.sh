@@ -18,9 +18,7 @@ ab_machine
 scripts/device/unpack_model.sh || { pack; exit 1; }
 
 step "2. CUDA tests on the real model"
-"$B/tests/model/fused_kernels_test" --gtest_color=no >"$RAW/fused_kernels_test.log" 2>&1
-echo "fused_kernels_test exit $?"
-grep -E "^\[ +(FAILED|SKIPPED) +\]|^\[  PASSED" "$RAW/fused_kernels_test.log"
+ab_kernel_tests
 timeout 180 "$B/tests/model/minilm_reference_test" --gtest_color=no \
   >"$RAW/minilm_reference_test.log" 2>&1
 echo "minilm_reference_test exit $?"

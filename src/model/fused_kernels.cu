@@ -468,17 +468,13 @@ struct MmaOps<__half> {
         : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 #endif
   }
-  // (x, y) rounded to 16 bits each (x in the low half), and the parts they left out.
-  static __device__ __forceinline__ void Split(float x, float y, uint32_t* hi, uint32_t* lo) {
-    const __half2 h = __floats2half2_rn(x, y);
-    const float2 f = __half22float2(h);
-    const __half2 l = __floats2half2_rn(x - f.x, y - f.y);
-    *hi = *reinterpret_cast<const uint32_t*>(&h);
-    *lo = *reinterpret_cast<const uint32_t*>(&l);
-  }
+  // (x, y) rounded to 16 bits each, x in the low half; and back.
   static __device__ __forceinline__ uint32_t Pack(float x, float y) {
     const __half2 h = __floats2half2_rn(x, y);
     return *reinterpret_cast<const uint32_t*>(&h);
+  }
+  static __device__ __forceinline__ float2 Unpack(uint32_t w) {
+    return __half22float2(*reinterpret_cast<const __half2*>(&w));
   }
 };
 template <>
@@ -492,18 +488,22 @@ struct MmaOps<__nv_bfloat16> {
         : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 #endif
   }
-  static __device__ __forceinline__ void Split(float x, float y, uint32_t* hi, uint32_t* lo) {
-    const __nv_bfloat162 h = __floats2bfloat162_rn(x, y);
-    const float2 f = __bfloat1622float2(h);
-    const __nv_bfloat162 l = __floats2bfloat162_rn(x - f.x, y - f.y);
-    *hi = *reinterpret_cast<const uint32_t*>(&h);
-    *lo = *reinterpret_cast<const uint32_t*>(&l);
-  }
   static __device__ __forceinline__ uint32_t Pack(float x, float y) {
     const __nv_bfloat162 h = __floats2bfloat162_rn(x, y);
     return *reinterpret_cast<const uint32_t*>(&h);
   }
+  static __device__ __forceinline__ float2 Unpack(uint32_t w) {
+    return __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&w));
+  }
 };
+
+// (x, y) rounded to 16 bits each (x in the low half), and the parts they left out.
+template <typename T>
+__device__ __forceinline__ void SplitPair(float x, float y, uint32_t* hi, uint32_t* lo) {
+  *hi = MmaOps<T>::Pack(x, y);
+  const float2 f = MmaOps<T>::Unpack(*hi);
+  *lo = MmaOps<T>::Pack(x - f.x, y - f.y);
+}
 
 // The 8 x 8 matrix of 16-bit elements whose row g, columns 2t and 2t + 1 lane 4 g + t
 // holds, transposed (the same lane then holds row g, columns 2t, 2t + 1 of the transpose).
@@ -671,10 +671,10 @@ __global__ void __launch_bounds__(kThreads) PackedAttentionMmaKernel(AttnParams<
 #pragma unroll
   for (int kb = 0; kb < KB; ++kb) {
     uint32_t hi[4], lo[4];
-    Ops::Split(s[kb][0][0] * inv0, s[kb][0][1] * inv0, &hi[0], &lo[0]);
-    Ops::Split(s[kb][0][2] * inv1, s[kb][0][3] * inv1, &hi[1], &lo[1]);
-    Ops::Split(s[kb][1][0] * inv0, s[kb][1][1] * inv0, &hi[2], &lo[2]);
-    Ops::Split(s[kb][1][2] * inv1, s[kb][1][3] * inv1, &hi[3], &lo[3]);
+    SplitPair<T>(s[kb][0][0] * inv0, s[kb][0][1] * inv0, &hi[0], &lo[0]);
+    SplitPair<T>(s[kb][0][2] * inv1, s[kb][0][3] * inv1, &hi[1], &lo[1]);
+    SplitPair<T>(s[kb][1][0] * inv0, s[kb][1][1] * inv0, &hi[2], &lo[2]);
+    SplitPair<T>(s[kb][1][2] * inv1, s[kb][1][3] * inv1, &hi[3], &lo[3]);
 #pragma unroll
     for (int c = 0; c < kChunks; ++c) {
 #pragma unroll

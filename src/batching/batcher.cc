@@ -320,10 +320,8 @@ absl::Status Batcher::CheckRoom(int64_t sequences, int32_t queue_percent,
   if (sequences > int64_t{options_.max_queue_sequences} - queued) {
     return BatchScheduler::QueueFullError(queued, options_.max_queue_sequences, sequences);
   }
-  absl::Status status = CheckAdmission(counted_hint_.load(std::memory_order_relaxed), sequences,
-                                       queue_percent, demand_key);
-  if (status.ok() && refused_ != nullptr) refused_->Admitted(demand_key);
-  return status;
+  return CheckAdmission(counted_hint_.load(std::memory_order_relaxed), sequences, queue_percent,
+                        demand_key);
 }
 
 absl::Status Batcher::CheckAdmission(int32_t queued, int64_t needed, int32_t queue_percent,

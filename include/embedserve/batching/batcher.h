@@ -280,11 +280,13 @@ class Batcher {
   // Requests accepted and not yet released (answered, with no rows in a batch).
   int64_t LiveRequests() const;
 
-  // Lock-free and cheap: RESOURCE_EXHAUSTED (as Submit words it) when the queue looked
-  // too full for `sequences` more at its last change, else OK (Submit still decides;
-  // also for more sequences than the queue can ever hold, which Submit refuses).
+  // Cheap: RESOURCE_EXHAUSTED (as Submit words it) when the queue looked too full for
+  // `sequences` more at its last change, else OK (Submit still decides; also for more
+  // sequences than the queue can ever hold, which Submit refuses). Lock-free but while
+  // refused requests count as demand (overload bound; a small lock of their own).
   // Lets a caller refuse under overload before it spends work on a request (tokenizing).
-  // `queue_percent` and `demand_key` as BatchRequest's.
+  // `queue_percent` and `demand_key` as BatchRequest's: a refusal here counts against
+  // the key as Submit's does; only Submit's acceptance clears it.
   absl::Status CheckRoom(int64_t sequences, int32_t queue_percent = 100,
                          uint64_t demand_key = 0) const;
 

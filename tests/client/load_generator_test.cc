@@ -41,6 +41,7 @@ class FakeService final : public v1::EmbeddingService::Service {
   std::mutex peers_mu;
   std::set<std::string> peers;  // guarded by peers_mu: each Similarity caller's address
   std::vector<std::chrono::steady_clock::time_point> arrivals;  // guarded by peers_mu
+  std::vector<std::string> contents;  // guarded by peers_mu: each Similarity request, serialized
 
   grpc::Status Similarity(grpc::ServerContext* context, const v1::SimilarityRequest* request,
                           v1::SimilarityResponse* response) override {
@@ -48,6 +49,7 @@ class FakeService final : public v1::EmbeddingService::Service {
       std::lock_guard<std::mutex> lock(peers_mu);
       peers.insert(context->peer());  // "ipv4:127.0.0.1:PORT": one per connection
       arrivals.push_back(std::chrono::steady_clock::now());
+      contents.push_back(request->SerializeAsString());
     }
     return Handle(request->pairs_size(), [&](int n) {
       for (int i = 0; i < n; ++i) response->add_scores(0.5f);
@@ -218,6 +220,36 @@ TEST_F(LoadGeneratorTest, ClosedLoopBacksOffAfterAFullQueue) {
   for (size_t i = 1; i < service_.arrivals.size(); ++i) {
     EXPECT_GE(service_.arrivals[i] - service_.arrivals[i - 1], std::chrono::milliseconds(40))
         << i;
+  }
+}
+
+// A closed-loop caller sends a refused request again as it was, as a retrying client
+// does (the server counts a retried request's demand once), with or without a backoff;
+// after an answer it goes on to the next request.
+TEST_F(LoadGeneratorTest, ClosedLoopResendsARefusedRequestAsItWas) {
+  const std::vector<SentencePair> distinct = {{"a.", "b."}, {"c.", "d."}, {"e.", "f."},
+                                              {"g.", "h."}};
+  for (int64_t backoff_ms : {0, 5}) {
+    {
+      std::lock_guard<std::mutex> lock(service_.peers_mu);
+      service_.contents.clear();
+    }
+    service_.received = 0;
+    service_.fail_every = 2;  // every second call refused
+    service_.delay_ms = 0;
+    BenchmarkPlan plan = RequestPlan(10);
+    plan.backoff_ms = backoff_ms;
+    auto r = generator_->RunPoint(plan, GridPoint{1, 1, 0}, distinct);
+    ASSERT_TRUE(r.ok()) << r.status();
+    EXPECT_EQ(r->requests_ok, 5) << backoff_ms;
+    EXPECT_EQ(r->errors.at("RESOURCE_EXHAUSTED"), 5) << backoff_ms;
+    std::lock_guard<std::mutex> lock(service_.peers_mu);
+    const std::vector<std::string>& c = service_.contents;
+    ASSERT_EQ(c.size(), 10u) << backoff_ms;
+    for (size_t i = 1; i < c.size(); i += 2) {  // calls 2, 4, ... were refused
+      EXPECT_NE(c[i], c[i - 1]) << backoff_ms << " " << i;  // a new request after an answer
+      if (i + 1 < c.size()) EXPECT_EQ(c[i + 1], c[i]) << backoff_ms << " " << i;  // resent
+    }
   }
 }
 

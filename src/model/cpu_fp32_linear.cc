@@ -56,8 +56,7 @@ absl::StatusOr<std::unique_ptr<Fp32Linear>> Fp32Linear::Create(const torch::Tens
       case LinearEpilogue::kBias:
         break;
       case LinearEpilogue::kBiasGelu:
-        ops.append_eltwise(1.0f, dnnl::algorithm::eltwise_gelu_erf, 0.0f, 0.0f);
-        break;
+        break;  // GeluInPlaceCpu after the matmul (Forward)
       case LinearEpilogue::kBiasGeluTanh:
         ops.append_eltwise(1.0f, dnnl::algorithm::eltwise_gelu_tanh, 0.0f, 0.0f);
         break;
@@ -116,6 +115,7 @@ torch::Tensor Fp32Linear::Forward(const torch::Tensor& input, torch::Tensor resi
                                  {DNNL_ARG_BIAS, impl_->bias},
                                  {DNNL_ARG_DST, dst}});
   stream.wait();
+  if (epilogue_ == LinearEpilogue::kBiasGelu) GeluInPlaceCpu(out, /*tanh=*/false);
   return out;
 }
 

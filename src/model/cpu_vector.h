@@ -116,23 +116,41 @@ ES_INLINE VF ExpNonPositive(VF x) {
   return y * BitCast<VF>(bits);
 }
 
-// GELU with the exact erf form, 0.5 x (1 + erf(x / sqrt 2)), as at::gelu(x, "none").
-// erf from Abramowitz & Stegun 7.1.26 (absolute error <= 1.5e-7): for z >= 0,
-// erf(z) = 1 - P(t) e^(-z^2), t = 1 / (1 + 0.3275911 z). 1 + erf(z) is formed as
-// 2 - P e^(-z^2) for z >= 0 and P e^(-z^2) for z < 0, so large negative inputs keep
-// their (tiny) relative precision instead of cancelling to 0.
+// erf(z) as z P(z^2) / Q(z^2), P and Q of degree 5, on z clamped to [-4, 4] (beyond
+// it erf is +-1 in fp32). The coefficients are a weighted least-squares fit of this
+// form to erf on [0, 4] (scripts/fit_erf.py): absolute error <= 2.2e-8 in exact
+// arithmetic, <= 4e-7 evaluated in fp32. No exp: GeluErf over 448 x 1536 floats takes
+// 131 us on one Zen 5 core against 204 us with Abramowitz & Stegun's 7.1.26, which this
+// replaced.
+ES_INLINE VF ErfRational(VF z) {
+  z = z > 4.0f ? VF{} + 4.0f : z;
+  z = z < -4.0f ? VF{} - 4.0f : z;
+  const VF t = z * z;
+  VF p = VF{} + 1.9746314592e-6f;
+  p = p * t + 2.8801581357e-4f;
+  p = p * t + 4.0033590049e-3f;
+  p = p * t + 5.3466629237e-2f;
+  p = p * t + 1.9624495506e-1f;
+  p = p * t + 1.1283789873e+0f;
+  VF q = VF{} + 3.7477409933e-5f;
+  q = q * t + 1.2162522180e-3f;
+  q = q * t + 1.5443900600e-2f;
+  q = q * t + 1.1647446454e-1f;
+  q = q * t + 5.0724869967e-1f;
+  q = q * t + 1.0f;
+  return z * p / q;
+}
+
+// GELU with the exact erf form, 0.5 x (1 + erf(x / sqrt 2)), as at::gelu(x, "none"),
+// with ErfRational: absolute error <= 2e-7 |x| + 1e-6. 1 + erf is kept >= 0 and is 0
+// where the clamp holds (x <= -4 sqrt 2, where GELU is below 2e-7 in magnitude), so
+// large negative inputs give 0, never a sign flip or NaN.
 ES_INLINE VF GeluErf(VF x) {
   const VF z = x * 0.70710678118654752f;
-  const VF a = z < 0.0f ? -z : z;
-  const VF t = 1.0f / (a * 0.3275911f + 1.0f);
-  VF p = VF{} + 1.061405429f;
-  p = p * t - 1.453152027f;
-  p = p * t + 1.421413741f;
-  p = p * t - 0.284496736f;
-  p = p * t + 0.254829592f;
-  p = p * t;
-  const VF tail = p * ExpNonPositive(-(a * a));  // 1 - erf(|z|)
-  const VF one_plus_erf = z < 0.0f ? tail : 2.0f - tail;
+  VF one_plus_erf = 1.0f + ErfRational(z);
+  // Two selects: one on the AND of both masks compiled to scalar code (5x slower).
+  one_plus_erf = z > -4.0f ? one_plus_erf : VF{};
+  one_plus_erf = one_plus_erf > 0.0f ? one_plus_erf : VF{};
   return 0.5f * x * one_plus_erf;
 }
 

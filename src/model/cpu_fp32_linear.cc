@@ -2,6 +2,8 @@
 
 #include <oneapi/dnnl/dnnl.hpp>
 
+#include <unordered_map>
+
 #include "absl/strings/str_cat.h"
 
 namespace embedserve {
@@ -56,7 +58,7 @@ absl::StatusOr<std::unique_ptr<Fp32Linear>> Fp32Linear::Create(const torch::Tens
       case LinearEpilogue::kBias:
         break;
       case LinearEpilogue::kBiasGelu:
-        break;  // GeluInPlaceCpu after the matmul (Forward)
+        break;  // no bias either: BiasGeluInPlaceCpu after the matmul (Forward)
       case LinearEpilogue::kBiasGeluTanh:
         ops.append_eltwise(1.0f, dnnl::algorithm::eltwise_gelu_tanh, 0.0f, 0.0f);
         break;
@@ -70,8 +72,13 @@ absl::StatusOr<std::unique_ptr<Fp32Linear>> Fp32Linear::Create(const torch::Tens
     dnnl::primitive_attr attr;
     attr.set_post_ops(ops);
     auto impl = std::make_unique<Impl>();
-    impl->pd = dnnl::matmul::primitive_desc(dnnl::matmul::desc(src_md, wei_md, bias_md, dst_md),
-                                            attr, engine);
+    // kBiasGelu: a matmul without bias, whose output our pass reads once for bias + GELU
+    // (with the bias, oneDNN adds it in a pass of its own over the output).
+    impl->pd = epilogue == LinearEpilogue::kBiasGelu
+                   ? dnnl::matmul::primitive_desc(dnnl::matmul::desc(src_md, wei_md, dst_md),
+                                                  attr, engine)
+                   : dnnl::matmul::primitive_desc(
+                         dnnl::matmul::desc(src_md, wei_md, bias_md, dst_md), attr, engine);
     impl->matmul = dnnl::matmul(impl->pd);
     dnnl::memory::desc user_md({k, n}, dt::f32, dnnl::memory::dims{1, k});
     dnnl::memory user(user_md, engine, w.data_ptr());
@@ -110,12 +117,12 @@ torch::Tensor Fp32Linear::Forward(const torch::Tensor& input, torch::Tensor resi
   dnnl::memory src({{m, k_}, dt::f32, dnnl::memory::dims{k_, 1}}, engine, x.data_ptr());
   dnnl::memory dst({{m, n_}, dt::f32, dnnl::memory::dims{n_, 1}}, engine, out.data_ptr());
   dnnl::stream stream(engine);
-  impl_->matmul.execute(stream, {{DNNL_ARG_SRC, src},
-                                 {DNNL_ARG_WEIGHTS, impl_->weights},
-                                 {DNNL_ARG_BIAS, impl_->bias},
-                                 {DNNL_ARG_DST, dst}});
+  std::unordered_map<int, dnnl::memory> args = {
+      {DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, impl_->weights}, {DNNL_ARG_DST, dst}};
+  if (epilogue_ != LinearEpilogue::kBiasGelu) args.emplace(DNNL_ARG_BIAS, impl_->bias);
+  impl_->matmul.execute(stream, args);
   stream.wait();
-  if (epilogue_ == LinearEpilogue::kBiasGelu) GeluInPlaceCpu(out, /*tanh=*/false);
+  if (epilogue_ == LinearEpilogue::kBiasGelu) BiasGeluInPlaceCpu(out, bias_);
   return out;
 }
 

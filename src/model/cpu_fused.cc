@@ -89,11 +89,25 @@ ES_INLINE void GeluBody(float* x, int64_t count, bool tanh) {
   }
 }
 
+// Rows [begin, end) of x [rows, n]: x = gelu_erf(x + b).
+ES_INLINE void BiasGeluRowsBody(float* x, int64_t begin, int64_t end, int64_t n, const float* b) {
+  const int64_t full = n / kLanes * kLanes, rest = n - full;
+  for (int64_t r = begin; r < end; ++r) {
+    float* y = x + r * n;
+    for (int64_t c = 0; c < full; c += kLanes) Store(y + c, GeluErf(Load(y + c) + Load(b + c)));
+    if (rest) {
+      StorePartial(y + full, GeluErf(LoadPartial(y + full, rest) + LoadPartial(b + full, rest)),
+                   rest);
+    }
+  }
+}
+
 using LayerNormRowsFn = void (*)(float*, int64_t, int64_t, int64_t, const float*, const float*,
                                  float);
 using EmbedRowsFn = void (*)(const float*, const float*, const int64_t*, const int64_t*, int64_t,
                              int64_t, int64_t, const float*, const float*, float, float*);
 using GeluFn = void (*)(float*, int64_t, bool);
+using BiasGeluRowsFn = void (*)(float*, int64_t, int64_t, int64_t, const float*);
 
 #define ES_FUSED_VARIANT(SUFFIX, ATTRIBUTE)                                                  \
   ATTRIBUTE void LayerNormRows##SUFFIX(float* x, int64_t begin, int64_t end, int64_t n,      \
@@ -106,7 +120,11 @@ using GeluFn = void (*)(float*, int64_t, bool);
                                    float* out) {                                             \
     EmbedRowsBody(word, pos, ids, positions, begin, end, n, g, b, eps, out);                 \
   }                                                                                          \
-  ATTRIBUTE void Gelu##SUFFIX(float* x, int64_t count, bool tanh) { GeluBody(x, count, tanh); }
+  ATTRIBUTE void Gelu##SUFFIX(float* x, int64_t count, bool tanh) { GeluBody(x, count, tanh); } \
+  ATTRIBUTE void BiasGeluRows##SUFFIX(float* x, int64_t begin, int64_t end, int64_t n,       \
+                                      const float* b) {                                      \
+    BiasGeluRowsBody(x, begin, end, n, b);                                                   \
+  }
 
 ES_FUSED_VARIANT(Baseline, )
 #ifdef ES_X86_DISPATCH
@@ -118,6 +136,7 @@ struct FusedKernels {
   LayerNormRowsFn layer_norm = LayerNormRowsBaseline;
   EmbedRowsFn embed = EmbedRowsBaseline;
   GeluFn gelu = GeluBaseline;
+  BiasGeluRowsFn bias_gelu = BiasGeluRowsBaseline;
 };
 
 const FusedKernels& Kernels() {
@@ -125,9 +144,9 @@ const FusedKernels& Kernels() {
     FusedKernels k;
 #ifdef ES_X86_DISPATCH
     if (CpuHasAvx512()) {
-      k = {LayerNormRowsAvx512, EmbedRowsAvx512, GeluAvx512};
+      k = {LayerNormRowsAvx512, EmbedRowsAvx512, GeluAvx512, BiasGeluRowsAvx512};
     } else if (CpuHasAvx2()) {
-      k = {LayerNormRowsAvx2, EmbedRowsAvx2, GeluAvx2};
+      k = {LayerNormRowsAvx2, EmbedRowsAvx2, GeluAvx2, BiasGeluRowsAvx2};
     }
 #endif
     return k;
@@ -212,6 +231,20 @@ void GeluInPlaceCpu(torch::Tensor& x, bool tanh) {
   const GeluFn fn = Kernels().gelu;
   at::parallel_for(0, count, kFloatsPerTask, [&](int64_t begin, int64_t end) {
     fn(p + begin, end - begin, tanh);
+  });
+}
+
+void BiasGeluInPlaceCpu(torch::Tensor& x, const torch::Tensor& bias) {
+  TORCH_CHECK(x.device().is_cpu() && x.scalar_type() == torch::kFloat && x.is_contiguous() &&
+                  x.dim() == 2,
+              "BiasGeluInPlaceCpu: x must be a contiguous fp32 CPU matrix");
+  const int64_t rows = x.size(0), n = x.size(1);
+  CheckVector(bias, n, "bias");
+  float* p = x.data_ptr<float>();
+  const float* b = bias.data_ptr<float>();
+  const BiasGeluRowsFn fn = Kernels().bias_gelu;
+  at::parallel_for(0, rows, RowGrain(n), [&](int64_t begin, int64_t end) {
+    fn(p, begin, end, n, b);
   });
 }
 

@@ -50,6 +50,10 @@ torch::Tensor EmbedLayerNormCpu(const torch::Tensor& word, const torch::Tensor& 
 // epilogue uses; exposed for its tests.
 void GeluInPlaceCpu(torch::Tensor& x, bool tanh);
 
+// x [rows, n], bias [n]: contiguous fp32 CPU. x = gelu(x + bias) in place, the erf form,
+// in one pass (Fp32Linear's kBiasGelu epilogue after a matmul with no bias).
+void BiasGeluInPlaceCpu(torch::Tensor& x, const torch::Tensor& bias);
+
 }  // namespace internal_model
 }  // namespace embedserve
 

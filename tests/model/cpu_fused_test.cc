@@ -118,6 +118,25 @@ TEST_P(CpuFusedTest, GeluMatchesAten) {
   }
 }
 
+TEST_P(CpuFusedTest, BiasGeluAddsTheBiasPerColumnThenAppliesGelu) {
+  torch::manual_seed(15);
+  for (int64_t n : {1, 17, 1536}) {
+    for (int64_t rows : {1, 3, 100}) {  // 100 x 1536 forks
+      const torch::Tensor x = torch::randn({rows, n}) * 3.0;
+      const torch::Tensor bias = torch::randn({n});
+      torch::Tensor got = x.clone();
+      BiasGeluInPlaceCpu(got, bias);
+      const torch::Tensor pre = x.to(torch::kDouble) + bias.to(torch::kDouble);
+      const torch::Tensor want = at::gelu(pre, "none");
+      const torch::Tensor bound = pre.abs() * 2e-7 + 1e-6;
+      EXPECT_TRUE((got.to(torch::kDouble) - want).abs().le(bound).all().item<bool>())
+          << "n " << n << " rows " << rows << " worst " << MaxDiff(got, want);
+    }
+  }
+  torch::Tensor wrong = torch::zeros({2, 8});
+  EXPECT_THROW(BiasGeluInPlaceCpu(wrong, torch::zeros({7})), c10::Error);
+}
+
 TEST_P(CpuFusedTest, GeluOfLargeNegativeInputsIsTinyNotNan) {
   torch::Tensor x = torch::tensor({-30.0f, -100.0f, -1e4f, 30.0f, 1e4f});
   GeluInPlaceCpu(x, false);

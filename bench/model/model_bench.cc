@@ -4,7 +4,12 @@
 //        a temp folder, seed 42), EMBEDSERVE_BENCH_THREADS (intra-op threads, 0 = usable
 //        cores), EMBEDSERVE_CPU_LINEAR=onednn (the alternative CPU linear kernel),
 //        EMBEDSERVE_BENCH_CUDA_GRAPHS=0 (CUDA: the eager path for every batch; default 1,
-//        CUDA graphs for batches up to 64 x 128 tokens).
+//        CUDA graphs for batches up to 64 x 128 tokens), EMBEDSERVE_BENCH_GRAPH_MAX_BATCH
+//        (CUDA: graphs up to this many sequences, 64..1024, ModelOptions'
+//        cuda_graph_max_batch), EMBEDSERVE_BENCH_CALLERS (threads calling Embed at once,
+//        default 1, as the server's batching.workers; sentences/s is their sum),
+//        EMBEDSERVE_BENCH_STREAMS=1 (CUDA build: each caller on a stream of its own
+//        instead of the default stream).
 // Closed-loop backend throughput: sentences/s of Backend::Embed for batch 1, 8, 32, 128
 // at 16 and 128 tokens, for each precision the device supports (cpu: fp32, bf16; cuda:
 // fp32, fp16, bf16). Embed returns host vectors, so each iteration ends with the device
@@ -17,10 +22,16 @@
 #include <filesystem>
 #include <map>
 #include <memory>
+#include <mutex>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "benchmark/benchmark.h"
+#if defined(EMBEDSERVE_BENCH_CUDA_STREAMS)
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
+#endif
 #include "embedserve/model/cpu_environment.h"
 #include "embedserve/model/model_loader.h"
 #include "synthetic_model.h"
@@ -60,6 +71,8 @@ double ProcessCpuSeconds() {
 }
 
 Backend* GetBackend(const std::string& precision) {
+  static std::mutex* mu = new std::mutex();  // EMBEDSERVE_BENCH_CALLERS threads ask at once
+  std::lock_guard<std::mutex> lock(*mu);
   static std::map<std::string, std::unique_ptr<Backend>>* cache =
       new std::map<std::string, std::unique_ptr<Backend>>();
   auto it = cache->find(precision);
@@ -70,6 +83,8 @@ Backend* GetBackend(const std::string& precision) {
   options.precision = precision;
   options.num_threads = std::atoi(Env("EMBEDSERVE_BENCH_THREADS", "0").c_str());
   options.cuda_graphs = Env("EMBEDSERVE_BENCH_CUDA_GRAPHS", "1") != "0";
+  const std::string graph_max = Env("EMBEDSERVE_BENCH_GRAPH_MAX_BATCH", "");
+  if (!graph_max.empty()) options.cuda_graph_max_batch = std::atoi(graph_max.c_str());
   auto backend = LoadBackend(options);
   if (!backend.ok()) {
     std::fprintf(stderr, "cannot load %s: %s\n", precision.c_str(),
@@ -92,6 +107,13 @@ void BM_Embed(benchmark::State& state, std::string precision) {
   for (TokenIds& s : seqs) s = SyntheticSequence(tokens, &x);
   std::vector<const TokenIds*> ptrs;
   for (const TokenIds& s : seqs) ptrs.push_back(&s);
+#if defined(EMBEDSERVE_BENCH_CUDA_STREAMS)
+  // Each caller's work on a stream of its own (a pool stream per thread), when asked.
+  std::optional<c10::cuda::CUDAStreamGuard> stream_guard;
+  if (Env("EMBEDSERVE_BENCH_STREAMS", "0") == "1" && Env("EMBEDSERVE_BENCH_DEVICE", "cpu") != "cpu") {
+    stream_guard.emplace(c10::cuda::getStreamFromPool(/*isHighPriority=*/false));
+  }
+#endif
   for (int i = 0; i < 2; ++i) (void)backend->Embed(ptrs);  // warm-up
   const double cpu_start = ProcessCpuSeconds();
   for (auto _ : state) {
@@ -131,6 +153,8 @@ void Register() {
     }
     if (device != "cpu") b->Args({1024, 16});  // the GPU target: batch 1,024 x 16 tokens
     b->ArgNames({"batch", "tokens"})->Unit(benchmark::kMillisecond)->UseRealTime()->MeasureProcessCPUTime();
+    const int callers = std::atoi(Env("EMBEDSERVE_BENCH_CALLERS", "1").c_str());
+    if (callers > 1) b->Threads(callers);
   }
 }
 

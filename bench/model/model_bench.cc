@@ -124,18 +124,24 @@ void BM_Embed(benchmark::State& state, std::string precision) {
     }
     benchmark::DoNotOptimize(r->values.data());
   }
-  state.counters["sentences/s"] =
-      benchmark::Counter(static_cast<double>(batch), benchmark::Counter::kIsIterationInvariantRate);
+  // With several callers each thread sets these and Google Benchmark sums them before
+  // multiplying by the iterations of all threads: kAvgThreads keeps one batch per
+  // iteration, so sentences/s is the callers' total.
+  state.counters["sentences/s"] = benchmark::Counter(
+      static_cast<double>(batch),
+      benchmark::Counter::kIsIterationInvariantRate | benchmark::Counter::kAvgThreads);
   // Sentences per CPU-second of the whole process: robust when other work shares the
   // cores (wall-clock rates then mostly measure the scheduler), but it also counts
   // OpenMP spin-waiting, so it is a lower bound on what the kernels achieve.
   const double cpu_seconds = ProcessCpuSeconds() - cpu_start;
   if (cpu_seconds > 0) {
+    // Each caller's own iterations over the process's CPU time: summed over callers.
     state.counters["sent/cpu-s"] =
         static_cast<double>(batch) * static_cast<double>(state.iterations()) / cpu_seconds;
   }
-  state.counters["tokens/s"] = benchmark::Counter(static_cast<double>(batch * tokens),
-                                                  benchmark::Counter::kIsIterationInvariantRate);
+  state.counters["tokens/s"] = benchmark::Counter(
+      static_cast<double>(batch * tokens),
+      benchmark::Counter::kIsIterationInvariantRate | benchmark::Counter::kAvgThreads);
   state.SetLabel(backend->Info().device + " " + backend->Info().precision + " " +
                  backend->Info().runtime);
 }

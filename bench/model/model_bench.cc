@@ -7,9 +7,8 @@
 //        CUDA graphs for batches up to 64 x 128 tokens), EMBEDSERVE_BENCH_GRAPH_MAX_BATCH
 //        (CUDA: graphs up to this many sequences, 64..1024, ModelOptions'
 //        cuda_graph_max_batch), EMBEDSERVE_BENCH_CALLERS (threads calling Embed at once,
-//        default 1, as the server's batching.workers; sentences/s is their sum),
-//        EMBEDSERVE_BENCH_STREAMS=1 (CUDA build: each caller on a stream of its own
-//        instead of the default stream).
+//        default 1, as the server's batching.workers; sentences/s is their sum; on CUDA
+//        each caller runs on a stream of its own unless EMBEDSERVE_CUDA_CALLER_STREAMS=0).
 // Closed-loop backend throughput: sentences/s of Backend::Embed for batch 1, 8, 32, 128
 // at 16 and 128 tokens, for each precision the device supports (cpu: fp32, bf16; cuda:
 // fp32, fp16, bf16). Embed returns host vectors, so each iteration ends with the device
@@ -23,15 +22,10 @@
 #include <map>
 #include <memory>
 #include <mutex>
-#include <optional>
 #include <string>
 #include <vector>
 
 #include "benchmark/benchmark.h"
-#if defined(EMBEDSERVE_BENCH_CUDA_STREAMS)
-#include <c10/cuda/CUDAGuard.h>
-#include <c10/cuda/CUDAStream.h>
-#endif
 #include "embedserve/model/cpu_environment.h"
 #include "embedserve/model/model_loader.h"
 #include "synthetic_model.h"
@@ -107,13 +101,6 @@ void BM_Embed(benchmark::State& state, std::string precision) {
   for (TokenIds& s : seqs) s = SyntheticSequence(tokens, &x);
   std::vector<const TokenIds*> ptrs;
   for (const TokenIds& s : seqs) ptrs.push_back(&s);
-#if defined(EMBEDSERVE_BENCH_CUDA_STREAMS)
-  // Each caller's work on a stream of its own (a pool stream per thread), when asked.
-  std::optional<c10::cuda::CUDAStreamGuard> stream_guard;
-  if (Env("EMBEDSERVE_BENCH_STREAMS", "0") == "1" && Env("EMBEDSERVE_BENCH_DEVICE", "cpu") != "cpu") {
-    stream_guard.emplace(c10::cuda::getStreamFromPool(/*isHighPriority=*/false));
-  }
-#endif
   for (int i = 0; i < 2; ++i) (void)backend->Embed(ptrs);  // warm-up
   const double cpu_start = ProcessCpuSeconds();
   for (auto _ : state) {

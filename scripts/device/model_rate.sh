@@ -23,10 +23,10 @@ ab_machine
 
 # A row: TAG|ENV|LABEL; every row runs once per round, ROUNDS rounds, alternated.
 ROWS=${ROWS:-"one||1 caller (defaults)
-twos|EMBEDSERVE_BENCH_CALLERS=2 EMBEDSERVE_BENCH_STREAMS=1|2 callers, own streams
-threes|EMBEDSERVE_BENCH_CALLERS=3 EMBEDSERVE_BENCH_STREAMS=1|3 callers, own streams
-threed|EMBEDSERVE_BENCH_CALLERS=3|3 callers, default stream
-fours|EMBEDSERVE_BENCH_CALLERS=4 EMBEDSERVE_BENCH_STREAMS=1|4 callers, own streams"}
+twos|EMBEDSERVE_BENCH_CALLERS=2|2 callers, own streams
+threes|EMBEDSERVE_BENCH_CALLERS=3|3 callers, own streams
+threed|EMBEDSERVE_BENCH_CALLERS=3 EMBEDSERVE_CUDA_CALLER_STREAMS=0|3 callers, default stream
+fours|EMBEDSERVE_BENCH_CALLERS=4|4 callers, own streams"}
 step "2. BM_Embed fp16 1,024 x 16 per row of ROWS, $ROUNDS rounds (median of $REPS)"
 for r in $(seq 1 "$ROUNDS"); do
   while IFS='|' read -r tag env_set label; do
@@ -40,7 +40,7 @@ python3 scripts/device/hf_bert_bench.py --variants sdpa,compile --dtype fp16 2>&
   grep -E "^card|^HF" | tee "$RAW/hf.txt"
 step "4. BM_Embed one caller and 3 callers (own streams) again, after the peers"
 embed one_after "" "$T" "$REPS" "1 caller (defaults)"
-embed threes_after "EMBEDSERVE_BENCH_CALLERS=3 EMBEDSERVE_BENCH_STREAMS=1" "$T" "$REPS" \
+embed threes_after "EMBEDSERVE_BENCH_CALLERS=3" "$T" "$REPS" \
   "3 callers, own streams"
 pack
 

@@ -204,6 +204,9 @@ class BertBackend : public Backend {
   std::vector<Layer> layers_;
   std::vector<std::unique_ptr<GraphSlot>> graphs_;  // ordered by batch, then tokens
   std::mutex graph_mu_;  // one graph replay (and its copy back) at a time
+  // CUDA: each calling thread queues its work on a stream of its own (CallerStream) rather
+  // than all on the default stream; EMBEDSERVE_CUDA_CALLER_STREAMS=0 turns it off.
+  bool caller_streams_ = true;
 };
 
 }  // namespace internal_model

@@ -288,6 +288,54 @@ TEST(BertBackendTest, CudaGraphsMatchTheEagerPath) {
   }
 }
 
+// Several threads at once, each on its own stream (the default): batches past the graph
+// buckets run eagerly beside each other, with the tuned GEMMs and fused kernels, and each
+// caller still gets exactly what it gets alone; then the same with one shared stream
+// (EMBEDSERVE_CUDA_CALLER_STREAMS=0).
+TEST(BertBackendTest, CudaConcurrentCallersOnTheirOwnStreamsGetTheirOwnVectors) {
+  if (!HasDevice("cuda:0")) GTEST_SKIP() << "no CUDA device visible to this LibTorch";
+  for (const char* streams : {"1", "0"}) {
+    setenv("EMBEDSERVE_CUDA_CALLER_STREAMS", streams, 1);
+    auto backend = MustLoadBackend(kTinyBert, "cuda:0", "fp16");
+    unsetenv("EMBEDSERVE_CUDA_CALLER_STREAMS");
+    constexpr int kThreads = 4;
+    uint64_t x = 29;
+    std::vector<std::vector<TokenIds>> batches;
+    std::vector<EmbeddingMatrix> want;
+    for (int t = 0; t < kThreads; ++t) {
+      // 200 to 350 sequences: past the graph buckets (64), so eager; thread 3 also
+      // alternates with a graph bucket's batch of 8.
+      batches.push_back(RandomBatch(200 + 50 * t, 40 + 7 * t, &x));
+      auto m = backend->Embed(Pointers(batches.back()));
+      ASSERT_TRUE(m.ok()) << m.status();
+      want.push_back(*std::move(m));
+    }
+    const std::vector<TokenIds> small = RandomBatch(8, 20, &x);
+    auto small_want = backend->Embed(Pointers(small));
+    ASSERT_TRUE(small_want.ok());
+    std::vector<int> mismatches(kThreads, 0);
+    std::vector<std::thread> workers;
+    for (int t = 0; t < kThreads; ++t) {
+      workers.emplace_back([&, t] {
+        for (int iter = 0; iter < 30; ++iter) {
+          const bool use_small = t == 3 && iter % 2 == 1;
+          auto got = backend->Embed(Pointers(use_small ? small : batches[t]));
+          const EmbeddingMatrix& expected = use_small ? *small_want : want[t];
+          bool same = got.ok() && got->values.size() == expected.values.size();
+          for (size_t k = 0; same && k < expected.values.size(); ++k) {
+            same = std::abs(got->values[k] - expected.values[k]) <= 1e-3f;  // fp16; a race is O(1)
+          }
+          if (!same) ++mismatches[t];
+        }
+      });
+    }
+    for (auto& w : workers) w.join();
+    for (int t = 0; t < kThreads; ++t) {
+      EXPECT_EQ(mismatches[t], 0) << "caller streams " << streams << ", thread " << t;
+    }
+  }
+}
+
 // model.cuda_graph_max_batch 1024: the large buckets (128 to 1,024 sequences, here all of
 // at most 32,768 token slots) give what the eager path gives too, and a batch past the
 // largest bucket's tokens runs eagerly.

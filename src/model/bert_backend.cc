@@ -1078,8 +1078,8 @@ void BertBackend::CaptureGraphs() {
 // pool hands its 32 streams out in turn, so a few batcher workers get one each). On one
 // shared stream a worker's kernels wait behind every kernel queued before them; on its own
 // they run beside another worker's, and its host work (checks, packing, launches, the copy
-// back) overlaps theirs: BM_Embed fp16 1,024 x 16 with 3 callers 946-948k sentences/s on
-// the default stream, 1.016-1.022M on streams of their own, one H200
+// back) overlaps theirs: BM_Embed fp16 1,024 x 16 with 3 callers 946k-955k sentences/s on
+// the default stream, 1.016M-1.022M on streams of their own, one H200
 // (docs/results/gpu-h200/model-rate-20261204).
 c10::cuda::CUDAStream CallerStream(c10::DeviceIndex device) {
   thread_local std::vector<std::optional<c10::cuda::CUDAStream>> streams;

@@ -119,6 +119,8 @@ torch::Tensor Fp32Linear::Forward(const torch::Tensor& input, torch::Tensor resi
   dnnl::stream stream(engine);
   std::unordered_map<int, dnnl::memory> args = {
       {DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, impl_->weights}, {DNNL_ARG_DST, dst}};
+  // Only a primitive made with a bias takes one: oneDNN refuses to execute the bias-free
+  // one when given a bias argument ("could not execute a primitive").
   if (epilogue_ != LinearEpilogue::kBiasGelu) args.emplace(DNNL_ARG_BIAS, impl_->bias);
   impl_->matmul.execute(stream, args);
   stream.wait();

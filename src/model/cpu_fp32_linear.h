@@ -1,8 +1,9 @@
 // A linear layer on the CPU in fp32 through oneDNN's matmul with the weights reordered
 // once, at load, into the layout the kernel wants, and the epilogue (bias, GELU / ReLU,
 // or the residual add) done by the matmul as it stores its output (cpu_fused.h), except
-// the erf GELU, which runs as our own pass over the output (GeluInPlaceCpu): oneDNN 2.6's
-// gelu_erf post-op cost the real forward ~0.25 ms a layer at batch 32 (7% of it).
+// bias + erf GELU, which run as our own pass over the output of a bias-free matmul
+// (BiasGeluInPlaceCpu): oneDNN 2.6's gelu_erf post-op cost the real forward ~0.25 ms a
+// layer at batch 32 (7% of it), and its bias is a pass of its own.
 // Why not at::linear: LibTorch 1.13 sends it to OpenBLAS's sgemm, which copies (packs)
 // the whole weight matrix on every call: at a few dozen rows that copy costs as much as
 // the product (perf on the batch-1 forward: 31% of the time in sgemm_incopy, 29% in the

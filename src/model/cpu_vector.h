@@ -167,7 +167,7 @@ ES_INLINE VF GeluErf(VF x) {
 // e = e^(-2|u|) <= 1 as 1 / (1 + e) for u >= 0 and e / (1 + e) for u < 0.
 ES_INLINE VF GeluTanh(VF x) {
   const VF u = 0.7978845608028654f * (x + 0.044715f * x * x * x);
-  const VF au = u < 0.0f ? -u : u;
+  const VF au = Abs(u);
   const VF e = ExpNonPositive(-2.0f * au);
   const VF num = u < 0.0f ? e : VF{} + 1.0f;
   return x * num / (1.0f + e);

@@ -116,26 +116,31 @@ ES_INLINE VF ExpNonPositive(VF x) {
   return y * BitCast<VF>(bits);
 }
 
-// |x|, and min / max against a constant, with arithmetic only. A compare of two VFs (16
-// lanes) is one instruction with AVX-512, but where the target has no 16-lane masks (AVX2,
-// the baseline) GCC turns `a < b ? c : d` into scalar code: GeluErf with two such selects
-// took 1,654 us for 448 x 1536 floats on AVX2 against 337 us with these (one Zen 5 core,
-// scratch benchmark). MinC / MaxC are exact up to one rounding of x + c and of |x - c|
-// (absolute error <= ulp(|c| + |x|)).
+// |x|, and min(a, c) for a >= 0 (a NaN with its sign bit clear counts as above c) and a
+// constant c > 0, exactly, with integer arithmetic only: non-negative floats order as
+// their bit patterns do as int32, and d = a - c is negative (d >> 31 all ones) where a < c.
+// Neither is a compare of two VFs (16 lanes): that is one instruction with AVX-512, but
+// where the target has no 16-lane masks (AVX2, the baseline) GCC turns `a < b ? a : b`
+// into scalar code (GeluErf with compares took 1,654 us for 448 x 1536 floats on AVX2,
+// one Zen 5 core, against 337 us without).
 ES_INLINE VF Abs(VF x) { return BitCast<VF>(BitCast<VI>(x) & 0x7fffffff); }
-ES_INLINE VF MinC(VF x, float c) { return 0.5f * (x + c - Abs(x - c)); }
-ES_INLINE VF MaxC(VF x, float c) { return 0.5f * (x + c + Abs(x - c)); }
+ES_INLINE VF MinNonNegative(VF a, float c) {
+  const int32_t ci = BitCast<int32_t>(c);
+  const VI d = BitCast<VI>(a) - ci;
+  return BitCast<VF>(ci + (d & (d >> 31)));
+}
+// 1.0f in the lanes whose a (>= 0, as above) is below c, 0.0f in the others.
+ES_INLINE VF BelowNonNegative(VF a, float c) {
+  const VI d = BitCast<VI>(a) - BitCast<int32_t>(c);
+  return BitCast<VF>((d >> 31) & BitCast<int32_t>(1.0f));
+}
 
-// erf(z) as z P(z^2) / Q(z^2), P and Q of degree 5, on z clamped to [-4, 4] (beyond it
-// erf is +-1 in fp32; at +-4 the quotient is +-1 or just past it in fp32). The
-// coefficients are a weighted least-squares fit of this form to erf on [0, 4]
-// (scripts/fit_erf.py): absolute error <= 2.2e-8 in exact arithmetic, <= 4e-7 evaluated
-// in fp32 (the clamp's rounding included). No exp: GeluErf over 448 x 1536 floats takes
-// 173 us on one Zen 5 core with AVX-512 against 204 us with Abramowitz & Stegun's 7.1.26,
-// which this replaced (AVX2: 337 against 3,603 us).
-ES_INLINE VF ErfRational(VF z) {
-  z = MaxC(MinC(z, 4.0f), -4.0f);
-  const VF t = z * z;
+// erf(a) for a in [0, 4] as a P(a^2) / Q(a^2), P and Q of degree 5 (beyond 4 erf is 1 in
+// fp32; at 4 the quotient is 1 or within an ulp of it). The coefficients are a weighted
+// least-squares fit of this form to erf on [0, 4] (scripts/fit_erf.py): absolute error
+// <= 2.2e-8 in exact arithmetic, <= 4e-7 evaluated in fp32. No exp.
+ES_INLINE VF ErfRational(VF a) {
+  const VF t = a * a;
   VF p = VF{} + 1.9746314592e-6f;
   p = p * t + 2.8801581357e-4f;
   p = p * t + 4.0033590049e-3f;
@@ -148,28 +153,38 @@ ES_INLINE VF ErfRational(VF z) {
   q = q * t + 1.1647446454e-1f;
   q = q * t + 5.0724869967e-1f;
   q = q * t + 1.0f;
-  return z * p / q;
+  return a * p / q;
 }
 
 // GELU with the exact erf form, 0.5 x (1 + erf(x / sqrt 2)), as at::gelu(x, "none"),
-// with ErfRational: absolute error <= 2e-7 |x| + 1e-6. 1 + erf is taken down by 1.2e-7
-// (two ulps of 1) and kept >= 0: where the clamp left z a rounding above -4 (a large
-// negative x), 1 + erf would otherwise be an ulp above 0 and GELU that ulp times x (for
-// x = -1e4, -3e-4 instead of 0); the shift costs at most 6e-8 |x|. Large negative inputs
-// give -0, never a sign flip or NaN.
+// written as x/2 + |x/2| r with r = erf(|x| / sqrt 2) (erf is odd), so one clamp of
+// |x| / sqrt 2 to [0, 4] and one of r to at most 1 cover every input, both exact. r is
+// taken up by 1.2e-7 (two ulps of 1) before the clamp, so that it is exactly 1 where
+// the fit rounds to just below 1 near 4: there x/2 + |x/2| r is 0 for negative x (not
+// an ulp of |x|: for x = -1e4, 0 instead of -3e-4) and x for positive x, at any
+// magnitude. Absolute error <= 2.7e-7 |x|, at most 1.3e-6 (against erf in float64, every
+// 2^-18 on [-10, 10], the three variants); NaN stays NaN. 448 x 1536 floats on one Zen 5
+// core: 125 us with AVX-512, 264 with AVX2 (the form with clamps of z to [-4, 4] and of
+// 1 + erf to >= 0 that this replaced: 172 and 328 us).
 ES_INLINE VF GeluErf(VF x) {
-  const VF one_plus_erf = 1.0f + ErfRational(x * 0.70710678118654752f);
-  return 0.5f * x * MaxC(one_plus_erf - 1.2e-7f, 0.0f);
+  const VF half = 0.5f * x;  // halved first: x + |x| overflows for |x| > 1.7e38
+  const VF r = MinNonNegative(
+      ErfRational(MinNonNegative(Abs(x) * 0.70710678118654752f, 4.0f)) + 1.2e-7f, 1.0f);
+  return half + Abs(half) * r;
 }
 
 // GELU's tanh form, 0.5 x (1 + tanh(u)), u = sqrt(2/pi) (x + 0.044715 x^3), as
 // at::gelu(x, "tanh"): 0.5 (1 + tanh(u)) = 1 / (1 + e^(-2u)), computed with
-// e = e^(-2|u|) <= 1 as 1 / (1 + e) for u >= 0 and e / (1 + e) for u < 0.
+// e = e^(-2|u|) <= 1 as 1 / (1 + e) for u >= 0 and e / (1 + e) for u < 0. e is taken as
+// 0 where 2|u| > 87 (ExpNonPositive stops at e^-87 there), so that a large negative x
+// gives 0 rather than x e^-87 (-4.9 for x = -3e38).
 ES_INLINE VF GeluTanh(VF x) {
   const VF u = 0.7978845608028654f * (x + 0.044715f * x * x * x);
   const VF au = Abs(u);
-  const VF e = ExpNonPositive(-2.0f * au);
-  const VF num = u < 0.0f ? e : VF{} + 1.0f;
+  const VF e = ExpNonPositive(-2.0f * au) * BelowNonNegative(au, 43.5f);
+  // 1 for u >= 0, e for u < 0 (from u's sign bit: no compare).
+  const VF negative = BitCast<VF>((BitCast<VI>(u) >> 31) & BitCast<int32_t>(1.0f));
+  const VF num = 1.0f - negative * (1.0f - e);
   return x * num / (1.0f + e);
 }
 

@@ -146,6 +146,23 @@ TEST_P(CpuFusedTest, GeluOfLargeNegativeInputsIsTinyNotNan) {
   EXPECT_FLOAT_EQ(x[4].item<float>(), 1e4f);
 }
 
+// Far beyond any pre-activation a model makes, but a kernel must not halve x where the
+// clamp's arithmetic runs out of precision (|x| above ~1e8).
+TEST_P(CpuFusedTest, GeluOfHugeInputsIsXOrZero) {
+  const std::vector<float> big = {1e8f, 3e9f, 1e20f, 3e38f};
+  for (bool tanh : {false, true}) {
+    std::vector<float> v = big;
+    for (float b : big) v.push_back(-b);
+    torch::Tensor x = torch::tensor(v);
+    GeluInPlaceCpu(x, tanh);
+    for (size_t i = 0; i < big.size(); ++i) {
+      EXPECT_EQ(x[static_cast<int64_t>(i)].item<float>(), big[i]) << (tanh ? "tanh " : "erf ") << big[i];
+      EXPECT_EQ(x[static_cast<int64_t>(i + big.size())].item<float>(), 0.0f)
+          << (tanh ? "tanh " : "erf ") << -big[i];
+    }
+  }
+}
+
 INSTANTIATE_TEST_SUITE_P(Threads, CpuFusedTest, testing::Values(1, 2),
                          [](const testing::TestParamInfo<int>& info) {
                            return std::to_string(info.param) + "threads";

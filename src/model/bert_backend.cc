@@ -849,26 +849,58 @@ torch::Tensor BertBackend::FfnIn(const torch::Tensor& x, const Layer& layer) con
   return at::gelu(inter, gelu_tanh ? "tanh" : "none");
 }
 
+#if EMBEDSERVE_INT8
+namespace {
+
+// The activations a layer makes besides the residual stream (the QKV projection, the
+// attention context, the FFN's inner layer): one buffer each per calling thread, used by
+// every layer and kept between calls. Allocated per layer instead, they cost ~490 page
+// faults per batch-32 forward (glibc gave the freed megabytes back to the kernel and the
+// next matmul faulted them in again; perf on embedserve-bench-inprocess, ~1% of the
+// time). A thread's buffers grow to the most rows it has run (at max_batch_tokens' 8,192
+// rows, 100 MB for minilm-l6) and are freed when the thread ends.
+struct CpuLayerScratch {
+  torch::Tensor qkv, ctx, inter;  // [capacity, 3H], [capacity, H], [capacity, I]
+
+  // Makes the buffers hold at least `rows` rows of hidden width h and inner width i.
+  void Reserve(int64_t rows, int64_t h, int64_t i) {
+    if (!qkv.defined() || qkv.size(0) < rows || qkv.size(1) != 3 * h || inter.size(1) != i) {
+      const int64_t capacity = std::max<int64_t>(rows, qkv.defined() ? qkv.size(0) : 0);
+      qkv = torch::empty({capacity, 3 * h}, torch::kFloat);
+      ctx = torch::empty({capacity, h}, torch::kFloat);
+      inter = torch::empty({capacity, i}, torch::kFloat);
+    }
+  }
+};
+
+}  // namespace
+#endif
+
 torch::Tensor BertBackend::ForwardCpuFused(const PackedBatch& in) const {
 #if EMBEDSERVE_INT8
   const int64_t heads = config_.num_attention_heads;
   const double eps = config_.layer_norm_eps;
   torch::Tensor x = EmbedLayerNormCpu(word_emb_, pos_type_emb_, in.ids, in.positions, emb_ln_w_,
                                       emb_ln_b_, eps);
-  // One of the pair is set (int8 or fp32); `residual` only for the kBiasAddInto layers.
+  const int64_t rows = x.size(0);
+  thread_local CpuLayerScratch scratch;
+  scratch.Reserve(rows, config_.hidden_size, config_.intermediate_size);
+  const torch::Tensor qkv = scratch.qkv.narrow(0, 0, rows);
+  const torch::Tensor ctx = scratch.ctx.narrow(0, 0, rows);
+  const torch::Tensor inter = scratch.inter.narrow(0, 0, rows);
+  // One of the pair is set (int8 or fp32); `out` is the residual for the kBiasAddInto
+  // layers, the buffer to write for the others.
   auto linear = [](const std::shared_ptr<const Int8Linear>& q,
                    const std::shared_ptr<const Fp32Linear>& f, const torch::Tensor& input,
-                   torch::Tensor residual = {}) {
-    return q != nullptr ? q->Forward(input, std::move(residual))
-                        : f->Forward(input, std::move(residual));
+                   const torch::Tensor& out) {
+    return q != nullptr ? q->Forward(input, out) : f->Forward(input, out);
   };
   for (const Layer& layer : layers_) {
-    const torch::Tensor qkv = linear(layer.qkv_q, layer.qkv_f, x);  // [T, 3H]
-    const torch::Tensor ctx =
-        PackedSelfAttentionCpu(qkv, in.offsets, in.lengths, heads, attention_scale_);
+    linear(layer.qkv_q, layer.qkv_f, x, qkv);  // qkv = x W^T + b, [T, 3H]
+    PackedSelfAttentionCpu(qkv, in.offsets, in.lengths, heads, attention_scale_, ctx);
     linear(layer.attn_out_q, layer.attn_out_f, ctx, x);  // x += ctx W^T + b
     LayerNormInPlaceCpu(x, layer.ln1_w, layer.ln1_b, eps);
-    const torch::Tensor inter = linear(layer.ffn_in_q, layer.ffn_in_f, x);  // act(x W^T + b)
+    linear(layer.ffn_in_q, layer.ffn_in_f, x, inter);     // inter = act(x W^T + b)
     linear(layer.ffn_out_q, layer.ffn_out_f, inter, x);  // x += inter W^T + b
     LayerNormInPlaceCpu(x, layer.ln2_w, layer.ln2_b, eps);
   }

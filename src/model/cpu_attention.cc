@@ -220,7 +220,8 @@ const AttendKernels& Kernels() {
 }  // namespace
 
 torch::Tensor PackedSelfAttentionCpu(const torch::Tensor& qkv, const torch::Tensor& offsets,
-                                     const torch::Tensor& lengths, int64_t heads, double scale) {
+                                     const torch::Tensor& lengths, int64_t heads, double scale,
+                                     torch::Tensor out) {
   TORCH_CHECK(qkv.device().is_cpu() && qkv.dim() == 2 && qkv.is_contiguous(),
               "PackedSelfAttentionCpu: qkv must be a contiguous CPU matrix");
   TORCH_CHECK(qkv.scalar_type() == torch::kFloat || qkv.scalar_type() == torch::kBFloat16,
@@ -245,7 +246,16 @@ torch::Tensor PackedSelfAttentionCpu(const torch::Tensor& qkv, const torch::Tens
     max_len = std::max(max_len, len[i]);
     work += len[i] * len[i];
   }
-  torch::Tensor ctx = torch::empty({total, h}, qkv.options());
+  torch::Tensor ctx = out;
+  if (ctx.defined()) {
+    TORCH_CHECK(ctx.device().is_cpu() && ctx.scalar_type() == qkv.scalar_type() &&
+                    ctx.is_contiguous() && ctx.dim() == 2 && ctx.size(0) == total &&
+                    ctx.size(1) == h,
+                "PackedSelfAttentionCpu: the output must be contiguous ", qkv.scalar_type(),
+                " CPU [", total, ", ", h, "]");
+  } else {
+    ctx = torch::empty({total, h}, qkv.options());
+  }
   if (batch == 0) return ctx;
   const int64_t items = batch * heads;
   // Run small inputs inline: about 16k multiply-adds per thread before forking pays.

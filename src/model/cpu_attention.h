@@ -27,9 +27,12 @@ namespace internal_model {
 // values; head h at h * d .. h * d + d - 1 of each third, d = H / heads).
 // offsets, lengths: contiguous CPU int64 tensors [B]. Returns the context [T, H] in
 // qkv's dtype: for each token, softmax(q . k_j * scale) over its own sequence's j,
-// weighting v_j. Throws c10::Error on a shape or dtype it does not take.
+// weighting v_j; written into `out` where it is given (contiguous [T, H], qkv's dtype,
+// not overlapping qkv), else into a new tensor. Throws c10::Error on a shape or dtype it
+// does not take.
 torch::Tensor PackedSelfAttentionCpu(const torch::Tensor& qkv, const torch::Tensor& offsets,
-                                     const torch::Tensor& lengths, int64_t heads, double scale);
+                                     const torch::Tensor& lengths, int64_t heads, double scale,
+                                     torch::Tensor out = {});
 
 }  // namespace internal_model
 }  // namespace embedserve

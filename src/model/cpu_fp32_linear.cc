@@ -95,20 +95,20 @@ absl::StatusOr<std::unique_ptr<Fp32Linear>> Fp32Linear::Create(const torch::Tens
   return l;
 }
 
-torch::Tensor Fp32Linear::Forward(const torch::Tensor& input, torch::Tensor residual) const {
+torch::Tensor Fp32Linear::Forward(const torch::Tensor& input, torch::Tensor out) const {
   TORCH_CHECK(input.device().is_cpu() && input.scalar_type() == torch::kFloat &&
                   input.dim() == 2 && input.size(1) == k_,
               "Fp32Linear: x must be an fp32 CPU matrix of ", k_, " columns");
   const torch::Tensor x = input.contiguous();
   const int64_t m = x.size(0);
-  torch::Tensor out;
-  if (epilogue_ == LinearEpilogue::kBiasAddInto) {
-    TORCH_CHECK(residual.defined() && residual.device().is_cpu() &&
-                    residual.scalar_type() == torch::kFloat && residual.is_contiguous() &&
-                    residual.dim() == 2 && residual.size(0) == m && residual.size(1) == n_,
-                "Fp32Linear: kBiasAddInto needs a contiguous fp32 CPU residual [", m, ", ", n_,
-                "]");
-    out = residual;
+  if (out.defined() || epilogue_ == LinearEpilogue::kBiasAddInto) {
+    TORCH_CHECK(out.defined() && out.device().is_cpu() && out.scalar_type() == torch::kFloat &&
+                    out.is_contiguous() && out.dim() == 2 && out.size(0) == m &&
+                    out.size(1) == n_,
+                "Fp32Linear: ",
+                epilogue_ == LinearEpilogue::kBiasAddInto ? "kBiasAddInto needs a residual"
+                                                          : "the output must be",
+                " contiguous fp32 CPU [", m, ", ", n_, "]");
   } else {
     out = torch::empty({m, n_}, torch::kFloat);
   }

@@ -35,9 +35,10 @@ class Fp32Linear {
   ~Fp32Linear();
 
   // x: [M, K] fp32 (any M >= 0). Returns [M, N] fp32: the epilogue applied to x W^T + b.
-  // kBiasAddInto: `residual` (contiguous fp32 [M, N]) is updated in place and returned;
-  // the other epilogues ignore it.
-  torch::Tensor Forward(const torch::Tensor& x, torch::Tensor residual = {}) const;
+  // `out` (contiguous fp32 [M, N]): for kBiasAddInto the residual, required, updated in
+  // place; for the other epilogues optional, where the result goes instead of a new
+  // tensor (the caller's reused buffer). The result is `out` where it is given.
+  torch::Tensor Forward(const torch::Tensor& x, torch::Tensor out = {}) const;
 
   int64_t in_features() const { return k_; }
   int64_t out_features() const { return n_; }

@@ -236,17 +236,17 @@ absl::StatusOr<std::unique_ptr<Int8Linear>> Int8Linear::Create(const torch::Tens
   return l;
 }
 
-torch::Tensor Int8Linear::Forward(const torch::Tensor& input, torch::Tensor residual) const {
+torch::Tensor Int8Linear::Forward(const torch::Tensor& input, torch::Tensor out) const {
   const torch::Tensor x = input.contiguous();
   const int64_t m = x.size(0), k = k_, n = n_;
-  torch::Tensor out;
-  if (epilogue_ == LinearEpilogue::kBiasAddInto) {
-    TORCH_CHECK(residual.defined() && residual.device().is_cpu() &&
-                    residual.scalar_type() == torch::kFloat && residual.is_contiguous() &&
-                    residual.dim() == 2 && residual.size(0) == m && residual.size(1) == n,
-                "Int8Linear: kBiasAddInto needs a contiguous fp32 CPU residual [", m, ", ", n,
-                "]");
-    out = residual;
+  if (out.defined() || epilogue_ == LinearEpilogue::kBiasAddInto) {
+    TORCH_CHECK(out.defined() && out.device().is_cpu() && out.scalar_type() == torch::kFloat &&
+                    out.is_contiguous() && out.dim() == 2 && out.size(0) == m &&
+                    out.size(1) == n,
+                "Int8Linear: ",
+                epilogue_ == LinearEpilogue::kBiasAddInto ? "kBiasAddInto needs a residual"
+                                                          : "the output must be",
+                " contiguous fp32 CPU [", m, ", ", n, "]");
   } else {
     out = torch::empty({m, n}, torch::kFloat);
   }

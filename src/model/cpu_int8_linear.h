@@ -35,9 +35,9 @@ class Int8Linear {
   ~Int8Linear();
 
   // x: [M, K] fp32 (any M >= 1) -> [M, N] fp32: the epilogue applied to x W^T + b.
-  // kBiasAddInto: `residual` (contiguous fp32 [M, N]) is updated in place and returned;
-  // the other epilogues ignore it.
-  torch::Tensor Forward(const torch::Tensor& x, torch::Tensor residual = {}) const;
+  // `out` as Fp32Linear::Forward's: the residual for kBiasAddInto (required, updated in
+  // place), else an optional buffer for the result.
+  torch::Tensor Forward(const torch::Tensor& x, torch::Tensor out = {}) const;
 
   int64_t in_features() const { return k_; }
   int64_t out_features() const { return n_; }

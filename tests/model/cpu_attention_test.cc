@@ -7,6 +7,7 @@
 
 #include <torch/torch.h>
 
+#include <limits>
 #include <string>
 #include <vector>
 
@@ -125,6 +126,19 @@ TEST_P(CpuAttentionTest, EachSequenceSeesOnlyItsOwnTokens) {
   EXPECT_FALSE(torch::equal(a.narrow(0, 0, 5), b.narrow(0, 0, 5)));
 }
 
+TEST_P(CpuAttentionTest, WritesIntoAGivenOutput) {
+  torch::manual_seed(10);
+  const std::vector<int64_t> lengths = {7, 16, 1};
+  const torch::Tensor qkv = torch::randn({24, 3 * 64});
+  const torch::Tensor off = Offsets(lengths), len = torch::tensor(lengths, torch::kLong);
+  const torch::Tensor fresh = PackedSelfAttentionCpu(qkv, off, len, 2, 0.2);
+  // A reused buffer that holds garbage: every element is overwritten.
+  torch::Tensor buffer = torch::full({24, 64}, std::numeric_limits<float>::quiet_NaN());
+  const torch::Tensor got = PackedSelfAttentionCpu(qkv, off, len, 2, 0.2, buffer);
+  EXPECT_EQ(got.data_ptr(), buffer.data_ptr());
+  EXPECT_TRUE(torch::equal(got, fresh));
+}
+
 INSTANTIATE_TEST_SUITE_P(Threads, CpuAttentionTest, testing::Values(1, 2),
                          [](const testing::TestParamInfo<int>& info) {
                            return std::to_string(info.param) + "threads";
@@ -151,6 +165,13 @@ TEST(CpuAttentionArgsTest, RejectsWhatItCannotTake) {
               testing::HasSubstr("sequence 0 (offset 0, length 5) lies outside the 4 rows"));
   EXPECT_THAT(message(qkv, off, torch::tensor(std::vector<int64_t>{0}, torch::kLong), 2),
               testing::HasSubstr("sequence 0 (offset 0, length 0)"));
+  try {
+    PackedSelfAttentionCpu(qkv, off, len, 2, 1.0, torch::empty({4, 9}));
+    ADD_FAILURE() << "an output of the wrong shape was taken";
+  } catch (const c10::Error& e) {
+    EXPECT_THAT(e.what_without_backtrace(),
+                testing::HasSubstr("the output must be contiguous Float CPU [4, 8]"));
+  }
 }
 
 }  // namespace

@@ -4,7 +4,8 @@
 // epilogues against its own plain (kBias) output followed by the same ops, so that the
 // int8 rounding cancels and only the fused pass is compared. Row counts that run inline
 // and that fork, widths that are and are not multiples of 16, one and two threads, the
-// residual updated in place, and the argument checks. Built only with oneDNN's headers.
+// result written into a given output (for kBiasAddInto the residual, added to), and the
+// argument checks. Built only with oneDNN's headers.
 #include <torch/torch.h>
 
 #include <string>
@@ -82,19 +83,21 @@ TEST_P(CpuLinearTest, Fp32MatchesAtenLinearAndOps) {
       for (int64_t m : RowCounts()) {
         const torch::Tensor x = torch::randn({m, s.k}) * 2.0;
         const torch::Tensor residual = torch::randn({m, s.n});
+        // kBiasAddInto adds into `out` (the residual); the others overwrite it.
         torch::Tensor out = residual.clone();
         const torch::Tensor got = (*l)->Forward(x, out);
         const torch::Tensor want = Apply(e, at::linear(x.to(torch::kDouble), w.to(torch::kDouble),
                                                        b.to(torch::kDouble)),
                                          residual.to(torch::kDouble));
         ASSERT_EQ(got.sizes(), (std::vector<int64_t>{m, s.n}));
+        EXPECT_EQ(got.data_ptr(), out.data_ptr()) << "the result goes into `out`";
         // fp32 sums of k products of ~2 x 1/sqrt(k) terms; the GELU approximations
         // (oneDNN's tanh form, our erf form).
         EXPECT_LT(MaxDiff(got, want), 5e-5) << Name(e) << " m " << m << " n " << s.n << " k " << s.k;
-        if (e == LinearEpilogue::kBiasAddInto) {
-          EXPECT_EQ(got.data_ptr(), out.data_ptr()) << "the residual is updated in place";
-        } else {
-          EXPECT_TRUE(torch::equal(out, residual)) << "only kBiasAddInto writes the residual";
+        if (e != LinearEpilogue::kBiasAddInto) {
+          const torch::Tensor fresh = (*l)->Forward(x);
+          EXPECT_NE(fresh.data_ptr(), out.data_ptr());
+          EXPECT_TRUE(torch::equal(fresh, got)) << "a new tensor or `out`: the same values";
         }
       }
     }
@@ -123,9 +126,7 @@ TEST_P(CpuLinearTest, Int8EpiloguesMatchPlainInt8AndOps) {
         ASSERT_EQ(got.sizes(), (std::vector<int64_t>{m, s.n}));
         // Same int8 product; the fused GELU's erf to 4e-7 and fp32 rounding.
         EXPECT_LT(MaxDiff(got, want), 1e-5) << Name(e) << " m " << m << " n " << s.n << " k " << s.k;
-        if (e == LinearEpilogue::kBiasAddInto) {
-          EXPECT_EQ(got.data_ptr(), out.data_ptr()) << "the residual is updated in place";
-        }
+        EXPECT_EQ(got.data_ptr(), out.data_ptr()) << "the result goes into `out`";
         // And the int8 product itself is near the fp32 one (per-token, per-channel).
         if (e == LinearEpilogue::kBias) {
           const torch::Tensor exact = at::linear(x, w, b);
@@ -158,16 +159,24 @@ TEST(CpuLinearArgsTest, RejectsWhatItCannotTake) {
   ASSERT_TRUE(add.ok());
   const torch::Tensor x = torch::randn({3, 4});
   EXPECT_THAT(Message([&] { (*add)->Forward(x); }),
-              testing::HasSubstr("kBiasAddInto needs a contiguous fp32 CPU residual [3, 8]"));
-  EXPECT_THAT(Message([&] { (*add)->Forward(x, torch::zeros({3, 8}).t()); }),
+              testing::HasSubstr("kBiasAddInto needs a residual contiguous fp32 CPU [3, 8]"));
+  EXPECT_THAT(Message([&] { (*add)->Forward(x, torch::zeros({8, 3}).t()); }),
               testing::HasSubstr("kBiasAddInto needs"));
+  auto plain = Fp32Linear::Create(w, b, LinearEpilogue::kBias);
+  ASSERT_TRUE(plain.ok());
+  EXPECT_THAT(Message([&] { (*plain)->Forward(x, torch::zeros({4, 8})); }),
+              testing::HasSubstr("the output must be contiguous fp32 CPU [3, 8]"));
   EXPECT_THAT(Message([&] { (*add)->Forward(torch::randn({3, 5}), torch::zeros({3, 8})); }),
               testing::HasSubstr("fp32 CPU matrix of 4 columns"));
   if (CpuHasInt8Dot()) {
     auto add8 = Int8Linear::Create(w, b, LinearEpilogue::kBiasAddInto);
     ASSERT_TRUE(add8.ok());
     EXPECT_THAT(Message([&] { (*add8)->Forward(x); }),
-                testing::HasSubstr("kBiasAddInto needs a contiguous fp32 CPU residual [3, 8]"));
+                testing::HasSubstr("kBiasAddInto needs a residual contiguous fp32 CPU [3, 8]"));
+    auto plain8 = Int8Linear::Create(w, b, LinearEpilogue::kBias);
+    ASSERT_TRUE(plain8.ok());
+    EXPECT_THAT(Message([&] { (*plain8)->Forward(x, torch::zeros({3, 8}, torch::kDouble)); }),
+                testing::HasSubstr("the output must be contiguous fp32 CPU [3, 8]"));
   }
 }
 

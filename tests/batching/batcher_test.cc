@@ -774,33 +774,35 @@ BatchRequest KeyedRequest(int32_t sequences, uint64_t demand_key, StatusBox* box
 // bound of 100 ms (100 sequences) and an overload bound of 40 ms (40), no workers; then
 // 100 sequences queued in requests of one batch each (none a started request, which
 // counts less). Not overloaded: the burst of more than 40 was taken.
-void FullOverloadQueue(FakeClock* clock, TimedBackend* backend, StatusBox* box,
-                       std::unique_ptr<Batcher>* out) {
-  Batcher::Options o;
-  o.max_batch_size = 4;
-  o.max_queue_sequences = 1000;
-  o.max_queue_wait_us = 100'000;
-  o.overload_queue_wait_us = 40'000;
-  o.num_workers = 0;
-  auto batcher = Batcher::Create(o, backend, nullptr, clock);
-  ASSERT_TRUE(batcher.ok());
-  ASSERT_TRUE((*batcher)->Submit(BoxedRequest(Sequences(4), box)).ok());
-  ASSERT_TRUE((*batcher)->Step().ok());
-  for (int i = 0; i < 25; ++i) {
-    ASSERT_TRUE((*batcher)->Submit(BoxedRequest(Sequences(4), box)).ok()) << i;
+class BatcherOverloadTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    Batcher::Options o;
+    o.max_batch_size = 4;
+    o.max_queue_sequences = 1000;
+    o.max_queue_wait_us = 100'000;
+    o.overload_queue_wait_us = 40'000;
+    o.num_workers = 0;
+    auto created = Batcher::Create(o, &backend, nullptr, &clock);
+    ASSERT_TRUE(created.ok());
+    batcher = *std::move(created);
+    ASSERT_TRUE(batcher->Submit(BoxedRequest(Sequences(4), &box)).ok());
+    ASSERT_TRUE(batcher->Step().ok());
+    for (int i = 0; i < 25; ++i) {
+      ASSERT_TRUE(batcher->Submit(BoxedRequest(Sequences(4), &box)).ok()) << i;
+    }
   }
-  *out = *std::move(batcher);
-}
+
+  FakeClock clock;
+  TimedBackend backend{&clock, /*us_per_sequence=*/1000};
+  StatusBox box;
+  std::unique_ptr<Batcher> batcher;
+};
 
 // The overload bound applies while the queue and the distinct requests refused within
 // kOverloadHoldUs want more than max_queue_wait_us admits: an open-loop overload, whose
 // refused requests are all new, keeps it on until its refusals are a second old.
-TEST(BatcherTest, OverloadBoundHoldsWhileRefusedDemandPassesTheLongBound) {
-  FakeClock clock;
-  TimedBackend backend(&clock, /*us_per_sequence=*/1000);
-  StatusBox box;
-  std::unique_ptr<Batcher> batcher;
-  ASSERT_NO_FATAL_FAILURE(FullOverloadQueue(&clock, &backend, &box, &batcher));
+TEST_F(BatcherOverloadTest, OverloadBoundHoldsWhileRefusedDemandPassesTheLongBound) {
   const absl::Status first = batcher->Submit(KeyedRequest(4, 1, &box));
   EXPECT_EQ(first.code(), absl::StatusCode::kResourceExhausted);
   EXPECT_THAT(first.message(), HasSubstr("batching.max_queue_wait_ms bounds it to 100"));
@@ -834,12 +836,7 @@ TEST(BatcherTest, OverloadBoundHoldsWhileRefusedDemandPassesTheLongBound) {
 // retry: once the queue has room for them under max_queue_wait_us they get in, where the
 // overload bound would keep refusing them (a request seen before counts no more; an
 // admitted one no longer counts).
-TEST(BatcherTest, ARetriedRequestCountsOnceAsDemand) {
-  FakeClock clock;
-  TimedBackend backend(&clock, /*us_per_sequence=*/1000);
-  StatusBox box;
-  std::unique_ptr<Batcher> batcher;
-  ASSERT_NO_FATAL_FAILURE(FullOverloadQueue(&clock, &backend, &box, &batcher));
+TEST_F(BatcherOverloadTest, ARetriedRequestCountsOnceAsDemand) {
   // Two callers of 30 sequences, each retrying every millisecond while the queue drains
   // from 100 to 44: 100 + 60 wanted, then the overload bound refuses them.
   for (int retry = 0; retry < 15; ++retry) {

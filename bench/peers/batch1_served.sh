@@ -7,7 +7,9 @@
 # one text.
 # Usage: bench/peers/batch1_served.sh PEERS_RUN_DIR [ROUNDS]   (a bench/peers/run.sh output:
 #          its pairs.jsonl and onnx/ graph are used)
-# Prints one line per measurement and writes PEERS_RUN_DIR/batch1/.
+# Prints one line per measurement and writes PEERS_RUN_DIR/batch1/, with summary.txt: per
+# round ONNX Runtime's p50, the bound (that + 0.5 ms, issue 13) and the two served p50s.
+# bench/peers/run.sh runs it after the served sweeps (3 rounds).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 RUN=$1
@@ -39,3 +41,21 @@ for r in $(seq 1 "$ROUNDS"); do
   served embed "$r"
   served similarity "$r"
 done
+python3 - "$OUT" "$ROUNDS" <<'EOF' | tee "$OUT/summary.txt"
+import json, os, sys
+out, rounds = sys.argv[1], int(sys.argv[2])
+def point(name):
+    return json.load(open(os.path.join(out, name)))["points"][0]
+print("| round | ONNX Runtime fp32 p50 ms | + 0.5 ms | served one pair (Similarity) p50 ms "
+      "| served one text (Embed) p50 ms | one pair within |")
+print("|---|---|---|---|---|---|")
+met = 0
+for r in range(1, rounds + 1):
+    ort = point(f"ort_fp32_{r}.json")["p50_ms"]
+    pair = point(f"served_similarity_{r}.json")["latency_ms"]["p50"]
+    text = point(f"served_embed_{r}.json")["latency_ms"]["p50"]
+    ok = pair <= ort + 0.5
+    met += ok
+    print(f"| {r} | {ort:.2f} | {ort + 0.5:.2f} | {pair:.2f} | {text:.2f} | {'yes' if ok else 'no'} |")
+print(f"one pair served within ONNX Runtime's p50 + 0.5 ms in {met} of {rounds} rounds")
+EOF

@@ -182,6 +182,14 @@ def main():
                   "call), over gRPC (embedserve-bench, concurrency 4) and HTTP (64 texts per call, "
                   "concurrency 4); each share is the served figure over the mean of the in-process "
                   "runs just before and after it.", ""] + rows + [""]
+    batch1 = os.path.join(run, "batch1", "summary.txt")
+    if os.path.exists(batch1):
+        rows = [l.rstrip("\n") for l in open(batch1) if l.startswith("|") or l.startswith("one pair")]
+        lines += ["## Served batch 1 against ONNX Runtime in process, alternating rounds "
+                  "(bench/peers/batch1_served.sh)", "",
+                  "Each round: ONNX Runtime fp32 in process at batch 1 (one text per call), then "
+                  "embedserve (experiments/minilm_batching.yaml) over gRPC at concurrency 1 with one "
+                  "pair per Similarity call and one text per Embed call.", ""] + rows + [""]
     with open(os.path.join(out, "README.md"), "w") as f:
         f.write("\n".join(lines) + "\n")
     print("\n".join(lines))

@@ -18,11 +18,13 @@
 #     batching) and embedserve's /v1/embeddings, at the same three points
 #   served against in process, Similarity batch 32 (served_share.sh): 4 alternating
 #     rounds, so the served share of the in-process rate is not read across minutes of drift
+#   served batch 1 against ONNX Runtime fp32 in process at batch 1 (batch1_served.sh): 3
+#     alternating rounds, for the same reason
 #   the GEMM share (gemm_share.sh), once in each in-process round: the ceiling kernel,
 #     embedserve fp32 at batch 32, the ceiling kernel again
 # Writes OUT/ (default results/cpu-peers/<UTC time>): machine.txt, versions/, pairs.jsonl,
 # gemm.json, gemm_share/rounds.txt, onnx/onnx_fidelity.json, inprocess/*.json,
-# served/*/bench.json, run.log.
+# served/*/bench.json, served_share/summary.txt, batch1/summary.txt, run.log.
 # Then: .venv-peers/bin/python bench/peers/report.py OUT --out docs/results/cpu-peers
 # Usage: bench/peers/run.sh [--duration-s S] [--out DIR] [--skip-served]
 # Env: EMBEDSERVE_AB=1 adds embedserve fp32 and int8 on the older CPU path
@@ -203,5 +205,7 @@ if [ $SERVED = 1 ]; then
   kill -TERM $pid; wait $pid || true
   step "served against in process, alternating (served_share.sh)"
   bench/peers/served_share.sh --rounds 4 --duration-s "$DURATION" --out "$OUT/served_share"
+  step "served batch 1 against ONNX Runtime in process, alternating (batch1_served.sh)"
+  bench/peers/batch1_served.sh "$OUT" 3
 fi
 step "done: $OUT"

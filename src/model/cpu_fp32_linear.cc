@@ -4,6 +4,7 @@
 #include <oneapi/dnnl/dnnl.hpp>
 
 #include <unordered_map>
+#include <utility>
 
 #include "absl/strings/str_cat.h"
 
@@ -105,17 +106,7 @@ torch::Tensor Fp32Linear::Forward(const torch::Tensor& input, torch::Tensor out)
               "Fp32Linear: x must be an fp32 CPU matrix of ", k_, " columns");
   const torch::Tensor x = input.contiguous();
   const int64_t m = x.size(0);
-  if (out.defined() || epilogue_ == LinearEpilogue::kBiasAddInto) {
-    TORCH_CHECK(out.defined() && out.device().is_cpu() && out.scalar_type() == torch::kFloat &&
-                    out.is_contiguous() && out.dim() == 2 && out.size(0) == m &&
-                    out.size(1) == n_,
-                "Fp32Linear: ",
-                epilogue_ == LinearEpilogue::kBiasAddInto ? "kBiasAddInto needs a residual"
-                                                          : "the output must be",
-                " contiguous fp32 CPU [", m, ", ", n_, "]");
-  } else {
-    out = torch::empty({m, n_}, torch::kFloat);
-  }
+  out = LinearOutput(std::move(out), m, n_, epilogue_, "Fp32Linear");
   if (m == 0) return out;
   // Rows [begin, end): the matmul, then our bias + GELU pass for kBiasGelu. Inside a
   // parallel region oneDNN and BiasGeluInPlaceCpu run on the calling thread alone.

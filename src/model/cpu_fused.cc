@@ -162,6 +162,20 @@ void CheckVector(const torch::Tensor& t, int64_t n, const char* what) {
 
 }  // namespace
 
+torch::Tensor LinearOutput(torch::Tensor out, int64_t m, int64_t n, LinearEpilogue epilogue,
+                           const char* layer) {
+  if (!out.defined() && epilogue != LinearEpilogue::kBiasAddInto) {
+    return torch::empty({m, n}, torch::kFloat);
+  }
+  TORCH_CHECK(out.defined() && out.device().is_cpu() && out.scalar_type() == torch::kFloat &&
+                  out.is_contiguous() && out.dim() == 2 && out.size(0) == m && out.size(1) == n,
+              layer, ": ",
+              epilogue == LinearEpilogue::kBiasAddInto ? "kBiasAddInto needs a residual"
+                                                       : "the output must be",
+              " contiguous fp32 CPU [", m, ", ", n, "]");
+  return out;
+}
+
 void LayerNormInPlaceCpu(torch::Tensor& x, const torch::Tensor& gamma, const torch::Tensor& beta,
                          double eps) {
   TORCH_CHECK(x.device().is_cpu() && x.scalar_type() == torch::kFloat && x.is_contiguous() &&

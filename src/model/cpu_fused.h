@@ -30,6 +30,13 @@ enum class LinearEpilogue {
   kBiasAddInto,   // residual += x W^T + b, in place (the residual is the output)
 };
 
+// Where a CPU linear layer of M x N output writes, from its Forward's `out` argument:
+// `out` itself when given (it must be contiguous fp32 CPU [m, n]; for kBiasAddInto it is
+// the residual and required), else a new [m, n] fp32 tensor. Throws c10::Error, the
+// message starting with `layer`, for an `out` that does not fit.
+torch::Tensor LinearOutput(torch::Tensor out, int64_t m, int64_t n, LinearEpilogue epilogue,
+                           const char* layer);
+
 // x [rows, n] contiguous fp32 CPU: each row replaced by LayerNorm(row) * gamma + beta,
 // as at::layer_norm(x, {n}, gamma, beta, eps) (biased variance, 1 / sqrt(var + eps)).
 // gamma, beta: contiguous fp32 [n]. Throws c10::Error on other shapes or dtypes.

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <utility>
 
 #include <ATen/Parallel.h>
 #include <oneapi/dnnl/dnnl.hpp>
@@ -239,17 +240,7 @@ absl::StatusOr<std::unique_ptr<Int8Linear>> Int8Linear::Create(const torch::Tens
 torch::Tensor Int8Linear::Forward(const torch::Tensor& input, torch::Tensor out) const {
   const torch::Tensor x = input.contiguous();
   const int64_t m = x.size(0), k = k_, n = n_;
-  if (out.defined() || epilogue_ == LinearEpilogue::kBiasAddInto) {
-    TORCH_CHECK(out.defined() && out.device().is_cpu() && out.scalar_type() == torch::kFloat &&
-                    out.is_contiguous() && out.dim() == 2 && out.size(0) == m &&
-                    out.size(1) == n,
-                "Int8Linear: ",
-                epilogue_ == LinearEpilogue::kBiasAddInto ? "kBiasAddInto needs a residual"
-                                                          : "the output must be",
-                " contiguous fp32 CPU [", m, ", ", n, "]");
-  } else {
-    out = torch::empty({m, n}, torch::kFloat);
-  }
+  out = LinearOutput(std::move(out), m, n, epilogue_, "Int8Linear");
   // Each row as lo + scale * q with q in 0..255 (asymmetric: GELU outputs, say, span
   // [-0.17, max], which a symmetric code would spend half its levels on).
   static const QuantizeRowFn quantize = PickQuantize();

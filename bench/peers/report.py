@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Turns one bench/peers/run.sh folder into docs/results/cpu-peers/: README.md (machine,
 versions, the GEMM ceiling, in-process and served tables with every A/B/A round, the
-model's FLOP rate against the ceiling) and plots, plus the raw files it read.
+model's FLOP rate against the ceiling) and plots (inprocess.png, gemm_share.png,
+served.png), plus the raw files it read.
 
 Usage: .venv-peers/bin/python bench/peers/report.py RUN_DIR --out docs/results/cpu-peers
 """
@@ -68,6 +69,76 @@ def gemm_share_rounds(folder):
 
 def fmt(x, digits=0):
     return f"{x:,.{digits}f}"
+
+
+def plots(out, medians, batches, share_rows, served, http):
+    """Writes the report's figures into `out` (PNG, matplotlib's Agg backend) and returns
+    the README lines that show them; without matplotlib (requirements/peers.txt pins it)
+    one line saying so."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return ["## Plots", "", "matplotlib is not installed (bench/peers/setup.sh installs it): no plots.", ""]
+    lines = ["## Plots", ""]
+    systems = sorted({s for s, _ in medians})
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    for system in systems:
+        xs = [b for b in batches if medians.get((system, b))]
+        ax.plot(xs, [medians[(system, b)] for b in xs], marker="o", label=system)
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.set_xticks(batches, [str(b) for b in batches])
+    ax.set_xlabel("texts per call (batch)")
+    ax.set_ylabel("texts/s (median of the rounds)")
+    ax.set_title("In process, 2 threads")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(os.path.join(out, "inprocess.png"), dpi=110)
+    plt.close(fig)
+    lines += ["![texts/s in process against batch size](inprocess.png)", ""]
+    if share_rows:
+        fig, ax = plt.subplots(figsize=(5, 3.2))
+        ax.bar([r[0] for r in share_rows], [100 * r[-1] for r in share_rows], color="tab:blue")
+        ax.axhline(85, color="tab:red", linestyle="--", label="target 85%")
+        ax.set_ylim(0, 100)
+        ax.set_ylabel("% of the GEMM ceiling")
+        ax.set_title("embedserve fp32, batch 32, per round")
+        ax.legend(fontsize=8, loc="lower right")
+        fig.tight_layout()
+        fig.savefig(os.path.join(out, "gemm_share.png"), dpi=110)
+        plt.close(fig)
+        lines += ["![GEMM share per round](gemm_share.png)", ""]
+    bars = []  # (label, point, pairs/s)
+    for name, pts in served.items():
+        for p in pts:
+            bars.append((f"{name} (gRPC)", f"b{p['batch_size']} c{p['concurrency']}", p["items_per_s"]))
+    for name, rows in http.items():
+        for kv in rows:
+            bars.append((f"{name}", f"b{int(kv['batch']) // 2} c{kv['concurrency']}",
+                         float(kv["texts_per_s"]) / 2))
+    if bars:
+        points = sorted({b[1] for b in bars}, key=lambda s: (int(s.split()[0][1:]), int(s.split()[1][1:])))
+        labels = sorted({b[0] for b in bars})
+        width = 0.8 / len(labels)
+        fig, ax = plt.subplots(figsize=(8, 4.2))
+        for i, label in enumerate(labels):
+            vals = {b[1]: b[2] for b in bars if b[0] == label}
+            ax.bar([j + i * width for j in range(len(points))], [vals.get(pt, 0) for pt in points],
+                   width, label=label)
+        ax.set_xticks([j + 0.4 - width / 2 for j in range(len(points))], points)
+        ax.set_yscale("log")
+        ax.set_ylabel("pairs/s")
+        ax.set_title("Served Similarity (batch b pairs per call, c in flight)")
+        ax.grid(True, axis="y", which="both", alpha=0.3)
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        fig.savefig(os.path.join(out, "served.png"), dpi=110)
+        plt.close(fig)
+        lines += ["![served pairs/s](served.png)", ""]
+    return lines
 
 
 def main():
@@ -182,6 +253,7 @@ def main():
                   "call), over gRPC (embedserve-bench, concurrency 4) and HTTP (64 texts per call, "
                   "concurrency 4); each share is the served figure over the mean of the in-process "
                   "runs just before and after it.", ""] + rows + [""]
+    lines += plots(out, medians, batches, share_rows, served, http)
     batch1 = os.path.join(run, "batch1", "summary.txt")
     if os.path.exists(batch1):
         rows = [l.rstrip("\n") for l in open(batch1) if l.startswith("|") or l.startswith("one pair")]

@@ -2,7 +2,8 @@
 # Makes the peers' virtual environments (Debian's python3), each from its pinned
 # requirements file, when missing or stale (a hash of the file is kept inside), and the
 # real model (scripts/fetch_model.sh):
-#   .venv-peers     requirements/peers.txt (sentence-transformers, CPU torch, ONNX Runtime, grpcio)
+#   .venv-peers     requirements/peers.txt (sentence-transformers, CPU torch, ONNX Runtime, grpcio,
+#                   matplotlib)
 #   .venv-infinity  requirements/infinity.txt (infinity-emb and its own pins)
 # Usage: bench/peers/setup.sh
 set -euo pipefail

@@ -23,6 +23,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "absl/synchronization/mutex.h"
 #include "embedserve/client/benchmark_plan.h"
 #include "embedserve/client/load_generator.h"
 #include "embedserve/client/result_writer.h"
@@ -95,6 +96,10 @@ std::string ProgressLine(size_t index, size_t total, const PointResult& r,
 }  // namespace
 
 int main(int argc, char** argv) {
+  // gRPC's absl::Mutex locks skip the deadlock detector Debian's abseil runs on each
+  // lock (see tools/server/main.cc): the load generator's CPU is taken from the server's
+  // on a shared host.
+  absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);
   CLI::App app{"embedserve-bench: sweeps batch size x concurrency against an embedserve "
                "server and writes CSV/JSON results"};
   std::string config_path, target, method, batch_sizes, concurrencies, rates,

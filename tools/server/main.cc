@@ -20,6 +20,7 @@
 #include "CLI/CLI.hpp"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/synchronization/mutex.h"
 #include "embedserve/common/mutex.h"
 #include "embedserve/common/status_macros.h"
 #include "embedserve/config/server_config.h"
@@ -310,7 +311,14 @@ int Run(int argc, char** argv) {
 // set), the server spins for GOMP_SPINCOUNT=10000 rounds (~0.5 ms, longer than the gaps
 // inside one forward, short against the gaps between requests) and then sleeps. And an
 // OpenBLAS that does not know the CPU gets the AVX2/AVX-512 kernels named.
+//
+// gRPC 1.51's locks are absl::Mutex, and Debian builds abseil without NDEBUG, so every
+// lock would also run absl's deadlock detector: a process-wide spin lock, a lookup in a
+// global lock graph and, for a new lock order, a stack trace. That is a debugging aid
+// (a few percent of the gRPC threads' CPU per call, and a lock all of them share); the
+// server's own code locks std::mutex (common/mutex.h), so nothing of ours is unchecked.
 int main(int argc, char** argv) {
+  absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);
   embedserve::CpuEnvironmentOptions env;
   env.brief_omp_spin = true;
   embedserve::ReexecWithCpuEnvironment(argv, env);

@@ -1,7 +1,8 @@
 # Sourced ON THE GPU MACHINE by the A/B scripts of this folder (attn_mma_ab.sh,
 # attn_tune_ab.sh, attn_quick_ab.sh, gemm_tune_ab.sh, merged_check.sh,
-# graph_buckets_ab.sh, fused_ab.sh, real_model_check.sh): the prologue they share, after their own
-# `cd "$(dirname "$0")/../.."` to the repository root, with the script's short name:
+# graph_buckets_ab.sh, fused_ab.sh, real_model_check.sh, grpc_floor.sh): the prologue
+# they share, after their own `cd "$(dirname "$0")/../.."` to the repository root, with
+# the script's short name:
 #   source scripts/device/ab_lib.sh attn_mma
 # Sets, each unless already set: OUT (./device-out), B (BUILD_DIR, else build-gpu), RAW
 # (/tmp/NAME_raw, emptied; a RAW set before is only created), START (now, for step

@@ -10,6 +10,7 @@
 # Usage: bench/grpc/floor.sh OUT_DIR
 # Env: BUILD_DIR (build), ROUNDS (2), DURATION (4 s measured, after 1 s of warm-up),
 #      POINTS ("1/1/1 1/64/4 1/256/16"), CQ_THREADS (nproc / 2, at least 2),
+#      SYSTEMS (a subset of "floor-callback floor-cq server", in the order to run them),
 #      SERVER_ARGS (the real server's arguments; default: experiments/minilm_batching.yaml
 #      on the tiny test model, CPU, so that the model costs little beside the transport;
 #      on a GPU: "--config experiments/minilm_gpu_fp16.yaml --model DIR").
@@ -56,7 +57,7 @@ cpu_pct() { sed -E -n 's/.*: ([0-9]+)% over .*/\1/p' "$1"; }
 worker_pct() { grep -o 'es-batch-[0-9]*/[0-9]* [0-9]*' "$1" | awk '{s += $2} END {print s + 0}'; }
 
 for round in $(seq 1 "$ROUNDS"); do
-  for system in floor-callback floor-cq server; do
+  for system in ${SYSTEMS:-floor-callback floor-cq server}; do
     start $system "$OUT/${system}_$round.log"
     for point in $POINTS; do
       IFS=/ read -r batch conc channels <<<"$point"

@@ -35,6 +35,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "cpu_attention.h"
+#include "cpu_vector.h"
 #include "cpu_fused.h"
 #if defined(EMBEDSERVE_CUDA_KERNELS)  // set by src/model/CMakeLists.txt for CUDA LibTorch
 #include "fused_kernels.h"
@@ -416,7 +417,7 @@ absl::StatusOr<std::unique_ptr<BertBackend>> BertBackend::Create(const ModelFold
                     b->cpu_linear_ == CpuLinearKernel::kOneDnn  ? "onednn"
                     : b->cpu_linear_ == CpuLinearKernel::kFused ? "fused"
                                                                 : "aten",
-                    " linear");
+                    " linear, ", cpu_vector::CpuKernelIsaName(), " kernels");
     if (const std::string blas = OpenBlasCoreName(); !blas.empty()) {
       absl::StrAppend(&info.runtime, ", OpenBLAS ", blas);
     }

@@ -6,7 +6,9 @@
 
 #include <cctype>
 #include <cerrno>
+#include <cstdio>
 #include <cstdlib>
+#include <string>
 
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
@@ -116,4 +118,24 @@ void ReexecWithCpuEnvironment(char** argv, const CpuEnvironmentOptions& options)
   execv("/proc/self/exe", argv);  // returns only when it failed: run as we are
 }
 
+namespace internal_model {
+namespace cpu_vector {
+
+CpuIsa CpuIsaCap() {
+  static const CpuIsa cap = [] {
+    const char* value = std::getenv("EMBEDSERVE_CPU_ISA");
+    if (value == nullptr || *value == '\0') return CpuIsa::kAvx512;
+    const std::string v(value);
+    if (v == "avx512") return CpuIsa::kAvx512;
+    if (v == "avx2") return CpuIsa::kAvx2;
+    if (v == "baseline") return CpuIsa::kBaseline;
+    std::fprintf(stderr,
+                 "embedserve: EMBEDSERVE_CPU_ISA=%s ignored (avx512, avx2 or baseline)\n", value);
+    return CpuIsa::kAvx512;
+  }();
+  return cap;
+}
+
+}  // namespace cpu_vector
+}  // namespace internal_model
 }  // namespace embedserve

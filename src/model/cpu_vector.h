@@ -41,21 +41,37 @@ constexpr int64_t kLanes = 16;
 typedef float VF __attribute__((vector_size(kLanes * sizeof(float))));
 typedef int32_t VI __attribute__((vector_size(kLanes * sizeof(int32_t))));
 
+// The instruction sets the kernels come in, widest last.
+enum class CpuIsa { kBaseline = 0, kAvx2 = 1, kAvx512 = 2 };
+
+// The widest variant the kernels may use, from EMBEDSERVE_CPU_ISA: "avx2" or "baseline"
+// picks that variant even where the CPU has more (so that the tests run every variant on
+// one machine, and a bench can compare them); unset, empty or "avx512": no cap. Read once
+// per process, before the first kernel is picked; another value is reported on stderr and
+// ignored.
+CpuIsa CpuIsaCap();
+
 inline bool CpuHasAvx512() {
 #ifdef ES_X86_DISPATCH
-  return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
-         __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512dq") &&
-         __builtin_cpu_supports("fma");
+  return CpuIsaCap() >= CpuIsa::kAvx512 && __builtin_cpu_supports("avx512f") &&
+         __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512bw") &&
+         __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("fma");
 #else
   return false;
 #endif
 }
 inline bool CpuHasAvx2() {
 #ifdef ES_X86_DISPATCH
-  return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  return CpuIsaCap() >= CpuIsa::kAvx2 && __builtin_cpu_supports("avx2") &&
+         __builtin_cpu_supports("fma");
 #else
   return false;
 #endif
+}
+
+// The variant the kernels run here: "avx512", "avx2" or "baseline".
+inline const char* CpuKernelIsaName() {
+  return CpuHasAvx512() ? "avx512" : CpuHasAvx2() ? "avx2" : "baseline";
 }
 
 template <typename To, typename From>

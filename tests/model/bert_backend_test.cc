@@ -564,6 +564,8 @@ TEST(BertBackendTest, InfoDescribesTheFolder) {
   EXPECT_EQ(info.precision, "fp32");
   EXPECT_FALSE(info.pads_inputs);  // linear layers run on packed tokens
   EXPECT_THAT(info.runtime, testing::StartsWith("libtorch "));
+  // The CPU kernels' instruction set (cpu_vector.h), for a reader of GetModelInfo.
+  EXPECT_THAT(info.runtime, testing::ContainsRegex(" (avx512|avx2|baseline) kernels"));
 }
 
 TEST(BertBackendTest, MaxSeqLengthOptionOverridesTheFolder) {

@@ -2,15 +2,18 @@
 // LayerNorm in place, the fused embedding gather + add + LayerNorm, and GELU (erf and
 // tanh forms), over widths below, at and above one 16-float vector and not multiples of
 // it, row counts that run inline and that fork, one and two threads, and edge cases
-// (constant rows, large magnitudes, zero rows), plus the argument checks.
+// (constant rows, large magnitudes, zero rows), plus the argument checks. ctest runs it
+// also as cpu_fused_test_avx2 and _baseline (EMBEDSERVE_CPU_ISA), for those variants.
 #include "cpu_fused.h"
 
 #include <torch/torch.h>
 
+#include <cstdlib>
 #include <limits>
 #include <string>
 #include <vector>
 
+#include "cpu_vector.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
@@ -175,6 +178,23 @@ std::string Message(const std::function<void()>& fn) {
     return e.what_without_backtrace();
   }
   return "no error";
+}
+
+// The kernels run the widest variant this CPU has, capped by EMBEDSERVE_CPU_ISA.
+TEST(CpuKernelIsaTest, IsTheWidestTheCpuHasUnderTheCap) {
+  std::string expected = __builtin_cpu_supports("avx512f") &&
+                                 __builtin_cpu_supports("avx512vl") &&
+                                 __builtin_cpu_supports("avx512bw") &&
+                                 __builtin_cpu_supports("avx512dq") &&
+                                 __builtin_cpu_supports("fma")
+                             ? "avx512"
+                         : __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")
+                             ? "avx2"
+                             : "baseline";
+  const char* cap = std::getenv("EMBEDSERVE_CPU_ISA");
+  const std::string c = cap == nullptr ? "" : cap;
+  if (c == "baseline" || (c == "avx2" && expected == "avx512")) expected = c;
+  EXPECT_EQ(cpu_vector::CpuKernelIsaName(), expected) << "EMBEDSERVE_CPU_ISA=" << c;
 }
 
 TEST(CpuFusedArgsTest, RejectsWhatItCannotTake) {

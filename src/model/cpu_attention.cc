@@ -14,69 +14,93 @@ namespace {
 
 using namespace cpu_vector;  // NOLINT: the kernel vocabulary of cpu_vector.h
 
-// Query rows per block: one lane each, so softmax over a block's keys is elementwise
-// across vectors (no horizontal max or sum per row).
-constexpr int64_t kQueries = kLanes;
+// The kernel is written for vectors of any width V (VF on AVX-512, VF8 on AVX2, VF4
+// elsewhere: one register each, cpu_vector.h). Query rows per block: one lane each, so
+// softmax over a block's keys is elementwise across vectors (no horizontal max or sum
+// per row); kQueries<V> of them.
+template <typename V>
+constexpr int64_t kQueries = kLanesOf<V>;
 // Keys scored together: one load of the transposed queries feeds this many FMA chains
 // (enough to cover the FMA latency on two pipes).
 constexpr int64_t kKeys = 8;
 // Query rows handled together in the output loop: each value load feeds this many rows.
 constexpr int64_t kRows = 4;
-static_assert(kQueries % kRows == 0, "the output loop's row groups tile a query block");
+static_assert(kQueries<VF4> % kRows == 0, "the output loop's row groups tile a query block");
 
-// Scratch floats that AttendItems needs for sequences of at most max_len tokens.
-int64_t ScratchFloats(int64_t max_len, int64_t d) { return d * kQueries + max_len * kQueries; }
+// Scratch floats that AttendItems needs for sequences of at most max_len tokens, for
+// every width (kLanes is the widest).
+int64_t ScratchFloats(int64_t max_len, int64_t d) { return d * kLanes + max_len * kLanes; }
 
-// kLanes floats from p, widened from bf16 where T is bf16; `count` < kLanes loads only
-// that many (zeros after).
-ES_INLINE VF LoadWide(const float* p) { return Load(p); }
-ES_INLINE VF LoadWide(const c10::BFloat16* p) {
-  typedef uint16_t VH __attribute__((vector_size(kLanes * sizeof(uint16_t))));
-  typedef uint32_t VU __attribute__((vector_size(kLanes * sizeof(uint32_t))));
-  VH h;
+// kLanesOf<V> floats from p, widened from bf16 where T is bf16; `count` below that loads
+// only that many (zeros after).
+template <typename V>
+ES_INLINE V LoadWide(const float* p) { return Load<V>(p); }
+// The bf16 bits and their widened uint32 of a V (GCC takes no vector_size that depends on
+// a template argument in __builtin_convertvector).
+template <int64_t W>
+struct Bf16Lanes;
+#define ES_BF16_LANES(W)                                                        \
+  template <>                                                                   \
+  struct Bf16Lanes<W> {                                                         \
+    typedef uint16_t Half __attribute__((vector_size(W * sizeof(uint16_t))));  \
+    typedef uint32_t Word __attribute__((vector_size(W * sizeof(uint32_t))));  \
+  };
+ES_BF16_LANES(4)
+ES_BF16_LANES(8)
+ES_BF16_LANES(16)
+#undef ES_BF16_LANES
+
+template <typename V>
+ES_INLINE V LoadWide(const c10::BFloat16* p) {
+  using L = Bf16Lanes<kLanesOf<V>>;
+  typename L::Half h;
   std::memcpy(&h, p, sizeof h);
-  return BitCast<VF>(__builtin_convertvector(h, VU) << 16);
+  return BitCast<V>(__builtin_convertvector(h, typename L::Word) << 16);
 }
-template <typename T>
-ES_INLINE VF LoadWide(const T* p, int64_t count) {
-  if (count == kLanes) return LoadWide(p);
-  VF v = {};
+template <typename V, typename T>
+ES_INLINE V LoadWide(const T* p, int64_t count) {
+  if (count == kLanesOf<V>) return LoadWide<V>(p);
+  V v = {};
   for (int64_t i = 0; i < count; ++i) v[i] = Widen(p[i]);
   return v;
 }
-ES_INLINE void StoreNarrow(float* p, VF v, int64_t count) {
-  if (count == kLanes) return Store(p, v);
+template <typename V>
+ES_INLINE void StoreNarrow(float* p, V v, int64_t count) {
+  if (count == kLanesOf<V>) return Store(p, v);
   for (int64_t i = 0; i < count; ++i) p[i] = v[i];
 }
-ES_INLINE void StoreNarrow(c10::BFloat16* p, VF v, int64_t count) {
+template <typename V>
+ES_INLINE void StoreNarrow(c10::BFloat16* p, V v, int64_t count) {
   for (int64_t i = 0; i < count; ++i) StoreScalar(v[i], p + i);
 }
 
 // Scores of NK keys (rows k0, k0 + row, ...) against the transposed query block qt
-// [d, kQueries]: st[j] (kQueries lanes, one per query) = q . k_j.
-template <int NK, typename T>
+// [d, kQueries<V>]: st[j] (one lane per query) = q . k_j.
+template <typename V, int NK, typename T>
 ES_INLINE void ScoreKeys(const float* __restrict qt, const T* k0, int64_t row, int64_t d,
                          float* __restrict st) {
-  VF s[NK] = {};
+  constexpr int64_t kQ = kQueries<V>;
+  V s[NK] = {};
   for (int64_t c = 0; c < d; ++c) {
-    const VF q = Load(qt + c * kQueries);
+    const V q = Load<V>(qt + c * kQ);
     for (int n = 0; n < NK; ++n) s[n] += Widen(k0[n * row + c]) * q;
   }
-  for (int n = 0; n < NK; ++n) Store(st + n * kQueries, s[n]);
+  for (int n = 0; n < NK; ++n) Store(st + n * kQ, s[n]);
 }
 
-// Output columns [cb, cb + NC * kLanes) (the last vector `tail` wide) of query rows
-// i0 .. i0 + rows - 1 of the block: sum_j p[j][i] v_j, times inv[i].
-template <int NC, typename T>
+// Output columns [cb, cb + NC * kLanesOf<V>) (the last vector `tail` wide) of query
+// rows i0 .. i0 + rows - 1 of the block: sum_j p[j][i] v_j, times inv[i].
+template <typename V, int NC, typename T>
 ES_INLINE void WeightValues(const float* __restrict pt, const float* inv, const T* v0,
                             int64_t row, int64_t len, int64_t i0, int64_t rows, int64_t cb,
                             int64_t tail, T* out0, int64_t out_row) {
-  VF a[kRows][NC] = {};
+  constexpr int64_t kW = kLanesOf<V>;
+  V a[kRows][NC] = {};
   for (int64_t j = 0; j < len; ++j) {
-    const float* p = pt + j * kQueries + i0;
-    VF v[NC];
+    const float* p = pt + j * kQueries<V> + i0;
+    V v[NC];
     for (int c = 0; c < NC; ++c) {
-      v[c] = LoadWide(v0 + j * row + cb + c * kLanes, c == NC - 1 ? tail : kLanes);
+      v[c] = LoadWide<V>(v0 + j * row + cb + c * kW, c == NC - 1 ? tail : kW);
     }
     for (int r = 0; r < kRows; ++r) {
       for (int c = 0; c < NC; ++c) a[r][c] += p[r] * v[c];
@@ -84,27 +108,28 @@ ES_INLINE void WeightValues(const float* __restrict pt, const float* inv, const 
   }
   for (int64_t r = 0; r < rows; ++r) {
     for (int c = 0; c < NC; ++c) {
-      StoreNarrow(out0 + r * out_row + cb + c * kLanes, a[r][c] * inv[i0 + r],
-                  c == NC - 1 ? tail : kLanes);
+      StoreNarrow(out0 + r * out_row + cb + c * kW, a[r][c] * inv[i0 + r],
+                  c == NC - 1 ? tail : kW);
     }
   }
 }
 
 // Attention for the (sequence, head) items [begin, end) (item = sequence * heads + head).
-// Per block of up to kQueries query rows: the queries, scaled, transposed into scratch
-// qt [d, kQueries] (one lane per query); the scores of every key of the sequence against
-// them, key-major, in st [len, kQueries]; softmax down each lane (elementwise over the
+// Per block of up to kQueries<V> query rows: the queries, scaled, transposed into
+// scratch qt [d, kQueries<V>] (one lane per query); the scores of every key of the
+// sequence against them, key-major, in st [len, kQueries<V>]; softmax down each lane (elementwise over the
 // len vectors); then the output rows from the values read in place. Keys and values are
 // never copied, and no key beyond the sequence's length is touched, so no masking.
-template <typename T>
+template <typename V, typename T>
 ES_INLINE void AttendItems(const T* __restrict qkv, T* __restrict ctx,
                            const int64_t* offsets, const int64_t* lengths, int64_t heads,
                            int64_t d, float scale, int64_t begin, int64_t end,
                            float* __restrict scratch) {
+  constexpr int64_t kQ = kQueries<V>, kW = kLanesOf<V>;
   const int64_t h = heads * d, row = 3 * h;
   float* qt = scratch;
-  float* st = qt + d * kQueries;
-  alignas(64) float inv[kQueries];
+  float* st = qt + d * kQ;
+  alignas(64) float inv[kQ];
   for (int64_t item = begin; item < end; ++item) {
     const int64_t seq = item / heads, head = item % heads;
     const int64_t len = lengths[seq];
@@ -112,41 +137,41 @@ ES_INLINE void AttendItems(const T* __restrict qkv, T* __restrict ctx,
     const T* k0 = q0 + h;
     const T* v0 = q0 + 2 * h;
     T* out0 = ctx + offsets[seq] * h + head * d;
-    for (int64_t qb = 0; qb < len; qb += kQueries) {
-      const int64_t nq = std::min(kQueries, len - qb);
+    for (int64_t qb = 0; qb < len; qb += kQ) {
+      const int64_t nq = std::min(kQ, len - qb);
       for (int64_t i = 0; i < nq; ++i) {
         const T* qi = q0 + (qb + i) * row;
-        for (int64_t c = 0; c < d; ++c) qt[c * kQueries + i] = Widen(qi[c]) * scale;
+        for (int64_t c = 0; c < d; ++c) qt[c * kQ + i] = Widen(qi[c]) * scale;
       }
-      for (int64_t c = 0; nq < kQueries && c < d; ++c) {  // unused lanes: finite, ignored
-        for (int64_t i = nq; i < kQueries; ++i) qt[c * kQueries + i] = 0.0f;
+      for (int64_t c = 0; nq < kQ && c < d; ++c) {  // unused lanes: finite, ignored
+        for (int64_t i = nq; i < kQ; ++i) qt[c * kQ + i] = 0.0f;
       }
       int64_t j = 0;
       for (; j + kKeys <= len; j += kKeys) {
-        ScoreKeys<kKeys>(qt, k0 + j * row, row, d, st + j * kQueries);
+        ScoreKeys<V, kKeys>(qt, k0 + j * row, row, d, st + j * kQ);
       }
       const T* kj = k0 + j * row;
-      float* sj = st + j * kQueries;
+      float* sj = st + j * kQ;
       switch (len - j) {
-        case 7: ScoreKeys<7>(qt, kj, row, d, sj); break;
-        case 6: ScoreKeys<6>(qt, kj, row, d, sj); break;
-        case 5: ScoreKeys<5>(qt, kj, row, d, sj); break;
-        case 4: ScoreKeys<4>(qt, kj, row, d, sj); break;
-        case 3: ScoreKeys<3>(qt, kj, row, d, sj); break;
-        case 2: ScoreKeys<2>(qt, kj, row, d, sj); break;
-        case 1: ScoreKeys<1>(qt, kj, row, d, sj); break;
+        case 7: ScoreKeys<V, 7>(qt, kj, row, d, sj); break;
+        case 6: ScoreKeys<V, 6>(qt, kj, row, d, sj); break;
+        case 5: ScoreKeys<V, 5>(qt, kj, row, d, sj); break;
+        case 4: ScoreKeys<V, 4>(qt, kj, row, d, sj); break;
+        case 3: ScoreKeys<V, 3>(qt, kj, row, d, sj); break;
+        case 2: ScoreKeys<V, 2>(qt, kj, row, d, sj); break;
+        case 1: ScoreKeys<V, 1>(qt, kj, row, d, sj); break;
         default: break;
       }
       // Softmax over the keys, per lane: max, e^(s - max), 1 / sum.
-      VF m = Load(st);
+      V m = Load<V>(st);
       for (int64_t k = 1; k < len; ++k) {
-        const VF x = Load(st + k * kQueries);
+        const V x = Load<V>(st + k * kQ);
         m = m > x ? m : x;
       }
-      VF sum = {};
+      V sum = {};
       for (int64_t k = 0; k < len; ++k) {
-        const VF e = ExpNonPositive(Load(st + k * kQueries) - m);
-        Store(st + k * kQueries, e);
+        const V e = ExpNonPositive(Load<V>(st + k * kQ) - m);
+        Store(st + k * kQ, e);
         sum += e;
       }
       Store(inv, 1.0f / sum);
@@ -154,45 +179,46 @@ ES_INLINE void AttendItems(const T* __restrict qkv, T* __restrict ctx,
       for (int64_t i0 = 0; i0 < nq; i0 += kRows) {
         const int64_t rows = std::min(kRows, nq - i0);
         int64_t cb = 0;
-        for (; cb + 2 * kLanes <= d; cb += 2 * kLanes) {
-          WeightValues<2>(st, inv, v0, row, len, i0, rows, cb, kLanes, out + i0 * h, h);
+        for (; cb + 2 * kW <= d; cb += 2 * kW) {
+          WeightValues<V, 2>(st, inv, v0, row, len, i0, rows, cb, kW, out + i0 * h, h);
         }
-        if (d - cb > kLanes) {
-          WeightValues<2>(st, inv, v0, row, len, i0, rows, cb, d - cb - kLanes, out + i0 * h, h);
+        if (d - cb > kW) {
+          WeightValues<V, 2>(st, inv, v0, row, len, i0, rows, cb, d - cb - kW, out + i0 * h, h);
         } else if (cb < d) {
-          WeightValues<1>(st, inv, v0, row, len, i0, rows, cb, d - cb, out + i0 * h, h);
+          WeightValues<V, 1>(st, inv, v0, row, len, i0, rows, cb, d - cb, out + i0 * h, h);
         }
       }
     }
   }
 }
 
-// One entry point per instruction set, each a copy of AttendItems<T> for T = float and
-// bfloat16, and the dispatcher that picks the best for this CPU once.
+// One entry point per instruction set, each a copy of AttendItems<V, T> at that set's
+// register width for T = float and bfloat16, and the dispatcher that picks the best for
+// this CPU once.
 using AttendFloatFn = void (*)(const float*, float*, const int64_t*, const int64_t*, int64_t,
                                int64_t, float, int64_t, int64_t, float*);
 using AttendBFloat16Fn = void (*)(const c10::BFloat16*, c10::BFloat16*, const int64_t*,
                                   const int64_t*, int64_t, int64_t, float, int64_t, int64_t,
                                   float*);
 
-#define ES_ATTEND_VARIANT(SUFFIX, ATTRIBUTE)                                                   \
+#define ES_ATTEND_VARIANT(SUFFIX, ATTRIBUTE, V)                                                \
   ATTRIBUTE void AttendFloat##SUFFIX(const float* qkv, float* ctx, const int64_t* offsets,     \
                                      const int64_t* lengths, int64_t heads, int64_t d,         \
                                      float scale, int64_t begin, int64_t end,                  \
                                      float* scratch) {                                         \
-    AttendItems(qkv, ctx, offsets, lengths, heads, d, scale, begin, end, scratch);             \
+    AttendItems<V>(qkv, ctx, offsets, lengths, heads, d, scale, begin, end, scratch);          \
   }                                                                                            \
   ATTRIBUTE void AttendBFloat16##SUFFIX(const c10::BFloat16* qkv, c10::BFloat16* ctx,          \
                                         const int64_t* offsets, const int64_t* lengths,        \
                                         int64_t heads, int64_t d, float scale, int64_t begin,  \
                                         int64_t end, float* scratch) {                         \
-    AttendItems(qkv, ctx, offsets, lengths, heads, d, scale, begin, end, scratch);             \
+    AttendItems<V>(qkv, ctx, offsets, lengths, heads, d, scale, begin, end, scratch);          \
   }
 
-ES_ATTEND_VARIANT(Baseline, )
+ES_ATTEND_VARIANT(Baseline, , VF4)
 #ifdef ES_X86_DISPATCH
-ES_ATTEND_VARIANT(Avx2, ES_TARGET_AVX2)
-ES_ATTEND_VARIANT(Avx512, ES_TARGET_AVX512)
+ES_ATTEND_VARIANT(Avx2, ES_TARGET_AVX2, VF8)
+ES_ATTEND_VARIANT(Avx512, ES_TARGET_AVX512, VF)
 #endif
 
 struct AttendKernels {

@@ -40,6 +40,14 @@ namespace cpu_vector {
 constexpr int64_t kLanes = 16;
 typedef float VF __attribute__((vector_size(kLanes * sizeof(float))));
 typedef int32_t VI __attribute__((vector_size(kLanes * sizeof(int32_t))));
+// One register of AVX2 and of SSE (the x86-64 baseline) or NEON. A kernel whose vectors
+// must stay in registers (the attention's accumulators) takes its width as a template
+// argument: a VF there is two or four registers, which GCC keeps in memory between
+// operations (the attention ran ~27x slower on AVX2 than on AVX-512 with VF).
+typedef float VF8 __attribute__((vector_size(8 * sizeof(float))));
+typedef float VF4 __attribute__((vector_size(4 * sizeof(float))));
+template <typename V>
+constexpr int64_t kLanesOf = sizeof(V) / sizeof(float);
 
 // The instruction sets the kernels come in, widest last.
 enum class CpuIsa { kBaseline = 0, kAvx2 = 1, kAvx512 = 2 };
@@ -82,12 +90,14 @@ ES_INLINE To BitCast(const From& from) {
   return to;
 }
 
-ES_INLINE VF Load(const float* p) {
-  VF v;
+template <typename V = VF>
+ES_INLINE V Load(const float* p) {
+  V v;
   std::memcpy(&v, p, sizeof v);
   return v;
 }
-ES_INLINE void Store(float* p, VF v) { std::memcpy(p, &v, sizeof v); }
+template <typename V>
+ES_INLINE void Store(float* p, V v) { std::memcpy(p, &v, sizeof v); }
 
 ES_INLINE float Widen(float x) { return x; }
 // The same as c10's BFloat16 -> float, but always inlined into each instruction-set
@@ -114,22 +124,25 @@ ES_INLINE float HorizontalSum(VF v) {
 
 // e^x for x <= 0, Cephes' polynomial as in ATen's vectorised exp; relative error ~1e-7.
 // Rounds to the nearest integer with the 1.5 * 2^23 trick. Below -87 it returns e^-87.
-ES_INLINE VF ExpNonPositive(VF x) {
-  const VF lowest = VF{} - 87.0f;
+// Any width V (VF, VF8, VF4).
+template <typename V>
+ES_INLINE V ExpNonPositive(V x) {
+  using I = decltype(x < x);  // the int32 vector of V's width
+  const V lowest = V{} - 87.0f;
   x = x < lowest ? lowest : x;
-  const VF magic = VF{} + 12582912.0f;
-  const VF n = (x * 1.44269504088896341f + magic) - magic;  // round(x / ln 2)
+  const V magic = V{} + 12582912.0f;
+  const V n = (x * 1.44269504088896341f + magic) - magic;  // round(x / ln 2)
   x = x - n * 0.693359375f + n * 2.12194440e-4f;
-  const VF z = x * x;
-  VF y = VF{} + 1.9875691500e-4f;
+  const V z = x * x;
+  V y = V{} + 1.9875691500e-4f;
   y = y * x + 1.3981999507e-3f;
   y = y * x + 8.3334519073e-3f;
   y = y * x + 4.1665795894e-2f;
   y = y * x + 1.6666665459e-1f;
   y = y * x + 5.0000001201e-1f;
   y = y * z + x + 1.0f;
-  const VI bits = (__builtin_convertvector(n, VI) + 127) << 23;  // 2^n
-  return y * BitCast<VF>(bits);
+  const I bits = (__builtin_convertvector(n, I) + 127) << 23;  // 2^n
+  return y * BitCast<V>(bits);
 }
 
 // |x|, and min(a, c) for a >= 0 (a NaN with its sign bit clear counts as above c) and a

@@ -117,9 +117,10 @@ ES_INLINE void WeightValues(const float* __restrict pt, const float* inv, const 
 // Attention for the (sequence, head) items [begin, end) (item = sequence * heads + head).
 // Per block of up to kQueries<V> query rows: the queries, scaled, transposed into
 // scratch qt [d, kQueries<V>] (one lane per query); the scores of every key of the
-// sequence against them, key-major, in st [len, kQueries<V>]; softmax down each lane (elementwise over the
-// len vectors); then the output rows from the values read in place. Keys and values are
-// never copied, and no key beyond the sequence's length is touched, so no masking.
+// sequence against them, key-major, in st [len, kQueries<V>]; softmax down each lane
+// (elementwise over the len vectors); then the output rows from the values read in place.
+// Keys and values are never copied, and no key beyond the sequence's length is touched,
+// so no masking.
 template <typename V, typename T>
 ES_INLINE void AttendItems(const T* __restrict qkv, T* __restrict ctx,
                            const int64_t* offsets, const int64_t* lengths, int64_t heads,

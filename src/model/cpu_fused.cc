@@ -19,84 +19,104 @@ constexpr int64_t kFloatsPerTask = 32768;
 
 int64_t RowGrain(int64_t n) { return std::max<int64_t>(1, kFloatsPerTask / std::max<int64_t>(1, n)); }
 
-// Loads the first `count` (< kLanes) floats of p, zeros after.
-ES_INLINE VF LoadPartial(const float* p, int64_t count) {
-  VF v = {};
+// The bodies below are written for vectors of any width V (VF on AVX-512, VF8 on AVX2,
+// VF4 elsewhere: one register each, cpu_vector.h).
+
+// Loads the first `count` (< the width) floats of p, zeros after.
+template <typename V>
+ES_INLINE V LoadPartial(const float* p, int64_t count) {
+  V v = {};
   for (int64_t i = 0; i < count; ++i) v[i] = p[i];
   return v;
 }
-ES_INLINE void StorePartial(float* p, VF v, int64_t count) {
+template <typename V>
+ES_INLINE void StorePartial(float* p, V v, int64_t count) {
   for (int64_t i = 0; i < count; ++i) p[i] = v[i];
 }
 
 // y = LayerNorm(x) * g + b over one row of n floats; x and y may alias.
+template <typename V>
 ES_INLINE void LayerNormRowBody(const float* x, int64_t n, const float* g, const float* b,
                                 float eps, float* y) {
-  const int64_t full = n / kLanes * kLanes, rest = n - full;
-  VF s = {};
-  for (int64_t c = 0; c < full; c += kLanes) s += Load(x + c);
-  if (rest) s += LoadPartial(x + full, rest);
+  constexpr int64_t kW = kLanesOf<V>;
+  const int64_t full = n / kW * kW, rest = n - full;
+  V s = {};
+  for (int64_t c = 0; c < full; c += kW) s += Load<V>(x + c);
+  if (rest) s += LoadPartial<V>(x + full, rest);
   const float mean = HorizontalSum(s) / static_cast<float>(n);
-  VF q = {};
-  for (int64_t c = 0; c < full; c += kLanes) {
-    const VF d = Load(x + c) - mean;
+  V q = {};
+  for (int64_t c = 0; c < full; c += kW) {
+    const V d = Load<V>(x + c) - mean;
     q += d * d;
   }
   if (rest) {
-    VF d = LoadPartial(x + full, rest) - mean;
-    for (int64_t i = rest; i < kLanes; ++i) d[i] = 0.0f;
+    V d = LoadPartial<V>(x + full, rest) - mean;
+    for (int64_t i = rest; i < kW; ++i) d[i] = 0.0f;
     q += d * d;
   }
   const float rstd = 1.0f / std::sqrt(HorizontalSum(q) / static_cast<float>(n) + eps);
-  for (int64_t c = 0; c < full; c += kLanes) {
-    Store(y + c, (Load(x + c) - mean) * rstd * Load(g + c) + Load(b + c));
+  for (int64_t c = 0; c < full; c += kW) {
+    Store(y + c, (Load<V>(x + c) - mean) * rstd * Load<V>(g + c) + Load<V>(b + c));
   }
   if (rest) {
     StorePartial(y + full,
-                 (LoadPartial(x + full, rest) - mean) * rstd * LoadPartial(g + full, rest) +
-                     LoadPartial(b + full, rest),
+                 (LoadPartial<V>(x + full, rest) - mean) * rstd *
+                         LoadPartial<V>(g + full, rest) +
+                     LoadPartial<V>(b + full, rest),
                  rest);
   }
 }
 
+template <typename V>
 ES_INLINE void LayerNormRowsBody(float* x, int64_t begin, int64_t end, int64_t n,
                                  const float* g, const float* b, float eps) {
-  for (int64_t r = begin; r < end; ++r) LayerNormRowBody(x + r * n, n, g, b, eps, x + r * n);
+  for (int64_t r = begin; r < end; ++r) {
+    LayerNormRowBody<V>(x + r * n, n, g, b, eps, x + r * n);
+  }
 }
 
+template <typename V>
 ES_INLINE void EmbedRowsBody(const float* word, const float* pos, const int64_t* ids,
                              const int64_t* positions, int64_t begin, int64_t end, int64_t n,
                              const float* g, const float* b, float eps, float* out) {
+  constexpr int64_t kW = kLanesOf<V>;
   for (int64_t r = begin; r < end; ++r) {
     const float* w = word + ids[r] * n;
     const float* p = pos + positions[r] * n;
     float* y = out + r * n;
-    const int64_t full = n / kLanes * kLanes;
-    for (int64_t c = 0; c < full; c += kLanes) Store(y + c, Load(w + c) + Load(p + c));
+    const int64_t full = n / kW * kW;
+    for (int64_t c = 0; c < full; c += kW) Store(y + c, Load<V>(w + c) + Load<V>(p + c));
     for (int64_t c = full; c < n; ++c) y[c] = w[c] + p[c];
-    LayerNormRowBody(y, n, g, b, eps, y);
+    LayerNormRowBody<V>(y, n, g, b, eps, y);
   }
 }
 
+template <typename V>
 ES_INLINE void GeluBody(float* x, int64_t count, bool tanh) {
-  const int64_t full = count / kLanes * kLanes, rest = count - full;
+  constexpr int64_t kW = kLanesOf<V>;
+  const int64_t full = count / kW * kW, rest = count - full;
   if (tanh) {
-    for (int64_t c = 0; c < full; c += kLanes) Store(x + c, GeluTanh(Load(x + c)));
-    if (rest) StorePartial(x + full, GeluTanh(LoadPartial(x + full, rest)), rest);
+    for (int64_t c = 0; c < full; c += kW) Store(x + c, GeluTanh(Load<V>(x + c)));
+    if (rest) StorePartial(x + full, GeluTanh(LoadPartial<V>(x + full, rest)), rest);
   } else {
-    for (int64_t c = 0; c < full; c += kLanes) Store(x + c, GeluErf(Load(x + c)));
-    if (rest) StorePartial(x + full, GeluErf(LoadPartial(x + full, rest)), rest);
+    for (int64_t c = 0; c < full; c += kW) Store(x + c, GeluErf(Load<V>(x + c)));
+    if (rest) StorePartial(x + full, GeluErf(LoadPartial<V>(x + full, rest)), rest);
   }
 }
 
 // Rows [begin, end) of x [rows, n]: x = gelu_erf(x + b).
+template <typename V>
 ES_INLINE void BiasGeluRowsBody(float* x, int64_t begin, int64_t end, int64_t n, const float* b) {
-  const int64_t full = n / kLanes * kLanes, rest = n - full;
+  constexpr int64_t kW = kLanesOf<V>;
+  const int64_t full = n / kW * kW, rest = n - full;
   for (int64_t r = begin; r < end; ++r) {
     float* y = x + r * n;
-    for (int64_t c = 0; c < full; c += kLanes) Store(y + c, GeluErf(Load(y + c) + Load(b + c)));
+    for (int64_t c = 0; c < full; c += kW) {
+      Store(y + c, GeluErf(Load<V>(y + c) + Load<V>(b + c)));
+    }
     if (rest) {
-      StorePartial(y + full, GeluErf(LoadPartial(y + full, rest) + LoadPartial(b + full, rest)),
+      StorePartial(y + full,
+                   GeluErf(LoadPartial<V>(y + full, rest) + LoadPartial<V>(b + full, rest)),
                    rest);
     }
   }
@@ -109,27 +129,29 @@ using EmbedRowsFn = void (*)(const float*, const float*, const int64_t*, const i
 using GeluFn = void (*)(float*, int64_t, bool);
 using BiasGeluRowsFn = void (*)(float*, int64_t, int64_t, int64_t, const float*);
 
-#define ES_FUSED_VARIANT(SUFFIX, ATTRIBUTE)                                                  \
-  ATTRIBUTE void LayerNormRows##SUFFIX(float* x, int64_t begin, int64_t end, int64_t n,      \
-                                       const float* g, const float* b, float eps) {          \
-    LayerNormRowsBody(x, begin, end, n, g, b, eps);                                          \
-  }                                                                                          \
-  ATTRIBUTE void EmbedRows##SUFFIX(const float* word, const float* pos, const int64_t* ids,  \
-                                   const int64_t* positions, int64_t begin, int64_t end,     \
-                                   int64_t n, const float* g, const float* b, float eps,     \
-                                   float* out) {                                             \
-    EmbedRowsBody(word, pos, ids, positions, begin, end, n, g, b, eps, out);                 \
-  }                                                                                          \
-  ATTRIBUTE void Gelu##SUFFIX(float* x, int64_t count, bool tanh) { GeluBody(x, count, tanh); } \
-  ATTRIBUTE void BiasGeluRows##SUFFIX(float* x, int64_t begin, int64_t end, int64_t n,       \
-                                      const float* b) {                                      \
-    BiasGeluRowsBody(x, begin, end, n, b);                                                   \
+#define ES_FUSED_VARIANT(SUFFIX, ATTRIBUTE, V)                                                  \
+  ATTRIBUTE void LayerNormRows##SUFFIX(float* x, int64_t begin, int64_t end, int64_t n,         \
+                                       const float* g, const float* b, float eps) {             \
+    LayerNormRowsBody<V>(x, begin, end, n, g, b, eps);                                          \
+  }                                                                                             \
+  ATTRIBUTE void EmbedRows##SUFFIX(const float* word, const float* pos, const int64_t* ids,     \
+                                   const int64_t* positions, int64_t begin, int64_t end,        \
+                                   int64_t n, const float* g, const float* b, float eps,        \
+                                   float* out) {                                                \
+    EmbedRowsBody<V>(word, pos, ids, positions, begin, end, n, g, b, eps, out);                 \
+  }                                                                                             \
+  ATTRIBUTE void Gelu##SUFFIX(float* x, int64_t count, bool tanh) {                             \
+    GeluBody<V>(x, count, tanh);                                                                \
+  }                                                                                             \
+  ATTRIBUTE void BiasGeluRows##SUFFIX(float* x, int64_t begin, int64_t end, int64_t n,          \
+                                      const float* b) {                                         \
+    BiasGeluRowsBody<V>(x, begin, end, n, b);                                                   \
   }
 
-ES_FUSED_VARIANT(Baseline, )
+ES_FUSED_VARIANT(Baseline, , VF4)
 #ifdef ES_X86_DISPATCH
-ES_FUSED_VARIANT(Avx2, ES_TARGET_AVX2)
-ES_FUSED_VARIANT(Avx512, ES_TARGET_AVX512)
+ES_FUSED_VARIANT(Avx2, ES_TARGET_AVX2, VF8)
+ES_FUSED_VARIANT(Avx512, ES_TARGET_AVX512, VF)
 #endif
 
 struct FusedKernels {

@@ -1,12 +1,13 @@
 // Internal (src/model only): the small vocabulary of the hand-written CPU kernels
-// (cpu_attention.cc). Pipeline stage: forward.
+// (cpu_attention.cc, cpu_fused.cc, cpu_int8_linear.cc). Pipeline stage: forward.
 //
-// The kernels are written with GCC/Clang vector extensions (VF: 16 floats): compiled for
-// AVX-512 a VF is one register, for AVX2 two, for the x86-64 baseline four SSE registers,
-// elsewhere whatever the target has. On x86-64 each kernel body is compiled three times
-// (ES_TARGET_AVX512, ES_TARGET_AVX2, no attribute) and the caller picks the first one this
-// CPU supports with CpuHasAvx512() / CpuHasAvx2(): by feature, not by CPU model, so AMD's
-// AVX-512 cores get the AVX-512 code (GCC's target_clones("arch=...") would not).
+// The kernels are written with GCC/Clang vector extensions, each at the register width
+// of the instruction set it is compiled for: VF (16 floats) for AVX-512, VF8 for AVX2,
+// VF4 for the x86-64 baseline (SSE) and other targets. On x86-64 each kernel body is
+// compiled three times (ES_TARGET_AVX512, ES_TARGET_AVX2, no attribute) and the caller
+// picks the first one this CPU supports with CpuHasAvx512() / CpuHasAvx2(): by feature,
+// not by CPU model, so AMD's AVX-512 cores get the AVX-512 code (GCC's
+// target_clones("arch=...") would not).
 // Everything here is ES_INLINE, so it compiles into each variant with that variant's
 // instruction set. Math is fp32 throughout; bf16 is widened on load and rounded to
 // nearest-even on store.
@@ -40,10 +41,10 @@ namespace cpu_vector {
 constexpr int64_t kLanes = 16;
 typedef float VF __attribute__((vector_size(kLanes * sizeof(float))));
 typedef int32_t VI __attribute__((vector_size(kLanes * sizeof(int32_t))));
-// One register of AVX2 and of SSE (the x86-64 baseline) or NEON. A kernel whose vectors
-// must stay in registers (the attention's accumulators) takes its width as a template
-// argument: a VF there is two or four registers, which GCC keeps in memory between
-// operations (the attention ran ~27x slower on AVX2 than on AVX-512 with VF).
+// One register of AVX2 and of SSE (the x86-64 baseline) or NEON. The attention and the
+// fused kernels take their width as a template argument: a VF there is two or four
+// registers, which GCC keeps in memory between operations (with VF the attention ran
+// ~27x slower on AVX2 than on AVX-512, LayerNorm ~7x). The int8 kernels still use VF.
 typedef float VF8 __attribute__((vector_size(8 * sizeof(float))));
 typedef float VF4 __attribute__((vector_size(4 * sizeof(float))));
 template <typename V>
@@ -111,23 +112,28 @@ ES_INLINE void StoreScalar(float x, c10::BFloat16* out) {
   *out = c10::BFloat16(x);  // round to nearest even, NaN kept
 }
 
-ES_INLINE float HorizontalMax(VF v) {
+// The helpers below take any width V (VF, VF8, VF4); I is the int32 vector of V's width.
+template <typename V>
+using IntOf = decltype(V{} < V{});
+
+template <typename V>
+ES_INLINE float HorizontalMax(V v) {
   float m = v[0];
-  for (int w = 1; w < kLanes; ++w) m = std::max(m, v[w]);
+  for (int w = 1; w < kLanesOf<V>; ++w) m = std::max(m, v[w]);
   return m;
 }
-ES_INLINE float HorizontalSum(VF v) {
+template <typename V>
+ES_INLINE float HorizontalSum(V v) {
   float s = 0.0f;
-  for (int w = 0; w < kLanes; ++w) s += v[w];
+  for (int w = 0; w < kLanesOf<V>; ++w) s += v[w];
   return s;
 }
 
 // e^x for x <= 0, Cephes' polynomial as in ATen's vectorised exp; relative error ~1e-7.
 // Rounds to the nearest integer with the 1.5 * 2^23 trick. Below -87 it returns e^-87.
-// Any width V (VF, VF8, VF4).
 template <typename V>
 ES_INLINE V ExpNonPositive(V x) {
-  using I = decltype(x < x);  // the int32 vector of V's width
+  using I = IntOf<V>;
   const V lowest = V{} - 87.0f;
   x = x < lowest ? lowest : x;
   const V magic = V{} + 12582912.0f;
@@ -148,35 +154,41 @@ ES_INLINE V ExpNonPositive(V x) {
 // |x|, and min(a, c) for a >= 0 (a NaN with its sign bit clear counts as above c) and a
 // constant c > 0, exactly, with integer arithmetic only: non-negative floats order as
 // their bit patterns do as int32, and d = a - c is negative (d >> 31 all ones) where a < c.
-// Neither is a compare of two VFs (16 lanes): that is one instruction with AVX-512, but
-// where the target has no 16-lane masks (AVX2, the baseline) GCC turns `a < b ? a : b`
-// into scalar code (GeluErf with compares took 1,654 us for 448 x 1536 floats on AVX2,
-// one Zen 5 core, against 337 us without).
-ES_INLINE VF Abs(VF x) { return BitCast<VF>(BitCast<VI>(x) & 0x7fffffff); }
-ES_INLINE VF MinNonNegative(VF a, float c) {
+// Neither is a compare: on a vector wider than the target's registers (a VF on AVX2)
+// GCC turns `a < b ? a : b` into scalar code (GeluErf with compares took 1,654 us for
+// 448 x 1536 floats that way, one Zen 5 core, against 337 us without), and the integer
+// form is exact for every input, NaN included.
+template <typename V>
+ES_INLINE V Abs(V x) {
+  return BitCast<V>(BitCast<IntOf<V>>(x) & 0x7fffffff);
+}
+template <typename V>
+ES_INLINE V MinNonNegative(V a, float c) {
   const int32_t ci = BitCast<int32_t>(c);
-  const VI d = BitCast<VI>(a) - ci;
-  return BitCast<VF>(ci + (d & (d >> 31)));
+  const IntOf<V> d = BitCast<IntOf<V>>(a) - ci;
+  return BitCast<V>(ci + (d & (d >> 31)));
 }
 // 1.0f in the lanes whose a (>= 0, as above) is below c, 0.0f in the others.
-ES_INLINE VF BelowNonNegative(VF a, float c) {
-  const VI d = BitCast<VI>(a) - BitCast<int32_t>(c);
-  return BitCast<VF>((d >> 31) & BitCast<int32_t>(1.0f));
+template <typename V>
+ES_INLINE V BelowNonNegative(V a, float c) {
+  const IntOf<V> d = BitCast<IntOf<V>>(a) - BitCast<int32_t>(c);
+  return BitCast<V>((d >> 31) & BitCast<int32_t>(1.0f));
 }
 
 // erf(a) for a in [0, 4] as a P(a^2) / Q(a^2), P and Q of degree 5 (beyond 4 erf is 1 in
 // fp32; at 4 the quotient is 1 or within an ulp of it). The coefficients are a weighted
 // least-squares fit of this form to erf on [0, 4] (scripts/fit_erf.py): absolute error
 // <= 2.2e-8 in exact arithmetic, <= 4e-7 evaluated in fp32. No exp.
-ES_INLINE VF ErfRational(VF a) {
-  const VF t = a * a;
-  VF p = VF{} + 1.9746314592e-6f;
+template <typename V>
+ES_INLINE V ErfRational(V a) {
+  const V t = a * a;
+  V p = V{} + 1.9746314592e-6f;
   p = p * t + 2.8801581357e-4f;
   p = p * t + 4.0033590049e-3f;
   p = p * t + 5.3466629237e-2f;
   p = p * t + 1.9624495506e-1f;
   p = p * t + 1.1283789873e+0f;
-  VF q = VF{} + 3.7477409933e-5f;
+  V q = V{} + 3.7477409933e-5f;
   q = q * t + 1.2162522180e-3f;
   q = q * t + 1.5443900600e-2f;
   q = q * t + 1.1647446454e-1f;
@@ -193,11 +205,12 @@ ES_INLINE VF ErfRational(VF a) {
 // an ulp of |x|: for x = -1e4, 0 instead of -3e-4) and x for positive x, at any
 // magnitude. Absolute error <= 2.7e-7 |x|, at most 1.3e-6 (against erf in float64, every
 // 2^-18 on [-10, 10], the three variants); NaN stays NaN. 448 x 1536 floats on one Zen 5
-// core: 125 us with AVX-512, 264 with AVX2 (the form with clamps of z to [-4, 4] and of
-// 1 + erf to >= 0 that this replaced: 172 and 328 us).
-ES_INLINE VF GeluErf(VF x) {
-  const VF half = 0.5f * x;  // halved first: x + |x| overflows for |x| > 1.7e38
-  const VF r = MinNonNegative(
+// core with AVX-512: 125 us (the form with clamps of z to [-4, 4] and of 1 + erf to >= 0
+// that this replaced: 172 us).
+template <typename V>
+ES_INLINE V GeluErf(V x) {
+  const V half = 0.5f * x;  // halved first: x + |x| overflows for |x| > 1.7e38
+  const V r = MinNonNegative(
       ErfRational(MinNonNegative(Abs(x) * 0.70710678118654752f, 4.0f)) + 1.2e-7f, 1.0f);
   return half + Abs(half) * r;
 }
@@ -207,17 +220,21 @@ ES_INLINE VF GeluErf(VF x) {
 // e = e^(-2|u|) <= 1 as 1 / (1 + e) for u >= 0 and e / (1 + e) for u < 0. e is taken as
 // 0 where 2|u| > 87 (ExpNonPositive stops at e^-87 there), so that a large negative x
 // gives 0 rather than x e^-87 (-4.9 for x = -3e38).
-ES_INLINE VF GeluTanh(VF x) {
-  const VF u = 0.7978845608028654f * (x + 0.044715f * x * x * x);
-  const VF au = Abs(u);
-  const VF e = ExpNonPositive(-2.0f * au) * BelowNonNegative(au, 43.5f);
+template <typename V>
+ES_INLINE V GeluTanh(V x) {
+  const V u = 0.7978845608028654f * (x + 0.044715f * x * x * x);
+  const V au = Abs(u);
+  const V e = ExpNonPositive(-2.0f * au) * BelowNonNegative(au, 43.5f);
   // 1 for u >= 0, e for u < 0 (from u's sign bit: no compare).
-  const VF negative = BitCast<VF>((BitCast<VI>(u) >> 31) & BitCast<int32_t>(1.0f));
-  const VF num = 1.0f - negative * (1.0f - e);
+  const V negative = BitCast<V>((BitCast<IntOf<V>>(u) >> 31) & BitCast<int32_t>(1.0f));
+  const V num = 1.0f - negative * (1.0f - e);
   return x * num / (1.0f + e);
 }
 
-ES_INLINE VF Relu(VF x) { return x > 0.0f ? x : VF{}; }
+template <typename V>
+ES_INLINE V Relu(V x) {
+  return x > 0.0f ? x : V{};
+}
 
 }  // namespace cpu_vector
 }  // namespace internal_model

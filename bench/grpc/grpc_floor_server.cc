@@ -86,26 +86,28 @@ class CallbackService final : public CallbackBase {
   grpc::ServerUnaryReactor* Similarity(grpc::CallbackServerContext* context,
                                        const grpc::ByteBuffer* request,
                                        grpc::ByteBuffer* reply) override {
-    grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-    reactor->Finish(Answer(Method::kSimilarity, *request, dim_, reply));
-    return reactor;
+    return AnswerNow(context, Method::kSimilarity, *request, reply);
   }
   grpc::ServerUnaryReactor* Embed(grpc::CallbackServerContext* context,
                                   const grpc::ByteBuffer* request,
                                   grpc::ByteBuffer* reply) override {
-    grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-    reactor->Finish(Answer(Method::kEmbed, *request, dim_, reply));
-    return reactor;
+    return AnswerNow(context, Method::kEmbed, *request, reply);
   }
   grpc::ServerUnaryReactor* GetModelInfo(grpc::CallbackServerContext* context,
                                          const grpc::ByteBuffer* request,
                                          grpc::ByteBuffer* reply) override {
-    grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-    reactor->Finish(Answer(Method::kGetModelInfo, *request, dim_, reply));
-    return reactor;
+    return AnswerNow(context, Method::kGetModelInfo, *request, reply);
   }
 
  private:
+  // Finishes the call on this thread with gRPC's default reactor.
+  grpc::ServerUnaryReactor* AnswerNow(grpc::CallbackServerContext* context, Method method,
+                                      const grpc::ByteBuffer& request, grpc::ByteBuffer* reply) {
+    grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+    reactor->Finish(Answer(method, request, dim_, reply));
+    return reactor;
+  }
+
   const int dim_;
 };
 

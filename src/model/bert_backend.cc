@@ -35,8 +35,8 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "cpu_attention.h"
-#include "cpu_vector.h"
 #include "cpu_fused.h"
+#include "cpu_vector.h"
 #if defined(EMBEDSERVE_CUDA_KERNELS)  // set by src/model/CMakeLists.txt for CUDA LibTorch
 #include "fused_kernels.h"
 #include "fused_ops.h"

@@ -18,16 +18,32 @@ namespace {
 using dt = dnnl::memory::data_type;
 
 namespace cv = cpu_vector;
-typedef uint8_t VB __attribute__((vector_size(cv::kLanes)));
+
+// The row kernels are written for vectors of any width V (cv::VF on AVX-512, VF8 on
+// AVX2, VF4 elsewhere: one register each, cpu_vector.h); Bytes<W> is W uint8 lanes.
+template <int64_t W>
+struct ByteLanes;
+#define ES_BYTE_LANES(W)                                                   \
+  template <>                                                              \
+  struct ByteLanes<W> {                                                    \
+    typedef uint8_t Bytes __attribute__((vector_size(W)));                 \
+  };
+ES_BYTE_LANES(4)
+ES_BYTE_LANES(8)
+ES_BYTE_LANES(16)
+#undef ES_BYTE_LANES
 
 // Row r of x as lo + scale * q, q in 0..255 (nearest level). Returns {scale, lo}.
+template <typename V>
 ES_INLINE void QuantizeRowBody(const float* x, int64_t k, uint8_t* q, float* params) {
+  constexpr int64_t kW = cv::kLanesOf<V>;
+  using I = cv::IntOf<V>;
   float lo = x[0], hi = x[0];
   int64_t c = 0;
-  if (k >= cv::kLanes) {
-    cv::VF vlo = cv::Load(x), vhi = vlo;
-    for (c = cv::kLanes; c + cv::kLanes <= k; c += cv::kLanes) {
-      const cv::VF v = cv::Load(x + c);
+  if (k >= kW) {
+    V vlo = cv::Load<V>(x), vhi = vlo;
+    for (c = kW; c + kW <= k; c += kW) {
+      const V v = cv::Load<V>(x + c);
       vlo = v < vlo ? v : vlo;
       vhi = v > vhi ? v : vhi;
     }
@@ -42,11 +58,12 @@ ES_INLINE void QuantizeRowBody(const float* x, int64_t k, uint8_t* q, float* par
   const float inv = 1.0f / scale;
   params[0] = scale;
   params[1] = lo;
-  for (c = 0; c + cv::kLanes <= k; c += cv::kLanes) {
+  for (c = 0; c + kW <= k; c += kW) {
     // x - lo >= 0, so truncating x + 0.5 rounds to nearest (ties up).
-    cv::VI i = __builtin_convertvector((cv::Load(x + c) - lo) * inv + 0.5f, cv::VI);
+    I i = __builtin_convertvector((cv::Load<V>(x + c) - lo) * inv + 0.5f, I);
     i = i > 255 ? 255 : i;
-    const VB b = __builtin_convertvector(i, VB);
+    const typename ByteLanes<kW>::Bytes b =
+        __builtin_convertvector(i, typename ByteLanes<kW>::Bytes);
     std::memcpy(q + c, &b, sizeof b);
   }
   for (; c < k; ++c) {
@@ -56,8 +73,8 @@ ES_INLINE void QuantizeRowBody(const float* x, int64_t k, uint8_t* q, float* par
 
 // The epilogue of one output value v = acc * scale * ws + (lo * wsum + bias); `prev` is
 // what `out` held (the residual, for kBiasAddInto).
-template <LinearEpilogue kEpilogue>
-ES_INLINE cv::VF Finish(cv::VF v, cv::VF prev) {
+template <LinearEpilogue kEpilogue, typename V>
+ES_INLINE V Finish(V v, V prev) {
   if constexpr (kEpilogue == LinearEpilogue::kBiasGelu) return cv::GeluErf(v);
   if constexpr (kEpilogue == LinearEpilogue::kBiasGeluTanh) return cv::GeluTanh(v);
   if constexpr (kEpilogue == LinearEpilogue::kBiasRelu) return cv::Relu(v);
@@ -67,27 +84,28 @@ ES_INLINE cv::VF Finish(cv::VF v, cv::VF prev) {
 }
 
 // out[c] = epilogue(acc[c] * scale * ws[c] + (lo * wsum[c] + bias[c])).
-template <LinearEpilogue kEpilogue>
+template <LinearEpilogue kEpilogue, typename V>
 ES_INLINE void DequantizeRowBody(const int32_t* acc, int64_t n, const float* params,
                                  const float* ws, const float* wsum, const float* bias,
                                  float* out) {
+  constexpr int64_t kW = cv::kLanesOf<V>;
   const float scale = params[0], lo = params[1];
   constexpr bool kReads = kEpilogue == LinearEpilogue::kBiasAddInto;
   int64_t c = 0;
-  for (; c + cv::kLanes <= n; c += cv::kLanes) {
-    cv::VI a;
+  for (; c + kW <= n; c += kW) {
+    cv::IntOf<V> a;
     std::memcpy(&a, acc + c, sizeof a);
-    const cv::VF v = __builtin_convertvector(a, cv::VF) * (cv::Load(ws + c) * scale) +
-                     (cv::Load(wsum + c) * lo + cv::Load(bias + c));
-    cv::Store(out + c, Finish<kEpilogue>(v, kReads ? cv::Load(out + c) : cv::VF{}));
+    const V v = __builtin_convertvector(a, V) * (cv::Load<V>(ws + c) * scale) +
+                (cv::Load<V>(wsum + c) * lo + cv::Load<V>(bias + c));
+    cv::Store(out + c, Finish<kEpilogue>(v, kReads ? cv::Load<V>(out + c) : V{}));
   }
-  if (c < n) {  // the last n % 16 columns through one zero-padded vector
-    cv::VF v = {}, prev = {};
+  if (c < n) {  // the last n % kW columns through one zero-padded vector
+    V v = {}, prev = {};
     for (int64_t i = 0; c + i < n; ++i) {
       v[i] = static_cast<float>(acc[c + i]) * scale * ws[c + i] + lo * wsum[c + i] + bias[c + i];
       if (kReads) prev[i] = out[c + i];
     }
-    const cv::VF r = Finish<kEpilogue>(v, prev);
+    const V r = Finish<kEpilogue>(v, prev);
     for (int64_t i = 0; c + i < n; ++i) out[c + i] = r[i];
   }
 }
@@ -98,36 +116,36 @@ using DequantizeRowFn = void (*)(const int32_t*, int64_t, const float*, const fl
 
 // One copy of each row kernel per instruction set, and for the dequantize one per
 // epilogue, each picked once for this CPU.
-#define ES_INT8_VARIANT(SUFFIX, ATTRIBUTE)                                                     \
-  ATTRIBUTE void QuantizeRow##SUFFIX(const float* x, int64_t k, uint8_t* q, float* p) {        \
-    QuantizeRowBody(x, k, q, p);                                                               \
-  }                                                                                            \
-  template <LinearEpilogue kEpilogue>                                                          \
-  ATTRIBUTE void DequantizeRow##SUFFIX(const int32_t* a, int64_t n, const float* p,            \
-                                       const float* ws, const float* wsum, const float* b,     \
-                                       float* o) {                                             \
-    DequantizeRowBody<kEpilogue>(a, n, p, ws, wsum, b, o);                                     \
-  }                                                                                            \
-  DequantizeRowFn PickDequantize##SUFFIX(LinearEpilogue e) {                                   \
-    switch (e) {                                                                               \
-      case LinearEpilogue::kBiasGelu:                                                          \
-        return DequantizeRow##SUFFIX<LinearEpilogue::kBiasGelu>;                               \
-      case LinearEpilogue::kBiasGeluTanh:                                                      \
-        return DequantizeRow##SUFFIX<LinearEpilogue::kBiasGeluTanh>;                           \
-      case LinearEpilogue::kBiasRelu:                                                          \
-        return DequantizeRow##SUFFIX<LinearEpilogue::kBiasRelu>;                               \
-      case LinearEpilogue::kBiasAddInto:                                                       \
-        return DequantizeRow##SUFFIX<LinearEpilogue::kBiasAddInto>;                            \
-      case LinearEpilogue::kBias:                                                              \
-        break;                                                                                 \
-    }                                                                                          \
-    return DequantizeRow##SUFFIX<LinearEpilogue::kBias>;                                       \
+#define ES_INT8_VARIANT(SUFFIX, ATTRIBUTE, V)                                                   \
+  ATTRIBUTE void QuantizeRow##SUFFIX(const float* x, int64_t k, uint8_t* q, float* p) {         \
+    QuantizeRowBody<V>(x, k, q, p);                                                             \
+  }                                                                                             \
+  template <LinearEpilogue kEpilogue>                                                           \
+  ATTRIBUTE void DequantizeRow##SUFFIX(const int32_t* a, int64_t n, const float* p,             \
+                                       const float* ws, const float* wsum, const float* b,      \
+                                       float* o) {                                              \
+    DequantizeRowBody<kEpilogue, V>(a, n, p, ws, wsum, b, o);                                   \
+  }                                                                                             \
+  DequantizeRowFn PickDequantize##SUFFIX(LinearEpilogue e) {                                    \
+    switch (e) {                                                                                \
+      case LinearEpilogue::kBiasGelu:                                                           \
+        return DequantizeRow##SUFFIX<LinearEpilogue::kBiasGelu>;                                \
+      case LinearEpilogue::kBiasGeluTanh:                                                       \
+        return DequantizeRow##SUFFIX<LinearEpilogue::kBiasGeluTanh>;                            \
+      case LinearEpilogue::kBiasRelu:                                                           \
+        return DequantizeRow##SUFFIX<LinearEpilogue::kBiasRelu>;                                \
+      case LinearEpilogue::kBiasAddInto:                                                        \
+        return DequantizeRow##SUFFIX<LinearEpilogue::kBiasAddInto>;                             \
+      case LinearEpilogue::kBias:                                                               \
+        break;                                                                                  \
+    }                                                                                           \
+    return DequantizeRow##SUFFIX<LinearEpilogue::kBias>;                                        \
   }
 
-ES_INT8_VARIANT(Base, )
+ES_INT8_VARIANT(Base, , cv::VF4)
 #ifdef ES_X86_DISPATCH
-ES_INT8_VARIANT(Avx2, ES_TARGET_AVX2)
-ES_INT8_VARIANT(Avx512, ES_TARGET_AVX512)
+ES_INT8_VARIANT(Avx2, ES_TARGET_AVX2, cv::VF8)
+ES_INT8_VARIANT(Avx512, ES_TARGET_AVX512, cv::VF)
 #endif
 
 QuantizeRowFn PickQuantize() {

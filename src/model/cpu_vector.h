@@ -41,10 +41,10 @@ namespace cpu_vector {
 constexpr int64_t kLanes = 16;
 typedef float VF __attribute__((vector_size(kLanes * sizeof(float))));
 typedef int32_t VI __attribute__((vector_size(kLanes * sizeof(int32_t))));
-// One register of AVX2 and of SSE (the x86-64 baseline) or NEON. The attention and the
-// fused kernels take their width as a template argument: a VF there is two or four
-// registers, which GCC keeps in memory between operations (with VF the attention ran
-// ~27x slower on AVX2 than on AVX-512, LayerNorm ~7x). The int8 kernels still use VF.
+// One register of AVX2 and of SSE (the x86-64 baseline) or NEON. The kernels take their
+// width as a template argument: a VF there is two or four registers, which GCC keeps in
+// memory between operations (with VF the attention ran ~27x slower on AVX2 than on
+// AVX-512, LayerNorm ~7x).
 typedef float VF8 __attribute__((vector_size(8 * sizeof(float))));
 typedef float VF4 __attribute__((vector_size(4 * sizeof(float))));
 template <typename V>

@@ -5,15 +5,15 @@ grpc_floor_server must answer as embedserve's gRPC surface does (one score per p
 vector of --dim values per text, INVALID_ARGUMENT for bytes that are not the request),
 keep answering once more calls are in flight than it posted ahead (--api cq reposts each
 call), and stop cleanly on SIGTERM. floor.sh must measure every system at every point and
-write its table. Debian's python3 with python3-grpcio; requests are hand-encoded.
+write its table. Debian's python3 with python3-grpcio and the embedding.proto stubs that
+tests/e2e generates.
 
 Env: FLOOR_SERVER (the binary), FLOOR_SH (bench/grpc/floor.sh), BUILD_DIR (the build with
-embedserve and embedserve-bench), WORK_DIR.
+embedserve and embedserve-bench), STUBS_DIR (the generated stubs), WORK_DIR.
 """
 import csv
 import os
 import signal
-import struct
 import subprocess
 import sys
 import unittest
@@ -21,68 +21,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 import grpc
 
-SERVICE = "/embedserve.v1.EmbeddingService/"
-
-
-def varint(n):
-    out = bytearray()
-    while True:
-        b = n & 0x7F
-        n >>= 7
-        out.append(b | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
-
-
-def field(number, payload):
-    """A length-delimited field (wire type 2)."""
-    return varint(number << 3 | 2) + varint(len(payload)) + payload
-
-
-def read_varint(buf, i):
-    shift = value = 0
-    while True:
-        b = buf[i]
-        i += 1
-        value |= (b & 0x7F) << shift
-        shift += 7
-        if not b & 0x80:
-            return value, i
-
-
-def fields(buf):
-    """(number, wire type, value) of each top-level field of a message."""
-    out, i = [], 0
-    while i < len(buf):
-        key, i = read_varint(buf, i)
-        number, wire = key >> 3, key & 7
-        if wire == 0:
-            value, i = read_varint(buf, i)
-        elif wire == 2:
-            length, i = read_varint(buf, i)
-            value, i = buf[i:i + length], i + length
-        elif wire == 5:
-            value, i = buf[i:i + 4], i + 4
-        else:
-            raise ValueError(f"wire type {wire}")
-        out.append((number, wire, value))
-    return out
-
-
-def floats(values):
-    """repeated float, packed (one field) or not."""
-    out = []
-    for _, wire, v in values:
-        out.extend(struct.unpack(f"<{len(v) // 4}f", v))
-    return out
-
-
-def similarity_request(pairs):
-    return b"".join(field(1, field(1, a.encode()) + field(2, b.encode())) for a, b in pairs)
-
-
-def embed_request(texts):
-    return b"".join(field(1, t.encode()) for t in texts)
+sys.path.insert(0, os.environ["STUBS_DIR"])
+from embedserve.v1 import embedding_pb2 as pb  # noqa: E402
+from embedserve.v1 import embedding_pb2_grpc as pb_grpc  # noqa: E402
 
 
 class FloorServer:
@@ -93,12 +34,8 @@ class FloorServer:
         if not line.startswith("listening on "):
             self.proc.kill()
             raise AssertionError(f"no listening line: {line!r}")
-        self.target = line.split()[2]
-        self.channel = grpc.insecure_channel(self.target)
-
-    def call(self, method, request, timeout=10):
-        fn = self.channel.unary_unary(SERVICE + method)
-        return fn(request, timeout=timeout)
+        self.channel = grpc.insecure_channel(line.split()[2])
+        self.stub = pb_grpc.EmbeddingServiceStub(self.channel)
 
     def stop(self):
         self.channel.close()
@@ -110,28 +47,30 @@ class GrpcFloorServerTest(unittest.TestCase):
     def check_api(self, *args):
         server = FloorServer("--dim", "8", *args)
         try:
-            reply = server.call("Similarity", similarity_request(
-                [("a", "b"), ("c", "d"), ("é", "ß")]))
-            scores = floats([f for f in fields(reply) if f[0] == 1])
-            self.assertEqual(scores, [0.5, 0.5, 0.5])
+            pairs = [pb.TextPair(text_a=a, text_b=b)
+                     for a, b in (("a", "b"), ("c", "d"), ("é", "ß"))]
+            reply = server.stub.Similarity(pb.SimilarityRequest(pairs=pairs, id="s1"), timeout=10)
+            self.assertEqual(list(reply.scores), [0.5, 0.5, 0.5])
+            self.assertEqual(reply.id, "s1")
 
-            reply = server.call("Embed", embed_request(["one", "two"]))
-            vectors = [floats(fields(v)) for n, _, v in fields(reply) if n == 1]
-            self.assertEqual(vectors, [[0.0] * 8, [0.0] * 8])
+            reply = server.stub.Embed(pb.EmbedRequest(texts=["one", "two"]), timeout=10)
+            self.assertEqual([list(e.values) for e in reply.embeddings], [[0.0] * 8] * 2)
 
-            info = dict((n, v) for n, _, v in fields(server.call("GetModelInfo", b"")))
-            self.assertEqual(info[1], b"grpc_floor_server")
+            info = server.stub.GetModelInfo(pb.GetModelInfoRequest(), timeout=10)
+            self.assertEqual(info.name, "grpc_floor_server")
 
+            # Bytes that are no SimilarityRequest, sent raw.
+            raw = server.channel.unary_unary("/embedserve.v1.EmbeddingService/Similarity")
             with self.assertRaises(grpc.RpcError) as caught:
-                server.call("Similarity", b"\xff\xff\xff")
+                raw(b"\xff\xff\xff", timeout=10)
             self.assertEqual(caught.exception.code(), grpc.StatusCode.INVALID_ARGUMENT)
 
             # More calls in flight than the queues posted ahead (cq: 2 x 4): every one answered.
-            request = similarity_request([("x", "y")])
+            request = pb.SimilarityRequest(pairs=[pb.TextPair(text_a="x", text_b="y")])
             with ThreadPoolExecutor(24) as pool:
-                replies = list(pool.map(lambda _: server.call("Similarity", request), range(240)))
-            self.assertTrue(all(floats([f for f in fields(r) if f[0] == 1]) == [0.5]
-                                for r in replies))
+                replies = list(pool.map(
+                    lambda _: server.stub.Similarity(request, timeout=10), range(240)))
+            self.assertTrue(all(list(r.scores) == [0.5] for r in replies))
         finally:
             self.assertEqual(server.stop(), 0)
 

@@ -405,6 +405,14 @@ absl::StatusOr<std::unique_ptr<BertBackend>> BertBackend::Create(const ModelFold
   info.dimension = c.hidden_size;
   info.max_seq_length = max_len;
   info.pooling = folder.pooling;
+  if (folder.pooling == "cls") {
+    b->pooling_ = Pooling::kCls;
+  } else if (folder.pooling == "max") {
+    b->pooling_ = Pooling::kMax;
+  } else if (folder.pooling != "mean") {
+    return absl::InvalidArgumentError(absl::StrCat(
+        folder.path, ": pooling \"", folder.pooling, "\" is not mean, cls or max"));
+  }
   info.normalize = folder.normalize;
   info.device = b->device_.str();
   info.precision = options.precision;
@@ -968,8 +976,8 @@ torch::Tensor BertBackend::Forward(const PackedBatch& in) const {
 
 torch::Tensor BertBackend::Pool(const PackedBatch& in, const torch::Tensor& hidden) const {
   const int64_t h = config_.hidden_size;
-  if (info_.pooling == "cls") return hidden.index_select(0, in.offsets);
-  if (info_.pooling == "max") {
+  if (pooling_ == Pooling::kCls) return hidden.index_select(0, in.offsets);
+  if (pooling_ == Pooling::kMax) {
     if (in.uniform) return hidden.view({in.batch, in.longest, h}).amax(1);
     return torch::full({in.batch * in.longest, h}, -std::numeric_limits<float>::infinity(),
                        hidden.options())
@@ -1049,9 +1057,9 @@ BertBackend::PackedBatch BertBackend::GraphInputs(const GraphSlot& slot) const {
 torch::Tensor BertBackend::PaddedForwardAndPool(const PackedBatch& in) const {
   const int64_t h = config_.hidden_size;
   torch::Tensor x = Forward(in).to(torch::kFloat).view({in.batch, in.longest, h});
-  if (info_.pooling == "cls") return x.select(1, 0).contiguous();
+  if (pooling_ == Pooling::kCls) return x.select(1, 0).contiguous();
   torch::Tensor valid = in.mask.unsqueeze(2);  // [B, L, 1]
-  if (info_.pooling == "max") {
+  if (pooling_ == Pooling::kMax) {
     return x.masked_fill(valid == 0, -std::numeric_limits<float>::infinity()).amax(1);
   }
   return x.mul(valid.to(torch::kFloat)).sum(1).div_(in.lengths.to(torch::kFloat).unsqueeze(1));

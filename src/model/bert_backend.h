@@ -152,7 +152,10 @@ class BertBackend : public Backend {
   // gathers back to [total, H]. The CPU uses PackedSelfAttentionCpu instead.
   torch::Tensor PaddedSelfAttention(const PackedBatch& in, torch::Tensor qkv,
                                     const torch::Tensor& bias) const;
-  // Pools [total, H] fp32 hidden states into [batch, H] as info_.pooling says.
+  // The model folder's pooling (BackendInfo::pooling, "mean", "cls" or "max", the ones
+  // model_folder.cc accepts), resolved once at load.
+  enum class Pooling { kMean, kCls, kMax };
+  // Pools [total, H] fp32 hidden states into [batch, H] as pooling_ says.
   torch::Tensor Pool(const PackedBatch& in, const torch::Tensor& hidden) const;
 
   // CUDA graphs (options.cuda_graphs, a CUDA device and a LibTorch built with CUDA):
@@ -179,6 +182,7 @@ class BertBackend : public Backend {
   torch::Tensor PaddedForwardAndPool(const PackedBatch& in) const;
 
   BackendInfo info_;
+  Pooling pooling_ = Pooling::kMean;
   BertConfig config_;
   torch::Device device_ = torch::kCPU;
   torch::ScalarType dtype_ = torch::kFloat;           // matmul weights and inputs

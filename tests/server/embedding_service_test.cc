@@ -76,11 +76,11 @@ ServerConfig TestConfig() {
 class ServiceTest : public testing::FakeServerTest {
  protected:
   void Start(ServerConfig config = TestConfig(), FakeBackend::Options backend_options = {},
-             int64_t dimension = kDim) {
+             int64_t dimension = kDim, bool on_fake_clock = false) {
     backend_options.dimension = dimension;
     tokenizer_ = LoadTokenizer();
     ASSERT_NE(tokenizer_, nullptr);
-    StartFakeServer(config, backend_options);
+    StartFakeServer(config, backend_options, on_fake_clock);
   }
 
   // The row the fake backend gives `text` (truncated to 16 tokens as configured).
@@ -348,7 +348,7 @@ TEST_F(ServiceTest, QueueFullIsResourceExhaustedAndOthersStillSucceed) {
 }
 
 TEST_F(ServiceTest, DeadlinePassedInQueueIsDeadlineExceeded) {
-  Start();
+  Start(TestConfig(), {}, kDim, /*on_fake_clock=*/true);
   backend_->CloseGate();
   v1::EmbedResponse ra;
   grpc::Status sa;
@@ -357,9 +357,9 @@ TEST_F(ServiceTest, DeadlinePassedInQueueIsDeadlineExceeded) {
   v1::EmbedResponse rb;
   const grpc::Status sb = Embed({"b"}, &rb, std::nullopt, std::nullopt, /*deadline_ms=*/100);
   EXPECT_EQ(sb.error_code(), grpc::StatusCode::DEADLINE_EXCEEDED);
-  // The server's copy of the deadline starts when the call arrives there, a little
-  // after the client's: let it pass too before the queue moves.
-  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  // The server's copy of the deadline is on its (fake) clock: move that past it before
+  // the queue moves.
+  fake_clock_.Advance(1'000'000);
   backend_->OpenGate();
   ta.join();
   EXPECT_TRUE(sa.ok());

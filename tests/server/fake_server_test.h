@@ -15,6 +15,7 @@
 #include "embedserve/v1/embedding.grpc.pb.h"
 #include "server/server_test_util.h"
 #include "test_util/fake_backend.h"
+#include "test_util/fake_clock.h"
 
 namespace embedserve {
 namespace testing {
@@ -22,13 +23,17 @@ namespace testing {
 class FakeServerTest : public ::testing::Test {
  protected:
   // Starts `config` over a FakeBackend made with `backend_options`; backend_, server_,
-  // channel_ and stub_ are set when it returns without a fatal failure.
-  void StartFakeServer(const ServerConfig& config, const FakeBackend::Options& backend_options) {
+  // channel_ and stub_ are set when it returns without a fatal failure. With
+  // `on_fake_clock` the server's time line (deadlines, stage timings) is fake_clock_,
+  // which only the test moves.
+  void StartFakeServer(const ServerConfig& config, const FakeBackend::Options& backend_options,
+                       bool on_fake_clock = false) {
     auto tokenizer = Tokenizer::FromModelDir(TinyBertDir());
     ASSERT_TRUE(tokenizer.ok()) << tokenizer.status();
     auto backend = std::make_unique<FakeBackend>(backend_options);
     backend_ = backend.get();
-    auto server = StartServer(config, ServingModel(*std::move(tokenizer), std::move(backend)));
+    auto server = StartServer(config, ServingModel(*std::move(tokenizer), std::move(backend)),
+                              on_fake_clock ? &fake_clock_ : nullptr);
     ASSERT_TRUE(server.ok()) << server.status();
     server_ = *std::move(server);
     channel_ = grpc::CreateChannel(server_->address(), grpc::InsecureChannelCredentials());
@@ -43,6 +48,7 @@ class FakeServerTest : public ::testing::Test {
     server_->Shutdown(1'000'000);
   }
 
+  FakeClock fake_clock_;  // declared before server_, which may read it until destroyed
   FakeBackend* backend_ = nullptr;
   std::unique_ptr<EmbedServer> server_;
   std::shared_ptr<grpc::Channel> channel_;

@@ -170,15 +170,20 @@ class EmbedServer::Impl {
       http_ = *std::move(http);
     }
 
-    // The model (gRPC answers NOT_SERVING / UNAVAILABLE meanwhile).
-    auto model = load_model();
-    if (!model.ok()) {
+    // The model (gRPC answers NOT_SERVING / UNAVAILABLE meanwhile); should it fail,
+    // everything started above stops again.
+    if (absl::Status s = LoadModelAndServe(load_model, serve_gate); !s.ok()) {
       StopAll(0);
-      return model.status();
+      return s;
     }
-    model_ = *std::move(model);
+    return absl::OkStatus();
+  }
+
+  // Start's second half: loads the model, attaches it to the pipeline, warms it up and
+  // opens the doors. The caller stops everything when it fails.
+  absl::Status LoadModelAndServe(const ModelFactory& load_model, const ServeGate& serve_gate) {
+    ES_ASSIGN_OR_RETURN(model_, load_model());
     if (model_.tokenizer == nullptr || model_.backend == nullptr) {
-      StopAll(0);
       return absl::InvalidArgumentError("the model factory returned no tokenizer or backend");
     }
     const BackendInfo& info = model_.backend->Info();
@@ -186,32 +191,21 @@ class EmbedServer::Impl {
     const int64_t seq_len = config_.model.max_seq_length > 0 ? config_.model.max_seq_length
                                                              : info.max_seq_length;
     if (bo.max_batch_tokens < seq_len) {
-      StopAll(0);
       return absl::InvalidArgumentError(absl::StrCat(
           "batching.max_batch_tokens must be >= max_seq_length (", seq_len,
           ") so that every text fits in a batch; was ", bo.max_batch_tokens));
     }
-    auto batcher = Batcher::Create(bo, model_.backend.get(), metrics_.get(), clock_);
-    if (!batcher.ok()) {
-      StopAll(0);
-      return batcher.status();
-    }
-    batcher_ = *std::move(batcher);
-    if (absl::Status s = pipeline_->AttachModel(model_.tokenizer.get(), model_.backend.get(),
-                                                batcher_.get());
-        !s.ok()) {
-      StopAll(0);
-      return s;
-    }
+    ES_ASSIGN_OR_RETURN(batcher_,
+                        Batcher::Create(bo, model_.backend.get(), metrics_.get(), clock_));
+    ES_RETURN_IF_ERROR(
+        pipeline_->AttachModel(model_.tokenizer.get(), model_.backend.get(), batcher_.get()));
     if (config_.server.warmup) {
       if (absl::Status s = Warmup(); !s.ok()) {
-        StopAll(0);
         return absl::Status(s.code(), absl::StrCat("warm-up failed: ", s.message()));
       }
     }
     summary_ = MakeSummary(info, seq_len);
     if (serve_gate && !serve_gate()) {
-      StopAll(0);
       return absl::CancelledError("stopped before serving (the start was called off)");
     }
     service_->SetServing(true);

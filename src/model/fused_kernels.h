@@ -1,4 +1,4 @@
-// Fused elementwise kernels for the CUDA forward of the BERT encoder (issue 14).
+// Fused elementwise kernels for the CUDA forward of the BERT encoder.
 //
 // A plain C++ interface (raw device pointers, sizes, a stream) so that fused_kernels.cu
 // builds with nvcc alone, without LibTorch's headers; fused_ops.h/.cc wrap it for

@@ -1,5 +1,5 @@
 // The CUDA forward's linear layers through cuBLASLt with an algorithm timed once per
-// shape at load (issue 14), instead of the one cuBLAS's heuristic picks per call.
+// shape at load, instead of the one cuBLAS's heuristic picks per call.
 // Compiled only in the GPU build (src/model/CMakeLists.txt, EMBEDSERVE_CUDA_KERNELS).
 // Thread-safety: Create is not thread-safe (call it before any forward); Run is const and
 // safe to call from any thread (the tuned table is immutable after Create).

@@ -3,8 +3,8 @@
 // precision / quantized, threads, max_seq_length), and runs the work of one Similarity
 // (or Embed) request in a closed loop on one thread, without gRPC: tokenize the texts,
 // one Backend::Embed call, L2-normalise, cosine. Writes the same CSV/JSON as
-// embedserve-bench, so the report can put "over gRPC" next to "in process" (issue 6:
-// Similarity at batch 32 over gRPC >= 90% of this). Example:
+// embedserve-bench, so the report can put "over gRPC" next to "in process" (the served
+// share: Similarity at batch 32 over gRPC against this). Example:
 //   embedserve-bench-inprocess --config experiments/minilm_baseline.yaml \
 //       --batch-sizes 32 --duration-s 10 --out-dir results/minilm_baseline/now
 #include <algorithm>

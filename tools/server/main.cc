@@ -303,8 +303,8 @@ int Run(int argc, char** argv) {
 // LibTorch's OpenMP threads (libgomp) wait for the next parallel region by spinning for
 // a while (libgomp's default: ~300,000 rounds, ~9 ms on the 2-vCPU Xeon) and then
 // sleeping. Spinning long takes the cores from gRPC's threads and from refusing calls
-// under overload (issue 12: the overload test's capacity on a shared 2-core machine was
-// ~4 heavy calls/s with OMP_WAIT_POLICY=ACTIVE, ~53/s PASSIVE); sleeping at once
+// under overload (the overload test's capacity on a shared 2-core machine was ~4 heavy
+// calls/s with OMP_WAIT_POLICY=ACTIVE, ~53/s PASSIVE); sleeping at once
 // (PASSIVE) makes every one of a forward's ~30 parallel regions wake a thread through the
 // hypervisor (~0.15 ms each: batch-1 fp32 forward 6-9 ms passive, 2-3 ms spinning,
 // docs/results/cpu-peers). So unless the caller chose (OMP_WAIT_POLICY or GOMP_SPINCOUNT

@@ -52,9 +52,6 @@ class Tokenizer {
     // Longest sequence the model accepts ([CLS]/[SEP] included). Informational for the
     // callers (Encode takes its own max_length); tokenizer_config.json sets it.
     int64_t model_max_length = 512;
-
-    // Fields below were added after the API was fixed; defaults keep the old behaviour.
-
     // Prefix that marks a word-continuation piece in the vocabulary.
     std::string continuing_subword_prefix = "##";
     // Mask token: like the other special tokens it is matched in the raw text when present

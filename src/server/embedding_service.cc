@@ -61,8 +61,10 @@ namespace {
 using grpc::CallbackServerContext;
 using grpc::ServerUnaryReactor;
 
-static_assert(v1::EmbedRequest::kTextsFieldNumber == v1::SimilarityRequest::kPairsFieldNumber &&
-                  v1::EmbedRequest::kTextsFieldNumber == v1::TokenizeRequest::kTextsFieldNumber,
+static_assert(static_cast<int>(v1::EmbedRequest::kTextsFieldNumber) ==
+                      static_cast<int>(v1::SimilarityRequest::kPairsFieldNumber) &&
+                  static_cast<int>(v1::EmbedRequest::kTextsFieldNumber) ==
+                      static_cast<int>(v1::TokenizeRequest::kTextsFieldNumber),
               "CheckUtf8Fields reads texts and pairs as one field number");
 constexpr int kNoIdField = 0;  // TokenizeRequest has no id
 

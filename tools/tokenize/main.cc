@@ -29,7 +29,8 @@ std::string ProcessLine(const Tokenizer& tok, const std::string& line, int64_t m
   json parsed = json::parse(line, nullptr, /*allow_exceptions=*/false);
   if (parsed.is_discarded()) {
     try {
-      (void)json::parse(line);
+      json again = json::parse(line);  // parsed again to get the parser's message
+      (void)again;
     } catch (const json::exception& e) {
       return ErrorLine(std::string("invalid JSON: ") + e.what());
     }

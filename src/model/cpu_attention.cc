@@ -35,43 +35,25 @@ int64_t ScratchFloats(int64_t max_len, int64_t d) { return d * kLanes + max_len 
 // only that many (zeros after).
 template <typename V>
 ES_INLINE V LoadWide(const float* p) { return Load<V>(p); }
-// The bf16 bits and their widened uint32 of a V (GCC takes no vector_size that depends on
-// a template argument in __builtin_convertvector).
-template <int64_t W>
-struct Bf16Lanes;
-#define ES_BF16_LANES(W)                                                        \
-  template <>                                                                   \
-  struct Bf16Lanes<W> {                                                         \
-    typedef uint16_t Half __attribute__((vector_size(W * sizeof(uint16_t))));  \
-    typedef uint32_t Word __attribute__((vector_size(W * sizeof(uint32_t))));  \
-  };
-ES_BF16_LANES(4)
-ES_BF16_LANES(8)
-ES_BF16_LANES(16)
-#undef ES_BF16_LANES
-
 template <typename V>
 ES_INLINE V LoadWide(const c10::BFloat16* p) {
-  using L = Bf16Lanes<kLanesOf<V>>;
-  typename L::Half h;
+  using L = Lanes<kLanesOf<V>>;
+  typename L::Halves h;
   std::memcpy(&h, p, sizeof h);
-  return BitCast<V>(__builtin_convertvector(h, typename L::Word) << 16);
+  return BitCast<V>(__builtin_convertvector(h, typename L::Words) << 16);
 }
 template <typename V, typename T>
 ES_INLINE V LoadWide(const T* p, int64_t count) {
-  if (count == kLanesOf<V>) return LoadWide<V>(p);
-  V v = {};
-  for (int64_t i = 0; i < count; ++i) v[i] = Widen(p[i]);
-  return v;
+  return count == kLanesOf<V> ? LoadWide<V>(p) : LoadPartial<V>(p, count);
 }
 template <typename V>
 ES_INLINE void StoreNarrow(float* p, V v, int64_t count) {
   if (count == kLanesOf<V>) return Store(p, v);
-  for (int64_t i = 0; i < count; ++i) p[i] = v[i];
+  StorePartial(p, v, count);
 }
 template <typename V>
 ES_INLINE void StoreNarrow(c10::BFloat16* p, V v, int64_t count) {
-  for (int64_t i = 0; i < count; ++i) StoreScalar(v[i], p + i);
+  StorePartial(p, v, count);
 }
 
 // Scores of NK keys (rows k0, k0 + row, ...) against the transposed query block qt

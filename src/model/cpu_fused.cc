@@ -22,18 +22,6 @@ int64_t RowGrain(int64_t n) { return std::max<int64_t>(1, kFloatsPerTask / std::
 // The bodies below are written for vectors of any width V (VF on AVX-512, VF8 on AVX2,
 // VF4 elsewhere: one register each, cpu_vector.h).
 
-// Loads the first `count` (< the width) floats of p, zeros after.
-template <typename V>
-ES_INLINE V LoadPartial(const float* p, int64_t count) {
-  V v = {};
-  for (int64_t i = 0; i < count; ++i) v[i] = p[i];
-  return v;
-}
-template <typename V>
-ES_INLINE void StorePartial(float* p, V v, int64_t count) {
-  for (int64_t i = 0; i < count; ++i) p[i] = v[i];
-}
-
 // y = LayerNorm(x) * g + b over one row of n floats; x and y may alias.
 template <typename V>
 ES_INLINE void LayerNormRowBody(const float* x, int64_t n, const float* g, const float* b,

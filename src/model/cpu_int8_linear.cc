@@ -20,18 +20,7 @@ using dt = dnnl::memory::data_type;
 namespace cv = cpu_vector;
 
 // The row kernels are written for vectors of any width V (cv::VF on AVX-512, VF8 on
-// AVX2, VF4 elsewhere: one register each, cpu_vector.h); Bytes<W> is W uint8 lanes.
-template <int64_t W>
-struct ByteLanes;
-#define ES_BYTE_LANES(W)                                                   \
-  template <>                                                              \
-  struct ByteLanes<W> {                                                    \
-    typedef uint8_t Bytes __attribute__((vector_size(W)));                 \
-  };
-ES_BYTE_LANES(4)
-ES_BYTE_LANES(8)
-ES_BYTE_LANES(16)
-#undef ES_BYTE_LANES
+// AVX2, VF4 elsewhere: one register each, cpu_vector.h).
 
 // Row r of x as lo + scale * q, q in 0..255 (nearest level). Returns {scale, lo}.
 template <typename V>
@@ -62,8 +51,8 @@ ES_INLINE void QuantizeRowBody(const float* x, int64_t k, uint8_t* q, float* par
     // x - lo >= 0, so truncating x + 0.5 rounds to nearest (ties up).
     I i = __builtin_convertvector((cv::Load<V>(x + c) - lo) * inv + 0.5f, I);
     i = i > 255 ? 255 : i;
-    const typename ByteLanes<kW>::Bytes b =
-        __builtin_convertvector(i, typename ByteLanes<kW>::Bytes);
+    const typename cv::Lanes<kW>::Bytes b =
+        __builtin_convertvector(i, typename cv::Lanes<kW>::Bytes);
     std::memcpy(q + c, &b, sizeof b);
   }
   for (; c < k; ++c) {
@@ -105,8 +94,7 @@ ES_INLINE void DequantizeRowBody(const int32_t* acc, int64_t n, const float* par
       v[i] = static_cast<float>(acc[c + i]) * scale * ws[c + i] + lo * wsum[c + i] + bias[c + i];
       if (kReads) prev[i] = out[c + i];
     }
-    const V r = Finish<kEpilogue>(v, prev);
-    for (int64_t i = 0; c + i < n; ++i) out[c + i] = r[i];
+    cv::StorePartial(out + c, Finish<kEpilogue>(v, prev), n - c);
   }
 }
 

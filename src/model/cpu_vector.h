@@ -49,6 +49,22 @@ typedef float VF8 __attribute__((vector_size(8 * sizeof(float))));
 typedef float VF4 __attribute__((vector_size(4 * sizeof(float))));
 template <typename V>
 constexpr int64_t kLanesOf = sizeof(V) / sizeof(float);
+// The integer vectors of W lanes a kernel converts to and from (GCC takes no vector_size
+// that depends on a template argument in __builtin_convertvector): uint8 (int8
+// quantization), uint16 (bf16 bits) and uint32.
+template <int64_t W>
+struct Lanes;
+#define ES_LANES(W)                                                         \
+  template <>                                                               \
+  struct Lanes<W> {                                                         \
+    typedef uint8_t Bytes __attribute__((vector_size(W)));                  \
+    typedef uint16_t Halves __attribute__((vector_size(W * 2)));            \
+    typedef uint32_t Words __attribute__((vector_size(W * 4)));             \
+  };
+ES_LANES(4)
+ES_LANES(8)
+ES_LANES(16)
+#undef ES_LANES
 
 // The instruction sets the kernels come in, widest last.
 enum class CpuIsa { kBaseline = 0, kAvx2 = 1, kAvx512 = 2 };
@@ -110,6 +126,19 @@ ES_INLINE float Widen(c10::BFloat16 x) {
 ES_INLINE void StoreScalar(float x, float* out) { *out = x; }
 ES_INLINE void StoreScalar(float x, c10::BFloat16* out) {
   *out = c10::BFloat16(x);  // round to nearest even, NaN kept
+}
+
+// The first `count` (< the width) values of p, widened to fp32, zeros after; and the
+// first `count` lanes of v stored to p (rounded to bf16 where T is bf16).
+template <typename V, typename T>
+ES_INLINE V LoadPartial(const T* p, int64_t count) {
+  V v = {};
+  for (int64_t i = 0; i < count; ++i) v[i] = Widen(p[i]);
+  return v;
+}
+template <typename V, typename T>
+ES_INLINE void StorePartial(T* p, V v, int64_t count) {
+  for (int64_t i = 0; i < count; ++i) StoreScalar(v[i], p + i);
 }
 
 // The helpers below take any width V (VF, VF8, VF4); I is the int32 vector of V's width.

@@ -10,10 +10,13 @@
 # Usage: bench/grpc/floor.sh OUT_DIR
 # Env: BUILD_DIR (build), ROUNDS (2), DURATION (4 s measured, after 1 s of warm-up),
 #      POINTS ("1/1/1 1/64/4 1/256/16"), CQ_THREADS (nproc / 2, at least 2),
-#      SYSTEMS (a subset of "floor-callback floor-cq server", in the order to run them),
+#      SYSTEMS (of "floor-callback floor-cq server server-LABEL...", in the order to run
+#      them; default the first three),
 #      SERVER_ARGS (the real server's arguments; default: experiments/minilm_batching.yaml
 #      on the tiny test model, CPU, so that the model costs little beside the transport;
-#      on a GPU: "--config experiments/minilm_gpu_fp16.yaml --model DIR").
+#      on a GPU: "--config experiments/minilm_gpu_fp16.yaml --model DIR"),
+#      SERVER_ARGS_LABEL (the arguments of system server-LABEL: the real server again,
+#      configured otherwise, e.g. SERVER_ARGS_queues="--config q.yaml" for server-queues).
 # Writes OUT_DIR/floor.tsv (one row per point), OUT_DIR/summary.md (the table) and the
 # bench JSON and server logs.
 set -euo pipefail
@@ -43,10 +46,14 @@ start() {  # start SYSTEM LOG: starts it in the background (spid) and sets port
   case $1 in
     floor-callback) "$B/bench/grpc/grpc_floor_server" --port "$port" --api callback >"$2" 2>&1 & ;;
     floor-cq) "$B/bench/grpc/grpc_floor_server" --port "$port" --api cq --cq-threads "$CQ_THREADS" >"$2" 2>&1 & ;;
-    server)
+    server | server-*)
+      local args_var=SERVER_ARGS${1#server}
+      args_var=${args_var//-/_}
+      [ -n "${!args_var:-}" ] || { echo "floor.sh: $1 needs $args_var" >&2; exit 1; }
       # shellcheck disable=SC2086
-      "$B/tools/server/embedserve" $SERVER_ARGS --port "$port" --http-port -1 --metrics-port -1 \
+      "$B/tools/server/embedserve" ${!args_var} --port "$port" --http-port -1 --metrics-port -1 \
         --log-level warn >"$2" 2>&1 & ;;
+    *) echo "floor.sh: unknown system $1" >&2; exit 1 ;;
   esac
   spid=$!
 }
@@ -61,7 +68,7 @@ for round in $(seq 1 "$ROUNDS"); do
     start $system "$OUT/${system}_$round.log"
     for point in $POINTS; do
       IFS=/ read -r batch conc channels <<<"$point"
-      json=$OUT/bench_${system}_${round}_b${batch}_c${conc}.json
+      json=$OUT/bench_${system}_${round}_b${batch}_c${conc}_ch${channels}.json
       "$B/tools/bench/embedserve-bench" --target "127.0.0.1:$port" --wait-ready 120 \
         --method similarity --batch-sizes "$batch" --concurrencies "$conc" --channels "$channels" \
         --duration-s "$DURATION" --warmup-s 1 --json "$json" >"$OUT/bench.log" 2>&1 &
@@ -70,12 +77,13 @@ for round in $(seq 1 "$ROUNDS"); do
       while ! grep -q "points against" "$OUT/bench.log" 2>/dev/null; do
         kill -0 $bpid 2>/dev/null || break; sleep 0.1; done
       window=$(python3 -c "print($DURATION - 0.8)")
-      python3 $sampler $spid 1.4 "$window" "server $system" >"$OUT/cpu_server.txt" &
+      cpu_file=$OUT/cpu_${system}_${round}_b${batch}_c${conc}_ch${channels}.txt
+      python3 $sampler $spid 1.4 "$window" "server $system" >"$cpu_file" &
       s1=$!
       wait $bpid || { cat "$OUT/bench.log"; exit 1; }
       wait $s1
-      python3 - "$json" "$round" "$system" "$channels" "$(cpu_pct "$OUT/cpu_server.txt")" \
-        "$(worker_pct "$OUT/cpu_server.txt")" >>"$OUT/floor.tsv" <<'PY'
+      python3 - "$json" "$round" "$system" "$channels" "$(cpu_pct "$cpu_file")" \
+        "$(worker_pct "$cpu_file")" >>"$OUT/floor.tsv" <<'PY'
 import json, sys
 path, rnd, system, channels, scpu, wcpu = sys.argv[1:]
 p = json.load(open(path))["points"][0]

@@ -107,6 +107,7 @@ absl::Status ServerSection::Validate() const {
         http_port));
   }
   ES_RETURN_IF_ERROR(CheckRange("server.http_threads", http_threads, 1, 256));
+  ES_RETURN_IF_ERROR(CheckRange("server.grpc_queues", grpc_queues, 0, 64));
   ES_RETURN_IF_ERROR(CheckRange<int64_t>("server.http_max_body_bytes", http_max_body_bytes,
                                          1024, int64_t{1} << 32));
   ES_RETURN_IF_ERROR(CheckRange<int64_t>("server.http_header_timeout_ms",
@@ -457,6 +458,7 @@ class Parser {
         {"http_idle_timeout_ms", [&](const YAML::Node& n, const std::string& k) { return Int(n, k, &s->http_idle_timeout_ms); }},
         {"max_message_bytes", [&](const YAML::Node& n, const std::string& k) { return Int(n, k, &s->max_message_bytes); }},
         {"threads", [&](const YAML::Node& n, const std::string& k) { return Int(n, k, &s->threads); }},
+        {"grpc_queues", [&](const YAML::Node& n, const std::string& k) { return Int(n, k, &s->grpc_queues); }},
         {"max_texts_per_request", [&](const YAML::Node& n, const std::string& k) { return Int(n, k, &s->max_texts_per_request); }},
         {"max_stream_backlog", [&](const YAML::Node& n, const std::string& k) { return Int(n, k, &s->max_stream_backlog); }},
         {"stream_queue_percent", [&](const YAML::Node& n, const std::string& k) { return Int(n, k, &s->stream_queue_percent); }},
@@ -653,6 +655,7 @@ std::string ServerConfigToYaml(const ServerConfig& c) {
   absl::StrAppend(&y, "  http_idle_timeout_ms: ", c.server.http_idle_timeout_ms, "\n");
   absl::StrAppend(&y, "  max_message_bytes: ", c.server.max_message_bytes, "\n");
   absl::StrAppend(&y, "  threads: ", c.server.threads, "\n");
+  absl::StrAppend(&y, "  grpc_queues: ", c.server.grpc_queues, "\n");
   absl::StrAppend(&y, "  max_texts_per_request: ", c.server.max_texts_per_request, "\n");
   absl::StrAppend(&y, "  max_stream_backlog: ", c.server.max_stream_backlog, "\n");
   absl::StrAppend(&y, "  stream_queue_percent: ", c.server.stream_queue_percent, "\n");

@@ -1,15 +1,21 @@
 #include "embedserve/server/embedding_service.h"
 
+#include <google/protobuf/descriptor.h>
 #include <google/protobuf/io/coded_stream.h>
 #include <google/protobuf/wire_format_lite.h>
+#include <grpcpp/impl/codegen/server_callback_handlers.h>
+#include <grpcpp/server_builder.h>
 #include <grpcpp/support/byte_buffer.h>
 #include <grpcpp/support/proto_buffer_writer.h>
+#include <pthread.h>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <deque>
 #include <memory>
 #include <string>
+#include <thread>
 #include <utility>
 #include <vector>
 
@@ -167,8 +173,7 @@ absl::Status ParseRequest(const grpc::ByteBuffer& buffer, RequestKind kind, int 
 
 // The call's deadline on `clock`'s time line: 0 = none; an expired deadline becomes "now"
 // (the pipeline then answers DEADLINE_EXCEEDED before queueing).
-int64_t DeadlineMicros(const CallbackServerContext* context, const Clock& clock) {
-  const auto deadline = context->deadline();
+int64_t DeadlineMicros(std::chrono::system_clock::time_point deadline, const Clock& clock) {
   if (deadline == std::chrono::system_clock::time_point::max()) return 0;
   const auto remaining = std::chrono::duration_cast<std::chrono::microseconds>(
                              deadline - std::chrono::system_clock::now())
@@ -182,7 +187,7 @@ int64_t DeadlineMicros(const CallbackServerContext* context, const Clock& clock)
 
 CallControl ControlOf(CallbackServerContext* context, const Clock& clock, std::string id) {
   CallControl control;
-  control.deadline_us = DeadlineMicros(context, clock);
+  control.deadline_us = DeadlineMicros(context->deadline(), clock);
   control.is_cancelled = [context] { return context->IsCancelled(); };
   control.id = std::move(id);
   return control;
@@ -267,12 +272,15 @@ grpc::Status SerializeReply(const Response& response, int64_t max_bytes, grpc::B
 template <typename Request, typename Response>
 class UnaryCall final : public grpc::ServerUnaryReactor {
  public:
-  UnaryCall(grpc::ByteBuffer* out, ServerMetrics* metrics, RpcMethod method, const Clock& clock,
-            int64_t max_reply_bytes, EmbeddingService::LiveCalls* live)
-      : out_(out), metrics_(metrics), method_(method), clock_(clock),
+  UnaryCall(CallbackServerContext* context, grpc::ByteBuffer* out, ServerMetrics* metrics,
+            RpcMethod method, const Clock& clock, int64_t max_reply_bytes,
+            EmbeddingService::LiveCalls* live)
+      : context_(context), out_(out), metrics_(metrics), method_(method), clock_(clock),
         start_us_(clock.NowMicros()), max_reply_bytes_(max_reply_bytes), live_(live) {
     live_->Add();
   }
+
+  CallControl Control(std::string id) { return ControlOf(context_, clock_, std::move(id)); }
 
   // Finishes the call with `status` (serializing `response` when OK; a reply over the
   // size limit becomes RESOURCE_EXHAUSTED) and counts it with the status sent.
@@ -301,6 +309,7 @@ class UnaryCall final : public grpc::ServerUnaryReactor {
   Response response;
 
  private:
+  CallbackServerContext* const context_;
   grpc::ByteBuffer* const out_;
   ServerMetrics* const metrics_;
   const RpcMethod method_;
@@ -309,6 +318,233 @@ class UnaryCall final : public grpc::ServerUnaryReactor {
   const int64_t max_reply_bytes_;
   EmbeddingService::LiveCalls* const live_;
 };
+
+// What serving a unary call needs of the service.
+struct CallEnv {
+  EmbeddingPipeline* pipeline;
+  ServerMetrics* metrics;
+  int64_t max_message_bytes;
+  EmbeddingService::LiveCalls* live;
+};
+
+// Embed and Similarity, for a call of either API: `Call` has `request`, `response`,
+// Reply(status) (from any thread, once) and Control(id). The pipeline answers through
+// its callback, on the thread that ends the batch (or on this one, when it refuses).
+template <typename Call>
+void ServeEmbed(const CallEnv& env, const grpc::ByteBuffer& raw_request, Call* call) {
+  const v1::EmbedRequest& request = call->request;
+  if (absl::Status s = ParseRequest(raw_request, RequestKind::kTexts,
+                                    v1::EmbedRequest::kIdFieldNumber, &call->request);
+      !s.ok()) {
+    call->Reply(s);
+    return;
+  }
+  if (absl::Status s =
+          CheckEmbedReplySize(request.texts_size(), *env.pipeline, env.max_message_bytes);
+      !s.ok()) {
+    call->Reply(s);
+    return;
+  }
+  call->response.set_id(request.id());
+  RequestOptions options = OptionsOf(request, "texts");
+  if (request.has_normalize()) options.normalize = request.normalize();
+  env.pipeline->Embed(TextsOf(request.texts()), options, call->Control(request.id()),
+                      [call](EmbedResult r) {
+                        if (r.status.ok()) EncodeEmbedResult(r, &call->response);
+                        call->Reply(r.status);
+                      });
+}
+
+template <typename Call>
+void ServeSimilarity(const CallEnv& env, const grpc::ByteBuffer& raw_request, Call* call) {
+  const v1::SimilarityRequest& request = call->request;
+  if (absl::Status s = ParseRequest(raw_request, RequestKind::kPairs,
+                                    v1::SimilarityRequest::kIdFieldNumber, &call->request);
+      !s.ok()) {
+    call->Reply(s);
+    return;
+  }
+  call->response.set_id(request.id());
+  std::vector<std::pair<absl::string_view, absl::string_view>> pairs;
+  pairs.reserve(static_cast<size_t>(request.pairs_size()));
+  for (const v1::TextPair& p : request.pairs()) pairs.emplace_back(p.text_a(), p.text_b());
+  env.pipeline->Similarity(pairs, OptionsOf(request, "pairs"), call->Control(request.id()),
+                           [call](SimilarityResult r) {
+                             if (r.status.ok()) {
+                               call->response.mutable_scores()->Add(r.scores.begin(),
+                                                                    r.scores.end());
+                               SetUsage(r.prompt_tokens, call->response.mutable_usage());
+                               SetTimings(r.timings, call->response.mutable_timings());
+                             }
+                             call->Reply(r.status);
+                           });
+}
+
+// ---------------------------------------------------------------------------------
+// Embed and Similarity on completion queues (Options::grpc_queues > 0).
+
+// An event a queue returns: a call's next step, or (done) the end of the call.
+class QueuedCallBase;
+struct QueueTag {
+  QueuedCallBase* call;
+  bool done;
+};
+
+class QueuedCallBase {
+ public:
+  virtual ~QueuedCallBase() = default;
+  // On the queue's thread, one event at a time.
+  virtual void OnEvent(bool done, bool ok) = 0;
+};
+
+// Calls posted ahead on each queue for each method: a call that arrives takes one and
+// posts the next, so this bounds only the calls that arrive at the same instant.
+constexpr int kCallsPostedPerQueue = 64;
+
+}  // namespace
+
+struct EmbeddingService::Queues {
+  struct Queue {
+    std::unique_ptr<grpc::ServerCompletionQueue> cq;
+    std::thread thread;
+    // Held by the queue's thread around each event, and by StopQueues to set stopping:
+    // once it is set no call is posted, so that none follows the queue's Shutdown.
+    Mutex mu;
+    bool stopping ABSL_GUARDED_BY(mu) = false;
+  };
+
+  void Add() {
+    MutexLock lock(&mu);
+    ++calls;
+  }
+  void Remove() {
+    bool none_left = false;
+    {
+      MutexLock lock(&mu);
+      none_left = --calls == 0;
+    }
+    if (none_left) cv.NotifyAll();
+  }
+
+  std::vector<std::unique_ptr<Queue>> queues;
+  Mutex mu;
+  CondVar cv;                             // calls turned 0
+  int64_t calls ABSL_GUARDED_BY(mu) = 0;  // QueuedCall objects: posted, or taken and not done
+  bool started = false;
+  bool stopped = false;
+};
+
+namespace {
+
+// One unary call on a completion queue: posted, taken (served as a callback call is),
+// answered with Finish, and deleted once Finish's event and the call's end
+// (AsyncNotifyWhenDone) have both come back. Only its queue's thread runs OnEvent;
+// Reply runs on whichever thread the pipeline answers on.
+template <typename Request, typename Response>
+class QueuedCall final : public QueuedCallBase {
+ public:
+  using ServeFn = void (*)(const CallEnv&, const grpc::ByteBuffer&, QueuedCall*);
+  struct Method {
+    int index;  // in the service
+    RpcMethod rpc;
+    ServeFn serve;
+  };
+
+  // Posts one call of `method` on `queue`.
+  static void Post(EmbeddingService* service, const CallEnv& env,
+                   EmbeddingService::Queues* queues, EmbeddingService::Queues::Queue* queue,
+                   const Method& method) {
+    auto* call = new QueuedCall(service, env, queues, queue, method);
+    queues->Add();
+    call->context_.AsyncNotifyWhenDone(&call->done_tag_);
+    service->RequestQueuedCall(method.index, &call->context_, &call->raw_request_,
+                               &call->writer_, queue->cq.get(), &call->step_tag_);
+  }
+
+  void OnEvent(bool done, bool ok) override ABSL_NO_THREAD_SAFETY_ANALYSIS {
+    if (done) {
+      // IsCancelled is valid from here on (gRPC's async API).
+      cancelled_.store(context_.IsCancelled(), std::memory_order_relaxed);
+      ended_ = true;
+    } else if (!taken_) {
+      if (!ok) {
+        // Never taken (the server is stopping): no end event follows.
+        Delete();
+        return;
+      }
+      taken_ = true;
+      if (!queue_->stopping) Post(service_, env_, queues_, queue_, method_);
+      env_.live->Add();
+      start_us_ = env_.pipeline->clock()->NowMicros();
+      method_.serve(env_, raw_request_, this);
+      return;
+    } else {
+      finished_ = true;  // the reply went out, or the client had gone
+    }
+    if (ended_ && finished_) {
+      EmbeddingService::LiveCalls* live = env_.live;
+      Delete();
+      live->Done();
+    }
+  }
+
+  CallControl Control(std::string id) {
+    CallControl control;
+    control.deadline_us = DeadlineMicros(context_.deadline(), *env_.pipeline->clock());
+    control.is_cancelled = [this] { return cancelled_.load(std::memory_order_relaxed); };
+    control.id = std::move(id);
+    return control;
+  }
+
+  // As UnaryCall::Reply; the last use of this call outside its queue's thread.
+  void Reply(const absl::Status& status) {
+    grpc::Status g = ToGrpcStatus(status);
+    if (g.ok()) g = SerializeReply(response, env_.max_message_bytes, &raw_reply_);
+    if (env_.metrics != nullptr) {
+      env_.metrics->OnRequest(method_.rpc, static_cast<int>(g.error_code()),
+                              env_.pipeline->clock()->NowMicros() - start_us_);
+    }
+    if (g.ok()) {
+      writer_.Finish(raw_reply_, g, &step_tag_);
+    } else {
+      writer_.FinishWithError(g, &step_tag_);
+    }
+  }
+
+  Request request;
+  Response response;
+
+ private:
+  QueuedCall(EmbeddingService* service, const CallEnv& env, EmbeddingService::Queues* queues,
+             EmbeddingService::Queues::Queue* queue, const Method& method)
+      : service_(service), env_(env), queues_(queues), queue_(queue), method_(method),
+        writer_(&context_) {}
+
+  void Delete() {
+    EmbeddingService::Queues* queues = queues_;
+    delete this;
+    queues->Remove();
+  }
+
+  EmbeddingService* const service_;
+  const CallEnv env_;
+  EmbeddingService::Queues* const queues_;
+  EmbeddingService::Queues::Queue* const queue_;
+  const Method method_;
+  grpc::ServerContext context_;
+  grpc::ServerAsyncResponseWriter<grpc::ByteBuffer> writer_;
+  grpc::ByteBuffer raw_request_, raw_reply_;
+  QueueTag step_tag_{this, false};
+  QueueTag done_tag_{this, true};
+  std::atomic<bool> cancelled_{false};  // read by the batcher, until the request is batched
+  int64_t start_us_ = 0;
+  bool taken_ = false;     // these three: the queue's thread only
+  bool finished_ = false;
+  bool ended_ = false;
+};
+
+using QueuedEmbed = QueuedCall<v1::EmbedRequest, v1::EmbedResponse>;
+using QueuedSimilarity = QueuedCall<v1::SimilarityRequest, v1::SimilarityResponse>;
 
 }  // namespace
 
@@ -617,9 +853,100 @@ EmbeddingService::EmbeddingService(const Options& options, EmbeddingPipeline* pi
       pipeline_(pipeline),
       metrics_(metrics),
       streams_(std::make_unique<Streams>()),
-      live_(std::make_unique<LiveCalls>()) {}
+      live_(std::make_unique<LiveCalls>()),
+      queues_(std::make_unique<Queues>()) {
+  // The generated service numbers its methods in embedding.proto's order.
+  const google::protobuf::ServiceDescriptor* service =
+      v1::EmbedRequest::descriptor()->file()->FindServiceByName("EmbeddingService");
+  embed_index_ = service->FindMethodByName("Embed")->index();
+  similarity_index_ = service->FindMethodByName("Similarity")->index();
+  using Handler = grpc::internal::CallbackUnaryHandler<grpc::ByteBuffer, grpc::ByteBuffer>;
+  if (options_.grpc_queues > 0) {
+    MarkMethodRaw(embed_index_);
+    MarkMethodRaw(similarity_index_);
+    return;
+  }
+  MarkMethodRawCallback(embed_index_,
+                        new Handler([this](CallbackServerContext* context,
+                                           const grpc::ByteBuffer* request,
+                                           grpc::ByteBuffer* response) {
+                          return CallbackEmbed(context, request, response);
+                        }));
+  MarkMethodRawCallback(similarity_index_,
+                        new Handler([this](CallbackServerContext* context,
+                                           const grpc::ByteBuffer* request,
+                                           grpc::ByteBuffer* response) {
+                          return CallbackSimilarity(context, request, response);
+                        }));
+}
 
-EmbeddingService::~EmbeddingService() = default;
+EmbeddingService::~EmbeddingService() { StopQueues(); }
+
+void EmbeddingService::RequestQueuedCall(int method_index, grpc::ServerContext* context,
+                                         grpc::ByteBuffer* request,
+                                         grpc::ServerAsyncResponseWriter<grpc::ByteBuffer>* writer,
+                                         grpc::ServerCompletionQueue* cq, void* tag) {
+  RequestAsyncUnary(method_index, context, request, writer, cq, cq, tag);
+}
+
+void EmbeddingService::AddQueues(grpc::ServerBuilder* builder) {
+  for (int i = 0; i < options_.grpc_queues; ++i) {
+    queues_->queues.push_back(std::make_unique<Queues::Queue>());
+    queues_->queues.back()->cq = builder->AddCompletionQueue();
+  }
+}
+
+void EmbeddingService::StartQueues() {
+  if (queues_->queues.empty() || queues_->started) return;
+  queues_->started = true;
+  const CallEnv env{pipeline_, metrics_, options_.max_message_bytes, live_.get()};
+  const QueuedEmbed::Method embed{embed_index_, RpcMethod::kEmbed, &ServeEmbed<QueuedEmbed>};
+  const QueuedSimilarity::Method similarity{similarity_index_, RpcMethod::kSimilarity,
+                                            &ServeSimilarity<QueuedSimilarity>};
+  for (size_t i = 0; i < queues_->queues.size(); ++i) {
+    Queues::Queue* queue = queues_->queues[i].get();
+    for (int j = 0; j < kCallsPostedPerQueue; ++j) {
+      QueuedEmbed::Post(this, env, queues_.get(), queue, embed);
+      QueuedSimilarity::Post(this, env, queues_.get(), queue, similarity);
+    }
+    queue->thread = std::thread([queue, i] {
+      pthread_setname_np(pthread_self(), absl::StrCat("es-grpc-", i).c_str());
+      void* tag = nullptr;
+      bool ok = false;
+      while (queue->cq->Next(&tag, &ok)) {
+        MutexLock lock(&queue->mu);
+        const QueueTag* event = static_cast<const QueueTag*>(tag);
+        event->call->OnEvent(event->done, ok);
+      }
+    });
+  }
+}
+
+void EmbeddingService::StopQueues() {
+  if (queues_->queues.empty() || queues_->stopped) return;
+  queues_->stopped = true;
+  for (auto& queue : queues_->queues) {
+    MutexLock lock(&queue->mu);
+    queue->stopping = true;
+  }
+  {
+    // The server's Shutdown returned every call never taken; the pipeline answered
+    // every call taken. Their last events are on the queues' way.
+    MutexLock lock(&queues_->mu);
+    while (queues_->calls > 0) queues_->cv.Wait(&queues_->mu);
+  }
+  for (auto& queue : queues_->queues) queue->cq->Shutdown();
+  for (auto& queue : queues_->queues) {
+    if (queue->thread.joinable()) {
+      queue->thread.join();
+    } else {  // never started: drain it here
+      void* tag = nullptr;
+      bool ok = false;
+      while (queue->cq->Next(&tag, &ok)) {
+      }
+    }
+  }
+}
 
 void EmbeddingService::SetServing(bool serving) {
   pipeline_->SetServing(serving);
@@ -647,33 +974,14 @@ bool EmbeddingService::WaitForCalls(std::chrono::steady_clock::time_point deadli
   }
 }
 
-ServerUnaryReactor* EmbeddingService::Embed(CallbackServerContext* context,
-                                            const grpc::ByteBuffer* raw_request,
-                                            grpc::ByteBuffer* raw_response) {
-  const Clock& clock = *pipeline_->clock();
+ServerUnaryReactor* EmbeddingService::CallbackEmbed(CallbackServerContext* context,
+                                                    const grpc::ByteBuffer* raw_request,
+                                                    grpc::ByteBuffer* raw_response) {
   auto* call = new UnaryCall<v1::EmbedRequest, v1::EmbedResponse>(
-      raw_response, metrics_, RpcMethod::kEmbed, clock, options_.max_message_bytes, live_.get());
-  const v1::EmbedRequest& request = call->request;
-  if (absl::Status s = ParseRequest(*raw_request, RequestKind::kTexts,
-                                    v1::EmbedRequest::kIdFieldNumber, &call->request);
-      !s.ok()) {
-    call->Reply(s);
-    return call;
-  }
-  if (absl::Status s =
-          CheckEmbedReplySize(request.texts_size(), *pipeline_, options_.max_message_bytes);
-      !s.ok()) {
-    call->Reply(s);
-    return call;
-  }
-  call->response.set_id(request.id());
-  RequestOptions options = OptionsOf(request, "texts");
-  if (request.has_normalize()) options.normalize = request.normalize();
-  pipeline_->Embed(TextsOf(request.texts()), options, ControlOf(context, clock, request.id()),
-                   [call](EmbedResult r) {
-                     if (r.status.ok()) EncodeEmbedResult(r, &call->response);
-                     call->Reply(r.status);
-                   });
+      context, raw_response, metrics_, RpcMethod::kEmbed, *pipeline_->clock(),
+      options_.max_message_bytes, live_.get());
+  ServeEmbed(CallEnv{pipeline_, metrics_, options_.max_message_bytes, live_.get()},
+             *raw_request, call);
   return call;
 }
 
@@ -683,34 +991,14 @@ grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>* EmbeddingService::E
                                 options_);
 }
 
-ServerUnaryReactor* EmbeddingService::Similarity(CallbackServerContext* context,
-                                                 const grpc::ByteBuffer* raw_request,
-                                                 grpc::ByteBuffer* raw_response) {
-  const Clock& clock = *pipeline_->clock();
+ServerUnaryReactor* EmbeddingService::CallbackSimilarity(CallbackServerContext* context,
+                                                         const grpc::ByteBuffer* raw_request,
+                                                         grpc::ByteBuffer* raw_response) {
   auto* call = new UnaryCall<v1::SimilarityRequest, v1::SimilarityResponse>(
-      raw_response, metrics_, RpcMethod::kSimilarity, clock, options_.max_message_bytes,
-      live_.get());
-  const v1::SimilarityRequest& request = call->request;
-  if (absl::Status s = ParseRequest(*raw_request, RequestKind::kPairs,
-                                    v1::SimilarityRequest::kIdFieldNumber, &call->request);
-      !s.ok()) {
-    call->Reply(s);
-    return call;
-  }
-  call->response.set_id(request.id());
-  std::vector<std::pair<absl::string_view, absl::string_view>> pairs;
-  pairs.reserve(static_cast<size_t>(request.pairs_size()));
-  for (const v1::TextPair& p : request.pairs()) pairs.emplace_back(p.text_a(), p.text_b());
-  pipeline_->Similarity(pairs, OptionsOf(request, "pairs"),
-                        ControlOf(context, clock, request.id()), [call](SimilarityResult r) {
-                          if (r.status.ok()) {
-                            call->response.mutable_scores()->Add(r.scores.begin(),
-                                                                 r.scores.end());
-                            SetUsage(r.prompt_tokens, call->response.mutable_usage());
-                            SetTimings(r.timings, call->response.mutable_timings());
-                          }
-                          call->Reply(r.status);
-                        });
+      context, raw_response, metrics_, RpcMethod::kSimilarity, *pipeline_->clock(),
+      options_.max_message_bytes, live_.get());
+  ServeSimilarity(CallEnv{pipeline_, metrics_, options_.max_message_bytes, live_.get()},
+                  *raw_request, call);
   return call;
 }
 
@@ -719,7 +1007,7 @@ ServerUnaryReactor* EmbeddingService::Tokenize(CallbackServerContext* context,
                                                grpc::ByteBuffer* raw_response) {
   const Clock& clock = *pipeline_->clock();
   auto* call = new UnaryCall<v1::TokenizeRequest, v1::TokenizeResponse>(
-      raw_response, metrics_, RpcMethod::kTokenize, clock, options_.max_message_bytes,
+      context, raw_response, metrics_, RpcMethod::kTokenize, clock, options_.max_message_bytes,
       live_.get());
   if (absl::Status s =
           ParseRequest(*raw_request, RequestKind::kTexts, kNoIdField, &call->request);
@@ -740,11 +1028,11 @@ ServerUnaryReactor* EmbeddingService::Tokenize(CallbackServerContext* context,
   return call;
 }
 
-ServerUnaryReactor* EmbeddingService::GetModelInfo(CallbackServerContext* /*context*/,
+ServerUnaryReactor* EmbeddingService::GetModelInfo(CallbackServerContext* context,
                                                    const grpc::ByteBuffer* raw_request,
                                                    grpc::ByteBuffer* raw_response) {
   auto* call = new UnaryCall<v1::GetModelInfoRequest, v1::ModelInfo>(
-      raw_response, metrics_, RpcMethod::kGetModelInfo, *pipeline_->clock(),
+      context, raw_response, metrics_, RpcMethod::kGetModelInfo, *pipeline_->clock(),
       options_.max_message_bytes, live_.get());
   if (!call->request.ParseFromString(Flatten(*raw_request))) {
     call->Reply(absl::InvalidArgumentError(absl::StrCat(

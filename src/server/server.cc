@@ -95,6 +95,7 @@ class EmbedServer::Impl {
     so.max_stream_sequences = std::max(1, config_.batching.max_queue_sequences / 2);
     so.stream_queue_percent = config_.server.stream_queue_percent;
     so.max_message_bytes = config_.server.max_message_bytes;
+    so.grpc_queues = config_.server.grpc_queues;
     so.versions = {{"embedserve", EMBEDSERVE_VERSION_STRING},
                    {"grpc", grpc::Version()}};
     v1::BatchingInfo& bi = so.batching_info;
@@ -113,6 +114,7 @@ class EmbedServer::Impl {
     const std::string address = HostPort(config_.server.host, config_.server.port);
     builder.AddListeningPort(address, MakeGrpcServerCredentials(tls.get(), api_keys), &port_);
     builder.RegisterService(service_.get());
+    service_->AddQueues(&builder);
     builder.SetMaxReceiveMessageSize(static_cast<int>(config_.server.max_message_bytes));
     builder.SetMaxSendMessageSize(static_cast<int>(config_.server.max_message_bytes));
     // Compressed requests are refused (UNIMPLEMENTED, "Compression algorithm 'gzip' is
@@ -136,11 +138,13 @@ class EmbedServer::Impl {
     server_ = builder.BuildAndStart();
     if (server_ == nullptr || port_ == 0) {
       server_.reset();
+      service_->StopQueues();
       return absl::UnavailableError(absl::StrCat(
           "cannot listen on ", address,
           " (port in use or address not local?); set server.port / --port to a free "
           "port, or 0 for any"));
     }
+    service_->StartQueues();
     health_ = server_->GetHealthCheckService();
     SetHealth(false);
     // HTTP: the API port (OpenAI and TEI routes, /health, /metrics) and the metrics
@@ -165,6 +169,7 @@ class EmbedServer::Impl {
       auto http = HttpServer::Start(ToHttpServerOptions(config_, tls.get()), listeners);
       if (!http.ok()) {
         StopGrpc(std::chrono::steady_clock::now());
+        service_->StopQueues();
         return http.status();
       }
       http_ = *std::move(http);
@@ -302,6 +307,7 @@ class EmbedServer::Impl {
                  .count()));
     }
     // Every accepted call has been answered (the batcher flushed): close what is left.
+    if (service_ != nullptr) service_->StopQueues();
     if (http_ != nullptr) http_->Stop();
   }
 

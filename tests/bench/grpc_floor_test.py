@@ -13,6 +13,7 @@ embedserve and embedserve-bench), STUBS_DIR (the generated stubs), WORK_DIR.
 """
 import csv
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -90,14 +91,35 @@ class GrpcFloorServerTest(unittest.TestCase):
 class FloorScriptTest(unittest.TestCase):
     def test_every_system_measured_at_every_point(self):
         out = os.path.join(os.environ["WORK_DIR"], "floor")
-        env = dict(os.environ, ROUNDS="1", DURATION="1", POINTS="1/1/1 2/4/2", CQ_THREADS="2")
+        # server-queues: the real server again, Embed and Similarity on two completion
+        # queues (server.grpc_queues), through floor.sh's SERVER_ARGS_LABEL.
+        root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(os.environ["FLOOR_SH"]))))
+        with open(os.path.join(root, "experiments", "minilm_batching.yaml")) as f:
+            config = f.read()
+        config = re.sub(r"(?m)^  metrics_port: .*$", "  metrics_port: -1", config)
+        config = re.sub(r"(?m)^  device: .*$", "  device: cpu", config)
+        config = config.replace("server:\n", "server:\n  grpc_queues: 2\n", 1)
+        self.assertIn("grpc_queues: 2", config)
+        os.makedirs(os.environ["WORK_DIR"], exist_ok=True)
+        queues_yaml = os.path.join(os.environ["WORK_DIR"], "queues.yaml")
+        with open(queues_yaml, "w") as f:
+            f.write(config)
+        env = dict(os.environ, ROUNDS="1", DURATION="1", POINTS="1/1/1 2/4/2", CQ_THREADS="2",
+                   SYSTEMS="floor-callback floor-cq server server-queues",
+                   SERVER_ARGS_queues="--config %s --model %s" % (
+                       queues_yaml, os.path.join(root, "tests", "data", "tiny-bert")))
         proc = subprocess.run([os.environ["FLOOR_SH"], out], env=env, capture_output=True,
-                              text=True, timeout=240)
+                              text=True, timeout=300)
         self.assertEqual(proc.returncode, 0, proc.stdout + proc.stderr)
         rows = list(csv.DictReader(open(os.path.join(out, "floor.tsv")), delimiter="\t"))
         seen = {(r["system"], r["batch"], r["concurrency"], r["channels"]) for r in rows}
-        self.assertEqual(seen, {(s, b, c, ch) for s in ("floor-callback", "floor-cq", "server")
+        systems = ("floor-callback", "floor-cq", "server", "server-queues")
+        self.assertEqual(seen, {(s, b, c, ch) for s in systems
                                 for b, c, ch in (("1", "1", "1"), ("2", "4", "2"))})
+        # The queues' threads (es-grpc-N) took server-queues' calls.
+        samples = "".join(open(os.path.join(out, name)).read() for name in os.listdir(out)
+                          if name.startswith("cpu_server-queues_"))
+        self.assertIn("es-grpc-", samples)
         for r in rows:
             self.assertGreater(float(r["pairs_per_s"]), 0, r)
             self.assertGreater(float(r["server_cpu_pct"]), 0, r)
@@ -105,7 +127,7 @@ class FloorScriptTest(unittest.TestCase):
         # The real server's batcher workers run its model; the floor has none.
         for r in rows:
             workers = float(r["server_workers_cpu_pct"])
-            if r["system"] == "server":
+            if r["system"].startswith("server"):
                 self.assertGreater(workers, 0, r)
             else:
                 self.assertEqual(workers, 0, r)

@@ -46,6 +46,7 @@ server:
   shutdown_grace_ms: 500
   shutdown_delay_ms: 250
   cpu_slice_us: 500
+  grpc_queues: 8
   warmup: false
 model:
   name: sentence-transformers/all-MiniLM-L6-v2
@@ -86,6 +87,7 @@ benchmark:
   EXPECT_EQ(config->server.shutdown_grace_ms, 500);
   EXPECT_EQ(config->server.shutdown_delay_ms, 250);
   EXPECT_EQ(config->server.cpu_slice_us, 500);
+  EXPECT_EQ(config->server.grpc_queues, 8);
   EXPECT_FALSE(config->server.warmup);
   EXPECT_EQ(config->model.name, "sentence-transformers/all-MiniLM-L6-v2");
   EXPECT_EQ(config->model.path, "/models/x");
@@ -223,6 +225,10 @@ TEST(ServerConfigTest, OutOfRangeNamesFileLineFieldAndRange) {
               AllOf(HasSubstr("server.cpu_slice_us"), HasSubstr("[100, 100000]"),
                     HasSubstr("was 50")));
   EXPECT_TRUE(Parse("server:\n  cpu_slice_us: 0\n").ok()) << "0: the kernel's own slice";
+  config = Parse("server:\n  grpc_queues: 65\n");
+  ASSERT_FALSE(config.ok());
+  EXPECT_THAT(config.status().message(),
+              AllOf(HasSubstr("server.grpc_queues"), HasSubstr("[0, 64]"), HasSubstr("was 65")));
   config = Parse("batching:\n  idle_spin_us: 20000\n");
   ASSERT_FALSE(config.ok());
   EXPECT_THAT(config.status().message(),

@@ -73,8 +73,11 @@ ServerConfig TestConfig() {
   return config;
 }
 
-class ServiceTest : public testing::FakeServerTest {
+class ServiceTest : public testing::FakeServerTest,
+                    public ::testing::WithParamInterface<int> {
  protected:
+  ServiceTest() { grpc_queues_ = GetParam(); }
+
   void Start(ServerConfig config = TestConfig(), FakeBackend::Options backend_options = {},
              int64_t dimension = kDim, bool on_fake_clock = false) {
     backend_options.dimension = dimension;
@@ -120,7 +123,7 @@ std::vector<float> Values(const v1::Embedding& e) {
   return std::vector<float>(e.values().begin(), e.values().end());
 }
 
-TEST_F(ServiceTest, EmbedGivesOneRowPerTextInOrder) {
+TEST_P(ServiceTest, EmbedGivesOneRowPerTextInOrder) {
   Start();
   const std::vector<std::string> texts = {"hello world", "i like strawberries", "",
                                           "a much longer sentence with several words"};
@@ -134,7 +137,7 @@ TEST_F(ServiceTest, EmbedGivesOneRowPerTextInOrder) {
   EXPECT_EQ(Values(response.embeddings(2)), (std::vector<float>{2, 101, 102, 203}));
 }
 
-TEST_F(ServiceTest, EmbedOfNTextsEqualsNSingleEmbeds) {
+TEST_P(ServiceTest, EmbedOfNTextsEqualsNSingleEmbeds) {
   Start();
   const std::vector<std::string> texts = {"first text", "second, longer text here", "3",
                                           "ünïcödé words", "the end"};
@@ -149,7 +152,7 @@ TEST_F(ServiceTest, EmbedOfNTextsEqualsNSingleEmbeds) {
   }
 }
 
-TEST_F(ServiceTest, NormalizeGivesUnitVectorsAndDefaultsToTheModel) {
+TEST_P(ServiceTest, NormalizeGivesUnitVectorsAndDefaultsToTheModel) {
   Start();
   v1::EmbedResponse raw, unit, dflt;
   ASSERT_TRUE(Embed({"some words"}, &raw, std::nullopt, false).ok());
@@ -168,7 +171,7 @@ TEST_F(ServiceTest, NormalizeGivesUnitVectorsAndDefaultsToTheModel) {
   EXPECT_EQ(Values(dflt.embeddings(0)), Values(raw.embeddings(0)));
 }
 
-TEST_F(ServiceTest, ResponseCarriesUsageAndTimings) {
+TEST_P(ServiceTest, ResponseCarriesUsageAndTimings) {
   Start();
   v1::EmbedResponse response;
   ASSERT_TRUE(Embed({"hello world", "i like strawberries"}, &response).ok());
@@ -180,7 +183,7 @@ TEST_F(ServiceTest, ResponseCarriesUsageAndTimings) {
   EXPECT_GT(response.timings().total_us(), 0);
 }
 
-TEST_F(ServiceTest, TruncatesByDefaultAndRejectsTooLongWhenAsked) {
+TEST_P(ServiceTest, TruncatesByDefaultAndRejectsTooLongWhenAsked) {
   Start();
   const std::string long_text =
       "one two three four five six seven eight nine ten eleven twelve thirteen fourteen "
@@ -198,7 +201,7 @@ TEST_F(ServiceTest, TruncatesByDefaultAndRejectsTooLongWhenAsked) {
   EXPECT_TRUE(Embed({"short"}, &response, /*truncate=*/false).ok());
 }
 
-TEST_F(ServiceTest, RejectsEmptyAndOversizedRequests) {
+TEST_P(ServiceTest, RejectsEmptyAndOversizedRequests) {
   Start();
   v1::EmbedResponse response;
   grpc::Status status = Embed({}, &response);
@@ -223,7 +226,7 @@ TEST_F(ServiceTest, RejectsEmptyAndOversizedRequests) {
   EXPECT_EQ(backend_->num_calls(), 1);  // the warm-up only
 }
 
-TEST_F(ServiceTest, SimilarityIsCosineOfEmbedVectorsAndEmbedsEachTextOnce) {
+TEST_P(ServiceTest, SimilarityIsCosineOfEmbedVectorsAndEmbedsEachTextOnce) {
   Start();
   v1::SimilarityRequest request;
   const std::vector<std::pair<std::string, std::string>> pairs = {
@@ -255,7 +258,7 @@ TEST_F(ServiceTest, SimilarityIsCosineOfEmbedVectorsAndEmbedsEachTextOnce) {
   EXPECT_NEAR(response.scores(1), 1.0, 1e-6);
 }
 
-TEST_F(ServiceTest, TokenizeEqualsTheTokenizer) {
+TEST_P(ServiceTest, TokenizeEqualsTheTokenizer) {
   Start();
   const std::vector<std::string> texts = {"i like strawberries", "", "Ünïcödé 日本語 text",
                                           "one two three four five six seven eight nine ten "
@@ -287,7 +290,7 @@ TEST_F(ServiceTest, TokenizeEqualsTheTokenizer) {
   EXPECT_THAT(status.error_message(), HasSubstr("texts[3]"));
 }
 
-TEST_F(ServiceTest, GetModelInfoDescribesModelAndBatching) {
+TEST_P(ServiceTest, GetModelInfoDescribesModelAndBatching) {
   ServerConfig config = TestConfig();
   config.model.name = "org/display-name";  // shown instead of the folder's own name
   Start(config);
@@ -309,7 +312,7 @@ TEST_F(ServiceTest, GetModelInfoDescribesModelAndBatching) {
   EXPECT_TRUE(info.versions().contains("grpc"));
 }
 
-TEST_F(ServiceTest, QueueFullIsResourceExhaustedAndOthersStillSucceed) {
+TEST_P(ServiceTest, QueueFullIsResourceExhaustedAndOthersStillSucceed) {
   ServerConfig config = TestConfig();
   config.batching.max_queue_sequences = 4;
   // The count alone: after the warm-up batch the time bound (max_queue_wait_ms) may
@@ -347,7 +350,7 @@ TEST_F(ServiceTest, QueueFullIsResourceExhaustedAndOthersStillSucceed) {
   EXPECT_EQ(Values(won.embeddings(2)), Expected(won_texts[2]));
 }
 
-TEST_F(ServiceTest, DeadlinePassedInQueueIsDeadlineExceeded) {
+TEST_P(ServiceTest, DeadlinePassedInQueueIsDeadlineExceeded) {
   Start(TestConfig(), {}, kDim, /*on_fake_clock=*/true);
   backend_->CloseGate();
   v1::EmbedResponse ra;
@@ -376,7 +379,48 @@ TEST_F(ServiceTest, DeadlinePassedInQueueIsDeadlineExceeded) {
   }
 }
 
-TEST_F(ServiceTest, AFailingRequestDoesNotAffectOthersInTheSameBatch) {
+// A unary call its client cancels while it waits in the batch queue never reaches the
+// model and is counted CANCELLED (on the queues: the call's end event sets the flag
+// the batcher polls).
+TEST_P(ServiceTest, CancelledCallIsDroppedBeforeTheModel) {
+  Start();
+  backend_->CloseGate();
+  v1::EmbedResponse ra;
+  grpc::Status sa;
+  std::thread ta([&] { sa = Embed({"a"}, &ra); });
+  backend_->WaitForWaitingCalls(1);  // A holds the only worker
+  grpc::ClientContext ctx;
+  v1::EmbedRequest rb;
+  rb.add_texts("b");
+  v1::EmbedResponse resp_b;
+  grpc::Status sb;
+  absl::Notification b_done;
+  stub_->async()->Embed(&ctx, &rb, &resp_b, [&](grpc::Status s) {
+    sb = std::move(s);
+    b_done.Notify();
+  });
+  ASSERT_TRUE(WaitUntil([&] { return Tokenized() == 2; }));  // B queued behind A
+  ctx.TryCancel();
+  b_done.WaitForNotification();
+  EXPECT_EQ(sb.error_code(), grpc::StatusCode::CANCELLED);
+  // A call after the cancel on the same connection: the server has read the cancel.
+  {
+    grpc::ClientContext info_ctx;
+    v1::ModelInfo info;
+    ASSERT_TRUE(stub_->GetModelInfo(&info_ctx, v1::GetModelInfoRequest(), &info).ok());
+  }
+  backend_->OpenGate();
+  ta.join();
+  EXPECT_TRUE(sa.ok()) << sa.error_message();
+  EXPECT_TRUE(WaitUntil([&] {
+    return server_->metrics().requests(RpcMethod::kEmbed, grpc::StatusCode::CANCELLED) == 1;
+  }));
+  for (const auto& call : backend_->calls()) {
+    for (const auto& seq : call) EXPECT_NE(FakeBackend::Encode(seq, kDim), Expected("b"));
+  }
+}
+
+TEST_P(ServiceTest, AFailingRequestDoesNotAffectOthersInTheSameBatch) {
   ServerConfig config = TestConfig();
   config.batching.max_queue_delay_us = 200'000;  // gather everything into one batch
   Start(config);
@@ -406,7 +450,7 @@ TEST_F(ServiceTest, AFailingRequestDoesNotAffectOthersInTheSameBatch) {
   }
 }
 
-TEST_F(ServiceTest, EmbedStreamEchoesIdsAndReportsErrorsPerMessage) {
+TEST_P(ServiceTest, EmbedStreamEchoesIdsAndReportsErrorsPerMessage) {
   Start();
   grpc::ClientContext ctx;
   auto stream = stub_->EmbedStream(&ctx);
@@ -439,7 +483,7 @@ TEST_F(ServiceTest, EmbedStreamEchoesIdsAndReportsErrorsPerMessage) {
   }
 }
 
-TEST_F(ServiceTest, EmbedStreamManyConcurrentMessages) {
+TEST_P(ServiceTest, EmbedStreamManyConcurrentMessages) {
   ServerConfig config = TestConfig();
   config.batching.max_queue_sequences = 1024;
   config.server.max_stream_backlog = 4;  // reading pauses and resumes many times
@@ -472,7 +516,7 @@ TEST_F(ServiceTest, EmbedStreamManyConcurrentMessages) {
   EXPECT_EQ(seen.size(), static_cast<size_t>(kMessages));
 }
 
-TEST_F(ServiceTest, EmbedStreamStopsReadingWhenItsBacklogIsFull) {
+TEST_P(ServiceTest, EmbedStreamStopsReadingWhenItsBacklogIsFull) {
   ServerConfig config = TestConfig();
   config.server.max_stream_backlog = 2;
   Start(config);
@@ -504,7 +548,7 @@ TEST_F(ServiceTest, EmbedStreamStopsReadingWhenItsBacklogIsFull) {
 
 // A cancelled stream's queued messages leave the queue as a cancelled unary call's do:
 // they never reach the backend.
-TEST_F(ServiceTest, CancelledEmbedStreamDropsItsQueuedWork) {
+TEST_P(ServiceTest, CancelledEmbedStreamDropsItsQueuedWork) {
   ServerConfig config = TestConfig();
   config.batching.max_batch_size = 8;
   Start(config);
@@ -536,7 +580,7 @@ TEST_F(ServiceTest, CancelledEmbedStreamDropsItsQueuedWork) {
 
 // A stream that writes faster than the model runs is slowed (the server stops reading
 // it), not answered RESOURCE_EXHAUSTED: 40 messages of 8 texts against a queue of 64.
-TEST_F(ServiceTest, FastEmbedStreamIsSlowedNotRejected) {
+TEST_P(ServiceTest, FastEmbedStreamIsSlowedNotRejected) {
   Start();  // max_texts_per_request 8, max_queue_sequences 64
   backend_->CloseGate();
   grpc::ClientContext ctx;
@@ -572,7 +616,7 @@ TEST_F(ServiceTest, FastEmbedStreamIsSlowedNotRejected) {
 // A client that writes and never reads its replies: the server stops reading the stream
 // once max_stream_backlog_bytes of replies wait to be written, so it holds a bounded
 // amount of memory (here ~64 KB replies; 200 of them would be 13 MB).
-TEST_F(ServiceTest, EmbedStreamWhoseClientNeverReadsIsBoundedByBytes) {
+TEST_P(ServiceTest, EmbedStreamWhoseClientNeverReadsIsBoundedByBytes) {
   ServerConfig config = TestConfig();
   config.server.max_stream_backlog_bytes = 64 << 10;
   constexpr int64_t kBigDim = 2048;  // 8 texts: a ~64 KB reply
@@ -608,7 +652,7 @@ TEST_F(ServiceTest, EmbedStreamWhoseClientNeverReadsIsBoundedByBytes) {
   stream->Finish();
 }
 
-TEST_F(ServiceTest, HealthIsServingAndMetricsAreExported) {
+TEST_P(ServiceTest, HealthIsServingAndMetricsAreExported) {
   Start();
   auto health = grpc::health::v1::Health::NewStub(channel_);
   for (const char* service : {"", "embedserve.v1.EmbeddingService"}) {
@@ -634,7 +678,7 @@ TEST_F(ServiceTest, HealthIsServingAndMetricsAreExported) {
   EXPECT_THAT(testing::HttpGet(server_->metrics_port(), "/nope"), HasSubstr("404"));
 }
 
-TEST_F(ServiceTest, NotServingWhileLoadingAndAfterShutdown) {
+TEST_P(ServiceTest, NotServingWhileLoadingAndAfterShutdown) {
   ServerConfig config = TestConfig();
   config.server.port = testing::PickFreePort();
   absl::Notification release, loading;
@@ -688,7 +732,7 @@ TEST_F(ServiceTest, NotServingWhileLoadingAndAfterShutdown) {
 
 // server.shutdown_delay_ms: during the delay health says NOT_SERVING while calls are
 // still answered (what a load balancer or Kubernetes probe needs to drain a replica).
-TEST_F(ServiceTest, ShutdownDelayReportsNotServingWhileStillServing) {
+TEST_P(ServiceTest, ShutdownDelayReportsNotServingWhileStillServing) {
   ServerConfig config = TestConfig();
   config.server.shutdown_delay_ms = 1500;
   Start(config);
@@ -723,7 +767,7 @@ TEST_F(ServiceTest, ShutdownDelayReportsNotServingWhileStillServing) {
   server_.reset();
 }
 
-TEST_F(ServiceTest, ShutdownAnswersEveryAcceptedCall) {
+TEST_P(ServiceTest, ShutdownAnswersEveryAcceptedCall) {
   Start();
   backend_->CloseGate();
   constexpr int kCalls = 5;
@@ -780,7 +824,7 @@ TEST(EmbedServerTest, InvalidConfigAndModelFailuresAreErrors) {
 
 namespace embedserve {
 namespace {
-TEST_F(ServiceTest, InvalidUtf8IsInvalidArgumentNamingTheText) {
+TEST_P(ServiceTest, InvalidUtf8IsInvalidArgumentNamingTheText) {
   Start();
   v1::EmbedResponse response;
   const grpc::Status status = Embed({"fine", std::string("bad \xff\xfe here")}, &response);
@@ -828,7 +872,7 @@ TEST_F(ServiceTest, InvalidUtf8IsInvalidArgumentNamingTheText) {
   EXPECT_EQ(got["good"].embeddings_size(), 1);
 }
 
-TEST_F(ServiceTest, ShutdownEndsIdleStreamsWithoutWaitingForTheGrace) {
+TEST_P(ServiceTest, ShutdownEndsIdleStreamsWithoutWaitingForTheGrace) {
   Start();
   grpc::ClientContext ctx;
   auto stream = stub_->EmbedStream(&ctx);
@@ -873,6 +917,14 @@ TEST(ServerClockTest, RepliesTimeStagesOnTheServersClock) {
   EXPECT_EQ(r.timings().total_us(), 500);
   (*server)->Shutdown(0);
 }
+
+// Every test on both ways of taking Embed and Similarity: gRPC's callback API, and two
+// completion queues with a thread each (server.grpc_queues).
+INSTANTIATE_TEST_SUITE_P(Apis, ServiceTest, ::testing::Values(0, 2),
+                         [](const ::testing::TestParamInfo<int>& info) {
+                           return info.param == 0 ? std::string("Callback")
+                                                  : std::string("Queues");
+                         });
 
 }  // namespace
 }  // namespace embedserve

@@ -32,7 +32,9 @@ class FakeServerTest : public ::testing::Test {
     ASSERT_TRUE(tokenizer.ok()) << tokenizer.status();
     auto backend = std::make_unique<FakeBackend>(backend_options);
     backend_ = backend.get();
-    auto server = StartServer(config, ServingModel(*std::move(tokenizer), std::move(backend)),
+    ServerConfig effective = config;
+    if (grpc_queues_ >= 0) effective.server.grpc_queues = grpc_queues_;
+    auto server = StartServer(effective, ServingModel(*std::move(tokenizer), std::move(backend)),
                               on_fake_clock ? &fake_clock_ : nullptr);
     ASSERT_TRUE(server.ok()) << server.status();
     server_ = *std::move(server);
@@ -48,6 +50,9 @@ class FakeServerTest : public ::testing::Test {
     server_->Shutdown(1'000'000);
   }
 
+  // server.grpc_queues for every server StartFakeServer starts; -1: as the config says.
+  // The parameterized suites run each test on both ways of taking calls.
+  int grpc_queues_ = -1;
   FakeClock fake_clock_;  // declared before server_, which may read it until destroyed
   FakeBackend* backend_ = nullptr;
   std::unique_ptr<EmbedServer> server_;

@@ -68,8 +68,11 @@ int64_t Counter(const EmbedServer& server, const std::string& series) {
   return at == std::string::npos ? -1 : std::stoll(page.substr(at + series.size() + 1));
 }
 
-class HostileClientTest : public testing::FakeServerTest {
+class HostileClientTest : public testing::FakeServerTest,
+                    public ::testing::WithParamInterface<int> {
  protected:
+  HostileClientTest() { grpc_queues_ = GetParam(); }
+
   void Start(const ServerConfig& config = HostileConfig(), int64_t dimension = 4) {
     FakeBackend::Options o;
     o.dimension = dimension;
@@ -104,7 +107,7 @@ class HostileClientTest : public testing::FakeServerTest {
 // Item 1: gRPC 1.51 inflates a compressed message before it checks its size; the server
 // refuses compressed requests when their headers arrive (hostile_e2e_test's
 // test_item1_compression_bomb_is_refused_before_inflating measures the peak RSS).
-TEST_F(HostileClientTest, CompressedRequestIsRefusedUnread) {
+TEST_P(HostileClientTest, CompressedRequestIsRefusedUnread) {
   Start();
   for (grpc_compression_algorithm algorithm : {GRPC_COMPRESS_GZIP, GRPC_COMPRESS_DEFLATE}) {
     grpc::ClientContext ctx;
@@ -120,7 +123,7 @@ TEST_F(HostileClientTest, CompressedRequestIsRefusedUnread) {
 
 // Item 6: no port sharing (gRPC's SO_REUSEPORT default would split new connections
 // between two servers); each of the three listeners refuses a busy port.
-TEST_F(HostileClientTest, SecondServerOnABusyPortFailsToStart) {
+TEST_P(HostileClientTest, SecondServerOnABusyPortFailsToStart) {
   Start();
   struct Case {
     const char* what;
@@ -151,7 +154,7 @@ TEST_F(HostileClientTest, SecondServerOnABusyPortFailsToStart) {
 // Item 10: metadata past gRPC's 8 KiB default dropped the whole connection, and every
 // call on it. Now up to 64 KiB is served beside the calls in flight. Past that, gRPC
 // 1.51 still ends the connection (it has no per-call limit; docs/hostile_inputs.md).
-TEST_F(HostileClientTest, LargeMetadataIsServedBesideCallsInFlight) {
+TEST_P(HostileClientTest, LargeMetadataIsServedBesideCallsInFlight) {
   Start();
   backend_->CloseGate();
   grpc::Status in_flight;
@@ -183,7 +186,7 @@ TEST_F(HostileClientTest, LargeMetadataIsServedBesideCallsInFlight) {
 
 // Item 11: a malformed GetModelInfo body is INVALID_ARGUMENT with a message, as for the
 // other methods (it was UNIMPLEMENTED with an empty one).
-TEST_F(HostileClientTest, MalformedGetModelInfoIsInvalidArgument) {
+TEST_P(HostileClientTest, MalformedGetModelInfoIsInvalidArgument) {
   Start();
   grpc::GenericStub generic(channel_);
   const std::string garbage = "\xff\xff\xff";
@@ -207,7 +210,7 @@ TEST_F(HostileClientTest, MalformedGetModelInfoIsInvalidArgument) {
 // Item 11: a reply over server.max_message_bytes is refused with RESOURCE_EXHAUSTED and
 // counted so: before the model runs when the vectors alone cannot fit, after it when
 // the whole reply does not; on EmbedStream that message fails and the stream goes on.
-TEST_F(HostileClientTest, ReplyOverMaxMessageBytesIsRefusedAndCountedSo) {
+TEST_P(HostileClientTest, ReplyOverMaxMessageBytesIsRefusedAndCountedSo) {
   ServerConfig config = HostileConfig();
   config.server.max_message_bytes = 4096;
   Start(config, /*dimension=*/1000);  // one vector: 4,000 bytes of floats
@@ -263,7 +266,7 @@ TEST_F(HostileClientTest, ReplyOverMaxMessageBytesIsRefusedAndCountedSo) {
 
 // Items 7 and 14: while the accepted calls drain (server.shutdown_delay_ms 0), a new call
 // gets UNAVAILABLE (not CANCELLED) and a health Check NOT_SERVING (not an error).
-TEST_F(HostileClientTest, WhileDrainingNewCallsAreUnavailableAndCheckIsNotServing) {
+TEST_P(HostileClientTest, WhileDrainingNewCallsAreUnavailableAndCheckIsNotServing) {
   Start();
   backend_->CloseGate();
   grpc::Status accepted;
@@ -294,7 +297,7 @@ TEST_F(HostileClientTest, WhileDrainingNewCallsAreUnavailableAndCheckIsNotServin
 // Item 8: once the accepted calls are answered the server stops, whatever else is open:
 // an idle TCP connection, an idle HTTP/2 channel and a health Watch (which sees
 // NOT_SERVING first). The grace (20 s) is only for accepted work.
-TEST_F(HostileClientTest, IdleConnectionsAndWatchesDoNotHoldShutdown) {
+TEST_P(HostileClientTest, IdleConnectionsAndWatchesDoNotHoldShutdown) {
   Start();
   const int idle_tcp = socket(AF_INET, SOCK_STREAM, 0);
   sockaddr_in addr{};
@@ -363,6 +366,14 @@ TEST(HostileStartTest, StartCalledOffBeforeServingNeverServes) {
   ASSERT_TRUE(again.ok()) << again.status();
   (*again)->Shutdown(0);
 }
+
+// Every test on both ways of taking Embed and Similarity: gRPC's callback API, and two
+// completion queues with a thread each (server.grpc_queues).
+INSTANTIATE_TEST_SUITE_P(Apis, HostileClientTest, ::testing::Values(0, 2),
+                         [](const ::testing::TestParamInfo<int>& info) {
+                           return info.param == 0 ? std::string("Callback")
+                                                  : std::string("Queues");
+                         });
 
 }  // namespace
 }  // namespace embedserve

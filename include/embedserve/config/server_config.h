@@ -54,6 +54,8 @@ struct ServerSection {
   int64_t max_message_bytes = 64 << 20;  // largest request/response message
   int stream_queue_percent = 50;  // share of the batch queue EmbedStream messages may fill
   int threads = 0;                    // most threads gRPC may use; 0 = gRPC's default
+  int grpc_queues = 0;  // 0: every gRPC method on the callback API (gRPC's threads);
+                        // N: Embed and Similarity on N completion queues, a thread each
   int max_texts_per_request = 256;    // texts (or pairs) per Embed/Similarity/Tokenize
   int max_stream_backlog = 1024;      // EmbedStream messages in work or unsent before
                                       // the server stops reading that stream

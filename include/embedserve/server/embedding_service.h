@@ -1,6 +1,8 @@
-// embedserve.v1.EmbeddingService on the gRPC callback API: the gRPC front door of the
-// EmbeddingPipeline (src/pipeline/). It decodes the wire format, calls the pipeline and
-// encodes what the pipeline's callback receives; no RPC thread ever waits on the model.
+// embedserve.v1.EmbeddingService: the gRPC front door of the EmbeddingPipeline
+// (src/pipeline/). It decodes the wire format, calls the pipeline and encodes what the
+// pipeline's callback receives; no RPC thread ever waits on the model. Every method is
+// served on gRPC's callback API, or (Options::grpc_queues > 0) Embed and Similarity on
+// completion queues with a thread each, the others on the callback API.
 // Every method takes raw bytes and parses them here, so that a text with invalid UTF-8
 // gets INVALID_ARGUMENT naming the field and index, and a malformed body
 // INVALID_ARGUMENT saying so (protobuf's own parser would reject the whole message with
@@ -20,17 +22,20 @@
 #include "absl/status/statusor.h"
 #include "embedserve/v1/embedding.grpc.pb.h"
 
+namespace grpc {
+class ServerBuilder;
+}  // namespace grpc
+
 namespace embedserve {
 
 class EmbeddingPipeline;
 class ServerMetrics;
 
-using EmbeddingServiceBase = v1::EmbeddingService::WithRawCallbackMethod_Embed<
-    v1::EmbeddingService::WithRawCallbackMethod_EmbedStream<
-        v1::EmbeddingService::WithRawCallbackMethod_Similarity<
-            v1::EmbeddingService::WithRawCallbackMethod_Tokenize<
-                v1::EmbeddingService::WithRawCallbackMethod_GetModelInfo<
-                    v1::EmbeddingService::Service>>>>>;
+// Embed and Similarity are marked when the service is made: callback, or queued.
+using EmbeddingServiceBase = v1::EmbeddingService::WithRawCallbackMethod_EmbedStream<
+    v1::EmbeddingService::WithRawCallbackMethod_Tokenize<
+        v1::EmbeddingService::WithRawCallbackMethod_GetModelInfo<
+            v1::EmbeddingService::Service>>>;
 
 class EmbeddingService final : public EmbeddingServiceBase {
  public:
@@ -59,6 +64,11 @@ class EmbeddingService final : public EmbeddingServiceBase {
     v1::BatchingInfo batching_info;
     // Reported by GetModelInfo.versions, e.g. {"embedserve", "0.1.0"}.
     std::map<std::string, std::string> versions;
+    // 0: every method on gRPC's callback API. N > 0: Embed and Similarity on N
+    // completion queues, each polled by a thread of its own (server.grpc_queues). On a
+    // 16-core host gRPC 1.51 takes a call of the queues for a third of the callback
+    // API's CPU (docs/results/grpc-floor/).
+    int grpc_queues = 0;
 
     absl::Status Validate() const;
   };
@@ -84,16 +94,19 @@ class EmbeddingService final : public EmbeddingServiceBase {
   bool WaitForCalls(std::chrono::steady_clock::time_point deadline,
                     std::chrono::microseconds quiet);
 
-  // RPCs (gRPC callback API; requests and responses are the serialized messages of
+  // With Options::grpc_queues > 0: AddQueues before the builder's BuildAndStart (after
+  // RegisterService), StartQueues once the server runs, and StopQueues after its
+  // Shutdown and after the pipeline has answered every call it took (the batcher shut
+  // down): it waits until every call taken on a queue is done. Without queues they do
+  // nothing. StopQueues is safe to call more than once.
+  void AddQueues(grpc::ServerBuilder* builder);
+  void StartQueues();
+  void StopQueues();
+
+  // RPCs on the callback API (requests and responses are the serialized messages of
   // embedding.proto).
-  grpc::ServerUnaryReactor* Embed(grpc::CallbackServerContext* context,
-                                  const grpc::ByteBuffer* request,
-                                  grpc::ByteBuffer* response) override;
   grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>* EmbedStream(
       grpc::CallbackServerContext* context) override;
-  grpc::ServerUnaryReactor* Similarity(grpc::CallbackServerContext* context,
-                                       const grpc::ByteBuffer* request,
-                                       grpc::ByteBuffer* response) override;
   grpc::ServerUnaryReactor* Tokenize(grpc::CallbackServerContext* context,
                                      const grpc::ByteBuffer* request,
                                      grpc::ByteBuffer* response) override;
@@ -104,15 +117,34 @@ class EmbeddingService final : public EmbeddingServiceBase {
   // Implementation details below.
   struct Streams;    // open EmbedStream calls
   struct LiveCalls;  // calls not yet done, for WaitForCalls
+  struct Queues;     // the completion queues and their threads
+
+  // Asks gRPC for the next call of method `method_index` (Embed or Similarity) on `cq`;
+  // `tag` comes back from the queue when it arrives (ok) or never will (not ok).
+  void RequestQueuedCall(int method_index, grpc::ServerContext* context,
+                         grpc::ByteBuffer* request,
+                         grpc::ServerAsyncResponseWriter<grpc::ByteBuffer>* writer,
+                         grpc::ServerCompletionQueue* cq, void* tag);
 
  private:
   EmbeddingService(const Options& options, EmbeddingPipeline* pipeline, ServerMetrics* metrics);
+
+  // Embed and Similarity on the callback API (Options::grpc_queues 0).
+  grpc::ServerUnaryReactor* CallbackEmbed(grpc::CallbackServerContext* context,
+                                          const grpc::ByteBuffer* request,
+                                          grpc::ByteBuffer* response);
+  grpc::ServerUnaryReactor* CallbackSimilarity(grpc::CallbackServerContext* context,
+                                               const grpc::ByteBuffer* request,
+                                               grpc::ByteBuffer* response);
 
   const Options options_;
   EmbeddingPipeline* const pipeline_;
   ServerMetrics* const metrics_;
   std::unique_ptr<Streams> streams_;
   std::unique_ptr<LiveCalls> live_;
+  std::unique_ptr<Queues> queues_;
+  int embed_index_ = 0;       // the methods' places in the service (embedding.proto's order)
+  int similarity_index_ = 0;
 };
 
 }  // namespace embedserve

@@ -36,7 +36,7 @@ fi
 sampler=scripts/device/threads_cpu.py
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 echo "host: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(nproc) cores;" \
-  "commit $(git rev-parse --short HEAD 2>/dev/null || echo "${EMBEDSERVE_GIT_COMMIT:-unknown}")" | tee "$OUT/host.txt"
+  "commit ${EMBEDSERVE_GIT_COMMIT:-$(git rev-parse --short HEAD 2>/dev/null || echo unknown)}" | tee "$OUT/host.txt"
 printf 'round\tsystem\tbatch\tconcurrency\tchannels\tpairs_per_s\tp50_ms\tp99_ms\tserver_cpu_pct\tserver_workers_cpu_pct\tclient_cpu_pct\n' >"$OUT/floor.tsv"
 
 spid=

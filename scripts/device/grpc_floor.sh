@@ -11,9 +11,10 @@
 # model.
 # Device call: carry [".device/debs"]: scripts/device/grpc_floor.sh
 # Env: ROUNDS (2), DURATION (4), POINTS (floor.sh's b/c/ch list), CQ_THREADS (nproc / 2),
-#      QUEUES ("4 8"), SYSTEMS (floor.sh's; default "floor-callback floor-cq
-#      server-callback" and a server-qN per QUEUES), MODEL (the model folder; default the
-#      synthetic minilm-l6, the real model's shapes).
+#      QUEUES ("4 8": each N, or NcM for N queues and batching.completion_threads M, is
+#      system server-qN / server-qNcM), SYSTEMS (floor.sh's; default "floor-callback
+#      floor-cq server-callback" and the QUEUES systems), MODEL (the model folder;
+#      default the synthetic minilm-l6, the real model's shapes).
 set -uo pipefail
 cd "$(dirname "$0")/../.." || exit 1
 # shellcheck source=ab_lib.sh
@@ -28,17 +29,20 @@ configs=$RAW/configs
 mkdir -p "$configs"
 # One experiment file per way of taking calls: the GPU experiment with only
 # server.grpc_queues set otherwise.
-queues_config() {  # queues_config N FILE
+queues_config() {  # queues_config N FILE [COMPLETION_THREADS]
   sed -e '/^  grpc_queues:/d' -e "s/^server:\$/server:\\n  grpc_queues: $1/" \
+    ${3:+-e "s/^  completion_threads: .*/  completion_threads: $3/"} \
     experiments/minilm_gpu_fp16.yaml >"$2"
 }
 queues_config 0 "$configs/callback.yaml"
 export SERVER_ARGS_callback="--config $configs/callback.yaml --model $MODEL"
 systems="floor-callback floor-cq server-callback"
-for n in $QUEUES; do
-  queues_config "$n" "$configs/q$n.yaml"
-  export "SERVER_ARGS_q$n=--config $configs/q$n.yaml --model $MODEL"
-  systems="$systems server-q$n"
+for v in $QUEUES; do
+  completion=
+  case $v in *c*) completion=${v#*c} ;; esac
+  queues_config "${v%%c*}" "$configs/q$v.yaml" $completion
+  export "SERVER_ARGS_q$v=--config $configs/q$v.yaml --model $MODEL"
+  systems="$systems server-q$v"
 done
 step "2. floor / server alternated (bench/grpc/floor.sh): ${SYSTEMS:-$systems}"
 BUILD_DIR=$B ROUNDS=${ROUNDS:-2} DURATION=${DURATION:-4} POINTS=${POINTS:-"1/1/1 1/256/16 32/64/16"} \

@@ -8,7 +8,8 @@
 #   in process: embedserve-bench-inprocess (fp16, fp32, fp32 + TF32; Embed, batch 64 and
 #     256 texts) and
 #     sentence-transformers encode() on cuda (fp16, fp32; the same batches)
-#   served over gRPC, Similarity (embedserve-bench): batch 32 at concurrency 16, 64, 128;
+#   served over gRPC, Similarity (embedserve-bench, 16 client channels): batch 32 at
+#     concurrency 16, 64, 128;
 #     batch 1 at concurrency 1, 64, 256
 #       embedserve (experiments/minilm_gpu_fp16.yaml), and with two model copies on the
 #       GPU (minilm_gpu_fp16_two_instances.yaml: batch 32 at 64, 128; batch 1 at 256)
@@ -93,7 +94,7 @@ fi
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 grpc_sweep() {  # grpc_sweep NAME PORT BATCH32_CONCURRENCIES BATCH1_CONCURRENCIES
   "$B/tools/bench/embedserve-bench" --target "127.0.0.1:$2" --wait-ready 180 \
-    --method similarity --batch-sizes 32 --concurrencies "$3" --extra-grid "1/$4" \
+    --method similarity --batch-sizes 32 --concurrencies "$3" --extra-grid "1/$4" --channels 16 \
     --duration-s "$DURATION" --warmup-s 1 --pairs-file "$R/pairs.jsonl" \
     --experiment "$1" --out-dir "$R/served/$1" 2>&1 | grep -vE '^\[bench\] waiting'
 }

@@ -3,11 +3,14 @@
 
 Usage: threads_cpu.py PID DELAY_S WINDOW_S [LABEL]
 Waits DELAY_S, reads utime+stime of every thread of PID, waits WINDOW_S, reads again,
-and prints one line: the process's CPU in % of one core over the window, then the top
-threads (name/tid: %) -- a thread near 100% is a serial bound. Threads that started or
-ended inside the window are counted from what can be read.
+and prints two lines: the process's CPU in % of one core over the window, then the top
+threads (name/tid: %) -- a thread near 100% is a serial bound; and the CPU of each kind
+of thread (names without their trailing number: es-grpc, nexting_thread, ...), so that
+a pool of many threads shows its share. Threads that started or ended inside the window
+are counted from what can be read.
 """
 import os
+import re
 import sys
 import time
 
@@ -51,6 +54,14 @@ def main():
     top = ", ".join(f"{n}/{t} {p:.0f}" for p, n, t in rows[:10] if p >= 1)
     print(f"[cpu] {label}: {total:.0f}% over {dt:.1f} s, {len(b)} threads; top: {top}",
           flush=True)
+    kinds = {}
+    for p, name, _ in rows:
+        kind = re.sub(r"[-_]?\d+$", "", name) or name
+        share, count = kinds.get(kind, (0.0, 0))
+        kinds[kind] = (share + p, count + 1)
+    by_kind = ", ".join(f"{k} x{c} {p:.0f}" for k, (p, c) in
+                        sorted(kinds.items(), key=lambda kv: -kv[1][0]) if p >= 1)
+    print(f"[cpu] {label} by kind of thread: {by_kind}", flush=True)
 
 
 if __name__ == "__main__":

@@ -249,47 +249,55 @@ TEST_F(SecureServerTest, MtlsServesOnlyClientsWithACertificateFromTheClientCa) {
   EXPECT_EQ(r.status, 200) << r.error << r.body;
 }
 
+// On both ways of taking calls (server.grpc_queues 0 and 2): the key check is the
+// transport's, before any method runs.
 TEST_F(SecureServerTest, GrpcNeedsAKeyInEitherHeaderButHealthIsExempt) {
-  ServerConfig config = BaseConfig();
-  AddKeys(&config, /*exempt=*/true);
-  ASSERT_TRUE(Start(config).ok());
-  auto channel = Channel(false);
-  grpc::Status s = Embed(channel);
-  EXPECT_EQ(s.error_code(), grpc::StatusCode::UNAUTHENTICATED);
-  EXPECT_THAT(s.error_message(), HasSubstr("missing API key"));
-  s = Embed(channel, {{"authorization", "Bearer not-a-key"}});
-  EXPECT_EQ(s.error_code(), grpc::StatusCode::UNAUTHENTICATED);
-  EXPECT_THAT(s.error_message(), Not(HasSubstr("not-a-key")));
-  EXPECT_EQ(Embed(channel, {{"x-api-key", std::string(kFileKey) + "x"}}).error_code(),
-            grpc::StatusCode::UNAUTHENTICATED);
-  s = Embed(channel, {{"authorization", std::string("Bearer ") + kFileKey}});
-  EXPECT_TRUE(s.ok()) << s.error_message();
-  s = Embed(channel, {{"x-api-key", kEnvKey}});
-  EXPECT_TRUE(s.ok()) << s.error_message();
-  // Every method of the service is guarded, not only Embed.
-  {
-    auto stub = v1::EmbeddingService::NewStub(channel);
-    grpc::ClientContext ctx;
-    Prepare(&ctx, {});
-    v1::ModelInfo info;
-    EXPECT_EQ(stub->GetModelInfo(&ctx, v1::GetModelInfoRequest(), &info).error_code(),
+  for (int queues : {0, 2}) {
+    SCOPED_TRACE(::testing::Message() << "server.grpc_queues " << queues);
+    ServerConfig config = BaseConfig();
+    config.server.grpc_queues = queues;
+    AddKeys(&config, /*exempt=*/true);
+    ASSERT_TRUE(Start(config).ok());
+    auto channel = Channel(false);
+    grpc::Status s = Embed(channel);
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::UNAUTHENTICATED);
+    EXPECT_THAT(s.error_message(), HasSubstr("missing API key"));
+    s = Embed(channel, {{"authorization", "Bearer not-a-key"}});
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::UNAUTHENTICATED);
+    EXPECT_THAT(s.error_message(), Not(HasSubstr("not-a-key")));
+    EXPECT_EQ(Embed(channel, {{"x-api-key", std::string(kFileKey) + "x"}}).error_code(),
               grpc::StatusCode::UNAUTHENTICATED);
+    s = Embed(channel, {{"authorization", std::string("Bearer ") + kFileKey}});
+    EXPECT_TRUE(s.ok()) << s.error_message();
+    s = Embed(channel, {{"x-api-key", kEnvKey}});
+    EXPECT_TRUE(s.ok()) << s.error_message();
+    // Every method of the service is guarded, not only Embed.
+    {
+      auto stub = v1::EmbeddingService::NewStub(channel);
+      grpc::ClientContext ctx;
+      Prepare(&ctx, {});
+      v1::ModelInfo info;
+      EXPECT_EQ(stub->GetModelInfo(&ctx, v1::GetModelInfoRequest(), &info).error_code(),
+                grpc::StatusCode::UNAUTHENTICATED);
+    }
+    {
+      auto stub = v1::EmbeddingService::NewStub(channel);
+      grpc::ClientContext ctx;
+      Prepare(&ctx, {});
+      auto stream = stub->EmbedStream(&ctx);
+      v1::EmbedRequest request;
+      request.add_texts("x");
+      stream->Write(request);
+      stream->WritesDone();
+      v1::EmbedResponse reply;
+      EXPECT_FALSE(stream->Read(&reply));
+      EXPECT_EQ(stream->Finish().error_code(), grpc::StatusCode::UNAUTHENTICATED);
+    }
+    const grpc::Status health = Health(channel);
+    EXPECT_TRUE(health.ok()) << health.error_message();
+    server_->Shutdown(1'000'000);
+    server_.reset();
   }
-  {
-    auto stub = v1::EmbeddingService::NewStub(channel);
-    grpc::ClientContext ctx;
-    Prepare(&ctx, {});
-    auto stream = stub->EmbedStream(&ctx);
-    v1::EmbedRequest request;
-    request.add_texts("x");
-    stream->Write(request);
-    stream->WritesDone();
-    v1::EmbedResponse reply;
-    EXPECT_FALSE(stream->Read(&reply));
-    EXPECT_EQ(stream->Finish().error_code(), grpc::StatusCode::UNAUTHENTICATED);
-  }
-  const grpc::Status health = Health(channel);
-  EXPECT_TRUE(health.ok()) << health.error_message();
 }
 
 TEST_F(SecureServerTest, ReflectionAnswersOnceTheKeyIsAccepted) {

@@ -5,8 +5,9 @@ Usage: threads_cpu.py PID DELAY_S WINDOW_S [LABEL]
 Waits DELAY_S, reads utime+stime of every thread of PID, waits WINDOW_S, reads again,
 and prints two lines: the process's CPU in % of one core over the window, then the top
 threads (name/tid: %) -- a thread near 100% is a serial bound; and the CPU of each kind
-of thread (names without their trailing number: es-grpc, nexting_thread, ...), so that
-a pool of many threads shows its share. Threads that started or ended inside the window
+of thread (names without their trailing number: es-grpc, nexting_thread, ...; every
+kind, idle ones too, with its thread count), so that a pool of many threads shows its
+share. Threads that started or ended inside the window
 are counted from what can be read.
 """
 import os
@@ -60,7 +61,7 @@ def main():
         share, count = kinds.get(kind, (0.0, 0))
         kinds[kind] = (share + p, count + 1)
     by_kind = ", ".join(f"{k} x{c} {p:.0f}" for k, (p, c) in
-                        sorted(kinds.items(), key=lambda kv: -kv[1][0]) if p >= 1)
+                        sorted(kinds.items(), key=lambda kv: (-kv[1][0], kv[0])))
     print(f"[cpu] {label} by kind of thread: {by_kind}", flush=True)
 
 

@@ -618,6 +618,7 @@ class EmbedStreamReactor final
           StartRead(&raw_request_);
         } else {
           read_paused_ = true;  // resumed by MaybeResumeReadLocked as replies drain
+          if (metrics_ != nullptr) metrics_->OnStreamReadPaused();
         }
       } else {
         finish = ShouldFinishLocked();

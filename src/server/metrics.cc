@@ -171,6 +171,12 @@ ServerMetrics::ServerMetrics() : registry_(std::make_unique<prometheus::Registry
                          .Help("Batches the backend failed.")
                          .Register(r)
                          .Add({});
+  stream_read_pauses_ = &prometheus::BuildCounter()
+                             .Name("embedserve_stream_read_pauses_total")
+                             .Help("Times an EmbedStream stopped reading until its replies "
+                                   "drained (server.max_stream_backlog and related bounds).")
+                             .Register(r)
+                             .Add({});
   queue_depth_ = &prometheus::BuildGauge()
                       .Name("embedserve_queue_depth")
                       .Help("Sequences waiting in the batcher's queue.")
@@ -232,6 +238,8 @@ void ServerMetrics::OnHttpTransportError(HttpTransportError error) {
   http_transport_errors_[static_cast<int>(error)]->Increment();
 }
 
+void ServerMetrics::OnStreamReadPaused() { stream_read_pauses_->Increment(); }
+
 void ServerMetrics::OnTokenize(int64_t tokenize_us, int64_t tokens) {
   tokenize_seconds_->Observe(Seconds(tokenize_us));
   tokens_total_->Increment(static_cast<double>(tokens));
@@ -278,6 +286,10 @@ uint64_t ServerMetrics::http_transport_errors(HttpTransportError error) const {
 
 uint64_t ServerMetrics::tokenized_requests() const {
   return tokenize_seconds_->Collect().histogram.sample_count;
+}
+
+uint64_t ServerMetrics::stream_read_pauses() const {
+  return static_cast<uint64_t>(stream_read_pauses_->Value());
 }
 
 std::string ServerMetrics::RenderPrometheus() const {

@@ -116,10 +116,16 @@ class FloorScriptTest(unittest.TestCase):
         systems = ("floor-callback", "floor-cq", "server", "server-queues")
         self.assertEqual(seen, {(s, b, c, ch) for s in systems
                                 for b, c, ch in (("1", "1", "1"), ("2", "4", "2"))})
-        # The queues' threads (es-grpc-N) took server-queues' calls.
-        samples = "".join(open(os.path.join(out, name)).read() for name in os.listdir(out)
-                          if name.startswith("cpu_server-queues_"))
-        self.assertIn("es-grpc-", samples)
+        # server-queues ran its two queue threads (es-grpc-N), the callback server none.
+        def samples(system):
+            text = ""
+            for name in sorted(os.listdir(out)):
+                if name.startswith("cpu_%s_" % system):
+                    with open(os.path.join(out, name)) as f:
+                        text += f.read()
+            return text
+        self.assertRegex(samples("server-queues"), r"by kind of thread: .*\bes-grpc x2 ")
+        self.assertNotIn("es-grpc", samples("server"))
         for r in rows:
             self.assertGreater(float(r["pairs_per_s"]), 0, r)
             self.assertGreater(float(r["server_cpu_pct"]), 0, r)

@@ -531,9 +531,10 @@ TEST_P(ServiceTest, EmbedStreamStopsReadingWhenItsBacklogIsFull) {
   }
   backend_->WaitForWaitingCalls(1);
   auto tokenized = [&] { return server_->metrics().tokenized_requests(); };
-  EXPECT_TRUE(WaitUntil([&] { return tokenized() >= 2; }));
-  std::this_thread::sleep_for(std::chrono::milliseconds(200));
-  EXPECT_EQ(tokenized(), 2u);  // the third message waits in the transport
+  // The stream stops reading once two messages are in work: no read is outstanding,
+  // so the third waits in the transport.
+  EXPECT_TRUE(WaitUntil([&] { return server_->metrics().stream_read_pauses() == 1; }));
+  EXPECT_EQ(tokenized(), 2u);
   backend_->OpenGate();
   stream->WritesDone();
   std::set<std::string> ids;
@@ -593,6 +594,7 @@ TEST_P(ServiceTest, FastEmbedStreamIsSlowedNotRejected) {
   backend_->WaitForWaitingCalls(1);
   // Half the queue (32 texts) in work: the stream's share; it reads no further.
   ASSERT_TRUE(WaitUntil([&] { return Tokenized() >= 4; }));
+  ASSERT_TRUE(WaitUntil([&] { return server_->metrics().stream_read_pauses() >= 1; }));
   writer.join();
   backend_->OpenGate();
   int ok = 0;

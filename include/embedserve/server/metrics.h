@@ -80,6 +80,9 @@ class ServerMetrics final : public BatchObserver {
   void OnHttpRequest(HttpRoute route, int http_status, int64_t total_us);
   // One request the HTTP server refused or dropped before any route saw it.
   void OnHttpTransportError(HttpTransportError error);
+  // An EmbedStream stopped reading its client's messages until its replies drain (its
+  // backlog, its bytes unsent or its share of the queue was full): flow control at work.
+  void OnStreamReadPaused();
 
   // BatchObserver.
   void OnBatch(const BatchStats& stats) override;
@@ -95,6 +98,7 @@ class ServerMetrics final : public BatchObserver {
   uint64_t http_transport_errors(HttpTransportError error) const;
   // Requests that reached tokenizing (observations of the tokenize histogram).
   uint64_t tokenized_requests() const;
+  uint64_t stream_read_pauses() const;
 
   // Implementation details below.
  private:
@@ -131,6 +135,7 @@ class ServerMetrics final : public BatchObserver {
   prometheus::Histogram* padding_ratio_ = nullptr;
   prometheus::Counter* tokens_total_ = nullptr;
   prometheus::Counter* batches_failed_ = nullptr;
+  prometheus::Counter* stream_read_pauses_ = nullptr;
   prometheus::Gauge* queue_depth_ = nullptr;
 };
 

@@ -104,7 +104,7 @@ class FloorScriptTest(unittest.TestCase):
         queues_yaml = os.path.join(os.environ["WORK_DIR"], "queues.yaml")
         with open(queues_yaml, "w") as f:
             f.write(config)
-        env = dict(os.environ, ROUNDS="1", DURATION="1", POINTS="1/1/1 2/4/2", CQ_THREADS="2",
+        env = dict(os.environ, ROUNDS="1", DURATION="2", POINTS="1/1/1 2/4/2", CQ_THREADS="2",
                    SYSTEMS="floor-callback floor-cq server server-queues",
                    SERVER_ARGS_queues="--config %s --model %s" % (
                        queues_yaml, os.path.join(root, "tests", "data", "tiny-bert")))

@@ -229,13 +229,8 @@ for exp in "${experiments[@]}"; do
   rm -f "$dir/print_config.err"
 
   port=$(free_port)
-  extra_server=()
-  if "$SERVER_BIN" --help 2>/dev/null | grep -q -- "--metrics-port"; then
-    extra_server+=(--metrics-port "$(free_port)")
-  fi
-  if "$SERVER_BIN" --help 2>/dev/null | grep -q -- "--http-port"; then
-    extra_server+=(--http-port -1)  # the benchmark speaks gRPC; keep 8080 free
-  fi
+  # The benchmark speaks gRPC: keep 8080 free; metrics on a port of their own.
+  extra_server=(--metrics-port "$(free_port)" --http-port -1)
   # shellcheck disable=SC2086
   server_cmd=("$SERVER_BIN" --config "$exp" --port "$port" "${extra_server[@]}" $SERVER_ARGS)
   echo "[run] ${server_cmd[*]}"

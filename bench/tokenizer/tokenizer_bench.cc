@@ -121,24 +121,6 @@ void BM_AppendWordPieceIdsReused(benchmark::State& state) {
 }
 BENCHMARK(BM_AppendWordPieceIdsReused);
 
-// EncodeBatch with batch size state.range(0), padded: what a batcher would do.
-void BM_EncodeBatch(benchmark::State& state) {
-  const Corpus& c = GetCorpus();
-  const size_t bs = static_cast<size_t>(state.range(0));
-  std::vector<std::vector<std::string>> batches;
-  for (size_t i = 0; i < c.texts.size(); i += bs) {
-    batches.emplace_back(c.texts.begin() + i, c.texts.begin() + std::min(c.texts.size(), i + bs));
-  }
-  for (auto _ : state) {
-    for (const auto& b : batches) {
-      auto enc = c.tok->EncodeBatch(b, 256);
-      benchmark::DoNotOptimize(enc);
-    }
-  }
-  SetCounters(state, c);
-}
-BENCHMARK(BM_EncodeBatch)->Arg(32);
-
 }  // namespace
 }  // namespace embedserve
 

@@ -444,29 +444,4 @@ absl::StatusOr<Encoding> Tokenizer::Encode(absl::string_view text, int64_t max_l
   return enc;
 }
 
-absl::StatusOr<BatchEncoding> Tokenizer::EncodeBatch(absl::Span<const std::string> texts,
-                                                     int64_t max_length) const {
-  std::vector<Encoding> rows;
-  rows.reserve(texts.size());
-  size_t longest = 0;
-  for (size_t i = 0; i < texts.size(); ++i) {
-    absl::StatusOr<Encoding> enc = Encode(texts[i], max_length);
-    if (!enc.ok()) {
-      return absl::Status(enc.status().code(), absl::StrCat("text ", i, ": ", enc.status().message()));
-    }
-    longest = std::max(longest, enc->ids.size());
-    rows.push_back(*std::move(enc));
-  }
-  BatchEncoding batch;
-  batch.batch_size = static_cast<int64_t>(texts.size());
-  batch.seq_len = static_cast<int64_t>(longest);
-  batch.ids.assign(texts.size() * longest, pad_id_);
-  batch.attention_mask.assign(texts.size() * longest, 0);
-  for (size_t i = 0; i < rows.size(); ++i) {
-    std::copy(rows[i].ids.begin(), rows[i].ids.end(), batch.ids.begin() + i * longest);
-    std::fill_n(batch.attention_mask.begin() + i * longest, rows[i].ids.size(), 1);
-  }
-  return batch;
-}
-
 }  // namespace embedserve

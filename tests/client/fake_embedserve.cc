@@ -107,6 +107,8 @@ int main(int argc, char** argv) {
   app.add_option("--config", config)->required();
   app.add_option("--port", port);
   app.add_option("--metrics-port", metrics_port);
+  int http_port = -1;
+  app.add_option("--http-port", http_port, "accepted and ignored (the fake has no HTTP)");
   std::string model, precision_flag;
   app.add_option("--model", model, "accepted and ignored (the fake has no model)");
   app.add_option("--precision", precision_flag, "accepted and ignored");

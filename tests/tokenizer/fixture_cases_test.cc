@@ -58,35 +58,5 @@ TEST(TokenizerFixtureTest, MatchesReferenceOnFixtureCases) {
   EXPECT_EQ(mismatches_256, 0) << "of " << cases.size();
 }
 
-// The same cases through EncodeBatch: padding and the mask must not change any row.
-TEST(TokenizerFixtureTest, BatchRowsEqualSingleEncodings) {
-  auto tok = Tokenizer::FromModelDir(kData + "/tokenizer");
-  ASSERT_TRUE(tok.ok()) << tok.status();
-  const std::vector<Case> cases = LoadCases();
-  for (size_t begin = 0; begin < cases.size(); begin += 64) {
-    std::vector<std::string> texts;
-    for (size_t i = begin; i < std::min(cases.size(), begin + 64); ++i) texts.push_back(cases[i].text);
-    auto batch = (*tok)->EncodeBatch(texts, 256);
-    ASSERT_TRUE(batch.ok()) << batch.status();
-    ASSERT_EQ(batch->batch_size, static_cast<int64_t>(texts.size()));
-    size_t longest = 0;
-    for (size_t r = 0; r < texts.size(); ++r) longest = std::max(longest, cases[begin + r].ids_256.size());
-    ASSERT_EQ(batch->seq_len, static_cast<int64_t>(longest));
-    for (size_t r = 0; r < texts.size(); ++r) {
-      const auto& want = cases[begin + r].ids_256;
-      for (size_t k = 0; k < longest; ++k) {
-        const size_t at = r * longest + k;
-        if (k < want.size()) {
-          ASSERT_EQ(batch->ids[at], want[k]) << "row " << begin + r << " pos " << k;
-          ASSERT_EQ(batch->attention_mask[at], 1);
-        } else {
-          ASSERT_EQ(batch->ids[at], (*tok)->pad_id());
-          ASSERT_EQ(batch->attention_mask[at], 0);
-        }
-      }
-    }
-  }
-}
-
 }  // namespace
 }  // namespace embedserve

@@ -289,40 +289,6 @@ TEST_F(TokenizerTest, InvalidUtf8IsAnErrorNamingTheByte) {
   }
 }
 
-TEST_F(TokenizerTest, EncodeBatchPadsAndMasks) {
-  const std::vector<std::string> texts = {"hello", "hello big world", ""};
-  auto batch = tok_->EncodeBatch(texts, 0);
-  ASSERT_TRUE(batch.ok()) << batch.status();
-  EXPECT_EQ(batch->batch_size, 3);
-  EXPECT_EQ(batch->seq_len, 5);
-  const int32_t p = tok_->pad_id();
-  const std::vector<int32_t> want_ids = {
-      101, tok_->TokenToId("hello"), 102, p, p,
-      101, tok_->TokenToId("hello"), tok_->TokenToId("big"), tok_->TokenToId("world"), 102,
-      101, 102, p, p, p};
-  EXPECT_EQ(batch->ids, want_ids);
-  EXPECT_THAT(batch->attention_mask,
-              ElementsAreArray({1, 1, 1, 0, 0, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0}));
-  auto cut = tok_->EncodeBatch(texts, 3);
-  ASSERT_TRUE(cut.ok());
-  EXPECT_EQ(cut->seq_len, 3);
-  EXPECT_EQ(cut->ids, (std::vector<int32_t>{101, tok_->TokenToId("hello"), 102,
-                                            101, tok_->TokenToId("hello"), 102, 101, 102, p}));
-}
-
-TEST_F(TokenizerTest, EncodeBatchEmptyAndErrors) {
-  auto empty = tok_->EncodeBatch({}, 0);
-  ASSERT_TRUE(empty.ok());
-  EXPECT_EQ(empty->batch_size, 0);
-  EXPECT_EQ(empty->seq_len, 0);
-  EXPECT_TRUE(empty->ids.empty());
-  const std::vector<std::string> texts = {"fine", "bad \xFF"};
-  auto bad = tok_->EncodeBatch(texts, 0);
-  ASSERT_FALSE(bad.ok());
-  EXPECT_EQ(bad.status().code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_THAT(bad.status().message(), HasSubstr("text 1: invalid UTF-8 at byte 4"));
-}
-
 TEST_F(TokenizerTest, ConcurrentEncodesAgree) {
   const std::vector<std::string> texts = {"The quick brown fox.", "Caf\xC3\xA9 \xE4\xBD\xA0\xE5\xA5\xBD!",
                                           "ΑΘΗΝΑ [SEP] strawberries", "x\xCC\x81\xCC\xA3y"};

@@ -26,13 +26,6 @@ struct Encoding {
   int64_t untruncated_length = 0;   // ids before truncation, [CLS]/[SEP] included
 };
 
-// Several tokenized texts, padded to the longest sequence in the batch.
-struct BatchEncoding {
-  int64_t batch_size = 0, seq_len = 0;
-  std::vector<int32_t> ids;             // batch_size x seq_len, row-major, pad id after [SEP]
-  std::vector<int32_t> attention_mask;  // 1 for real tokens, 0 for padding
-};
-
 class Tokenizer {
  public:
   struct Options {
@@ -89,11 +82,6 @@ class Tokenizer {
   // (max_length must be >= 2, else INVALID_ARGUMENT). Invalid UTF-8: INVALID_ARGUMENT
   // "invalid UTF-8 at byte N: ...".
   absl::StatusOr<Encoding> Encode(absl::string_view text, int64_t max_length) const;
-
-  // Encodes every text (same rules as Encode) and pads to the longest. An error in any
-  // text fails the whole batch; the message starts with "text I: ".
-  absl::StatusOr<BatchEncoding> EncodeBatch(absl::Span<const std::string> texts,
-                                            int64_t max_length) const;
 
   // Appends the wordpiece ids of `text` (no [CLS]/[SEP], no truncation) to `*ids`.
   // Allocation-free when `*ids` has room. Same errors as Encode; on error `*ids` may hold

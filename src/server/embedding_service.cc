@@ -41,25 +41,19 @@ using grpc::CallbackServerContext;
 using grpc::ServerUnaryReactor;
 using grpc_wire::CallEnv;
 using grpc_wire::CheckEmbedReplySize;
-using grpc_wire::DeadlineMicros;
 using grpc_wire::EncodeEmbedResult;
 using grpc_wire::Flatten;
 using grpc_wire::kNoIdField;
 using grpc_wire::OptionsOf;
 using grpc_wire::ParseRequest;
-using grpc_wire::ReplyTooLargeError;
 using grpc_wire::RequestKind;
 using grpc_wire::SerializeReply;
-using grpc_wire::SetTimings;
 using grpc_wire::SetUsage;
 using grpc_wire::TextsOf;
 
 CallControl ControlOf(CallbackServerContext* context, const Clock& clock, std::string id) {
-  CallControl control;
-  control.deadline_us = DeadlineMicros(context->deadline(), clock);
-  control.is_cancelled = [context] { return context->IsCancelled(); };
-  control.id = std::move(id);
-  return control;
+  return grpc_wire::MakeControl(
+      context->deadline(), clock, [context] { return context->IsCancelled(); }, std::move(id));
 }
 
 // One unary call: owns its parsed request and its response, and serializes the
@@ -67,29 +61,24 @@ CallControl ControlOf(CallbackServerContext* context, const Clock& clock, std::s
 template <typename Request, typename Response>
 class UnaryCall final : public grpc::ServerUnaryReactor {
  public:
-  UnaryCall(CallbackServerContext* context, grpc::ByteBuffer* out, ServerMetrics* metrics,
-            RpcMethod method, const Clock& clock, int64_t max_reply_bytes,
-            EmbeddingService::LiveCalls* live)
-      : context_(context), out_(out), metrics_(metrics), method_(method), clock_(clock),
-        start_us_(clock.NowMicros()), max_reply_bytes_(max_reply_bytes), live_(live) {
-    live_->Add();
+  UnaryCall(CallbackServerContext* context, grpc::ByteBuffer* out, RpcMethod method,
+            const CallEnv& env)
+      : context_(context), out_(out), method_(method), env_(env),
+        start_us_(env.pipeline->clock()->NowMicros()) {
+    env_.live->Add();
   }
 
-  CallControl Control(std::string id) { return ControlOf(context_, clock_, std::move(id)); }
+  CallControl Control(std::string id) {
+    return ControlOf(context_, *env_.pipeline->clock(), std::move(id));
+  }
 
   // Finishes the call with `status` (serializing `response` when OK; a reply over the
   // size limit becomes RESOURCE_EXHAUSTED) and counts it with the status sent.
   void Reply(const absl::Status& status) {
-    grpc::Status g = ToGrpcStatus(status);
-    if (g.ok()) g = SerializeReply(response, max_reply_bytes_, out_);
-    if (metrics_ != nullptr) {
-      metrics_->OnRequest(method_, static_cast<int>(g.error_code()),
-                          clock_.NowMicros() - start_us_);
-    }
-    Finish(g);
+    Finish(grpc_wire::EncodeReply(env_, method_, start_us_, status, response, out_));
   }
   void OnDone() override {
-    EmbeddingService::LiveCalls* live = live_;
+    EmbeddingService::LiveCalls* live = env_.live;
     delete this;
     live->Done();
   }
@@ -106,12 +95,9 @@ class UnaryCall final : public grpc::ServerUnaryReactor {
  private:
   CallbackServerContext* const context_;
   grpc::ByteBuffer* const out_;
-  ServerMetrics* const metrics_;
   const RpcMethod method_;
-  const Clock& clock_;
+  const CallEnv env_;
   const int64_t start_us_;
-  const int64_t max_reply_bytes_;
-  EmbeddingService::LiveCalls* const live_;
 };
 
 }  // namespace
@@ -451,6 +437,10 @@ EmbeddingService::EmbeddingService(const Options& options, EmbeddingPipeline* pi
 
 EmbeddingService::~EmbeddingService() { StopQueues(); }
 
+grpc_wire::CallEnv EmbeddingService::Env() const {
+  return CallEnv{pipeline_, metrics_, options_.max_message_bytes, live_.get()};
+}
+
 void EmbeddingService::SetServing(bool serving) {
   pipeline_->SetServing(serving);
   if (serving) return;
@@ -480,11 +470,10 @@ bool EmbeddingService::WaitForCalls(std::chrono::steady_clock::time_point deadli
 ServerUnaryReactor* EmbeddingService::CallbackEmbed(CallbackServerContext* context,
                                                     const grpc::ByteBuffer* raw_request,
                                                     grpc::ByteBuffer* raw_response) {
-  auto* call = new UnaryCall<v1::EmbedRequest, v1::EmbedResponse>(
-      context, raw_response, metrics_, RpcMethod::kEmbed, *pipeline_->clock(),
-      options_.max_message_bytes, live_.get());
-  ServeEmbed(CallEnv{pipeline_, metrics_, options_.max_message_bytes, live_.get()},
-             *raw_request, call);
+  const CallEnv env = Env();
+  auto* call = new UnaryCall<v1::EmbedRequest, v1::EmbedResponse>(context, raw_response,
+                                                                   RpcMethod::kEmbed, env);
+  ServeEmbed(env, *raw_request, call);
   return call;
 }
 
@@ -497,21 +486,18 @@ grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>* EmbeddingService::E
 ServerUnaryReactor* EmbeddingService::CallbackSimilarity(CallbackServerContext* context,
                                                          const grpc::ByteBuffer* raw_request,
                                                          grpc::ByteBuffer* raw_response) {
+  const CallEnv env = Env();
   auto* call = new UnaryCall<v1::SimilarityRequest, v1::SimilarityResponse>(
-      context, raw_response, metrics_, RpcMethod::kSimilarity, *pipeline_->clock(),
-      options_.max_message_bytes, live_.get());
-  ServeSimilarity(CallEnv{pipeline_, metrics_, options_.max_message_bytes, live_.get()},
-                  *raw_request, call);
+      context, raw_response, RpcMethod::kSimilarity, env);
+  ServeSimilarity(env, *raw_request, call);
   return call;
 }
 
 ServerUnaryReactor* EmbeddingService::Tokenize(CallbackServerContext* context,
                                                const grpc::ByteBuffer* raw_request,
                                                grpc::ByteBuffer* raw_response) {
-  const Clock& clock = *pipeline_->clock();
   auto* call = new UnaryCall<v1::TokenizeRequest, v1::TokenizeResponse>(
-      context, raw_response, metrics_, RpcMethod::kTokenize, clock, options_.max_message_bytes,
-      live_.get());
+      context, raw_response, RpcMethod::kTokenize, Env());
   if (absl::Status s =
           ParseRequest(*raw_request, RequestKind::kTexts, kNoIdField, &call->request);
       !s.ok()) {
@@ -520,7 +506,7 @@ ServerUnaryReactor* EmbeddingService::Tokenize(CallbackServerContext* context,
   }
   const TokenizeResult r = pipeline_->Tokenize(TextsOf(call->request.texts()),
                                                OptionsOf(call->request, "texts"),
-                                               ControlOf(context, clock, ""));
+                                               call->Control(""));
   if (r.status.ok()) {
     for (const TokenIds& ids : r.tokens) {
       call->response.add_tokens()->mutable_ids()->Add(ids.begin(), ids.end());
@@ -535,8 +521,7 @@ ServerUnaryReactor* EmbeddingService::GetModelInfo(CallbackServerContext* contex
                                                    const grpc::ByteBuffer* raw_request,
                                                    grpc::ByteBuffer* raw_response) {
   auto* call = new UnaryCall<v1::GetModelInfoRequest, v1::ModelInfo>(
-      context, raw_response, metrics_, RpcMethod::kGetModelInfo, *pipeline_->clock(),
-      options_.max_message_bytes, live_.get());
+      context, raw_response, RpcMethod::kGetModelInfo, Env());
   if (!call->request.ParseFromString(Flatten(*raw_request))) {
     call->Reply(absl::InvalidArgumentError(absl::StrCat(
         "the request is not a valid ", call->request.GetTypeName(), " message")));

@@ -23,8 +23,8 @@
 namespace embedserve {
 
 using grpc_wire::CallEnv;
-using grpc_wire::DeadlineMicros;
-using grpc_wire::SerializeReply;
+using grpc_wire::EncodeReply;
+using grpc_wire::MakeControl;
 using grpc_wire::ServeEmbed;
 using grpc_wire::ServeSimilarity;
 
@@ -101,21 +101,15 @@ class QueuedCall final : public QueuedCallBase {
   }
 
   CallControl Control(std::string id) {
-    CallControl control;
-    control.deadline_us = DeadlineMicros(context_.deadline(), *env_.pipeline->clock());
-    control.is_cancelled = [this] { return cancelled_.load(std::memory_order_relaxed); };
-    control.id = std::move(id);
-    return control;
+    return MakeControl(
+        context_.deadline(), *env_.pipeline->clock(),
+        [this] { return cancelled_.load(std::memory_order_relaxed); }, std::move(id));
   }
 
   // As UnaryCall::Reply; the last use of this call outside its queue's thread.
   void Reply(const absl::Status& status) {
-    grpc::Status g = ToGrpcStatus(status);
-    if (g.ok()) g = SerializeReply(response, env_.max_message_bytes, &raw_reply_);
-    if (env_.metrics != nullptr) {
-      env_.metrics->OnRequest(method_.rpc, static_cast<int>(g.error_code()),
-                              env_.pipeline->clock()->NowMicros() - start_us_);
-    }
+    const grpc::Status g =
+        EncodeReply(env_, method_.rpc, start_us_, status, response, &raw_reply_);
     if (g.ok()) {
       writer_.Finish(raw_reply_, g, &step_tag_);
     } else {
@@ -177,7 +171,7 @@ void EmbeddingService::AddQueues(grpc::ServerBuilder* builder) {
 void EmbeddingService::StartQueues() {
   if (queues_->queues.empty() || queues_->started) return;
   queues_->started = true;
-  const CallEnv env{pipeline_, metrics_, options_.max_message_bytes, live_.get()};
+  const CallEnv env = Env();
   const QueuedEmbed::Method embed{embed_index_, RpcMethod::kEmbed, &ServeEmbed<QueuedEmbed>};
   const QueuedSimilarity::Method similarity{similarity_index_, RpcMethod::kSimilarity,
                                             &ServeSimilarity<QueuedSimilarity>};

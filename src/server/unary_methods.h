@@ -8,13 +8,16 @@
 
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <utility>
 #include <vector>
 
 #include "absl/status/status.h"
+#include "embedserve/batching/clock.h"
 #include "embedserve/common/mutex.h"
 #include "embedserve/server/embedding_service.h"
+#include "embedserve/server/grpc_status.h"
 #include "embedserve/server/metrics.h"
 #include "embedserve/v1/embedding.pb.h"
 #include "pipeline/embedding_pipeline.h"
@@ -55,6 +58,35 @@ struct CallEnv {
   int64_t max_message_bytes;
   EmbeddingService::LiveCalls* live;
 };
+
+// A call's control for the pipeline: its deadline on the pipeline's clock, whether it
+// was cancelled (cheap, thread-safe), its id for the log.
+inline CallControl MakeControl(std::chrono::system_clock::time_point deadline,
+                               const Clock& clock, std::function<bool()> is_cancelled,
+                               std::string id) {
+  CallControl control;
+  control.deadline_us = DeadlineMicros(deadline, clock);
+  control.is_cancelled = std::move(is_cancelled);
+  control.id = std::move(id);
+  return control;
+}
+
+// The status a unary call ends with: `status` as gRPC's, or OK with `response`
+// serialized into `*out` (RESOURCE_EXHAUSTED instead when it is over
+// server.max_message_bytes); counted in the metrics with the code sent and the time
+// since `start_us`.
+template <typename Response>
+grpc::Status EncodeReply(const CallEnv& env, RpcMethod method, int64_t start_us,
+                         const absl::Status& status, const Response& response,
+                         grpc::ByteBuffer* out) {
+  grpc::Status g = ToGrpcStatus(status);
+  if (g.ok()) g = SerializeReply(response, env.max_message_bytes, out);
+  if (env.metrics != nullptr) {
+    env.metrics->OnRequest(method, static_cast<int>(g.error_code()),
+                           env.pipeline->clock()->NowMicros() - start_us);
+  }
+  return g;
+}
 
 // Embed and Similarity, for a call of either API: `Call` has `request`, `response`,
 // Reply(status) (from any thread, once) and Control(id). The pipeline answers through

@@ -28,6 +28,9 @@ class ServerBuilder;
 
 namespace embedserve {
 
+namespace grpc_wire {
+struct CallEnv;
+}  // namespace grpc_wire
 class EmbeddingPipeline;
 class ServerMetrics;
 
@@ -128,6 +131,9 @@ class EmbeddingService final : public EmbeddingServiceBase {
 
  private:
   EmbeddingService(const Options& options, EmbeddingPipeline* pipeline, ServerMetrics* metrics);
+
+  // What a unary call of either API needs of this service (src/server/unary_methods.h).
+  grpc_wire::CallEnv Env() const;
 
   // Embed and Similarity on the callback API (Options::grpc_queues 0).
   grpc::ServerUnaryReactor* CallbackEmbed(grpc::CallbackServerContext* context,

@@ -60,8 +60,9 @@ start() {  # start SYSTEM LOG: starts it in the background (spid) and sets port
 cpu_pct() { sed -E -n 's/.*: ([0-9]+)% over .*/\1/p' "$1"; }
 # The batcher workers' share (threads es-batch-N and the model threads they start, which
 # inherit the name): the model's forward, and on a worker that answers its batch itself
-# (batching.completion_threads 0), the replies' writes.
-worker_pct() { grep -o 'es-batch-[0-9]*/[0-9]* [0-9]*' "$1" | awk '{s += $2} END {print s + 0}'; }
+# (batching.completion_threads 0), the replies' writes. Read from the sampler's line per
+# kind of thread, which counts every such thread (its top-10 list may leave some out).
+worker_pct() { sed -E -n 's/.* by kind of thread: (.*, )?es-batch x[0-9]+ ([0-9]+).*/\2/p' "$1" | awk '{s += $1} END {print s + 0}'; }
 
 for round in $(seq 1 "$ROUNDS"); do
   for system in ${SYSTEMS:-floor-callback floor-cq server}; do

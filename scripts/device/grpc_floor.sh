@@ -28,7 +28,7 @@ QUEUES=${QUEUES:-"4 8"}
 configs=$RAW/configs
 mkdir -p "$configs"
 # One experiment file per way of taking calls: the GPU experiment with only
-# server.grpc_queues set otherwise.
+# server.grpc_queues (and, for NcM, batching.completion_threads) set otherwise.
 queues_config() {  # queues_config N FILE [COMPLETION_THREADS]
   sed -e '/^  grpc_queues:/d' -e "s/^server:\$/server:\\n  grpc_queues: $1/" \
     ${3:+-e "s/^  completion_threads: .*/  completion_threads: $3/"} \
